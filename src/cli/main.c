@@ -1,0 +1,203 @@
+/* main.c - the onnx-prune command line: a thin layer over libonnxprune.
+ * Exit codes: 0 success, 2 bad input or usage (one line on stderr, nothing written),
+ * 1 reserved for verification thresholds not met. */
+#include "onnxprune.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXIT_BAD 2
+
+static const char *USAGE =
+    "usage: onnx-prune <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  inspect MODEL [--json]            list attention / FFN blocks per layer and parameter shares\n"
+    "  prune MODEL -o OUT [options]      remove heads, FFN neurons or layers and write a smaller model\n"
+    "\n"
+    "prune options:\n"
+    "  --head-sparsity R     fraction of heads to remove, in [0, 1) (per layer, or see --scope)\n"
+    "  --ffn-sparsity R      fraction of FFN neurons to remove, in [0, 1)\n"
+    "  --width W             keep fraction W of heads and FFN neurons, in (0, 1] (DynaBERT style)\n"
+    "  --num-heads N         heads to keep per layer\n"
+    "  --ffn-size N          FFN width to keep per layer\n"
+    "  --keep-layers L       comma-separated layer indices to keep; the others are dropped\n"
+    "  --config FILE.json    per-layer control (see README); flags given too override its top level\n"
+    "  --importance M        l2 (default), l1 or random: how heads and neurons are ranked\n"
+    "  --seed N              seed for --importance random\n"
+    "  --scope S             layer (default): each layer loses the same fraction; global: rank all layers together\n"
+    "  --compact             remove heads and neurons whose weights are already all zero (exact)\n"
+    "  --report FILE.json    write the report as JSON\n"
+    "  --dry-run             print the plan and the report, write nothing\n"
+    "  --external-data       store large tensors in OUT.data (automatic over 2 GiB)\n"
+    "  -q, --quiet           print nothing on success\n";
+
+static int fail(const op_error *err) {
+  fprintf(stderr, "onnx-prune: %s\n", err->message);
+  return EXIT_BAD;
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "onnx-prune: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, " (see onnx-prune --help)\n");
+  return EXIT_BAD;
+}
+
+/* Writes text to path through a temporary file and a rename. */
+static int write_text_file(const char *path, const char *text, op_error *err) {
+  char tmp[PATH_MAX];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp) {
+    snprintf(err->message, sizeof err->message, "%s: path too long", path);
+    return -1;
+  }
+  int fd = mkstemp(tmp);
+  FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+  if (!f) {
+    snprintf(err->message, sizeof err->message, "%s: %s", path, strerror(errno));
+    if (fd >= 0) close(fd), unlink(tmp);
+    return -1;
+  }
+  bool ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+  ok = (fclose(f) == 0) && ok;
+  if (!ok || rename(tmp, path) != 0) {
+    snprintf(err->message, sizeof err->message, "%s: %s", path, strerror(errno));
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+static int cmd_inspect(int argc, char **argv) {
+  const char *model = NULL;
+  bool json = false;
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0) json = true;
+    else if (argv[i][0] == '-' && argv[i][1]) return usage_error("inspect: unknown option '%s'", argv[i]);
+    else if (model) return usage_error("inspect: unexpected argument '%s'", argv[i]);
+    else model = argv[i];
+  }
+  if (!model) return usage_error("inspect: %s", "missing MODEL");
+  op_error err = {0};
+  op_model *m = op_model_load(model, &err);
+  if (!m) return fail(&err);
+  op_analysis *a = op_analyze(m, &err);
+  if (!a) {
+    op_model_free(m);
+    return fail(&err);
+  }
+  char *text = json ? op_analysis_json(a) : op_analysis_table(a);
+  fputs(text, stdout);
+  if (json) fputc('\n', stdout);
+  op_free(text);
+  op_analysis_free(a);
+  op_model_free(m);
+  return 0;
+}
+
+/* Flags that map one-to-one onto config keys. */
+static const struct {
+  const char *flag, *key;
+} CONFIG_FLAGS[] = {
+    {"--head-sparsity", "head_sparsity"}, {"--ffn-sparsity", "ffn_sparsity"}, {"--width", "width"},
+    {"--num-heads", "num_heads"},         {"--ffn-size", "ffn_size"},         {"--keep-layers", "keep_layers"},
+    {"--importance", "importance"},       {"--seed", "seed"},                 {"--scope", "scope"},
+};
+
+static int cmd_prune(int argc, char **argv) {
+  const char *model = NULL, *out = NULL, *config = NULL, *report = NULL;
+  bool dry = false, quiet = false, compact = false;
+  op_save_options save = {0};
+  const char *keys[32], *values[32];
+  int nset = 0;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    const char *key = NULL;
+    for (size_t k = 0; k < sizeof CONFIG_FLAGS / sizeof *CONFIG_FLAGS; k++)
+      if (strcmp(a, CONFIG_FLAGS[k].flag) == 0) key = CONFIG_FLAGS[k].key;
+    bool takes_value = key || !strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--config") ||
+                       !strcmp(a, "--report");
+    if (takes_value && i + 1 >= argc) return usage_error("prune: %s needs a value", a);
+    if (key) {
+      if (nset == 32) return usage_error("prune: too many options at '%s'", a);
+      keys[nset] = key;
+      values[nset++] = argv[++i];
+    } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = argv[++i];
+    else if (!strcmp(a, "--config")) config = argv[++i];
+    else if (!strcmp(a, "--report")) report = argv[++i];
+    else if (!strcmp(a, "--dry-run")) dry = true;
+    else if (!strcmp(a, "--compact")) compact = true;
+    else if (!strcmp(a, "--external-data")) save.external_data = 1;
+    else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
+    else if (a[0] == '-' && a[1]) return usage_error("prune: unknown option '%s'", a);
+    else if (model) return usage_error("prune: unexpected argument '%s'", a);
+    else model = a;
+  }
+  if (!model) return usage_error("prune: %s", "missing MODEL");
+  if (!out && !dry) return usage_error("prune: %s", "missing -o OUT (or --dry-run)");
+  op_error err = {0};
+  op_prune_config *c = op_prune_config_new();
+  int rc = 0;
+  if (config && op_prune_config_load_json(c, config, &err)) rc = -1;
+  for (int i = 0; i < nset && !rc; i++) {
+    op_error inner;
+    if (op_prune_config_set(c, keys[i], values[i], &inner)) {
+      /* name the flag as typed, not the config key */
+      const char *flag = keys[i];
+      for (size_t k = 0; k < sizeof CONFIG_FLAGS / sizeof *CONFIG_FLAGS; k++)
+        if (!strcmp(CONFIG_FLAGS[k].key, keys[i])) flag = CONFIG_FLAGS[k].flag;
+      const char *colon = strchr(inner.message, ':');
+      snprintf(err.message, sizeof err.message, "%s%.900s", flag, colon ? colon : inner.message);
+      rc = -1;
+    }
+  }
+  if (!rc && compact) op_prune_config_set(c, "compact", "1", NULL);
+  if (rc) {
+    op_prune_config_free(c);
+    return fail(&err);
+  }
+  op_model *m = op_model_load(model, &err);
+  op_prune_report *r = m ? op_prune(m, c, &err) : NULL;
+  op_prune_config_free(c);
+  if (!r) {
+    op_model_free(m);
+    return fail(&err);
+  }
+  rc = 0;
+  if (!dry && op_model_save(m, out, &save, &err)) rc = -1;
+  char *json = op_prune_report_json(r);
+  if (!rc && report && !dry && write_text_file(report, json, &err)) rc = -1;
+  if (!rc && (!quiet || dry)) {
+    char *text = op_prune_report_text(r, dry);
+    if (!dry) printf("%s -> %s\n", model, out);
+    fputs(text, stdout);
+    op_free(text);
+  }
+  op_free(json);
+  op_prune_report_free(r);
+  op_model_free(m);
+  if (rc) {
+    if (!dry && report) unlink(out); /* model written but the report failed: leave nothing half-done */
+    return fail(&err);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    fputs(USAGE, argc < 2 ? stderr : stdout);
+    return argc < 2 ? EXIT_BAD : 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    puts("onnx-prune 0.1.0");
+    return 0;
+  }
+  if (!strcmp(argv[1], "inspect")) return cmd_inspect(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "prune")) return cmd_prune(argc - 2, argv + 2);
+  return usage_error("unknown command '%s'", argv[1]);
+}

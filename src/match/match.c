@@ -1,0 +1,675 @@
+/* match.c - finds attention and FFN blocks by graph pattern, whatever exporter produced them, and
+ * the residual blocks and layers they form. Attention is anchored on Softmax and walked outwards
+ * to its projections; an FFN is anchored on a down projection and walked back through element-wise
+ * activation code to its up projection(s). Anything that looks like a block but fails a check is
+ * reported with the reason and left alone. */
+#include "match/match.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_WALK 24
+
+static void unmatched(op_analysis *a, const Onnx__NodeProto *n, const char *fmt, ...) {
+  char why[512], line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  snprintf(line, sizeof line, "not matched: %s: %s", op_node_name(n), why);
+  OP_VEC_PUSH(a->unmatched, op_xstrdup(line));
+}
+
+static Onnx__NodeProto *node_at(const op_analysis *a, int i) { return a->gr->g->node[i]; }
+
+static bool is_const(const op_analysis *a, const char *name) { return op_graph_const(a->gr, name) != NULL; }
+
+/* A float weight initializer of rank 2 used by one consumer only (tied weights cannot be pruned
+ * on one side). */
+static Onnx__TensorProto *weight_init(const op_analysis *a, const char *name, const char **why) {
+  op_value *v = op_graph_find(a->gr, name);
+  Onnx__TensorProto *t = op_graph_init(a->gr, name);
+  if (!t || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims != 2) {
+    *why = "weight is not a float32 matrix initializer";
+    return NULL;
+  }
+  if (v->n_consumers != 1 || v->graph_output) {
+    *why = "weight is shared with other nodes";
+    return NULL;
+  }
+  return t;
+}
+
+/* Matches the MatMul/Gemm at node index mi as a linear layer with constant weights. */
+static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **why) {
+  Onnx__NodeProto *n = node_at(a, mi);
+  memset(p, 0, sizeof *p);
+  p->node = mi;
+  p->bias_node = -1;
+  bool trans = false;
+  if (op_node_is(n, "Gemm")) {
+    if (op_node_attr_int(n, "transA", 0) != 0 || op_node_attr_float(n, "alpha", 1.f) != 1.f) {
+      *why = "Gemm with transA or alpha != 1";
+      return false;
+    }
+    trans = op_node_attr_int(n, "transB", 0) != 0;
+  } else if (!op_node_is(n, "MatMul")) {
+    *why = "not MatMul or Gemm";
+    return false;
+  }
+  if (n->n_input < 2 || is_const(a, n->input[0])) {
+    *why = "no activation input";
+    return false;
+  }
+  const char *wname = n->input[1];
+  Onnx__NodeProto *tp = op_graph_producer(a->gr, wname);
+  if (tp && op_node_is(tp, "Transpose")) { /* W given as Transpose(initializer) */
+    Onnx__AttributeProto *perm = op_node_attr(tp, "perm");
+    if (perm && !(perm->n_ints == 2 && perm->ints[0] == 1 && perm->ints[1] == 0)) {
+      *why = "weight Transpose is not a 2-D transpose";
+      return false;
+    }
+    op_value *tv = op_graph_find(a->gr, wname);
+    if (tv->n_consumers != 1) {
+      *why = "weight is shared with other nodes";
+      return false;
+    }
+    wname = tp->input[0];
+    trans = !trans;
+  }
+  Onnx__TensorProto *w = weight_init(a, wname, why);
+  if (!w) return false;
+  p->w = w->name;
+  p->w_out_major = trans;
+  p->in = trans ? w->dims[1] : w->dims[0];
+  p->out = trans ? w->dims[0] : w->dims[1];
+  p->x = n->input[0];
+  p->y = n->output[0];
+  if (op_node_is(n, "Gemm") && n->n_input > 2 && n->input[2][0]) {
+    Onnx__TensorProto *c = op_graph_init(a->gr, n->input[2]);
+    op_value *cv = op_graph_find(a->gr, n->input[2]);
+    if (!c || c->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || op_tensor_numel(c) != p->out ||
+        op_node_attr_float(n, "beta", 1.f) != 1.f || cv->n_consumers != 1) {
+      *why = "Gemm bias is not a private float vector of the output width";
+      return false;
+    }
+    p->b = c->name;
+  }
+  return true;
+}
+
+/* Matches a projection whose final output (after an optional bias Add) is the tensor t. */
+static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, const char **why) {
+  const char *dummy;
+  if (!why) why = &dummy;
+  op_value *v = op_graph_find(a->gr, t);
+  if (!v || v->producer < 0) {
+    *why = "no producer";
+    return false;
+  }
+  Onnx__NodeProto *n = node_at(a, v->producer);
+  if (op_node_is(n, "Add") && n->n_input == 2) {
+    for (int s = 0; s < 2; s++) {
+      Onnx__TensorProto *b = op_graph_init(a->gr, n->input[s]);
+      op_value *mv = op_graph_find(a->gr, n->input[1 - s]);
+      if (!b || !mv || mv->producer < 0 || b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) continue;
+      Onnx__NodeProto *mm = node_at(a, mv->producer);
+      if (!(op_node_is(mm, "MatMul") || op_node_is(mm, "Gemm")) || mv->n_consumers != 1 || mv->graph_output) continue;
+      if (!match_linear(a, mv->producer, p, why)) return false;
+      if (p->b || op_tensor_numel(b) != p->out || (b->n_dims != 1) ||
+          op_graph_find(a->gr, b->name)->n_consumers != 1) {
+        *why = "bias is not a private vector of the output width";
+        return false;
+      }
+      p->b = b->name;
+      p->bias_node = v->producer;
+      p->y = n->output[0];
+      return true;
+    }
+  }
+  if (op_node_is(n, "MatMul") || op_node_is(n, "Gemm")) return match_linear(a, v->producer, p, why);
+  *why = "not a projection";
+  return false;
+}
+
+/* ---- attention ---- */
+
+static bool op_in(const Onnx__NodeProto *n, const char *const *ops) {
+  for (; *ops; ops++)
+    if (op_node_is(n, *ops)) return true;
+  return false;
+}
+
+static const char *const SHAPING_OPS[] = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast",
+                                          "Dropout", "Split", "Slice", "Gather", "Contiguous", NULL};
+
+/* Walks from t back to the projection that produced it through head-shaping ops and scalar
+ * scaling; records Reshapes and Split/Slice/Gather nodes. */
+static bool walk_to_proj(op_analysis *a, const char *t, op_proj *p, op_int_vec *reshapes, op_int_vec *parts,
+                         const char **why) {
+  for (int step = 0; step < MAX_WALK; step++) {
+    const char *w;
+    if (match_proj_out(a, t, p, &w)) return true;
+    op_value *v = op_graph_find(a->gr, t);
+    if (!v || v->producer < 0) break;
+    Onnx__NodeProto *n = node_at(a, v->producer);
+    if (op_in(n, SHAPING_OPS)) {
+      if (op_node_is(n, "Reshape")) OP_VEC_PUSH(*reshapes, v->producer);
+      if (op_node_is(n, "Split") || op_node_is(n, "Slice") || op_node_is(n, "Gather")) OP_VEC_PUSH(*parts, v->producer);
+      t = n->input[0];
+    } else if ((op_node_is(n, "Mul") || op_node_is(n, "Div")) && n->n_input == 2 && is_const(a, n->input[1]) &&
+               op_tensor_numel(op_graph_const(a->gr, n->input[1])) == 1) {
+      t = n->input[0];
+    } else if (op_node_is(n, "Mul") && n->n_input == 2 && is_const(a, n->input[0]) &&
+               op_tensor_numel(op_graph_const(a->gr, n->input[0])) == 1) {
+      t = n->input[1];
+    } else {
+      *why = "unexpected op on the q/k/v path";
+      return false;
+    }
+  }
+  *why = "no projection found on the q/k/v path";
+  return false;
+}
+
+/* The MatMul computing attention scores behind t (through scaling, mask Add, Where, Cast). */
+static int find_score_matmul(const op_analysis *a, const char *t, int depth) {
+  op_value *v = op_graph_find(a->gr, t);
+  if (!v || v->producer < 0 || depth > 6) return -1;
+  Onnx__NodeProto *n = node_at(a, v->producer);
+  if (op_node_is(n, "MatMul")) return !is_const(a, n->input[0]) && !is_const(a, n->input[1]) ? v->producer : -1;
+  static const char *const through[] = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", NULL};
+  if (!op_in(n, through)) return -1;
+  for (size_t i = 0; i < n->n_input; i++) {
+    if (!n->input[i][0] || is_const(a, n->input[i])) continue;
+    int r = find_score_matmul(a, n->input[i], depth + 1);
+    if (r >= 0) return r;
+  }
+  return -1;
+}
+
+/* Follows the single real consumer (ignoring Shape readers) of t through the given ops. */
+static Onnx__NodeProto *real_consumer(const op_analysis *a, const char *t, int *idx) {
+  op_value *v = op_graph_find(a->gr, t);
+  if (!v || v->graph_output) return NULL;
+  int found = -1;
+  for (size_t i = 0; i < v->n_consumers; i++) {
+    Onnx__NodeProto *c = node_at(a, v->consumers[i]);
+    if (op_node_is(c, "Shape")) continue;
+    if (found >= 0 && found != v->consumers[i]) return NULL;
+    found = v->consumers[i];
+  }
+  if (found < 0) return NULL;
+  if (idx) *idx = found;
+  return node_at(a, found);
+}
+
+static void collect_region(op_analysis *a, op_attn *at) {
+  /* forward from the projection outputs to the output projection */
+  const char *start[3];
+  int ns = at->packed ? 1 : 3;
+  for (int i = 0; i < ns; i++) start[i] = at->qkv[i].y;
+  for (int i = 0; i < ns; i++) OP_VEC_PUSH(at->region, start[i]);
+  for (size_t k = 0; k < at->region.n && k < 4096; k++) {
+    op_value *v = op_graph_find(a->gr, at->region.v[k]);
+    for (size_t c = 0; v && c < v->n_consumers; c++) {
+      int ci = v->consumers[c];
+      Onnx__NodeProto *n = node_at(a, ci);
+      if (ci == at->out.node || op_node_is(n, "Shape")) continue;
+      for (size_t o = 0; o < n->n_output; o++) {
+        bool seen = false;
+        for (size_t r = 0; r < at->region.n && !seen; r++) seen = strcmp(at->region.v[r], n->output[o]) == 0;
+        if (!seen) OP_VEC_PUSH(at->region, n->output[o]);
+      }
+    }
+  }
+}
+
+static void attn_free(op_attn *at) {
+  free(at->split_reshapes.v);
+  free(at->merge_reshapes.v);
+  free(at->path_nodes.v);
+  free(at->region.v);
+}
+
+static bool match_attention(op_analysis *a, int si, op_attn *at) {
+  Onnx__NodeProto *sm = node_at(a, si);
+  memset(at, 0, sizeof *at);
+  at->softmax = si;
+  const char *why = "";
+  int qk = find_score_matmul(a, sm->input[0], 0);
+  if (qk < 0) {
+    unmatched(a, sm, "no score MatMul(q, k) before the Softmax");
+    return false;
+  }
+  /* probabilities -> MatMul(probs, v) */
+  const char *probs = sm->output[0];
+  int av = -1;
+  for (int step = 0; step < 4 && av < 0; step++) {
+    int ci;
+    Onnx__NodeProto *c = real_consumer(a, probs, &ci);
+    if (!c) break;
+    if (op_node_is(c, "MatMul") && strcmp(c->input[0], probs) == 0) av = ci;
+    else if (op_node_is(c, "Dropout") || op_node_is(c, "Cast") || op_node_is(c, "Identity")) probs = c->output[0];
+    else break;
+  }
+  if (av < 0) {
+    unmatched(a, sm, "Softmax output does not feed a MatMul with v");
+    return false;
+  }
+  Onnx__NodeProto *qkn = node_at(a, qk), *avn = node_at(a, av);
+  const char *paths[3] = {qkn->input[0], qkn->input[1], avn->input[1]};
+  static const char *const role[3] = {"q", "k", "v"};
+  for (int i = 0; i < 3; i++) {
+    if (!walk_to_proj(a, paths[i], &at->qkv[i], &at->split_reshapes, &at->path_nodes, &why)) {
+      unmatched(a, sm, "%s path: %s", role[i], why);
+      goto fail;
+    }
+  }
+  if (at->qkv[0].node == at->qkv[1].node && at->qkv[1].node == at->qkv[2].node) {
+    at->packed = true;
+    if (at->qkv[0].out % 3) {
+      unmatched(a, sm, "packed projection width %lld is not 3 equal parts", (long long)at->qkv[0].out);
+      goto fail;
+    }
+  } else if (at->qkv[0].node == at->qkv[1].node || at->qkv[1].node == at->qkv[2].node ||
+             at->qkv[0].node == at->qkv[2].node) {
+    unmatched(a, sm, "q, k and v share some but not all projections");
+    goto fail;
+  } else if (at->qkv[0].out != at->qkv[1].out || at->qkv[1].out != at->qkv[2].out) {
+    unmatched(a, sm, "q, k, v widths differ (grouped-query attention is not supported)");
+    goto fail;
+  }
+  for (int i = 1; i < 3; i++)
+    if (strcmp(at->qkv[i].x, at->qkv[0].x) != 0) {
+      unmatched(a, sm, "q, k, v read different inputs (cross-attention is not supported)");
+      goto fail;
+    }
+  int64_t E = at->packed ? at->qkv[0].out / 3 : at->qkv[0].out;
+  /* context -> merge heads -> output projection */
+  const char *t = avn->output[0];
+  bool found_out = false;
+  for (int step = 0; step < 8 && !found_out; step++) {
+    int ci;
+    Onnx__NodeProto *c = real_consumer(a, t, &ci);
+    if (!c) break;
+    if (op_node_is(c, "Reshape")) OP_VEC_PUSH(at->merge_reshapes, ci);
+    if ((op_node_is(c, "MatMul") || op_node_is(c, "Gemm")) && strcmp(c->input[0], t) == 0) {
+      if (!match_linear(a, ci, &at->out, &why)) {
+        unmatched(a, sm, "output projection: %s", why);
+        goto fail;
+      }
+      int bi;
+      Onnx__NodeProto *b = real_consumer(a, at->out.y, &bi);
+      op_proj with_bias;
+      if (!at->out.b && b && op_node_is(b, "Add") && match_proj_out(a, b->output[0], &with_bias, NULL) &&
+          with_bias.node == ci)
+        at->out = with_bias;
+      found_out = true;
+    } else if (op_node_is(c, "Transpose") || op_node_is(c, "Reshape") || op_node_is(c, "Identity") ||
+               op_node_is(c, "Cast") || op_node_is(c, "Dropout")) {
+      t = c->output[0];
+    } else {
+      break;
+    }
+  }
+  if (!found_out) {
+    unmatched(a, sm, "no output projection after the attention context");
+    goto fail;
+  }
+  if (at->out.in != E) {
+    unmatched(a, sm, "output projection reads %lld values, q/k/v give %lld", (long long)at->out.in, (long long)E);
+    goto fail;
+  }
+  for (size_t i = 0; i < at->split_reshapes.n && !at->heads; i++)
+    at->heads = op_shape_infer_heads(a->gr, node_at(a, at->split_reshapes.v[i]), E);
+  if (!at->heads) {
+    unmatched(a, sm, "cannot read the number of heads from the head-split Reshape");
+    goto fail;
+  }
+  at->head_dim = E / at->heads;
+  collect_region(a, at);
+  return true;
+fail:
+  attn_free(at);
+  return false;
+}
+
+/* ---- FFN ---- */
+
+static const char *const ELEMENTWISE_OPS[] = {"Add", "Sub", "Mul", "Div", "Pow", "Erf", "Tanh", "Sigmoid",
+                                              "Relu", "Gelu", "FastGelu", "LeakyRelu", "Elu", "Selu", "Softplus",
+                                              "HardSigmoid", "HardSwish", "Clip", "Cast", "Identity", "Neg",
+                                              "Mish", "Dropout", NULL};
+static const char *const NONLINEAR_OPS[] = {"Erf", "Tanh", "Sigmoid", "Relu", "Gelu", "FastGelu", "LeakyRelu",
+                                            "Elu", "Selu", "Softplus", "HardSigmoid", "HardSwish", "Clip", "Mish",
+                                            NULL};
+
+static bool has_op(const op_analysis *a, const op_int_vec *nodes, const char *op) {
+  for (size_t i = 0; i < nodes->n; i++)
+    if (op_node_is(node_at(a, nodes->v[i]), op)) return true;
+  return false;
+}
+
+static void name_activation(const op_analysis *a, op_ffn *f) {
+  const char *act = "unknown";
+  bool zero = true;
+  if (has_op(a, &f->region, "Gelu") || has_op(a, &f->region, "FastGelu")) act = "gelu";
+  else if (has_op(a, &f->region, "Erf")) act = "gelu(erf)";
+  else if (has_op(a, &f->region, "Tanh") && has_op(a, &f->region, "Pow")) act = "gelu(tanh)";
+  else if (has_op(a, &f->region, "Tanh") && has_op(a, &f->region, "Mul") && f->region.n > 3) act = "gelu(tanh)";
+  else if (has_op(a, &f->region, "Sigmoid") && has_op(a, &f->region, "Mul")) act = "silu";
+  else if (has_op(a, &f->region, "Relu")) act = "relu";
+  else if (has_op(a, &f->region, "Tanh")) act = "tanh";
+  else if (has_op(a, &f->region, "Sigmoid")) act = "sigmoid", zero = false;
+  else zero = false;
+  if (f->n_up == 2) snprintf(f->activation, sizeof f->activation, "gated-%s", act);
+  else snprintf(f->activation, sizeof f->activation, "%s", act);
+  f->zero_preserving = zero;
+}
+
+
+/* Tries the linear layer at node di as an FFN's down projection. */
+static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
+  memset(f, 0, sizeof *f);
+  if (!match_linear(a, di, &f->down, why)) return false;
+  op_proj with_bias;
+  Onnx__NodeProto *b = real_consumer(a, f->down.y, NULL);
+  if (!f->down.b && b && op_node_is(b, "Add") && match_proj_out(a, b->output[0], &with_bias, NULL) &&
+      with_bias.node == di)
+    f->down = with_bias;
+  op_name_vec todo = {0};
+  OP_VEC_PUSH(todo, f->down.x);
+  bool ok = true;
+  for (size_t k = 0; k < todo.n && ok; k++) {
+    const char *t = todo.v[k];
+    op_proj p;
+    const char *w;
+    if (match_proj_out(a, t, &p, &w) && p.node != di) {
+      bool dup = false;
+      for (int u = 0; u < f->n_up; u++) dup |= f->up[u].node == p.node;
+      if (!dup) {
+        if (f->n_up == 2) {
+          *why = "more than two projections feed the activation";
+          ok = false;
+          break;
+        }
+        f->up[f->n_up++] = p;
+      }
+      continue;
+    }
+    op_value *v = op_graph_find(a->gr, t);
+    if (!v || v->producer < 0 || !op_in(node_at(a, v->producer), ELEMENTWISE_OPS)) {
+      *why = "a non-element-wise op sits between the projections";
+      ok = false;
+      break;
+    }
+    Onnx__NodeProto *n = node_at(a, v->producer);
+    if (op_int_vec_has(&f->region, v->producer)) continue;
+    OP_VEC_PUSH(f->region, v->producer);
+    for (size_t i = 0; i < n->n_input; i++) {
+      if (!n->input[i][0]) continue;
+      Onnx__TensorProto *c = op_graph_const(a->gr, n->input[i]);
+      if (c) {
+        if (op_tensor_numel(c) != 1) {
+          *why = "activation uses a per-neuron constant";
+          ok = false;
+        }
+        continue;
+      }
+      if (op_node_is(n, "Dropout") && i > 0) continue;
+      OP_VEC_PUSH(todo, n->input[i]);
+    }
+  }
+  free(todo.v);
+  if (ok && f->n_up == 0) *why = "no up projection", ok = false;
+  if (ok) {
+    bool nonlinear = false;
+    for (size_t i = 0; i < f->region.n; i++) nonlinear |= op_in(node_at(a, f->region.v[i]), NONLINEAR_OPS);
+    if (!nonlinear) *why = "no activation between the projections", ok = false;
+  }
+  for (int u = 0; ok && u < f->n_up; u++) {
+    if (f->up[u].out != f->down.in) *why = "up and down projection widths differ", ok = false;
+    else if (strcmp(f->up[u].x, f->up[0].x) != 0) *why = "gate and up projections read different inputs", ok = false;
+  }
+  /* nothing inside may leak out: every activation tensor feeds only the region or the down projection */
+  for (size_t i = 0; ok && i < f->region.n; i++) {
+    Onnx__NodeProto *n = node_at(a, f->region.v[i]);
+    op_value *v = op_graph_find(a->gr, n->output[0]);
+    for (size_t c = 0; ok && v && c < v->n_consumers; c++)
+      if (v->consumers[c] != di && !op_int_vec_has(&f->region, v->consumers[c])) *why = "an activation value is used outside the FFN", ok = false;
+    if (v && v->graph_output) *why = "an activation value is a graph output", ok = false;
+  }
+  if (ok && f->n_up == 2) {
+    /* the gate is the branch that goes through the nonlinearity: order it first */
+    op_value *v = op_graph_find(a->gr, f->up[1].y);
+    bool up1_nonlinear = false;
+    for (size_t c = 0; v && c < v->n_consumers; c++) up1_nonlinear |= op_in(node_at(a, v->consumers[c]), NONLINEAR_OPS);
+    if (up1_nonlinear) {
+      op_proj tmp = f->up[0];
+      f->up[0] = f->up[1];
+      f->up[1] = tmp;
+    }
+  }
+  if (ok) name_activation(a, f);
+  else free(f->region.v);
+  return ok;
+}
+
+/* ---- residual blocks ---- */
+
+static const char *const NORM_OPS[] = {"ReduceMean", "Sub", "Pow", "Add", "Sqrt", "Div", "Mul", "Cast",
+                                       "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization",
+                                       "Reciprocal", "Identity", NULL};
+
+/* Is r reached from x walking back through normalisation/transposition only? Sets *norm when a
+ * normalisation lies on the way. */
+static bool reaches_back(const op_analysis *a, const char *x, const char *r, int depth, bool *norm) {
+  if (strcmp(x, r) == 0) return true;
+  if (depth > 14) return false;
+  Onnx__NodeProto *n = op_graph_producer(a->gr, x);
+  if (!n || !(op_in(n, NORM_OPS) || op_node_is(n, "Transpose") || op_node_is(n, "Reshape"))) return false;
+  for (size_t i = 0; i < n->n_input; i++) {
+    if (!n->input[i][0] || is_const(a, n->input[i])) continue;
+    if (reaches_back(a, n->input[i], r, depth + 1, norm)) {
+      /* anything but re-layout between the stream and the block input is the block's own norm */
+      if (!(op_node_is(n, "Transpose") || op_node_is(n, "Reshape") || op_node_is(n, "Identity") ||
+            op_node_is(n, "Cast")))
+        *norm = true;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* The end of a normalisation that starts at t: the one tensor of the norm subgraph used outside it. */
+static const char *norm_end(const op_analysis *a, const char *t) {
+  op_name_vec region = {0};
+  op_int_vec nodes = {0};
+  OP_VEC_PUSH(region, t);
+  const char *end = NULL;
+  for (size_t k = 0; k < region.n && k < 64; k++) {
+    op_value *v = op_graph_find(a->gr, region.v[k]);
+    for (size_t c = 0; v && c < v->n_consumers; c++) {
+      Onnx__NodeProto *n = node_at(a, v->consumers[c]);
+      if (op_int_vec_has(&nodes, v->consumers[c]) || !op_in(n, NORM_OPS)) continue;
+      bool inside = true;
+      for (size_t i = 0; i < n->n_input && inside; i++) {
+        if (!n->input[i][0] || is_const(a, n->input[i])) continue;
+        bool found = false;
+        for (size_t r = 0; r < region.n && !found; r++) found = strcmp(region.v[r], n->input[i]) == 0;
+        inside = found;
+      }
+      if (!inside) continue;
+      OP_VEC_PUSH(nodes, v->consumers[c]);
+      OP_VEC_PUSH(region, n->output[0]);
+    }
+  }
+  int outside_users = 0;
+  for (size_t k = 0; k < region.n; k++) {
+    op_value *v = op_graph_find(a->gr, region.v[k]);
+    bool used_outside = v->graph_output;
+    for (size_t c = 0; v && c < v->n_consumers; c++) used_outside |= !op_int_vec_has(&nodes, v->consumers[c]);
+    if (used_outside) {
+      outside_users++;
+      end = region.v[k];
+    }
+  }
+  bool ok = outside_users == 1 && end != t && nodes.n >= 1;
+  free(region.v);
+  free(nodes.v);
+  return ok ? end : NULL;
+}
+
+/* Finds the residual Add that the block output y flows into, for a block reading x. */
+static bool find_residual(op_analysis *a, const char *x, const char *y, op_block *blk) {
+  const char *t = y;
+  for (int step = 0; step < 6; step++) {
+    int ci;
+    Onnx__NodeProto *c = real_consumer(a, t, &ci);
+    if (!c) return false;
+    if (op_node_is(c, "Add") && c->n_input == 2) {
+      const char *r = strcmp(c->input[0], t) == 0 ? c->input[1] : c->input[0];
+      bool norm = false;
+      if (!reaches_back(a, x, r, 0, &norm)) return false;
+      blk->residual_add = ci;
+      blk->stream_in = op_graph_canonical(a->gr, r);
+      blk->add_out = c->output[0];
+      blk->pre_norm = norm;
+      blk->stream_out = blk->add_out;
+      blk->stream_out_known = true;
+      if (!norm) { /* post-norm: the block's stream ends after the norm that follows the Add */
+        const char *end = norm_end(a, blk->add_out);
+        blk->stream_out_known = end != NULL;
+        if (end) blk->stream_out = end;
+      }
+      return true;
+    }
+    if (!(op_node_is(c, "Reshape") || op_node_is(c, "Transpose") || op_node_is(c, "Dropout") ||
+          op_node_is(c, "Identity") || op_node_is(c, "Cast")))
+      return false;
+    t = c->output[0];
+  }
+  return false;
+}
+
+static int cmp_blocks(const void *x, const void *y) {
+  const op_block *a = x, *b = y;
+  return a->residual_add - b->residual_add;
+}
+
+/* ---- parameters ---- */
+
+static int64_t init_params(const op_analysis *a, const char *name) {
+  Onnx__TensorProto *t = name ? op_graph_init(a->gr, name) : NULL;
+  return t && op_dtype_is_float(t->data_type) ? op_tensor_numel(t) : 0;
+}
+
+int64_t op_proj_params(const op_analysis *a, const op_proj *p) { return init_params(a, p->w) + init_params(a, p->b); }
+
+static void count_params(op_analysis *a) {
+  a->params_total = op_model_param_count(a->model);
+  for (size_t i = 0; i < a->attn.n; i++) {
+    const op_attn *at = &a->attn.v[i];
+    for (int k = 0; k < (at->packed ? 1 : 3); k++) a->params_attn += op_proj_params(a, &at->qkv[k]);
+    a->params_attn += op_proj_params(a, &at->out);
+  }
+  for (size_t i = 0; i < a->ffn.n; i++) {
+    const op_ffn *f = &a->ffn.v[i];
+    for (int k = 0; k < f->n_up; k++) a->params_ffn += op_proj_params(a, &f->up[k]);
+    a->params_ffn += op_proj_params(a, &f->down);
+  }
+  Onnx__GraphProto *g = a->gr->g;
+  for (size_t i = 0; i < g->n_node; i++)
+    if (op_node_is(g->node[i], "Gather")) {
+      Onnx__TensorProto *t = op_graph_init(a->gr, g->node[i]->input[0]);
+      if (t && t->n_dims == 2 && op_dtype_is_float(t->data_type)) a->params_embed += op_tensor_numel(t);
+    }
+}
+
+const op_attn *op_layer_attn(const op_analysis *a, int layer) {
+  int b = a->layers.v[layer].attn_block;
+  return b < 0 ? NULL : &a->attn.v[a->blocks.v[b].index];
+}
+
+const op_ffn *op_layer_ffn(const op_analysis *a, int layer) {
+  int b = a->layers.v[layer].ffn_block;
+  return b < 0 ? NULL : &a->ffn.v[a->blocks.v[b].index];
+}
+
+/* ---- entry points ---- */
+
+op_analysis *op_analyze(const op_model *m, op_error *err) {
+  int64_t opset = op_model_opset(m->proto);
+  if (opset && opset < 11)
+    return op_fail_null(err, OP_UNSUPPORTED, "%s: opset %lld is older than 11, the oldest supported", m->path,
+                        (long long)opset);
+  op_analysis *a = op_xcalloc(1, sizeof *a);
+  a->model = m;
+  a->opset = opset;
+  a->gr = op_graph_build(m->proto->graph);
+  Onnx__GraphProto *g = m->proto->graph;
+  bool *used = op_xcalloc(g->n_node, sizeof *used); /* projections already claimed by attention */
+  for (size_t i = 0; i < g->n_node; i++) {
+    if (!op_node_is(g->node[i], "Softmax")) continue;
+    op_attn at;
+    if (!match_attention(a, (int)i, &at)) continue;
+    op_block blk = {.kind = OP_BLOCK_ATTN, .index = (int)a->attn.n};
+    if (!find_residual(a, at.qkv[0].x, at.out.y, &blk)) {
+      unmatched(a, g->node[i], "attention output does not join a residual connection");
+      attn_free(&at);
+      continue;
+    }
+    for (int k = 0; k < 3; k++) used[at.qkv[k].node] = true;
+    used[at.out.node] = true;
+    OP_VEC_PUSH(a->attn, at);
+    OP_VEC_PUSH(a->blocks, blk);
+  }
+  for (size_t i = 0; i < g->n_node; i++) {
+    if (used[i] || !(op_node_is(g->node[i], "MatMul") || op_node_is(g->node[i], "Gemm"))) continue;
+    op_ffn f;
+    const char *why = "";
+    if (!match_ffn(a, (int)i, &f, &why)) continue;
+    op_block blk = {.kind = OP_BLOCK_FFN, .index = (int)a->ffn.n};
+    if (!find_residual(a, f.up[0].x, f.down.y, &blk)) { /* a classifier head, not a transformer FFN */
+      free(f.region.v);
+      continue;
+    }
+    OP_VEC_PUSH(a->ffn, f);
+    OP_VEC_PUSH(a->blocks, blk);
+  }
+  free(used);
+  qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks);
+  for (size_t i = 0; i < a->blocks.n; i++) {
+    op_layer L = {-1, -1};
+    op_block *b = &a->blocks.v[i];
+    if (b->kind == OP_BLOCK_ATTN) {
+      L.attn_block = (int)i;
+      op_block *nx = i + 1 < a->blocks.n ? &a->blocks.v[i + 1] : NULL;
+      if (nx && nx->kind == OP_BLOCK_FFN && strcmp(nx->stream_in, b->stream_out) == 0) L.ffn_block = (int)++i;
+    } else {
+      L.ffn_block = (int)i;
+    }
+    OP_VEC_PUSH(a->layers, L);
+  }
+  count_params(a);
+  return a;
+}
+
+void op_analysis_free(op_analysis *a) {
+  if (!a) return;
+  for (size_t i = 0; i < a->attn.n; i++) attn_free(&a->attn.v[i]);
+  for (size_t i = 0; i < a->ffn.n; i++) free(a->ffn.v[i].region.v);
+  for (size_t i = 0; i < a->unmatched.n; i++) free(a->unmatched.v[i]);
+  free(a->attn.v);
+  free(a->ffn.v);
+  free(a->blocks.v);
+  free(a->layers.v);
+  free(a->unmatched.v);
+  op_graph_free(a->gr);
+  free(a);
+}
+
+int op_analysis_layer_count(const op_analysis *a) { return (int)a->layers.n; }

@@ -1,0 +1,101 @@
+/* match.h - what the matcher found: linear projections, attention and FFN blocks, the residual
+ * blocks they sit in and the layers those form. Node indices refer to the graph as analysed. */
+#ifndef OP_MATCH_H
+#define OP_MATCH_H
+
+#include "model/graph.h"
+
+/* y = x W (+ b), as MatMul[+Add] or Gemm, W possibly a Transpose of an initializer. */
+typedef struct op_proj {
+  int node;          /* MatMul or Gemm */
+  int bias_node;     /* Add carrying the bias, or -1 */
+  const char *w;     /* weight initializer */
+  const char *b;     /* bias initializer, or NULL */
+  bool w_out_major;  /* stored [out, in] rather than [in, out] */
+  int64_t in, out;
+  const char *x;     /* input */
+  const char *y;     /* output, after the bias */
+} op_proj;
+
+typedef OP_VEC(int) op_int_vec;
+typedef OP_VEC(const char *) op_name_vec;
+
+static inline bool op_int_vec_has(const op_int_vec *v, int x) {
+  for (size_t i = 0; i < v->n; i++)
+    if (v->v[i] == x) return true;
+  return false;
+}
+
+typedef struct op_attn {
+  bool packed;        /* qkv[0] is one projection to 3*E */
+  op_proj qkv[3];
+  op_proj out;
+  int64_t heads, head_dim;
+  int softmax;
+  op_int_vec split_reshapes; /* head split, on the q/k/v paths */
+  op_int_vec merge_reshapes; /* head merge, between attention and the output projection */
+  op_int_vec path_nodes;     /* Split/Slice/other shaping nodes on the q/k/v paths */
+  op_name_vec region;        /* tensors whose width scales with the number of heads */
+} op_attn;
+
+typedef struct op_ffn {
+  op_proj up[2]; /* gated: up[0] is the gate (through the activation), up[1] the linear branch */
+  int n_up;
+  op_proj down;
+  char activation[24];
+  bool zero_preserving; /* act(0) == 0, so an all-zero input column gives a dead neuron */
+  op_int_vec region;    /* activation nodes */
+} op_ffn;
+
+typedef enum op_block_kind { OP_BLOCK_ATTN, OP_BLOCK_FFN } op_block_kind;
+
+/* A residual block: stream_out = norm?(stream_in + f(stream_in or norm(stream_in))). */
+typedef struct op_block {
+  op_block_kind kind;
+  int index;          /* into attn or ffn */
+  int residual_add;   /* node index */
+  const char *stream_in;
+  const char *add_out;    /* residual Add output */
+  const char *stream_out; /* add_out, or the post-norm output after it */
+  bool pre_norm;
+  bool stream_out_known;  /* post-norm end found, so the block can be bypassed whole */
+} op_block;
+
+typedef struct op_layer {
+  int attn_block, ffn_block; /* indices into blocks, or -1 */
+} op_layer;
+
+struct op_analysis {
+  const op_model *model;
+  op_graph *gr;
+  int64_t opset;
+  OP_VEC(op_attn) attn;
+  OP_VEC(op_ffn) ffn;
+  OP_VEC(op_block) blocks;
+  OP_VEC(op_layer) layers;
+  OP_VEC(char *) unmatched;
+  int64_t params_total, params_embed, params_attn, params_ffn;
+};
+
+/* Parameters (float elements) of a projection's weight and bias. */
+int64_t op_proj_params(const op_analysis *a, const op_proj *p);
+/* The block of a layer as attention / FFN, or NULL. */
+const op_attn *op_layer_attn(const op_analysis *a, int layer);
+const op_ffn *op_layer_ffn(const op_analysis *a, int layer);
+
+/* ---- shape expressions (shape_expr.c) ---- */
+
+typedef enum op_shape_role { OP_SHAPE_SPLIT, OP_SHAPE_MERGE, OP_SHAPE_OTHER } op_shape_role;
+
+/* Number of heads encoded in a head-split Reshape whose input has width E; 0 if it cannot tell. */
+int64_t op_shape_infer_heads(const op_graph *gr, const Onnx__NodeProto *reshape, int64_t E);
+
+/* Rewrites the constants of a Reshape's target shape for a block going from H to H2 heads of size d.
+ * region: tensors whose width scales with heads (a Div by H of their size must follow H2).
+ * Adds new initializers and repoints inputs; never edits a constant shared with other nodes. */
+int op_shape_rewrite(op_graph *gr, Onnx__NodeProto *reshape, op_shape_role role, int64_t H, int64_t H2,
+                     int64_t d, const op_name_vec *region, op_error *err);
+/* Rewrites Split sizes / constant Slice bounds on a packed projection output from E to E2 per part. */
+int op_shape_rewrite_parts(op_graph *gr, Onnx__NodeProto *n, int64_t E, int64_t E2, int64_t opset, op_error *err);
+
+#endif

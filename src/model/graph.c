@@ -1,0 +1,273 @@
+/* graph.c - name index over a GraphProto and the graph edits shared by the pruning passes. */
+#include "model/graph.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+  return h;
+}
+
+static op_value *slot_for(op_graph *gr, const char *name) {
+  size_t i = hash_str(name) & (gr->cap - 1);
+  while (gr->values[i].name && strcmp(gr->values[i].name, name) != 0) i = (i + 1) & (gr->cap - 1);
+  op_value *v = &gr->values[i];
+  if (!v->name) {
+    v->name = name;
+    v->producer = v->init = v->graph_input = -1;
+    gr->n_values++;
+  }
+  return v;
+}
+
+op_value *op_graph_find(const op_graph *gr, const char *name) {
+  size_t i = hash_str(name) & (gr->cap - 1);
+  while (gr->values[i].name) {
+    if (strcmp(gr->values[i].name, name) == 0) return &gr->values[i];
+    i = (i + 1) & (gr->cap - 1);
+  }
+  return NULL;
+}
+
+op_graph *op_graph_build(Onnx__GraphProto *g) {
+  op_graph *gr = op_xcalloc(1, sizeof *gr);
+  gr->g = g;
+  size_t want = g->n_input + g->n_output + g->n_initializer + 1;
+  for (size_t i = 0; i < g->n_node; i++) want += g->node[i]->n_input + g->node[i]->n_output;
+  gr->cap = 64;
+  while (gr->cap < 2 * want) gr->cap *= 2;
+  gr->values = op_xcalloc(gr->cap, sizeof *gr->values);
+  for (size_t i = 0; i < g->n_input; i++) slot_for(gr, g->input[i]->name)->graph_input = (int)i;
+  for (size_t i = 0; i < g->n_initializer; i++) slot_for(gr, g->initializer[i]->name)->init = (int)i;
+  for (size_t i = 0; i < g->n_node; i++) {
+    Onnx__NodeProto *n = g->node[i];
+    for (size_t j = 0; j < n->n_output; j++)
+      if (n->output[j][0]) slot_for(gr, n->output[j])->producer = (int)i;
+    for (size_t j = 0; j < n->n_input; j++) {
+      if (!n->input[j][0]) continue;
+      op_value *v = slot_for(gr, n->input[j]);
+      if (v->n_consumers == v->cap_consumers) {
+        v->cap_consumers = v->cap_consumers ? v->cap_consumers * 2 : 4;
+        v->consumers = op_xrealloc(v->consumers, v->cap_consumers * sizeof(int));
+      }
+      v->consumers[v->n_consumers++] = (int)i;
+    }
+  }
+  for (size_t i = 0; i < g->n_output; i++) slot_for(gr, g->output[i]->name)->graph_output = true;
+  return gr;
+}
+
+void op_graph_free(op_graph *gr) {
+  if (!gr) return;
+  for (size_t i = 0; i < gr->cap; i++) free(gr->values[i].consumers);
+  free(gr->values);
+  free(gr);
+}
+
+Onnx__NodeProto *op_graph_producer(const op_graph *gr, const char *name) {
+  op_value *v = op_graph_find(gr, name);
+  return v && v->producer >= 0 ? gr->g->node[v->producer] : NULL;
+}
+
+Onnx__NodeProto *op_graph_sole_consumer(const op_graph *gr, const char *name) {
+  op_value *v = op_graph_find(gr, name);
+  if (!v || v->graph_output || v->n_consumers != 1) return NULL;
+  return gr->g->node[v->consumers[0]];
+}
+
+Onnx__TensorProto *op_graph_init(const op_graph *gr, const char *name) {
+  op_value *v = op_graph_find(gr, name);
+  return v && v->init >= 0 ? gr->g->initializer[v->init] : NULL;
+}
+
+Onnx__TensorProto *op_graph_const(const op_graph *gr, const char *name) {
+  op_value *v = op_graph_find(gr, name);
+  if (!v) return NULL;
+  if (v->init >= 0 && v->graph_input < 0) return gr->g->initializer[v->init];
+  if (v->producer < 0) return NULL;
+  Onnx__NodeProto *n = gr->g->node[v->producer];
+  if (!op_node_is(n, "Constant")) return NULL;
+  Onnx__AttributeProto *a = op_node_attr(n, "value");
+  return a ? a->t : NULL;
+}
+
+const char *op_graph_canonical(const op_graph *gr, const char *name) {
+  op_value *v = op_graph_find(gr, name);
+  if (!v) return name;
+  if (v->producer >= 0) {
+    Onnx__NodeProto *n = gr->g->node[v->producer];
+    for (size_t i = 0; i < n->n_output; i++)
+      if (strcmp(n->output[i], name) == 0) return n->output[i];
+  }
+  if (v->graph_input >= 0) return gr->g->input[v->graph_input]->name;
+  if (v->init >= 0) return gr->g->initializer[v->init]->name;
+  return name;
+}
+
+int op_graph_node_index(const op_graph *gr, const Onnx__NodeProto *n) {
+  for (size_t i = 0; i < n->n_output; i++) {
+    op_value *v = op_graph_find(gr, n->output[i]);
+    if (v && v->producer >= 0 && gr->g->node[v->producer] == n) return v->producer;
+  }
+  for (size_t i = 0; i < gr->g->n_node; i++)
+    if (gr->g->node[i] == n) return (int)i;
+  return -1;
+}
+
+Onnx__AttributeProto *op_node_attr(const Onnx__NodeProto *n, const char *name) {
+  for (size_t i = 0; i < n->n_attribute; i++)
+    if (strcmp(n->attribute[i]->name, name) == 0) return n->attribute[i];
+  return NULL;
+}
+
+int64_t op_node_attr_int(const Onnx__NodeProto *n, const char *name, int64_t dflt) {
+  Onnx__AttributeProto *a = op_node_attr(n, name);
+  return a && a->has_i ? a->i : dflt;
+}
+
+float op_node_attr_float(const Onnx__NodeProto *n, const char *name, float dflt) {
+  Onnx__AttributeProto *a = op_node_attr(n, name);
+  return a && a->has_f ? a->f : dflt;
+}
+
+bool op_node_is(const Onnx__NodeProto *n, const char *op_type) {
+  return strcmp(n->op_type, op_type) == 0 && (!n->domain || !n->domain[0] || strcmp(n->domain, "ai.onnx") == 0);
+}
+
+const char *op_node_name(const Onnx__NodeProto *n) {
+  return n->name && n->name[0] ? n->name : (n->n_output ? n->output[0] : "?");
+}
+
+void op_node_set_input(Onnx__NodeProto *n, size_t slot, const char *name) {
+  char *s = op_xstrdup(name);
+  free(n->input[slot]);
+  n->input[slot] = s;
+}
+
+const char *op_graph_add_init(op_graph *gr, Onnx__TensorProto *t) {
+  Onnx__GraphProto *g = gr->g;
+  if (op_graph_find(gr, t->name)) {
+    size_t len = strlen(t->name) + 24;
+    char *nm = op_xmalloc(len);
+    for (unsigned k = 1;; k++) {
+      snprintf(nm, len, "%s_%u", t->name, k);
+      if (!op_graph_find(gr, nm)) break;
+    }
+    free(t->name);
+    t->name = nm;
+  }
+  g->initializer = op_xrealloc(g->initializer, (g->n_initializer + 1) * sizeof *g->initializer);
+  g->initializer[g->n_initializer++] = t;
+  /* keep the index aware of the name so a second add stays unique */
+  if (gr->n_values * 2 + 2 > gr->cap) {
+    /* rare: grow by rebuilding */
+    op_graph *fresh = op_graph_build(g);
+    for (size_t i = 0; i < gr->cap; i++) free(gr->values[i].consumers);
+    free(gr->values);
+    *gr = *fresh;
+    free(fresh);
+  } else {
+    slot_for(gr, t->name)->init = (int)(g->n_initializer - 1);
+  }
+  return t->name;
+}
+
+static Onnx__NodeProto *new_identity(const char *in, const char *out) {
+  Onnx__NodeProto *n = op_xmalloc(sizeof *n);
+  onnx__node_proto__init(n);
+  n->op_type = op_xstrdup("Identity");
+  size_t len = strlen(out) + 16;
+  n->name = op_xmalloc(len);
+  snprintf(n->name, len, "%s_bypass", out);
+  n->n_input = 1;
+  n->input = op_xmalloc(sizeof(char *));
+  n->input[0] = op_xstrdup(in);
+  n->n_output = 1;
+  n->output = op_xmalloc(sizeof(char *));
+  n->output[0] = op_xstrdup(out);
+  return n;
+}
+
+void op_graph_replace_uses(op_graph *gr, const char *from, const char *to) {
+  Onnx__GraphProto *g = gr->g;
+  char *from_copy = op_xstrdup(from); /* `from` may be freed by the edits below */
+  for (size_t i = 0; i < g->n_node; i++) {
+    Onnx__NodeProto *n = g->node[i];
+    for (size_t j = 0; j < n->n_input; j++)
+      if (strcmp(n->input[j], from_copy) == 0) op_node_set_input(n, j, to);
+  }
+  for (size_t i = 0; i < g->n_output; i++) {
+    if (strcmp(g->output[i]->name, from_copy) != 0) continue;
+    /* the producer of `from` will die; an Identity keeps the output name stable */
+    Onnx__NodeProto *id = new_identity(to, from_copy);
+    op_value *v = op_graph_find(gr, from_copy);
+    if (v && v->producer >= 0) {
+      Onnx__NodeProto *p = g->node[v->producer];
+      for (size_t j = 0; j < p->n_output; j++)
+        if (strcmp(p->output[j], from_copy) == 0) {
+          free(p->output[j]);
+          size_t len = strlen(from_copy) + 16;
+          p->output[j] = op_xmalloc(len);
+          snprintf(p->output[j], len, "%s_dead", from_copy);
+        }
+    }
+    g->node = op_xrealloc(g->node, (g->n_node + 1) * sizeof *g->node);
+    g->node[g->n_node++] = id;
+  }
+  free(from_copy);
+}
+
+void op_graph_remove_dead(Onnx__GraphProto *g) {
+  for (bool changed = true; changed;) {
+    changed = false;
+    op_graph *gr = op_graph_build(g);
+    size_t w = 0;
+    for (size_t i = 0; i < g->n_node; i++) {
+      Onnx__NodeProto *n = g->node[i];
+      bool used = false;
+      for (size_t j = 0; j < n->n_output && !used; j++) {
+        op_value *v = n->output[j][0] ? op_graph_find(gr, n->output[j]) : NULL;
+        used = v && (v->n_consumers > 0 || v->graph_output);
+      }
+      if (used) {
+        g->node[w++] = n;
+      } else {
+        protobuf_c_message_free_unpacked(&n->base, NULL);
+        changed = true;
+      }
+    }
+    g->n_node = w;
+    op_graph_free(gr);
+  }
+  op_graph *gr = op_graph_build(g);
+  size_t w = 0;
+  for (size_t i = 0; i < g->n_initializer; i++) {
+    op_value *v = op_graph_find(gr, g->initializer[i]->name);
+    if (v->n_consumers > 0 || v->graph_output || v->graph_input >= 0)
+      g->initializer[w++] = g->initializer[i];
+    else
+      op_tensor_free(g->initializer[i]);
+  }
+  g->n_initializer = w;
+  w = 0;
+  for (size_t i = 0; i < g->n_value_info; i++) {
+    op_value *v = g->value_info[i]->name ? op_graph_find(gr, g->value_info[i]->name) : NULL;
+    if (v && (v->producer >= 0 || v->graph_input >= 0 || v->init >= 0))
+      g->value_info[w++] = g->value_info[i];
+    else
+      protobuf_c_message_free_unpacked(&g->value_info[i]->base, NULL);
+  }
+  g->n_value_info = w;
+  op_graph_free(gr);
+}
+
+int64_t op_model_opset(const Onnx__ModelProto *m) {
+  for (size_t i = 0; i < m->n_opset_import; i++) {
+    const char *d = m->opset_import[i]->domain;
+    if (!d || !d[0] || strcmp(d, "ai.onnx") == 0) return m->opset_import[i]->version;
+  }
+  return 0;
+}

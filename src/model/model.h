@@ -1,0 +1,62 @@
+/* model.h - internal view of a loaded model: the protobuf-c tree plus where it came from,
+ * tensor access helpers, and error formatting shared by every module. */
+#ifndef OP_MODEL_INTERNAL_H
+#define OP_MODEL_INTERNAL_H
+
+#include "onnxprune.h"
+#include "onnx.pb-c.h"
+
+#include <stdbool.h>
+
+struct op_model {
+  Onnx__ModelProto *proto;
+  char *path;      /* as given, for messages */
+  char *real_path; /* resolved, to refuse overwriting the input; NULL for buffers */
+  char *dir;       /* base directory for external data; NULL: none allowed */
+};
+
+/* Formats err (if not NULL) and returns -1, so callers can `return op_fail(...)`. */
+int op_fail(op_error *err, op_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* op_fail for functions returning pointers. */
+void *op_fail_null(op_error *err, op_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Allocation helpers that never return NULL silently: they abort on exhaustion, since every
+ * caller would otherwise turn it into the same fatal error. */
+void *op_xmalloc(size_t n);
+void *op_xcalloc(size_t n, size_t size);
+void *op_xrealloc(void *p, size_t n);
+char *op_xstrdup(const char *s);
+
+/* ---- tensors (tensor.c) ---- */
+int64_t op_tensor_numel(const Onnx__TensorProto *t);
+size_t op_dtype_size(int32_t data_type); /* 0 for types without a fixed element size */
+bool op_dtype_is_float(int32_t data_type);
+/* Checks that the stored data agrees with dims and type. Returns 0 or -1 with *err. */
+int op_tensor_validate(const Onnx__TensorProto *t, const char *origin, op_error *err);
+/* Moves typed-array data (float_data, int64_data, ...) into raw_data so it can be edited in place.
+ * Only FLOAT, INT64 and INT32 are converted; returns -1 for other storage. */
+int op_tensor_to_raw(Onnx__TensorProto *t);
+/* Pointer to the tensor's float32 data (converted to raw_data first), or NULL if not FLOAT. */
+float *op_tensor_f32(Onnx__TensorProto *t);
+/* Reads element i of an integer tensor (INT64 or INT32), raw or typed. */
+bool op_tensor_get_int(const Onnx__TensorProto *t, int64_t i, int64_t *out);
+/* A new tensor owning copies of name and dims, with zeroed raw data of the right size. */
+Onnx__TensorProto *op_tensor_new(const char *name, int32_t data_type, const int64_t *dims, size_t ndims);
+/* Replaces the tensor's dims and raw data (takes ownership of data). */
+void op_tensor_replace(Onnx__TensorProto *t, const int64_t *dims, size_t ndims, void *data, size_t nbytes);
+void op_tensor_free(Onnx__TensorProto *t);
+
+/* ---- small dynamic arrays ---- */
+#define OP_VEC(type) struct { type *v; size_t n, cap; }
+#define OP_VEC_PUSH(vec, item)                                                    \
+  do {                                                                            \
+    if ((vec).n == (vec).cap) {                                                   \
+      (vec).cap = (vec).cap ? (vec).cap * 2 : 8;                                  \
+      (vec).v = op_xrealloc((vec).v, (vec).cap * sizeof(*(vec).v));               \
+    }                                                                             \
+    (vec).v[(vec).n++] = (item);                                                  \
+  } while (0)
+
+#endif

@@ -1,0 +1,561 @@
+/* model_io.c - loading and saving ONNX models.
+ * Loading unpacks each initializer from its own slice of a read-only mapping and drops those pages
+ * right after, so peak memory stays near one copy of the weights. External data is read relative
+ * to the model directory and may not escape it. Saving streams the protobuf into a temporary file
+ * next to the target and renames it into place, so no reader ever sees a half-written model.
+ *
+ * Format note (ONNX external data): a TensorProto with data_location = EXTERNAL (1) carries
+ * external_data entries "location" (path relative to the model file), "offset" and "length" (bytes,
+ * decimal text); the bytes are the tensor's raw_data, little-endian. */
+#include "model/graph.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TWO_GIB ((uint64_t)2 << 30)
+
+/* ---- protobuf wire scanning: just enough to split ModelProto.graph and GraphProto.initializer ---- */
+
+typedef struct wire_field {
+  uint32_t number;
+  const uint8_t *start;   /* first byte of the key */
+  const uint8_t *payload; /* length-delimited payload (wire type 2), else NULL */
+  size_t payload_len;
+  const uint8_t *end; /* one past the field */
+} wire_field;
+
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+    uint8_t b = *(*p)++;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *out = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Reads the next field at *p; returns false on malformed input. */
+static bool next_field(const uint8_t **p, const uint8_t *end, wire_field *f) {
+  uint64_t key, len;
+  f->start = *p;
+  f->payload = NULL;
+  f->payload_len = 0;
+  if (!read_varint(p, end, &key)) return false;
+  f->number = (uint32_t)(key >> 3);
+  if (f->number == 0) return false;
+  switch (key & 7) {
+    case 0:
+      if (!read_varint(p, end, &len)) return false;
+      break;
+    case 1:
+      if (end - *p < 8) return false;
+      *p += 8;
+      break;
+    case 2:
+      if (!read_varint(p, end, &len) || len > (uint64_t)(end - *p)) return false;
+      f->payload = *p;
+      f->payload_len = (size_t)len;
+      *p += len;
+      break;
+    case 5:
+      if (end - *p < 4) return false;
+      *p += 4;
+      break;
+    default:
+      return false; /* groups are not used by ONNX */
+  }
+  f->end = *p;
+  return true;
+}
+
+typedef OP_VEC(uint8_t) byte_vec;
+
+static void bytes_append(byte_vec *b, const uint8_t *data, size_t n) {
+  if (b->n + n > b->cap) {
+    b->cap = (b->n + n) * 2 + 64;
+    b->v = op_xrealloc(b->v, b->cap);
+  }
+  memcpy(b->v + b->n, data, n);
+  b->n += n;
+}
+
+/* Releases the pages that lie wholly inside [p, p+n) of a file mapping: they were copied out. */
+static void drop_pages(const uint8_t *p, size_t n) {
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+  uintptr_t hi = ((uintptr_t)p + n) & ~(page - 1);
+  if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+#define MODEL_GRAPH_FIELD 7
+#define GRAPH_INITIALIZER_FIELD 5
+
+static const char *bad_proto = "%s: not a valid ONNX protobuf (truncated or corrupt)";
+
+/* Unpacks GraphProto from its bytes, one initializer at a time. */
+static Onnx__GraphProto *unpack_graph(const uint8_t *data, size_t size, bool mapped, const char *origin,
+                                      op_error *err) {
+  const uint8_t *p = data, *end = data + size;
+  byte_vec rest = {0};
+  OP_VEC(Onnx__TensorProto *) inits = {0};
+  Onnx__GraphProto *g = NULL;
+  while (p < end) {
+    wire_field f;
+    if (!next_field(&p, end, &f)) goto bad;
+    if (f.number == GRAPH_INITIALIZER_FIELD && f.payload) {
+      Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, f.payload_len, f.payload);
+      if (!t) goto bad;
+      OP_VEC_PUSH(inits, t);
+      if (mapped) drop_pages(f.payload, f.payload_len);
+    } else {
+      bytes_append(&rest, f.start, (size_t)(f.end - f.start));
+    }
+  }
+  g = onnx__graph_proto__unpack(NULL, rest.n, rest.v ? rest.v : (const uint8_t *)"");
+  if (!g) goto bad;
+  free(rest.v);
+  if (g->n_initializer) { /* a stray initializer kept in `rest` would be a wire-type oddity */
+    for (size_t i = 0; i < g->n_initializer; i++) OP_VEC_PUSH(inits, g->initializer[i]);
+    free(g->initializer);
+  }
+  g->initializer = inits.v;
+  g->n_initializer = inits.n;
+  return g;
+bad:
+  for (size_t i = 0; i < inits.n; i++) op_tensor_free(inits.v[i]);
+  free(inits.v);
+  free(rest.v);
+  return op_fail_null(err, OP_PARSE, bad_proto, origin);
+}
+
+static Onnx__ModelProto *unpack_model(const uint8_t *data, size_t size, bool mapped, const char *origin,
+                                      op_error *err) {
+  const uint8_t *p = data, *end = data + size;
+  const wire_field *graph = NULL;
+  wire_field graph_field;
+  int n_graph = 0;
+  byte_vec rest = {0};
+  while (p < end) {
+    wire_field f;
+    if (!next_field(&p, end, &f)) {
+      free(rest.v);
+      return op_fail_null(err, OP_PARSE, bad_proto, origin);
+    }
+    if (f.number == MODEL_GRAPH_FIELD && f.payload) {
+      graph_field = f;
+      graph = &graph_field;
+      n_graph++;
+    } else {
+      bytes_append(&rest, f.start, (size_t)(f.end - f.start));
+    }
+  }
+  if (n_graph > 1) { /* protobuf merges repeated submessages; leave that to protobuf-c */
+    free(rest.v);
+    Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, size, data);
+    return m ? m : op_fail_null(err, OP_PARSE, bad_proto, origin);
+  }
+  Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, rest.n, rest.v ? rest.v : (const uint8_t *)"");
+  free(rest.v);
+  if (!m) return op_fail_null(err, OP_PARSE, bad_proto, origin);
+  if (graph) {
+    m->graph = unpack_graph(graph->payload, graph->payload_len, mapped, origin, err);
+    if (!m->graph) {
+      protobuf_c_message_free_unpacked(&m->base, NULL);
+      return NULL;
+    }
+  }
+  return m;
+}
+
+/* ---- external data ---- */
+
+static const char *ext_entry(const Onnx__TensorProto *t, const char *key) {
+  for (size_t i = 0; i < t->n_external_data; i++)
+    if (t->external_data[i]->key && strcmp(t->external_data[i]->key, key) == 0) return t->external_data[i]->value;
+  return NULL;
+}
+
+static bool parse_u64(const char *s, uint64_t *out) {
+  if (!s || !*s) return false;
+  char *e;
+  errno = 0;
+  unsigned long long v = strtoull(s, &e, 10);
+  if (errno || *e || s[0] == '-') return false;
+  *out = v;
+  return true;
+}
+
+static bool path_inside(const char *dir_real, const char *file_real) {
+  size_t n = strlen(dir_real);
+  return strncmp(dir_real, file_real, n) == 0 && (file_real[n] == '/' || (n == 1 && dir_real[0] == '/'));
+}
+
+static int load_external(op_model *m, Onnx__TensorProto *t, op_error *err) {
+  const char *name = t->name ? t->name : "";
+  const char *loc = ext_entry(t, "location");
+  if (!loc || !*loc)
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': external data without a location", m->path, name);
+  if (!m->dir)
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': external data '%s' but no model directory", m->path, name, loc);
+  if (loc[0] == '/' || strstr(loc, ".."))
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': external data location '%s' escapes the model directory",
+                   m->path, name, loc);
+  char full[PATH_MAX], real[PATH_MAX];
+  if (snprintf(full, sizeof full, "%s/%s", m->dir, loc) >= (int)sizeof full)
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': external data path too long", m->path, name);
+  if (!realpath(full, real))
+    return op_fail(err, OP_IO, "%s: tensor '%s': external data '%s': %s", m->path, name, loc, strerror(errno));
+  if (!path_inside(m->dir, real))
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': external data location '%s' escapes the model directory",
+                   m->path, name, loc);
+  uint64_t offset = 0, length;
+  const char *off_s = ext_entry(t, "offset"), *len_s = ext_entry(t, "length");
+  if (off_s && !parse_u64(off_s, &offset))
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': bad external data offset '%s'", m->path, name, off_s);
+  int64_t numel = op_tensor_numel(t);
+  size_t es = op_dtype_size(t->data_type);
+  if (numel < 0 || !es)
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': external data of unsupported type or dims", m->path, name);
+  uint64_t want = (uint64_t)numel * es;
+  if (len_s && !parse_u64(len_s, &length))
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': bad external data length '%s'", m->path, name, len_s);
+  if (!len_s) length = want;
+  if (length != want)
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': external data length %llu but dims and type need %llu",
+                   m->path, name, (unsigned long long)length, (unsigned long long)want);
+  int fd = open(real, O_RDONLY);
+  if (fd < 0) return op_fail(err, OP_IO, "%s: tensor '%s': %s: %s", m->path, name, loc, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || offset > (uint64_t)st.st_size ||
+      length > (uint64_t)st.st_size - offset) {
+    close(fd);
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': external data [%llu, +%llu) lies past the end of '%s'", m->path,
+                   name, (unsigned long long)offset, (unsigned long long)length, loc);
+  }
+  uint8_t *buf = op_xmalloc(length ? length : 1);
+  for (uint64_t done = 0; done < length;) {
+    ssize_t r = pread(fd, buf + done, length - done, (off_t)(offset + done));
+    if (r <= 0) {
+      free(buf);
+      close(fd);
+      return op_fail(err, OP_IO, "%s: tensor '%s': reading '%s' failed", m->path, name, loc);
+    }
+    done += (uint64_t)r;
+  }
+  close(fd);
+  free(t->raw_data.data);
+  t->raw_data.data = buf;
+  t->raw_data.len = length;
+  t->has_raw_data = 1;
+  t->has_data_location = 0;
+  t->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__DEFAULT;
+  for (size_t i = 0; i < t->n_external_data; i++) protobuf_c_message_free_unpacked(&t->external_data[i]->base, NULL);
+  free(t->external_data);
+  t->external_data = NULL;
+  t->n_external_data = 0;
+  return 0;
+}
+
+/* ---- structural checks that make a later pass safe ---- */
+
+static int check_graph(op_model *m, op_error *err) {
+  Onnx__ModelProto *p = m->proto;
+  if (!p->graph) return op_fail(err, OP_PARSE, "%s: not an ONNX model: it has no graph", m->path);
+  if (p->n_opset_import == 0 && p->ir_version >= 3)
+    return op_fail(err, OP_PARSE, "%s: not an ONNX model: it imports no opset", m->path);
+  if (p->ir_version <= 0) return op_fail(err, OP_PARSE, "%s: not an ONNX model: ir_version is missing", m->path);
+  Onnx__GraphProto *g = p->graph;
+  for (size_t i = 0; i < g->n_input; i++)
+    if (!g->input[i]->name || !g->input[i]->name[0])
+      return op_fail(err, OP_INVALID, "%s: graph input %zu has no name", m->path, i);
+  for (size_t i = 0; i < g->n_output; i++)
+    if (!g->output[i]->name || !g->output[i]->name[0])
+      return op_fail(err, OP_INVALID, "%s: graph output %zu has no name", m->path, i);
+  for (size_t i = 0; i < g->n_node; i++)
+    if (!g->node[i]->op_type || !g->node[i]->op_type[0])
+      return op_fail(err, OP_INVALID, "%s: node %zu ('%s') has no op_type", m->path, i, op_node_name(g->node[i]));
+  for (size_t i = 0; i < g->n_initializer; i++) {
+    Onnx__TensorProto *t = g->initializer[i];
+    if (!t->name || !t->name[0]) return op_fail(err, OP_INVALID, "%s: initializer %zu has no name", m->path, i);
+    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
+      if (load_external(m, t, err) != 0) return -1;
+    }
+    if (op_tensor_validate(t, m->path, err) != 0) return -1;
+  }
+  /* every consumed name must be defined somewhere in this graph */
+  op_graph *gr = op_graph_build(g);
+  int rc = 0;
+  for (size_t i = 0; i < g->n_node && rc == 0; i++) {
+    Onnx__NodeProto *n = g->node[i];
+    for (size_t j = 0; j < n->n_input && rc == 0; j++) {
+      op_value *v = n->input[j][0] ? op_graph_find(gr, n->input[j]) : NULL;
+      if (v && v->producer < 0 && v->init < 0 && v->graph_input < 0)
+        rc = op_fail(err, OP_INVALID,
+                     "%s: node '%s' (%s): input '%s' is not produced by any node, initializer or graph input",
+                     m->path, op_node_name(n), n->op_type, n->input[j]);
+    }
+  }
+  for (size_t i = 0; i < g->n_output && rc == 0; i++) {
+    op_value *v = op_graph_find(gr, g->output[i]->name);
+    if (v->producer < 0 && v->init < 0 && v->graph_input < 0)
+      rc = op_fail(err, OP_INVALID, "%s: graph output '%s' is not produced by any node", m->path, g->output[i]->name);
+  }
+  op_graph_free(gr);
+  return rc;
+}
+
+static op_model *finish_load(Onnx__ModelProto *proto, const char *origin, const char *dir, op_error *err) {
+  op_model *m = op_xcalloc(1, sizeof *m);
+  m->proto = proto;
+  m->path = op_xstrdup(origin);
+  m->dir = dir ? op_xstrdup(dir) : NULL;
+  if (check_graph(m, err) != 0) {
+    op_model_free(m);
+    return NULL;
+  }
+  return m;
+}
+
+op_model *op_model_load_buffer(const void *data, size_t size, const char *base_dir, const char *origin,
+                               op_error *err) {
+  if (!origin) origin = "<buffer>";
+  if (size == 0) return op_fail_null(err, OP_PARSE, "%s: empty file", origin);
+  char dir_real[PATH_MAX];
+  if (base_dir && !realpath(base_dir, dir_real))
+    return op_fail_null(err, OP_IO, "%s: %s: %s", origin, base_dir, strerror(errno));
+  Onnx__ModelProto *proto = unpack_model(data, size, false, origin, err);
+  if (!proto) return NULL;
+  return finish_load(proto, origin, base_dir ? dir_real : NULL, err);
+}
+
+op_model *op_model_load(const char *path, op_error *err) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return op_fail_null(err, OP_IO, "%s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return op_fail_null(err, OP_IO, "%s: not a regular file", path);
+  }
+  if (st.st_size == 0) {
+    close(fd);
+    return op_fail_null(err, OP_PARSE, "%s: empty file", path);
+  }
+  void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED) return op_fail_null(err, OP_IO, "%s: cannot map: %s", path, strerror(errno));
+  madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
+  Onnx__ModelProto *proto = unpack_model(map, (size_t)st.st_size, true, path, err);
+  munmap(map, (size_t)st.st_size);
+  if (!proto) return NULL;
+  char real[PATH_MAX], dir_buf[PATH_MAX];
+  if (!realpath(path, real)) {
+    protobuf_c_message_free_unpacked(&proto->base, NULL);
+    return op_fail_null(err, OP_IO, "%s: %s", path, strerror(errno));
+  }
+  snprintf(dir_buf, sizeof dir_buf, "%s", real);
+  op_model *m = finish_load(proto, path, dirname(dir_buf), err);
+  if (m) m->real_path = op_xstrdup(real);
+  return m;
+}
+
+void op_model_free(op_model *m) {
+  if (!m) return;
+  if (m->proto) protobuf_c_message_free_unpacked(&m->proto->base, NULL);
+  free(m->path);
+  free(m->real_path);
+  free(m->dir);
+  free(m);
+}
+
+const char *op_model_path(const op_model *m) { return m->path; }
+
+int64_t op_model_param_count(const op_model *m) {
+  int64_t n = 0;
+  const Onnx__GraphProto *g = m->proto->graph;
+  for (size_t i = 0; i < g->n_initializer; i++)
+    if (op_dtype_is_float(g->initializer[i]->data_type)) n += op_tensor_numel(g->initializer[i]);
+  return n;
+}
+
+/* ---- saving ---- */
+
+typedef struct file_buffer {
+  ProtobufCBuffer base;
+  FILE *f;
+  bool failed;
+} file_buffer;
+
+static void file_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
+  file_buffer *fb = (file_buffer *)b;
+  if (!fb->failed && len && fwrite(data, 1, len, fb->f) != len) fb->failed = true;
+}
+
+/* Opens a temporary file beside `target`; returns the FILE and its name in tmp (PATH_MAX). */
+static FILE *open_temp(const char *target, char *tmp, op_error *err) {
+  if (snprintf(tmp, PATH_MAX, "%s.tmp.XXXXXX", target) >= PATH_MAX) {
+    op_fail(err, OP_IO, "%s: path too long", target);
+    return NULL;
+  }
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    op_fail(err, OP_IO, "%s: cannot create a temporary file: %s", target, strerror(errno));
+    return NULL;
+  }
+  fchmod(fd, 0644);
+  FILE *f = fdopen(fd, "wb");
+  if (!f) {
+    close(fd);
+    unlink(tmp);
+    op_fail(err, OP_IO, "%s: %s", target, strerror(errno));
+  }
+  return f;
+}
+
+static int close_temp(FILE *f, const char *tmp, bool failed, const char *target, op_error *err) {
+  if (fflush(f) != 0 || fsync(fileno(f)) != 0) failed = true;
+  if (fclose(f) != 0) failed = true;
+  if (failed) {
+    unlink(tmp);
+    return op_fail(err, OP_IO, "%s: write failed: %s", target, strerror(errno ? errno : EIO));
+  }
+  return 0;
+}
+
+static Onnx__StringStringEntryProto *new_entry(const char *key, const char *value) {
+  Onnx__StringStringEntryProto *e = op_xmalloc(sizeof *e);
+  onnx__string_string_entry_proto__init(e);
+  e->key = op_xstrdup(key);
+  e->value = op_xstrdup(value);
+  return e;
+}
+
+/* Where a tensor's bytes went while the model is packed with external data. */
+typedef struct moved_tensor {
+  Onnx__TensorProto *t;
+  ProtobufCBinaryData raw;
+} moved_tensor;
+
+/* Moves large raw tensors into a data file and rewrites them as EXTERNAL references; the caller
+ * restores them with restore_inline after packing. Returns the number moved, or -1. */
+static long write_external(Onnx__GraphProto *g, const char *data_tmp, FILE *df, const char *location,
+                           size_t min_bytes, moved_tensor *moved, op_error *err) {
+  long n = 0;
+  uint64_t offset = 0;
+  for (size_t i = 0; i < g->n_initializer; i++) {
+    Onnx__TensorProto *t = g->initializer[i];
+    if (!t->has_raw_data || t->raw_data.len < min_bytes) continue;
+    if (fwrite(t->raw_data.data, 1, t->raw_data.len, df) != t->raw_data.len) {
+      op_fail(err, OP_IO, "%s: write failed: %s", data_tmp, strerror(errno));
+      return -1;
+    }
+    char num[32];
+    moved[n].t = t;
+    moved[n].raw = t->raw_data;
+    t->has_raw_data = 0;
+    t->raw_data.data = NULL;
+    t->raw_data.len = 0;
+    t->has_data_location = 1;
+    t->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    t->external_data = op_xmalloc(3 * sizeof *t->external_data);
+    t->external_data[0] = new_entry("location", location);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)offset);
+    t->external_data[1] = new_entry("offset", num);
+    snprintf(num, sizeof num, "%zu", moved[n].raw.len);
+    t->external_data[2] = new_entry("length", num);
+    t->n_external_data = 3;
+    offset += moved[n].raw.len;
+    n++;
+  }
+  return n;
+}
+
+static void restore_inline(moved_tensor *moved, long n) {
+  for (long i = 0; i < n; i++) {
+    Onnx__TensorProto *t = moved[i].t;
+    for (size_t j = 0; j < t->n_external_data; j++) protobuf_c_message_free_unpacked(&t->external_data[j]->base, NULL);
+    free(t->external_data);
+    t->external_data = NULL;
+    t->n_external_data = 0;
+    t->has_data_location = 0;
+    t->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__DEFAULT;
+    t->raw_data = moved[i].raw;
+    t->has_raw_data = 1;
+  }
+}
+
+static bool same_file(const char *a_real, const char *path) {
+  char real[PATH_MAX];
+  return a_real && realpath(path, real) && strcmp(real, a_real) == 0;
+}
+
+int op_model_save(const op_model *cm, const char *path, const op_save_options *opts, op_error *err) {
+  op_model *m = (op_model *)cm; /* external data is swapped in and out; the model is restored */
+  if (same_file(m->real_path, path))
+    return op_fail(err, OP_ARG, "%s: refusing to overwrite the input model", path);
+  Onnx__GraphProto *g = m->proto->graph;
+  uint64_t total = 0;
+  for (size_t i = 0; i < g->n_initializer; i++) total += g->initializer[i]->raw_data.len;
+  bool external = (opts && opts->external_data) || total >= TWO_GIB - (64u << 20);
+  size_t min_bytes = opts && opts->external_min_bytes ? opts->external_min_bytes : 1024;
+
+  char tmp[PATH_MAX], data_tmp[PATH_MAX], data_path[PATH_MAX], location[PATH_MAX];
+  moved_tensor *moved = NULL;
+  long n_moved = 0;
+  FILE *df = NULL;
+  if (external) {
+    char base_buf[PATH_MAX];
+    snprintf(base_buf, sizeof base_buf, "%s", path);
+    snprintf(location, sizeof location, "%s.data", basename(base_buf));
+    if (snprintf(data_path, sizeof data_path, "%s.data", path) >= (int)sizeof data_path)
+      return op_fail(err, OP_IO, "%s: path too long", path);
+    if (same_file(m->real_path, data_path))
+      return op_fail(err, OP_ARG, "%s: refusing to overwrite the input model", data_path);
+    df = open_temp(data_path, data_tmp, err);
+    if (!df) return -1;
+    moved = op_xmalloc((g->n_initializer + 1) * sizeof *moved);
+    n_moved = write_external(g, data_tmp, df, location, min_bytes, moved, err);
+    if (n_moved < 0 || close_temp(df, data_tmp, false, data_path, err) != 0) {
+      if (n_moved > 0) restore_inline(moved, n_moved);
+      if (n_moved < 0) { fclose(df); unlink(data_tmp); }
+      free(moved);
+      return -1;
+    }
+  }
+  FILE *f = open_temp(path, tmp, err);
+  if (!f) {
+    if (external) { restore_inline(moved, n_moved); free(moved); unlink(data_tmp); }
+    return -1;
+  }
+  setvbuf(f, NULL, _IOFBF, 1 << 20);
+  file_buffer fb = {{file_append}, f, false};
+  protobuf_c_message_pack_to_buffer(&m->proto->base, &fb.base);
+  if (external) {
+    restore_inline(moved, n_moved);
+    free(moved);
+  }
+  if (close_temp(f, tmp, fb.failed, path, err) != 0) {
+    if (external) unlink(data_tmp);
+    return -1;
+  }
+  if (external && rename(data_tmp, data_path) != 0) {
+    unlink(tmp);
+    unlink(data_tmp);
+    return op_fail(err, OP_IO, "%s: %s", data_path, strerror(errno));
+  }
+  if (rename(tmp, path) != 0) {
+    unlink(tmp);
+    return op_fail(err, OP_IO, "%s: %s", path, strerror(errno));
+  }
+  return 0;
+}

@@ -1,0 +1,523 @@
+/* plan.c - the pruning configuration (flags and JSON share one setter) and the plan it yields:
+ * per layer, which heads and FFN neurons stay, chosen by importance (L2/L1 norm of each unit's
+ * weights, or random) or by being all zero already (--compact). */
+#include "prune/prune.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- configuration ---- */
+
+op_prune_config *op_prune_config_new(void) {
+  op_prune_config *c = op_xcalloc(1, sizeof *c);
+  c->head_sparsity = c->ffn_sparsity = c->width = -1;
+  c->ffn_size = c->num_heads = -1;
+  c->importance = OP_IMP_L2;
+  return c;
+}
+
+void op_prune_config_free(op_prune_config *c) {
+  if (!c) return;
+  for (size_t i = 0; i < c->layers.n; i++) {
+    free(c->layers.v[i].heads.v);
+    free(c->layers.v[i].neurons.v);
+  }
+  free(c->layers.v);
+  free(c->keep_layers.v);
+  free(c);
+}
+
+static int parse_fraction(const char *key, const char *s, double lo, bool lo_open, double hi, bool hi_open,
+                          double *out, op_error *err) {
+  char *e;
+  errno = 0;
+  double v = strtod(s, &e);
+  bool bad = errno || e == s || *e || isnan(v) || (lo_open ? v <= lo : v < lo) || (hi_open ? v >= hi : v > hi);
+  if (bad)
+    return op_fail(err, OP_ARG, "%s: '%s' is outside %s%g, %g%s", key, s, lo_open ? "(" : "[", lo, hi,
+                   hi_open ? ")" : "]");
+  *out = v;
+  return 0;
+}
+
+static int parse_count(const char *key, const char *s, int64_t min, int64_t *out, op_error *err) {
+  char *e;
+  errno = 0;
+  long long v = strtoll(s, &e, 10);
+  if (errno || e == s || *e || v < min)
+    return op_fail(err, OP_ARG, "%s: '%s' is not a whole number >= %lld", key, s, (long long)min);
+  *out = v;
+  return 0;
+}
+
+static int parse_list(const char *key, const char *s, op_int_vec *out, op_error *err) {
+  out->n = 0;
+  const char *p = s;
+  while (*p) {
+    char *e;
+    errno = 0;
+    long v = strtol(p, &e, 10);
+    if (errno || e == p || v < 0 || v > 1000000 || (*e && *e != ','))
+      return op_fail(err, OP_ARG, "%s: '%s' is not a comma-separated list of indices", key, s);
+    OP_VEC_PUSH(*out, (int)v);
+    p = *e ? e + 1 : e;
+  }
+  if (out->n == 0) return op_fail(err, OP_ARG, "%s: empty list", key);
+  return 0;
+}
+
+int op_prune_config_set(op_prune_config *c, const char *key, const char *value, op_error *err) {
+  if (strcmp(key, "head_sparsity") == 0) return parse_fraction(key, value, 0, false, 1, true, &c->head_sparsity, err);
+  if (strcmp(key, "ffn_sparsity") == 0) return parse_fraction(key, value, 0, false, 1, true, &c->ffn_sparsity, err);
+  if (strcmp(key, "width") == 0) return parse_fraction(key, value, 0, true, 1, false, &c->width, err);
+  if (strcmp(key, "ffn_size") == 0) return parse_count(key, value, 1, &c->ffn_size, err);
+  if (strcmp(key, "num_heads") == 0) return parse_count(key, value, 1, &c->num_heads, err);
+  if (strcmp(key, "seed") == 0) {
+    int64_t s = 0;
+    if (parse_count(key, value, 0, &s, err)) return -1;
+    c->seed = (uint64_t)s;
+    return 0;
+  }
+  if (strcmp(key, "keep_layers") == 0) {
+    c->keep_layers_set = true;
+    return parse_list(key, value, &c->keep_layers, err);
+  }
+  if (strcmp(key, "importance") == 0) {
+    if (strcmp(value, "l2") == 0) c->importance = OP_IMP_L2;
+    else if (strcmp(value, "l1") == 0) c->importance = OP_IMP_L1;
+    else if (strcmp(value, "random") == 0) c->importance = OP_IMP_RANDOM;
+    else return op_fail(err, OP_ARG, "importance: '%s' is not one of l1, l2, random", value);
+    return 0;
+  }
+  if (strcmp(key, "scope") == 0) {
+    if (strcmp(value, "layer") == 0) c->global = false;
+    else if (strcmp(value, "global") == 0) c->global = true;
+    else return op_fail(err, OP_ARG, "scope: '%s' is not one of layer, global", value);
+    return 0;
+  }
+  if (strcmp(key, "compact") == 0) {
+    if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0) c->compact = true;
+    else if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0) c->compact = false;
+    else return op_fail(err, OP_ARG, "compact: '%s' is not true or false", value);
+    return 0;
+  }
+  return op_fail(err, OP_ARG, "unknown option '%s'", key);
+}
+
+/* JSON scalar or list -> the text form op_prune_config_set takes. */
+static bool json_to_text(const cJSON *v, char *buf, size_t n) {
+  if (cJSON_IsBool(v)) return snprintf(buf, n, "%s", cJSON_IsTrue(v) ? "true" : "false") > 0;
+  if (cJSON_IsString(v)) return snprintf(buf, n, "%s", v->valuestring) < (int)n;
+  if (cJSON_IsNumber(v)) {
+    if (v->valuedouble == floor(v->valuedouble) && fabs(v->valuedouble) < 1e15)
+      return snprintf(buf, n, "%lld", (long long)v->valuedouble) > 0;
+    return snprintf(buf, n, "%.17g", v->valuedouble) > 0;
+  }
+  if (cJSON_IsArray(v)) {
+    size_t off = 0;
+    buf[0] = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, v) {
+      if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble)) return false;
+      int w = snprintf(buf + off, n - off, "%s%lld", off ? "," : "", (long long)x->valuedouble);
+      if (w < 0 || (size_t)w >= n - off) return false;
+      off += (size_t)w;
+    }
+    return true;
+  }
+  return false;
+}
+
+static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char *path, op_error *err) {
+  op_layer_cfg L = {.layer = index, .head_sparsity = -1, .ffn_sparsity = -1, .num_heads = -1, .ffn_size = -1,
+                    .attention = -1, .ffn = -1};
+  char text[4096];
+  const cJSON *f;
+  int rc = 0;
+  cJSON_ArrayForEach(f, e) {
+    const char *k = f->string;
+    char key[96];
+    snprintf(key, sizeof key, "%s: layers[%d].%s", path, index, k);
+    if (!json_to_text(f, text, sizeof text)) {
+      rc = op_fail(err, OP_ARG, "%s: unsupported value", key);
+    } else if (strcmp(k, "layer") == 0) {
+      continue;
+    } else if (strcmp(k, "head_sparsity") == 0) {
+      rc = parse_fraction(key, text, 0, false, 1, true, &L.head_sparsity, err);
+    } else if (strcmp(k, "ffn_sparsity") == 0) {
+      rc = parse_fraction(key, text, 0, false, 1, true, &L.ffn_sparsity, err);
+    } else if (strcmp(k, "num_heads") == 0) {
+      rc = parse_count(key, text, 1, &L.num_heads, err);
+    } else if (strcmp(k, "ffn_size") == 0) {
+      rc = parse_count(key, text, 1, &L.ffn_size, err);
+    } else if (strcmp(k, "heads") == 0) {
+      L.heads_set = true;
+      if (text[0]) rc = parse_list(key, text, &L.heads, err);
+    } else if (strcmp(k, "neurons") == 0) {
+      L.neurons_set = true;
+      if (text[0]) rc = parse_list(key, text, &L.neurons, err);
+    } else if (strcmp(k, "attention") == 0 || strcmp(k, "ffn") == 0) {
+      if (!cJSON_IsBool(f)) rc = op_fail(err, OP_ARG, "%s: expected true or false", key);
+      else if (k[0] == 'a') L.attention = cJSON_IsTrue(f);
+      else L.ffn = cJSON_IsTrue(f);
+    } else {
+      rc = op_fail(err, OP_ARG, "%s: unknown key", key);
+    }
+    if (rc) break;
+  }
+  if (rc) {
+    free(L.heads.v);
+    free(L.neurons.v);
+    return -1;
+  }
+  OP_VEC_PUSH(c->layers, L);
+  return 0;
+}
+
+int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return op_fail(err, OP_IO, "%s: %s", path, strerror(errno));
+  char *buf = NULL;
+  size_t n = 0, cap = 0;
+  for (;;) {
+    if (n + 4096 > cap) buf = op_xrealloc(buf, cap = cap * 2 + 8192);
+    size_t r = fread(buf + n, 1, cap - n - 1, f);
+    n += r;
+    if (r == 0) break;
+  }
+  fclose(f);
+  buf[n] = 0;
+  cJSON *root = cJSON_ParseWithLength(buf, n);
+  free(buf);
+  if (!root || !cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return op_fail(err, OP_ARG, "%s: not a JSON object", path);
+  }
+  int rc = 0;
+  const cJSON *e;
+  cJSON_ArrayForEach(e, root) {
+    char key[160], text[4096];
+    snprintf(key, sizeof key, "%s: %s", path, e->string);
+    if (strcmp(e->string, "layers") == 0) {
+      const cJSON *l;
+      int pos = 0;
+      cJSON_ArrayForEach(l, e) {
+        int idx;
+        if (cJSON_IsArray(e)) {
+          const cJSON *li = cJSON_GetObjectItemCaseSensitive(l, "layer");
+          idx = cJSON_IsNumber(li) ? li->valueint : pos;
+        } else {
+          char *end;
+          long v = strtol(l->string, &end, 10);
+          if (*end || v < 0) {
+            rc = op_fail(err, OP_ARG, "%s: layers: key '%s' is not a layer index", path, l->string);
+            break;
+          }
+          idx = (int)v;
+        }
+        if (!cJSON_IsObject(l)) {
+          rc = op_fail(err, OP_ARG, "%s: layers[%d]: expected an object", path, pos);
+          break;
+        }
+        if ((rc = layer_entry(c, l, idx, path, err))) break;
+        pos++;
+      }
+    } else if (!json_to_text(e, text, sizeof text)) {
+      rc = op_fail(err, OP_ARG, "%s: unsupported value", key);
+    } else {
+      op_error inner;
+      rc = op_prune_config_set(c, e->string, text, &inner);
+      if (rc) op_fail(err, OP_ARG, "%s: %s", path, inner.message);
+    }
+    if (rc) break;
+  }
+  cJSON_Delete(root);
+  return rc;
+}
+
+/* ---- importance ---- */
+
+const char *op_importance_name(op_importance imp) {
+  switch (imp) {
+    case OP_IMP_L1:
+      return "l1 (sum of |w| over each head's / neuron's weights and biases)";
+    case OP_IMP_RANDOM:
+      return "random (seeded)";
+    default:
+      return "l2 (norm of each head's / neuron's weights and biases)";
+  }
+}
+
+/* Accumulates |w| or w^2 over channels [c0, c0+nc) of the projection, on its output (out=true) or
+ * input side; bias counts on the output side. */
+static void channel_norms(const op_analysis *a, const op_proj *p, bool out_side, int64_t c0, int64_t nc,
+                          int64_t group, op_importance imp, double *acc, bool *nonzero) {
+  float *W = op_tensor_f32(op_graph_init(a->gr, p->w));
+  float *B = p->b ? op_tensor_f32(op_graph_init(a->gr, p->b)) : NULL;
+  int64_t rows = p->w_out_major ? p->out : p->in, cols = p->w_out_major ? p->in : p->out;
+  bool chan_is_row = out_side == p->w_out_major;
+  for (int64_t c = 0; c < nc; c++) {
+    int64_t ch = c0 + c;
+    double s = 0;
+    bool nz = false;
+    int64_t len = chan_is_row ? cols : rows;
+    for (int64_t i = 0; i < len; i++) {
+      float w = chan_is_row ? W[ch * cols + i] : W[i * cols + ch];
+      s += imp == OP_IMP_L1 ? fabs(w) : (double)w * w;
+      nz |= w != 0.f;
+    }
+    if (out_side && B) {
+      s += imp == OP_IMP_L1 ? fabs(B[ch]) : (double)B[ch] * B[ch];
+      nz |= B[ch] != 0.f;
+    }
+    acc[c / group] += s;
+    if (nonzero) nonzero[c / group] |= nz;
+  }
+}
+
+static uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+static void finish_scores(double *s, int64_t n, op_importance imp, uint64_t seed, int layer, int kind) {
+  for (int64_t i = 0; i < n; i++) {
+    if (imp == OP_IMP_L2) s[i] = sqrt(s[i]);
+    else if (imp == OP_IMP_RANDOM) s[i] = (double)(mix(seed ^ mix(((uint64_t)layer << 32) ^ ((uint64_t)kind << 60) ^ (uint64_t)i)) >> 11) / 9007199254740992.0;
+  }
+}
+
+/* Head scores, and which heads contribute nothing (all output rows zero, or v all zero). */
+static void score_heads(const op_analysis *a, const op_attn *at, op_importance imp, double *score, bool *dead) {
+  int64_t H = at->heads, d = at->head_dim, E = H * d;
+  for (int k = 0; k < 3; k++) {
+    const op_proj *p = at->packed ? &at->qkv[0] : &at->qkv[k];
+    channel_norms(a, p, true, at->packed ? k * E : 0, E, d, imp, score, NULL);
+  }
+  channel_norms(a, &at->out, false, 0, E, d, imp, score, NULL);
+  bool *o_nz = op_xcalloc((size_t)H, 1), *v_nz = op_xcalloc((size_t)H, 1);
+  double *tmp = op_xcalloc((size_t)H, sizeof *tmp);
+  channel_norms(a, &at->out, false, 0, E, d, imp, tmp, o_nz);
+  const op_proj *vp = at->packed ? &at->qkv[0] : &at->qkv[2];
+  channel_norms(a, vp, true, at->packed ? 2 * E : 0, E, d, imp, tmp, v_nz);
+  for (int64_t h = 0; h < H; h++) dead[h] = !o_nz[h] || !v_nz[h];
+  free(o_nz);
+  free(v_nz);
+  free(tmp);
+}
+
+static void score_neurons(const op_analysis *a, const op_ffn *f, op_importance imp, double *score, bool *dead) {
+  int64_t F = f->down.in;
+  bool *d_nz = op_xcalloc((size_t)F, 1), *u_nz = op_xcalloc((size_t)F, 1);
+  channel_norms(a, &f->down, false, 0, F, 1, imp, score, d_nz);
+  for (int u = 0; u < f->n_up; u++) {
+    memset(u_nz, 0, (size_t)F);
+    channel_norms(a, &f->up[u], true, 0, F, 1, imp, score, u_nz);
+    /* a zero input column kills the neuron if the activation maps 0 to 0, or it is the linear branch */
+    bool kills = f->zero_preserving || u == 1;
+    for (int64_t i = 0; i < F; i++)
+      if (kills && !u_nz[i]) d_nz[i] = false;
+  }
+  for (int64_t i = 0; i < F; i++) dead[i] = !d_nz[i];
+  free(d_nz);
+  free(u_nz);
+}
+
+/* ---- selection ---- */
+
+int64_t op_plan_kept(const bool *keep, int64_t n) {
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; i++) k += keep[i];
+  return k;
+}
+
+/* Removes the lowest-scoring kept units until `target` are removed (never the last one). */
+static void remove_lowest(bool *keep, const double *score, int64_t n, int64_t target) {
+  while (n - op_plan_kept(keep, n) < target && op_plan_kept(keep, n) > 1) {
+    int64_t best = -1;
+    for (int64_t i = 0; i < n; i++)
+      if (keep[i] && (best < 0 || score[i] < score[best])) best = i;
+    keep[best] = false;
+  }
+}
+
+static int64_t round_count(double frac, int64_t n) { return (int64_t)floor(frac * (double)n + 0.5); }
+
+static const op_layer_cfg *layer_cfg(const op_prune_config *c, int layer) {
+  for (size_t i = c->layers.n; i-- > 0;)
+    if (c->layers.v[i].layer == layer) return &c->layers.v[i];
+  return NULL;
+}
+
+/* How many of n units the layer should remove, or -1 when nothing asks for it. */
+static int64_t target_removed(double layer_sparsity, int64_t layer_keep, double g_sparsity, int64_t g_keep,
+                              double width, int64_t n) {
+  if (layer_keep >= 0) return n - (layer_keep < n ? layer_keep : n);
+  if (layer_sparsity >= 0) return round_count(layer_sparsity, n);
+  if (g_keep >= 0) return n - (g_keep < n ? g_keep : n);
+  if (width >= 0) return n - round_count(width, n);
+  if (g_sparsity >= 0) return round_count(g_sparsity, n);
+  return -1;
+}
+
+typedef struct unit {
+  double score;
+  int layer;
+  int64_t index;
+} unit;
+
+static int cmp_units(const void *x, const void *y) {
+  const unit *a = x, *b = y;
+  return a->score < b->score ? -1 : a->score > b->score;
+}
+
+/* Global scope: rank units of all layers without their own setting together. */
+static void remove_global(op_plan *plan, const op_prune_config *c, double frac, bool heads) {
+  OP_VEC(unit) all = {0};
+  for (size_t l = 0; l < plan->n; l++) {
+    op_layer_plan *lp = &plan->layers[l];
+    const op_layer_cfg *lc = layer_cfg(c, (int)l);
+    if (lp->drop_layer || (heads ? lp->drop_attn : lp->drop_ffn)) continue;
+    if (lc && (heads ? (lc->heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0)
+                     : (lc->neurons_set || lc->ffn_size >= 0 || lc->ffn_sparsity >= 0)))
+      continue;
+    int64_t n = heads ? lp->heads : lp->width;
+    for (int64_t i = 0; i < n; i++)
+      if ((heads ? lp->keep_head : lp->keep_neuron)[i])
+        OP_VEC_PUSH(all, ((unit){(heads ? lp->head_score : lp->neuron_score)[i], (int)l, i}));
+  }
+  int64_t target = round_count(frac, (int64_t)all.n);
+  if (all.n) qsort(all.v, all.n, sizeof *all.v, cmp_units);
+  for (size_t i = 0; i < all.n && target > 0; i++) {
+    op_layer_plan *lp = &plan->layers[all.v[i].layer];
+    bool *keep = heads ? lp->keep_head : lp->keep_neuron;
+    int64_t n = heads ? lp->heads : lp->width;
+    if (op_plan_kept(keep, n) <= 1) continue;
+    keep[all.v[i].index] = false;
+    target--;
+  }
+  free(all.v);
+}
+
+static int check_indices(const op_int_vec *v, int64_t n, int layer, const char *what, op_error *err) {
+  for (size_t i = 0; i < v->n; i++)
+    if (v->v[i] >= n)
+      return op_fail(err, OP_ARG, "layer %d: %s %d does not exist (the layer has %lld)", layer, what, v->v[i],
+                     (long long)n);
+  return 0;
+}
+
+static int validate(const op_analysis *a, const op_prune_config *c, op_error *err) {
+  int n = (int)a->layers.n;
+  for (size_t i = 0; i < c->keep_layers.n; i++)
+    if (c->keep_layers.v[i] >= n)
+      return op_fail(err, OP_ARG, "keep_layers: layer %d does not exist (the model has %d layers, 0-%d)",
+                     c->keep_layers.v[i], n, n - 1);
+  for (size_t i = 0; i < c->layers.n; i++) {
+    const op_layer_cfg *lc = &c->layers.v[i];
+    if (lc->layer < 0 || lc->layer >= n)
+      return op_fail(err, OP_ARG, "layers: layer %d does not exist (the model has %d layers, 0-%d)", lc->layer, n,
+                     n - 1);
+    const op_attn *at = op_layer_attn(a, lc->layer);
+    const op_ffn *f = op_layer_ffn(a, lc->layer);
+    bool wants_attn = lc->heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0 || lc->attention == 0;
+    bool wants_ffn = lc->neurons_set || lc->ffn_size >= 0 || lc->ffn_sparsity >= 0 || lc->ffn == 0;
+    if (wants_attn && !at) return op_fail(err, OP_ARG, "layer %d: has no attention block to prune", lc->layer);
+    if (wants_ffn && !f) return op_fail(err, OP_ARG, "layer %d: has no FFN block to prune", lc->layer);
+    if (at && check_indices(&lc->heads, at->heads, lc->layer, "head", err)) return -1;
+    if (f && check_indices(&lc->neurons, f->down.in, lc->layer, "neuron", err)) return -1;
+    if (at && lc->heads_set && (int64_t)lc->heads.n >= at->heads && lc->attention != 0) {
+      bool all = true;
+      for (int64_t h = 0; h < at->heads && all; h++) {
+        bool listed = false;
+        for (size_t k = 0; k < lc->heads.n; k++) listed |= lc->heads.v[k] == h;
+        all = listed;
+      }
+      if (all)
+        return op_fail(err, OP_ARG, "layer %d: removing every head needs \"attention\": false", lc->layer);
+    }
+    if (f && lc->neurons_set && (int64_t)lc->neurons.n >= f->down.in && lc->ffn != 0)
+      return op_fail(err, OP_ARG, "layer %d: removing every neuron needs \"ffn\": false", lc->layer);
+  }
+  return 0;
+}
+
+int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
+  memset(plan, 0, sizeof *plan);
+  if (validate(a, c, err)) return -1;
+  plan->n = a->layers.n;
+  plan->layers = op_xcalloc(plan->n ? plan->n : 1, sizeof *plan->layers);
+  for (size_t l = 0; l < plan->n; l++) {
+    op_layer_plan *lp = &plan->layers[l];
+    const op_layer_cfg *lc = layer_cfg(c, (int)l);
+    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_ffn *f = op_layer_ffn(a, (int)l);
+    if (c->keep_layers_set) {
+      lp->drop_layer = true;
+      for (size_t k = 0; k < c->keep_layers.n; k++) lp->drop_layer &= c->keep_layers.v[k] != (int)l;
+    }
+    if (at) {
+      int64_t H = lp->heads = at->heads;
+      lp->keep_head = op_xmalloc((size_t)H * sizeof(bool));
+      lp->head_score = op_xcalloc((size_t)H, sizeof(double));
+      bool *dead = op_xcalloc((size_t)H, sizeof(bool));
+      score_heads(a, at, c->importance, lp->head_score, dead);
+      finish_scores(lp->head_score, H, c->importance, c->seed, (int)l, 0);
+      for (int64_t h = 0; h < H; h++) lp->keep_head[h] = !(c->compact && dead[h]);
+      if (!op_plan_kept(lp->keep_head, H)) lp->keep_head[0] = true; /* keep the block's shape; it adds nothing */
+      free(dead);
+      lp->drop_attn = lc && lc->attention == 0;
+      if (lc && lc->heads_set) {
+        for (size_t k = 0; k < lc->heads.n; k++) lp->keep_head[lc->heads.v[k]] = false;
+      } else if (!c->global || (lc && (lc->num_heads >= 0 || lc->head_sparsity >= 0))) {
+        int64_t t = target_removed(lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1, c->head_sparsity,
+                                   c->num_heads, c->width, H);
+        if (t > 0) remove_lowest(lp->keep_head, lp->head_score, H, t);
+      }
+    }
+    if (f) {
+      int64_t F = lp->width = f->down.in;
+      lp->keep_neuron = op_xmalloc((size_t)F * sizeof(bool));
+      lp->neuron_score = op_xcalloc((size_t)F, sizeof(double));
+      bool *dead = op_xcalloc((size_t)F, sizeof(bool));
+      score_neurons(a, f, c->importance, lp->neuron_score, dead);
+      finish_scores(lp->neuron_score, F, c->importance, c->seed, (int)l, 1);
+      for (int64_t i = 0; i < F; i++) lp->keep_neuron[i] = !(c->compact && dead[i]);
+      if (!op_plan_kept(lp->keep_neuron, F)) lp->keep_neuron[0] = true;
+      free(dead);
+      lp->drop_ffn = lc && lc->ffn == 0;
+      if (lc && lc->neurons_set) {
+        for (size_t k = 0; k < lc->neurons.n; k++) lp->keep_neuron[lc->neurons.v[k]] = false;
+      } else if (!c->global || (lc && (lc->ffn_size >= 0 || lc->ffn_sparsity >= 0))) {
+        int64_t t = target_removed(lc ? lc->ffn_sparsity : -1, lc ? lc->ffn_size : -1, c->ffn_sparsity, c->ffn_size,
+                                   c->width, F);
+        if (t > 0) remove_lowest(lp->keep_neuron, lp->neuron_score, F, t);
+      }
+    }
+  }
+  if (c->global) {
+    double hf = c->head_sparsity >= 0 ? c->head_sparsity : c->width >= 0 ? 1 - c->width : -1;
+    double ff = c->ffn_sparsity >= 0 ? c->ffn_sparsity : c->width >= 0 ? 1 - c->width : -1;
+    if (hf > 0) remove_global(plan, c, hf, true);
+    if (ff > 0) remove_global(plan, c, ff, false);
+  }
+  return 0;
+}
+
+void op_plan_free(op_plan *plan) {
+  for (size_t l = 0; l < plan->n; l++) {
+    free(plan->layers[l].keep_head);
+    free(plan->layers[l].keep_neuron);
+    free(plan->layers[l].head_score);
+    free(plan->layers[l].neuron_score);
+  }
+  free(plan->layers);
+  plan->layers = NULL;
+  plan->n = 0;
+}

@@ -1,0 +1,69 @@
+/* prune.c - the pruning entry point: analyse, plan, rewrite, clean up, and fill the report. */
+#include "prune/prune.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) {
+  op_analysis *a = op_analyze(m, err);
+  if (!a) return NULL;
+  if (a->layers.n == 0) {
+    op_fail(err, OP_UNSUPPORTED, "%s: no attention or FFN block found%s%s", m->path, a->unmatched.n ? "; " : "",
+            a->unmatched.n ? a->unmatched.v[0] : "");
+    op_analysis_free(a);
+    return NULL;
+  }
+  op_plan plan;
+  if (op_plan_build(a, c, &plan, err)) {
+    op_analysis_free(a);
+    return NULL;
+  }
+  op_prune_report *r = op_xcalloc(1, sizeof *r);
+  r->model = op_xstrdup(m->path);
+  r->importance = c->importance;
+  r->compact = c->compact;
+  r->before = op_model_param_count(m);
+  for (size_t l = 0; l < plan.n; l++) {
+    const op_layer_plan *lp = &plan.layers[l];
+    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_ffn *f = op_layer_ffn(a, (int)l);
+    op_layer_result lr = {.layer = (int)l, .has_attn = at != NULL, .has_ffn = f != NULL, .dropped = lp->drop_layer,
+                          .attn_removed = lp->drop_attn || lp->drop_layer, .ffn_removed = lp->drop_ffn || lp->drop_layer};
+    if (at) {
+      lr.heads_before = lp->heads;
+      lr.heads_after = lr.attn_removed ? 0 : op_plan_kept(lp->keep_head, lp->heads);
+    }
+    if (f) {
+      lr.ffn_before = lp->width;
+      lr.ffn_after = lr.ffn_removed ? 0 : op_plan_kept(lp->keep_neuron, lp->width);
+      snprintf(lr.activation, sizeof lr.activation, "%s", f->activation);
+    }
+    OP_VEC_PUSH(r->layers, lr);
+  }
+  for (size_t i = 0; i < a->unmatched.n; i++) OP_VEC_PUSH(r->unmatched, op_xstrdup(a->unmatched.v[i]));
+  int rc = op_rewrite(a, &plan, r, err);
+  op_plan_free(&plan);
+  op_analysis_free(a);
+  if (rc) {
+    op_prune_report_free(r);
+    return NULL;
+  }
+  op_graph_remove_dead(m->proto->graph);
+  r->after = op_model_param_count(m);
+  return r;
+}
+
+int64_t op_prune_report_params_before(const op_prune_report *r) { return r->before; }
+int64_t op_prune_report_params_after(const op_prune_report *r) { return r->after; }
+
+void op_prune_report_free(op_prune_report *r) {
+  if (!r) return;
+  for (size_t i = 0; i < r->changes.n; i++) free(r->changes.v[i].name);
+  for (size_t i = 0; i < r->unmatched.n; i++) free(r->unmatched.v[i]);
+  free(r->changes.v);
+  free(r->layers.v);
+  free(r->unmatched.v);
+  free(r->model);
+  free(r);
+}

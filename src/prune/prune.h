@@ -1,0 +1,78 @@
+/* prune.h - pruning configuration, the per-layer plan chosen from it, and the report of what the
+ * rewrite changed. Flow: config + analysis -> plan (plan.c) -> rewrite (rewrite.c) -> report. */
+#ifndef OP_PRUNE_H
+#define OP_PRUNE_H
+
+#include "match/match.h"
+
+typedef enum op_importance { OP_IMP_L2, OP_IMP_L1, OP_IMP_RANDOM } op_importance;
+
+typedef struct op_layer_cfg {
+  int layer;
+  double head_sparsity, ffn_sparsity; /* < 0: unset */
+  int64_t num_heads, ffn_size;        /* < 0: unset */
+  bool heads_set, neurons_set;        /* explicit lists of heads / neurons to remove */
+  op_int_vec heads, neurons;
+  int attention, ffn;                 /* 0: remove the block, 1: keep it, -1: unset */
+} op_layer_cfg;
+
+struct op_prune_config {
+  double head_sparsity, ffn_sparsity, width; /* < 0: unset */
+  int64_t ffn_size, num_heads;               /* < 0: unset */
+  op_importance importance;
+  uint64_t seed;
+  bool global;
+  bool compact;
+  bool keep_layers_set;
+  op_int_vec keep_layers;
+  OP_VEC(op_layer_cfg) layers;
+};
+
+typedef struct op_layer_plan {
+  bool drop_layer, drop_attn, drop_ffn;
+  int64_t heads;      /* before */
+  bool *keep_head;    /* [heads] */
+  int64_t width;      /* FFN width before */
+  bool *keep_neuron;  /* [width] */
+  double *head_score, *neuron_score;
+} op_layer_plan;
+
+typedef struct op_plan {
+  op_layer_plan *layers;
+  size_t n;
+} op_plan;
+
+/* Chooses what to remove. Returns 0, or -1 with *err (OP_ARG) when the config does not fit the model. */
+int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err);
+void op_plan_free(op_plan *plan);
+int64_t op_plan_kept(const bool *keep, int64_t n);
+const char *op_importance_name(op_importance imp);
+
+typedef struct op_tensor_change {
+  int layer;
+  char *name;
+  int64_t before[2], after[2]; /* dims of a matrix or vector (after[0] == -1: removed) */
+  int rank;
+} op_tensor_change;
+
+typedef struct op_layer_result {
+  int layer;
+  int64_t heads_before, heads_after, ffn_before, ffn_after;
+  bool has_attn, has_ffn, dropped, attn_removed, ffn_removed;
+  char activation[24];
+} op_layer_result;
+
+struct op_prune_report {
+  char *model;
+  op_importance importance;
+  bool compact;
+  int64_t before, after;
+  OP_VEC(op_layer_result) layers;
+  OP_VEC(op_tensor_change) changes;
+  OP_VEC(char *) unmatched;
+};
+
+/* Applies the plan to the model the analysis was made on; records changes in r. */
+int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error *err);
+
+#endif

@@ -1,0 +1,183 @@
+/* rewrite.c - applies a plan: slices projection weights and biases to the kept heads / neurons,
+ * rewrites the shape constants that carry the head count, bypasses removed blocks and layers,
+ * then removes what became dead. Every weight edit is recorded for the report. */
+#include "prune/prune.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void record(op_prune_report *r, int layer, const Onnx__TensorProto *t, const int64_t *after) {
+  op_tensor_change ch = {.layer = layer, .name = op_xstrdup(t->name), .rank = (int)t->n_dims};
+  for (size_t i = 0; i < t->n_dims && i < 2; i++) {
+    ch.before[i] = t->dims[i];
+    ch.after[i] = after ? after[i] : -1;
+  }
+  OP_VEC_PUSH(r->changes, ch);
+}
+
+/* Keeps the listed channels of a projection, on its output side (weight columns of [in, out] and the
+ * bias) or its input side (weight rows of [in, out]). */
+static void slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int64_t *keep, int64_t nk, int layer,
+                       op_prune_report *r) {
+  Onnx__TensorProto *w = op_graph_init(a->gr, p->w);
+  const float *W = op_tensor_f32(w);
+  int64_t rows = w->dims[0], cols = w->dims[1];
+  bool chan_is_row = out_side == p->w_out_major;
+  int64_t nd[2] = {chan_is_row ? nk : rows, chan_is_row ? cols : nk};
+  float *NW = op_xmalloc((size_t)(nd[0] * nd[1]) * sizeof(float));
+  if (chan_is_row) {
+    for (int64_t k = 0; k < nk; k++) memcpy(NW + k * cols, W + keep[k] * cols, (size_t)cols * sizeof(float));
+  } else {
+    for (int64_t i = 0; i < rows; i++)
+      for (int64_t k = 0; k < nk; k++) NW[i * nk + k] = W[i * cols + keep[k]];
+  }
+  record(r, layer, w, nd);
+  op_tensor_replace(w, nd, 2, NW, (size_t)(nd[0] * nd[1]) * sizeof(float));
+  if (out_side && p->b) {
+    Onnx__TensorProto *b = op_graph_init(a->gr, p->b);
+    const float *B = op_tensor_f32(b);
+    float *NB = op_xmalloc((size_t)nk * sizeof(float));
+    for (int64_t k = 0; k < nk; k++) NB[k] = B[keep[k]];
+    int64_t bd[2] = {nk, 0};
+    record(r, layer, b, bd);
+    op_tensor_replace(b, bd, 1, NB, (size_t)nk * sizeof(float));
+  }
+}
+
+/* Channel list of the kept heads: for each part (1, or 3 for packed q|k|v), each kept head's d channels. */
+static int64_t head_channels(const bool *keep, int64_t H, int64_t d, int parts, int64_t *out) {
+  int64_t n = 0;
+  for (int p = 0; p < parts; p++)
+    for (int64_t h = 0; h < H; h++)
+      if (keep[h])
+        for (int64_t j = 0; j < d; j++) out[n++] = p * H * d + h * d + j;
+  return n;
+}
+
+
+static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, int layer, op_prune_report *r,
+                       op_error *err) {
+  int64_t H = at->heads, d = at->head_dim, H2 = op_plan_kept(keep, H);
+  if (H2 == H) return 0;
+  int64_t *ch = op_xmalloc((size_t)(3 * H * d) * sizeof(int64_t));
+  if (at->packed) {
+    int64_t n = head_channels(keep, H, d, 3, ch);
+    slice_proj(a, &at->qkv[0], true, ch, n, layer, r);
+  } else {
+    int64_t n = head_channels(keep, H, d, 1, ch);
+    for (int k = 0; k < 3; k++) slice_proj(a, &at->qkv[k], true, ch, n, layer, r);
+  }
+  int64_t n = head_channels(keep, H, d, 1, ch);
+  slice_proj(a, &at->out, false, ch, n, layer, r);
+  free(ch);
+  op_int_vec seen = {0};
+  int rc = 0;
+  for (size_t i = 0; i < at->split_reshapes.n && !rc; i++) {
+    if (op_int_vec_has(&seen, at->split_reshapes.v[i])) continue;
+    OP_VEC_PUSH(seen, at->split_reshapes.v[i]);
+    rc = op_shape_rewrite(a->gr, a->gr->g->node[at->split_reshapes.v[i]], OP_SHAPE_SPLIT, H, H2, d, &at->region, err);
+  }
+  for (size_t i = 0; i < at->merge_reshapes.n && !rc; i++)
+    rc = op_shape_rewrite(a->gr, a->gr->g->node[at->merge_reshapes.v[i]], OP_SHAPE_MERGE, H, H2, d, &at->region, err);
+  for (size_t i = 0; i < at->path_nodes.n && !rc; i++) {
+    if (op_int_vec_has(&seen, at->path_nodes.v[i])) continue;
+    OP_VEC_PUSH(seen, at->path_nodes.v[i]);
+    rc = op_shape_rewrite_parts(a->gr, a->gr->g->node[at->path_nodes.v[i]], H * d, H2 * d, a->opset, err);
+  }
+  free(seen.v);
+  return rc;
+}
+
+static void prune_neurons(op_analysis *a, const op_ffn *f, const bool *keep, int layer, op_prune_report *r) {
+  int64_t F = f->down.in, n = 0;
+  if (op_plan_kept(keep, F) == F) return;
+  int64_t *ch = op_xmalloc((size_t)F * sizeof(int64_t));
+  for (int64_t i = 0; i < F; i++)
+    if (keep[i]) ch[n++] = i;
+  for (int u = 0; u < f->n_up; u++) slice_proj(a, &f->up[u], true, ch, n, layer, r);
+  slice_proj(a, &f->down, false, ch, n, layer, r);
+  free(ch);
+}
+
+/* Records every weight of a block as removed. */
+static void record_removed(op_analysis *a, const op_proj *ps, int n, int layer, op_prune_report *r) {
+  for (int i = 0; i < n; i++) {
+    record(r, layer, op_graph_init(a->gr, ps[i].w), NULL);
+    if (ps[i].b) record(r, layer, op_graph_init(a->gr, ps[i].b), NULL);
+  }
+}
+
+static void record_block_removed(op_analysis *a, const op_block *b, int layer, op_prune_report *r) {
+  if (b->kind == OP_BLOCK_ATTN) {
+    const op_attn *at = &a->attn.v[b->index];
+    record_removed(a, at->qkv, at->packed ? 1 : 3, layer, r);
+    record_removed(a, &at->out, 1, layer, r);
+  } else {
+    const op_ffn *f = &a->ffn.v[b->index];
+    record_removed(a, f->up, f->n_up, layer, r);
+    record_removed(a, &f->down, 1, layer, r);
+  }
+}
+
+int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error *err) {
+  /* 1. weights and shape constants (no node is added or removed, so indices hold) */
+  for (size_t l = 0; l < plan->n; l++) {
+    const op_layer_plan *lp = &plan->layers[l];
+    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_ffn *f = op_layer_ffn(a, (int)l);
+    if (lp->drop_layer) continue;
+    if (at && !lp->drop_attn && prune_heads(a, at, lp->keep_head, (int)l, r, err)) return -1;
+    if (f && !lp->drop_ffn) prune_neurons(a, f, lp->keep_neuron, (int)l, r);
+  }
+  /* 2. bypasses: the residual stream skips removed blocks and layers */
+  for (size_t l = 0; l < plan->n; l++) {
+    const op_layer_plan *lp = &plan->layers[l];
+    const op_layer *L = &a->layers.v[l];
+    const op_block *first = &a->blocks.v[L->attn_block >= 0 ? L->attn_block : L->ffn_block];
+    const op_block *last = &a->blocks.v[L->ffn_block >= 0 ? L->ffn_block : L->attn_block];
+    if (lp->drop_layer) {
+      if (!last->stream_out_known)
+        return op_fail(err, OP_UNSUPPORTED, "layer %zu: cannot find where its post-norm ends, so it cannot be dropped", l);
+      if (L->attn_block >= 0) record_block_removed(a, &a->blocks.v[L->attn_block], (int)l, r);
+      if (L->ffn_block >= 0) record_block_removed(a, &a->blocks.v[L->ffn_block], (int)l, r);
+      op_graph_replace_uses(a->gr, last->stream_out, first->stream_in);
+      continue;
+    }
+    for (int k = 0; k < 2; k++) {
+      int bi = k == 0 ? L->attn_block : L->ffn_block;
+      bool drop = k == 0 ? lp->drop_attn : lp->drop_ffn;
+      if (bi < 0 || !drop) continue;
+      const op_block *b = &a->blocks.v[bi];
+      record_block_removed(a, b, (int)l, r);
+      op_graph_replace_uses(a->gr, b->add_out, b->stream_in);
+    }
+  }
+  /* 3. stale shape annotations of tensors whose width changed */
+  Onnx__GraphProto *g = a->gr->g;
+  op_name_vec stale = {0};
+  for (size_t l = 0; l < plan->n; l++) {
+    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_ffn *f = op_layer_ffn(a, (int)l);
+    if (at)
+      for (size_t i = 0; i < at->region.n; i++) OP_VEC_PUSH(stale, at->region.v[i]);
+    if (f) {
+      for (size_t i = 0; i < f->region.n; i++) OP_VEC_PUSH(stale, g->node[f->region.v[i]]->output[0]);
+      for (int u = 0; u < f->n_up; u++) {
+        OP_VEC_PUSH(stale, f->up[u].y);
+        OP_VEC_PUSH(stale, g->node[f->up[u].node]->output[0]);
+      }
+    }
+  }
+  size_t w = 0;
+  for (size_t i = 0; i < g->n_value_info; i++) {
+    bool drop = false;
+    for (size_t k = 0; k < stale.n && !drop && g->value_info[i]->name; k++)
+      drop = strcmp(stale.v[k], g->value_info[i]->name) == 0;
+    if (drop) protobuf_c_message_free_unpacked(&g->value_info[i]->base, NULL);
+    else g->value_info[w++] = g->value_info[i];
+  }
+  g->n_value_info = w;
+  free(stale.v);
+  return 0;
+}
