@@ -30,6 +30,10 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
     const op_ffn *f = op_layer_ffn(a, (int)l);
     op_layer_result lr = {.layer = (int)l, .has_attn = at != NULL, .has_ffn = f != NULL, .dropped = lp->drop_layer,
                           .attn_removed = lp->drop_attn || lp->drop_layer, .ffn_removed = lp->drop_ffn || lp->drop_layer};
+    for (int64_t h = 0; at && !lr.attn_removed && h < lp->heads; h++)
+      if (!lp->keep_head[h]) OP_VEC_PUSH(lr.removed_heads, (int)h);
+    for (int64_t i = 0; f && !lr.ffn_removed && i < lp->width; i++)
+      if (!lp->keep_neuron[i]) OP_VEC_PUSH(lr.removed_neurons, (int)i);
     if (at) {
       lr.heads_before = lp->heads;
       lr.heads_after = lr.attn_removed ? 0 : op_plan_kept(lp->keep_head, lp->heads);
@@ -61,6 +65,10 @@ void op_prune_report_free(op_prune_report *r) {
   if (!r) return;
   for (size_t i = 0; i < r->changes.n; i++) free(r->changes.v[i].name);
   for (size_t i = 0; i < r->unmatched.n; i++) free(r->unmatched.v[i]);
+  for (size_t i = 0; i < r->layers.n; i++) {
+    free(r->layers.v[i].removed_heads.v);
+    free(r->layers.v[i].removed_neurons.v);
+  }
   free(r->changes.v);
   free(r->layers.v);
   free(r->unmatched.v);

@@ -60,6 +60,7 @@ typedef struct op_layer_result {
   int64_t heads_before, heads_after, ffn_before, ffn_after;
   bool has_attn, has_ffn, dropped, attn_removed, ffn_removed;
   char activation[24];
+  op_int_vec removed_heads, removed_neurons;
 } op_layer_result;
 
 struct op_prune_report {

@@ -112,6 +112,7 @@ static cJSON *proj_json(const op_analysis *a, const op_proj *p) {
   cJSON_AddStringToObject(o, "op", proj_kind(a, p));
   cJSON_AddStringToObject(o, "weight", p->w);
   if (p->b) cJSON_AddStringToObject(o, "bias", p->b);
+  cJSON_AddBoolToObject(o, "weight_out_major", p->w_out_major);
   cJSON_AddNumberToObject(o, "in", (double)p->in);
   cJSON_AddNumberToObject(o, "out", (double)p->out);
   return o;
@@ -186,6 +187,8 @@ static void dims_text(char *buf, size_t n, const int64_t *d, int rank) {
   else snprintf(buf, n, "[%lld]", (long long)d[0]);
 }
 
+static cJSON *int_list(const op_int_vec *v);
+
 static void layer_plan_text(sbuf *b, const op_layer_result *L) {
   sb_printf(b, "  layer %d: ", L->layer);
   if (L->dropped) {
@@ -235,6 +238,12 @@ static cJSON *dims_json(const int64_t *d, int rank) {
   return a;
 }
 
+static cJSON *int_list(const op_int_vec *v) {
+  cJSON *a = cJSON_CreateArray();
+  for (size_t i = 0; i < v->n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v->v[i]));
+  return a;
+}
+
 char *op_prune_report_json(const op_prune_report *r) {
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "model", r->model);
@@ -255,11 +264,13 @@ char *op_prune_report_json(const op_prune_report *r) {
       cJSON_AddNumberToObject(o, "heads_before", (double)L->heads_before);
       cJSON_AddNumberToObject(o, "heads_after", (double)L->heads_after);
       cJSON_AddBoolToObject(o, "attention_removed", L->attn_removed);
+      cJSON_AddItemToObject(o, "removed_heads", int_list(&L->removed_heads));
     }
     if (L->has_ffn) {
       cJSON_AddNumberToObject(o, "ffn_before", (double)L->ffn_before);
       cJSON_AddNumberToObject(o, "ffn_after", (double)L->ffn_after);
       cJSON_AddBoolToObject(o, "ffn_removed", L->ffn_removed);
+      cJSON_AddItemToObject(o, "removed_neurons", int_list(&L->removed_neurons));
       cJSON_AddStringToObject(o, "activation", L->activation);
     }
     cJSON_AddItemToArray(layers, o);

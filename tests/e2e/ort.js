@@ -1,0 +1,177 @@
+// ort.js - ONNX Runtime as the conformance peer: runs models on real inputs and compares outputs.
+//   node ort.js compare REF.onnx CAND.onnx --data D [--rows N] [--tol T] [--labels]
+//   node ort.js expect MODEL.onnx FIXTURE_DIR [--tol T]      (outputs vs test_data_set_0/output_*.pb)
+// D is a .npz (arrays named after graph inputs) or an ONNX test-data directory (input_N.pb).
+// Exit 0 when every output agrees within T (max abs diff, relative to the reference's max |value|
+// when that is above 1), 1 otherwise; prints one line per output.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const zlib = require('zlib');
+const ort = require('onnxruntime-node');
+
+function varint(buf, pos) {
+  let v = 0n, shift = 0n;
+  for (;;) {
+    const b = buf[pos.i++];
+    v |= BigInt(b & 0x7f) << shift;
+    if (!(b & 0x80)) return v;
+    shift += 7n;
+  }
+}
+
+// Minimal TensorProto reader: dims(1), data_type(2), float_data(4), int32_data(5), int64_data(7), name(8), raw_data(9).
+function readTensorPb(file) {
+  const buf = fs.readFileSync(file);
+  const t = { dims: [], type: 1, raw: null, floats: [], ints: [], name: '' };
+  const pos = { i: 0 };
+  while (pos.i < buf.length) {
+    const key = Number(varint(buf, pos)), field = key >> 3, wt = key & 7;
+    if (wt === 0) {
+      const v = varint(buf, pos);
+      if (field === 1) t.dims.push(Number(v));
+      else if (field === 2) t.type = Number(v);
+      else if (field === 7 || field === 5) t.ints.push(BigInt.asIntN(64, v));
+    } else if (wt === 2) {
+      const len = Number(varint(buf, pos)), body = buf.subarray(pos.i, pos.i + len);
+      pos.i += len;
+      if (field === 9) t.raw = body;
+      else if (field === 8) t.name = body.toString();
+      else if (field === 1) { const p = { i: 0 }; while (p.i < body.length) t.dims.push(Number(varint(body, p))); }
+      else if (field === 4) for (let k = 0; k < body.length; k += 4) t.floats.push(body.readFloatLE(k));
+      else if (field === 7 || field === 5) { const p = { i: 0 }; while (p.i < body.length) t.ints.push(BigInt.asIntN(64, varint(body, p))); }
+    } else if (wt === 5) { if (field === 4) t.floats.push(buf.readFloatLE(pos.i)); pos.i += 4; }
+    else if (wt === 1) pos.i += 8;
+    else throw new Error(`${file}: unsupported wire type ${wt}`);
+  }
+  const kinds = { 1: ['float32', Float32Array], 6: ['int32', Int32Array], 7: ['int64', BigInt64Array], 9: ['bool', Uint8Array] };
+  const [dtype, Arr] = kinds[t.type] || (() => { throw new Error(`${file}: data type ${t.type}`); })();
+  let data;
+  if (t.raw) data = new Arr(t.raw.buffer.slice(t.raw.byteOffset, t.raw.byteOffset + t.raw.length));
+  else if (t.type === 1) data = Float32Array.from(t.floats);
+  else if (t.type === 7) data = BigInt64Array.from(t.ints);
+  else data = Arr.from(t.ints.map(Number));
+  return { name: t.name, tensor: new ort.Tensor(dtype, data, t.dims) };
+}
+
+// .npz: a zip of .npy files, stored or deflated.
+function readNpz(file) {
+  const buf = fs.readFileSync(file);
+  const out = {};
+  let eocd = buf.length - 22;
+  while (eocd >= 0 && buf.readUInt32LE(eocd) !== 0x06054b50) eocd--;
+  if (eocd < 0) throw new Error(`${file}: not a zip archive`);
+  const count = buf.readUInt16LE(eocd + 10);
+  let cd = buf.readUInt32LE(eocd + 16);
+  for (let k = 0; k < count; k++) {
+    const method = buf.readUInt16LE(cd + 10), csize = buf.readUInt32LE(cd + 20);
+    const nlen = buf.readUInt16LE(cd + 28), xlen = buf.readUInt16LE(cd + 30), clen = buf.readUInt16LE(cd + 32);
+    const local = buf.readUInt32LE(cd + 42), name = buf.toString('utf8', cd + 46, cd + 46 + nlen);
+    cd += 46 + nlen + xlen + clen;
+    const start = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
+    const raw = buf.subarray(start, start + csize);
+    out[name.replace(/\.npy$/, '')] = parseNpy(method === 8 ? zlib.inflateRawSync(raw) : raw, name);
+  }
+  return out;
+}
+
+function parseNpy(b, name) {
+  const major = b[6], hlen = major === 1 ? b.readUInt16LE(8) : b.readUInt32LE(8), hoff = major === 1 ? 10 : 12;
+  const header = b.toString('latin1', hoff, hoff + hlen);
+  const descr = /'descr':\s*'([^']+)'/.exec(header)[1];
+  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)[1].split(',').map(s => s.trim()).filter(Boolean).map(Number);
+  const body = b.subarray(hoff + hlen);
+  const ab = body.buffer.slice(body.byteOffset, body.byteOffset + body.length);
+  const kinds = { '<f4': ['float32', Float32Array], '<i8': ['int64', BigInt64Array], '<i4': ['int32', Int32Array], '|b1': ['bool', Uint8Array] };
+  if (!kinds[descr]) throw new Error(`${name}: dtype ${descr}`);
+  return { dtype: kinds[descr][0], data: new kinds[descr][1](ab), shape };
+}
+
+function rowsOf(arr, n) {
+  const per = arr.shape.slice(1).reduce((a, b) => a * b, 1);
+  const rows = Math.min(n, arr.shape[0]);
+  return new ort.Tensor(arr.dtype, arr.data.slice(0, rows * per), [rows, ...arr.shape.slice(1)]);
+}
+
+function loadFeeds(data, session, rows) {
+  const feeds = {};
+  if (fs.statSync(data).isDirectory()) {
+    const dir = fs.existsSync(path.join(data, 'test_data_set_0')) ? path.join(data, 'test_data_set_0') : data;
+    session.inputNames.forEach((n, i) => { feeds[n] = readTensorPb(path.join(dir, `input_${i}.pb`)).tensor; });
+    return { feeds, labels: null };
+  }
+  const npz = readNpz(data);
+  for (const n of session.inputNames) {
+    if (!npz[n]) throw new Error(`${data}: no array named '${n}'`);
+    feeds[n] = rowsOf(npz[n], rows);
+  }
+  return { feeds, labels: npz.labels ? rowsOf(npz.labels, rows) : null };
+}
+
+function compare(name, ref, cand, tol) {
+  if (ref.dims.join() !== cand.dims.join()) return { ok: false, line: `${name}: shape ${ref.dims} vs ${cand.dims}` };
+  let maxDiff = 0, scale = 0;
+  for (let i = 0; i < ref.data.length; i++) {
+    const a = Number(ref.data[i]), b = Number(cand.data[i]);
+    if (!Number.isFinite(a) || !Number.isFinite(b)) { if (a !== b) maxDiff = Infinity; continue; }
+    maxDiff = Math.max(maxDiff, Math.abs(a - b));
+    scale = Math.max(scale, Math.abs(a));
+  }
+  const rel = maxDiff / Math.max(1, scale);
+  return { ok: rel <= tol, line: `${name}: max abs diff ${maxDiff.toExponential(3)} (scale ${scale.toFixed(3)}, relative ${rel.toExponential(3)}, tolerance ${tol})` };
+}
+
+function argmaxAgree(a, b) {
+  const c = a.dims[a.dims.length - 1], n = a.data.length / c;
+  let same = 0;
+  for (let r = 0; r < n; r++) {
+    let ia = 0, ib = 0;
+    for (let k = 1; k < c; k++) {
+      if (a.data[r * c + k] > a.data[r * c + ia]) ia = k;
+      if (b.data[r * c + k] > b.data[r * c + ib]) ib = k;
+    }
+    same += ia === ib;
+  }
+  return same / n;
+}
+
+async function main() {
+  const argv = process.argv.slice(2);
+  const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
+  const tol = Number(opt('--tol', '1e-4'));
+  const so = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+  if (argv[0] === 'expect') {
+    const s = await ort.InferenceSession.create(argv[1], so);
+    const { feeds } = loadFeeds(argv[2], s, 1 << 30);
+    const out = await s.run(feeds);
+    let ok = true;
+    s.outputNames.forEach((n, i) => {
+      const want = readTensorPb(path.join(argv[2], 'test_data_set_0', `output_${i}.pb`)).tensor;
+      const r = compare(n, want, out[n], tol);
+      console.log(r.line);
+      ok = ok && r.ok;
+    });
+    process.exit(ok ? 0 : 1);
+  }
+  if (argv[0] !== 'compare') throw new Error('usage: ort.js compare|expect ...');
+  const [refPath, candPath] = [argv[1], argv[2]];
+  const ref = await ort.InferenceSession.create(refPath, so);
+  const cand = await ort.InferenceSession.create(candPath, so);
+  if (ref.inputNames.join() !== cand.inputNames.join() || ref.outputNames.join() !== cand.outputNames.join()) {
+    console.log(`input/output names differ: ${ref.inputNames}/${ref.outputNames} vs ${cand.inputNames}/${cand.outputNames}`);
+    process.exit(1);
+  }
+  const { feeds, labels } = loadFeeds(opt('--data'), ref, Number(opt('--rows', '64')));
+  const a = await ref.run(feeds), b = await cand.run(feeds);
+  let ok = true;
+  for (const n of ref.outputNames) {
+    const r = compare(n, a[n], b[n], tol);
+    let line = r.line;
+    if (a[n].dims.length === 2) line += `, top-1 agreement ${(100 * argmaxAgree(a[n], b[n])).toFixed(1)}%`;
+    console.log(line);
+    ok = ok && r.ok;
+  }
+  process.exit(ok ? 0 : 1);
+}
+
+main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
