@@ -227,7 +227,38 @@ static void collect_region(op_analysis *a, op_attn *at) {
   }
 }
 
+/* Reshape/Expand nodes that shape a mask joining the score path between q.k and Softmax. */
+static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
+  op_name_vec todo = {0};
+  /* the score path: forward from q.k to the Softmax */
+  const char *t = a->gr->g->node[qk]->output[0];
+  for (int step = 0; step < 8; step++) {
+    int ci;
+    Onnx__NodeProto *c = real_consumer(a, t, &ci);
+    if (!c || ci == at->softmax) break;
+    for (size_t i = 0; i < c->n_input; i++)
+      if (c->input[i][0] && strcmp(c->input[i], t) != 0 && !is_const(a, c->input[i])) OP_VEC_PUSH(todo, c->input[i]);
+    t = c->output[0];
+  }
+  static const char *const through[] = {"Reshape", "Expand", "Cast", "Where", "Mul", "Sub", "Add", "Unsqueeze",
+                                        "Not", "Identity", NULL};
+  for (size_t k = 0; k < todo.n && k < 32; k++) {
+    Onnx__NodeProto *n = op_graph_producer(a->gr, todo.v[k]);
+    if (!n || !op_in(n, through)) continue;
+    int ni = op_graph_node_index(a->gr, n);
+    if (op_node_is(n, "Reshape") || op_node_is(n, "Expand")) {
+      if (!op_int_vec_has(&at->mask_nodes, ni)) OP_VEC_PUSH(at->mask_nodes, ni);
+      OP_VEC_PUSH(todo, n->input[0]);
+      continue;
+    }
+    for (size_t i = 0; i < n->n_input; i++)
+      if (n->input[i][0] && !is_const(a, n->input[i])) OP_VEC_PUSH(todo, n->input[i]);
+  }
+  free(todo.v);
+}
+
 static void attn_free(op_attn *at) {
+  free(at->mask_nodes.v);
   free(at->split_reshapes.v);
   free(at->merge_reshapes.v);
   free(at->path_nodes.v);
@@ -331,6 +362,7 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
   }
   at->head_dim = E / at->heads;
   collect_region(a, at);
+  collect_mask_nodes(a, at, qk);
   return true;
 fail:
   attn_free(at);

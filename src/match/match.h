@@ -35,6 +35,7 @@ typedef struct op_attn {
   op_int_vec split_reshapes; /* head split, on the q/k/v paths */
   op_int_vec merge_reshapes; /* head merge, between attention and the output projection */
   op_int_vec path_nodes;     /* Split/Slice/other shaping nodes on the q/k/v paths */
+  op_int_vec mask_nodes;     /* Reshape/Expand shaping a mask to [B, H, S, S] or [B*H, S, S] */
   op_name_vec region;        /* tensors whose width scales with the number of heads */
 } op_attn;
 
@@ -85,7 +86,7 @@ const op_ffn *op_layer_ffn(const op_analysis *a, int layer);
 
 /* ---- shape expressions (shape_expr.c) ---- */
 
-typedef enum op_shape_role { OP_SHAPE_SPLIT, OP_SHAPE_MERGE, OP_SHAPE_OTHER } op_shape_role;
+typedef enum op_shape_role { OP_SHAPE_SPLIT, OP_SHAPE_MERGE, OP_SHAPE_MASK } op_shape_role;
 
 /* Number of heads encoded in a head-split Reshape whose input has width E; 0 if it cannot tell. */
 int64_t op_shape_infer_heads(const op_graph *gr, const Onnx__NodeProto *reshape, int64_t E);

@@ -181,14 +181,34 @@ static void set_input_like(op_graph *gr, Onnx__NodeProto *node, int slot, const 
   op_node_set_input(node, (size_t)slot, op_graph_add_init(gr, t));
 }
 
+static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot, op_shape_role role, int64_t H,
+                               int64_t H2, int64_t d, const op_name_vec *region, op_error *err);
+
 int op_shape_rewrite(op_graph *gr, Onnx__NodeProto *reshape, op_shape_role role, int64_t H, int64_t H2, int64_t d,
                      const op_name_vec *region, op_error *err) {
-  shape_view v;
-  if (reshape->n_input < 2 || !view_shape(gr, reshape->input[1], &v))
+  if (reshape->n_input < 2)
     return op_fail(err, OP_UNSUPPORTED, "node '%s': cannot read its target shape", op_node_name(reshape));
+  /* a mask shape chosen by Where(cond, a, b) (torch's expand(-1, H, -1, -1)): both candidates */
+  Onnx__NodeProto *w = role == OP_SHAPE_MASK ? op_graph_producer(gr, reshape->input[1]) : NULL;
+  if (w && op_node_is(w, "Where") && w->n_input == 3)
+    return rewrite_shape_input(gr, w, 1, role, H, H2, d, region, err) ||
+           rewrite_shape_input(gr, w, 2, role, H, H2, d, region, err);
+  return rewrite_shape_input(gr, reshape, 1, role, H, H2, d, region, err);
+}
+
+static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot, op_shape_role role, int64_t H,
+                               int64_t H2, int64_t d, const op_name_vec *region, op_error *err) {
+  shape_view v;
+  if (!view_shape(gr, reshape->input[slot], &v)) {
+    if (role == OP_SHAPE_MASK) return 0; /* a computed mask shape (ConstantOfShape, ...) carries no head count */
+    return op_fail(err, OP_UNSUPPORTED, "node '%s': cannot read its target shape", op_node_name(reshape));
+  }
   int64_t E = H * d, E2 = H2 * d;
   int64_t newv[MAX_ELEMS];
   bool changed[MAX_ELEMS] = {false};
+  /* [.., H, d] or [.., H, -1]: only then is the element before the last the head count */
+  const elem *tail = v.n ? &v.e[v.n - 1] : NULL;
+  bool split_tail_ok = tail && (!tail->is_const || tail->value == d || tail->value == -1);
   for (int i = 0; i < v.n; i++) {
     elem *e = &v.e[i];
     int from_end = v.n - i;
@@ -205,7 +225,10 @@ int op_shape_rewrite(op_graph *gr, Onnx__NodeProto *reshape, op_shape_role role,
     } else if (e->value == 3 * E) {
       newv[i] = 3 * E2;
       changed[i] = true;
-    } else if (role == OP_SHAPE_SPLIT && from_end == 2 && e->value == H) {
+    } else if (role == OP_SHAPE_SPLIT && from_end == 2 && e->value == H && split_tail_ok) {
+      newv[i] = H2;
+      changed[i] = true;
+    } else if (role == OP_SHAPE_MASK && v.n == 4 && i == 1 && e->value == H) { /* [B, H, Sq, Sk] */
       newv[i] = H2;
       changed[i] = true;
     }
@@ -214,7 +237,7 @@ int op_shape_rewrite(op_graph *gr, Onnx__NodeProto *reshape, op_shape_role role,
   if (!v.concat) {
     bool any = false;
     for (int i = 0; i < v.n; i++) any |= changed[i];
-    if (any) set_input_ints(gr, reshape, 1, reshape->input[1], newv, v.n);
+    if (any) set_input_ints(gr, reshape, slot, reshape->input[slot], newv, v.n);
   } else {
     for (int i = 0; i < v.n;) {
       int j = i;

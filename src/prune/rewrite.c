@@ -80,6 +80,8 @@ static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, int 
   }
   for (size_t i = 0; i < at->merge_reshapes.n && !rc; i++)
     rc = op_shape_rewrite(a->gr, a->gr->g->node[at->merge_reshapes.v[i]], OP_SHAPE_MERGE, H, H2, d, &at->region, err);
+  for (size_t i = 0; i < at->mask_nodes.n && !rc; i++)
+    rc = op_shape_rewrite(a->gr, a->gr->g->node[at->mask_nodes.v[i]], OP_SHAPE_MASK, H, H2, d, &at->region, err);
   for (size_t i = 0; i < at->path_nodes.n && !rc; i++) {
     if (op_int_vec_has(&seen, at->path_nodes.v[i])) continue;
     OP_VEC_PUSH(seen, at->path_nodes.v[i]);

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# prune_e2e.sh ONNX_PRUNE MODEL_DIR DATA [--pre-norm]: end-to-end pruning on one model, judged by
+# ONNX Runtime. DATA is an .npz or an ONNX test-data folder. Every written model must pass the
+# checker, keep its input/output names, types and dynamic axes, hold the parameter count its report
+# states, and compute exactly what the original computes once the removed units are zeroed in it.
+set -u
+BIN=$1 DIR=$2 DATA=$3 PRE=${4:-}
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=/usr/bin/python3
+M=$DIR/model.onnx
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+ort() { node "$HERE/ort.js" "$@" >"$work/ort.log" 2>&1 || { cat "$work/ort.log"; return 1; }; }
+
+"$BIN" inspect "$M" --json >"$work/inspect.json" || { echo "inspect failed"; exit 1; }
+if grep -q "not matched" "$work/inspect.json" || ! grep -q '"heads"' "$work/inspect.json"; then
+  bad "inspect: blocks not all matched"; fi
+
+# prune CASE ARGS...: prune, then check the result against the zeroed original
+prune_case() {
+  local name=$1
+  shift
+  local out=$work/$name.onnx
+  if ! "$BIN" prune "$M" -o "$out" --report "$work/$name.json" -q "$@"; then bad "$name: prune failed"; return; fi
+  $PY "$HERE/check_model.py" "$out" "$M" "$work/$name.json" || { bad "$name: model checks"; return; }
+  $PY "$HERE/zero_units.py" "$M" "$work/inspect.json" "$work/$name.json" "$work/$name.ref.onnx"
+  if ort compare "$work/$name.ref.onnx" "$out" --data "$DATA" --tol 1e-4; then ok; else bad "$name: outputs differ from the zeroed original"; fi
+}
+
+prune_case heads50 --head-sparsity 0.5
+prune_case ffn50 --ffn-sparsity 0.5
+prune_case both --head-sparsity 0.25 --ffn-sparsity 0.75 --importance l1
+prune_case width --width 0.5 --scope global
+prune_case random --num-heads 1 --ffn-size 7 --importance random --seed 3
+cat >"$work/cfg.json" <<JSON
+{"importance": "l2", "ffn_sparsity": 0.5,
+ "layers": [{"layer": 0, "heads": [1, 2]}, {"layer": 1, "attention": false, "ffn_size": 16}]}
+JSON
+prune_case config --config "$work/cfg.json"
+
+# dropping layers: exact against zeroing for pre-norm models; for post-norm it must load and run
+if "$BIN" prune "$M" -o "$work/drop.onnx" --keep-layers 1 --report "$work/drop.json" -q &&
+  $PY "$HERE/check_model.py" "$work/drop.onnx" "$M" "$work/drop.json"; then
+  if [ "$PRE" = --pre-norm ]; then
+    $PY "$HERE/zero_units.py" "$M" "$work/inspect.json" "$work/drop.json" "$work/drop.ref.onnx"
+    if ort compare "$work/drop.ref.onnx" "$work/drop.onnx" --data "$DATA" --tol 1e-4; then ok; else bad "drop: outputs"; fi
+  elif ort compare "$M" "$work/drop.onnx" --data "$DATA" --tol 1e30; then ok; else bad "drop: does not run"; fi
+else bad "drop: prune or checks failed"; fi
+
+# --compact on the zeroed original of heads50 must remove the same units and compute the same outputs
+if "$BIN" prune "$work/heads50.ref.onnx" -o "$work/compact.onnx" --compact --report "$work/compact.json" -q &&
+  $PY "$HERE/check_model.py" "$work/compact.onnx" "$M" "$work/compact.json"; then
+  if ort compare "$work/heads50.ref.onnx" "$work/compact.onnx" --data "$DATA" --tol 1e-4 &&
+    [ "$($PY -c "import json,sys;print(json.load(open(sys.argv[1]))['parameters']['after'])" "$work/compact.json")" = \
+      "$($PY -c "import json,sys;print(json.load(open(sys.argv[1]))['parameters']['after'])" "$work/heads50.json")" ]; then ok
+  else bad "compact: outputs or parameter count differ"; fi
+else bad "compact: prune or checks failed"; fi
+
+# --dry-run writes nothing
+if "$BIN" prune "$M" -o "$work/dry.onnx" --head-sparsity 0.5 --dry-run >"$work/dry.txt" && [ ! -e "$work/dry.onnx" ] &&
+  grep -q "heads 4 -> 2" "$work/dry.txt"; then ok; else bad "dry-run"; fi
+
+# external data on request: a model.onnx.data beside it, and ORT reads it
+if "$BIN" prune "$M" -o "$work/ext.onnx" --ffn-sparsity 0.5 --external-data -q && [ -s "$work/ext.onnx.data" ] &&
+  ort compare "$work/ffn50.onnx" "$work/ext.onnx" --data "$DATA" --tol 0; then ok; else bad "external data"; fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
