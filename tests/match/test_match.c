@@ -1,0 +1,94 @@
+/* test_match.c - the matcher on real exports: every fixture and shared model is recognised with the
+ * right heads, head size, FFN width, activation, norm placement and q/k/v packing, and the shape
+ * reader finds the head count in each exporter's head-split Reshape. */
+#include "check.h"
+#include "match/match.h"
+
+#include <stdlib.h>
+
+typedef struct expect {
+  const char *path;
+  int layers, heads, head_dim, ffn;
+  const char *activation;
+  bool packed, pre_norm, gemm;
+} expect;
+
+static void check_model(const char *root, const expect *e) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", root, e->path);
+  op_error err;
+  op_model *m = op_model_load(path, &err);
+  CHECK(m != NULL);
+  if (!m) {
+    fprintf(stderr, "%s: %s\n", path, err.message);
+    return;
+  }
+  op_analysis *a = op_analyze(m, &err);
+  CHECK(a != NULL);
+  if (a) {
+    CHECK_EQ_INT(a->layers.n, e->layers);
+    CHECK_EQ_INT(a->unmatched.n, 0);
+    for (size_t l = 0; l < a->layers.n; l++) {
+      const op_attn *at = op_layer_attn(a, (int)l);
+      const op_ffn *f = op_layer_ffn(a, (int)l);
+      CHECK(at && f);
+      if (!at || !f) continue;
+      CHECK_EQ_INT(at->heads, e->heads);
+      CHECK_EQ_INT(at->head_dim, e->head_dim);
+      CHECK_EQ_INT(at->packed, e->packed);
+      CHECK_EQ_INT(f->down.in, e->ffn);
+      CHECK(strcmp(f->activation, e->activation) == 0);
+      CHECK_EQ_INT(a->blocks.v[a->layers.v[l].attn_block].pre_norm, e->pre_norm);
+      CHECK_EQ_INT(a->blocks.v[a->layers.v[l].ffn_block].pre_norm, e->pre_norm);
+      CHECK(a->blocks.v[a->layers.v[l].ffn_block].stream_out_known);
+      CHECK_EQ_INT(op_node_is(a->gr->g->node[at->qkv[0].node], "Gemm"), e->gemm);
+      CHECK(at->out.b != NULL || !strcmp(e->activation, "gated-silu"));
+    }
+    char *t = op_analysis_table(a), *j = op_analysis_json(a);
+    CHECK_CONTAINS(t, "total:");
+    CHECK_CONTAINS(j, "\"head_dim\":");
+    free(t);
+    free(j);
+  } else {
+    fprintf(stderr, "%s: %s\n", path, err.message);
+  }
+  op_analysis_free(a);
+  op_model_free(m);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) return 2;
+  const expect fixtures[] = {
+      {"bert_separate_mask_opset11/model.onnx", 2, 4, 8, 64, "gelu(erf)", false, false, false},
+      {"bert_gelu_op_opset20/model.onnx", 2, 4, 8, 64, "gelu", false, false, false},
+      {"gemm_transposed_opset12/model.onnx", 2, 4, 8, 64, "relu", false, false, true},
+      {"gpt2_packed_split_opset13/model.onnx", 2, 4, 8, 64, "gelu(tanh)", true, true, false},
+      {"llama_swiglu_opset14/model.onnx", 2, 4, 8, 64, "gated-silu", false, true, false},
+      {"mha_layernorm_opset17/model.onnx", 2, 4, 8, 64, "relu", true, false, false},
+  };
+  for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) check_model(argv[1], &fixtures[i]);
+  const expect shared[] = {
+      {"austen_bert/model.onnx", 4, 4, 64, 1024, "gelu(erf)", false, false, false},
+      {"digits_vit/model.onnx", 2, 4, 16, 256, "gelu(erf)", true, true, false},
+  };
+  for (size_t i = 0; i < sizeof shared / sizeof *shared; i++) check_model(argv[2], &shared[i]);
+
+  /* a model with no transformer block: nothing matched, and pruning says so */
+  char path[4096];
+  snprintf(path, sizeof path, "%s/austen_bert/model.onnx", argv[2]);
+  op_error err;
+  op_model *m = op_model_load(path, &err);
+  if (m) {
+    Onnx__GraphProto *g = m->proto->graph;
+    for (size_t i = 0; i < g->n_node; i++)
+      if (op_node_is(g->node[i], "Softmax")) {
+        free(g->node[i]->op_type);
+        g->node[i]->op_type = strdup("LogSoftmax");
+      }
+    op_analysis *a = op_analyze(m, &err);
+    CHECK(a && a->attn.n == 0 && a->ffn.n == 4);
+    op_analysis_free(a);
+  }
+  op_model_free(m);
+  return check_done("match");
+}

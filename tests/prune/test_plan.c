@@ -1,0 +1,133 @@
+/* test_plan.c - configuration parsing and the plan it yields: counts per layer, global ranking,
+ * explicit lists, all-zero units found by --compact, and refusals of configs that do not fit. */
+#include "check.h"
+#include "prune/prune.h"
+
+#include <stdlib.h>
+
+static op_model *load(const char *dir, const char *name) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s/model.onnx", dir, name);
+  op_error err;
+  op_model *m = op_model_load(path, &err);
+  if (!m) fprintf(stderr, "%s\n", err.message);
+  return m;
+}
+
+static int64_t kept_heads(const op_plan *p, int l) { return op_plan_kept(p->layers[l].keep_head, p->layers[l].heads); }
+static int64_t kept_neurons(const op_plan *p, int l) {
+  return op_plan_kept(p->layers[l].keep_neuron, p->layers[l].width);
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  fputs(text, f);
+  fclose(f);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) return 2;
+  const char *fixtures = argv[1], *tmp = argv[2];
+  op_error err;
+
+  /* option values */
+  op_prune_config *c = op_prune_config_new();
+  CHECK(op_prune_config_set(c, "head_sparsity", "0.5", &err) == 0);
+  CHECK(op_prune_config_set(c, "head_sparsity", "1", &err) == -1);
+  CHECK_CONTAINS(err.message, "head_sparsity: '1' is outside [0, 1)");
+  CHECK(op_prune_config_set(c, "width", "0", &err) == -1);
+  CHECK(op_prune_config_set(c, "width", "1", &err) == 0);
+  CHECK(op_prune_config_set(c, "ffn_size", "0", &err) == -1);
+  CHECK(op_prune_config_set(c, "keep_layers", "0,,1", &err) == -1);
+  CHECK(op_prune_config_set(c, "importance", "l3", &err) == -1);
+  CHECK(op_prune_config_set(c, "nonsense", "1", &err) == -1);
+  CHECK_CONTAINS(err.message, "unknown option 'nonsense'");
+  op_prune_config_free(c);
+
+  op_model *m = load(fixtures, "bert_separate_mask_opset11");
+  if (!m) return check_done("plan");
+  op_analysis *a = op_analyze(m, &err);
+  CHECK(a != NULL);
+  op_plan p;
+
+  /* per layer: the same fraction everywhere, at least one head left */
+  c = op_prune_config_new();
+  op_prune_config_set(c, "head_sparsity", "0.5", &err);
+  op_prune_config_set(c, "ffn_size", "10", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  CHECK_EQ_INT(kept_heads(&p, 0), 2);
+  CHECK_EQ_INT(kept_heads(&p, 1), 2);
+  CHECK_EQ_INT(kept_neurons(&p, 0), 10);
+  /* the kept heads are the ones with the highest L2 scores */
+  for (int l = 0; l < 2; l++)
+    for (int h = 0; h < 4; h++)
+      for (int k = 0; k < 4; k++)
+        if (p.layers[l].keep_head[h] && !p.layers[l].keep_head[k]) CHECK(p.layers[l].head_score[h] >= p.layers[l].head_score[k]);
+  op_plan_free(&p);
+  op_prune_config_set(c, "head_sparsity", "0.99", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  CHECK_EQ_INT(kept_heads(&p, 0), 1);
+  op_plan_free(&p);
+  op_prune_config_free(c);
+
+  /* global: 4 of 8 heads go, wherever they score lowest, never a layer's last */
+  c = op_prune_config_new();
+  op_prune_config_set(c, "head_sparsity", "0.5", &err);
+  op_prune_config_set(c, "scope", "global", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  CHECK_EQ_INT(kept_heads(&p, 0) + kept_heads(&p, 1), 4);
+  CHECK(kept_heads(&p, 0) >= 1 && kept_heads(&p, 1) >= 1);
+  op_plan_free(&p);
+  op_prune_config_free(c);
+
+  /* JSON config: explicit lists, block removal, and its refusals */
+  char cfg[4200];
+  snprintf(cfg, sizeof cfg, "%s/cfg.json", tmp);
+  write_file(cfg, "{\"ffn_sparsity\": 0.5, \"layers\": {\"0\": {\"heads\": [0, 3], \"neurons\": [1, 2, 3]},"
+                  " \"1\": {\"attention\": false}}}");
+  c = op_prune_config_new();
+  CHECK(op_prune_config_load_json(c, cfg, &err) == 0);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  CHECK(!p.layers[0].keep_head[0] && p.layers[0].keep_head[1] && p.layers[0].keep_head[2] && !p.layers[0].keep_head[3]);
+  CHECK_EQ_INT(kept_neurons(&p, 0), 61);
+  CHECK_EQ_INT(kept_neurons(&p, 1), 32);
+  CHECK(p.layers[1].drop_attn && !p.layers[0].drop_attn);
+  op_plan_free(&p);
+  op_prune_config_free(c);
+  write_file(cfg, "{\"layers\": [{\"layer\": 1, \"neurons\": [64]}]}");
+  c = op_prune_config_new();
+  CHECK(op_prune_config_load_json(c, cfg, &err) == 0);
+  CHECK(op_plan_build(a, c, &p, &err) == -1);
+  CHECK_CONTAINS(err.message, "layer 1: neuron 64 does not exist (the layer has 64)");
+  op_prune_config_free(c);
+  write_file(cfg, "{\"layers\": [{\"layer\": 0, \"head_sparsity\": \"x\"}]}");
+  c = op_prune_config_new();
+  CHECK(op_prune_config_load_json(c, cfg, &err) == -1);
+  CHECK_CONTAINS(err.message, "layers[0].head_sparsity: 'x' is outside");
+  op_prune_config_free(c);
+
+  /* --compact: zero head 2's output rows and neuron 5's down row in layer 1; exactly those go */
+  const op_attn *at = op_layer_attn(a, 1);
+  const op_ffn *f = op_layer_ffn(a, 1);
+  float *wo = op_tensor_f32(op_graph_init(a->gr, at->out.w));
+  float *wd = op_tensor_f32(op_graph_init(a->gr, f->down.w));
+  int64_t E = at->out.in, cols = at->out.out;
+  CHECK(!at->out.w_out_major);
+  for (int64_t r = 2 * at->head_dim; r < 3 * at->head_dim && r < E; r++)
+    for (int64_t k = 0; k < cols; k++) wo[r * cols + k] = 0;
+  for (int64_t k = 0; k < f->down.out; k++) wd[5 * f->down.out + k] = 0;
+  c = op_prune_config_new();
+  op_prune_config_set(c, "compact", "true", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  CHECK_EQ_INT(kept_heads(&p, 0), 4);
+  CHECK_EQ_INT(kept_heads(&p, 1), 3);
+  CHECK(!p.layers[1].keep_head[2]);
+  CHECK_EQ_INT(kept_neurons(&p, 1), 63);
+  CHECK(!p.layers[1].keep_neuron[5]);
+  op_plan_free(&p);
+  op_prune_config_free(c);
+
+  op_analysis_free(a);
+  op_model_free(m);
+  return check_done("plan");
+}
