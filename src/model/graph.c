@@ -16,7 +16,7 @@ static op_value *slot_for(op_graph *gr, const char *name) {
   while (gr->values[i].name && strcmp(gr->values[i].name, name) != 0) i = (i + 1) & (gr->cap - 1);
   op_value *v = &gr->values[i];
   if (!v->name) {
-    v->name = name;
+    v->name = op_xstrdup(name); /* owned: edits free the strings of the graph itself */
     v->producer = v->init = v->graph_input = -1;
     gr->n_values++;
   }
@@ -62,7 +62,10 @@ op_graph *op_graph_build(Onnx__GraphProto *g) {
 
 void op_graph_free(op_graph *gr) {
   if (!gr) return;
-  for (size_t i = 0; i < gr->cap; i++) free(gr->values[i].consumers);
+  for (size_t i = 0; i < gr->cap; i++) {
+    free(gr->values[i].consumers);
+    free((char *)gr->values[i].name);
+  }
   free(gr->values);
   free(gr);
 }
@@ -165,7 +168,10 @@ const char *op_graph_add_init(op_graph *gr, Onnx__TensorProto *t) {
   if (gr->n_values * 2 + 2 > gr->cap) {
     /* rare: grow by rebuilding */
     op_graph *fresh = op_graph_build(g);
-    for (size_t i = 0; i < gr->cap; i++) free(gr->values[i].consumers);
+    for (size_t i = 0; i < gr->cap; i++) {
+      free(gr->values[i].consumers);
+      free((char *)gr->values[i].name);
+    }
     free(gr->values);
     *gr = *fresh;
     free(fresh);
@@ -223,8 +229,9 @@ void op_graph_replace_uses(op_graph *gr, const char *from, const char *to) {
 void op_graph_remove_dead(Onnx__GraphProto *g) {
   for (bool changed = true; changed;) {
     changed = false;
+    /* decide with the index, free after it is gone: it keys on strings owned by the nodes */
     op_graph *gr = op_graph_build(g);
-    size_t w = 0;
+    bool *dead = op_xcalloc(g->n_node, sizeof *dead);
     for (size_t i = 0; i < g->n_node; i++) {
       Onnx__NodeProto *n = g->node[i];
       bool used = false;
@@ -232,36 +239,46 @@ void op_graph_remove_dead(Onnx__GraphProto *g) {
         op_value *v = n->output[j][0] ? op_graph_find(gr, n->output[j]) : NULL;
         used = v && (v->n_consumers > 0 || v->graph_output);
       }
-      if (used) {
-        g->node[w++] = n;
-      } else {
-        protobuf_c_message_free_unpacked(&n->base, NULL);
+      dead[i] = !used;
+    }
+    op_graph_free(gr);
+    size_t w = 0;
+    for (size_t i = 0; i < g->n_node; i++) {
+      if (dead[i]) {
+        protobuf_c_message_free_unpacked(&g->node[i]->base, NULL);
         changed = true;
+      } else {
+        g->node[w++] = g->node[i];
       }
     }
     g->n_node = w;
-    op_graph_free(gr);
+    free(dead);
   }
   op_graph *gr = op_graph_build(g);
-  size_t w = 0;
+  bool *dead_init = op_xcalloc(g->n_initializer, sizeof(bool)), *dead_vi = op_xcalloc(g->n_value_info, sizeof(bool));
   for (size_t i = 0; i < g->n_initializer; i++) {
     op_value *v = op_graph_find(gr, g->initializer[i]->name);
-    if (v->n_consumers > 0 || v->graph_output || v->graph_input >= 0)
-      g->initializer[w++] = g->initializer[i];
-    else
-      op_tensor_free(g->initializer[i]);
+    dead_init[i] = !(v->n_consumers > 0 || v->graph_output || v->graph_input >= 0);
+  }
+  for (size_t i = 0; i < g->n_value_info; i++) {
+    op_value *v = g->value_info[i]->name ? op_graph_find(gr, g->value_info[i]->name) : NULL;
+    dead_vi[i] = !(v && (v->producer >= 0 || v->graph_input >= 0 || v->init >= 0));
+  }
+  op_graph_free(gr);
+  size_t w = 0;
+  for (size_t i = 0; i < g->n_initializer; i++) {
+    if (dead_init[i]) op_tensor_free(g->initializer[i]);
+    else g->initializer[w++] = g->initializer[i];
   }
   g->n_initializer = w;
   w = 0;
   for (size_t i = 0; i < g->n_value_info; i++) {
-    op_value *v = g->value_info[i]->name ? op_graph_find(gr, g->value_info[i]->name) : NULL;
-    if (v && (v->producer >= 0 || v->graph_input >= 0 || v->init >= 0))
-      g->value_info[w++] = g->value_info[i];
-    else
-      protobuf_c_message_free_unpacked(&g->value_info[i]->base, NULL);
+    if (dead_vi[i]) protobuf_c_message_free_unpacked(&g->value_info[i]->base, NULL);
+    else g->value_info[w++] = g->value_info[i];
   }
   g->n_value_info = w;
-  op_graph_free(gr);
+  free(dead_init);
+  free(dead_vi);
 }
 
 int64_t op_model_opset(const Onnx__ModelProto *m) {

@@ -6,7 +6,7 @@
 #include "model/model.h"
 
 typedef struct op_value {
-  const char *name;
+  const char *name; /* the index's own copy */
   int producer;     /* node index, or -1 */
   int init;         /* initializer index, or -1 */
   int graph_input;  /* index in graph inputs, or -1 */
@@ -21,7 +21,7 @@ typedef struct op_graph {
   size_t n_values, cap; /* open addressing, cap is a power of two */
 } op_graph;
 
-/* Builds the index; the graph must outlive it and not change while it is used. */
+/* Builds the index. Edits made later are not reflected in it (rebuild), but never leave it dangling. */
 op_graph *op_graph_build(Onnx__GraphProto *g);
 void op_graph_free(op_graph *gr);
 op_value *op_graph_find(const op_graph *gr, const char *name);

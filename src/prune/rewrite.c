@@ -122,6 +122,21 @@ static void record_block_removed(op_analysis *a, const op_block *b, int layer, o
   }
 }
 
+/* Bypasses made so far: a later bypass whose target was itself bypassed must go to that one's
+ * target, or consecutive removed blocks would bring the first back to life. */
+typedef struct bypass {
+  char *from;
+  const char *to;
+} bypass;
+typedef OP_VEC(bypass) bypass_vec;
+
+static void bypass_to(op_analysis *a, bypass_vec *done, const char *from, const char *to) {
+  for (size_t i = done->n; i-- > 0;)
+    if (strcmp(done->v[i].from, to) == 0) to = done->v[i].to;
+  OP_VEC_PUSH(*done, ((bypass){op_xstrdup(from), to}));
+  op_graph_replace_uses(a->gr, from, to);
+}
+
 int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error *err) {
   /* 1. weights and shape constants (no node is added or removed, so indices hold) */
   for (size_t l = 0; l < plan->n; l++) {
@@ -133,17 +148,21 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
     if (f && !lp->drop_ffn) prune_neurons(a, f, lp->keep_neuron, (int)l, r);
   }
   /* 2. bypasses: the residual stream skips removed blocks and layers */
-  for (size_t l = 0; l < plan->n; l++) {
+  bypass_vec done = {0};
+  int rc = 0;
+  for (size_t l = 0; l < plan->n && !rc; l++) {
     const op_layer_plan *lp = &plan->layers[l];
     const op_layer *L = &a->layers.v[l];
     const op_block *first = &a->blocks.v[L->attn_block >= 0 ? L->attn_block : L->ffn_block];
     const op_block *last = &a->blocks.v[L->ffn_block >= 0 ? L->ffn_block : L->attn_block];
     if (lp->drop_layer) {
-      if (!last->stream_out_known)
-        return op_fail(err, OP_UNSUPPORTED, "layer %zu: cannot find where its post-norm ends, so it cannot be dropped", l);
+      if (!last->stream_out_known) {
+        rc = op_fail(err, OP_UNSUPPORTED, "layer %zu: cannot find where its post-norm ends, so it cannot be dropped", l);
+        break;
+      }
       if (L->attn_block >= 0) record_block_removed(a, &a->blocks.v[L->attn_block], (int)l, r);
       if (L->ffn_block >= 0) record_block_removed(a, &a->blocks.v[L->ffn_block], (int)l, r);
-      op_graph_replace_uses(a->gr, last->stream_out, first->stream_in);
+      bypass_to(a, &done, last->stream_out, first->stream_in);
       continue;
     }
     for (int k = 0; k < 2; k++) {
@@ -152,9 +171,12 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
       if (bi < 0 || !drop) continue;
       const op_block *b = &a->blocks.v[bi];
       record_block_removed(a, b, (int)l, r);
-      op_graph_replace_uses(a->gr, b->add_out, b->stream_in);
+      bypass_to(a, &done, b->add_out, b->stream_in);
     }
   }
+  for (size_t i = 0; i < done.n; i++) free(done.v[i].from);
+  free(done.v);
+  if (rc) return rc;
   /* 3. stale shape annotations of tensors whose width changed */
   Onnx__GraphProto *g = a->gr->g;
   op_name_vec stale = {0};

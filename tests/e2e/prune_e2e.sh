@@ -42,13 +42,27 @@ JSON
 prune_case config --config "$work/cfg.json"
 
 # dropping layers: exact against zeroing for pre-norm models; for post-norm it must load and run
-if "$BIN" prune "$M" -o "$work/drop.onnx" --keep-layers 1 --report "$work/drop.json" -q &&
-  $PY "$HERE/check_model.py" "$work/drop.onnx" "$M" "$work/drop.json"; then
-  if [ "$PRE" = --pre-norm ]; then
-    $PY "$HERE/zero_units.py" "$M" "$work/inspect.json" "$work/drop.json" "$work/drop.ref.onnx"
-    if ort compare "$work/drop.ref.onnx" "$work/drop.onnx" --data "$DATA" --tol 1e-4; then ok; else bad "drop: outputs"; fi
-  elif ort compare "$M" "$work/drop.onnx" --data "$DATA" --tol 1e30; then ok; else bad "drop: does not run"; fi
-else bad "drop: prune or checks failed"; fi
+drop_case() {
+  local name=$1 keep=$2
+  local want
+  want=$(echo "$keep" | tr ',' '\n' | wc -l)
+  if "$BIN" prune "$M" -o "$work/$name.onnx" --keep-layers "$keep" --report "$work/$name.json" -q &&
+    $PY "$HERE/check_model.py" "$work/$name.onnx" "$M" "$work/$name.json" &&
+    "$BIN" inspect "$work/$name.onnx" | grep -q ", $want layers,"; then
+    if [ "$PRE" = --pre-norm ]; then
+      $PY "$HERE/zero_units.py" "$M" "$work/inspect.json" "$work/$name.json" "$work/$name.ref.onnx"
+      if ort compare "$work/$name.ref.onnx" "$work/$name.onnx" --data "$DATA" --tol 1e-4; then ok; else bad "$name: outputs"; fi
+    elif ort compare "$M" "$work/$name.onnx" --data "$DATA" --tol 1e30; then ok; else bad "$name: does not run"; fi
+  else bad "$name: prune or checks failed"; fi
+}
+drop_case drop-first 1
+drop_case drop-last 0
+layers=$($PY -c "import json,sys;print(len(json.load(open(sys.argv[1]))['layers']))" "$work/inspect.json")
+[ "$layers" -ge 4 ] && drop_case drop-consecutive "0,$((layers - 1))"
+cat >"$work/noattn.json" <<JSON
+{"layers": [{"layer": 0, "attention": false}, {"layer": 1, "attention": false, "ffn": false}]}
+JSON
+prune_case no-attention --config "$work/noattn.json"
 
 # --compact on the zeroed original of heads50 must remove the same units and compute the same outputs
 if "$BIN" prune "$work/heads50.ref.onnx" -o "$work/compact.onnx" --compact --report "$work/compact.json" -q &&
