@@ -1,6 +1,8 @@
 /* model_io.c - loading and saving ONNX models.
- * Loading unpacks each initializer from its own slice of a read-only mapping and drops those pages
- * right after, so peak memory stays near one copy of the weights. External data is read relative
+ * Loading walks the protobuf wire format of a read-only mapping just far enough to find each
+ * initializer's raw_data, reads those bytes with one pread straight into the tensor's own buffer and
+ * lets protobuf-c unpack only the rest; weight pages of the mapping are never touched, so peak memory
+ * stays near one copy of the weights and each byte is copied once. External data is read relative
  * to the model directory and may not escape it. Saving streams the protobuf into a temporary file
  * next to the target and renames it into place, so no reader ever sees a half-written model.
  *
@@ -90,7 +92,34 @@ static void bytes_append(byte_vec *b, const uint8_t *data, size_t n) {
   b->n += n;
 }
 
-/* Releases the pages that lie wholly inside [p, p+n) of a file mapping: they were copied out. */
+#define MODEL_GRAPH_FIELD 7
+#define GRAPH_INITIALIZER_FIELD 5
+#define TENSOR_RAW_DATA_FIELD 9
+#define PREAD_MIN 65536 /* smaller payloads are copied from the mapping */
+
+static const char *bad_proto = "%s: not a valid ONNX protobuf (truncated or corrupt)";
+
+/* Where the bytes being unpacked come from: a file mapping (fd >= 0) or a caller's buffer. */
+typedef struct byte_source {
+  int fd;
+  const uint8_t *base;
+} byte_source;
+
+static bool read_bytes(const byte_source *src, const uint8_t *p, size_t n, uint8_t *out) {
+  if (src->fd < 0 || n < PREAD_MIN) {
+    memcpy(out, p, n);
+    return true;
+  }
+  for (size_t done = 0; done < n;) {
+    ssize_t r = pread(src->fd, out + done, n - done, (off_t)(p - src->base) + (off_t)done);
+    if (r <= 0) return false;
+    done += (size_t)r;
+  }
+  return true;
+}
+
+/* Releases the pages of a file mapping that lie wholly inside [p, p+n): the kernel maps pages
+ * around each header it faults in, and those would otherwise stay resident. */
 static void drop_pages(const uint8_t *p, size_t n) {
   uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
   uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
@@ -98,13 +127,42 @@ static void drop_pages(const uint8_t *p, size_t n) {
   if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
-#define MODEL_GRAPH_FIELD 7
-#define GRAPH_INITIALIZER_FIELD 5
-
-static const char *bad_proto = "%s: not a valid ONNX protobuf (truncated or corrupt)";
+/* Unpacks one TensorProto; its raw_data is read separately, once, into its final buffer. */
+static Onnx__TensorProto *unpack_tensor(const uint8_t *data, size_t size, const byte_source *src) {
+  const uint8_t *p = data, *end = data + size;
+  byte_vec rest = {0};
+  wire_field raw = {0};
+  bool has_raw = false;
+  while (p < end) {
+    wire_field f;
+    if (!next_field(&p, end, &f)) {
+      free(rest.v);
+      return NULL;
+    }
+    if (f.number == TENSOR_RAW_DATA_FIELD && f.payload) { /* the last occurrence wins, as in protobuf */
+      raw = f;
+      has_raw = true;
+    } else {
+      bytes_append(&rest, f.start, (size_t)(f.end - f.start));
+    }
+  }
+  Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, rest.n, rest.v ? rest.v : (const uint8_t *)"");
+  free(rest.v);
+  if (!t || !has_raw) return t;
+  uint8_t *buf = malloc(raw.payload_len ? raw.payload_len : 1);
+  if (!buf || !read_bytes(src, raw.payload, raw.payload_len, buf)) {
+    free(buf);
+    op_tensor_free(t);
+    return NULL;
+  }
+  t->raw_data.data = buf;
+  t->raw_data.len = raw.payload_len;
+  t->has_raw_data = 1;
+  return t;
+}
 
 /* Unpacks GraphProto from its bytes, one initializer at a time. */
-static Onnx__GraphProto *unpack_graph(const uint8_t *data, size_t size, bool mapped, const char *origin,
+static Onnx__GraphProto *unpack_graph(const uint8_t *data, size_t size, const byte_source *src, const char *origin,
                                       op_error *err) {
   const uint8_t *p = data, *end = data + size;
   byte_vec rest = {0};
@@ -114,10 +172,10 @@ static Onnx__GraphProto *unpack_graph(const uint8_t *data, size_t size, bool map
     wire_field f;
     if (!next_field(&p, end, &f)) goto bad;
     if (f.number == GRAPH_INITIALIZER_FIELD && f.payload) {
-      Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, f.payload_len, f.payload);
+      Onnx__TensorProto *t = unpack_tensor(f.payload, f.payload_len, src);
       if (!t) goto bad;
       OP_VEC_PUSH(inits, t);
-      if (mapped) drop_pages(f.payload, f.payload_len);
+      if (src->fd >= 0) drop_pages(f.payload, f.payload_len);
     } else {
       bytes_append(&rest, f.start, (size_t)(f.end - f.start));
     }
@@ -139,7 +197,7 @@ bad:
   return op_fail_null(err, OP_PARSE, bad_proto, origin);
 }
 
-static Onnx__ModelProto *unpack_model(const uint8_t *data, size_t size, bool mapped, const char *origin,
+static Onnx__ModelProto *unpack_model(const uint8_t *data, size_t size, const byte_source *src, const char *origin,
                                       op_error *err) {
   const uint8_t *p = data, *end = data + size;
   const wire_field *graph = NULL;
@@ -169,7 +227,7 @@ static Onnx__ModelProto *unpack_model(const uint8_t *data, size_t size, bool map
   free(rest.v);
   if (!m) return op_fail_null(err, OP_PARSE, bad_proto, origin);
   if (graph) {
-    m->graph = unpack_graph(graph->payload, graph->payload_len, mapped, origin, err);
+    m->graph = unpack_graph(graph->payload, graph->payload_len, src, origin, err);
     if (!m->graph) {
       protobuf_c_message_free_unpacked(&m->base, NULL);
       return NULL;
@@ -334,7 +392,8 @@ op_model *op_model_load_buffer(const void *data, size_t size, const char *base_d
   char dir_real[PATH_MAX];
   if (base_dir && !realpath(base_dir, dir_real))
     return op_fail_null(err, OP_IO, "%s: %s: %s", origin, base_dir, strerror(errno));
-  Onnx__ModelProto *proto = unpack_model(data, size, false, origin, err);
+  byte_source src = {-1, data};
+  Onnx__ModelProto *proto = unpack_model(data, size, &src, origin, err);
   if (!proto) return NULL;
   return finish_load(proto, origin, base_dir ? dir_real : NULL, err);
 }
@@ -352,11 +411,15 @@ op_model *op_model_load(const char *path, op_error *err) {
     return op_fail_null(err, OP_PARSE, "%s: empty file", path);
   }
   void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  if (map == MAP_FAILED) return op_fail_null(err, OP_IO, "%s: cannot map: %s", path, strerror(errno));
-  madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
-  Onnx__ModelProto *proto = unpack_model(map, (size_t)st.st_size, true, path, err);
+  if (map == MAP_FAILED) {
+    close(fd);
+    return op_fail_null(err, OP_IO, "%s: cannot map: %s", path, strerror(errno));
+  }
+  /* only headers are read through the mapping */
+  byte_source src = {fd, map};
+  Onnx__ModelProto *proto = unpack_model(map, (size_t)st.st_size, &src, path, err);
   munmap(map, (size_t)st.st_size);
+  close(fd);
   if (!proto) return NULL;
   char real[PATH_MAX], dir_buf[PATH_MAX];
   if (!realpath(path, real)) {

@@ -252,30 +252,47 @@ const char *op_importance_name(op_importance imp) {
   }
 }
 
-/* Accumulates |w| or w^2 over channels [c0, c0+nc) of the projection, on its output (out=true) or
- * input side; bias counts on the output side. */
-static void channel_norms(const op_analysis *a, const op_proj *p, bool out_side, int64_t c0, int64_t nc,
-                          int64_t group, op_importance imp, double *acc, bool *nonzero) {
-  float *W = op_tensor_f32(op_graph_init(a->gr, p->w));
-  float *B = p->b ? op_tensor_f32(op_graph_init(a->gr, p->b)) : NULL;
+/* Per-channel sums of |w| or w^2 and nonzero flags over a projection's output channels (with the
+ * bias) or input channels, in one pass in memory order. sum and nz have one entry per channel. */
+static void channel_sums(const op_analysis *a, const op_proj *p, bool out_side, op_importance imp, double *sum,
+                         bool *nz) {
+  const float *W = op_tensor_f32(op_graph_init(a->gr, p->w));
+  const float *B = p->b ? op_tensor_f32(op_graph_init(a->gr, p->b)) : NULL;
   int64_t rows = p->w_out_major ? p->out : p->in, cols = p->w_out_major ? p->in : p->out;
+  int64_t nch = out_side ? p->out : p->in;
   bool chan_is_row = out_side == p->w_out_major;
-  for (int64_t c = 0; c < nc; c++) {
-    int64_t ch = c0 + c;
-    double s = 0;
-    bool nz = false;
-    int64_t len = chan_is_row ? cols : rows;
-    for (int64_t i = 0; i < len; i++) {
-      float w = chan_is_row ? W[ch * cols + i] : W[i * cols + ch];
-      s += imp == OP_IMP_L1 ? fabs(w) : (double)w * w;
-      nz |= w != 0.f;
+  bool l1 = imp == OP_IMP_L1;
+  memset(sum, 0, (size_t)nch * sizeof *sum);
+  memset(nz, 0, (size_t)nch);
+  for (int64_t r = 0; r < rows; r++) {
+    const float *w = W + r * cols;
+    if (chan_is_row) {
+      double s = 0;
+      bool any = false;
+      for (int64_t c = 0; c < cols; c++) {
+        s += l1 ? fabsf(w[c]) : (double)w[c] * w[c];
+        any |= w[c] != 0.f;
+      }
+      sum[r] = s;
+      nz[r] = any;
+    } else {
+      for (int64_t c = 0; c < cols; c++) {
+        sum[c] += l1 ? fabsf(w[c]) : (double)w[c] * w[c];
+        nz[c] |= w[c] != 0.f;
+      }
     }
-    if (out_side && B) {
-      s += imp == OP_IMP_L1 ? fabs(B[ch]) : (double)B[ch] * B[ch];
-      nz |= B[ch] != 0.f;
-    }
-    acc[c / group] += s;
-    if (nonzero) nonzero[c / group] |= nz;
+  }
+  for (int64_t c = 0; out_side && B && c < nch; c++) {
+    sum[c] += l1 ? fabsf(B[c]) : (double)B[c] * B[c];
+    nz[c] |= B[c] != 0.f;
+  }
+}
+
+/* Adds channels [c0, c0+n) of sum into acc grouped by `group` channels, OR-ing nz into any. */
+static void fold(const double *sum, const bool *nz, int64_t c0, int64_t n, int64_t group, double *acc, bool *any) {
+  for (int64_t c = 0; c < n; c++) {
+    acc[c / group] += sum[c0 + c];
+    if (any) any[c / group] |= nz[c0 + c];
   }
 }
 
@@ -296,37 +313,43 @@ static void finish_scores(double *s, int64_t n, op_importance imp, uint64_t seed
 /* Head scores, and which heads contribute nothing (all output rows zero, or v all zero). */
 static void score_heads(const op_analysis *a, const op_attn *at, op_importance imp, double *score, bool *dead) {
   int64_t H = at->heads, d = at->head_dim, E = H * d;
-  for (int k = 0; k < 3; k++) {
-    const op_proj *p = at->packed ? &at->qkv[0] : &at->qkv[k];
-    channel_norms(a, p, true, at->packed ? k * E : 0, E, d, imp, score, NULL);
+  double *sum = op_xmalloc((size_t)(3 * E) * sizeof *sum);
+  bool *nz = op_xmalloc((size_t)(3 * E)), *o_nz = op_xcalloc((size_t)H, 1), *v_nz = op_xcalloc((size_t)H, 1);
+  if (at->packed) {
+    channel_sums(a, &at->qkv[0], true, imp, sum, nz);
+    for (int k = 0; k < 3; k++) fold(sum, nz, k * E, E, d, score, k == 2 ? v_nz : NULL);
+  } else {
+    for (int k = 0; k < 3; k++) {
+      channel_sums(a, &at->qkv[k], true, imp, sum, nz);
+      fold(sum, nz, 0, E, d, score, k == 2 ? v_nz : NULL);
+    }
   }
-  channel_norms(a, &at->out, false, 0, E, d, imp, score, NULL);
-  bool *o_nz = op_xcalloc((size_t)H, 1), *v_nz = op_xcalloc((size_t)H, 1);
-  double *tmp = op_xcalloc((size_t)H, sizeof *tmp);
-  channel_norms(a, &at->out, false, 0, E, d, imp, tmp, o_nz);
-  const op_proj *vp = at->packed ? &at->qkv[0] : &at->qkv[2];
-  channel_norms(a, vp, true, at->packed ? 2 * E : 0, E, d, imp, tmp, v_nz);
+  channel_sums(a, &at->out, false, imp, sum, nz);
+  fold(sum, nz, 0, E, d, score, o_nz);
   for (int64_t h = 0; h < H; h++) dead[h] = !o_nz[h] || !v_nz[h];
+  free(sum);
+  free(nz);
   free(o_nz);
   free(v_nz);
-  free(tmp);
 }
 
 static void score_neurons(const op_analysis *a, const op_ffn *f, op_importance imp, double *score, bool *dead) {
   int64_t F = f->down.in;
-  bool *d_nz = op_xcalloc((size_t)F, 1), *u_nz = op_xcalloc((size_t)F, 1);
-  channel_norms(a, &f->down, false, 0, F, 1, imp, score, d_nz);
+  double *sum = op_xmalloc((size_t)F * sizeof *sum);
+  bool *nz = op_xmalloc((size_t)F), *alive = op_xcalloc((size_t)F, 1);
+  channel_sums(a, &f->down, false, imp, sum, nz);
+  fold(sum, nz, 0, F, 1, score, alive);
   for (int u = 0; u < f->n_up; u++) {
-    memset(u_nz, 0, (size_t)F);
-    channel_norms(a, &f->up[u], true, 0, F, 1, imp, score, u_nz);
+    channel_sums(a, &f->up[u], true, imp, sum, nz);
+    fold(sum, nz, 0, F, 1, score, NULL);
     /* a zero input column kills the neuron if the activation maps 0 to 0, or it is the linear branch */
-    bool kills = f->zero_preserving || u == 1;
-    for (int64_t i = 0; i < F; i++)
-      if (kills && !u_nz[i]) d_nz[i] = false;
+    if (f->zero_preserving || u == 1)
+      for (int64_t i = 0; i < F; i++) alive[i] &= nz[i];
   }
-  for (int64_t i = 0; i < F; i++) dead[i] = !d_nz[i];
-  free(d_nz);
-  free(u_nz);
+  for (int64_t i = 0; i < F; i++) dead[i] = !alive[i];
+  free(sum);
+  free(nz);
+  free(alive);
 }
 
 /* ---- selection ---- */
@@ -337,14 +360,25 @@ int64_t op_plan_kept(const bool *keep, int64_t n) {
   return k;
 }
 
+static const double *sort_scores; /* qsort has no context argument; plan building is single-threaded */
+static int cmp_by_score(const void *x, const void *y) {
+  double a = sort_scores[*(const int64_t *)x], b = sort_scores[*(const int64_t *)y];
+  return a < b ? -1 : a > b ? 1 : (*(const int64_t *)x > *(const int64_t *)y) - (*(const int64_t *)x < *(const int64_t *)y);
+}
+
 /* Removes the lowest-scoring kept units until `target` are removed (never the last one). */
 static void remove_lowest(bool *keep, const double *score, int64_t n, int64_t target) {
-  while (n - op_plan_kept(keep, n) < target && op_plan_kept(keep, n) > 1) {
-    int64_t best = -1;
-    for (int64_t i = 0; i < n; i++)
-      if (keep[i] && (best < 0 || score[i] < score[best])) best = i;
-    keep[best] = false;
-  }
+  int64_t kept = op_plan_kept(keep, n);
+  int64_t *order = op_xmalloc((size_t)n * sizeof *order);
+  for (int64_t i = 0; i < n; i++) order[i] = i;
+  sort_scores = score;
+  qsort(order, (size_t)n, sizeof *order, cmp_by_score);
+  for (int64_t i = 0; i < n && n - kept < target && kept > 1; i++)
+    if (keep[order[i]]) {
+      keep[order[i]] = false;
+      kept--;
+    }
+  free(order);
 }
 
 static int64_t round_count(double frac, int64_t n) { return (int64_t)floor(frac * (double)n + 0.5); }
