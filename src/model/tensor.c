@@ -99,44 +99,34 @@ int op_tensor_validate(const Onnx__TensorProto *t, const char *origin, op_error 
   return 0;
 }
 
-int op_tensor_to_raw(Onnx__TensorProto *t) {
-  if (t->has_raw_data) return 0;
-  int64_t numel = op_tensor_numel(t);
-  if (numel < 0) return -1;
-  size_t es = op_dtype_size(t->data_type);
-  void *buf;
-  switch (t->data_type) {
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
-      if ((int64_t)t->n_float_data != numel) return -1;
-      buf = op_xmalloc((size_t)numel * es);
-      memcpy(buf, t->float_data, (size_t)numel * es);
-      free(t->float_data);
-      t->float_data = NULL;
-      t->n_float_data = 0;
-      break;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
-      if ((int64_t)t->n_int64_data != numel) return -1;
-      buf = op_xmalloc((size_t)numel * es);
-      memcpy(buf, t->int64_data, (size_t)numel * es);
-      free(t->int64_data);
-      t->int64_data = NULL;
-      t->n_int64_data = 0;
-      break;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32:
-      if ((int64_t)t->n_int32_data != numel) return -1;
-      buf = op_xmalloc((size_t)numel * es);
-      memcpy(buf, t->int32_data, (size_t)numel * es);
-      free(t->int32_data);
-      t->int32_data = NULL;
-      t->n_int32_data = 0;
-      break;
-    default:
-      return -1;
-  }
+/* Moves a typed array of count elements of size es into raw_data. */
+static int typed_to_raw(Onnx__TensorProto *t, void **arr, size_t *count, size_t es, int64_t numel) {
+  if ((int64_t)*count != numel) return -1;
+  void *buf = op_xmalloc((size_t)numel * es);
+  if (numel) memcpy(buf, *arr, (size_t)numel * es);
+  free(*arr);
+  *arr = NULL;
+  *count = 0;
   t->raw_data.data = buf;
   t->raw_data.len = (size_t)numel * es;
   t->has_raw_data = 1;
   return 0;
+}
+
+int op_tensor_to_raw(Onnx__TensorProto *t) {
+  if (t->has_raw_data) return 0;
+  int64_t numel = op_tensor_numel(t);
+  if (numel < 0) return -1;
+  switch (t->data_type) {
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+      return typed_to_raw(t, (void **)&t->float_data, &t->n_float_data, 4, numel);
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
+      return typed_to_raw(t, (void **)&t->int64_data, &t->n_int64_data, 8, numel);
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32:
+      return typed_to_raw(t, (void **)&t->int32_data, &t->n_int32_data, 4, numel);
+    default:
+      return -1;
+  }
 }
 
 float *op_tensor_f32(Onnx__TensorProto *t) {

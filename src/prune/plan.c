@@ -482,6 +482,31 @@ static int validate(const op_analysis *a, const op_prune_config *c, op_error *er
   return 0;
 }
 
+/* What one layer asks of one kind of unit (heads or neurons). */
+typedef struct unit_rule {
+  const op_int_vec *remove; /* explicit list, or NULL */
+  double layer_sparsity;
+  int64_t layer_keep;
+  double sparsity;
+  int64_t keep;
+} unit_rule;
+
+/* Chooses the kept units of one block: dead ones go first under --compact (one always stays, as a
+ * zero unit keeps the block exact), then the explicit list or the lowest scores up to the target.
+ * In global scope a layer without its own setting is left to remove_global. */
+static void select_units(const op_prune_config *c, const unit_rule *r, int layer, int kind, int64_t n,
+                         const bool *dead, double *score, bool *keep) {
+  finish_scores(score, n, c->importance, c->seed, layer, kind);
+  for (int64_t i = 0; i < n; i++) keep[i] = !(c->compact && dead[i]);
+  if (!op_plan_kept(keep, n)) keep[0] = true;
+  if (r->remove) {
+    for (size_t k = 0; k < r->remove->n; k++) keep[r->remove->v[k]] = false;
+  } else if (!c->global || r->layer_keep >= 0 || r->layer_sparsity >= 0) {
+    int64_t t = target_removed(r->layer_sparsity, r->layer_keep, r->sparsity, r->keep, c->width, n);
+    if (t > 0) remove_lowest(keep, score, n, t);
+  }
+}
+
 int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
   memset(plan, 0, sizeof *plan);
   if (validate(a, c, err)) return -1;
@@ -497,42 +522,28 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
       for (size_t k = 0; k < c->keep_layers.n; k++) lp->drop_layer &= c->keep_layers.v[k] != (int)l;
     }
     if (at) {
-      int64_t H = lp->heads = at->heads;
-      lp->keep_head = op_xmalloc((size_t)H * sizeof(bool));
-      lp->head_score = op_xcalloc((size_t)H, sizeof(double));
-      bool *dead = op_xcalloc((size_t)H, sizeof(bool));
-      score_heads(a, at, c->importance, lp->head_score, dead);
-      finish_scores(lp->head_score, H, c->importance, c->seed, (int)l, 0);
-      for (int64_t h = 0; h < H; h++) lp->keep_head[h] = !(c->compact && dead[h]);
-      if (!op_plan_kept(lp->keep_head, H)) lp->keep_head[0] = true; /* keep the block's shape; it adds nothing */
-      free(dead);
+      lp->heads = at->heads;
       lp->drop_attn = lc && lc->attention == 0;
-      if (lc && lc->heads_set) {
-        for (size_t k = 0; k < lc->heads.n; k++) lp->keep_head[lc->heads.v[k]] = false;
-      } else if (!c->global || (lc && (lc->num_heads >= 0 || lc->head_sparsity >= 0))) {
-        int64_t t = target_removed(lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1, c->head_sparsity,
-                                   c->num_heads, c->width, H);
-        if (t > 0) remove_lowest(lp->keep_head, lp->head_score, H, t);
-      }
+      lp->keep_head = op_xmalloc((size_t)at->heads * sizeof(bool));
+      lp->head_score = op_xcalloc((size_t)at->heads, sizeof(double));
+      bool *dead = op_xcalloc((size_t)at->heads, sizeof(bool));
+      score_heads(a, at, c->importance, lp->head_score, dead);
+      unit_rule rule = {lc && lc->heads_set ? &lc->heads : NULL, lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1,
+                        c->head_sparsity, c->num_heads};
+      select_units(c, &rule, (int)l, 0, at->heads, dead, lp->head_score, lp->keep_head);
+      free(dead);
     }
     if (f) {
-      int64_t F = lp->width = f->down.in;
-      lp->keep_neuron = op_xmalloc((size_t)F * sizeof(bool));
-      lp->neuron_score = op_xcalloc((size_t)F, sizeof(double));
-      bool *dead = op_xcalloc((size_t)F, sizeof(bool));
-      score_neurons(a, f, c->importance, lp->neuron_score, dead);
-      finish_scores(lp->neuron_score, F, c->importance, c->seed, (int)l, 1);
-      for (int64_t i = 0; i < F; i++) lp->keep_neuron[i] = !(c->compact && dead[i]);
-      if (!op_plan_kept(lp->keep_neuron, F)) lp->keep_neuron[0] = true;
-      free(dead);
+      lp->width = f->down.in;
       lp->drop_ffn = lc && lc->ffn == 0;
-      if (lc && lc->neurons_set) {
-        for (size_t k = 0; k < lc->neurons.n; k++) lp->keep_neuron[lc->neurons.v[k]] = false;
-      } else if (!c->global || (lc && (lc->ffn_size >= 0 || lc->ffn_sparsity >= 0))) {
-        int64_t t = target_removed(lc ? lc->ffn_sparsity : -1, lc ? lc->ffn_size : -1, c->ffn_sparsity, c->ffn_size,
-                                   c->width, F);
-        if (t > 0) remove_lowest(lp->keep_neuron, lp->neuron_score, F, t);
-      }
+      lp->keep_neuron = op_xmalloc((size_t)f->down.in * sizeof(bool));
+      lp->neuron_score = op_xcalloc((size_t)f->down.in, sizeof(double));
+      bool *dead = op_xcalloc((size_t)f->down.in, sizeof(bool));
+      score_neurons(a, f, c->importance, lp->neuron_score, dead);
+      unit_rule rule = {lc && lc->neurons_set ? &lc->neurons : NULL, lc ? lc->ffn_sparsity : -1, lc ? lc->ffn_size : -1,
+                        c->ffn_sparsity, c->ffn_size};
+      select_units(c, &rule, (int)l, 1, f->down.in, dead, lp->neuron_score, lp->keep_neuron);
+      free(dead);
     }
   }
   if (c->global) {
