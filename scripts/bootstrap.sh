@@ -11,7 +11,12 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential pkg-config meson ninja-build \
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev libopenblas-dev libcjson-dev \
-  python3-onnx python3-numpy nodejs npm >/dev/null
+  python3-onnx python3-numpy time >/dev/null
+# Node.js for the ONNX Runtime peer; an image may already carry its own build (with npm bundled),
+# which Debian's npm package conflicts with
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
 # the npm package ships its Linux binary; its install script only fetches optional GPU parts
 (cd tests/e2e && npm install --ignore-scripts --no-audit --no-fund --loglevel=error)
 [ -d build ] || meson setup build --buildtype=release >/dev/null
