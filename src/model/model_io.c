@@ -327,6 +327,41 @@ static int load_external(op_model *m, Onnx__TensorProto *t, op_error *err) {
 
 /* ---- structural checks that make a later pass safe ---- */
 
+/* Minimum input counts of the default-domain ops that the passes read; sorted for bsearch. */
+static const struct arity {
+  const char *op;
+  unsigned min_inputs;
+} ARITY[] = {
+    {"Add", 2},       {"Cast", 1},       {"Concat", 1},    {"ConstantOfShape", 1}, {"Div", 2},
+    {"Dropout", 1},   {"Equal", 2},      {"Erf", 1},       {"Expand", 2},          {"Gather", 2},
+    {"Gelu", 1},      {"Gemm", 2},       {"Identity", 1},  {"LayerNormalization", 2}, {"MatMul", 2},
+    {"Mul", 2},       {"Pow", 2},        {"ReduceMean", 1}, {"Relu", 1},           {"Reshape", 2},
+    {"Shape", 1},     {"Sigmoid", 1},    {"Slice", 1},     {"Softmax", 1},         {"Split", 1},
+    {"Sqrt", 1},      {"Squeeze", 1},    {"Sub", 2},       {"Tanh", 1},            {"Transpose", 1},
+    {"Unsqueeze", 1}, {"Where", 3},
+};
+
+static int cmp_arity(const void *key, const void *elem) {
+  return strcmp((const char *)key, ((const struct arity *)elem)->op);
+}
+
+static int check_arity(const op_model *m, const Onnx__NodeProto *n, op_error *err) {
+  if (n->n_output == 0)
+    return op_fail(err, OP_INVALID, "%s: node '%s' (%s): has no output", m->path, op_node_name(n), n->op_type);
+  bool default_domain = !n->domain || !n->domain[0] || strcmp(n->domain, "ai.onnx") == 0;
+  const struct arity *a = default_domain ? bsearch(n->op_type, ARITY, sizeof ARITY / sizeof *ARITY, sizeof *ARITY, cmp_arity) : NULL;
+  unsigned min = a ? a->min_inputs : 0;
+  if (a && strcmp(a->op, "Slice") == 0 && op_model_opset(m->proto) >= 10) min = 3;
+  size_t present = n->n_input;
+  while (present > 0 && !n->input[present - 1][0]) present--; /* trailing optional inputs left out */
+  for (size_t i = 0; i < min && i < n->n_input; i++)
+    if (!n->input[i][0]) present = i < present ? i : present;
+  if (present < min)
+    return op_fail(err, OP_INVALID, "%s: node '%s' (%s): expected at least %u inputs, got %zu", m->path,
+                   op_node_name(n), n->op_type, min, present);
+  return 0;
+}
+
 static int check_graph(op_model *m, op_error *err) {
   Onnx__ModelProto *p = m->proto;
   if (!p->graph) return op_fail(err, OP_PARSE, "%s: not an ONNX model: it has no graph", m->path);
@@ -340,9 +375,11 @@ static int check_graph(op_model *m, op_error *err) {
   for (size_t i = 0; i < g->n_output; i++)
     if (!g->output[i]->name || !g->output[i]->name[0])
       return op_fail(err, OP_INVALID, "%s: graph output %zu has no name", m->path, i);
-  for (size_t i = 0; i < g->n_node; i++)
+  for (size_t i = 0; i < g->n_node; i++) {
     if (!g->node[i]->op_type || !g->node[i]->op_type[0])
       return op_fail(err, OP_INVALID, "%s: node %zu ('%s') has no op_type", m->path, i, op_node_name(g->node[i]));
+    if (check_arity(m, g->node[i], err)) return -1;
+  }
   for (size_t i = 0; i < g->n_initializer; i++) {
     Onnx__TensorProto *t = g->initializer[i];
     if (!t->name || !t->name[0]) return op_fail(err, OP_INVALID, "%s: initializer %zu has no name", m->path, i);

@@ -31,6 +31,7 @@ expect truncated "truncated.onnx: not a valid ONNX protobuf" -- prune "$B/trunca
 expect random "random.onnx: not a valid ONNX" -- prune "$B/random.onnx" -o "$O"
 expect not-a-model "not_a_model.onnx: not .*ONNX" -- prune "$B/not_a_model.onnx" -o "$O"
 expect dangling "dangling.onnx: node .* input 'nowhere' is not produced" -- prune "$B/dangling.onnx" -o "$O"
+expect arity "arity.onnx: node .* (MatMul): expected at least 2 inputs, got 1" -- prune "$B/arity.onnx" -o "$O"
 expect raw-length "raw_length.onnx: tensor .* raw_data has .* bytes but dims and type need" -- prune "$B/raw_length.onnx" -o "$O"
 expect ext-escape "escapes the model directory" -- prune "$B/ext_escape.onnx" -o "$O"
 expect ext-absolute "escapes the model directory" -- prune "$B/ext_absolute.onnx" -o "$O"

@@ -23,6 +23,11 @@ def main(good, out):
     onnx.save(m, os.path.join(out, "dangling.onnx"))
 
     m = onnx.load(good)
+    mm = next(n for n in m.graph.node if n.op_type == "MatMul")
+    del mm.input[1:]
+    onnx.save(m, os.path.join(out, "arity.onnx"))
+
+    m = onnx.load(good)
     t = next(t for t in m.graph.initializer if t.raw_data and len(t.raw_data) > 8)
     t.raw_data = t.raw_data[:-4]
     onnx.save(m, os.path.join(out, "raw_length.onnx"))
