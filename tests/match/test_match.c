@@ -63,6 +63,7 @@ int main(int argc, char **argv) {
       {"bert_gelu_op_opset20/model.onnx", 2, 4, 8, 64, "gelu", false, false, false},
       {"gemm_transposed_opset12/model.onnx", 2, 4, 8, 64, "relu", false, false, true},
       {"gpt2_packed_split_opset13/model.onnx", 2, 4, 8, 64, "gelu(tanh)", true, true, false},
+      {"gpt2_packed_slices_opset15/model.onnx", 2, 4, 8, 64, "gelu(tanh)", true, true, false},
       {"llama_swiglu_opset14/model.onnx", 2, 4, 8, 64, "gated-silu", false, true, false},
       {"mha_layernorm_opset17/model.onnx", 2, 4, 8, 64, "relu", true, false, false},
   };
