@@ -5,6 +5,7 @@
 #ifndef ONNXPRUNE_H
 #define ONNXPRUNE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -125,6 +126,98 @@ int64_t op_prune_report_params_after(const op_prune_report *r);
 
 /* Frees a report. Accepts NULL. */
 void op_prune_report_free(op_prune_report *r);
+
+
+/* ---- Running models: the CPU executor ----------------------------------------------------------- */
+
+#define OP_MAX_DIMS 8
+
+/* A dense tensor. dtype is the ONNX TensorProto data type (1 float, 2 uint8, 3 int8, 6 int32, 7 int64,
+ * 9 bool). A tensor filled by this library owns its data; release it with op_tensor_clear. */
+typedef struct op_tensor {
+  int32_t dtype;
+  int rank;
+  int64_t dims[OP_MAX_DIMS];
+  void *data;
+  size_t nbytes;
+} op_tensor;
+
+/* Frees the data of a tensor this library filled and zeroes it. Accepts NULL. */
+void op_tensor_clear(op_tensor *t);
+
+typedef struct op_session op_session;
+
+/* Prepares a model to run: every operator must be supported (checked here, before any work).
+ * The model must outlive the session. Returns NULL and sets *err on failure. */
+op_session *op_session_new(const op_model *m, op_error *err);
+void op_session_free(op_session *s);
+
+/* Graph inputs (initializers excluded) and outputs. dims of a dynamic axis read -1. */
+size_t op_session_input_count(const op_session *s);
+const char *op_session_input_name(const op_session *s, size_t i);
+void op_session_input_info(const op_session *s, size_t i, int32_t *dtype, int *rank, int64_t dims[OP_MAX_DIMS]);
+size_t op_session_output_count(const op_session *s);
+const char *op_session_output_name(const op_session *s, size_t i);
+
+/* Called with every node output as it is computed; the tensor is only valid during the call. */
+typedef void (*op_observer)(void *user, const char *name, const op_tensor *value);
+
+/* Runs the model on inputs (one per graph input, in order) and fills outputs (one per graph output).
+ * observer may be NULL. Returns 0, or -1 and sets *err (naming the input or node at fault). */
+int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, op_observer observer, void *user,
+                   op_error *err);
+
+/* ---- Data: .npz, a folder of NAME.npy, or ONNX test data (input_N.pb, test_data_set_*) ------------ */
+
+typedef struct op_dataset op_dataset;
+
+/* Opens input data; the first axis of every array is the sample axis. Returns NULL and sets *err. */
+op_dataset *op_dataset_open(const char *path, op_error *err);
+void op_dataset_free(op_dataset *d);
+
+/* Supplies a constant for an input the data lacks: "NAME=VALUE" (e.g. attention_mask=1). */
+int op_dataset_fill(op_dataset *d, const char *spec, op_error *err);
+
+/* Number of samples the data holds for the session's inputs; -1 and *err when an input is missing
+ * or its arrays disagree (the message names the input, the expected and the found shape/dtype). */
+int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_error *err);
+
+/* Fills one tensor per session input with samples [start, start+count). */
+int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, int64_t count, op_tensor *inputs,
+                     op_error *err);
+
+/* An array of the data by name (e.g. "labels"), or NULL. */
+const op_tensor *op_dataset_array(const op_dataset *d, const char *name);
+
+/* Writes named arrays as an uncompressed .npz (temporary file + rename). */
+int op_npz_write(const char *path, const char *const *names, const op_tensor *arrays, size_t n, op_error *err);
+
+/* ---- Running over a data set and comparing two models --------------------------------------------- */
+
+typedef struct op_run_options {
+  int64_t batch;   /* samples per run (0: 1) */
+  int64_t samples; /* samples to use (0: all) */
+  bool progress;   /* progress bar on stderr */
+} op_run_options;
+
+/* Runs m over the data set and returns its outputs concatenated over samples (one tensor per output,
+ * in *outputs, count in *n). Returns 0, or -1 and sets *err. */
+int op_run_dataset(const op_model *m, const op_dataset *d, const op_run_options *o, op_tensor **outputs, size_t *n,
+                   op_error *err);
+
+typedef struct op_verify_report op_verify_report;
+
+/* Runs reference and candidate on the same samples and compares every output: max abs diff, mean
+ * cosine similarity per sample, top-1 agreement for logits-like outputs ([samples, classes]) and,
+ * when the data has a "labels" array, the task accuracy of both. Returns NULL and sets *err. */
+op_verify_report *op_verify(const op_model *reference, const op_model *candidate, const op_dataset *d,
+                            const op_run_options *o, op_error *err);
+char *op_verify_report_text(const op_verify_report *r);
+char *op_verify_report_json(const op_verify_report *r);
+/* Worst mean cosine and worst top-1 agreement over the outputs (1 where not applicable). */
+double op_verify_min_cosine(const op_verify_report *r);
+double op_verify_min_agreement(const op_verify_report *r);
+void op_verify_report_free(op_verify_report *r);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,9 @@ static const char *USAGE =
     "commands:\n"
     "  inspect MODEL [--json]            list attention / FFN blocks per layer and parameter shares\n"
     "  prune MODEL -o OUT [options]      remove heads, FFN neurons or layers and write a smaller model\n"
+    "  run MODEL --data PATH -o OUT.npz  run the model on the data with its own CPU executor, save the outputs\n"
+    "  verify REFERENCE CANDIDATE --data PATH [--json] [--min-cosine C] [--min-agreement A]\n"
+    "                                    run both on the same samples and compare their outputs\n"
     "\n"
     "prune options:\n"
     "  --head-sparsity R     fraction of heads to remove, in [0, 1) (per layer, or see --scope)\n"
@@ -35,7 +38,17 @@ static const char *USAGE =
     "  --report FILE.json    write the report as JSON\n"
     "  --dry-run             print the plan and the report, write nothing\n"
     "  --external-data       store large tensors in OUT.data (automatic over 2 GiB)\n"
-    "  -q, --quiet           print nothing on success\n";
+    "  -q, --quiet           print nothing on success\n"
+    "\n"
+    "run / verify options:\n"
+    "  --data PATH           .npz (arrays named after the graph inputs), a folder of NAME.npy, or ONNX test\n"
+    "                        data (input_N.pb, test_data_set_*/); the first axis is the sample axis\n"
+    "  --batch N             samples per run (default 1)\n"
+    "  --samples N           use only the first N samples\n"
+    "  --fill NAME=VALUE     a constant for an input the data lacks (repeatable)\n"
+    "  --json                (verify) print the report as JSON\n"
+    "  --min-cosine C        (verify) exit 1 when an output's mean cosine similarity is below C\n"
+    "  --min-agreement A     (verify) exit 1 when top-1 agreement is below A (a fraction)\n";
 
 static int fail(const op_error *err) {
   fprintf(stderr, "onnx-prune: %s\n", err->message);
@@ -188,6 +201,149 @@ static int cmd_prune(int argc, char **argv) {
   return 0;
 }
 
+/* Options shared by run and verify. */
+typedef struct data_args {
+  const char *data;
+  op_run_options run;
+  const char *fills[64];
+  int n_fills;
+} data_args;
+
+/* Consumes argv[*i] if it is a data option; returns 1 if consumed, 0 if not, -1 on error. */
+static int data_option(int argc, char **argv, int *i, data_args *d, const char *cmd) {
+  const char *a = argv[*i];
+  bool known = !strcmp(a, "--data") || !strcmp(a, "--batch") || !strcmp(a, "--samples") || !strcmp(a, "--fill");
+  if (!known) return 0;
+  if (*i + 1 >= argc) {
+    usage_error("%s needs a value", a);
+    return -1;
+  }
+  const char *v = argv[++*i];
+  if (!strcmp(a, "--data")) {
+    d->data = v;
+  } else if (!strcmp(a, "--fill")) {
+    if (d->n_fills == 64) return usage_error("%s: too many --fill", cmd), -1;
+    d->fills[d->n_fills++] = v;
+  } else {
+    char *e;
+    errno = 0;
+    long long n = strtoll(v, &e, 10);
+    if (errno || *e || e == v || n < 1) {
+      fprintf(stderr, "onnx-prune: %s: '%s' is not a whole number >= 1\n", a, v);
+      return -1;
+    }
+    if (!strcmp(a, "--batch")) d->run.batch = n;
+    else d->run.samples = n;
+  }
+  return 1;
+}
+
+static op_dataset *open_data(const data_args *d, op_error *err) {
+  op_dataset *ds = op_dataset_open(d->data, err);
+  for (int i = 0; ds && i < d->n_fills; i++)
+    if (op_dataset_fill(ds, d->fills[i], err)) {
+      op_dataset_free(ds);
+      ds = NULL;
+    }
+  return ds;
+}
+
+static int cmd_run(int argc, char **argv) {
+  const char *model = NULL, *out = NULL;
+  data_args d = {.run = {.progress = true}};
+  for (int i = 0; i < argc; i++) {
+    int r = data_option(argc, argv, &i, &d, "run");
+    if (r < 0) return EXIT_BAD;
+    if (r) continue;
+    if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) out = argv[++i];
+    else if (argv[i][0] == '-' && argv[i][1]) return usage_error("run: unknown option '%s'", argv[i]);
+    else if (model) return usage_error("run: unexpected argument '%s'", argv[i]);
+    else model = argv[i];
+  }
+  if (!model || !d.data || !out) return usage_error("run: %s", "needs MODEL, --data PATH and -o OUT.npz");
+  op_error err = {0};
+  op_model *m = op_model_load(model, &err);
+  op_dataset *ds = m ? open_data(&d, &err) : NULL;
+  op_tensor *outs = NULL;
+  size_t n = 0;
+  int rc = ds ? op_run_dataset(m, ds, &d.run, &outs, &n, &err) : -1;
+  if (!rc) {
+    op_session *s = op_session_new(m, &err);
+    const char **names = calloc(n ? n : 1, sizeof *names);
+    for (size_t i = 0; s && i < n; i++) names[i] = op_session_output_name(s, i);
+    rc = s ? op_npz_write(out, names, outs, n, &err) : -1;
+    free(names);
+    op_session_free(s);
+  }
+  for (size_t i = 0; i < n; i++) op_tensor_clear(&outs[i]);
+  free(outs);
+  op_dataset_free(ds);
+  op_model_free(m);
+  return rc ? fail(&err) : 0;
+}
+
+static int parse_threshold(const char *flag, const char *v, double *out) {
+  char *e;
+  errno = 0;
+  double x = strtod(v, &e);
+  if (errno || *e || e == v || !(x >= -1 && x <= 1)) {
+    fprintf(stderr, "onnx-prune: %s: '%s' is outside [-1, 1]\n", flag, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
+}
+
+static int cmd_verify(int argc, char **argv) {
+  const char *paths[2] = {NULL, NULL};
+  data_args d = {.run = {.progress = true}};
+  bool json = false;
+  double min_cos = -2, min_agree = -2;
+  int np = 0;
+  for (int i = 0; i < argc; i++) {
+    int r = data_option(argc, argv, &i, &d, "verify");
+    if (r < 0) return EXIT_BAD;
+    if (r) continue;
+    const char *a = argv[i];
+    if (!strcmp(a, "--json")) json = true;
+    else if (!strcmp(a, "--min-cosine") && i + 1 < argc) {
+      if (parse_threshold(a, argv[++i], &min_cos)) return EXIT_BAD;
+    } else if (!strcmp(a, "--min-agreement") && i + 1 < argc) {
+      if (parse_threshold(a, argv[++i], &min_agree)) return EXIT_BAD;
+    } else if (a[0] == '-' && a[1]) return usage_error("verify: unknown option or missing value '%s'", a);
+    else if (np == 2) return usage_error("verify: unexpected argument '%s'", a);
+    else paths[np++] = a;
+  }
+  if (np < 2 || !d.data) return usage_error("verify: %s", "needs REFERENCE, CANDIDATE and --data PATH");
+  op_error err = {0};
+  op_model *a = op_model_load(paths[0], &err);
+  op_model *b = a ? op_model_load(paths[1], &err) : NULL;
+  op_dataset *ds = b ? open_data(&d, &err) : NULL;
+  op_verify_report *r = ds ? op_verify(a, b, ds, &d.run, &err) : NULL;
+  int rc = 0;
+  if (!r) {
+    rc = fail(&err);
+  } else {
+    char *text = json ? op_verify_report_json(r) : op_verify_report_text(r);
+    fputs(text, stdout);
+    if (json) fputc('\n', stdout);
+    op_free(text);
+    if (min_cos > -2 && op_verify_min_cosine(r) < min_cos) {
+      fprintf(stderr, "onnx-prune: verify: mean cosine %.6f is below --min-cosine %g\n", op_verify_min_cosine(r), min_cos);
+      rc = 1;
+    }
+    if (min_agree > -2 && op_verify_min_agreement(r) < min_agree) {
+      fprintf(stderr, "onnx-prune: verify: top-1 agreement %.4f is below --min-agreement %g\n", op_verify_min_agreement(r), min_agree);
+      rc = 1;
+    }
+  }
+  op_verify_report_free(r);
+  op_dataset_free(ds);
+  op_model_free(b);
+  op_model_free(a);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
     fputs(USAGE, argc < 2 ? stderr : stdout);
@@ -199,5 +355,7 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "inspect")) return cmd_inspect(argc - 2, argv + 2);
   if (!strcmp(argv[1], "prune")) return cmd_prune(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "verify")) return cmd_verify(argc - 2, argv + 2);
   return usage_error("unknown command '%s'", argv[1]);
 }

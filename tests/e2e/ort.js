@@ -1,6 +1,7 @@
 // ort.js - ONNX Runtime as the conformance peer: runs models on real inputs and compares outputs.
 //   node ort.js compare REF.onnx CAND.onnx --data D [--rows N] [--tol T] [--labels]
 //   node ort.js expect MODEL.onnx FIXTURE_DIR [--tol T]      (outputs vs test_data_set_0/output_*.pb)
+//   node ort.js ours MODEL.onnx OURS.npz --data D [--rows N] [--tol T]   (onnx-prune run's outputs vs ORT's)
 // D is a .npz (arrays named after graph inputs) or an ONNX test-data directory (input_N.pb).
 // Exit 0 when every output agrees within T (max abs diff, relative to the reference's max |value|
 // when that is above 1), 1 otherwise; prints one line per output.
@@ -153,7 +154,22 @@ async function main() {
     });
     process.exit(ok ? 0 : 1);
   }
-  if (argv[0] !== 'compare') throw new Error('usage: ort.js compare|expect ...');
+  if (argv[0] === 'ours') {
+    const s = await ort.InferenceSession.create(argv[1], so);
+    const ours = readNpz(argv[2]);
+    const { feeds } = loadFeeds(opt('--data'), s, Number(opt('--rows', '64')));
+    const out = await s.run(feeds);
+    let ok = true;
+    for (const n of s.outputNames) {
+      if (!ours[n]) { console.log(`${n}: missing from ${argv[2]}`); ok = false; continue; }
+      const mine = new ort.Tensor(ours[n].dtype, ours[n].data, ours[n].shape);
+      const r = compare(n, out[n], mine, tol);
+      console.log(r.line);
+      ok = ok && r.ok;
+    }
+    process.exit(ok ? 0 : 1);
+  }
+  if (argv[0] !== 'compare') throw new Error('usage: ort.js compare|expect|ours ...');
   const [refPath, candPath] = [argv[1], argv[2]];
   const ref = await ort.InferenceSession.create(refPath, so);
   const cand = await ort.InferenceSession.create(candPath, so);

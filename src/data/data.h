@@ -1,0 +1,20 @@
+/* data.h - arrays read from .npy / .npz / ONNX TensorProto files, as named public tensors. */
+#ifndef OP_DATA_H
+#define OP_DATA_H
+
+#include "model/model.h"
+
+typedef struct op_named {
+  char *name;
+  op_tensor t;
+} op_named;
+typedef OP_VEC(op_named) op_named_vec;
+
+/* '<f4'-style descriptor of an ONNX data type, or NULL. */
+const char *op_dtype_descr(int32_t dtype);
+/* Parses one .npy image into out (owned data). */
+int op_npy_parse(const uint8_t *buf, size_t size, const char *origin, op_tensor *out, op_error *err);
+/* Parses a .npz archive, appending its arrays (named without ".npy") to out. */
+int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_vec *out, op_error *err);
+
+#endif

@@ -1,0 +1,356 @@
+/* exec.c - sessions: checks every operator before any work, orders the nodes topologically, runs
+ * them and frees each value after its last use; an observer sees every node output as it appears. */
+#include "exec/exec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Sorted by name for bsearch. Arity is data: checked once when a session is made. */
+static const op_op OPS[] = {
+    {"Abs", op_k_abs, 1, 1, 1},
+    {"Add", op_k_add, 2, 2, 1},
+    {"And", op_k_and, 2, 2, 1},
+    {"Cast", op_k_cast, 1, 1, 1},
+    {"Concat", op_k_concat, 1, 255, 1},
+    {"Constant", op_k_constant, 0, 0, 1},
+    {"ConstantOfShape", op_k_constant_of_shape, 1, 1, 1},
+    {"DequantizeLinear", op_k_dequantize_linear, 2, 3, 1},
+    {"Div", op_k_div, 2, 2, 1},
+    {"Dropout", op_k_identity, 1, 3, 2},
+    {"Equal", op_k_equal, 2, 2, 1},
+    {"Erf", op_k_erf, 1, 1, 1},
+    {"Exp", op_k_exp, 1, 1, 1},
+    {"Expand", op_k_expand, 2, 2, 1},
+    {"Flatten", op_k_flatten, 1, 1, 1},
+    {"Gather", op_k_gather, 2, 2, 1},
+    {"Gelu", op_k_gelu, 1, 1, 1},
+    {"Gemm", op_k_gemm, 2, 3, 1},
+    {"Greater", op_k_greater, 2, 2, 1},
+    {"GreaterOrEqual", op_k_greater_equal, 2, 2, 1},
+    {"Identity", op_k_identity, 1, 1, 1},
+    {"LayerNormalization", op_k_layer_norm, 2, 3, 1},
+    {"Less", op_k_less, 2, 2, 1},
+    {"LessOrEqual", op_k_less_equal, 2, 2, 1},
+    {"Log", op_k_log, 1, 1, 1},
+    {"MatMul", op_k_matmul, 2, 2, 1},
+    {"MatMulInteger", op_k_matmul_integer, 2, 4, 1},
+    {"Max", op_k_max, 1, 255, 1},
+    {"Min", op_k_min, 1, 255, 1},
+    {"Mul", op_k_mul, 2, 2, 1},
+    {"Neg", op_k_neg, 1, 1, 1},
+    {"Not", op_k_not, 1, 1, 1},
+    {"Or", op_k_or, 2, 2, 1},
+    {"Pow", op_k_pow, 2, 2, 1},
+    {"QuantizeLinear", op_k_quantize_linear, 2, 3, 1},
+    {"Range", op_k_range, 3, 3, 1},
+    {"Reciprocal", op_k_reciprocal, 1, 1, 1},
+    {"ReduceMean", op_k_reduce_mean, 1, 2, 1},
+    {"ReduceSum", op_k_reduce_sum, 1, 2, 1},
+    {"Relu", op_k_relu, 1, 1, 1},
+    {"Reshape", op_k_reshape, 2, 2, 1},
+    {"Shape", op_k_shape, 1, 1, 1},
+    {"Sigmoid", op_k_sigmoid, 1, 1, 1},
+    {"Slice", op_k_slice, 3, 5, 1},
+    {"Softmax", op_k_softmax, 1, 1, 1},
+    {"Split", op_k_split, 1, 2, 64},
+    {"Sqrt", op_k_sqrt, 1, 1, 1},
+    {"Squeeze", op_k_squeeze, 1, 2, 1},
+    {"Sub", op_k_sub, 2, 2, 1},
+    {"Tanh", op_k_tanh, 1, 1, 1},
+    {"Transpose", op_k_transpose, 1, 1, 1},
+    {"Unsqueeze", op_k_unsqueeze, 1, 2, 1},
+    {"Where", op_k_where, 3, 3, 1},
+};
+
+static int cmp_op(const void *key, const void *elem) { return strcmp((const char *)key, ((const op_op *)elem)->name); }
+
+const op_op *op_exec_find_op(const char *op_type) {
+  return bsearch(op_type, OPS, sizeof OPS / sizeof *OPS, sizeof *OPS, cmp_op);
+}
+
+typedef struct xnode {
+  const Onnx__NodeProto *node;
+  const op_op *op;
+  int *in, *out; /* value ids, -1 for an omitted optional */
+  size_t n_in, n_out;
+} xnode;
+
+struct op_session {
+  const op_model *m;
+  op_graph *gr; /* value ids are slots of this index */
+  int64_t opset;
+  xnode *nodes;
+  size_t n_nodes;
+  int *uses;        /* consumers per value id, graph outputs counted as one more */
+  op_xt *consts;    /* initializer values by id (views or owned copies); dtype 0 when none */
+  int *inputs, *outputs;
+  size_t n_inputs, n_outputs;
+};
+
+static int value_id(const op_graph *gr, const char *name) {
+  op_value *v = op_graph_find(gr, name);
+  return v ? (int)(v - gr->values) : -1;
+}
+
+void op_session_free(op_session *s) {
+  if (!s) return;
+  for (size_t i = 0; i < s->n_nodes; i++) {
+    free(s->nodes[i].in);
+    free(s->nodes[i].out);
+  }
+  if (s->consts)
+    for (size_t i = 0; i < s->gr->cap; i++) op_xt_release(&s->consts[i]);
+  free(s->consts);
+  free(s->nodes);
+  free(s->uses);
+  free(s->inputs);
+  free(s->outputs);
+  op_graph_free(s->gr);
+  free(s);
+}
+
+/* Kahn's algorithm over value availability; fails on a cycle or a value nobody produces. */
+static int schedule(op_session *s, op_error *err) {
+  const Onnx__GraphProto *g = s->gr->g;
+  size_t n = g->n_node;
+  bool *ready = op_xcalloc(s->gr->cap, 1);
+  for (size_t i = 0; i < s->gr->cap; i++) {
+    op_value *v = &s->gr->values[i];
+    if (v->name && (v->init >= 0 || v->graph_input >= 0)) ready[i] = true;
+  }
+  int *waiting = op_xcalloc(n ? n : 1, sizeof(int));
+  int *queue = op_xmalloc((n ? n : 1) * sizeof(int));
+  size_t head = 0, tail = 0;
+  for (size_t i = 0; i < n; i++) {
+    const Onnx__NodeProto *nd = g->node[i];
+    for (size_t j = 0; j < nd->n_input; j++)
+      if (nd->input[j][0] && !ready[value_id(s->gr, nd->input[j])]) waiting[i]++;
+    if (!waiting[i]) queue[tail++] = (int)i;
+  }
+  s->nodes = op_xcalloc(n ? n : 1, sizeof *s->nodes);
+  while (head < tail) {
+    int i = queue[head++];
+    const Onnx__NodeProto *nd = g->node[i];
+    s->nodes[s->n_nodes++].node = nd;
+    for (size_t j = 0; j < nd->n_output; j++) {
+      if (!nd->output[j][0]) continue;
+      int id = value_id(s->gr, nd->output[j]);
+      if (ready[id]) continue;
+      ready[id] = true;
+      op_value *v = &s->gr->values[id];
+      for (size_t c = 0; c < v->n_consumers; c++) {
+        int ci = v->consumers[c];
+        if (--waiting[ci] == 0) queue[tail++] = ci;
+      }
+    }
+  }
+  int rc = 0;
+  if (s->n_nodes != n) {
+    for (size_t i = 0; i < n && !rc; i++)
+      if (waiting[i]) rc = op_fail(err, OP_INVALID, "%s: node '%s' (%s) waits on a cycle or an undefined value",
+                                   s->m->path, op_node_name(g->node[i]), g->node[i]->op_type);
+  }
+  free(ready);
+  free(waiting);
+  free(queue);
+  return rc;
+}
+
+op_session *op_session_new(const op_model *m, op_error *err) {
+  op_session *s = op_xcalloc(1, sizeof *s);
+  s->m = m;
+  s->opset = op_model_opset(m->proto);
+  Onnx__GraphProto *g = m->proto->graph;
+  s->gr = op_graph_build(g);
+  /* every operator and its arity, before any work */
+  for (size_t i = 0; i < g->n_node; i++) {
+    const Onnx__NodeProto *nd = g->node[i];
+    bool std = !nd->domain || !nd->domain[0] || !strcmp(nd->domain, "ai.onnx");
+    const op_op *op = std ? op_exec_find_op(nd->op_type) : NULL;
+    if (!op) {
+      op_fail(err, OP_UNSUPPORTED, "%s: node '%s': unsupported operator '%s%s%s'", m->path, op_node_name(nd),
+              std ? "" : nd->domain, std ? "" : "::", nd->op_type);
+      op_session_free(s);
+      return NULL;
+    }
+    size_t present = 0;
+    for (size_t j = 0; j < nd->n_input; j++) present += nd->input[j][0] != 0;
+    if (nd->n_input > op->max_in || present < op->min_in || nd->n_output > op->max_out) {
+      op_fail(err, OP_INVALID, "%s: node '%s' (%s): %zu inputs and %zu outputs, expected %u to %u inputs and at most %u outputs",
+              m->path, op_node_name(nd), nd->op_type, nd->n_input, nd->n_output, op->min_in, op->max_in, op->max_out);
+      op_session_free(s);
+      return NULL;
+    }
+  }
+  if (schedule(s, err)) {
+    op_session_free(s);
+    return NULL;
+  }
+  s->uses = op_xcalloc(s->gr->cap, sizeof(int));
+  for (size_t i = 0; i < s->n_nodes; i++) {
+    xnode *x = &s->nodes[i];
+    x->op = op_exec_find_op(x->node->op_type);
+    x->n_in = x->node->n_input;
+    x->n_out = x->node->n_output;
+    x->in = op_xmalloc((x->n_in ? x->n_in : 1) * sizeof(int));
+    x->out = op_xmalloc((x->n_out ? x->n_out : 1) * sizeof(int));
+    for (size_t j = 0; j < x->n_in; j++) {
+      x->in[j] = x->node->input[j][0] ? value_id(s->gr, x->node->input[j]) : -1;
+      if (x->in[j] >= 0) s->uses[x->in[j]]++;
+    }
+    for (size_t j = 0; j < x->n_out; j++) x->out[j] = x->node->output[j][0] ? value_id(s->gr, x->node->output[j]) : -1;
+  }
+  s->consts = op_xcalloc(s->gr->cap, sizeof *s->consts);
+  for (size_t i = 0; i < g->n_initializer; i++) {
+    Onnx__TensorProto *t = g->initializer[i];
+    op_xt *c = &s->consts[value_id(s->gr, t->name)];
+    if (t->has_raw_data && op_dtype_size(t->data_type) && t->n_dims <= OP_MAX_RANK) {
+      c->dtype = t->data_type; /* a view: no copy of the weights */
+      c->rank = (int)t->n_dims;
+      memcpy(c->dims, t->dims, t->n_dims * sizeof(int64_t));
+      c->numel = op_tensor_numel(t);
+      c->data = t->raw_data.data;
+    } else if (op_xt_from_proto(c, t, m->path, err)) {
+      op_session_free(s);
+      return NULL;
+    }
+  }
+  s->inputs = op_xmalloc((g->n_input ? g->n_input : 1) * sizeof(int));
+  for (size_t i = 0; i < g->n_input; i++) {
+    int id = value_id(s->gr, g->input[i]->name);
+    if (!s->consts[id].dtype) s->inputs[s->n_inputs++] = id;
+  }
+  s->outputs = op_xmalloc((g->n_output ? g->n_output : 1) * sizeof(int));
+  for (size_t i = 0; i < g->n_output; i++) {
+    s->outputs[s->n_outputs] = value_id(s->gr, g->output[i]->name);
+    s->uses[s->outputs[s->n_outputs++]]++;
+  }
+  return s;
+}
+
+size_t op_session_input_count(const op_session *s) { return s->n_inputs; }
+size_t op_session_output_count(const op_session *s) { return s->n_outputs; }
+const char *op_session_input_name(const op_session *s, size_t i) { return s->gr->values[s->inputs[i]].name; }
+const char *op_session_output_name(const op_session *s, size_t i) { return s->gr->values[s->outputs[i]].name; }
+
+void op_session_input_info(const op_session *s, size_t i, int32_t *dtype, int *rank, int64_t dims[OP_MAX_DIMS]) {
+  const Onnx__ValueInfoProto *vi = s->gr->g->input[s->gr->values[s->inputs[i]].graph_input];
+  const Onnx__TypeProto__Tensor *tt = vi->type && vi->type->tensor_type ? vi->type->tensor_type : NULL;
+  *dtype = tt ? tt->elem_type : 0;
+  *rank = -1;
+  if (!tt || !tt->shape) return;
+  *rank = tt->shape->n_dim > OP_MAX_DIMS ? OP_MAX_DIMS : (int)tt->shape->n_dim;
+  for (int d = 0; d < *rank; d++) {
+    const Onnx__TensorShapeProto__Dimension *dim = tt->shape->dim[d];
+    dims[d] = dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ? dim->dim_value : -1;
+  }
+}
+
+static const char *dtype_name(int32_t dt) {
+  static const char *names[] = {"undefined", "float32", "uint8", "int8", "uint16", "int16", "int32", "int64",
+                                "string", "bool", "float16", "float64", "uint32", "uint64"};
+  return dt >= 0 && dt < (int32_t)(sizeof names / sizeof *names) ? names[dt] : "other";
+}
+
+static void shape_text(char *buf, size_t n, const int64_t *dims, int rank) {
+  size_t off = (size_t)snprintf(buf, n, "[");
+  for (int i = 0; i < rank && off < n; i++) {
+    if (dims[i] < 0) off += (size_t)snprintf(buf + off, n - off, "%s?", i ? ", " : "");
+    else off += (size_t)snprintf(buf + off, n - off, "%s%lld", i ? ", " : "", (long long)dims[i]);
+  }
+  if (off < n) snprintf(buf + off, n - off, "]");
+}
+
+static int check_input(const op_session *s, size_t i, const op_tensor *t, op_error *err) {
+  int32_t dt;
+  int rank;
+  int64_t dims[OP_MAX_DIMS];
+  op_session_input_info(s, i, &dt, &rank, dims);
+  bool ok = !dt || dt == t->dtype;
+  if (ok && rank >= 0) {
+    ok = rank == t->rank;
+    for (int d = 0; ok && d < rank; d++) ok = dims[d] < 0 || dims[d] == t->dims[d];
+  }
+  if (ok) return 0;
+  char want[160], got[160];
+  shape_text(want, sizeof want, dims, rank < 0 ? 0 : rank);
+  shape_text(got, sizeof got, t->dims, t->rank);
+  return op_fail(err, OP_ARG, "%s: input '%s': expected %s %s, got %s %s", s->m->path, op_session_input_name(s, i),
+                 dtype_name(dt), rank < 0 ? "(any shape)" : want, dtype_name(t->dtype), got);
+}
+
+void op_tensor_clear(op_tensor *t) {
+  if (!t) return;
+  free(t->data);
+  memset(t, 0, sizeof *t);
+}
+
+static void to_public(op_tensor *p, const op_xt *x) {
+  p->dtype = x->dtype;
+  p->rank = x->rank;
+  memcpy(p->dims, x->dims, (size_t)x->rank * sizeof(int64_t));
+  p->data = x->data;
+  p->nbytes = (size_t)x->numel * op_xt_elem_size(x->dtype);
+}
+
+int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, op_observer observer, void *user,
+                   op_error *err) {
+  for (size_t i = 0; i < s->n_inputs; i++)
+    if (check_input(s, i, &inputs[i], err)) return -1;
+  op_xt *vals = op_xcalloc(s->gr->cap, sizeof *vals);
+  int *left = op_xmalloc(s->gr->cap * sizeof(int));
+  memcpy(left, s->uses, s->gr->cap * sizeof(int));
+  for (size_t i = 0; i < s->gr->cap; i++)
+    if (s->consts[i].dtype) op_xt_view(&vals[i], &s->consts[i], s->consts[i].dims, s->consts[i].rank);
+  for (size_t i = 0; i < s->n_inputs; i++) {
+    op_xt *v = &vals[s->inputs[i]];
+    v->dtype = inputs[i].dtype;
+    v->rank = inputs[i].rank;
+    memcpy(v->dims, inputs[i].dims, (size_t)inputs[i].rank * sizeof(int64_t));
+    v->numel = 1;
+    for (int d = 0; d < v->rank; d++) v->numel *= v->dims[d];
+    v->data = inputs[i].data;
+    v->owned = false;
+  }
+  int rc = 0;
+  op_xt *ins[256];
+  op_xt outs[64];
+  for (size_t ni = 0; ni < s->n_nodes && !rc; ni++) {
+    xnode *x = &s->nodes[ni];
+    op_kctx k = {x->node, s->opset, s->m->path};
+    for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
+    memset(outs, 0, x->n_out * sizeof *outs);
+    rc = x->op->run(&k, ins, x->n_in, outs, x->n_out, err);
+    for (size_t j = 0; j < x->n_out; j++) {
+      if (x->out[j] < 0 || rc) {
+        op_xt_release(&outs[j]);
+        continue;
+      }
+      vals[x->out[j]] = outs[j];
+      if (observer && outs[j].data) {
+        op_tensor pub;
+        to_public(&pub, &outs[j]);
+        observer(user, x->node->output[j], &pub);
+      }
+      if (left[x->out[j]] == 0) op_xt_release(&vals[x->out[j]]); /* nobody reads it */
+    }
+    for (size_t j = 0; j < x->n_in; j++)
+      if (x->in[j] >= 0 && --left[x->in[j]] == 0) op_xt_release(&vals[x->in[j]]);
+  }
+  for (size_t i = 0; i < s->n_outputs && !rc; i++) {
+    op_xt *v = &vals[s->outputs[i]];
+    if (!v->owned) { /* an input or initializer passed straight through: give the caller a copy */
+      op_xt copy;
+      if ((rc = op_xt_alloc(&copy, v->dtype, v->dims, v->rank, err))) break;
+      memcpy(copy.data, v->data, (size_t)v->numel * op_xt_elem_size(v->dtype));
+      *v = copy;
+    }
+    to_public(&outputs[i], v);
+    v->owned = false; /* ownership moved to outputs[i] */
+  }
+  for (size_t i = 0; i < s->gr->cap; i++) op_xt_release(&vals[i]);
+  free(vals);
+  free(left);
+  return rc;
+}

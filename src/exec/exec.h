@@ -1,0 +1,87 @@
+/* exec.h - the CPU executor's internals: runtime tensors, the operator table and kernel contract.
+ * A kernel reads its inputs (never NULL where the table says the input is required), sets each
+ * output's type and shape with op_xt_alloc and fills it; it reports bad data through err. */
+#ifndef OP_EXEC_H
+#define OP_EXEC_H
+
+#include "model/graph.h"
+
+#define OP_MAX_RANK 8
+
+typedef struct op_xt {
+  int32_t dtype; /* ONNX data type */
+  int rank;
+  int64_t dims[OP_MAX_RANK];
+  int64_t numel;
+  void *data;
+  bool owned; /* false: a view of an initializer or another tensor's storage */
+} op_xt;
+
+typedef struct op_kctx {
+  const Onnx__NodeProto *node;
+  int64_t opset;
+  const char *model; /* for messages */
+} op_kctx;
+
+typedef int (*op_kernel)(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err);
+
+typedef struct op_op {
+  const char *name;
+  op_kernel run;
+  uint8_t min_in, max_in; /* inputs that must be present / that may be given */
+  uint8_t max_out;
+} op_op;
+
+/* The operator table entry for a default-domain op type, or NULL. */
+const op_op *op_exec_find_op(const char *op_type);
+
+/* Tensors. */
+size_t op_xt_elem_size(int32_t dtype);
+/* Sets type and shape and allocates (zeroed) storage; returns -1 with err on a bad shape. */
+int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error *err);
+/* out becomes a view of src's storage with another shape (same element count). */
+void op_xt_view(op_xt *out, const op_xt *src, const int64_t *dims, int rank);
+void op_xt_release(op_xt *t);
+/* Reads element i of an integer tensor (int64 or int32) as int64. */
+int64_t op_xt_int(const op_xt *t, int64_t i);
+/* Normalises a possibly negative axis against rank; -1 when out of range. */
+int op_axis(int64_t axis, int rank);
+
+/* Errors with the node in context: "model: node 'x' (Op): ...". */
+int op_kfail(const op_kctx *k, op_error *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Attributes. */
+int64_t op_kattr_int(const op_kctx *k, const char *name, int64_t dflt);
+float op_kattr_float(const op_kctx *k, const char *name, float dflt);
+/* The ints of an attribute (NULL, *n = 0 when absent). */
+const int64_t *op_kattr_ints(const op_kctx *k, const char *name, size_t *n);
+
+/* C = A[M,K] * B[K,N] (row-major, transposes as flags) through the BLAS; the one place it is called. */
+void op_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* Kernels, by family. */
+#define OP_KERNEL(fn) int fn(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err)
+/* ops_elementwise.c */
+OP_KERNEL(op_k_add); OP_KERNEL(op_k_sub); OP_KERNEL(op_k_mul); OP_KERNEL(op_k_div); OP_KERNEL(op_k_pow);
+OP_KERNEL(op_k_equal); OP_KERNEL(op_k_less); OP_KERNEL(op_k_greater); OP_KERNEL(op_k_less_equal);
+OP_KERNEL(op_k_greater_equal); OP_KERNEL(op_k_and); OP_KERNEL(op_k_or);
+OP_KERNEL(op_k_where); OP_KERNEL(op_k_not); OP_KERNEL(op_k_cast); OP_KERNEL(op_k_identity);
+OP_KERNEL(op_k_sqrt); OP_KERNEL(op_k_erf); OP_KERNEL(op_k_tanh); OP_KERNEL(op_k_relu); OP_KERNEL(op_k_sigmoid);
+OP_KERNEL(op_k_neg); OP_KERNEL(op_k_exp); OP_KERNEL(op_k_abs); OP_KERNEL(op_k_reciprocal); OP_KERNEL(op_k_gelu);
+OP_KERNEL(op_k_log); OP_KERNEL(op_k_min); OP_KERNEL(op_k_max);
+/* ops_matmul.c */
+OP_KERNEL(op_k_matmul); OP_KERNEL(op_k_gemm); OP_KERNEL(op_k_matmul_integer);
+/* ops_shape.c */
+OP_KERNEL(op_k_reshape); OP_KERNEL(op_k_transpose); OP_KERNEL(op_k_unsqueeze); OP_KERNEL(op_k_squeeze);
+OP_KERNEL(op_k_concat); OP_KERNEL(op_k_split); OP_KERNEL(op_k_slice); OP_KERNEL(op_k_gather); OP_KERNEL(op_k_shape);
+OP_KERNEL(op_k_expand); OP_KERNEL(op_k_flatten); OP_KERNEL(op_k_constant); OP_KERNEL(op_k_constant_of_shape);
+OP_KERNEL(op_k_range);
+/* ops_nn.c */
+OP_KERNEL(op_k_softmax); OP_KERNEL(op_k_layer_norm); OP_KERNEL(op_k_reduce_mean); OP_KERNEL(op_k_reduce_sum);
+OP_KERNEL(op_k_quantize_linear); OP_KERNEL(op_k_dequantize_linear);
+
+/* Copies a TensorProto (raw or typed storage) into a new owned runtime tensor. */
+int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin, op_error *err);
+
+#endif

@@ -1,0 +1,407 @@
+/* ops_elementwise.c - element-wise operators with numpy-style broadcasting: arithmetic and
+ * comparisons on float/int64/int32 (bool for logic), Where, Cast, and the unary math of transformer
+ * graphs (Erf, Tanh, Sqrt, Gelu, ...). Broadcasting walks the output in rows of its last axis. */
+#include "exec/exec.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T_FLOAT ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT
+#define T_INT64 ONNX__TENSOR_PROTO__DATA_TYPE__INT64
+#define T_INT32 ONNX__TENSOR_PROTO__DATA_TYPE__INT32
+#define T_BOOL ONNX__TENSOR_PROTO__DATA_TYPE__BOOL
+#define T_DOUBLE ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE
+
+/* Broadcast layout of up to 3 inputs against the output shape. */
+typedef struct bcast {
+  int rank;
+  int64_t dims[OP_MAX_RANK];
+  int64_t stride[3][OP_MAX_RANK]; /* element strides per input, 0 on broadcast axes */
+  int64_t numel;
+} bcast;
+
+static int bcast_init(const op_kctx *k, op_xt *const *in, int n, bcast *b, op_error *err) {
+  memset(b, 0, sizeof *b);
+  for (int i = 0; i < n; i++) b->rank = in[i]->rank > b->rank ? in[i]->rank : b->rank;
+  for (int d = 0; d < b->rank; d++) {
+    int64_t dim = 1;
+    for (int i = 0; i < n; i++) {
+      int off = b->rank - in[i]->rank;
+      int64_t di = d < off ? 1 : in[i]->dims[d - off];
+      if (di != 1) {
+        if (dim != 1 && dim != di)
+          return op_kfail(k, err, "shapes do not broadcast (axis %d: %lld vs %lld)", d, (long long)dim, (long long)di);
+        dim = di;
+      }
+      if (di == 0) dim = 0;
+    }
+    b->dims[d] = dim;
+  }
+  for (int i = 0; i < n; i++) {
+    int off = b->rank - in[i]->rank;
+    int64_t s = 1;
+    for (int d = b->rank - 1; d >= 0; d--) {
+      int64_t di = d < off ? 1 : in[i]->dims[d - off];
+      b->stride[i][d] = di == 1 ? 0 : s;
+      s *= di;
+    }
+  }
+  b->numel = 1;
+  for (int d = 0; d < b->rank; d++) b->numel *= b->dims[d];
+  return 0;
+}
+
+/* Calls row(offsets, n) for every row of the output's last axis; offsets are per input. */
+#define BCAST_ROWS(b, nin, ...)                                                                   \
+  do {                                                                                            \
+    int64_t idx_[OP_MAX_RANK] = {0}, off_[3] = {0, 0, 0};                                         \
+    int last_ = (b)->rank - 1;                                                                    \
+    int64_t n_ = (b)->rank ? (b)->dims[last_] : 1, rows_ = n_ ? (b)->numel / n_ : 0, o_ = 0;      \
+    int64_t s0_ = (b)->rank ? (b)->stride[0][last_] : 0, s1_ = (b)->rank ? (b)->stride[1][last_] : 0, \
+            s2_ = (b)->rank ? (b)->stride[2][last_] : 0;                                          \
+    (void)s0_, (void)s1_, (void)s2_;                                                              \
+    for (int64_t r_ = 0; r_ < rows_; r_++, o_ += n_) {                                            \
+      __VA_ARGS__;                                                                                \
+      for (int d_ = last_ - 1; d_ >= 0; d_--) {                                                   \
+        for (int i_ = 0; i_ < (nin); i_++) off_[i_] += (b)->stride[i_][d_];                       \
+        if (++idx_[d_] < (b)->dims[d_]) break;                                                    \
+        for (int i_ = 0; i_ < (nin); i_++) off_[i_] -= (b)->stride[i_][d_] * (b)->dims[d_];       \
+        idx_[d_] = 0;                                                                             \
+      }                                                                                           \
+    }                                                                                             \
+  } while (0)
+
+enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_MIN, B_MAX, B_EQ, B_LT, B_GT, B_LE, B_GE, B_AND, B_OR };
+
+#define ARITH_ROW(T, A, B, O, sa, sb, n, op)                                          \
+  do {                                                                              \
+    const T *a_ = (A);                                                              \
+    const T *b_ = (B);                                                              \
+    T *o2_ = (O);                                                                   \
+    switch (op) {                                                                   \
+      case B_ADD:                                                                   \
+        for (int64_t j = 0; j < (n); j++) o2_[j] = a_[j * (sa)] + b_[j * (sb)];     \
+        break;                                                                      \
+      case B_SUB:                                                                   \
+        for (int64_t j = 0; j < (n); j++) o2_[j] = a_[j * (sa)] - b_[j * (sb)];     \
+        break;                                                                      \
+      case B_MUL:                                                                   \
+        for (int64_t j = 0; j < (n); j++) o2_[j] = a_[j * (sa)] * b_[j * (sb)];     \
+        break;                                                                      \
+      case B_MIN:                                                                   \
+        for (int64_t j = 0; j < (n); j++) o2_[j] = a_[j * (sa)] < b_[j * (sb)] ? a_[j * (sa)] : b_[j * (sb)]; \
+        break;                                                                      \
+      case B_MAX:                                                                   \
+        for (int64_t j = 0; j < (n); j++) o2_[j] = a_[j * (sa)] > b_[j * (sb)] ? a_[j * (sa)] : b_[j * (sb)]; \
+        break;                                                                      \
+      default:                                                                      \
+        break;                                                                      \
+    }                                                                               \
+  } while (0)
+
+#define CMP_ROW(T, A, B, O, sa, sb, n, op)                                                    \
+  do {                                                                                      \
+    const T *a_ = (A);                                                                      \
+    const T *b_ = (B);                                                                      \
+    uint8_t *o2_ = (O);                                                                     \
+    for (int64_t j = 0; j < (n); j++) {                                                     \
+      T x_ = a_[j * (sa)], y_ = b_[j * (sb)];                                               \
+      o2_[j] = op == B_EQ ? x_ == y_ : op == B_LT ? x_ < y_ : op == B_GT ? x_ > y_ : op == B_LE ? x_ <= y_ : \
+               op == B_GE ? x_ >= y_ : op == B_AND ? (x_ && y_) : (x_ || y_);                \
+    }                                                                                       \
+  } while (0)
+
+static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_error *err) {
+  op_xt *a = in[0], *b = in[1];
+  if (a->dtype != b->dtype)
+    return op_kfail(k, err, "input types differ (%d and %d)", a->dtype, b->dtype);
+  int32_t dt = a->dtype;
+  bool logic = op == B_AND || op == B_OR, cmp = op >= B_EQ;
+  if (logic && dt != T_BOOL) return op_kfail(k, err, "expects bool inputs");
+  if (!logic && dt != T_FLOAT && dt != T_INT64 && dt != T_INT32 && dt != T_DOUBLE && !(cmp && dt == T_BOOL))
+    return op_kfail(k, err, "unsupported input type %d", dt);
+  bcast bc;
+  if (bcast_init(k, in, 2, &bc, err) || op_xt_alloc(out, cmp ? T_BOOL : dt, bc.dims, bc.rank, err)) return -1;
+  size_t es = op_xt_elem_size(dt);
+  const char *A = a->data, *B = b->data;
+  char *O = out->data;
+  size_t eo = op_xt_elem_size(out->dtype);
+  BCAST_ROWS(&bc, 2, {
+    const void *pa = A + off_[0] * (int64_t)es, *pb = B + off_[1] * (int64_t)es;
+    void *po = O + o_ * (int64_t)eo;
+    if (cmp) {
+      if (dt == T_FLOAT) CMP_ROW(float, pa, pb, po, s0_, s1_, n_, op);
+      else if (dt == T_INT64) CMP_ROW(int64_t, pa, pb, po, s0_, s1_, n_, op);
+      else if (dt == T_INT32) CMP_ROW(int32_t, pa, pb, po, s0_, s1_, n_, op);
+      else if (dt == T_DOUBLE) CMP_ROW(double, pa, pb, po, s0_, s1_, n_, op);
+      else CMP_ROW(uint8_t, pa, pb, po, s0_, s1_, n_, op);
+    } else if (op == B_DIV) {
+      if (dt == T_FLOAT) {
+        const float *x = pa, *y = pb;
+        float *o = po;
+        for (int64_t j = 0; j < n_; j++) o[j] = x[j * s0_] / y[j * s1_];
+      } else if (dt == T_DOUBLE) {
+        const double *x = pa, *y = pb;
+        double *o = po;
+        for (int64_t j = 0; j < n_; j++) o[j] = x[j * s0_] / y[j * s1_];
+      } else {
+        for (int64_t j = 0; j < n_; j++) {
+          int64_t x = dt == T_INT64 ? ((const int64_t *)pa)[j * s0_] : ((const int32_t *)pa)[j * s0_];
+          int64_t y = dt == T_INT64 ? ((const int64_t *)pb)[j * s1_] : ((const int32_t *)pb)[j * s1_];
+          int64_t q = y ? x / y : 0; /* integer division truncates, as ONNX Runtime does */
+          if (dt == T_INT64) ((int64_t *)po)[j] = q;
+          else ((int32_t *)po)[j] = (int32_t)q;
+        }
+      }
+    } else if (op == B_POW) {
+      if (dt == T_FLOAT) {
+        const float *x = pa, *y = pb;
+        float *o = po;
+        for (int64_t j = 0; j < n_; j++) {
+          float e = y[j * s1_], v = x[j * s0_];
+          o[j] = e == 2.f ? v * v : e == 3.f ? v * v * v : e == 0.5f ? sqrtf(v) : powf(v, e);
+        }
+      } else {
+        for (int64_t j = 0; j < n_; j++) {
+          double v = dt == T_INT64 ? (double)((const int64_t *)pa)[j * s0_] : dt == T_INT32 ? ((const int32_t *)pa)[j * s0_] : ((const double *)pa)[j * s0_];
+          double e = dt == T_INT64 ? (double)((const int64_t *)pb)[j * s1_] : dt == T_INT32 ? ((const int32_t *)pb)[j * s1_] : ((const double *)pb)[j * s1_];
+          double r = pow(v, e);
+          if (dt == T_INT64) ((int64_t *)po)[j] = (int64_t)r;
+          else if (dt == T_INT32) ((int32_t *)po)[j] = (int32_t)r;
+          else ((double *)po)[j] = r;
+        }
+      }
+    } else if (dt == T_FLOAT) {
+      ARITH_ROW(float, pa, pb, po, s0_, s1_, n_, op);
+    } else if (dt == T_INT64) {
+      ARITH_ROW(int64_t, pa, pb, po, s0_, s1_, n_, op);
+    } else if (dt == T_INT32) {
+      ARITH_ROW(int32_t, pa, pb, po, s0_, s1_, n_, op);
+    } else {
+      ARITH_ROW(double, pa, pb, po, s0_, s1_, n_, op);
+    }
+  });
+  return 0;
+}
+
+/* Pow's exponent may have another type than its base (opset 12+): bring it to the base's type. */
+static int pow_kernel(const op_kctx *k, op_xt **in, op_xt *out, op_error *err) {
+  op_xt *a = in[0], *b = in[1];
+  if (a->dtype == b->dtype) return binary(k, in, out, B_POW, err);
+  op_xt conv;
+  if (op_xt_alloc(&conv, a->dtype, b->dims, b->rank, err)) return -1;
+  for (int64_t i = 0; i < b->numel; i++) {
+    double v = b->dtype == T_FLOAT ? ((float *)b->data)[i] : b->dtype == T_DOUBLE ? ((double *)b->data)[i] : (double)op_xt_int(b, i);
+    if (a->dtype == T_FLOAT) ((float *)conv.data)[i] = (float)v;
+    else if (a->dtype == T_DOUBLE) ((double *)conv.data)[i] = v;
+    else if (a->dtype == T_INT64) ((int64_t *)conv.data)[i] = (int64_t)v;
+    else if (a->dtype == T_INT32) ((int32_t *)conv.data)[i] = (int32_t)v;
+  }
+  op_xt *pair[2] = {a, &conv};
+  int rc = binary(k, pair, out, B_POW, err);
+  op_xt_release(&conv);
+  return rc;
+}
+
+#define BINARY_KERNEL(fn, op)                                                                     \
+  OP_KERNEL(fn) {                                                                                 \
+    (void)n_in, (void)n_out;                                                                      \
+    return binary(k, in, out, op, err);                                                           \
+  }
+BINARY_KERNEL(op_k_add, B_ADD)
+BINARY_KERNEL(op_k_sub, B_SUB)
+BINARY_KERNEL(op_k_mul, B_MUL)
+BINARY_KERNEL(op_k_div, B_DIV)
+BINARY_KERNEL(op_k_equal, B_EQ)
+BINARY_KERNEL(op_k_less, B_LT)
+BINARY_KERNEL(op_k_greater, B_GT)
+BINARY_KERNEL(op_k_less_equal, B_LE)
+BINARY_KERNEL(op_k_greater_equal, B_GE)
+BINARY_KERNEL(op_k_and, B_AND)
+BINARY_KERNEL(op_k_or, B_OR)
+
+OP_KERNEL(op_k_pow) {
+  (void)n_in, (void)n_out;
+  return pow_kernel(k, in, out, err);
+}
+
+/* Min/Max are variadic: fold left. */
+static int fold(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, enum binop op, op_error *err) {
+  op_xt acc;
+  if (op_xt_alloc(&acc, in[0]->dtype, in[0]->dims, in[0]->rank, err)) return -1;
+  memcpy(acc.data, in[0]->data, (size_t)in[0]->numel * op_xt_elem_size(in[0]->dtype));
+  for (size_t i = 1; i < n_in; i++) {
+    op_xt next;
+    op_xt *pair[2] = {&acc, in[i]};
+    if (binary(k, pair, &next, op, err)) {
+      op_xt_release(&acc);
+      return -1;
+    }
+    op_xt_release(&acc);
+    acc = next;
+  }
+  *out = acc;
+  return 0;
+}
+
+OP_KERNEL(op_k_min) {
+  (void)n_out;
+  return fold(k, in, n_in, out, B_MIN, err);
+}
+
+OP_KERNEL(op_k_max) {
+  (void)n_out;
+  return fold(k, in, n_in, out, B_MAX, err);
+}
+
+OP_KERNEL(op_k_where) {
+  (void)n_in, (void)n_out;
+  op_xt *c = in[0], *x = in[1], *y = in[2];
+  if (c->dtype != T_BOOL) return op_kfail(k, err, "condition is not bool");
+  if (x->dtype != y->dtype) return op_kfail(k, err, "branch types differ");
+  bcast bc;
+  if (bcast_init(k, in, 3, &bc, err) || op_xt_alloc(out, x->dtype, bc.dims, bc.rank, err)) return -1;
+  size_t es = op_xt_elem_size(x->dtype);
+  const uint8_t *C = c->data;
+  const char *X = x->data, *Y = y->data;
+  char *O = out->data;
+  BCAST_ROWS(&bc, 3, {
+    for (int64_t j = 0; j < n_; j++) {
+      const char *src = C[off_[0] + j * s0_] ? X + (off_[1] + j * s1_) * (int64_t)es : Y + (off_[2] + j * s2_) * (int64_t)es;
+      memcpy(O + (o_ + j) * (int64_t)es, src, es);
+    }
+  });
+  return 0;
+}
+
+OP_KERNEL(op_k_not) {
+  (void)n_in, (void)n_out;
+  if (in[0]->dtype != T_BOOL) return op_kfail(k, err, "expects bool input");
+  if (op_xt_alloc(out, T_BOOL, in[0]->dims, in[0]->rank, err)) return -1;
+  for (int64_t i = 0; i < in[0]->numel; i++) ((uint8_t *)out->data)[i] = !((uint8_t *)in[0]->data)[i];
+  return 0;
+}
+
+OP_KERNEL(op_k_identity) { /* also Dropout at inference: the data passes, the mask is all true */
+  (void)n_in;
+  if (op_xt_alloc(out, in[0]->dtype, in[0]->dims, in[0]->rank, err)) return -1;
+  memcpy(out->data, in[0]->data, (size_t)in[0]->numel * op_xt_elem_size(in[0]->dtype));
+  if (n_out > 1 && op_xt_alloc(&out[1], T_BOOL, in[0]->dims, in[0]->rank, err) == 0)
+    memset(out[1].data, 1, (size_t)in[0]->numel);
+  (void)k;
+  return 0;
+}
+
+/* ---- Cast ---- */
+
+static double get_f(const op_xt *t, int64_t i) {
+  switch (t->dtype) {
+    case T_FLOAT: return ((float *)t->data)[i];
+    case T_DOUBLE: return ((double *)t->data)[i];
+    case T_INT64: return (double)((int64_t *)t->data)[i];
+    case T_INT32: return ((int32_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return ((int8_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT16: return ((int16_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: return ((uint16_t *)t->data)[i];
+    default: return ((uint8_t *)t->data)[i];
+  }
+}
+
+static int64_t get_i(const op_xt *t, int64_t i) {
+  switch (t->dtype) {
+    case T_FLOAT: case T_DOUBLE: return (int64_t)get_f(t, i);
+    case T_INT64: return ((int64_t *)t->data)[i];
+    default: return (int64_t)get_f(t, i);
+  }
+}
+
+OP_KERNEL(op_k_cast) {
+  (void)n_in, (void)n_out;
+  int32_t to = (int32_t)op_kattr_int(k, "to", 0);
+  op_xt *x = in[0];
+  if (!op_dtype_size(to) || to == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 || to == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 || to > 13)
+    return op_kfail(k, err, "cast to type %d is not supported", to);
+  if (op_xt_alloc(out, to, x->dims, x->rank, err)) return -1;
+  bool from_float = x->dtype == T_FLOAT || x->dtype == T_DOUBLE;
+  for (int64_t i = 0; i < x->numel; i++) {
+    switch (to) {
+      case T_FLOAT: ((float *)out->data)[i] = (float)get_f(x, i); break;
+      case T_DOUBLE: ((double *)out->data)[i] = get_f(x, i); break;
+      case T_INT64: ((int64_t *)out->data)[i] = from_float ? (int64_t)get_f(x, i) : get_i(x, i); break;
+      case T_INT32: ((int32_t *)out->data)[i] = (int32_t)(from_float ? (int64_t)get_f(x, i) : get_i(x, i)); break;
+      case T_BOOL: ((uint8_t *)out->data)[i] = get_f(x, i) != 0; break;
+      case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: ((int8_t *)out->data)[i] = (int8_t)get_i(x, i); break;
+      case ONNX__TENSOR_PROTO__DATA_TYPE__INT16: ((int16_t *)out->data)[i] = (int16_t)get_i(x, i); break;
+      case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: ((uint16_t *)out->data)[i] = (uint16_t)get_i(x, i); break;
+      case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: ((uint32_t *)out->data)[i] = (uint32_t)get_i(x, i); break;
+      case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64: ((uint64_t *)out->data)[i] = (uint64_t)get_i(x, i); break;
+      default: ((uint8_t *)out->data)[i] = (uint8_t)get_i(x, i); break;
+    }
+  }
+  return 0;
+}
+
+/* ---- unary math ---- */
+
+enum unop { U_SQRT, U_ERF, U_TANH, U_RELU, U_SIGMOID, U_NEG, U_EXP, U_ABS, U_RECIP, U_LOG, U_GELU, U_GELU_TANH };
+
+static int unary(const op_kctx *k, op_xt *x, op_xt *out, enum unop op, op_error *err) {
+  bool int_ok = op == U_NEG || op == U_ABS || op == U_RELU;
+  if (x->dtype != T_FLOAT && !(int_ok && (x->dtype == T_INT64 || x->dtype == T_INT32)))
+    return op_kfail(k, err, "unsupported input type %d", x->dtype);
+  if (op_xt_alloc(out, x->dtype, x->dims, x->rank, err)) return -1;
+  int64_t n = x->numel;
+  if (x->dtype != T_FLOAT) {
+    for (int64_t i = 0; i < n; i++) {
+      int64_t v = op_xt_int(x, i);
+      v = op == U_NEG ? -v : op == U_ABS ? (v < 0 ? -v : v) : (v < 0 ? 0 : v);
+      if (x->dtype == T_INT64) ((int64_t *)out->data)[i] = v;
+      else ((int32_t *)out->data)[i] = (int32_t)v;
+    }
+    return 0;
+  }
+  const float *a = x->data;
+  float *o = out->data;
+  switch (op) {
+    case U_SQRT: for (int64_t i = 0; i < n; i++) o[i] = sqrtf(a[i]); break;
+    case U_ERF: for (int64_t i = 0; i < n; i++) o[i] = erff(a[i]); break;
+    case U_TANH: for (int64_t i = 0; i < n; i++) o[i] = tanhf(a[i]); break;
+    case U_RELU: for (int64_t i = 0; i < n; i++) o[i] = a[i] > 0.f ? a[i] : 0.f; break;
+    case U_SIGMOID: for (int64_t i = 0; i < n; i++) o[i] = 1.f / (1.f + expf(-a[i])); break;
+    case U_NEG: for (int64_t i = 0; i < n; i++) o[i] = -a[i]; break;
+    case U_EXP: for (int64_t i = 0; i < n; i++) o[i] = expf(a[i]); break;
+    case U_ABS: for (int64_t i = 0; i < n; i++) o[i] = fabsf(a[i]); break;
+    case U_RECIP: for (int64_t i = 0; i < n; i++) o[i] = 1.f / a[i]; break;
+    case U_LOG: for (int64_t i = 0; i < n; i++) o[i] = logf(a[i]); break;
+    case U_GELU: for (int64_t i = 0; i < n; i++) o[i] = 0.5f * a[i] * (1.f + erff(a[i] * (float)M_SQRT1_2)); break;
+    case U_GELU_TANH:
+      for (int64_t i = 0; i < n; i++)
+        o[i] = 0.5f * a[i] * (1.f + tanhf(0.7978845608028654f * (a[i] + 0.044715f * a[i] * a[i] * a[i])));
+      break;
+  }
+  return 0;
+}
+
+#define UNARY_KERNEL(fn, op)                                                                      \
+  OP_KERNEL(fn) {                                                                                 \
+    (void)n_in, (void)n_out;                                                                      \
+    return unary(k, in[0], out, op, err);                                                         \
+  }
+UNARY_KERNEL(op_k_sqrt, U_SQRT)
+UNARY_KERNEL(op_k_erf, U_ERF)
+UNARY_KERNEL(op_k_tanh, U_TANH)
+UNARY_KERNEL(op_k_relu, U_RELU)
+UNARY_KERNEL(op_k_sigmoid, U_SIGMOID)
+UNARY_KERNEL(op_k_neg, U_NEG)
+UNARY_KERNEL(op_k_exp, U_EXP)
+UNARY_KERNEL(op_k_abs, U_ABS)
+UNARY_KERNEL(op_k_reciprocal, U_RECIP)
+UNARY_KERNEL(op_k_log, U_LOG)
+
+OP_KERNEL(op_k_gelu) {
+  (void)n_in, (void)n_out;
+  Onnx__AttributeProto *a = op_node_attr(k->node, "approximate");
+  bool tanh_form = a && a->s.len == 4 && memcmp(a->s.data, "tanh", 4) == 0;
+  return unary(k, in[0], out, tanh_form ? U_GELU_TANH : U_GELU, err);
+}

@@ -1,0 +1,212 @@
+/* ops_nn.c - Softmax (with the pre-13 "flatten at axis" semantics), LayerNormalization,
+ * ReduceMean/ReduceSum (axes as attribute or input by opset) and per-tensor / per-axis
+ * QuantizeLinear and DequantizeLinear. */
+#include "exec/exec.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T_FLOAT ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT
+#define T_INT8 ONNX__TENSOR_PROTO__DATA_TYPE__INT8
+#define T_UINT8 ONNX__TENSOR_PROTO__DATA_TYPE__UINT8
+#define T_INT32 ONNX__TENSOR_PROTO__DATA_TYPE__INT32
+
+static int64_t prod(const int64_t *d, int from, int to) {
+  int64_t p = 1;
+  for (int i = from; i < to; i++) p *= d[i];
+  return p;
+}
+
+OP_KERNEL(op_k_softmax) {
+  (void)n_in, (void)n_out;
+  op_xt *x = in[0];
+  if (x->dtype != T_FLOAT) return op_kfail(k, err, "only float32 is supported");
+  int axis = op_axis(op_kattr_int(k, "axis", k->opset < 13 ? 1 : -1), x->rank);
+  if (axis < 0) return op_kfail(k, err, "axis out of range");
+  if (op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
+  int64_t outer = prod(x->dims, 0, axis), n, inner;
+  if (k->opset < 13) { /* the input is seen as [outer, rest] */
+    n = prod(x->dims, axis, x->rank);
+    inner = 1;
+  } else {
+    n = x->dims[axis];
+    inner = prod(x->dims, axis + 1, x->rank);
+  }
+  const float *a = x->data;
+  float *o = out->data;
+  for (int64_t q = 0; q < outer; q++)
+    for (int64_t r = 0; r < inner; r++) {
+      const float *row = a + q * n * inner + r;
+      float *orow = o + q * n * inner + r;
+      float m = -INFINITY;
+      for (int64_t j = 0; j < n; j++) m = row[j * inner] > m ? row[j * inner] : m;
+      double sum = 0;
+      for (int64_t j = 0; j < n; j++) sum += orow[j * inner] = expf(row[j * inner] - m);
+      float inv = (float)(1.0 / sum);
+      for (int64_t j = 0; j < n; j++) orow[j * inner] *= inv;
+    }
+  return 0;
+}
+
+OP_KERNEL(op_k_layer_norm) {
+  (void)n_out;
+  op_xt *x = in[0], *scale = in[1], *bias = n_in > 2 ? in[2] : NULL;
+  if (x->dtype != T_FLOAT || scale->dtype != T_FLOAT || (bias && bias->dtype != T_FLOAT))
+    return op_kfail(k, err, "only float32 is supported");
+  int axis = op_axis(op_kattr_int(k, "axis", -1), x->rank);
+  if (axis < 0) return op_kfail(k, err, "axis out of range");
+  float eps = op_kattr_float(k, "epsilon", 1e-5f);
+  int64_t n = prod(x->dims, axis, x->rank), rows = prod(x->dims, 0, axis);
+  if (scale->numel != n || (bias && bias->numel != n))
+    return op_kfail(k, err, "scale and bias must hold the %lld normalised values", (long long)n);
+  if (op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
+  const float *a = x->data, *g = scale->data, *b = bias ? bias->data : NULL;
+  float *o = out->data;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *row = a + r * n;
+    double mean = 0, var = 0;
+    for (int64_t j = 0; j < n; j++) mean += row[j];
+    mean /= (double)n;
+    for (int64_t j = 0; j < n; j++) var += (row[j] - mean) * (row[j] - mean);
+    float inv = (float)(1.0 / sqrt(var / (double)n + eps));
+    for (int64_t j = 0; j < n; j++) o[r * n + j] = (float)(row[j] - mean) * inv * g[j] + (b ? b[j] : 0.f);
+  }
+  return 0;
+}
+
+static int reduce(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, bool mean, int64_t axes_input_since,
+                  op_error *err) {
+  op_xt *x = in[0];
+  if (x->dtype != T_FLOAT) return op_kfail(k, err, "only float32 is supported");
+  bool red[OP_MAX_RANK] = {false};
+  int n_axes = 0;
+  if (k->opset < axes_input_since) {
+    size_t na;
+    const int64_t *ax = op_kattr_ints(k, "axes", &na);
+    for (size_t i = 0; i < na; i++, n_axes++) {
+      int a = op_axis(ax[i], x->rank);
+      if (a < 0) return op_kfail(k, err, "axis out of range");
+      red[a] = true;
+    }
+  } else if (n_in > 1 && in[1]) {
+    for (int64_t i = 0; i < in[1]->numel; i++, n_axes++) {
+      int a = op_axis(op_xt_int(in[1], i), x->rank);
+      if (a < 0) return op_kfail(k, err, "axis out of range");
+      red[a] = true;
+    }
+  }
+  if (n_axes == 0) {
+    if (op_kattr_int(k, "noop_with_empty_axes", 0)) {
+      if (op_xt_alloc(out, x->dtype, x->dims, x->rank, err)) return -1;
+      memcpy(out->data, x->data, (size_t)x->numel * sizeof(float));
+      return 0;
+    }
+    for (int d = 0; d < x->rank; d++) red[d] = true;
+  }
+  bool keep = op_kattr_int(k, "keepdims", 1) != 0;
+  int64_t dims[OP_MAX_RANK], kdims[OP_MAX_RANK], count = 1;
+  int r = 0;
+  for (int d = 0; d < x->rank; d++) {
+    kdims[d] = red[d] ? 1 : x->dims[d];
+    if (red[d]) count *= x->dims[d];
+    if (!red[d] || keep) dims[r++] = kdims[d];
+  }
+  if (op_xt_alloc(out, T_FLOAT, dims, r, err)) return -1;
+  const float *a = x->data;
+  float *o = out->data;
+  /* a trailing block of reduced axes is the common case (norms): sum contiguous rows */
+  int first = x->rank;
+  while (first > 0 && red[first - 1]) first--;
+  bool trailing = true;
+  for (int d = 0; d < first; d++) trailing &= !red[d];
+  if (trailing) {
+    int64_t n = prod(x->dims, first, x->rank), rows = n ? x->numel / n : 0;
+    for (int64_t q = 0; q < rows; q++) {
+      double s = 0;
+      for (int64_t j = 0; j < n; j++) s += a[q * n + j];
+      o[q] = (float)(mean ? s / (double)(count ? count : 1) : s);
+    }
+    return 0;
+  }
+  double *acc = op_xcalloc((size_t)(out->numel ? out->numel : 1), sizeof(double));
+  int64_t idx[OP_MAX_RANK] = {0};
+  for (int64_t i = 0; i < x->numel; i++) {
+    int64_t oi = 0;
+    for (int d = 0; d < x->rank; d++) oi = oi * kdims[d] + (red[d] ? 0 : idx[d]);
+    acc[oi] += a[i];
+    for (int d = x->rank - 1; d >= 0; d--) {
+      if (++idx[d] < x->dims[d]) break;
+      idx[d] = 0;
+    }
+  }
+  for (int64_t i = 0; i < out->numel; i++) o[i] = (float)(mean ? acc[i] / (double)(count ? count : 1) : acc[i]);
+  free(acc);
+  return 0;
+}
+
+OP_KERNEL(op_k_reduce_mean) {
+  (void)n_out;
+  return reduce(k, in, n_in, out, true, 18, err);
+}
+
+OP_KERNEL(op_k_reduce_sum) {
+  (void)n_out;
+  return reduce(k, in, n_in, out, false, 13, err);
+}
+
+/* Per-tensor (scale of 1 element) or per-axis (scale of dims[axis] elements) parameters. */
+static int qparams(const op_kctx *k, const op_xt *x, const op_xt *scale, const op_xt *zp, int64_t *inner,
+                   int64_t *channels, op_error *err) {
+  *inner = 1;
+  *channels = 1;
+  if (scale->dtype != T_FLOAT) return op_kfail(k, err, "scale must be float32");
+  if (scale->numel == 1) return zp && zp->numel != 1 ? op_kfail(k, err, "zero point and scale differ in size") : 0;
+  int axis = op_axis(op_kattr_int(k, "axis", 1), x->rank);
+  if (axis < 0 || scale->rank != 1 || scale->numel != x->dims[axis])
+    return op_kfail(k, err, "per-axis scale has %lld values for an axis of %lld", (long long)scale->numel,
+                    axis < 0 ? -1LL : (long long)x->dims[axis]);
+  if (zp && zp->numel != scale->numel) return op_kfail(k, err, "zero point and scale differ in size");
+  *channels = scale->numel;
+  *inner = prod(x->dims, axis + 1, x->rank);
+  return 0;
+}
+
+OP_KERNEL(op_k_dequantize_linear) {
+  (void)n_out;
+  op_xt *x = in[0], *scale = in[1], *zp = n_in > 2 ? in[2] : NULL;
+  if (x->dtype != T_INT8 && x->dtype != T_UINT8 && x->dtype != T_INT32) return op_kfail(k, err, "input must be int8, uint8 or int32");
+  if (zp && zp->dtype != x->dtype) return op_kfail(k, err, "zero point type differs from the input's");
+  int64_t inner, ch;
+  if (qparams(k, x, scale, zp, &inner, &ch, err) || op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
+  const float *s = scale->data;
+  float *o = out->data;
+  for (int64_t i = 0; i < x->numel; i++) {
+    int64_t c = ch > 1 ? (i / inner) % ch : 0;
+    int32_t q = (int32_t)op_xt_int(x, i), z = zp ? (int32_t)op_xt_int(zp, c) : 0;
+    if (x->dtype == T_INT8) q = ((int8_t *)x->data)[i], z = zp ? ((int8_t *)zp->data)[c] : 0;
+    o[i] = (float)(q - z) * s[c];
+  }
+  return 0;
+}
+
+OP_KERNEL(op_k_quantize_linear) {
+  (void)n_out;
+  op_xt *x = in[0], *scale = in[1], *zp = n_in > 2 ? in[2] : NULL;
+  if (x->dtype != T_FLOAT) return op_kfail(k, err, "input must be float32");
+  int32_t to = zp ? zp->dtype : T_UINT8;
+  if (to != T_INT8 && to != T_UINT8) return op_kfail(k, err, "zero point must be int8 or uint8");
+  int64_t inner, ch;
+  if (qparams(k, x, scale, zp, &inner, &ch, err) || op_xt_alloc(out, to, x->dims, x->rank, err)) return -1;
+  const float *a = x->data, *s = scale->data;
+  int lo = to == T_INT8 ? -128 : 0, hi = to == T_INT8 ? 127 : 255;
+  for (int64_t i = 0; i < x->numel; i++) {
+    int64_t c = ch > 1 ? (i / inner) % ch : 0;
+    int z = zp ? (to == T_INT8 ? ((int8_t *)zp->data)[c] : ((uint8_t *)zp->data)[c]) : 0;
+    float v = nearbyintf(a[i] / s[c]) + (float)z; /* round half to even, then saturate */
+    int q = v < lo ? lo : v > hi ? hi : (int)v;
+    if (to == T_INT8) ((int8_t *)out->data)[i] = (int8_t)q;
+    else ((uint8_t *)out->data)[i] = (uint8_t)q;
+  }
+  return 0;
+}

@@ -1,0 +1,134 @@
+/* xt.c - runtime tensors of the executor, attribute access for kernels, kernel error formatting,
+ * and the single shim through which all matrix products reach the BLAS. */
+#include "exec/exec.h"
+
+#include <cblas.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t op_xt_elem_size(int32_t dtype) {
+  size_t s = op_dtype_size(dtype);
+  return s ? s : 1;
+}
+
+int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error *err) {
+  if (rank < 0 || rank > OP_MAX_RANK) return op_fail(err, OP_UNSUPPORTED, "tensor rank %d is over %d", rank, OP_MAX_RANK);
+  int64_t n = 1;
+  for (int i = 0; i < rank; i++) {
+    if (dims[i] < 0 || (dims[i] && n > (INT64_C(1) << 40) / dims[i]))
+      return op_fail(err, OP_INVALID, "tensor dimension %lld is negative or too large", (long long)dims[i]);
+    n *= dims[i];
+  }
+  t->dtype = dtype;
+  t->rank = rank;
+  if (rank) memmove(t->dims, dims, (size_t)rank * sizeof(int64_t));
+  t->numel = n;
+  t->data = op_xcalloc((size_t)(n ? n : 1), op_xt_elem_size(dtype));
+  t->owned = true;
+  return 0;
+}
+
+void op_xt_view(op_xt *out, const op_xt *src, const int64_t *dims, int rank) {
+  int64_t d[OP_MAX_RANK];
+  memcpy(d, dims, (size_t)rank * sizeof(int64_t));
+  out->dtype = src->dtype;
+  out->rank = rank;
+  memcpy(out->dims, d, (size_t)rank * sizeof(int64_t));
+  out->numel = src->numel;
+  out->data = src->data;
+  out->owned = false;
+}
+
+void op_xt_release(op_xt *t) {
+  if (t->owned) free(t->data);
+  memset(t, 0, sizeof *t);
+}
+
+int64_t op_xt_int(const op_xt *t, int64_t i) {
+  switch (t->dtype) {
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
+      return ((const int64_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32:
+      return ((const int32_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+      return (int64_t)((const float *)t->data)[i];
+    default:
+      return ((const uint8_t *)t->data)[i];
+  }
+}
+
+int op_axis(int64_t axis, int rank) {
+  if (axis < 0) axis += rank;
+  return axis < 0 || axis >= (rank ? rank : 1) ? -1 : (int)axis;
+}
+
+int op_kfail(const op_kctx *k, op_error *err, const char *fmt, ...) {
+  char why[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  return op_fail(err, OP_INVALID, "%s: node '%s' (%s): %s", k->model, op_node_name(k->node), k->node->op_type, why);
+}
+
+int64_t op_kattr_int(const op_kctx *k, const char *name, int64_t dflt) { return op_node_attr_int(k->node, name, dflt); }
+
+float op_kattr_float(const op_kctx *k, const char *name, float dflt) { return op_node_attr_float(k->node, name, dflt); }
+
+const int64_t *op_kattr_ints(const op_kctx *k, const char *name, size_t *n) {
+  Onnx__AttributeProto *a = op_node_attr(k->node, name);
+  *n = a ? a->n_ints : 0;
+  return a ? a->ints : NULL;
+}
+
+void op_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (blasint)M,
+              (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin, op_error *err) {
+  if (op_tensor_validate(t, origin, err)) return -1;
+  if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+    return op_fail(err, OP_UNSUPPORTED, "%s: tensor '%s': external data inside a node", origin, t->name ? t->name : "");
+  if (t->n_dims > OP_MAX_RANK) return op_fail(err, OP_UNSUPPORTED, "%s: tensor rank over %d", origin, OP_MAX_RANK);
+  int32_t dt = t->data_type;
+  size_t es = op_dtype_size(dt);
+  if (!es || dt == ONNX__TENSOR_PROTO__DATA_TYPE__STRING)
+    return op_fail(err, OP_UNSUPPORTED, "%s: tensor '%s': data type %d", origin, t->name ? t->name : "", dt);
+  if (op_xt_alloc(out, dt, t->dims, (int)t->n_dims, err)) return -1;
+  int64_t n = out->numel;
+  if (t->has_raw_data) {
+    memcpy(out->data, t->raw_data.data, t->raw_data.len);
+    return 0;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    switch (dt) {
+      case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+        ((float *)out->data)[i] = t->float_data[i];
+        break;
+      case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE:
+        ((double *)out->data)[i] = t->double_data[i];
+        break;
+      case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
+        ((int64_t *)out->data)[i] = t->int64_data[i];
+        break;
+      case ONNX__TENSOR_PROTO__DATA_TYPE__INT32:
+        ((int32_t *)out->data)[i] = t->int32_data[i];
+        break;
+      case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64:
+      case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32:
+        if (es == 8) ((uint64_t *)out->data)[i] = t->uint64_data[i];
+        else ((uint32_t *)out->data)[i] = (uint32_t)t->uint64_data[i];
+        break;
+      default: /* int8, uint8, int16, uint16, bool, float16 live in int32_data */
+        if (es == 1) ((uint8_t *)out->data)[i] = (uint8_t)t->int32_data[i];
+        else if (es == 2) ((uint16_t *)out->data)[i] = (uint16_t)t->int32_data[i];
+        else return op_fail(err, OP_UNSUPPORTED, "%s: tensor '%s': typed data of type %d", origin, t->name, dt);
+    }
+  }
+  return 0;
+}

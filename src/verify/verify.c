@@ -1,0 +1,221 @@
+/* verify.c - runs a reference and a candidate model on the same samples, batch by batch, and keeps
+ * running figures per output (memory does not grow with the number of samples): max abs diff, mean
+ * per-sample cosine similarity, top-1 agreement for logits-like outputs, task accuracy of both
+ * when the data has labels. */
+#include "data/data.h"
+#include "exec/exec.h"
+#include "verify/progress.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct vout {
+  char *name;
+  double max_abs, cos_sum;
+  int64_t n;
+  bool logits; /* [samples, classes] float */
+  int64_t agree, ref_correct, cand_correct;
+} vout;
+
+struct op_verify_report {
+  char *reference, *candidate;
+  int64_t samples;
+  bool has_labels;
+  int label_output; /* the output scored against labels, or -1 */
+  OP_VEC(vout) outs;
+};
+
+void op_verify_report_free(op_verify_report *r) {
+  if (!r) return;
+  for (size_t i = 0; i < r->outs.n; i++) free(r->outs.v[i].name);
+  free(r->outs.v);
+  free(r->reference);
+  free(r->candidate);
+  free(r);
+}
+
+static int64_t argmax(const float *row, int64_t n) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < n; j++)
+    if (row[j] > row[best]) best = j;
+  return best;
+}
+
+static double as_double(const op_tensor *t, int64_t i) {
+  switch (t->dtype) {
+    case 1: return ((const float *)t->data)[i];
+    case 11: return ((const double *)t->data)[i];
+    case 7: return (double)((const int64_t *)t->data)[i];
+    case 6: return ((const int32_t *)t->data)[i];
+    case 3: return ((const int8_t *)t->data)[i];
+    default: return ((const uint8_t *)t->data)[i];
+  }
+}
+
+/* Folds one batch of one output into its figures. */
+static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_tensor *labels, int64_t first,
+                   bool score, op_verify_report *r, op_error *err) {
+  bool same = a->dtype == b->dtype && a->rank == b->rank && a->rank >= 1;
+  for (int i = 0; same && i < a->rank; i++) same = a->dims[i] == b->dims[i];
+  if (!same) return op_fail(err, OP_ARG, "output '%s': reference and candidate differ in type or shape", v->name);
+  int64_t rows = a->dims[0], numel = (int64_t)(a->nbytes / op_dtype_size(a->dtype)), per = rows ? numel / rows : 0;
+  v->logits = a->dtype == 1 && a->rank == 2 && a->dims[1] > 1;
+  for (int64_t r0 = 0; r0 < rows; r0++) {
+    double dot = 0, na = 0, nb = 0;
+    for (int64_t j = 0; j < per; j++) {
+      double x = as_double(a, r0 * per + j), y = as_double(b, r0 * per + j), d = fabs(x - y);
+      if (d > v->max_abs || isnan(d)) v->max_abs = isnan(d) ? INFINITY : d;
+      dot += x * y, na += x * x, nb += y * y;
+    }
+    v->cos_sum += na == 0 && nb == 0 ? 1.0 : (na == 0 || nb == 0) ? 0.0 : dot / sqrt(na * nb);
+    if (v->logits) {
+      int64_t pa = argmax((const float *)a->data + r0 * per, per), pb = argmax((const float *)b->data + r0 * per, per);
+      v->agree += pa == pb;
+      if (score && labels) {
+        int64_t y = (int64_t)as_double(labels, first + r0);
+        v->ref_correct += pa == y;
+        v->cand_correct += pb == y;
+      }
+    }
+  }
+  v->n += rows;
+  (void)r;
+  return 0;
+}
+
+op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_dataset *d, const op_run_options *o,
+                            op_error *err) {
+  op_session *sa = op_session_new(ref, err), *sb = sa ? op_session_new(cand, err) : NULL;
+  if (!sb) {
+    op_session_free(sa);
+    return NULL;
+  }
+  op_verify_report *r = op_xcalloc(1, sizeof *r);
+  r->reference = op_xstrdup(ref->path);
+  r->candidate = op_xstrdup(cand->path);
+  r->label_output = -1;
+  size_t na_in = op_session_input_count(sa), nb_in = op_session_input_count(sb), n_out = op_session_output_count(sa);
+  int64_t total = op_dataset_samples(d, sa, err);
+  int64_t total_b = total >= 0 ? op_dataset_samples(d, sb, err) : -1;
+  bool ok = total >= 0 && total_b >= 0;
+  if (ok && n_out != op_session_output_count(sb)) {
+    op_fail(err, OP_ARG, "%s and %s have different numbers of outputs", ref->path, cand->path);
+    ok = false;
+  }
+  for (size_t i = 0; ok && i < n_out; i++) {
+    if (strcmp(op_session_output_name(sa, i), op_session_output_name(sb, i)) != 0) {
+      op_fail(err, OP_ARG, "output %zu is '%s' in %s but '%s' in %s", i, op_session_output_name(sa, i), ref->path,
+              op_session_output_name(sb, i), cand->path);
+      ok = false;
+    }
+    vout v = {.name = op_xstrdup(op_session_output_name(sa, i))};
+    OP_VEC_PUSH(r->outs, v);
+  }
+  if (!ok) {
+    op_session_free(sa);
+    op_session_free(sb);
+    op_verify_report_free(r);
+    return NULL;
+  }
+  if (o && o->samples > 0 && o->samples < total) total = o->samples;
+  const op_tensor *labels = op_dataset_array(d, "labels");
+  r->has_labels = labels && labels->rank >= 1 && labels->dims[0] >= total;
+  int64_t batch = o && o->batch > 0 ? o->batch : 1;
+  op_tensor *ia = op_xcalloc(na_in ? na_in : 1, sizeof *ia), *ib = op_xcalloc(nb_in ? nb_in : 1, sizeof *ib);
+  op_tensor *oa = op_xcalloc(n_out, sizeof *oa), *ob = op_xcalloc(n_out, sizeof *ob);
+  op_progress bar;
+  op_progress_begin(&bar, o && o->progress, total, "verify");
+  int rc = 0;
+  for (int64_t start = 0; start < total && !rc; start += batch) {
+    int64_t count = total - start < batch ? total - start : batch;
+    rc = op_dataset_batch(d, sa, start, count, ia, err);
+    if (!rc) rc = op_dataset_batch(d, sb, start, count, ib, err);
+    if (!rc) rc = op_session_run(sa, ia, oa, NULL, NULL, err);
+    if (!rc) rc = op_session_run(sb, ib, ob, NULL, NULL, err);
+    for (size_t i = 0; i < n_out && !rc; i++) {
+      vout *v = &r->outs.v[i];
+      bool logits = oa[i].dtype == 1 && oa[i].rank == 2 && oa[i].dims[1] > 1;
+      if (r->label_output < 0 && logits && r->has_labels) r->label_output = (int)i;
+      rc = compare(v, &oa[i], &ob[i], r->has_labels ? labels : NULL, start, (int)i == r->label_output, r, err);
+    }
+    for (size_t i = 0; i < na_in; i++) op_tensor_clear(&ia[i]);
+    for (size_t i = 0; i < nb_in; i++) op_tensor_clear(&ib[i]);
+    for (size_t i = 0; i < n_out; i++) op_tensor_clear(&oa[i]), op_tensor_clear(&ob[i]);
+    op_progress_update(&bar, start + count);
+  }
+  op_progress_end(&bar);
+  r->samples = total;
+  free(ia), free(ib), free(oa), free(ob);
+  op_session_free(sa);
+  op_session_free(sb);
+  if (rc) {
+    op_verify_report_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+double op_verify_min_cosine(const op_verify_report *r) {
+  double m = 1;
+  for (size_t i = 0; i < r->outs.n; i++)
+    if (r->outs.v[i].n) m = fmin(m, r->outs.v[i].cos_sum / (double)r->outs.v[i].n);
+  return m;
+}
+
+double op_verify_min_agreement(const op_verify_report *r) {
+  double m = 1;
+  for (size_t i = 0; i < r->outs.n; i++)
+    if (r->outs.v[i].logits && r->outs.v[i].n) m = fmin(m, (double)r->outs.v[i].agree / (double)r->outs.v[i].n);
+  return m;
+}
+
+char *op_verify_report_text(const op_verify_report *r) {
+  size_t cap = 1024 + r->outs.n * 256, off = 0;
+  char *s = op_xmalloc(cap);
+  off += (size_t)snprintf(s + off, cap - off, "reference: %s\ncandidate: %s\nsamples:   %lld\n", r->reference, r->candidate,
+                          (long long)r->samples);
+  off += (size_t)snprintf(s + off, cap - off, "%-24s %14s %12s %15s  %s\n", "output", "max_abs_diff", "mean_cosine",
+                          "top1_agreement", r->has_labels ? "accuracy (reference -> candidate)" : "");
+  for (size_t i = 0; i < r->outs.n; i++) {
+    const vout *v = &r->outs.v[i];
+    double n = v->n ? (double)v->n : 1;
+    char agree[32] = "-", acc[64] = "";
+    if (v->logits) snprintf(agree, sizeof agree, "%.2f%%", 100.0 * (double)v->agree / n);
+    if ((int)i == r->label_output)
+      snprintf(acc, sizeof acc, "%.2f%% -> %.2f%%", 100.0 * (double)v->ref_correct / n, 100.0 * (double)v->cand_correct / n);
+    off += (size_t)snprintf(s + off, cap - off, "%-24s %14.6g %12.6f %15s  %s\n", v->name, v->max_abs, v->cos_sum / n,
+                            agree, acc);
+  }
+  return s;
+}
+
+char *op_verify_report_json(const op_verify_report *r) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON_AddStringToObject(root, "reference", r->reference);
+  cJSON_AddStringToObject(root, "candidate", r->candidate);
+  cJSON_AddNumberToObject(root, "samples", (double)r->samples);
+  cJSON *outs = cJSON_AddArrayToObject(root, "outputs");
+  for (size_t i = 0; i < r->outs.n; i++) {
+    const vout *v = &r->outs.v[i];
+    double n = v->n ? (double)v->n : 1;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", v->name);
+    cJSON_AddNumberToObject(o, "max_abs_diff", isinf(v->max_abs) ? 1e308 : v->max_abs);
+    cJSON_AddNumberToObject(o, "mean_cosine", v->cos_sum / n);
+    if (v->logits) cJSON_AddNumberToObject(o, "top1_agreement", (double)v->agree / n);
+    else cJSON_AddNullToObject(o, "top1_agreement");
+    if ((int)i == r->label_output) {
+      cJSON_AddNumberToObject(o, "reference_accuracy", (double)v->ref_correct / n);
+      cJSON_AddNumberToObject(o, "candidate_accuracy", (double)v->cand_correct / n);
+    }
+    cJSON_AddItemToArray(outs, o);
+  }
+  char *p = cJSON_Print(root);
+  cJSON_Delete(root);
+  char *out = op_xstrdup(p ? p : "{}");
+  free(p);
+  return out;
+}
