@@ -2,6 +2,7 @@
 //   node ort.js compare REF.onnx CAND.onnx --data D [--rows N] [--tol T] [--labels]
 //   node ort.js expect MODEL.onnx FIXTURE_DIR [--tol T]      (outputs vs test_data_set_0/output_*.pb)
 //   node ort.js ours MODEL.onnx OURS.npz --data D [--rows N] [--tol T]   (onnx-prune run's outputs vs ORT's)
+//   node ort.js verify REF.onnx CAND.onnx VERIFY.json --data D [--rows N]  (onnx-prune verify's figures vs ORT's)
 // D is a .npz (arrays named after graph inputs) or an ONNX test-data directory (input_N.pb).
 // Exit 0 when every output agrees within T (max abs diff, relative to the reference's max |value|
 // when that is above 1), 1 otherwise; prints one line per output.
@@ -169,7 +170,48 @@ async function main() {
     }
     process.exit(ok ? 0 : 1);
   }
-  if (argv[0] !== 'compare') throw new Error('usage: ort.js compare|expect|ours ...');
+  if (argv[0] === 'verify') {
+    const ref = await ort.InferenceSession.create(argv[1], so), cand = await ort.InferenceSession.create(argv[2], so);
+    const ours = JSON.parse(fs.readFileSync(argv[3], 'utf8'));
+    const rows = Number(opt('--rows', '64'));
+    const { feeds, labels } = loadFeeds(opt('--data'), ref, rows);
+    const a = await ref.run(feeds), b = await cand.run(feeds);
+    let ok = ours.samples === feeds[ref.inputNames[0]].dims[0];
+    if (!ok) console.log(`samples: ours ${ours.samples}, expected ${feeds[ref.inputNames[0]].dims[0]}`);
+    let scored = false;
+    for (const o of ours.outputs) {
+      const x = a[o.name], y = b[o.name], n = x.dims[0], per = x.data.length / n;
+      let maxDiff = 0, cos = 0, agree = 0, refOk = 0, candOk = 0;
+      for (let r = 0; r < n; r++) {
+        let dot = 0, na = 0, nb = 0;
+        for (let j = 0; j < per; j++) {
+          const p = Number(x.data[r * per + j]), q = Number(y.data[r * per + j]);
+          maxDiff = Math.max(maxDiff, Math.abs(p - q));
+          dot += p * q; na += p * p; nb += q * q;
+        }
+        cos += na === 0 && nb === 0 ? 1 : (na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb));
+        if (x.dims.length === 2 && x.dims[1] > 1) {
+          let ia = 0, ib = 0;
+          for (let k = 1; k < per; k++) { if (x.data[r * per + k] > x.data[r * per + ia]) ia = k; if (y.data[r * per + k] > y.data[r * per + ib]) ib = k; }
+          agree += ia === ib;
+          if (labels) { const lab = Number(labels.data[r]); refOk += ia === lab; candOk += ib === lab; }
+        }
+      }
+      const want = { max_abs_diff: maxDiff, mean_cosine: cos / n };
+      if (x.dims.length === 2 && x.dims[1] > 1) {
+        want.top1_agreement = agree / n;
+        if (labels && !scored) { want.reference_accuracy = refOk / n; want.candidate_accuracy = candOk / n; scored = true; }
+      }
+      for (const [k, v] of Object.entries(want)) {
+        const mine = o[k], tolk = k === 'max_abs_diff' ? 1e-4 * Math.max(1, v) : 1e-4;
+        const good = typeof mine === 'number' && Math.abs(mine - v) <= tolk;
+        console.log(`${o.name}.${k}: ours ${mine}, ONNX Runtime ${v}${good ? '' : '  MISMATCH'}`);
+        ok = ok && good;
+      }
+    }
+    process.exit(ok ? 0 : 1);
+  }
+  if (argv[0] !== 'compare') throw new Error('usage: ort.js compare|expect|ours|verify ...');
   const [refPath, candPath] = [argv[1], argv[2]];
   const ref = await ort.InferenceSession.create(refPath, so);
   const cand = await ort.InferenceSession.create(candPath, so);

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# bad_data.sh ONNX_PRUNE FIXTURE_DIR: wrong dtype, wrong rank, empty arrays, a corrupt .npz, a truncated
+# .npy, missing inputs, bad options, an unsupported operator: one clear error line, exit 2, no output.
+# Good variants (deflated .npz, a folder of .npy, --fill) must run and give the same outputs.
+set -u
+BIN=$1 FIX=$2
+M=$FIX/model.onnx
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+/usr/bin/python3 "$(dirname "$0")/make_bad_data.py" "$work/d" || exit 1
+pass=0 fail=0
+expect() {
+  local name=$1 pattern=$2
+  shift 3
+  rm -rf "$work/out" && mkdir "$work/out"
+  "$BIN" "$@" >/dev/null 2>"$work/stderr"
+  local rc=$? lines
+  lines=$(wc -l <"$work/stderr")
+  if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$work/stderr" && [ -z "$(ls -A "$work/out")" ]; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL $name: rc=$rc lines=$lines stderr=$(head -c 300 "$work/stderr")"
+  fi
+}
+D=$work/d O=$work/out/o.npz
+expect wrong-dtype "input 'input_ids': expected int64 \[?, ?\], found float32 \[4, 6\]" -- run "$M" --data "$D/wrong_dtype.npz" -o "$O"
+expect wrong-rank "input 'input_ids': expected int64 \[?, ?\], found int64 \[4, 6, 1\]" -- run "$M" --data "$D/wrong_rank.npz" -o "$O"
+expect empty "input 'input_ids': the array is empty" -- run "$M" --data "$D/empty.npz" -o "$O"
+expect samples-differ "disagree on the number of samples" -- run "$M" --data "$D/samples_differ.npz" -o "$O"
+expect missing "input 'attention_mask' is not in the data (it has: input_ids); add it or use --fill" -- run "$M" --data "$D/missing.npz" -o "$O"
+expect corrupt-npz "corrupt.npz: .*CRC mismatch" -- run "$M" --data "$D/corrupt.npz" -o "$O"
+expect truncated-zip "truncated_zip.npz: not a .npz" -- run "$M" --data "$D/truncated_zip.npz" -o "$O"
+expect truncated-npy "attention_mask.npy: truncated .npy data" -- run "$M" --data "$D/truncated_npy" -o "$O"
+expect no-data "no_such.npz: No such file" -- run "$M" --data "$D/no_such.npz" -o "$O"
+expect bad-fill "--fill: 'attention_mask' is not NAME=NUMBER" -- run "$M" --data "$D/missing.npz" --fill attention_mask -o "$O"
+expect bad-batch "--batch: '0' is not a whole number" -- run "$M" --data "$D/good.npz" --batch 0 -o "$O"
+expect verify-missing-data "needs REFERENCE, CANDIDATE and --data" -- verify "$M" "$M"
+expect bad-threshold "--min-cosine: '2' is outside" -- verify "$M" "$M" --data "$D/good.npz" --min-cosine 2
+/usr/bin/python3 - "$M" "$work/unsupported.onnx" <<'PY'
+import sys, onnx
+m = onnx.load(sys.argv[1])
+next(n for n in m.graph.node if n.op_type == "Erf").op_type = "Frobnicate"
+onnx.save(m, sys.argv[2])
+PY
+expect unsupported-op "node '.*': unsupported operator 'Frobnicate'" -- run "$work/unsupported.onnx" --data "$D/good.npz" -o "$O"
+
+# the good variants agree with each other
+same() {
+  local name=$1
+  shift
+  if "$BIN" run "$M" -o "$work/$name.npz" "$@" 2>"$work/stderr" && cmp -s "$work/$name.npz" "$work/base.npz"; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $name: $(head -c 300 "$work/stderr")"; fi
+}
+"$BIN" run "$M" --data "$D/good.npz" -o "$work/base.npz" || { echo "FAIL base run"; exit 1; }
+same deflated --data "$D/deflated.npz"
+same npy-dir --data "$D/npy_dir"
+same fill --data "$D/missing.npz" --fill attention_mask=1
+same batched --data "$D/good.npz" --batch 3
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# exec_e2e.sh ONNX_PRUNE MODEL_DIR DATA ROWS BATCH: our executor against ONNX Runtime on one model.
+# `run` outputs must match ORT's within 1e-4 (relative to output scale); `verify` of the model
+# against a pruned copy must report the figures ORT's outputs give; thresholds gate the exit code.
+set -u
+BIN=$1 DIR=$2 DATA=$3 ROWS=$4 BATCH=$5
+HERE=$(cd "$(dirname "$0")" && pwd)
+M=$DIR/model.onnx
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+ort() { node "$HERE/ort.js" "$@" >"$work/ort.log" 2>&1 || { cat "$work/ort.log"; return 1; }; }
+
+if "$BIN" run "$M" --data "$DATA" --samples "$ROWS" --batch "$BATCH" -o "$work/ours.npz" &&
+  ort ours "$M" "$work/ours.npz" --data "$DATA" --rows "$ROWS" --tol 1e-4; then ok; else bad "run: outputs differ from ONNX Runtime"; fi
+
+# the same samples in other batch sizes give the same outputs
+if "$BIN" run "$M" --data "$DATA" --samples "$ROWS" --batch 1000000 -o "$work/one.npz" &&
+  ort ours "$M" "$work/one.npz" --data "$DATA" --rows "$ROWS" --tol 1e-4; then ok; else bad "run: one batch differs"; fi
+
+"$BIN" prune "$M" -o "$work/pruned.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 -q
+if "$BIN" verify "$M" "$work/pruned.onnx" --data "$DATA" --samples "$ROWS" --batch "$BATCH" --json >"$work/v.json" &&
+  ort verify "$M" "$work/pruned.onnx" "$work/v.json" --data "$DATA" --rows "$ROWS"; then ok; else bad "verify: figures differ from ONNX Runtime's"; fi
+
+# a model against itself: exact, and any threshold passes
+"$BIN" verify "$M" "$M" --data "$DATA" --samples "$ROWS" --batch "$BATCH" --min-cosine 1 --min-agreement 1 >"$work/self.txt"
+if [ $? -eq 0 ] && grep -q " 0 " "$work/self.txt"; then ok; else bad "verify: a model against itself"; cat "$work/self.txt"; fi
+
+# a threshold the pruned model misses: exit 1, with the reason on stderr
+"$BIN" verify "$M" "$work/pruned.onnx" --data "$DATA" --samples "$ROWS" --batch "$BATCH" --min-cosine 0.999999 >/dev/null 2>"$work/err"
+rc=$?
+if [ $rc -eq 1 ] && grep -q "below --min-cosine" "$work/err"; then ok; else bad "verify threshold: rc=$rc $(cat "$work/err")"; fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
