@@ -183,8 +183,7 @@ OP_KERNEL(op_k_dequantize_linear) {
   float *o = out->data;
   for (int64_t i = 0; i < x->numel; i++) {
     int64_t c = ch > 1 ? (i / inner) % ch : 0;
-    int32_t q = (int32_t)op_xt_int(x, i), z = zp ? (int32_t)op_xt_int(zp, c) : 0;
-    if (x->dtype == T_INT8) q = ((int8_t *)x->data)[i], z = zp ? ((int8_t *)zp->data)[c] : 0;
+    int64_t q = op_xt_int(x, i), z = zp ? op_xt_int(zp, c) : 0;
     o[i] = (float)(q - z) * s[c];
   }
   return 0;
@@ -202,7 +201,7 @@ OP_KERNEL(op_k_quantize_linear) {
   int lo = to == T_INT8 ? -128 : 0, hi = to == T_INT8 ? 127 : 255;
   for (int64_t i = 0; i < x->numel; i++) {
     int64_t c = ch > 1 ? (i / inner) % ch : 0;
-    int z = zp ? (to == T_INT8 ? ((int8_t *)zp->data)[c] : ((uint8_t *)zp->data)[c]) : 0;
+    int z = zp ? (int)op_xt_int(zp, c) : 0;
     float v = nearbyintf(a[i] / s[c]) + (float)z; /* round half to even, then saturate */
     int q = v < lo ? lo : v > hi ? hi : (int)v;
     if (to == T_INT8) ((int8_t *)out->data)[i] = (int8_t)q;

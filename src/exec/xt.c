@@ -54,7 +54,17 @@ int64_t op_xt_int(const op_xt *t, int64_t i) {
       return ((const int32_t *)t->data)[i];
     case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
       return (int64_t)((const float *)t->data)[i];
-    default:
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT8:
+      return ((const int8_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT16:
+      return ((const int16_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16:
+      return ((const uint16_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32:
+      return ((const uint32_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64:
+      return (int64_t)((const uint64_t *)t->data)[i];
+    default: /* uint8, bool */
       return ((const uint8_t *)t->data)[i];
   }
 }

@@ -1,0 +1,53 @@
+/* exec_bench.c MODEL DATA.npz RUNS: median latency of one session run of our executor (inputs from
+ * the first sample of DATA), printed as "ours_ms <value>". Threads: OPENBLAS_NUM_THREADS. */
+#include "onnxprune.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 4) {
+    fprintf(stderr, "usage: exec_bench MODEL DATA.npz RUNS\n");
+    return 2;
+  }
+  op_error err;
+  op_model *m = op_model_load(argv[1], &err);
+  op_session *s = m ? op_session_new(m, &err) : NULL;
+  op_dataset *d = s ? op_dataset_open(argv[2], &err) : NULL;
+  if (!d) {
+    fprintf(stderr, "exec_bench: %s\n", err.message);
+    return 2;
+  }
+  size_t n_in = op_session_input_count(s), n_out = op_session_output_count(s);
+  op_tensor *in = calloc(n_in, sizeof *in), *out = calloc(n_out, sizeof *out);
+  if (op_dataset_batch(d, s, 0, 1, in, &err)) {
+    fprintf(stderr, "exec_bench: %s\n", err.message);
+    return 2;
+  }
+  int runs = atoi(argv[3]);
+  double *t = calloc((size_t)runs, sizeof *t);
+  for (int i = -3; i < runs; i++) { /* three warm-up runs */
+    double t0 = now_ms();
+    if (op_session_run(s, in, out, NULL, NULL, &err)) {
+      fprintf(stderr, "exec_bench: %s\n", err.message);
+      return 2;
+    }
+    if (i >= 0) t[i] = now_ms() - t0;
+    for (size_t k = 0; k < n_out; k++) op_tensor_clear(&out[k]);
+  }
+  qsort(t, (size_t)runs, sizeof *t, cmp);
+  printf("ours_ms %.3f\n", t[runs / 2]);
+  return 0;
+}

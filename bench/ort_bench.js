@@ -1,0 +1,22 @@
+// ort_bench.js MODEL DATA.npz RUNS THREADS: median latency of ONNX Runtime (CPU, THREADS intra-op
+// threads) on the first sample of DATA, printed as "ort_ms <value>".
+'use strict';
+const path = require('path');
+const ortjs = path.join(__dirname, '..', 'tests', 'e2e', 'node_modules', 'onnxruntime-node');
+const ort = require(ortjs);
+const { readNpzForBench } = require(path.join(__dirname, '..', 'tests', 'e2e', 'ort.js'));
+
+async function main() {
+  const [model, data, runs, threads] = process.argv.slice(2);
+  const s = await ort.InferenceSession.create(model, { intraOpNumThreads: Number(threads), interOpNumThreads: 1 });
+  const feeds = readNpzForBench(data, s, 1);
+  const t = [];
+  for (let i = -3; i < Number(runs); i++) {
+    const t0 = process.hrtime.bigint();
+    await s.run(feeds);
+    if (i >= 0) t.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  t.sort((a, b) => a - b);
+  console.log(`ort_ms ${t[Math.floor(t.length / 2)].toFixed(3)}`);
+}
+main().catch(e => { console.error(e.message); process.exit(2); });
