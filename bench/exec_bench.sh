@@ -13,7 +13,7 @@ import numpy as np, sys
 ids = np.random.RandomState(0).randint(0, 30522, (1, 128)).astype(np.int64)
 np.savez(sys.argv[1], input_ids=ids, attention_mask=np.ones_like(ids))" "$work/seq128.npz"
 runs=${RUNS:-20}
-ours=$(OPENBLAS_NUM_THREADS=2 "$BUILD/bench/exec_bench" "$model" "$work/seq128.npz" "$runs" | awk '{print $2}')
+ours=$(OPENBLAS_NUM_THREADS=2 "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" | awk '{print $2}')
 theirs=$(node "$HERE/ort_bench.js" "$model" "$work/seq128.npz" "$runs" 2 | awk '{print $2}')
 awk -v a="$ours" -v b="$theirs" 'BEGIN {
   printf "BERT-base, batch 1, sequence 128, 2 threads, median of runs\n"

@@ -20,7 +20,8 @@ typedef struct op_xt {
 typedef struct op_kctx {
   const Onnx__NodeProto *node;
   int64_t opset;
-  const char *model; /* for messages */
+  const char *model;       /* for messages */
+  const op_xt *weight_nk;  /* MatMul with a constant 2-D B: B transposed to [N, K], made once per session */
 } op_kctx;
 
 typedef int (*op_kernel)(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err);
@@ -37,7 +38,8 @@ const op_op *op_exec_find_op(const char *op_type);
 
 /* Tensors. */
 size_t op_xt_elem_size(int32_t dtype);
-/* Sets type and shape and allocates (zeroed) storage; returns -1 with err on a bad shape. */
+/* Sets type and shape and allocates storage (not zeroed: kernels write every element); returns -1
+ * with err on a bad shape. */
 int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error *err);
 /* out becomes a view of src's storage with another shape (same element count). */
 void op_xt_view(op_xt *out, const op_xt *src, const int64_t *dims, int rank);
@@ -56,6 +58,9 @@ float op_kattr_float(const op_kctx *k, const char *name, float dflt);
 /* The ints of an attribute (NULL, *n = 0 when absent). */
 const int64_t *op_kattr_ints(const op_kctx *k, const char *name, size_t *n);
 
+/* C[M,N] = A[M,K] * W where W is given transposed as Wt[N,K] (row-major): the layout the BLAS packs
+ * fastest when W is a weight reused across calls. */
+void op_sgemm_wt(int64_t M, int64_t N, int64_t K, const float *A, const float *Wt, float *C);
 /* C = A[M,K] * B[K,N] (row-major, transposes as flags) through the BLAS; the one place it is called. */
 void op_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc);

@@ -137,7 +137,11 @@ static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_er
       else if (dt == T_DOUBLE) CMP_ROW(double, pa, pb, po, s0_, s1_, n_, op);
       else CMP_ROW(uint8_t, pa, pb, po, s0_, s1_, n_, op);
     } else if (op == B_DIV) {
-      if (dt == T_FLOAT) {
+      if (dt == T_FLOAT && s0_ == 1 && s1_ == 0) {
+        const float *x = pa;
+        float *o = po, y = *(const float *)pb;
+        for (int64_t j = 0; j < n_; j++) o[j] = x[j] / y;
+      } else if (dt == T_FLOAT) {
         const float *x = pa, *y = pb;
         float *o = po;
         for (int64_t j = 0; j < n_; j++) o[j] = x[j * s0_] / y[j * s1_];
@@ -172,6 +176,10 @@ static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_er
           else ((double *)po)[j] = r;
         }
       }
+    } else if (dt == T_FLOAT && s0_ == 1 && s1_ == 1) { /* the common cases, with strides the compiler sees */
+      ARITH_ROW(float, pa, pb, po, 1, 1, n_, op);
+    } else if (dt == T_FLOAT && s0_ == 1 && s1_ == 0) {
+      ARITH_ROW(float, pa, pb, po, 1, 0, n_, op);
     } else if (dt == T_FLOAT) {
       ARITH_ROW(float, pa, pb, po, s0_, s1_, n_, op);
     } else if (dt == T_INT64) {

@@ -70,7 +70,10 @@ OP_KERNEL(op_k_matmul) {
   bool a_dense = true; /* A's batches are laid out back to back */
   for (int d = 0; d < s.batch_rank; d++) a_dense &= s.a_stride[d] != 0 || s.batch[d] == 1;
   if (b_shared && a_dense) { /* activations x weight: one GEMM over every batch row */
-    op_sgemm(false, false, s.n_batch * s.M, s.N, s.K, 1.f, A, s.K, B, s.N, 0.f, C, s.N);
+    if (k->weight_nk && b->rank == 2)
+      op_sgemm_wt(s.n_batch * s.M, s.N, s.K, A, k->weight_nk->data, C);
+    else
+      op_sgemm(false, false, s.n_batch * s.M, s.N, s.K, 1.f, A, s.K, B, s.N, 0.f, C, s.N);
     return 0;
   }
   int64_t idx[OP_MAX_RANK] = {0};

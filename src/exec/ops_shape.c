@@ -376,13 +376,13 @@ OP_KERNEL(op_k_constant) {
   if ((a = op_node_attr(n, "value_floats"))) {
     one = (int64_t)a->n_floats;
     if (op_xt_alloc(out, T_FLOAT, &one, 1, err)) return -1;
-    memcpy(out->data, a->floats, a->n_floats * sizeof(float));
+    if (a->n_floats) memcpy(out->data, a->floats, a->n_floats * sizeof(float));
     return 0;
   }
   if ((a = op_node_attr(n, "value_ints"))) {
     one = (int64_t)a->n_ints;
     if (op_xt_alloc(out, T_INT64, &one, 1, err)) return -1;
-    memcpy(out->data, a->ints, a->n_ints * sizeof(int64_t));
+    if (a->n_ints) memcpy(out->data, a->ints, a->n_ints * sizeof(int64_t));
     return 0;
   }
   return op_kfail(k, err, "no supported value attribute");

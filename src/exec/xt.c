@@ -25,7 +25,7 @@ int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error
   t->rank = rank;
   if (rank) memmove(t->dims, dims, (size_t)rank * sizeof(int64_t));
   t->numel = n;
-  t->data = op_xcalloc((size_t)(n ? n : 1), op_xt_elem_size(dtype));
+  t->data = op_xmalloc((size_t)(n ? n : 1) * op_xt_elem_size(dtype));
   t->owned = true;
   return 0;
 }
@@ -100,6 +100,13 @@ void op_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
               (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 
+void op_sgemm_wt(int64_t M, int64_t N, int64_t K, const float *A, const float *Wt, float *C) {
+  if (M == 0 || N == 0) return;
+  /* column-major view: C^T[N,M] = Wt[N,K] x A^T[K,M], with Wt read transposed from its [K,N] column-major image */
+  cblas_sgemm(CblasColMajor, CblasTrans, CblasNoTrans, (blasint)N, (blasint)M, (blasint)K, 1.f, Wt, (blasint)K, A,
+              (blasint)K, 0.f, C, (blasint)N);
+}
+
 int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin, op_error *err) {
   if (op_tensor_validate(t, origin, err)) return -1;
   if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
@@ -112,7 +119,7 @@ int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin,
   if (op_xt_alloc(out, dt, t->dims, (int)t->n_dims, err)) return -1;
   int64_t n = out->numel;
   if (t->has_raw_data) {
-    memcpy(out->data, t->raw_data.data, t->raw_data.len);
+    if (t->raw_data.len) memcpy(out->data, t->raw_data.data, t->raw_data.len);
     return 0;
   }
   for (int64_t i = 0; i < n; i++) {

@@ -232,4 +232,8 @@ async function main() {
   process.exit(ok ? 0 : 1);
 }
 
-main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+// bench/ort_bench.js reuses the npz reader
+function readNpzForBench(data, session, rows) { return loadFeeds(data, session, rows).feeds; }
+module.exports = { readNpzForBench };
+
+if (require.main === module) main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });

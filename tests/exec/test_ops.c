@@ -65,10 +65,13 @@ static int run(int64_t opset, op_xt *ins, size_t n_in, op_xt *out, size_t n_out)
   op_xt *p[8];
   for (size_t i = 0; i < n_in; i++) p[i] = ins ? &ins[i] : NULL;
   memset(out, 0, n_out * sizeof *out);
-  op_kctx k = {&node, opset, "test"};
+  op_kctx k = {&node, opset, "test", NULL};
   const op_op *op = op_exec_find_op(node.op_type);
   if (!op) return -2;
-  return op->run(&k, p, n_in, out, n_out, &err);
+  int rc = op->run(&k, p, n_in, out, n_out, &err);
+  if (rc) /* as the executor does: a failed kernel's outputs are dropped */
+    for (size_t i = 0; i < n_out; i++) op_xt_release(&out[i]);
+  return rc;
 }
 
 static bool shape_is(const op_xt *t, int rank, const int64_t *dims) {
@@ -324,7 +327,7 @@ int main(void) {
 
   /* Reshape: 0 copies, -1 infers; a wrong count is an error */
   start("Reshape");
-  in[0] = TF(3, D(2, 3, 4), 0), in[1] = TI(1, D(3), 0, -1, 2);
+  in[0] = T(F, 3, (int64_t[]){2, 3, 4}, (float[24]){0}), in[1] = TI(1, D(3), 0, -1, 2);
   CHECK(run(14, in, 2, out, 1) == 0);
   CHECK_SHAPE(out[0], 3, 2, 6, 2);
   release(out, 1);
