@@ -14,6 +14,7 @@ static double now(void) {
 void op_progress_begin(op_progress *p, bool wanted, int64_t total, const char *label) {
   p->on = wanted && isatty(STDERR_FILENO);
   p->total = total;
+  p->shown = -1;
   p->start = p->last = now();
   p->label = label;
 }
@@ -21,8 +22,9 @@ void op_progress_begin(op_progress *p, bool wanted, int64_t total, const char *l
 void op_progress_update(op_progress *p, int64_t done) {
   if (!p->on) return;
   double t = now();
-  if (t - p->last < 0.2 && done < p->total) return;
+  if ((t - p->last < 0.2 && done < p->total) || done == p->shown) return;
   p->last = t;
+  p->shown = done;
   double rate = t > p->start ? (double)done / (t - p->start) : 0;
   int eta = rate > 0 ? (int)((double)(p->total - done) / rate + 0.5) : 0;
   int width = 30, fill = p->total ? (int)((double)width * (double)done / (double)p->total) : width;

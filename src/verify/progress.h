@@ -8,7 +8,7 @@
 
 typedef struct op_progress {
   bool on;
-  int64_t total;
+  int64_t total, shown; /* shown: samples in the last line drawn */
   double start, last;
   const char *label;
 } op_progress;

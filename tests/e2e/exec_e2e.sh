@@ -13,7 +13,8 @@ ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 ort() { node "$HERE/ort.js" "$@" >"$work/ort.log" 2>&1 || { cat "$work/ort.log"; return 1; }; }
 
-if "$BIN" run "$M" --data "$DATA" --samples "$ROWS" --batch "$BATCH" -o "$work/ours.npz" &&
+if "$BIN" run "$M" --data "$DATA" --samples "$ROWS" --batch "$BATCH" -o "$work/ours.npz" 2>"$work/run.err" &&
+  [ ! -s "$work/run.err" ] && # no progress bar when stderr is not a terminal
   ort ours "$M" "$work/ours.npz" --data "$DATA" --rows "$ROWS" --tol 1e-4; then ok; else bad "run: outputs differ from ONNX Runtime"; fi
 
 # the same samples in other batch sizes give the same outputs
@@ -32,6 +33,12 @@ if [ $? -eq 0 ] && grep -q " 0 " "$work/self.txt"; then ok; else bad "verify: a 
 "$BIN" verify "$M" "$work/pruned.onnx" --data "$DATA" --samples "$ROWS" --batch "$BATCH" --min-cosine 0.999999 >/dev/null 2>"$work/err"
 rc=$?
 if [ $rc -eq 1 ] && grep -q "below --min-cosine" "$work/err"; then ok; else bad "verify threshold: rc=$rc $(cat "$work/err")"; fi
+
+# on a terminal, a progress bar: samples done, samples/s, ETA
+if command -v script >/dev/null; then
+  script -qec "$BIN run '$M' --data '$DATA' --samples $ROWS --batch $BATCH -o '$work/tty.npz'" /dev/null >"$work/tty.log" 2>&1
+  if grep -q "\([0-9][0-9]*\)/\1 samples  [0-9.]* samples/s  ETA 0:00" "$work/tty.log"; then ok; else bad "progress bar on a terminal: $(tail -c 300 "$work/tty.log")"; fi
+fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
