@@ -1,0 +1,60 @@
+/* calib.h - per-tensor statistics gathered while calibration data streams through the executor, and
+ * the methods that turn them into a quantisation range. Statistics do not grow with the number of
+ * samples: ranges and a per-channel mean in a first pass, a fixed histogram of |x| in a second. */
+#ifndef OP_CALIB_H
+#define OP_CALIB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define OP_HIST_BINS 2048
+
+#define OP_CAL_METHODS(X)                                     \
+  X(ABS_MAX, "abs_max")                                       \
+  X(MIN_MAX, "min_max")                                       \
+  X(AVG, "avg")                                               \
+  X(HIST, "hist")                                             \
+  X(MSE, "mse")                                               \
+  X(KL, "kl")                                                 \
+  X(EMD, "emd")
+
+typedef enum op_cal_method {
+#define OP_CAL_ENUM(name, str) OP_CAL_##name,
+  OP_CAL_METHODS(OP_CAL_ENUM)
+#undef OP_CAL_ENUM
+      OP_CAL_COUNT
+} op_cal_method;
+
+const char *op_cal_method_name(op_cal_method m);
+/* -1 when the name is not a method. */
+int op_cal_method_parse(const char *name);
+
+typedef struct op_stats {
+  /* pass 1 */
+  double min, max, absmax;
+  double absmax_sum; /* of per-batch abs max, for avg */
+  int64_t batches, count;
+  int64_t channels;  /* last-axis width, for the per-channel mean (bias correction) */
+  double *chan_sum;
+  int64_t chan_rows;
+  /* pass 2 */
+  double hist[OP_HIST_BINS]; /* |x| over [0, hist_max] */
+  double hist_max;
+} op_stats;
+
+void op_stats_init(op_stats *s);
+void op_stats_free(op_stats *s);
+/* Pass 1: one batch of a tensor whose last axis has `channels` values. */
+void op_stats_range(op_stats *s, const float *x, int64_t n, int64_t channels);
+/* Pass 2: histogram of |x| over [0, absmax of pass 1]. */
+void op_stats_hist(op_stats *s, const float *x, int64_t n);
+
+/* Threshold T for symmetric quantisation to [-levels, levels] (127 for int8): the clipping point
+ * each method chooses. Reference implementations; percentile is for OP_CAL_HIST (e.g. 99.99). */
+double op_cal_threshold_ref(const op_stats *s, op_cal_method m, double percentile, int levels);
+
+/* The quantisation range [lo, hi] of a tensor: symmetric methods give [-T, T] (clamped to what was
+ * seen when the target is asymmetric), min_max gives [min, max]; zero always lies inside. */
+void op_cal_range(const op_stats *s, op_cal_method m, double percentile, bool symmetric, double *lo, double *hi);
+
+#endif
