@@ -196,7 +196,8 @@ int op_npz_write(const char *path, const char *const *names, const op_tensor *ar
 
 typedef struct op_run_options {
   int64_t batch;   /* samples per run (0: 1) */
-  int64_t samples; /* samples to use (0: all) */
+  int64_t samples; /* samples to use (0: all from `first` on) */
+  int64_t first;   /* the first sample to use */
   bool progress;   /* progress bar on stderr */
 } op_run_options;
 
@@ -217,7 +218,38 @@ char *op_verify_report_json(const op_verify_report *r);
 /* Worst mean cosine and worst top-1 agreement over the outputs (1 where not applicable). */
 double op_verify_min_cosine(const op_verify_report *r);
 double op_verify_min_agreement(const op_verify_report *r);
+/* The candidate's accuracy on the labels, or -1 when the data has none. */
+double op_verify_candidate_accuracy(const op_verify_report *r);
 void op_verify_report_free(op_verify_report *r);
+
+/* ---- int8 quantisation to QDQ --------------------------------------------------------------------- */
+
+typedef struct op_quant_config op_quant_config;
+
+/* Defaults: method kl, per-channel int8 weights, uint8 asymmetric activations (the ORT profile),
+ * MatMul, Gemm and embedding Gather quantised, 256 calibration samples in batches of 8. */
+op_quant_config *op_quant_config_new(void);
+void op_quant_config_free(op_quant_config *c);
+
+/* Sets one option by name, value as text: method ("kl" or a list "kl,mse,hist" to search),
+ * batches ("1,4,16"), percentile, weight_granularity (channel|tensor), activation_type (int8|uint8),
+ * symmetric, profile (tensorrt|ort), op_types ("MatMul,Gemm,Gather,AttentionMatMul,Add"),
+ * exclude (node-name globs), bias_correction, batch, calibration_samples, eval_samples.
+ * Returns 0, or -1 and sets *err (OP_ARG). */
+int op_quant_config_set(op_quant_config *c, const char *key, const char *value, op_error *err);
+
+typedef struct op_quant_report op_quant_report;
+
+/* Calibrates on d and rewrites m in place into QDQ form; with several methods or batch counts, each
+ * candidate is scored against the fp32 model on held-out samples and the best is kept.
+ * Returns the report, or NULL and sets *err. */
+op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_config *c, op_error *err);
+/* Reads a compress config: {"prune": {...as op_prune_config_load_json...}, "quantize": {...options}}.
+ * Returns 0, or -1 and sets *err naming the file and the entry. */
+int op_compress_config_load(const char *path, op_prune_config *p, op_quant_config *q, op_error *err);
+char *op_quant_report_text(const op_quant_report *r);
+char *op_quant_report_json(const op_quant_report *r);
+void op_quant_report_free(op_quant_report *r);
 
 #ifdef __cplusplus
 }

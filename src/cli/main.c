@@ -20,6 +20,8 @@ static const char *USAGE =
     "  inspect MODEL [--json]            list attention / FFN blocks per layer and parameter shares\n"
     "  prune MODEL -o OUT [options]      remove heads, FFN neurons or layers and write a smaller model\n"
     "  run MODEL --data PATH -o OUT.npz  run the model on the data with its own CPU executor, save the outputs\n"
+    "  quantize MODEL -o OUT --data PATH [options]   int8 post-training quantisation to QDQ\n"
+    "  compress MODEL -o OUT --config FILE.json --data PATH   prune, then quantize, from one config\n"
     "  verify REFERENCE CANDIDATE --data PATH [--json] [--min-cosine C] [--min-agreement A]\n"
     "                                    run both on the same samples and compare their outputs\n"
     "\n"
@@ -48,7 +50,22 @@ static const char *USAGE =
     "  --fill NAME=VALUE     a constant for an input the data lacks (repeatable)\n"
     "  --json                (verify) print the report as JSON\n"
     "  --min-cosine C        (verify) exit 1 when an output's mean cosine similarity is below C\n"
-    "  --min-agreement A     (verify) exit 1 when top-1 agreement is below A (a fraction)\n";
+    "  --min-agreement A     (verify) exit 1 when top-1 agreement is below A (a fraction)\n"
+    "\n"
+    "quantize options (calibration data: --data, --fill; --batch N samples per calibration run, default 8;\n"
+    "--samples N calibration samples, default 256):\n"
+    "  --method M[,M...]     abs_max, min_max, avg, hist, mse, kl (default), emd; several: try each, keep the best\n"
+    "  --batches B[,B...]    calibrate on B batches; several: try each (with every method), keep the best\n"
+    "  --eval-samples N      held-out samples that score the candidates (default 256)\n"
+    "  --percentile P        for hist (default 99.99)\n"
+    "  --weight-granularity channel|tensor   int8 weight scales per output channel (default) or per tensor\n"
+    "  --activation-type int8|uint8          (default uint8)\n"
+    "  --symmetric           symmetric activations (zero point 0 for int8)\n"
+    "  --profile tensorrt|ort  tensorrt: int8 symmetric activations; ort: uint8 asymmetric (default)\n"
+    "  --op-types LIST       MatMul,Gemm,Gather (default), AttentionMatMul, Add\n"
+    "  --exclude GLOB[,...]  node names to leave in float\n"
+    "  --bias-correction     fold each layer's expected weight-quantisation error into its bias\n"
+    "  --report FILE.json, --external-data, -q as for prune\n";
 
 static int fail(const op_error *err) {
   fprintf(stderr, "onnx-prune: %s\n", err->message);
@@ -344,6 +361,94 @@ static int cmd_verify(int argc, char **argv) {
   return rc;
 }
 
+static const struct {
+  const char *flag, *key;
+} QUANT_FLAGS[] = {
+    {"--method", "method"},         {"--batches", "batches"},   {"--percentile", "percentile"},
+    {"--weight-granularity", "weight_granularity"}, {"--activation-type", "activation_type"},
+    {"--profile", "profile"},       {"--op-types", "op_types"}, {"--exclude", "exclude"},
+    {"--eval-samples", "eval_samples"},
+};
+
+/* quantize and compress (prune first, from the config's "prune" section). */
+static int cmd_quantize(int argc, char **argv, bool compress) {
+  const char *cmd = compress ? "compress" : "quantize";
+  const char *model = NULL, *out = NULL, *config = NULL, *report = NULL;
+  data_args d = {.run = {.progress = true}};
+  bool quiet = false;
+  op_save_options save = {0};
+  const char *keys[48], *values[48];
+  int nset = 0;
+  for (int i = 0; i < argc; i++) {
+    int r = data_option(argc, argv, &i, &d, cmd);
+    if (r < 0) return EXIT_BAD;
+    if (r) continue;
+    const char *a = argv[i], *key = NULL;
+    for (size_t k = 0; k < sizeof QUANT_FLAGS / sizeof *QUANT_FLAGS; k++)
+      if (!strcmp(a, QUANT_FLAGS[k].flag)) key = QUANT_FLAGS[k].key;
+    bool takes = key || !strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--report") || !strcmp(a, "--config");
+    if (takes && i + 1 >= argc) return usage_error("%s needs a value", a);
+    if (key && nset < 46) keys[nset] = key, values[nset++] = argv[++i];
+    else if (!strcmp(a, "--symmetric")) keys[nset] = "symmetric", values[nset++] = "true";
+    else if (!strcmp(a, "--bias-correction")) keys[nset] = "bias_correction", values[nset++] = "true";
+    else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = argv[++i];
+    else if (!strcmp(a, "--report")) report = argv[++i];
+    else if (!strcmp(a, "--config") && compress) config = argv[++i];
+    else if (!strcmp(a, "--external-data")) save.external_data = 1;
+    else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
+    else if (a[0] == '-' && a[1]) return usage_error("unknown option '%s'", a);
+    else if (model) return usage_error("unexpected argument '%s'", a);
+    else model = a;
+  }
+  if (!model || !out || !d.data) return usage_error("%s", compress ? "compress needs MODEL, -o OUT, --config FILE.json and --data PATH" : "quantize needs MODEL, -o OUT and --data PATH");
+  if (compress && !config) return usage_error("%s", "compress needs --config FILE.json");
+  op_error err = {0};
+  op_prune_config *pc = op_prune_config_new();
+  op_quant_config *qc = op_quant_config_new();
+  int rc = config ? op_compress_config_load(config, pc, qc, &err) : 0;
+  for (int i = 0; i < nset && !rc; i++) rc = op_quant_config_set(qc, keys[i], values[i], &err);
+  char num[32];
+  if (!rc && d.run.batch) snprintf(num, sizeof num, "%lld", (long long)d.run.batch), rc = op_quant_config_set(qc, "batch", num, &err);
+  if (!rc && d.run.samples)
+    snprintf(num, sizeof num, "%lld", (long long)d.run.samples), rc = op_quant_config_set(qc, "calibration_samples", num, &err);
+  op_model *m = rc ? NULL : op_model_load(model, &err);
+  op_prune_report *pr = m && compress ? op_prune(m, pc, &err) : NULL;
+  op_dataset *ds = m && (!compress || pr) ? open_data(&d, &err) : NULL;
+  op_quant_report *qr = ds ? op_quantize(m, ds, qc, &err) : NULL;
+  rc = qr ? op_model_save(m, out, &save, &err) : -1;
+  if (!rc && report) {
+    char *qj = op_quant_report_json(qr), *pj = pr ? op_prune_report_json(pr) : NULL, *json = qj;
+    char *both = NULL;
+    if (pj) { /* compress: one report with both steps */
+      size_t n = strlen(qj) + strlen(pj) + 64;
+      both = malloc(n);
+      snprintf(both, n, "{\"prune\": %s, \"quantize\": %s}", pj, qj);
+      json = both;
+    }
+    rc = write_text_file(report, json, &err);
+    if (rc) unlink(out);
+    op_free(qj), op_free(pj), free(both);
+  }
+  if (!rc && !quiet) {
+    printf("%s -> %s\n", model, out);
+    if (pr) {
+      char *t = op_prune_report_text(pr, 0);
+      fputs(t, stdout);
+      op_free(t);
+    }
+    char *t = op_quant_report_text(qr);
+    fputs(t, stdout);
+    op_free(t);
+  }
+  op_quant_report_free(qr);
+  op_prune_report_free(pr);
+  op_dataset_free(ds);
+  op_model_free(m);
+  op_quant_config_free(qc);
+  op_prune_config_free(pc);
+  return rc ? fail(&err) : 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
     fputs(USAGE, argc < 2 ? stderr : stdout);
@@ -357,5 +462,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "prune")) return cmd_prune(argc - 2, argv + 2);
   if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
   if (!strcmp(argv[1], "verify")) return cmd_verify(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "quantize")) return cmd_quantize(argc - 2, argv + 2, false);
+  if (!strcmp(argv[1], "compress")) return cmd_quantize(argc - 2, argv + 2, true);
   return usage_error("unknown command '%s'", argv[1]);
 }

@@ -181,19 +181,82 @@ const char *op_graph_add_init(op_graph *gr, Onnx__TensorProto *t) {
   return t->name;
 }
 
-static Onnx__NodeProto *new_identity(const char *in, const char *out) {
+Onnx__NodeProto *op_node_new(const char *op_type, const char *name, const char *const *inputs, size_t n_in,
+                             const char *const *outputs, size_t n_out) {
   Onnx__NodeProto *n = op_xmalloc(sizeof *n);
   onnx__node_proto__init(n);
-  n->op_type = op_xstrdup("Identity");
+  n->op_type = op_xstrdup(op_type);
+  n->name = op_xstrdup(name);
+  n->n_input = n_in;
+  n->input = op_xmalloc((n_in ? n_in : 1) * sizeof(char *));
+  for (size_t i = 0; i < n_in; i++) n->input[i] = op_xstrdup(inputs[i]);
+  n->n_output = n_out;
+  n->output = op_xmalloc((n_out ? n_out : 1) * sizeof(char *));
+  for (size_t i = 0; i < n_out; i++) n->output[i] = op_xstrdup(outputs[i]);
+  return n;
+}
+
+void op_node_add_int(Onnx__NodeProto *n, const char *name, int64_t v) {
+  Onnx__AttributeProto *a = op_xmalloc(sizeof *a);
+  onnx__attribute_proto__init(a);
+  a->name = op_xstrdup(name);
+  a->has_type = 1;
+  a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+  a->has_i = 1;
+  a->i = v;
+  n->attribute = op_xrealloc(n->attribute, (n->n_attribute + 1) * sizeof *n->attribute);
+  n->attribute[n->n_attribute++] = a;
+}
+
+void op_graph_append(Onnx__GraphProto *g, Onnx__NodeProto *n) {
+  g->node = op_xrealloc(g->node, (g->n_node + 1) * sizeof *g->node);
+  g->node[g->n_node++] = n;
+}
+
+int op_graph_toposort(Onnx__GraphProto *g) {
+  size_t n = g->n_node;
+  op_graph *gr = op_graph_build(g);
+  bool *ready = op_xcalloc(gr->cap, 1), *placed = op_xcalloc(n ? n : 1, 1);
+  for (size_t i = 0; i < gr->cap; i++)
+    if (gr->values[i].name && (gr->values[i].init >= 0 || gr->values[i].graph_input >= 0)) ready[i] = true;
+  Onnx__NodeProto **order = op_xmalloc((n ? n : 1) * sizeof *order);
+  size_t done = 0;
+  /* repeated forward sweeps: each places every node whose inputs are ready, in the existing order */
+  for (bool progress = true; progress && done < n;) {
+    progress = false;
+    for (size_t i = 0; i < n; i++) {
+      if (placed[i]) continue;
+      Onnx__NodeProto *nd = g->node[i];
+      bool ok = true;
+      for (size_t j = 0; j < nd->n_input && ok; j++) {
+        op_value *v = nd->input[j][0] ? op_graph_find(gr, nd->input[j]) : NULL;
+        ok = !v || ready[v - gr->values] || (v->producer < 0 && v->init < 0 && v->graph_input < 0);
+      }
+      if (!ok) continue;
+      placed[i] = progress = true;
+      order[done++] = nd;
+      for (size_t j = 0; j < nd->n_output; j++) {
+        op_value *v = nd->output[j][0] ? op_graph_find(gr, nd->output[j]) : NULL;
+        if (v) ready[v - gr->values] = true;
+      }
+    }
+  }
+  int rc = done == n ? 0 : -1;
+  if (!rc) memcpy(g->node, order, n * sizeof *order);
+  free(order);
+  free(placed);
+  free(ready);
+  op_graph_free(gr);
+  return rc;
+}
+
+static Onnx__NodeProto *new_identity(const char *in, const char *out) {
   size_t len = strlen(out) + 16;
-  n->name = op_xmalloc(len);
-  snprintf(n->name, len, "%s_bypass", out);
-  n->n_input = 1;
-  n->input = op_xmalloc(sizeof(char *));
-  n->input[0] = op_xstrdup(in);
-  n->n_output = 1;
-  n->output = op_xmalloc(sizeof(char *));
-  n->output[0] = op_xstrdup(out);
+  char *name = op_xmalloc(len);
+  snprintf(name, len, "%s_bypass", out);
+  const char *ins[1] = {in}, *outs[1] = {out};
+  Onnx__NodeProto *n = op_node_new("Identity", name, ins, 1, outs, 1);
+  free(name);
   return n;
 }
 
@@ -220,8 +283,7 @@ void op_graph_replace_uses(op_graph *gr, const char *from, const char *to) {
           snprintf(p->output[j], len, "%s_dead", from_copy);
         }
     }
-    g->node = op_xrealloc(g->node, (g->n_node + 1) * sizeof *g->node);
-    g->node[g->n_node++] = id;
+    op_graph_append(g, id);
   }
   free(from_copy);
 }

@@ -54,6 +54,16 @@ const char *op_graph_add_init(op_graph *gr, Onnx__TensorProto *t);
 void op_graph_replace_uses(op_graph *gr, const char *from, const char *to);
 /* Removes nodes whose outputs nobody uses, unused initializers and value_info of vanished values. */
 void op_graph_remove_dead(Onnx__GraphProto *g);
+/* A new node (owned by the caller until added): op type, inputs, outputs and name are copied. */
+Onnx__NodeProto *op_node_new(const char *op_type, const char *name, const char *const *inputs, size_t n_in,
+                             const char *const *outputs, size_t n_out);
+/* Adds an int attribute to a node. */
+void op_node_add_int(Onnx__NodeProto *n, const char *name, int64_t v);
+/* Appends a node to the graph (the graph must be re-sorted with op_graph_toposort afterwards). */
+void op_graph_append(Onnx__GraphProto *g, Onnx__NodeProto *n);
+/* Orders nodes topologically, keeping the existing order where it is already valid. Returns -1 on
+ * a cycle (the graph is left as it was). */
+int op_graph_toposort(Onnx__GraphProto *g);
 /* Default-domain opset version imported by the model (0 if none). */
 int64_t op_model_opset(const Onnx__ModelProto *m);
 

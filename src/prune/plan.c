@@ -109,7 +109,7 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
 }
 
 /* JSON scalar or list -> the text form op_prune_config_set takes. */
-static bool json_to_text(const cJSON *v, char *buf, size_t n) {
+bool op_json_to_text(const cJSON *v, char *buf, size_t n) {
   if (cJSON_IsBool(v)) return snprintf(buf, n, "%s", cJSON_IsTrue(v) ? "true" : "false") > 0;
   if (cJSON_IsString(v)) return snprintf(buf, n, "%s", v->valuestring) < (int)n;
   if (cJSON_IsNumber(v)) {
@@ -142,7 +142,7 @@ static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char
     const char *k = f->string;
     char key[96];
     snprintf(key, sizeof key, "%s: layers[%d].%s", path, index, k);
-    if (!json_to_text(f, text, sizeof text)) {
+    if (!op_json_to_text(f, text, sizeof text)) {
       rc = op_fail(err, OP_ARG, "%s: unsupported value", key);
     } else if (strcmp(k, "layer") == 0) {
       continue;
@@ -178,9 +178,10 @@ static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char
   return 0;
 }
 
-int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *err) {
+/* Reads a whole file as text (NUL-terminated). */
+char *op_read_text_file(const char *path, op_error *err) {
   FILE *f = fopen(path, "rb");
-  if (!f) return op_fail(err, OP_IO, "%s: %s", path, strerror(errno));
+  if (!f) return op_fail_null(err, OP_IO, "%s: %s", path, strerror(errno));
   char *buf = NULL;
   size_t n = 0, cap = 0;
   for (;;) {
@@ -191,12 +192,11 @@ int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *er
   }
   fclose(f);
   buf[n] = 0;
-  cJSON *root = cJSON_ParseWithLength(buf, n);
-  free(buf);
-  if (!root || !cJSON_IsObject(root)) {
-    cJSON_Delete(root);
-    return op_fail(err, OP_ARG, "%s: not a JSON object", path);
-  }
+  return buf;
+}
+
+int op_prune_config_from_json(op_prune_config *c, const cJSON *root, const char *path, op_error *err) {
+  if (!cJSON_IsObject(root)) return op_fail(err, OP_ARG, "%s: not a JSON object", path);
   int rc = 0;
   const cJSON *e;
   cJSON_ArrayForEach(e, root) {
@@ -226,7 +226,7 @@ int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *er
         if ((rc = layer_entry(c, l, idx, path, err))) break;
         pos++;
       }
-    } else if (!json_to_text(e, text, sizeof text)) {
+    } else if (!op_json_to_text(e, text, sizeof text)) {
       rc = op_fail(err, OP_ARG, "%s: unsupported value", key);
     } else {
       op_error inner;
@@ -235,6 +235,15 @@ int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *er
     }
     if (rc) break;
   }
+  return rc;
+}
+
+int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *err) {
+  char *text = op_read_text_file(path, err);
+  if (!text) return -1;
+  cJSON *root = cJSON_Parse(text);
+  free(text);
+  int rc = root ? op_prune_config_from_json(c, root, path, err) : op_fail(err, OP_ARG, "%s: not a JSON object", path);
   cJSON_Delete(root);
   return rc;
 }

@@ -42,6 +42,14 @@ typedef struct op_plan {
   size_t n;
 } op_plan;
 
+/* JSON helpers shared by the config readers. */
+struct cJSON;
+/* A JSON scalar or integer list as the text form the option setters take. */
+bool op_json_to_text(const struct cJSON *v, char *buf, size_t n);
+char *op_read_text_file(const char *path, op_error *err);
+/* Reads the pruning options of a parsed JSON object (origin names it in messages). */
+int op_prune_config_from_json(op_prune_config *c, const struct cJSON *obj, const char *origin, op_error *err);
+
 /* Chooses what to remove. Returns 0, or -1 with *err (OP_ARG) when the config does not fit the model. */
 int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err);
 void op_plan_free(op_plan *plan);

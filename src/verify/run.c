@@ -37,6 +37,8 @@ int op_run_dataset(const op_model *m, const op_dataset *d, const op_run_options 
     op_session_free(s);
     return -1;
   }
+  int64_t first = o && o->first > 0 ? (o->first < total ? o->first : total) : 0;
+  total -= first;
   if (o && o->samples > 0 && o->samples < total) total = o->samples;
   int64_t batch = o && o->batch > 0 ? o->batch : 1;
   size_t n_in = op_session_input_count(s), n_out = op_session_output_count(s);
@@ -47,7 +49,7 @@ int op_run_dataset(const op_model *m, const op_dataset *d, const op_run_options 
   int rc = 0;
   for (int64_t start = 0; start < total && !rc; start += batch) {
     int64_t count = total - start < batch ? total - start : batch;
-    rc = op_dataset_batch(d, s, start, count, in, err);
+    rc = op_dataset_batch(d, s, first + start, count, in, err);
     if (!rc) rc = op_session_run(s, in, part, NULL, NULL, err);
     for (size_t i = 0; i < n_out && !rc; i++) rc = gather(&all[i], &part[i], count, m->path, op_session_output_name(s, i), err);
     for (size_t i = 0; i < n_in; i++) op_tensor_clear(&in[i]);

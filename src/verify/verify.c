@@ -120,9 +120,11 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
     op_verify_report_free(r);
     return NULL;
   }
+  int64_t first = o && o->first > 0 ? (o->first < total ? o->first : total) : 0;
+  total -= first;
   if (o && o->samples > 0 && o->samples < total) total = o->samples;
   const op_tensor *labels = op_dataset_array(d, "labels");
-  r->has_labels = labels && labels->rank >= 1 && labels->dims[0] >= total;
+  r->has_labels = labels && labels->rank >= 1 && labels->dims[0] >= first + total;
   int64_t batch = o && o->batch > 0 ? o->batch : 1;
   op_tensor *ia = op_xcalloc(na_in ? na_in : 1, sizeof *ia), *ib = op_xcalloc(nb_in ? nb_in : 1, sizeof *ib);
   op_tensor *oa = op_xcalloc(n_out, sizeof *oa), *ob = op_xcalloc(n_out, sizeof *ob);
@@ -131,15 +133,15 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
   int rc = 0;
   for (int64_t start = 0; start < total && !rc; start += batch) {
     int64_t count = total - start < batch ? total - start : batch;
-    rc = op_dataset_batch(d, sa, start, count, ia, err);
-    if (!rc) rc = op_dataset_batch(d, sb, start, count, ib, err);
+    rc = op_dataset_batch(d, sa, first + start, count, ia, err);
+    if (!rc) rc = op_dataset_batch(d, sb, first + start, count, ib, err);
     if (!rc) rc = op_session_run(sa, ia, oa, NULL, NULL, err);
     if (!rc) rc = op_session_run(sb, ib, ob, NULL, NULL, err);
     for (size_t i = 0; i < n_out && !rc; i++) {
       vout *v = &r->outs.v[i];
       bool logits = oa[i].dtype == 1 && oa[i].rank == 2 && oa[i].dims[1] > 1;
       if (r->label_output < 0 && logits && r->has_labels) r->label_output = (int)i;
-      rc = compare(v, &oa[i], &ob[i], r->has_labels ? labels : NULL, start, (int)i == r->label_output, r, err);
+      rc = compare(v, &oa[i], &ob[i], r->has_labels ? labels : NULL, first + start, (int)i == r->label_output, r, err);
     }
     for (size_t i = 0; i < na_in; i++) op_tensor_clear(&ia[i]);
     for (size_t i = 0; i < nb_in; i++) op_tensor_clear(&ib[i]);
@@ -163,6 +165,12 @@ double op_verify_min_cosine(const op_verify_report *r) {
   for (size_t i = 0; i < r->outs.n; i++)
     if (r->outs.v[i].n) m = fmin(m, r->outs.v[i].cos_sum / (double)r->outs.v[i].n);
   return m;
+}
+
+double op_verify_candidate_accuracy(const op_verify_report *r) {
+  if (r->label_output < 0) return -1;
+  const vout *v = &r->outs.v[r->label_output];
+  return v->n ? (double)v->cand_correct / (double)v->n : -1;
 }
 
 double op_verify_min_agreement(const op_verify_report *r) {

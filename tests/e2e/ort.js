@@ -3,6 +3,7 @@
 //   node ort.js expect MODEL.onnx FIXTURE_DIR [--tol T]      (outputs vs test_data_set_0/output_*.pb)
 //   node ort.js ours MODEL.onnx OURS.npz --data D [--rows N] [--tol T]   (onnx-prune run's outputs vs ORT's)
 //   node ort.js verify REF.onnx CAND.onnx VERIFY.json --data D [--rows N]  (onnx-prune verify's figures vs ORT's)
+//   node ort.js accuracy MODEL.onnx --data D.npz [--rows N]   (top-1 accuracy on the labels, run by ORT)
 // D is a .npz (arrays named after graph inputs) or an ONNX test-data directory (input_N.pb).
 // Exit 0 when every output agrees within T (max abs diff, relative to the reference's max |value|
 // when that is above 1), 1 otherwise; prints one line per output.
@@ -169,6 +170,21 @@ async function main() {
       ok = ok && r.ok;
     }
     process.exit(ok ? 0 : 1);
+  }
+  if (argv[0] === 'accuracy') {
+    const s = await ort.InferenceSession.create(argv[1], so);
+    const { feeds, labels } = loadFeeds(opt('--data'), s, Number(opt('--rows', '1000000')));
+    if (!labels) throw new Error('the data has no labels');
+    const out = (await s.run(feeds))[s.outputNames[0]];
+    const c = out.dims[out.dims.length - 1], n = out.data.length / c;
+    let right = 0;
+    for (let r = 0; r < n; r++) {
+      let best = 0;
+      for (let k = 1; k < c; k++) if (out.data[r * c + k] > out.data[r * c + best]) best = k;
+      right += best === Number(labels.data[r]);
+    }
+    console.log(`accuracy ${(right / n).toFixed(6)} on ${n} samples`);
+    process.exit(0);
   }
   if (argv[0] === 'verify') {
     const ref = await ort.InferenceSession.create(argv[1], so), cand = await ort.InferenceSession.create(argv[2], so);

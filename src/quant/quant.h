@@ -1,0 +1,50 @@
+/* quant.h - quantisation configuration, the report of what was quantised, and the entry point. */
+#ifndef OP_QUANT_H
+#define OP_QUANT_H
+
+#include "data/data.h"
+#include "exec/exec.h"
+#include "match/match.h"
+#include "quant/calib.h"
+
+enum { OP_Q_MATMUL = 1, OP_Q_GEMM = 2, OP_Q_GATHER = 4, OP_Q_ATTENTION = 8, OP_Q_ADD = 16 };
+
+struct op_quant_config {
+  op_cal_method methods[OP_CAL_COUNT];
+  int n_methods;
+  int64_t batches[16]; /* calibration batch counts to try; none: calib_samples */
+  int n_batches;
+  double percentile;
+  bool per_channel, act_signed, symmetric, bias_correction;
+  unsigned op_types;
+  OP_VEC(char *) exclude; /* node-name glob patterns */
+  int64_t batch, calib_samples, eval_samples;
+};
+
+typedef struct op_quant_entry {
+  char *name;
+  const char *kind, *method;
+  double lo, hi;             /* observed range */
+  double range_lo, range_hi; /* the quantisation range chosen (activations) */
+  float scale_min, scale_max;
+  int64_t n_scales;
+  int axis, zero_point;
+  int32_t qtype;
+} op_quant_entry;
+
+typedef struct op_quant_trial {
+  op_cal_method method;
+  int64_t batches;
+  double cosine, agreement, accuracy; /* accuracy < 0: no labels */
+} op_quant_trial;
+
+struct op_quant_report {
+  char *model;
+  op_cal_method method;
+  int64_t batches, eval_first, eval_samples;
+  bool act_signed, symmetric, bias_correction, per_tensor_fallback;
+  OP_VEC(op_quant_entry) entries;
+  OP_VEC(op_quant_trial) trials;
+};
+
+#endif

@@ -1,0 +1,734 @@
+/* quantize.c - int8 post-training quantisation to QDQ ONNX.
+ * Weights: int8 symmetric (zero point 0), per output channel by default, stored as int8 initializers
+ * read through DequantizeLinear (axis follows the layout: MatMul [K, N] -> 1, Gemm transB -> 0).
+ * Embedding tables are gathered as int8 and dequantized after the Gather (per hidden column), so a
+ * run never dequantizes the whole table. Activations: one QuantizeLinear/DequantizeLinear pair per
+ * tensor feeding a quantised node, with a per-tensor range from calibration; graph inputs and outputs
+ * stay fp32. Calibration streams the data through the executor's observer twice: ranges (and
+ * per-channel means for bias correction), then histograms of |x|. */
+#include "prune/prune.h"
+#include "quant/quant.h"
+
+#include <cjson/cJSON.h>
+#include <fnmatch.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- configuration ---- */
+
+op_quant_config *op_quant_config_new(void) {
+  op_quant_config *c = op_xcalloc(1, sizeof *c);
+  c->methods[0] = OP_CAL_KL;
+  c->n_methods = 1;
+  c->percentile = 99.99;
+  c->per_channel = true;
+  c->act_signed = false; /* the ORT profile: uint8 asymmetric activations, int8 weights */
+  c->symmetric = false;
+  c->op_types = OP_Q_MATMUL | OP_Q_GEMM | OP_Q_GATHER;
+  c->batch = 8;
+  c->calib_samples = 256;
+  return c;
+}
+
+void op_quant_config_free(op_quant_config *c) {
+  if (!c) return;
+  for (size_t i = 0; i < c->exclude.n; i++) free(c->exclude.v[i]);
+  free(c->exclude.v);
+  free(c);
+}
+
+static int parse_int(const char *key, const char *v, int64_t min, int64_t *out, op_error *err) {
+  char *e;
+  long long x = strtoll(v, &e, 10);
+  if (e == v || *e || x < min) return op_fail(err, OP_ARG, "%s: '%s' is not a whole number >= %lld", key, v, (long long)min);
+  *out = x;
+  return 0;
+}
+
+static const struct {
+  const char *name;
+  unsigned bit;
+} OP_TYPES[] = {{"MatMul", OP_Q_MATMUL}, {"Gemm", OP_Q_GEMM}, {"Gather", OP_Q_GATHER},
+                {"AttentionMatMul", OP_Q_ATTENTION}, {"Add", OP_Q_ADD}};
+
+int op_quant_config_set(op_quant_config *c, const char *key, const char *value, op_error *err) {
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s", value);
+  if (!strcmp(key, "method")) {
+    c->n_methods = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+      int m = op_cal_method_parse(tok);
+      if (m < 0) return op_fail(err, OP_ARG, "method: '%s' is not one of abs_max, min_max, avg, hist, mse, kl, emd", tok);
+      if (c->n_methods == OP_CAL_COUNT) return op_fail(err, OP_ARG, "method: too many methods");
+      c->methods[c->n_methods++] = (op_cal_method)m;
+    }
+    return c->n_methods ? 0 : op_fail(err, OP_ARG, "method: empty list");
+  }
+  if (!strcmp(key, "batches")) {
+    c->n_batches = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+      if (c->n_batches == 16) return op_fail(err, OP_ARG, "batches: at most 16 values");
+      if (parse_int(key, tok, 1, &c->batches[c->n_batches++], err)) return -1;
+    }
+    return c->n_batches ? 0 : op_fail(err, OP_ARG, "batches: empty list");
+  }
+  if (!strcmp(key, "percentile")) {
+    char *e;
+    double p = strtod(value, &e);
+    if (e == value || *e || !(p > 0 && p <= 100)) return op_fail(err, OP_ARG, "percentile: '%s' is outside (0, 100]", value);
+    c->percentile = p;
+    return 0;
+  }
+  if (!strcmp(key, "weight_granularity")) {
+    if (!strcmp(value, "channel")) c->per_channel = true;
+    else if (!strcmp(value, "tensor")) c->per_channel = false;
+    else return op_fail(err, OP_ARG, "weight_granularity: '%s' is not channel or tensor", value);
+    return 0;
+  }
+  if (!strcmp(key, "activation_type")) {
+    if (!strcmp(value, "int8")) c->act_signed = true;
+    else if (!strcmp(value, "uint8")) c->act_signed = false;
+    else return op_fail(err, OP_ARG, "activation_type: '%s' is not int8 or uint8", value);
+    return 0;
+  }
+  if (!strcmp(key, "symmetric") || !strcmp(key, "bias_correction")) {
+    bool on = !strcmp(value, "1") || !strcmp(value, "true");
+    if (!on && strcmp(value, "0") && strcmp(value, "false")) return op_fail(err, OP_ARG, "%s: '%s' is not true or false", key, value);
+    if (key[0] == 's') c->symmetric = on;
+    else c->bias_correction = on;
+    return 0;
+  }
+  if (!strcmp(key, "profile")) {
+    if (!strcmp(value, "tensorrt")) c->act_signed = true, c->symmetric = true;
+    else if (!strcmp(value, "ort")) c->act_signed = false, c->symmetric = false;
+    else return op_fail(err, OP_ARG, "profile: '%s' is not tensorrt or ort", value);
+    return 0;
+  }
+  if (!strcmp(key, "op_types")) {
+    c->op_types = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+      unsigned bit = 0;
+      for (size_t i = 0; i < sizeof OP_TYPES / sizeof *OP_TYPES; i++)
+        if (!strcmp(tok, OP_TYPES[i].name)) bit = OP_TYPES[i].bit;
+      if (!bit) return op_fail(err, OP_ARG, "op_types: '%s' is not one of MatMul, Gemm, Gather, AttentionMatMul, Add", tok);
+      c->op_types |= bit;
+    }
+    return c->op_types ? 0 : op_fail(err, OP_ARG, "op_types: empty list");
+  }
+  if (!strcmp(key, "exclude")) {
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) OP_VEC_PUSH(c->exclude, op_xstrdup(tok));
+    return 0;
+  }
+  if (!strcmp(key, "batch")) return parse_int(key, value, 1, &c->batch, err);
+  if (!strcmp(key, "calibration_samples")) return parse_int(key, value, 1, &c->calib_samples, err);
+  if (!strcmp(key, "eval_samples")) return parse_int(key, value, 1, &c->eval_samples, err);
+  return op_fail(err, OP_ARG, "unknown quantize option '%s'", key);
+}
+
+int op_compress_config_load(const char *path, op_prune_config *p, op_quant_config *q, op_error *err) {
+  char *text = op_read_text_file(path, err);
+  if (!text) return -1;
+  cJSON *root = cJSON_Parse(text);
+  free(text);
+  if (!cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return op_fail(err, OP_ARG, "%s: not a JSON object", path);
+  }
+  int rc = 0;
+  const cJSON *e;
+  cJSON_ArrayForEach(e, root) {
+    if (!strcmp(e->string, "prune")) {
+      rc = op_prune_config_from_json(p, e, path, err);
+    } else if (!strcmp(e->string, "quantize")) {
+      const cJSON *o;
+      if (!cJSON_IsObject(e)) rc = op_fail(err, OP_ARG, "%s: quantize: expected an object", path);
+      cJSON_ArrayForEach(o, e) {
+        char val[4096];
+        op_error inner;
+        if (rc) break;
+        if (cJSON_IsArray(o) && cJSON_GetArraySize(o) > 0 && cJSON_IsString(cJSON_GetArrayItem(o, 0))) {
+          size_t off = 0; /* a list of names: "kl,mse" */
+          const cJSON *x;
+          val[0] = 0;
+          cJSON_ArrayForEach(x, o) off += (size_t)snprintf(val + off, sizeof val - off, "%s%s", off ? "," : "", cJSON_IsString(x) ? x->valuestring : "?");
+        } else if (!op_json_to_text(o, val, sizeof val)) {
+          rc = op_fail(err, OP_ARG, "%s: quantize.%s: unsupported value", path, o->string);
+          break;
+        }
+        if (op_quant_config_set(q, o->string, val, &inner)) rc = op_fail(err, OP_ARG, "%s: quantize.%s", path, inner.message);
+      }
+    } else {
+      rc = op_fail(err, OP_ARG, "%s: unknown section '%s' (expected prune and quantize)", path, e->string);
+    }
+    if (rc) break;
+  }
+  cJSON_Delete(root);
+  return rc;
+}
+
+/* ---- targets ---- */
+
+typedef enum tkind { T_LINEAR, T_ATTENTION, T_GATHER, T_ADD } tkind;
+
+typedef struct target {
+  int node;
+  tkind kind;
+  int act_slots[2]; /* inputs quantised as activations, -1 when unused */
+  int w_slot;       /* weight input slot (linear, gather), -1 otherwise */
+  const char *w;    /* weight initializer */
+  int transpose;    /* Transpose node between the initializer and the node, or -1 */
+  int w_axis;       /* output-channel axis of the stored weight */
+} target;
+
+static bool excluded(const op_quant_config *c, const Onnx__NodeProto *n) {
+  for (size_t i = 0; i < c->exclude.n; i++)
+    if (fnmatch(c->exclude.v[i], op_node_name(n), 0) == 0) return true;
+  return false;
+}
+
+static bool is_activation(const op_graph *gr, const char *name) {
+  return name[0] && !op_graph_const(gr, name);
+}
+
+/* The float 2-D weight initializer behind input `slot` (directly or through a 2-D Transpose). */
+static const char *weight_behind(const op_graph *gr, const Onnx__NodeProto *n, int slot, int *transpose) {
+  *transpose = -1;
+  const char *name = n->input[slot];
+  Onnx__NodeProto *p = op_graph_producer(gr, name);
+  if (p && op_node_is(p, "Transpose")) {
+    *transpose = op_graph_node_index(gr, p);
+    name = p->input[0];
+  }
+  Onnx__TensorProto *t = op_graph_init(gr, name);
+  if (!t || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims != 2) return NULL;
+  op_value *v = op_graph_find(gr, name);
+  return v->n_consumers == 1 ? t->name : NULL; /* a shared weight keeps its float copy */
+}
+
+typedef OP_VEC(target) target_vec;
+
+static void find_targets(const op_graph *gr, const op_quant_config *c, target_vec *out) {
+  Onnx__GraphProto *g = gr->g;
+  for (size_t i = 0; i < g->n_node; i++) {
+    Onnx__NodeProto *n = g->node[i];
+    if (excluded(c, n) || n->n_input < 2) continue;
+    target t = {(int)i, T_LINEAR, {-1, -1}, -1, NULL, -1, 1};
+    bool mm = op_node_is(n, "MatMul"), gemm = op_node_is(n, "Gemm");
+    if ((mm && (c->op_types & OP_Q_MATMUL)) || (gemm && (c->op_types & OP_Q_GEMM))) {
+      if (gemm && op_node_attr_int(n, "transA", 0)) continue;
+      const char *w = is_activation(gr, n->input[0]) ? weight_behind(gr, n, 1, &t.transpose) : NULL;
+      if (w) {
+        t.w = w;
+        t.w_slot = 1;
+        t.act_slots[0] = 0;
+        /* output channels: the stored weight's axis that becomes N */
+        bool trans_b = gemm && op_node_attr_int(n, "transB", 0);
+        bool via_transpose = t.transpose >= 0;
+        t.w_axis = (trans_b != via_transpose) ? 0 : 1;
+        OP_VEC_PUSH(*out, t);
+        continue;
+      }
+    }
+    if (mm && (c->op_types & OP_Q_ATTENTION) && is_activation(gr, n->input[0]) && is_activation(gr, n->input[1])) {
+      t.kind = T_ATTENTION;
+      t.act_slots[0] = 0, t.act_slots[1] = 1;
+      OP_VEC_PUSH(*out, t);
+    } else if (op_node_is(n, "Gather") && (c->op_types & OP_Q_GATHER) && op_node_attr_int(n, "axis", 0) == 0) {
+      int tr;
+      const char *w = weight_behind(gr, n, 0, &tr);
+      if (w && tr < 0) {
+        t.kind = T_GATHER;
+        t.w = w;
+        t.w_slot = 0;
+        t.w_axis = 1;
+        OP_VEC_PUSH(*out, t);
+      }
+    } else if (op_node_is(n, "Add") && (c->op_types & OP_Q_ADD) && is_activation(gr, n->input[0]) &&
+               is_activation(gr, n->input[1])) {
+      t.kind = T_ADD;
+      t.act_slots[0] = 0, t.act_slots[1] = 1;
+      OP_VEC_PUSH(*out, t);
+    }
+  }
+}
+
+/* ---- calibration ---- */
+
+typedef struct calib {
+  op_graph *gr;
+  op_stats **by_slot; /* per value slot of gr: stats of a calibrated tensor, or NULL */
+  op_name_vec names;  /* calibrated tensors */
+  op_stats *stats;
+  int pass;
+} calib;
+
+static void observe(void *user, const char *name, const op_tensor *t) {
+  calib *c = user;
+  op_value *v = op_graph_find(c->gr, name);
+  op_stats *s = v ? c->by_slot[v - c->gr->values] : NULL;
+  if (!s || t->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) return;
+  int64_t n = (int64_t)(t->nbytes / sizeof(float)), ch = t->rank ? t->dims[t->rank - 1] : 1;
+  if (c->pass == 1) op_stats_range(s, t->data, n, ch);
+  else op_stats_hist(s, t->data, n);
+}
+
+static bool needs_hist(const op_quant_config *c) {
+  for (int i = 0; i < c->n_methods; i++)
+    if (c->methods[i] >= OP_CAL_HIST) return true;
+  return false;
+}
+
+/* Streams `batches` batches (or the calibration samples) through the model, one or two passes. */
+static int calibrate(const op_model *m, const op_dataset *d, const op_quant_config *c, int64_t batches, calib *cal,
+                     op_error *err) {
+  op_session *s = op_session_new(m, err);
+  if (!s) return -1;
+  int64_t total = op_dataset_samples(d, s, err);
+  if (total < 0) {
+    op_session_free(s);
+    return -1;
+  }
+  int64_t want = batches > 0 ? batches * c->batch : c->calib_samples;
+  if (want > total) want = total;
+  size_t n_in = op_session_input_count(s), n_out = op_session_output_count(s);
+  op_tensor *in = op_xcalloc(n_in ? n_in : 1, sizeof *in), *out = op_xcalloc(n_out, sizeof *out);
+  int rc = 0;
+  for (cal->pass = 1; cal->pass <= (needs_hist(c) ? 2 : 1) && !rc; cal->pass++) {
+    for (int64_t start = 0; start < want && !rc; start += c->batch) {
+      int64_t count = want - start < c->batch ? want - start : c->batch;
+      rc = op_dataset_batch(d, s, start, count, in, err);
+      for (size_t i = 0; i < n_in && !rc; i++) /* graph inputs are not node outputs: observe them here */
+        observe(cal, op_session_input_name(s, i), &in[i]);
+      if (!rc) rc = op_session_run(s, in, out, observe, cal, err);
+      for (size_t i = 0; i < n_in; i++) op_tensor_clear(&in[i]);
+      for (size_t i = 0; i < n_out; i++) op_tensor_clear(&out[i]);
+    }
+  }
+  free(in);
+  free(out);
+  op_session_free(s);
+  return rc;
+}
+
+static void calib_init(calib *cal, const op_model *m, const op_graph *tgr, const target *ts, size_t nt) {
+  memset(cal, 0, sizeof *cal);
+  cal->gr = op_graph_build(m->proto->graph);
+  cal->by_slot = op_xcalloc(cal->gr->cap, sizeof *cal->by_slot);
+  for (size_t i = 0; i < nt; i++)
+    for (int k = 0; k < 2; k++) {
+      if (ts[i].act_slots[k] < 0) continue;
+      const char *name = tgr->g->node[ts[i].node]->input[ts[i].act_slots[k]];
+      bool seen = false;
+      for (size_t j = 0; j < cal->names.n && !seen; j++) seen = !strcmp(cal->names.v[j], name);
+      if (!seen) OP_VEC_PUSH(cal->names, name);
+    }
+  cal->stats = op_xcalloc(cal->names.n ? cal->names.n : 1, sizeof *cal->stats);
+  for (size_t j = 0; j < cal->names.n; j++) {
+    op_stats_init(&cal->stats[j]);
+    op_value *v = op_graph_find(cal->gr, cal->names.v[j]);
+    if (v) cal->by_slot[v - cal->gr->values] = &cal->stats[j];
+  }
+}
+
+static void calib_free(calib *cal) {
+  for (size_t j = 0; j < cal->names.n; j++) op_stats_free(&cal->stats[j]);
+  free(cal->stats);
+  free(cal->names.v);
+  free(cal->by_slot);
+  op_graph_free(cal->gr);
+}
+
+static const op_stats *stats_of(const calib *cal, const char *name) {
+  for (size_t j = 0; j < cal->names.n; j++)
+    if (!strcmp(cal->names.v[j], name)) return &cal->stats[j];
+  return NULL;
+}
+
+/* ---- rewrite ---- */
+
+static char *fmt_name(const char *base, const char *suffix) {
+  size_t len = strlen(base) + strlen(suffix) + 1;
+  char *s = op_xmalloc(len);
+  snprintf(s, len, "%s%s", base, suffix);
+  return s;
+}
+
+/* Adds an initializer and returns its (unique) name. */
+static const char *add_tensor(op_graph *gr, const char *name, int32_t dt, const int64_t *dims, size_t nd,
+                              const void *data) {
+  Onnx__TensorProto *t = op_tensor_new(name, dt, dims, nd);
+  memcpy(t->raw_data.data, data, t->raw_data.len);
+  return op_graph_add_init(gr, t);
+}
+
+static void record(op_quant_report *r, const char *name, const char *kind, const char *method, double lo, double hi,
+                   const float *scales, int64_t n_scales, int axis, int zero_point, int32_t qtype) {
+  op_quant_entry e = {.name = op_xstrdup(name), .kind = kind, .method = method, .lo = lo, .hi = hi,
+                      .n_scales = n_scales, .axis = axis, .zero_point = zero_point, .qtype = qtype};
+  e.scale_min = e.scale_max = scales[0];
+  for (int64_t i = 1; i < n_scales; i++) {
+    e.scale_min = fmin(e.scale_min, scales[i]);
+    e.scale_max = fmax(e.scale_max, scales[i]);
+  }
+  OP_VEC_PUSH(r->entries, e);
+}
+
+/* Quantises a float [rows, cols] weight symmetric int8 along `axis` (per channel) or as a whole. */
+static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis, bool per_channel, int8_t *q,
+                            float *scales, float *dq) {
+  int64_t nch = per_channel ? (axis == 0 ? rows : cols) : 1;
+  for (int64_t c = 0; c < nch; c++) scales[c] = 0;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) {
+      int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
+      scales[ch] = fmaxf(scales[ch], fabsf(w[r * cols + c]));
+    }
+  for (int64_t c = 0; c < nch; c++) scales[c] = scales[c] > 0 ? scales[c] / 127.f : 1.f; /* scales stay > 0 */
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) {
+      int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
+      float v = nearbyintf(w[r * cols + c] / scales[ch]);
+      v = v > 127 ? 127 : v < -127 ? -127 : v;
+      q[r * cols + c] = (int8_t)v;
+      if (dq) dq[r * cols + c] = v * scales[ch];
+    }
+}
+
+/* One QuantizeLinear -> DequantizeLinear pair on an activation; returns the dequantized name (owned). */
+static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, const op_quant_config *c,
+                                  op_cal_method m, op_quant_report *r) {
+  double lo, hi;
+  op_cal_range(s, m, c->percentile, c->symmetric || c->act_signed, &lo, &hi);
+  int32_t qt = c->act_signed ? ONNX__TENSOR_PROTO__DATA_TYPE__INT8 : ONNX__TENSOR_PROTO__DATA_TYPE__UINT8;
+  float scale;
+  int zp;
+  if (c->act_signed) { /* int8 activations are symmetric: zero point 0, as TensorRT requires */
+    double T = fmax(fabs(lo), fabs(hi));
+    scale = T > 0 ? (float)(T / 127.0) : 1.f;
+    zp = 0;
+  } else if (c->symmetric) { /* uint8 symmetric: the centre 128 */
+    double T = fmax(fabs(lo), fabs(hi));
+    scale = T > 0 ? (float)(T / 127.0) : 1.f;
+    zp = 128;
+  } else {
+    scale = hi > lo ? (float)((hi - lo) / 255.0) : 1.f;
+    zp = (int)nearbyint(-lo / scale);
+    zp = zp < 0 ? 0 : zp > 255 ? 255 : zp;
+  }
+  char *sn = fmt_name(name, "_scale"), *zn = fmt_name(name, "_zero_point"), *qn = fmt_name(name, "_quantized"),
+       *dn = fmt_name(name, "_dequantized");
+  const char *scale_name = add_tensor(gr, sn, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, NULL, 0, &scale);
+  uint8_t zpb = (uint8_t)(c->act_signed ? (uint8_t)(int8_t)zp : (uint8_t)zp);
+  const char *zp_name = add_tensor(gr, zn, qt, NULL, 0, &zpb);
+  const char *qin[3] = {name, scale_name, zp_name}, *qout[1] = {qn};
+  op_graph_append(gr->g, op_node_new("QuantizeLinear", qn, qin, 3, qout, 1));
+  const char *din[3] = {qn, scale_name, zp_name}, *dout[1] = {dn};
+  op_graph_append(gr->g, op_node_new("DequantizeLinear", dn, din, 3, dout, 1));
+  record(r, name, "activation", op_cal_method_name(m), s->min, s->max, &scale, 1, -1, zp, qt);
+  r->entries.v[r->entries.n - 1].range_lo = lo, r->entries.v[r->entries.n - 1].range_hi = hi;
+  free(sn), free(zn), free(qn);
+  return dn;
+}
+
+/* The expected error a quantised weight adds to y = x W (+ b), moved into the bias. */
+static void correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t, const float *w, const float *dq,
+                         int64_t rows, int64_t cols, const op_stats *xs) {
+  if (!xs || !xs->chan_sum || xs->chan_rows == 0) return;
+  Onnx__TensorProto *b = NULL;
+  if (op_node_is(n, "Gemm") && n->n_input > 2) b = op_graph_init(gr, n->input[2]);
+  if (!b) { /* MatMul followed by Add(bias) */
+    op_value *v = op_graph_find(gr, n->output[0]);
+    if (v && v->n_consumers == 1) {
+      Onnx__NodeProto *add = gr->g->node[v->consumers[0]];
+      if (op_node_is(add, "Add"))
+        for (int s = 0; s < 2 && !b; s++) b = op_graph_init(gr, add->input[s]);
+    }
+  }
+  bool w_kn = t->w_axis == 1; /* stored [K, N] */
+  int64_t K = w_kn ? rows : cols, N = w_kn ? cols : rows;
+  if (!b || b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || op_tensor_numel(b) != N || xs->channels != K) return;
+  float *bias = op_tensor_f32(b);
+  for (int64_t o = 0; o < N; o++) {
+    double delta = 0;
+    for (int64_t k = 0; k < K; k++) {
+      int64_t i = w_kn ? k * cols + o : o * cols + k;
+      delta += xs->chan_sum[k] / (double)xs->chan_rows * (dq[i] - w[i]);
+    }
+    bias[o] -= (float)delta;
+  }
+}
+
+static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal_method method, op_quant_report *r,
+                 op_error *err) {
+  Onnx__GraphProto *g = m->proto->graph;
+  op_graph *gr = op_graph_build(g);
+  target_vec ts = {0};
+  find_targets(gr, c, &ts);
+  bool per_axis_ok = op_model_opset(m->proto) >= 13;
+  r->per_tensor_fallback = c->per_channel && !per_axis_ok;
+  /* activations: one QDQ pair per tensor, shared by every quantised consumer */
+  OP_VEC(char *) src_names = {0}, dq_names = {0};
+  for (size_t i = 0; i < ts.n; i++) {
+    Onnx__NodeProto *n = g->node[ts.v[i].node];
+    for (int k = 0; k < 2; k++) {
+      int slot = ts.v[i].act_slots[k];
+      if (slot < 0) continue;
+      const char *name = n->input[slot], *dq = NULL;
+      for (size_t j = 0; j < src_names.n && !dq; j++)
+        if (!strcmp(src_names.v[j], name)) dq = dq_names.v[j];
+      const op_stats *st = dq ? NULL : stats_of(cal, name);
+      if (st && st->count > 0) {
+        char *made = qdq_activation(gr, name, st, c, method, r);
+        OP_VEC_PUSH(src_names, op_xstrdup(name));
+        OP_VEC_PUSH(dq_names, made);
+        dq = made;
+      }
+      if (dq) op_node_set_input(n, (size_t)slot, dq);
+    }
+  }
+  /* weights */
+  for (size_t i = 0; i < ts.n; i++) {
+    const target *t = &ts.v[i];
+    if (!t->w) continue;
+    Onnx__NodeProto *n = g->node[t->node];
+    Onnx__TensorProto *w = op_graph_init(gr, t->w);
+    const float *wf = op_tensor_f32(w);
+    int64_t rows = w->dims[0], cols = w->dims[1], nel = rows * cols;
+    bool pc = c->per_channel && per_axis_ok;
+    int64_t nch = pc ? (t->w_axis == 0 ? rows : cols) : 1;
+    int8_t *q = op_xmalloc((size_t)nel);
+    float *scales = op_xmalloc((size_t)nch * sizeof(float)), *dqw = op_xmalloc((size_t)nel * sizeof(float));
+    quantize_weight(wf, rows, cols, t->w_axis, pc, q, scales, dqw);
+    if (c->bias_correction && t->kind == T_LINEAR) correct_bias(gr, n, t, wf, dqw, rows, cols, stats_of(cal, n->input[0]));
+    char *qn = fmt_name(t->w, "_quantized"), *sn = fmt_name(t->w, "_scale"), *zn = fmt_name(t->w, "_zero_point"),
+         *dn = fmt_name(t->w, "_dequantized");
+    int64_t dims[2] = {rows, cols};
+    int8_t *zeros = op_xcalloc((size_t)nch, 1);
+    const char *q_name = add_tensor(gr, qn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, dims, 2, q);
+    const char *s_name = add_tensor(gr, sn, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &nch, pc ? 1 : 0, scales);
+    const char *z_name = add_tensor(gr, zn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, &nch, pc ? 1 : 0, zeros);
+    record(r, t->w, t->kind == T_GATHER ? "embedding" : "weight", pc ? "abs_max per channel" : "abs_max per tensor", 0, 0,
+           scales, nch, pc ? t->w_axis : -1, 0, ONNX__TENSOR_PROTO__DATA_TYPE__INT8);
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t k = 0; k < nel; k++) lo = fminf(lo, wf[k]), hi = fmaxf(hi, wf[k]);
+    r->entries.v[r->entries.n - 1].lo = lo, r->entries.v[r->entries.n - 1].hi = hi;
+    if (t->kind == T_GATHER) { /* Gather(int8 table) -> DequantizeLinear over the hidden axis */
+      char *gathered = fmt_name(n->output[0], "_quantized");
+      const char *din[3] = {gathered, s_name, z_name}, *dout[1] = {n->output[0]};
+      Onnx__NodeProto *dqn = op_node_new("DequantizeLinear", dn, din, 3, dout, 1);
+      if (pc) op_node_add_int(dqn, "axis", -1);
+      free(n->output[0]);
+      n->output[0] = gathered;
+      op_node_set_input(n, 0, q_name);
+      op_graph_append(g, dqn);
+    } else {
+      const char *din[3] = {q_name, s_name, z_name}, *dout[1] = {dn};
+      Onnx__NodeProto *dqn = op_node_new("DequantizeLinear", dn, din, 3, dout, 1);
+      if (pc) op_node_add_int(dqn, "axis", t->w_axis);
+      op_graph_append(g, dqn);
+      if (t->transpose >= 0) op_node_set_input(g->node[t->transpose], 0, dn);
+      else op_node_set_input(n, (size_t)t->w_slot, dn);
+    }
+    free(q), free(scales), free(dqw), free(zeros);
+    free(qn), free(sn), free(zn), free(dn);
+  }
+  for (size_t i = 0; i < dq_names.n; i++) free(dq_names.v[i]), free(src_names.v[i]);
+  free(dq_names.v);
+  free(src_names.v);
+  free(ts.v);
+  op_graph_free(gr);
+  op_graph_remove_dead(g);
+  if (op_graph_toposort(g)) return op_fail(err, OP_INVALID, "%s: the quantised graph has a cycle", m->path);
+  return 0;
+}
+
+/* ---- search and entry point ---- */
+
+static op_model *clone_model(const op_model *m, op_error *err) {
+  size_t n = protobuf_c_message_get_packed_size(&m->proto->base);
+  uint8_t *buf = op_xmalloc(n ? n : 1);
+  protobuf_c_message_pack(&m->proto->base, buf);
+  op_model *c = op_model_load_buffer(buf, n, NULL, m->path, err);
+  free(buf);
+  if (c && m->real_path) c->real_path = op_xstrdup(m->real_path);
+  return c;
+}
+
+static void report_reset(op_quant_report *r) {
+  for (size_t i = 0; i < r->entries.n; i++) free(r->entries.v[i].name);
+  r->entries.n = 0;
+}
+
+op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_config *c, op_error *err) {
+  op_quant_report *r = op_xcalloc(1, sizeof *r);
+  r->model = op_xstrdup(m->path);
+  r->act_signed = c->act_signed;
+  r->symmetric = c->symmetric || c->act_signed;
+  r->bias_correction = c->bias_correction;
+  op_graph *tgr = op_graph_build(m->proto->graph);
+  target_vec ts = {0};
+  find_targets(tgr, c, &ts);
+  if (ts.n == 0) {
+    op_graph_free(tgr);
+    op_quant_report_free(r);
+    return op_fail_null(err, OP_UNSUPPORTED, "%s: no node to quantise (op types and --exclude leave none)", m->path);
+  }
+  int n_b = c->n_batches ? c->n_batches : 1;
+  bool search = c->n_methods > 1 || n_b > 1;
+  int64_t total = -1;
+  if (search) { /* held-out samples follow the largest calibration set */
+    op_session *s = op_session_new(m, err);
+    total = s ? op_dataset_samples(d, s, err) : -1;
+    op_session_free(s);
+    if (total < 0) goto fail;
+  }
+  int64_t max_calib = 0;
+  for (int b = 0; b < n_b; b++) {
+    int64_t want = c->n_batches ? c->batches[b] * c->batch : c->calib_samples;
+    max_calib = want > max_calib ? want : max_calib;
+  }
+  int64_t eval_first = max_calib, eval_n = c->eval_samples ? c->eval_samples : 256;
+  if (search && eval_first >= total) { /* too little data to hold some out: score on the last quarter */
+    eval_first = total - (total / 4 > 0 ? total / 4 : 1);
+  }
+  if (search && eval_first + eval_n > total) eval_n = total - eval_first;
+  double best_score = -INFINITY;
+  int best_m = 0, best_b = 0;
+  for (int b = 0; b < n_b && search; b++) {
+    calib cal;
+    calib_init(&cal, m, tgr, ts.v, ts.n);
+    if (calibrate(m, d, c, c->n_batches ? c->batches[b] : 0, &cal, err)) {
+      calib_free(&cal);
+      goto fail;
+    }
+    for (int k = 0; k < c->n_methods; k++) {
+      op_model *q = clone_model(m, err);
+      op_quant_report scratch = {0};
+      int rc = q ? apply(q, c, &cal, c->methods[k], &scratch, err) : -1;
+      op_verify_report *v = rc ? NULL : op_verify(m, q, d, &(op_run_options){.batch = c->batch, .samples = eval_n, .first = eval_first}, err);
+      report_reset(&scratch);
+      free(scratch.entries.v);
+      op_model_free(q);
+      if (!v) {
+        calib_free(&cal);
+        goto fail;
+      }
+      op_quant_trial tr = {c->methods[k], c->n_batches ? c->batches[b] : 0, op_verify_min_cosine(v),
+                           op_verify_min_agreement(v), op_verify_candidate_accuracy(v)};
+      op_verify_report_free(v);
+      OP_VEC_PUSH(r->trials, tr);
+      double score = tr.agreement * 10 + tr.cosine; /* agreement first, cosine breaks ties */
+      if (score > best_score) best_score = score, best_m = k, best_b = b;
+    }
+    calib_free(&cal);
+  }
+  r->method = c->methods[best_m];
+  r->batches = c->n_batches ? c->batches[best_b] : 0;
+  r->eval_first = eval_first;
+  r->eval_samples = search ? eval_n : 0;
+  calib cal;
+  calib_init(&cal, m, tgr, ts.v, ts.n);
+  int rc = calibrate(m, d, c, r->batches, &cal, err);
+  if (!rc) rc = apply(m, c, &cal, r->method, r, err);
+  calib_free(&cal);
+  if (rc) goto fail;
+  free(ts.v);
+  op_graph_free(tgr);
+  return r;
+fail:
+  free(ts.v);
+  op_graph_free(tgr);
+  op_quant_report_free(r);
+  return NULL;
+}
+
+void op_quant_report_free(op_quant_report *r) {
+  if (!r) return;
+  report_reset(r);
+  free(r->entries.v);
+  free(r->trials.v);
+  free(r->model);
+  free(r);
+}
+
+char *op_quant_report_text(const op_quant_report *r) {
+  size_t cap = 4096 + (r->trials.n + r->entries.n) * 200, off = 0;
+  char *s = op_xmalloc(cap);
+#define P(...) off += (size_t)snprintf(s + off, cap - off, __VA_ARGS__)
+  if (r->trials.n) {
+    P("%-8s %8s %12s %15s %10s\n", "method", "batches", "mean_cosine", "top1_agreement", "accuracy");
+    for (size_t i = 0; i < r->trials.n; i++) {
+      const op_quant_trial *t = &r->trials.v[i];
+      char acc[16] = "-";
+      if (t->accuracy >= 0) snprintf(acc, sizeof acc, "%.2f%%", 100 * t->accuracy);
+      P("%-8s %8lld %12.6f %14.2f%% %10s%s\n", op_cal_method_name(t->method), (long long)t->batches, t->cosine,
+        100 * t->agreement, acc, t->method == r->method && t->batches == r->batches ? "  <- kept" : "");
+    }
+    P("(scored against the fp32 model on samples %lld..%lld, held out of calibration)\n", (long long)r->eval_first,
+      (long long)(r->eval_first + r->eval_samples - 1));
+  }
+  int nw = 0, na = 0;
+  for (size_t i = 0; i < r->entries.n; i++) {
+    if (strcmp(r->entries.v[i].kind, "activation")) nw++;
+    else na++;
+  }
+  P("quantised: %d weight tensors (int8, symmetric%s), %d activation tensors (%s, %s, method %s)%s\n", nw,
+    r->per_tensor_fallback ? ", per tensor: opset < 13 has no per-axis DequantizeLinear" : "", na,
+    r->act_signed ? "int8" : "uint8", r->symmetric ? "symmetric" : "asymmetric", op_cal_method_name(r->method),
+    r->bias_correction ? ", bias corrected" : "");
+#undef P
+  return s;
+}
+
+char *op_quant_report_json(const op_quant_report *r) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON_AddStringToObject(root, "model", r->model);
+  cJSON_AddStringToObject(root, "method", op_cal_method_name(r->method));
+  if (r->batches) cJSON_AddNumberToObject(root, "calibration_batches", (double)r->batches);
+  cJSON_AddStringToObject(root, "activation_type", r->act_signed ? "int8" : "uint8");
+  cJSON_AddBoolToObject(root, "symmetric_activations", r->symmetric);
+  cJSON_AddBoolToObject(root, "bias_correction", r->bias_correction);
+  cJSON *tr = cJSON_AddArrayToObject(root, "trials");
+  for (size_t i = 0; i < r->trials.n; i++) {
+    const op_quant_trial *t = &r->trials.v[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "method", op_cal_method_name(t->method));
+    cJSON_AddNumberToObject(o, "batches", (double)t->batches);
+    cJSON_AddNumberToObject(o, "mean_cosine", t->cosine);
+    cJSON_AddNumberToObject(o, "top1_agreement", t->agreement);
+    if (t->accuracy >= 0) cJSON_AddNumberToObject(o, "accuracy", t->accuracy);
+    cJSON_AddItemToArray(tr, o);
+  }
+  cJSON *ts = cJSON_AddArrayToObject(root, "tensors");
+  for (size_t i = 0; i < r->entries.n; i++) {
+    const op_quant_entry *e = &r->entries.v[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", e->name);
+    cJSON_AddStringToObject(o, "kind", e->kind);
+    cJSON_AddStringToObject(o, "method", e->method);
+    cJSON_AddStringToObject(o, "type", e->qtype == ONNX__TENSOR_PROTO__DATA_TYPE__INT8 ? "int8" : "uint8");
+    cJSON *range = cJSON_AddArrayToObject(o, "observed_range");
+    cJSON_AddItemToArray(range, cJSON_CreateNumber(e->lo));
+    cJSON_AddItemToArray(range, cJSON_CreateNumber(e->hi));
+    if (!strcmp(e->kind, "activation")) {
+      cJSON *q = cJSON_AddArrayToObject(o, "quantization_range");
+      cJSON_AddItemToArray(q, cJSON_CreateNumber(e->range_lo));
+      cJSON_AddItemToArray(q, cJSON_CreateNumber(e->range_hi));
+      cJSON_AddNumberToObject(o, "scale", e->scale_min);
+    } else {
+      cJSON_AddNumberToObject(o, "channels", (double)e->n_scales);
+      if (e->axis >= 0) cJSON_AddNumberToObject(o, "axis", e->axis);
+      cJSON_AddNumberToObject(o, "scale_min", e->scale_min);
+      cJSON_AddNumberToObject(o, "scale_max", e->scale_max);
+    }
+    cJSON_AddNumberToObject(o, "zero_point", e->zero_point);
+    cJSON_AddItemToArray(ts, o);
+  }
+  char *p = cJSON_Print(root);
+  cJSON_Delete(root);
+  char *out = op_xstrdup(p ? p : "{}");
+  free(p);
+  return out;
+}
