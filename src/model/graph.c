@@ -150,34 +150,37 @@ void op_node_set_input(Onnx__NodeProto *n, size_t slot, const char *name) {
   n->input[slot] = s;
 }
 
+/* Makes room for one more name: rebuilds the index from the graph when it is half full. */
+static void reserve_slot(op_graph *gr) {
+  if (gr->n_values * 2 + 2 <= gr->cap) return;
+  op_graph *fresh = op_graph_build(gr->g);
+  for (size_t i = 0; i < gr->cap; i++) {
+    free(gr->values[i].consumers);
+    free((char *)gr->values[i].name);
+  }
+  free(gr->values);
+  *gr = *fresh;
+  free(fresh);
+}
+
+char *op_graph_fresh_name(op_graph *gr, const char *base) {
+  size_t len = strlen(base) + 24;
+  char *nm = op_xmalloc(len);
+  snprintf(nm, len, "%s", base);
+  for (unsigned k = 1; op_graph_find(gr, nm); k++) snprintf(nm, len, "%s_%u", base, k);
+  reserve_slot(gr);
+  slot_for(gr, nm);
+  return nm;
+}
+
 const char *op_graph_add_init(op_graph *gr, Onnx__TensorProto *t) {
   Onnx__GraphProto *g = gr->g;
-  if (op_graph_find(gr, t->name)) {
-    size_t len = strlen(t->name) + 24;
-    char *nm = op_xmalloc(len);
-    for (unsigned k = 1;; k++) {
-      snprintf(nm, len, "%s_%u", t->name, k);
-      if (!op_graph_find(gr, nm)) break;
-    }
-    free(t->name);
-    t->name = nm;
-  }
+  char *nm = op_graph_fresh_name(gr, t->name);
+  free(t->name);
+  t->name = nm;
   g->initializer = op_xrealloc(g->initializer, (g->n_initializer + 1) * sizeof *g->initializer);
   g->initializer[g->n_initializer++] = t;
-  /* keep the index aware of the name so a second add stays unique */
-  if (gr->n_values * 2 + 2 > gr->cap) {
-    /* rare: grow by rebuilding */
-    op_graph *fresh = op_graph_build(g);
-    for (size_t i = 0; i < gr->cap; i++) {
-      free(gr->values[i].consumers);
-      free((char *)gr->values[i].name);
-    }
-    free(gr->values);
-    *gr = *fresh;
-    free(fresh);
-  } else {
-    slot_for(gr, t->name)->init = (int)(g->n_initializer - 1);
-  }
+  op_graph_find(gr, nm)->init = (int)(g->n_initializer - 1);
   return t->name;
 }
 

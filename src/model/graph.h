@@ -49,6 +49,9 @@ const char *op_node_name(const Onnx__NodeProto *n);
 void op_node_set_input(Onnx__NodeProto *n, size_t slot, const char *name);
 /* Adds t as an initializer; its name is made unique from the one it has. Returns the name. */
 const char *op_graph_add_init(op_graph *gr, Onnx__TensorProto *t);
+/* A value name not yet used in the graph, made from base (base itself when free); it is reserved in
+ * the index. Returns a string the caller frees. */
+char *op_graph_fresh_name(op_graph *gr, const char *base);
 /* Replaces every use of `from` (node inputs) by `to`. A graph output named `from` keeps its name:
  * an Identity node carries `to` into it. */
 void op_graph_replace_uses(op_graph *gr, const char *from, const char *to);

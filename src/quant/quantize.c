@@ -348,11 +348,14 @@ static const op_stats *stats_of(const calib *cal, const char *name) {
 
 /* ---- rewrite ---- */
 
-static char *fmt_name(const char *base, const char *suffix) {
+/* A fresh value name base+suffix (made unique in the graph). */
+static char *fmt_name(op_graph *gr, const char *base, const char *suffix) {
   size_t len = strlen(base) + strlen(suffix) + 1;
   char *s = op_xmalloc(len);
   snprintf(s, len, "%s%s", base, suffix);
-  return s;
+  char *u = op_graph_fresh_name(gr, s);
+  free(s);
+  return u;
 }
 
 /* Adds an initializer and returns its (unique) name. */
@@ -417,8 +420,8 @@ static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, c
     zp = (int)nearbyint(-lo / scale);
     zp = zp < 0 ? 0 : zp > 255 ? 255 : zp;
   }
-  char *sn = fmt_name(name, "_scale"), *zn = fmt_name(name, "_zero_point"), *qn = fmt_name(name, "_quantized"),
-       *dn = fmt_name(name, "_dequantized");
+  char *sn = fmt_name(gr, name, "_scale"), *zn = fmt_name(gr, name, "_zero_point"), *qn = fmt_name(gr, name, "_quantized"),
+       *dn = fmt_name(gr, name, "_dequantized");
   const char *scale_name = add_tensor(gr, sn, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, NULL, 0, &scale);
   uint8_t zpb = (uint8_t)(c->act_signed ? (uint8_t)(int8_t)zp : (uint8_t)zp);
   const char *zp_name = add_tensor(gr, zn, qt, NULL, 0, &zpb);
@@ -502,8 +505,8 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     float *scales = op_xmalloc((size_t)nch * sizeof(float)), *dqw = op_xmalloc((size_t)nel * sizeof(float));
     quantize_weight(wf, rows, cols, t->w_axis, pc, q, scales, dqw);
     if (c->bias_correction && t->kind == T_LINEAR) correct_bias(gr, n, t, wf, dqw, rows, cols, stats_of(cal, n->input[0]));
-    char *qn = fmt_name(t->w, "_quantized"), *sn = fmt_name(t->w, "_scale"), *zn = fmt_name(t->w, "_zero_point"),
-         *dn = fmt_name(t->w, "_dequantized");
+    char *qn = fmt_name(gr, t->w, "_quantized"), *sn = fmt_name(gr, t->w, "_scale"),
+         *zn = fmt_name(gr, t->w, "_zero_point"), *dn = fmt_name(gr, t->w, "_dequantized");
     int64_t dims[2] = {rows, cols};
     int8_t *zeros = op_xcalloc((size_t)nch, 1);
     const char *q_name = add_tensor(gr, qn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, dims, 2, q);
@@ -515,7 +518,7 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     for (int64_t k = 0; k < nel; k++) lo = fminf(lo, wf[k]), hi = fmaxf(hi, wf[k]);
     r->entries.v[r->entries.n - 1].lo = lo, r->entries.v[r->entries.n - 1].hi = hi;
     if (t->kind == T_GATHER) { /* Gather(int8 table) -> DequantizeLinear over the hidden axis */
-      char *gathered = fmt_name(n->output[0], "_quantized");
+      char *gathered = fmt_name(gr, n->output[0], "_int8");
       const char *din[3] = {gathered, s_name, z_name}, *dout[1] = {n->output[0]};
       Onnx__NodeProto *dqn = op_node_new("DequantizeLinear", dn, din, 3, dout, 1);
       if (pc) op_node_add_int(dqn, "axis", -1);

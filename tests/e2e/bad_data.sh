@@ -37,6 +37,13 @@ expect bad-fill "--fill: 'attention_mask' is not NAME=NUMBER" -- run "$M" --data
 expect bad-batch "--batch: '0' is not a whole number" -- run "$M" --data "$D/good.npz" --batch 0 -o "$O"
 expect verify-missing-data "needs REFERENCE, CANDIDATE and --data" -- verify "$M" "$M"
 expect bad-threshold "--min-cosine: '2' is outside" -- verify "$M" "$M" --data "$D/good.npz" --min-cosine 2
+expect quantize-no-data "quantize needs MODEL, -o OUT and --data PATH" -- quantize "$M" -o "$O"
+expect quantize-method "method: 'fast' is not one of" -- quantize "$M" -o "$O" --data "$D/good.npz" --method kl,fast
+expect quantize-nothing "no node to quantise" -- quantize "$M" -o "$O" --data "$D/good.npz" --exclude '*'
+expect quantize-percentile "percentile: '101' is outside" -- quantize "$M" -o "$O" --data "$D/good.npz" --percentile 101
+expect quantize-bad-data "input 'input_ids': expected int64" -- quantize "$M" -o "$O" --data "$D/wrong_dtype.npz"
+echo '{"prune": {"head_sparsity": 0.5}, "quantise": {}}' >"$work/typo.json"
+expect compress-config "unknown section 'quantise'" -- compress "$M" -o "$O" --config "$work/typo.json" --data "$D/good.npz"
 /usr/bin/python3 - "$M" "$work/unsupported.onnx" <<'PY'
 import sys, onnx
 m = onnx.load(sys.argv[1])
