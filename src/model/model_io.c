@@ -379,6 +379,10 @@ static int check_graph(op_model *m, op_error *err) {
     if (!g->node[i]->op_type || !g->node[i]->op_type[0])
       return op_fail(err, OP_INVALID, "%s: node %zu ('%s') has no op_type", m->path, i, op_node_name(g->node[i]));
     if (check_arity(m, g->node[i], err)) return -1;
+    for (size_t a = 0; a < g->node[i]->n_attribute; a++)
+      if (!g->node[i]->attribute[a]->name || !g->node[i]->attribute[a]->name[0])
+        return op_fail(err, OP_INVALID, "%s: node '%s' (%s): attribute %zu has no name", m->path,
+                       op_node_name(g->node[i]), g->node[i]->op_type, a);
   }
   for (size_t i = 0; i < g->n_initializer; i++) {
     Onnx__TensorProto *t = g->initializer[i];
