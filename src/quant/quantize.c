@@ -8,6 +8,8 @@
  * per-channel means for bias correction), then histograms of |x|. */
 #include "prune/prune.h"
 #include "quant/quant.h"
+#include "report/json.h"
+#include "verify/stream.h"
 
 #include <cjson/cJSON.h>
 #include <fnmatch.h>
@@ -285,29 +287,10 @@ static int calibrate(const op_model *m, const op_dataset *d, const op_quant_conf
                      op_error *err) {
   op_session *s = op_session_new(m, err);
   if (!s) return -1;
-  int64_t total = op_dataset_samples(d, s, err);
-  if (total < 0) {
-    op_session_free(s);
-    return -1;
-  }
-  int64_t want = batches > 0 ? batches * c->batch : c->calib_samples;
-  if (want > total) want = total;
-  size_t n_in = op_session_input_count(s), n_out = op_session_output_count(s);
-  op_tensor *in = op_xcalloc(n_in ? n_in : 1, sizeof *in), *out = op_xcalloc(n_out, sizeof *out);
-  int rc = 0;
-  for (cal->pass = 1; cal->pass <= (needs_hist(c) ? 2 : 1) && !rc; cal->pass++) {
-    for (int64_t start = 0; start < want && !rc; start += c->batch) {
-      int64_t count = want - start < c->batch ? want - start : c->batch;
-      rc = op_dataset_batch(d, s, start, count, in, err);
-      for (size_t i = 0; i < n_in && !rc; i++) /* graph inputs are not node outputs: observe them here */
-        observe(cal, op_session_input_name(s, i), &in[i]);
-      if (!rc) rc = op_session_run(s, in, out, observe, cal, err);
-      for (size_t i = 0; i < n_in; i++) op_tensor_clear(&in[i]);
-      for (size_t i = 0; i < n_out; i++) op_tensor_clear(&out[i]);
-    }
-  }
-  free(in);
-  free(out);
+  int64_t first, want = op_sample_window(d, s, 0, batches > 0 ? batches * c->batch : c->calib_samples, &first, err);
+  int rc = want < 0 ? -1 : 0;
+  for (cal->pass = 1; cal->pass <= (needs_hist(c) ? 2 : 1) && !rc; cal->pass++)
+    rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, false, "calibrate", err);
   op_session_free(s);
   return rc;
 }
@@ -729,9 +712,5 @@ char *op_quant_report_json(const op_quant_report *r) {
     cJSON_AddNumberToObject(o, "zero_point", e->zero_point);
     cJSON_AddItemToArray(ts, o);
   }
-  char *p = cJSON_Print(root);
-  cJSON_Delete(root);
-  char *out = op_xstrdup(p ? p : "{}");
-  free(p);
-  return out;
+  return op_json_finish(root);
 }

@@ -3,6 +3,8 @@
  * then `[3072, 768] => [552, 768] name` per changed tensor. */
 #include "prune/prune.h"
 
+#include "report/json.h"
+
 #include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,7 +120,7 @@ static cJSON *proj_json(const op_analysis *a, const op_proj *p) {
   return o;
 }
 
-static char *json_text(cJSON *root) {
+char *op_json_finish(cJSON *root) {
   char *s = cJSON_Print(root);
   cJSON_Delete(root);
   char *out = op_xstrdup(s ? s : "{}");
@@ -176,7 +178,7 @@ char *op_analysis_json(const op_analysis *a) {
   }
   cJSON *um = cJSON_AddArrayToObject(root, "unmatched");
   for (size_t i = 0; i < a->unmatched.n; i++) cJSON_AddItemToArray(um, cJSON_CreateString(a->unmatched.v[i]));
-  return json_text(root);
+  return op_json_finish(root);
 }
 
 /* ---- pruning report ---- */
@@ -287,5 +289,5 @@ char *op_prune_report_json(const op_prune_report *r) {
   }
   cJSON *um = cJSON_AddArrayToObject(root, "unmatched");
   for (size_t i = 0; i < r->unmatched.n; i++) cJSON_AddItemToArray(um, cJSON_CreateString(r->unmatched.v[i]));
-  return json_text(root);
+  return op_json_finish(root);
 }

@@ -2,6 +2,7 @@
 #include "data/data.h"
 #include "exec/exec.h"
 #include "verify/progress.h"
+#include "verify/stream.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,44 +29,73 @@ static int gather(op_tensor *all, const op_tensor *part, int64_t batch, const ch
   return 0;
 }
 
-int op_run_dataset(const op_model *m, const op_dataset *d, const op_run_options *o, op_tensor **outputs, size_t *n,
-                   op_error *err) {
-  op_session *s = op_session_new(m, err);
-  if (!s) return -1;
+int64_t op_sample_window(const op_dataset *d, const op_session *s, int64_t first, int64_t samples, int64_t *first_out,
+                         op_error *err) {
   int64_t total = op_dataset_samples(d, s, err);
-  if (total < 0) {
-    op_session_free(s);
-    return -1;
-  }
-  int64_t first = o && o->first > 0 ? (o->first < total ? o->first : total) : 0;
+  if (total < 0) return -1;
+  first = first > 0 ? (first < total ? first : total) : 0;
   total -= first;
-  if (o && o->samples > 0 && o->samples < total) total = o->samples;
-  int64_t batch = o && o->batch > 0 ? o->batch : 1;
+  if (samples > 0 && samples < total) total = samples;
+  *first_out = first;
+  return total;
+}
+
+int op_stream(op_session *s, const op_dataset *d, int64_t first, int64_t total, int64_t batch, op_observer observer,
+              void *obs_user, bool observe_inputs, op_batch_fn on_batch, void *batch_user, bool progress,
+              const char *label, op_error *err) {
   size_t n_in = op_session_input_count(s), n_out = op_session_output_count(s);
-  op_tensor *in = op_xcalloc(n_in ? n_in : 1, sizeof *in), *part = op_xcalloc(n_out, sizeof *part);
-  op_tensor *all = op_xcalloc(n_out, sizeof *all);
+  op_tensor *in = op_xcalloc(n_in ? n_in : 1, sizeof *in), *out = op_xcalloc(n_out ? n_out : 1, sizeof *out);
+  if (batch < 1) batch = 1;
   op_progress bar;
-  op_progress_begin(&bar, o && o->progress, total, "run");
+  op_progress_begin(&bar, progress, total, label);
   int rc = 0;
   for (int64_t start = 0; start < total && !rc; start += batch) {
     int64_t count = total - start < batch ? total - start : batch;
     rc = op_dataset_batch(d, s, first + start, count, in, err);
-    if (!rc) rc = op_session_run(s, in, part, NULL, NULL, err);
-    for (size_t i = 0; i < n_out && !rc; i++) rc = gather(&all[i], &part[i], count, m->path, op_session_output_name(s, i), err);
+    for (size_t i = 0; i < n_in && !rc && observe_inputs && observer; i++) /* graph inputs are no node's output */
+      observer(obs_user, op_session_input_name(s, i), &in[i]);
+    if (!rc) rc = op_session_run(s, in, out, observer, obs_user, err);
+    if (!rc && on_batch) rc = on_batch(batch_user, out, count, err);
     for (size_t i = 0; i < n_in; i++) op_tensor_clear(&in[i]);
-    for (size_t i = 0; i < n_out; i++) op_tensor_clear(&part[i]);
+    for (size_t i = 0; i < n_out; i++) op_tensor_clear(&out[i]);
     op_progress_update(&bar, start + count);
   }
   op_progress_end(&bar);
   free(in);
-  free(part);
+  free(out);
+  return rc;
+}
+
+typedef struct gathered {
+  op_tensor *all;
+  const op_session *s;
+  const char *model;
+} gathered;
+
+static int gather_batch(void *user, const op_tensor *outputs, int64_t count, op_error *err) {
+  gathered *g = user;
+  for (size_t i = 0; i < op_session_output_count(g->s); i++)
+    if (gather(&g->all[i], &outputs[i], count, g->model, op_session_output_name(g->s, i), err)) return -1;
+  return 0;
+}
+
+int op_run_dataset(const op_model *m, const op_dataset *d, const op_run_options *o, op_tensor **outputs, size_t *n,
+                   op_error *err) {
+  op_session *s = op_session_new(m, err);
+  if (!s) return -1;
+  int64_t first, total = op_sample_window(d, s, o ? o->first : 0, o ? o->samples : 0, &first, err);
+  size_t n_out = op_session_output_count(s);
+  gathered g = {op_xcalloc(n_out ? n_out : 1, sizeof *g.all), s, m->path};
+  int rc = total < 0 ? -1
+                     : op_stream(s, d, first, total, o && o->batch > 0 ? o->batch : 1, NULL, NULL, false, gather_batch,
+                                 &g, o && o->progress, "run", err);
   op_session_free(s);
   if (rc) {
-    for (size_t i = 0; i < n_out; i++) op_tensor_clear(&all[i]);
-    free(all);
+    for (size_t i = 0; i < n_out; i++) op_tensor_clear(&g.all[i]);
+    free(g.all);
     return -1;
   }
-  *outputs = all;
+  *outputs = g.all;
   *n = n_out;
   return 0;
 }

@@ -5,6 +5,8 @@
 #include "data/data.h"
 #include "exec/exec.h"
 #include "verify/progress.h"
+#include "verify/stream.h"
+#include "report/json.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -98,8 +100,9 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
   r->candidate = op_xstrdup(cand->path);
   r->label_output = -1;
   size_t na_in = op_session_input_count(sa), nb_in = op_session_input_count(sb), n_out = op_session_output_count(sa);
-  int64_t total = op_dataset_samples(d, sa, err);
-  int64_t total_b = total >= 0 ? op_dataset_samples(d, sb, err) : -1;
+  int64_t first, first_b;
+  int64_t total = op_sample_window(d, sa, o ? o->first : 0, o ? o->samples : 0, &first, err);
+  int64_t total_b = total >= 0 ? op_sample_window(d, sb, o ? o->first : 0, o ? o->samples : 0, &first_b, err) : -1;
   bool ok = total >= 0 && total_b >= 0;
   if (ok && n_out != op_session_output_count(sb)) {
     op_fail(err, OP_ARG, "%s and %s have different numbers of outputs", ref->path, cand->path);
@@ -120,9 +123,6 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
     op_verify_report_free(r);
     return NULL;
   }
-  int64_t first = o && o->first > 0 ? (o->first < total ? o->first : total) : 0;
-  total -= first;
-  if (o && o->samples > 0 && o->samples < total) total = o->samples;
   const op_tensor *labels = op_dataset_array(d, "labels");
   r->has_labels = labels && labels->rank >= 1 && labels->dims[0] >= first + total;
   int64_t batch = o && o->batch > 0 ? o->batch : 1;
@@ -221,9 +221,5 @@ char *op_verify_report_json(const op_verify_report *r) {
     }
     cJSON_AddItemToArray(outs, o);
   }
-  char *p = cJSON_Print(root);
-  cJSON_Delete(root);
-  char *out = op_xstrdup(p ? p : "{}");
-  free(p);
-  return out;
+  return op_json_finish(root);
 }
