@@ -261,7 +261,7 @@ static void find_targets(const op_graph *gr, const op_quant_config *c, target_ve
 typedef struct calib {
   op_graph *gr;
   op_stats **by_slot; /* per value slot of gr: stats of a calibrated tensor, or NULL */
-  op_name_vec names;  /* calibrated tensors */
+  op_name_vec names;  /* calibrated tensors (owned copies) */
   op_stats *stats;
   int pass;
 } calib;
@@ -305,7 +305,7 @@ static void calib_init(calib *cal, const op_model *m, const op_graph *tgr, const
       const char *name = tgr->g->node[ts[i].node]->input[ts[i].act_slots[k]];
       bool seen = false;
       for (size_t j = 0; j < cal->names.n && !seen; j++) seen = !strcmp(cal->names.v[j], name);
-      if (!seen) OP_VEC_PUSH(cal->names, name);
+      if (!seen) OP_VEC_PUSH(cal->names, op_xstrdup(name)); /* owned: the rewrite frees the graph's copy */
     }
   cal->stats = op_xcalloc(cal->names.n ? cal->names.n : 1, sizeof *cal->stats);
   for (size_t j = 0; j < cal->names.n; j++) {
@@ -316,7 +316,10 @@ static void calib_init(calib *cal, const op_model *m, const op_graph *tgr, const
 }
 
 static void calib_free(calib *cal) {
-  for (size_t j = 0; j < cal->names.n; j++) op_stats_free(&cal->stats[j]);
+  for (size_t j = 0; j < cal->names.n; j++) {
+    op_stats_free(&cal->stats[j]);
+    free((char *)cal->names.v[j]);
+  }
   free(cal->stats);
   free(cal->names.v);
   free(cal->by_slot);
