@@ -44,6 +44,7 @@ void op_free(void *p);
 /* ---- Model I/O ------------------------------------------------------------------------------ */
 
 typedef struct op_model op_model;
+typedef struct op_dataset op_dataset;
 
 /* Loads an ONNX model, including tensors in external data files next to it.
  * Returns NULL and sets *err on failure (the model is never partially returned). */
@@ -99,9 +100,14 @@ op_prune_config *op_prune_config_new(void);
 
 /* Sets one option by its config-file name, value given as text (the CLI flags map onto these):
  * head_sparsity, ffn_sparsity, width, ffn_size, num_heads, keep_layers ("0,2,4"), importance
- * (l1|l2|random), seed, scope (layer|global), compact (0|1).
+ * (l1|l2|random|activation), seed, scope (layer|global), compact (0|1), samples and batch (for
+ * activation importance).
  * Returns 0, or -1 and sets *err (OP_ARG) for an unknown key or a value out of range. */
 int op_prune_config_set(op_prune_config *c, const char *key, const char *value, op_error *err);
+
+/* Calibration data for importance "activation" (samples and batch: config keys "samples", "batch").
+ * The data set must outlive the config's use. */
+void op_prune_config_set_data(op_prune_config *c, const op_dataset *d);
 
 /* Reads a JSON config file (see README) into c, on top of what is already set.
  * Returns 0, or -1 and sets *err naming the file and the offending entry. */
@@ -168,8 +174,6 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
                    op_error *err);
 
 /* ---- Data: .npz, a folder of NAME.npy, or ONNX test data (input_N.pb, test_data_set_*) ------------ */
-
-typedef struct op_dataset op_dataset;
 
 /* Opens input data; the first axis of every array is the sample axis. Returns NULL and sets *err. */
 op_dataset *op_dataset_open(const char *path, op_error *err);

@@ -33,7 +33,9 @@ static const char *USAGE =
     "  --ffn-size N          FFN width to keep per layer\n"
     "  --keep-layers L       comma-separated layer indices to keep; the others are dropped\n"
     "  --config FILE.json    per-layer control (see README); flags given too override its top level\n"
-    "  --importance M        l2 (default), l1 or random: how heads and neurons are ranked\n"
+    "  --importance M        l2 (default), l1, random, or activation (needs --data: rms activation on the data\n"
+    "                        times the norm of the unit's output-projection rows)\n"
+    "  --data PATH           calibration data for --importance activation (with --samples, --batch, --fill)\n"
     "  --seed N              seed for --importance random\n"
     "  --scope S             layer (default): each layer loses the same fraction; global: rank all layers together\n"
     "  --compact             remove heads and neurons whose weights are already all zero (exact)\n"
@@ -130,95 +132,7 @@ static int cmd_inspect(int argc, char **argv) {
   return 0;
 }
 
-/* Flags that map one-to-one onto config keys. */
-static const struct {
-  const char *flag, *key;
-} CONFIG_FLAGS[] = {
-    {"--head-sparsity", "head_sparsity"}, {"--ffn-sparsity", "ffn_sparsity"}, {"--width", "width"},
-    {"--num-heads", "num_heads"},         {"--ffn-size", "ffn_size"},         {"--keep-layers", "keep_layers"},
-    {"--importance", "importance"},       {"--seed", "seed"},                 {"--scope", "scope"},
-};
-
-static int cmd_prune(int argc, char **argv) {
-  const char *model = NULL, *out = NULL, *config = NULL, *report = NULL;
-  bool dry = false, quiet = false, compact = false;
-  op_save_options save = {0};
-  const char *keys[32], *values[32];
-  int nset = 0;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    const char *key = NULL;
-    for (size_t k = 0; k < sizeof CONFIG_FLAGS / sizeof *CONFIG_FLAGS; k++)
-      if (strcmp(a, CONFIG_FLAGS[k].flag) == 0) key = CONFIG_FLAGS[k].key;
-    bool takes_value = key || !strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--config") ||
-                       !strcmp(a, "--report");
-    if (takes_value && i + 1 >= argc) return usage_error("prune: %s needs a value", a);
-    if (key) {
-      if (nset == 32) return usage_error("prune: too many options at '%s'", a);
-      keys[nset] = key;
-      values[nset++] = argv[++i];
-    } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = argv[++i];
-    else if (!strcmp(a, "--config")) config = argv[++i];
-    else if (!strcmp(a, "--report")) report = argv[++i];
-    else if (!strcmp(a, "--dry-run")) dry = true;
-    else if (!strcmp(a, "--compact")) compact = true;
-    else if (!strcmp(a, "--external-data")) save.external_data = 1;
-    else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
-    else if (a[0] == '-' && a[1]) return usage_error("prune: unknown option '%s'", a);
-    else if (model) return usage_error("prune: unexpected argument '%s'", a);
-    else model = a;
-  }
-  if (!model) return usage_error("prune: %s", "missing MODEL");
-  if (!out && !dry) return usage_error("prune: %s", "missing -o OUT (or --dry-run)");
-  op_error err = {0};
-  op_prune_config *c = op_prune_config_new();
-  int rc = 0;
-  if (config && op_prune_config_load_json(c, config, &err)) rc = -1;
-  for (int i = 0; i < nset && !rc; i++) {
-    op_error inner;
-    if (op_prune_config_set(c, keys[i], values[i], &inner)) {
-      /* name the flag as typed, not the config key */
-      const char *flag = keys[i];
-      for (size_t k = 0; k < sizeof CONFIG_FLAGS / sizeof *CONFIG_FLAGS; k++)
-        if (!strcmp(CONFIG_FLAGS[k].key, keys[i])) flag = CONFIG_FLAGS[k].flag;
-      const char *colon = strchr(inner.message, ':');
-      snprintf(err.message, sizeof err.message, "%s%.900s", flag, colon ? colon : inner.message);
-      rc = -1;
-    }
-  }
-  if (!rc && compact) op_prune_config_set(c, "compact", "1", NULL);
-  if (rc) {
-    op_prune_config_free(c);
-    return fail(&err);
-  }
-  op_model *m = op_model_load(model, &err);
-  op_prune_report *r = m ? op_prune(m, c, &err) : NULL;
-  op_prune_config_free(c);
-  if (!r) {
-    op_model_free(m);
-    return fail(&err);
-  }
-  rc = 0;
-  if (!dry && op_model_save(m, out, &save, &err)) rc = -1;
-  char *json = op_prune_report_json(r);
-  if (!rc && report && !dry && write_text_file(report, json, &err)) rc = -1;
-  if (!rc && (!quiet || dry)) {
-    char *text = op_prune_report_text(r, dry);
-    if (!dry) printf("%s -> %s\n", model, out);
-    fputs(text, stdout);
-    op_free(text);
-  }
-  op_free(json);
-  op_prune_report_free(r);
-  op_model_free(m);
-  if (rc) {
-    if (!dry && report) unlink(out); /* model written but the report failed: leave nothing half-done */
-    return fail(&err);
-  }
-  return 0;
-}
-
-/* Options shared by run and verify. */
+/* Data options shared by run, verify, quantize and prune's activation importance. */
 typedef struct data_args {
   const char *data;
   op_run_options run;
@@ -263,6 +177,108 @@ static op_dataset *open_data(const data_args *d, op_error *err) {
       ds = NULL;
     }
   return ds;
+}
+
+/* Flags that map one-to-one onto config keys. */
+static const struct {
+  const char *flag, *key;
+} CONFIG_FLAGS[] = {
+    {"--head-sparsity", "head_sparsity"}, {"--ffn-sparsity", "ffn_sparsity"}, {"--width", "width"},
+    {"--num-heads", "num_heads"},         {"--ffn-size", "ffn_size"},         {"--keep-layers", "keep_layers"},
+    {"--importance", "importance"},       {"--seed", "seed"},                 {"--scope", "scope"},
+};
+
+static int cmd_prune(int argc, char **argv) {
+  const char *model = NULL, *out = NULL, *config = NULL, *report = NULL;
+  bool dry = false, quiet = false, compact = false;
+  op_save_options save = {0};
+  const char *keys[32], *values[32];
+  int nset = 0;
+  data_args d = {.run = {.progress = false}};
+  for (int i = 0; i < argc; i++) {
+    int dr = data_option(argc, argv, &i, &d, "prune");
+    if (dr < 0) return EXIT_BAD;
+    if (dr) continue;
+    const char *a = argv[i];
+    const char *key = NULL;
+    for (size_t k = 0; k < sizeof CONFIG_FLAGS / sizeof *CONFIG_FLAGS; k++)
+      if (strcmp(a, CONFIG_FLAGS[k].flag) == 0) key = CONFIG_FLAGS[k].key;
+    bool takes_value = key || !strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--config") ||
+                       !strcmp(a, "--report");
+    if (takes_value && i + 1 >= argc) return usage_error("prune: %s needs a value", a);
+    if (key) {
+      if (nset == 32) return usage_error("prune: too many options at '%s'", a);
+      keys[nset] = key;
+      values[nset++] = argv[++i];
+    } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = argv[++i];
+    else if (!strcmp(a, "--config")) config = argv[++i];
+    else if (!strcmp(a, "--report")) report = argv[++i];
+    else if (!strcmp(a, "--dry-run")) dry = true;
+    else if (!strcmp(a, "--compact")) compact = true;
+    else if (!strcmp(a, "--external-data")) save.external_data = 1;
+    else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
+    else if (a[0] == '-' && a[1]) return usage_error("prune: unknown option '%s'", a);
+    else if (model) return usage_error("prune: unexpected argument '%s'", a);
+    else model = a;
+  }
+  if (!model) return usage_error("prune: %s", "missing MODEL");
+  if (!out && !dry) return usage_error("prune: %s", "missing -o OUT (or --dry-run)");
+  op_error err = {0};
+  op_prune_config *c = op_prune_config_new();
+  int rc = 0;
+  if (config && op_prune_config_load_json(c, config, &err)) rc = -1;
+  for (int i = 0; i < nset && !rc; i++) {
+    op_error inner;
+    if (op_prune_config_set(c, keys[i], values[i], &inner)) {
+      /* name the flag as typed, not the config key */
+      const char *flag = keys[i];
+      for (size_t k = 0; k < sizeof CONFIG_FLAGS / sizeof *CONFIG_FLAGS; k++)
+        if (!strcmp(CONFIG_FLAGS[k].key, keys[i])) flag = CONFIG_FLAGS[k].flag;
+      const char *colon = strchr(inner.message, ':');
+      snprintf(err.message, sizeof err.message, "%s%.900s", flag, colon ? colon : inner.message);
+      rc = -1;
+    }
+  }
+  if (!rc && compact) op_prune_config_set(c, "compact", "1", NULL);
+  char num[32];
+  if (!rc && d.run.batch) snprintf(num, sizeof num, "%lld", (long long)d.run.batch), rc = op_prune_config_set(c, "batch", num, &err);
+  if (!rc && d.run.samples) snprintf(num, sizeof num, "%lld", (long long)d.run.samples), rc = op_prune_config_set(c, "samples", num, &err);
+  if (rc) {
+    op_prune_config_free(c);
+    return fail(&err);
+  }
+  op_dataset *ds = d.data ? open_data(&d, &err) : NULL;
+  if (d.data && !ds) {
+    op_prune_config_free(c);
+    return fail(&err);
+  }
+  op_prune_config_set_data(c, ds);
+  op_model *m = op_model_load(model, &err);
+  op_prune_report *r = m ? op_prune(m, c, &err) : NULL;
+  op_prune_config_free(c);
+  op_dataset_free(ds);
+  if (!r) {
+    op_model_free(m);
+    return fail(&err);
+  }
+  rc = 0;
+  if (!dry && op_model_save(m, out, &save, &err)) rc = -1;
+  char *json = op_prune_report_json(r);
+  if (!rc && report && !dry && write_text_file(report, json, &err)) rc = -1;
+  if (!rc && (!quiet || dry)) {
+    char *text = op_prune_report_text(r, dry);
+    if (!dry) printf("%s -> %s\n", model, out);
+    fputs(text, stdout);
+    op_free(text);
+  }
+  op_free(json);
+  op_prune_report_free(r);
+  op_model_free(m);
+  if (rc) {
+    if (!dry && report) unlink(out); /* model written but the report failed: leave nothing half-done */
+    return fail(&err);
+  }
+  return 0;
 }
 
 static int cmd_run(int argc, char **argv) {

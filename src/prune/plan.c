@@ -2,6 +2,7 @@
  * per layer, which heads and FFN neurons stay, chosen by importance (L2/L1 norm of each unit's
  * weights, or random) or by being all zero already (--compact). */
 #include "prune/prune.h"
+#include "verify/stream.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -17,8 +18,12 @@ op_prune_config *op_prune_config_new(void) {
   c->head_sparsity = c->ffn_sparsity = c->width = -1;
   c->ffn_size = c->num_heads = -1;
   c->importance = OP_IMP_L2;
+  c->samples = 256;
+  c->batch = 8;
   return c;
 }
+
+void op_prune_config_set_data(op_prune_config *c, const op_dataset *d) { c->data = d; }
 
 void op_prune_config_free(op_prune_config *c) {
   if (!c) return;
@@ -82,6 +87,8 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
     c->seed = (uint64_t)s;
     return 0;
   }
+  if (strcmp(key, "samples") == 0) return parse_count(key, value, 1, &c->samples, err);
+  if (strcmp(key, "batch") == 0) return parse_count(key, value, 1, &c->batch, err);
   if (strcmp(key, "keep_layers") == 0) {
     c->keep_layers_set = true;
     return parse_list(key, value, &c->keep_layers, err);
@@ -90,7 +97,8 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
     if (strcmp(value, "l2") == 0) c->importance = OP_IMP_L2;
     else if (strcmp(value, "l1") == 0) c->importance = OP_IMP_L1;
     else if (strcmp(value, "random") == 0) c->importance = OP_IMP_RANDOM;
-    else return op_fail(err, OP_ARG, "importance: '%s' is not one of l1, l2, random", value);
+    else if (strcmp(value, "activation") == 0) c->importance = OP_IMP_ACTIVATION;
+    else return op_fail(err, OP_ARG, "importance: '%s' is not one of l1, l2, random, activation", value);
     return 0;
   }
   if (strcmp(key, "scope") == 0) {
@@ -256,6 +264,8 @@ const char *op_importance_name(op_importance imp) {
       return "l1 (sum of |w| over each head's / neuron's weights and biases)";
     case OP_IMP_RANDOM:
       return "random (seeded)";
+    case OP_IMP_ACTIVATION:
+      return "activation (sum over a unit's channels of rms activation on the data x L2 norm of its output-projection row)";
     default:
       return "l2 (norm of each head's / neuron's weights and biases)";
   }
@@ -359,6 +369,73 @@ static void score_neurons(const op_analysis *a, const op_ffn *f, op_importance i
   free(sum);
   free(nz);
   free(alive);
+}
+
+/* ---- activation importance ---- */
+
+/* Per layer: sums of squares per channel of the attention context (the output projection's input)
+ * and of the FFN activation (the down projection's input), over every token of the data. */
+typedef struct act_sums {
+  double *attn, *ffn;
+  int64_t attn_rows, ffn_rows;
+} act_sums;
+
+typedef struct act_obs {
+  const op_analysis *a;
+  act_sums *by_layer;
+  int *slot_layer; /* value slot -> layer * 2 + kind, or -1 */
+} act_obs;
+
+static void observe_act(void *user, const char *name, const op_tensor *t) {
+  act_obs *o = user;
+  op_value *v = op_graph_find(o->a->gr, name);
+  int code = v ? o->slot_layer[v - o->a->gr->values] : -1;
+  if (code < 0 || t->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->rank < 1) return;
+  act_sums *s = &o->by_layer[code / 2];
+  int64_t ch = t->dims[t->rank - 1], n = (int64_t)(t->nbytes / sizeof(float)), rows = ch ? n / ch : 0;
+  double *acc = code % 2 ? s->ffn : s->attn;
+  const float *x = t->data;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c2 = 0; c2 < ch; c2++) acc[c2] += (double)x[r * ch + c2] * x[r * ch + c2];
+  if (code % 2) s->ffn_rows += rows;
+  else s->attn_rows += rows;
+}
+
+static int collect_activations(const op_analysis *a, const op_prune_config *c, act_sums *acts, op_error *err) {
+  if (!c->data) return op_fail(err, OP_ARG, "importance activation needs calibration data (--data PATH)");
+  act_obs o = {a, acts, op_xmalloc(a->gr->cap * sizeof(int))};
+  for (size_t i = 0; i < a->gr->cap; i++) o.slot_layer[i] = -1;
+  for (size_t l = 0; l < a->layers.n; l++) {
+    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_ffn *f = op_layer_ffn(a, (int)l);
+    op_value *v;
+    if (at && (v = op_graph_find(a->gr, at->out.x))) {
+      acts[l].attn = op_xcalloc((size_t)at->out.in, sizeof(double));
+      o.slot_layer[v - a->gr->values] = (int)l * 2;
+    }
+    if (f && (v = op_graph_find(a->gr, f->down.x))) {
+      acts[l].ffn = op_xcalloc((size_t)f->down.in, sizeof(double));
+      o.slot_layer[v - a->gr->values] = (int)l * 2 + 1;
+    }
+  }
+  op_session *s = op_session_new(a->model, err);
+  int64_t first = 0, total = s ? op_sample_window(c->data, s, 0, c->samples, &first, err) : -1;
+  int rc = total < 0 ? -1 : op_stream(s, c->data, first, total, c->batch, observe_act, &o, false, NULL, NULL, false, "importance", err);
+  op_session_free(s);
+  free(o.slot_layer);
+  return rc;
+}
+
+/* The activation score of units of `group` channels: sum of rms(x_c) * ||W_out row c||. */
+static void activation_scores(const op_analysis *a, const op_proj *out, const double *x_ss, int64_t rows, int64_t group,
+                              double *score) {
+  int64_t n = out->in;
+  double *w = op_xmalloc((size_t)n * sizeof *w);
+  bool *nz = op_xmalloc((size_t)n);
+  channel_sums(a, out, false, OP_IMP_L2, w, nz);
+  for (int64_t c = 0; c < n; c++) score[c / group] += sqrt(x_ss[c] / (double)(rows ? rows : 1)) * sqrt(w[c]);
+  free(w);
+  free(nz);
 }
 
 /* ---- selection ---- */
@@ -519,6 +596,15 @@ static void select_units(const op_prune_config *c, const unit_rule *r, int layer
 int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
   memset(plan, 0, sizeof *plan);
   if (validate(a, c, err)) return -1;
+  act_sums *acts = NULL;
+  if (c->importance == OP_IMP_ACTIVATION) {
+    acts = op_xcalloc(a->layers.n ? a->layers.n : 1, sizeof *acts);
+    if (collect_activations(a, c, acts, err)) {
+      for (size_t l = 0; l < a->layers.n; l++) free(acts[l].attn), free(acts[l].ffn);
+      free(acts);
+      return -1;
+    }
+  }
   plan->n = a->layers.n;
   plan->layers = op_xcalloc(plan->n ? plan->n : 1, sizeof *plan->layers);
   for (size_t l = 0; l < plan->n; l++) {
@@ -537,6 +623,10 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
       lp->head_score = op_xcalloc((size_t)at->heads, sizeof(double));
       bool *dead = op_xcalloc((size_t)at->heads, sizeof(bool));
       score_heads(a, at, c->importance, lp->head_score, dead);
+      if (acts && acts[l].attn) {
+        memset(lp->head_score, 0, (size_t)at->heads * sizeof(double));
+        activation_scores(a, &at->out, acts[l].attn, acts[l].attn_rows, at->head_dim, lp->head_score);
+      }
       unit_rule rule = {lc && lc->heads_set ? &lc->heads : NULL, lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1,
                         c->head_sparsity, c->num_heads};
       select_units(c, &rule, (int)l, 0, at->heads, dead, lp->head_score, lp->keep_head);
@@ -549,12 +639,18 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
       lp->neuron_score = op_xcalloc((size_t)f->down.in, sizeof(double));
       bool *dead = op_xcalloc((size_t)f->down.in, sizeof(bool));
       score_neurons(a, f, c->importance, lp->neuron_score, dead);
+      if (acts && acts[l].ffn) {
+        memset(lp->neuron_score, 0, (size_t)f->down.in * sizeof(double));
+        activation_scores(a, &f->down, acts[l].ffn, acts[l].ffn_rows, 1, lp->neuron_score);
+      }
       unit_rule rule = {lc && lc->neurons_set ? &lc->neurons : NULL, lc ? lc->ffn_sparsity : -1, lc ? lc->ffn_size : -1,
                         c->ffn_sparsity, c->ffn_size};
       select_units(c, &rule, (int)l, 1, f->down.in, dead, lp->neuron_score, lp->keep_neuron);
       free(dead);
     }
   }
+  for (size_t l = 0; acts && l < a->layers.n; l++) free(acts[l].attn), free(acts[l].ffn);
+  free(acts);
   if (c->global) {
     double hf = c->head_sparsity >= 0 ? c->head_sparsity : c->width >= 0 ? 1 - c->width : -1;
     double ff = c->ffn_sparsity >= 0 ? c->ffn_sparsity : c->width >= 0 ? 1 - c->width : -1;

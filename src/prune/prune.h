@@ -5,7 +5,7 @@
 
 #include "match/match.h"
 
-typedef enum op_importance { OP_IMP_L2, OP_IMP_L1, OP_IMP_RANDOM } op_importance;
+typedef enum op_importance { OP_IMP_L2, OP_IMP_L1, OP_IMP_RANDOM, OP_IMP_ACTIVATION } op_importance;
 
 typedef struct op_layer_cfg {
   int layer;
@@ -26,6 +26,8 @@ struct op_prune_config {
   bool keep_layers_set;
   op_int_vec keep_layers;
   OP_VEC(op_layer_cfg) layers;
+  const op_dataset *data; /* for OP_IMP_ACTIVATION */
+  int64_t samples, batch;
 };
 
 typedef struct op_layer_plan {

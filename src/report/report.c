@@ -249,7 +249,8 @@ static cJSON *int_list(const op_int_vec *v) {
 char *op_prune_report_json(const op_prune_report *r) {
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "model", r->model);
-  cJSON_AddStringToObject(root, "importance", r->importance == OP_IMP_L1 ? "l1" : r->importance == OP_IMP_RANDOM ? "random" : "l2");
+  static const char *imp_names[] = {"l2", "l1", "random", "activation"};
+  cJSON_AddStringToObject(root, "importance", imp_names[r->importance]);
   cJSON_AddStringToObject(root, "importance_metric", op_importance_name(r->importance));
   cJSON_AddBoolToObject(root, "compact", r->compact);
   cJSON *p = cJSON_AddObjectToObject(root, "parameters");

@@ -127,6 +127,24 @@ int main(int argc, char **argv) {
   op_plan_free(&p);
   op_prune_config_free(c);
 
+  /* activation importance: the head whose output rows are zero contributes nothing and goes first */
+  c = op_prune_config_new();
+  op_prune_config_set(c, "importance", "activation", &err);
+  op_prune_config_set(c, "num_heads", "3", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == -1);
+  CHECK_CONTAINS(err.message, "needs calibration data");
+  char data_dir[4200];
+  snprintf(data_dir, sizeof data_dir, "%s/bert_separate_mask_opset11", fixtures);
+  op_dataset *ds = op_dataset_open(data_dir, &err);
+  CHECK(ds != NULL);
+  op_prune_config_set_data(c, ds);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  CHECK(!p.layers[1].keep_head[2] && kept_heads(&p, 1) == 3);
+  CHECK(p.layers[1].head_score[2] == 0 && p.layers[1].head_score[0] > 0);
+  op_plan_free(&p);
+  op_prune_config_free(c);
+  op_dataset_free(ds);
+
   op_analysis_free(a);
   op_model_free(m);
   return check_done("plan");
