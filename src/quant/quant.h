@@ -43,6 +43,7 @@ struct op_quant_report {
   op_cal_method method;
   int64_t batches, eval_first, eval_samples;
   bool act_signed, symmetric, bias_correction, per_tensor_fallback;
+  int biases_corrected;
   OP_VEC(op_quant_entry) entries;
   OP_VEC(op_quant_trial) trials;
 };

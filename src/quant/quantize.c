@@ -180,6 +180,7 @@ typedef struct target {
   int act_slots[2]; /* inputs quantised as activations, -1 when unused */
   int w_slot;       /* weight input slot (linear, gather), -1 otherwise */
   const char *w;    /* weight initializer */
+  char *act;        /* the activation input's name before the rewrite (owned), for bias correction */
   int transpose;    /* Transpose node between the initializer and the node, or -1 */
   int w_axis;       /* output-channel axis of the stored weight */
 } target;
@@ -216,7 +217,7 @@ static void find_targets(const op_graph *gr, const op_quant_config *c, target_ve
   for (size_t i = 0; i < g->n_node; i++) {
     Onnx__NodeProto *n = g->node[i];
     if (excluded(c, n) || n->n_input < 2) continue;
-    target t = {(int)i, T_LINEAR, {-1, -1}, -1, NULL, -1, 1};
+    target t = {.node = (int)i, .kind = T_LINEAR, .act_slots = {-1, -1}, .w_slot = -1, .transpose = -1, .w_axis = 1};
     bool mm = op_node_is(n, "MatMul"), gemm = op_node_is(n, "Gemm");
     if ((mm && (c->op_types & OP_Q_MATMUL)) || (gemm && (c->op_types & OP_Q_GEMM))) {
       if (gemm && op_node_attr_int(n, "transA", 0)) continue;
@@ -421,10 +422,11 @@ static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, c
   return dn;
 }
 
-/* The expected error a quantised weight adds to y = x W (+ b), moved into the bias. */
-static void correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t, const float *w, const float *dq,
+/* The expected error a quantised weight adds to y = x W (+ b), moved into the bias. Returns 1 when a
+ * bias was corrected. */
+static int correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t, const float *w, const float *dq,
                          int64_t rows, int64_t cols, const op_stats *xs) {
-  if (!xs || !xs->chan_sum || xs->chan_rows == 0) return;
+  if (!xs || !xs->chan_sum || xs->chan_rows == 0) return 0;
   Onnx__TensorProto *b = NULL;
   if (op_node_is(n, "Gemm") && n->n_input > 2) b = op_graph_init(gr, n->input[2]);
   if (!b) { /* MatMul followed by Add(bias) */
@@ -437,7 +439,7 @@ static void correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t
   }
   bool w_kn = t->w_axis == 1; /* stored [K, N] */
   int64_t K = w_kn ? rows : cols, N = w_kn ? cols : rows;
-  if (!b || b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || op_tensor_numel(b) != N || xs->channels != K) return;
+  if (!b || b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || op_tensor_numel(b) != N || xs->channels != K) return 0;
   float *bias = op_tensor_f32(b);
   for (int64_t o = 0; o < N; o++) {
     double delta = 0;
@@ -447,6 +449,7 @@ static void correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t
     }
     bias[o] -= (float)delta;
   }
+  return 1;
 }
 
 static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal_method method, op_quant_report *r,
@@ -474,6 +477,7 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
         OP_VEC_PUSH(dq_names, made);
         dq = made;
       }
+      if (k == 0 && ts.v[i].kind == T_LINEAR) ts.v[i].act = op_xstrdup(name);
       if (dq) op_node_set_input(n, (size_t)slot, dq);
     }
   }
@@ -490,7 +494,8 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     int8_t *q = op_xmalloc((size_t)nel);
     float *scales = op_xmalloc((size_t)nch * sizeof(float)), *dqw = op_xmalloc((size_t)nel * sizeof(float));
     quantize_weight(wf, rows, cols, t->w_axis, pc, q, scales, dqw);
-    if (c->bias_correction && t->kind == T_LINEAR) correct_bias(gr, n, t, wf, dqw, rows, cols, stats_of(cal, n->input[0]));
+    if (c->bias_correction && t->kind == T_LINEAR && t->act)
+      r->biases_corrected += correct_bias(gr, n, t, wf, dqw, rows, cols, stats_of(cal, t->act));
     char *qn = fmt_name(gr, t->w, "_quantized"), *sn = fmt_name(gr, t->w, "_scale"),
          *zn = fmt_name(gr, t->w, "_zero_point"), *dn = fmt_name(gr, t->w, "_dequantized");
     int64_t dims[2] = {rows, cols};
@@ -523,6 +528,7 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     free(q), free(scales), free(dqw), free(zeros);
     free(qn), free(sn), free(zn), free(dn);
   }
+  for (size_t i = 0; i < ts.n; i++) free(ts.v[i].act);
   for (size_t i = 0; i < dq_names.n; i++) free(dq_names.v[i]), free(src_names.v[i]);
   free(dq_names.v);
   free(src_names.v);
@@ -663,10 +669,11 @@ char *op_quant_report_text(const op_quant_report *r) {
     if (strcmp(r->entries.v[i].kind, "activation")) nw++;
     else na++;
   }
-  P("quantised: %d weight tensors (int8, symmetric%s), %d activation tensors (%s, %s, method %s)%s\n", nw,
+  P("quantised: %d weight tensors (int8, symmetric%s), %d activation tensors (%s, %s, method %s)%s%s", nw,
     r->per_tensor_fallback ? ", per tensor: opset < 13 has no per-axis DequantizeLinear" : "", na,
     r->act_signed ? "int8" : "uint8", r->symmetric ? "symmetric" : "asymmetric", op_cal_method_name(r->method),
-    r->bias_correction ? ", bias corrected" : "");
+    r->bias_correction ? ", biases corrected: " : "\n", "");
+  if (r->bias_correction) P("%d\n", r->biases_corrected);
 #undef P
   return s;
 }
@@ -679,6 +686,7 @@ char *op_quant_report_json(const op_quant_report *r) {
   cJSON_AddStringToObject(root, "activation_type", r->act_signed ? "int8" : "uint8");
   cJSON_AddBoolToObject(root, "symmetric_activations", r->symmetric);
   cJSON_AddBoolToObject(root, "bias_correction", r->bias_correction);
+  cJSON_AddNumberToObject(root, "biases_corrected", r->biases_corrected);
   cJSON *tr = cJSON_AddArrayToObject(root, "trials");
   for (size_t i = 0; i < r->trials.n; i++) {
     const op_quant_trial *t = &r->trials.v[i];

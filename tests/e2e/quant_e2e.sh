@@ -51,6 +51,27 @@ if "$BIN" quantize "$M" -o "$work/wide.onnx" --data "$DATA" --weight-granularity
   $PY "$HERE/check_qdq.py" "$work/wide.onnx" "$M" "$work/wide.json" --exclude "$excl" && runs_in_ort "$work/wide.onnx"; then ok
 else bad "per-tensor / wide op types / bias correction / exclude"; fi
 
+# bias correction changes the biases of the quantised linear layers, and says how many
+if "$BIN" quantize "$M" -o "$work/bc.onnx" --data "$DATA" --method mse --bias-correction --report "$work/bc.json" -q &&
+  $PY - "$work/mse.onnx" "$work/bc.onnx" "$work/bc.json" "$M" <<'PY'
+import json, sys
+import numpy as np, onnx, onnx.numpy_helper as nh
+a = {t.name: nh.to_array(t) for t in onnx.load(sys.argv[1]).graph.initializer if t.data_type == 1 and len(t.dims) == 1}
+b = {t.name: nh.to_array(t) for t in onnx.load(sys.argv[2]).graph.initializer if t.data_type == 1 and len(t.dims) == 1}
+changed = sum(1 for k in a if k in b and a[k].shape == b[k].shape and not np.array_equal(a[k], b[k]))
+n = json.load(open(sys.argv[3]))["biases_corrected"]
+# does the fp32 model have a biased linear layer (MatMul + Add of a vector, or Gemm with C)?
+g = onnx.load(sys.argv[4]).graph
+vec = {t.name for t in g.initializer if len(t.dims) == 1}
+prod = {o: n.op_type for n in g.node for o in n.output}
+biased = any((n.op_type == "Gemm" and len(n.input) > 2) or
+             (n.op_type == "Add" and any(i in vec for i in n.input) and any(prod.get(i) == "MatMul" for i in n.input))
+             for n in g.node)
+assert n == changed, f"the report says {n} biases corrected, {changed} changed"
+assert n > 0 or not biased, "a model with biased layers got no correction"
+PY
+then ok; else bad "bias correction changed nothing"; fi
+
 # compress: prune then quantize from one config; one report with both steps
 cat >"$work/compress.json" <<JSON
 {"prune": {"head_sparsity": 0.5, "ffn_sparsity": 0.25}, "quantize": {"method": ["mse"], "bias_correction": true}}
