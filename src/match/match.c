@@ -654,6 +654,13 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
       attn_free(&at);
       continue;
     }
+    bool shared = used[at.out.node];
+    for (int k = 0; k < 3; k++) shared |= used[at.qkv[k].node];
+    if (shared) {
+      unmatched(a, g->node[i], "shares a projection with another block");
+      attn_free(&at);
+      continue;
+    }
     for (int k = 0; k < 3; k++) used[at.qkv[k].node] = true;
     used[at.out.node] = true;
     OP_VEC_PUSH(a->attn, at);
@@ -669,6 +676,15 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
       free(f.region.v);
       continue;
     }
+    bool shared = used[f.down.node];
+    for (int u = 0; u < f.n_up; u++) shared |= used[f.up[u].node];
+    if (shared) { /* a projection may be rewritten by one block only */
+      unmatched(a, g->node[i], "shares a projection with another block");
+      free(f.region.v);
+      continue;
+    }
+    used[f.down.node] = true;
+    for (int u = 0; u < f.n_up; u++) used[f.up[u].node] = true;
     OP_VEC_PUSH(a->ffn, f);
     OP_VEC_PUSH(a->blocks, blk);
   }

@@ -18,11 +18,14 @@ static void record(op_prune_report *r, int layer, const Onnx__TensorProto *t, co
 
 /* Keeps the listed channels of a projection, on its output side (weight columns of [in, out] and the
  * bias) or its input side (weight rows of [in, out]). */
-static void slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int64_t *keep, int64_t nk, int layer,
-                       op_prune_report *r) {
+static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int64_t *keep, int64_t nk, int layer,
+                      op_prune_report *r, op_error *err) {
   Onnx__TensorProto *w = op_graph_init(a->gr, p->w);
-  const float *W = op_tensor_f32(w);
-  int64_t rows = w->dims[0], cols = w->dims[1];
+  const float *W = w ? op_tensor_f32(w) : NULL;
+  int64_t rows = p->w_out_major ? p->out : p->in, cols = p->w_out_major ? p->in : p->out;
+  /* the weight must still have the shape it was matched with: nothing else may have sliced it */
+  if (!W || w->n_dims != 2 || w->dims[0] != rows || w->dims[1] != cols)
+    return op_fail(err, OP_UNSUPPORTED, "%s: weight '%s' changed shape during the rewrite", a->model->path, p->w);
   bool chan_is_row = out_side == p->w_out_major;
   int64_t nd[2] = {chan_is_row ? nk : rows, chan_is_row ? cols : nk};
   float *NW = op_xmalloc((size_t)(nd[0] * nd[1]) * sizeof(float));
@@ -43,6 +46,7 @@ static void slice_proj(op_analysis *a, const op_proj *p, bool out_side, const in
     record(r, layer, b, bd);
     op_tensor_replace(b, bd, 1, NB, (size_t)nk * sizeof(float));
   }
+  return 0;
 }
 
 /* Channel list of the kept heads: for each part (1, or 3 for packed q|k|v), each kept head's d channels. */
@@ -61,18 +65,18 @@ static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, int 
   int64_t H = at->heads, d = at->head_dim, H2 = op_plan_kept(keep, H);
   if (H2 == H) return 0;
   int64_t *ch = op_xmalloc((size_t)(3 * H * d) * sizeof(int64_t));
+  int rc = 0;
   if (at->packed) {
     int64_t n = head_channels(keep, H, d, 3, ch);
-    slice_proj(a, &at->qkv[0], true, ch, n, layer, r);
+    rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
   } else {
     int64_t n = head_channels(keep, H, d, 1, ch);
-    for (int k = 0; k < 3; k++) slice_proj(a, &at->qkv[k], true, ch, n, layer, r);
+    for (int k = 0; k < 3 && !rc; k++) rc = slice_proj(a, &at->qkv[k], true, ch, n, layer, r, err);
   }
   int64_t n = head_channels(keep, H, d, 1, ch);
-  slice_proj(a, &at->out, false, ch, n, layer, r);
+  if (!rc) rc = slice_proj(a, &at->out, false, ch, n, layer, r, err);
   free(ch);
   op_int_vec seen = {0};
-  int rc = 0;
   for (size_t i = 0; i < at->split_reshapes.n && !rc; i++) {
     if (op_int_vec_has(&seen, at->split_reshapes.v[i])) continue;
     OP_VEC_PUSH(seen, at->split_reshapes.v[i]);
@@ -91,15 +95,18 @@ static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, int 
   return rc;
 }
 
-static void prune_neurons(op_analysis *a, const op_ffn *f, const bool *keep, int layer, op_prune_report *r) {
+static int prune_neurons(op_analysis *a, const op_ffn *f, const bool *keep, int layer, op_prune_report *r,
+                         op_error *err) {
   int64_t F = f->down.in, n = 0;
-  if (op_plan_kept(keep, F) == F) return;
+  if (op_plan_kept(keep, F) == F) return 0;
   int64_t *ch = op_xmalloc((size_t)F * sizeof(int64_t));
   for (int64_t i = 0; i < F; i++)
     if (keep[i]) ch[n++] = i;
-  for (int u = 0; u < f->n_up; u++) slice_proj(a, &f->up[u], true, ch, n, layer, r);
-  slice_proj(a, &f->down, false, ch, n, layer, r);
+  int rc = 0;
+  for (int u = 0; u < f->n_up && !rc; u++) rc = slice_proj(a, &f->up[u], true, ch, n, layer, r, err);
+  if (!rc) rc = slice_proj(a, &f->down, false, ch, n, layer, r, err);
   free(ch);
+  return rc;
 }
 
 /* Records every weight of a block as removed. */
@@ -145,7 +152,7 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
     const op_ffn *f = op_layer_ffn(a, (int)l);
     if (lp->drop_layer) continue;
     if (at && !lp->drop_attn && prune_heads(a, at, lp->keep_head, (int)l, r, err)) return -1;
-    if (f && !lp->drop_ffn) prune_neurons(a, f, lp->keep_neuron, (int)l, r);
+    if (f && !lp->drop_ffn && prune_neurons(a, f, lp->keep_neuron, (int)l, r, err)) return -1;
   }
   /* 2. bypasses: the residual stream skips removed blocks and layers */
   bypass_vec done = {0};
