@@ -5,24 +5,8 @@
 set -u
 BIN=$1 FIX=$2
 M=$FIX/model.onnx
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-/usr/bin/python3 "$(dirname "$0")/make_bad_data.py" "$work/d" || exit 1
-pass=0 fail=0
-expect() {
-  local name=$1 pattern=$2
-  shift 3
-  rm -rf "$work/out" && mkdir "$work/out"
-  "$BIN" "$@" >/dev/null 2>"$work/stderr"
-  local rc=$? lines
-  lines=$(wc -l <"$work/stderr")
-  if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$work/stderr" && [ -z "$(ls -A "$work/out")" ]; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1))
-    echo "FAIL $name: rc=$rc lines=$lines stderr=$(head -c 300 "$work/stderr")"
-  fi
-}
+. "$(dirname "$0")/lib.sh"
+$PY "$E2E/make_bad_data.py" "$work/d" || exit 1
 D=$work/d O=$work/out/o.npz
 expect wrong-dtype "input 'input_ids': expected int64 \[?, ?\], found float32 \[4, 6\]" -- run "$M" --data "$D/wrong_dtype.npz" -o "$O"
 expect wrong-rank "input 'input_ids': expected int64 \[?, ?\], found int64 \[4, 6, 1\]" -- run "$M" --data "$D/wrong_rank.npz" -o "$O"
@@ -57,12 +41,11 @@ same() {
   local name=$1
   shift
   if "$BIN" run "$M" -o "$work/$name.npz" "$@" 2>"$work/stderr" && cmp -s "$work/$name.npz" "$work/base.npz"; then
-    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $name: $(head -c 300 "$work/stderr")"; fi
+    ok; else bad "$name: $(head -c 300 "$work/stderr")"; fi
 }
 "$BIN" run "$M" --data "$D/good.npz" -o "$work/base.npz" || { echo "FAIL base run"; exit 1; }
 same deflated --data "$D/deflated.npz"
 same npy-dir --data "$D/npy_dir"
 same fill --data "$D/missing.npz" --fill attention_mask=1
 same batched --data "$D/good.npz" --batch 3
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

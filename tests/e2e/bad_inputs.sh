@@ -3,27 +3,8 @@
 # exit code 2, and leaves no output file (nor a temporary one) behind.
 set -u
 BIN=$1 GOOD=$2
-PY=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-$PY "$(dirname "$0")/make_bad_models.py" "$GOOD" "$work/bad" || { echo "cannot make bad models"; exit 1; }
-pass=0 fail=0
-
-# expect CASE PATTERN -- ARGS...: exit 2, one stderr line matching PATTERN, no file in $work/out
-expect() {
-  local name=$1 pattern=$2
-  shift 3
-  rm -rf "$work/out" && mkdir "$work/out"
-  "$BIN" "$@" >"$work/stdout" 2>"$work/stderr"
-  local rc=$? lines
-  lines=$(wc -l <"$work/stderr")
-  if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$work/stderr" && [ -z "$(ls -A "$work/out")" ]; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1))
-    echo "FAIL $name: rc=$rc lines=$lines stderr=$(head -c 300 "$work/stderr") out=$(ls -A "$work/out")"
-  fi
-}
+. "$(dirname "$0")/lib.sh"
+$PY "$E2E/make_bad_models.py" "$GOOD" "$work/bad" || { echo "cannot make bad models"; exit 1; }
 
 B=$work/bad O=$work/out/model.onnx
 expect empty "empty.onnx: empty file" -- prune "$B/empty.onnx" -o "$O"
@@ -66,7 +47,6 @@ before=$(md5sum <"$work/out/in.onnx")
 "$BIN" prune "$work/out/in.onnx" -o "$work/out/../out/in.onnx" --head-sparsity 0.5 >/dev/null 2>"$work/stderr"
 rc=$?
 if [ $rc -eq 2 ] && grep -q "refusing to overwrite the input" "$work/stderr" && [ "$(md5sum <"$work/out/in.onnx")" = "$before" ] &&
-  [ "$(ls -A "$work/out")" = "in.onnx" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL overwrite-input: rc=$rc $(cat "$work/stderr")"; fi
+  [ "$(ls -A "$work/out")" = "in.onnx" ]; then ok; else bad "overwrite-input: rc=$rc $(cat "$work/stderr")"; fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

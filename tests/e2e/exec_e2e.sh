@@ -4,14 +4,8 @@
 # against a pruned copy must report the figures ORT's outputs give; thresholds gate the exit code.
 set -u
 BIN=$1 DIR=$2 DATA=$3 ROWS=$4 BATCH=$5
-HERE=$(cd "$(dirname "$0")" && pwd)
+. "$(dirname "$0")/lib.sh"
 M=$DIR/model.onnx
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-ort() { node "$HERE/ort.js" "$@" >"$work/ort.log" 2>&1 || { cat "$work/ort.log"; return 1; }; }
 
 if "$BIN" run "$M" --data "$DATA" --samples "$ROWS" --batch "$BATCH" -o "$work/ours.npz" 2>"$work/run.err" &&
   [ ! -s "$work/run.err" ] && # no progress bar when stderr is not a terminal
@@ -40,5 +34,4 @@ if command -v script >/dev/null; then
   if grep -q "\([0-9][0-9]*\)/\1 samples  [0-9.]* samples/s  ETA 0:00" "$work/tty.log"; then ok; else bad "progress bar on a terminal: $(tail -c 300 "$work/tty.log")"; fi
 fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

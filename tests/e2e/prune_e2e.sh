@@ -5,15 +5,8 @@
 # states, and compute exactly what the original computes once the removed units are zeroed in it.
 set -u
 BIN=$1 DIR=$2 DATA=$3 PRE=${4:-}
-HERE=$(cd "$(dirname "$0")" && pwd)
-PY=/usr/bin/python3
+. "$(dirname "$0")/lib.sh"
 M=$DIR/model.onnx
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-ort() { node "$HERE/ort.js" "$@" >"$work/ort.log" 2>&1 || { cat "$work/ort.log"; return 1; }; }
 
 "$BIN" inspect "$M" --json >"$work/inspect.json" || { echo "inspect failed"; exit 1; }
 if grep -q "not matched" "$work/inspect.json" || ! grep -q '"heads"' "$work/inspect.json"; then
@@ -25,8 +18,8 @@ prune_case() {
   shift
   local out=$work/$name.onnx
   if ! "$BIN" prune "$M" -o "$out" --report "$work/$name.json" -q "$@"; then bad "$name: prune failed"; return; fi
-  $PY "$HERE/check_model.py" "$out" "$M" "$work/$name.json" || { bad "$name: model checks"; return; }
-  $PY "$HERE/zero_units.py" "$M" "$work/inspect.json" "$work/$name.json" "$work/$name.ref.onnx"
+  $PY "$E2E/check_model.py" "$out" "$M" "$work/$name.json" || { bad "$name: model checks"; return; }
+  $PY "$E2E/zero_units.py" "$M" "$work/inspect.json" "$work/$name.json" "$work/$name.ref.onnx"
   if ort compare "$work/$name.ref.onnx" "$out" --data "$DATA" --tol 1e-4; then ok; else bad "$name: outputs differ from the zeroed original"; fi
 }
 
@@ -48,10 +41,10 @@ drop_case() {
   local want
   want=$(echo "$keep" | tr ',' '\n' | wc -l)
   if "$BIN" prune "$M" -o "$work/$name.onnx" --keep-layers "$keep" --report "$work/$name.json" -q &&
-    $PY "$HERE/check_model.py" "$work/$name.onnx" "$M" "$work/$name.json" &&
+    $PY "$E2E/check_model.py" "$work/$name.onnx" "$M" "$work/$name.json" &&
     "$BIN" inspect "$work/$name.onnx" | grep -q ", $want layers,"; then
     if [ "$PRE" = --pre-norm ]; then
-      $PY "$HERE/zero_units.py" "$M" "$work/inspect.json" "$work/$name.json" "$work/$name.ref.onnx"
+      $PY "$E2E/zero_units.py" "$M" "$work/inspect.json" "$work/$name.json" "$work/$name.ref.onnx"
       if ort compare "$work/$name.ref.onnx" "$work/$name.onnx" --data "$DATA" --tol 1e-4; then ok; else bad "$name: outputs"; fi
     elif ort compare "$M" "$work/$name.onnx" --data "$DATA" --tol 1e30; then ok; else bad "$name: does not run"; fi
   else bad "$name: prune or checks failed"; fi
@@ -67,7 +60,7 @@ prune_case no-attention --config "$work/noattn.json"
 
 # --compact on the zeroed original of heads50 must remove the same units and compute the same outputs
 if "$BIN" prune "$work/heads50.ref.onnx" -o "$work/compact.onnx" --compact --report "$work/compact.json" -q &&
-  $PY "$HERE/check_model.py" "$work/compact.onnx" "$M" "$work/compact.json"; then
+  $PY "$E2E/check_model.py" "$work/compact.onnx" "$M" "$work/compact.json"; then
   if ort compare "$work/heads50.ref.onnx" "$work/compact.onnx" --data "$DATA" --tol 1e-4 &&
     [ "$($PY -c "import json,sys;print(json.load(open(sys.argv[1]))['parameters']['after'])" "$work/compact.json")" = \
       "$($PY -c "import json,sys;print(json.load(open(sys.argv[1]))['parameters']['after'])" "$work/heads50.json")" ]; then ok
@@ -82,5 +75,4 @@ if "$BIN" prune "$M" -o "$work/dry.onnx" --head-sparsity 0.5 --dry-run >"$work/d
 if "$BIN" prune "$M" -o "$work/ext.onnx" --ffn-sparsity 0.5 --external-data -q && [ -s "$work/ext.onnx.data" ] &&
   ort compare "$work/ffn50.onnx" "$work/ext.onnx" --data "$DATA" --tol 0; then ok; else bad "external data"; fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -6,25 +6,19 @@
 # most 30% of fp32.
 set -u
 BIN=$1 DIR=$2 DATA=$3 ACC=${4:-} SIZE=${5:-}
-HERE=$(cd "$(dirname "$0")" && pwd)
-PY=/usr/bin/python3
+. "$(dirname "$0")/lib.sh"
 M=$DIR/model.onnx
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-runs_in_ort() { node "$HERE/ort.js" compare "$M" "$1" --data "$DATA" --rows 16 --tol 1e30 >"$work/ort.log" 2>&1 || { cat "$work/ort.log"; return 1; }; }
+runs_in_ort() { node "$E2E/ort.js" compare "$M" "$1" --data "$DATA" --rows 16 --tol 1e30 >"$work/ort.log" 2>&1 || { cat "$work/ort.log"; return 1; }; }
 fp32_acc=
-[ "$ACC" = --accuracy ] && fp32_acc=$(node "$HERE/ort.js" accuracy "$M" --data "$DATA" 2>/dev/null | awk '{print $2}')
+[ "$ACC" = --accuracy ] && fp32_acc=$(node "$E2E/ort.js" accuracy "$M" --data "$DATA" 2>/dev/null | awk '{print $2}')
 
 for method in kl mse hist; do
   q=$work/$method.onnx
   if "$BIN" quantize "$M" -o "$q" --data "$DATA" --method "$method" --report "$work/$method.json" -q &&
-    $PY "$HERE/check_qdq.py" "$q" "$M" "$work/$method.json" $([ "$SIZE" = --size ] && echo --max-size-ratio 0.30) &&
+    $PY "$E2E/check_qdq.py" "$q" "$M" "$work/$method.json" $([ "$SIZE" = --size ] && echo --max-size-ratio 0.30) &&
     runs_in_ort "$q"; then ok; else bad "$method: quantize, QDQ checks or ORT"; continue; fi
   if [ -n "$fp32_acc" ]; then
-    acc=$(node "$HERE/ort.js" accuracy "$q" --data "$DATA" 2>/dev/null | awk '{print $2}')
+    acc=$(node "$E2E/ort.js" accuracy "$q" --data "$DATA" 2>/dev/null | awk '{print $2}')
     if awk -v a="$acc" -v b="$fp32_acc" 'BEGIN { exit !(a >= b - 0.01) }'; then ok; else bad "$method: accuracy $acc vs fp32 $fp32_acc"; fi
     echo "$method: ORT top-1 $acc (fp32 $fp32_acc)"
   fi
@@ -39,7 +33,7 @@ else bad "search or cosine >= 0.99: $(cat "$work/best.txt" "$work/verify.txt" 2>
 
 # the TensorRT profile: int8 symmetric activations, zero points 0
 if "$BIN" quantize "$M" -o "$work/trt.onnx" --data "$DATA" --profile tensorrt --method mse --report "$work/trt.json" -q &&
-  $PY "$HERE/check_qdq.py" "$work/trt.onnx" "$M" "$work/trt.json" --symmetric-int8 && runs_in_ort "$work/trt.onnx"; then ok
+  $PY "$E2E/check_qdq.py" "$work/trt.onnx" "$M" "$work/trt.json" --symmetric-int8 && runs_in_ort "$work/trt.onnx"; then ok
 else bad "tensorrt profile"; fi
 
 # per-tensor weights, attention MatMuls and Adds too, bias correction, an excluded node
@@ -48,7 +42,7 @@ import onnx,sys
 m=onnx.load(sys.argv[1]); print(next(n.name for n in m.graph.node if n.op_type in ('MatMul','Gemm') and any(i in {t.name for t in m.graph.initializer} for i in n.input)))" "$M")
 if "$BIN" quantize "$M" -o "$work/wide.onnx" --data "$DATA" --weight-granularity tensor --op-types MatMul,Gemm,AttentionMatMul,Add \
   --bias-correction --exclude "$excl" --method avg --report "$work/wide.json" -q &&
-  $PY "$HERE/check_qdq.py" "$work/wide.onnx" "$M" "$work/wide.json" --exclude "$excl" && runs_in_ort "$work/wide.onnx"; then ok
+  $PY "$E2E/check_qdq.py" "$work/wide.onnx" "$M" "$work/wide.json" --exclude "$excl" && runs_in_ort "$work/wide.onnx"; then ok
 else bad "per-tensor / wide op types / bias correction / exclude"; fi
 
 # bias correction changes the biases of the quantised linear layers, and says how many
@@ -79,8 +73,7 @@ JSON
 if "$BIN" compress "$M" -o "$work/compressed.onnx" --config "$work/compress.json" --data "$DATA" --report "$work/c.json" -q &&
   $PY -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['prune']['parameters']['after'] < r['prune']['parameters']['before'] and r['quantize']['method'] == 'mse'" "$work/c.json" &&
   $PY -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['quantize'], open(sys.argv[2], 'w'))" "$work/c.json" "$work/cq.json" &&
-  $PY "$HERE/check_qdq.py" "$work/compressed.onnx" "$M" "$work/cq.json" && runs_in_ort "$work/compressed.onnx"; then ok
+  $PY "$E2E/check_qdq.py" "$work/compressed.onnx" "$M" "$work/cq.json" && runs_in_ort "$work/compressed.onnx"; then ok
 else bad "compress"; fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish
