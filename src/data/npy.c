@@ -7,6 +7,7 @@
 #include "data/data.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,14 +196,9 @@ static uint8_t *npy_bytes(const op_tensor *t, size_t *n) {
 int op_npz_write(const char *path, const char *const *names, const op_tensor *arrays, size_t n, op_error *err) {
   for (size_t i = 0; i < n; i++)
     if (!op_dtype_descr(arrays[i].dtype)) return op_fail(err, OP_UNSUPPORTED, "%s: array '%s' has a type .npy cannot hold", path, names[i]);
-  char tmp[4096];
-  if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp) return op_fail(err, OP_IO, "%s: path too long", path);
-  int fd = mkstemp(tmp);
-  FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-  if (!f) {
-    if (fd >= 0) close(fd), unlink(tmp);
-    return op_fail(err, OP_IO, "%s: %s", path, strerror(errno));
-  }
+  char tmp[PATH_MAX];
+  FILE *f = op_temp_open(path, tmp, err);
+  if (!f) return -1;
   uint8_t *cdir = op_xmalloc(n * (46 + 256) + 22);
   size_t cdn = 0, off = 0;
   bool ok = true;
@@ -233,10 +229,10 @@ int op_npz_write(const char *path, const char *const *names, const op_tensor *ar
   put32(e + 16, (uint32_t)off);
   ok = ok && off < 0xffffffffu && fwrite(cdir, 1, cdn + 22, f) == cdn + 22;
   free(cdir);
-  ok = (fclose(f) == 0) && ok;
-  if (!ok || rename(tmp, path) != 0) {
+  if (op_temp_close(f, tmp, !ok, path, err)) return -1;
+  if (rename(tmp, path) != 0) {
     unlink(tmp);
-    return op_fail(err, OP_IO, "%s: write failed: %s", path, strerror(errno ? errno : EIO));
+    return op_fail(err, OP_IO, "%s: %s", path, strerror(errno));
   }
   return 0;
 }

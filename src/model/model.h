@@ -22,6 +22,13 @@ int op_fail(op_error *err, op_status code, const char *fmt, ...)
 void *op_fail_null(op_error *err, op_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Temporary files for writing without ever exposing a half-written result: open one beside the
+ * target (its name goes to tmp, PATH_MAX bytes), then close it (flush, fsync; removed when `failed`
+ * or on any error) before renaming it over the target. */
+#include <stdio.h>
+FILE *op_temp_open(const char *target, char *tmp, op_error *err);
+int op_temp_close(FILE *f, const char *tmp, bool failed, const char *target, op_error *err);
+
 /* Allocation helpers that never return NULL silently: they abort on exhaustion, since every
  * caller would otherwise turn it into the same fatal error. */
 void *op_xmalloc(size_t n);

@@ -506,7 +506,7 @@ static void file_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
 }
 
 /* Opens a temporary file beside `target`; returns the FILE and its name in tmp (PATH_MAX). */
-static FILE *open_temp(const char *target, char *tmp, op_error *err) {
+FILE *op_temp_open(const char *target, char *tmp, op_error *err) {
   if (snprintf(tmp, PATH_MAX, "%s.tmp.XXXXXX", target) >= PATH_MAX) {
     op_fail(err, OP_IO, "%s: path too long", target);
     return NULL;
@@ -526,7 +526,7 @@ static FILE *open_temp(const char *target, char *tmp, op_error *err) {
   return f;
 }
 
-static int close_temp(FILE *f, const char *tmp, bool failed, const char *target, op_error *err) {
+int op_temp_close(FILE *f, const char *tmp, bool failed, const char *target, op_error *err) {
   if (fflush(f) != 0 || fsync(fileno(f)) != 0) failed = true;
   if (fclose(f) != 0) failed = true;
   if (failed) {
@@ -625,18 +625,18 @@ int op_model_save(const op_model *cm, const char *path, const op_save_options *o
       return op_fail(err, OP_IO, "%s: path too long", path);
     if (same_file(m->real_path, data_path))
       return op_fail(err, OP_ARG, "%s: refusing to overwrite the input model", data_path);
-    df = open_temp(data_path, data_tmp, err);
+    df = op_temp_open(data_path, data_tmp, err);
     if (!df) return -1;
     moved = op_xmalloc((g->n_initializer + 1) * sizeof *moved);
     n_moved = write_external(g, data_tmp, df, location, min_bytes, moved, err);
-    if (n_moved < 0 || close_temp(df, data_tmp, false, data_path, err) != 0) {
+    if (n_moved < 0 || op_temp_close(df, data_tmp, false, data_path, err) != 0) {
       if (n_moved > 0) restore_inline(moved, n_moved);
       if (n_moved < 0) { fclose(df); unlink(data_tmp); }
       free(moved);
       return -1;
     }
   }
-  FILE *f = open_temp(path, tmp, err);
+  FILE *f = op_temp_open(path, tmp, err);
   if (!f) {
     if (external) { restore_inline(moved, n_moved); free(moved); unlink(data_tmp); }
     return -1;
@@ -648,7 +648,7 @@ int op_model_save(const op_model *cm, const char *path, const op_save_options *o
     restore_inline(moved, n_moved);
     free(moved);
   }
-  if (close_temp(f, tmp, fb.failed, path, err) != 0) {
+  if (op_temp_close(f, tmp, fb.failed, path, err) != 0) {
     if (external) unlink(data_tmp);
     return -1;
   }

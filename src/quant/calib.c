@@ -123,8 +123,6 @@ static double kl_threshold(const op_stats *s, int levels) {
   int nq = levels + 1; /* quantised bins: 0..levels */
   double w = s->hist_max / OP_HIST_BINS, best = s->hist_max, best_kl = INFINITY;
   double *p = malloc(OP_HIST_BINS * sizeof(double)), *q = malloc(OP_HIST_BINS * sizeof(double));
-  double tail = total_mass(s->hist, OP_HIST_BINS);
-  for (int i = 0; i < nq && i < OP_HIST_BINS; i++) tail -= s->hist[i];
   for (int i = nq; i <= OP_HIST_BINS; i++) {
     /* reference: the first i bins, everything beyond folded into the last one */
     memcpy(p, s->hist, (size_t)i * sizeof(double));
@@ -153,7 +151,6 @@ static double kl_threshold(const op_stats *s, int levels) {
   }
   free(p);
   free(q);
-  (void)tail;
   return best > s->hist_max ? s->hist_max : best;
 }
 
