@@ -112,50 +112,25 @@ void op_session_free(op_session *s) {
   free(s);
 }
 
-/* Kahn's algorithm over value availability; fails on a cycle or a value nobody produces. */
+/* The nodes in a topological order; fails on a cycle or a value nobody produces. */
 static int schedule(op_session *s, op_error *err) {
   const Onnx__GraphProto *g = s->gr->g;
   size_t n = g->n_node;
-  bool *ready = op_xcalloc(s->gr->cap, 1);
-  for (size_t i = 0; i < s->gr->cap; i++) {
-    op_value *v = &s->gr->values[i];
-    if (v->name && (v->init >= 0 || v->graph_input >= 0)) ready[i] = true;
-  }
-  int *waiting = op_xcalloc(n ? n : 1, sizeof(int));
-  int *queue = op_xmalloc((n ? n : 1) * sizeof(int));
-  size_t head = 0, tail = 0;
-  for (size_t i = 0; i < n; i++) {
-    const Onnx__NodeProto *nd = g->node[i];
-    for (size_t j = 0; j < nd->n_input; j++)
-      if (nd->input[j][0] && !ready[value_id(s->gr, nd->input[j])]) waiting[i]++;
-    if (!waiting[i]) queue[tail++] = (int)i;
-  }
+  int *order = op_xmalloc((n ? n : 1) * sizeof *order);
+  s->n_nodes = op_graph_order(s->gr, order);
   s->nodes = op_xcalloc(n ? n : 1, sizeof *s->nodes);
-  while (head < tail) {
-    int i = queue[head++];
-    const Onnx__NodeProto *nd = g->node[i];
-    s->nodes[s->n_nodes++].node = nd;
-    for (size_t j = 0; j < nd->n_output; j++) {
-      if (!nd->output[j][0]) continue;
-      int id = value_id(s->gr, nd->output[j]);
-      if (ready[id]) continue;
-      ready[id] = true;
-      op_value *v = &s->gr->values[id];
-      for (size_t c = 0; c < v->n_consumers; c++) {
-        int ci = v->consumers[c];
-        if (--waiting[ci] == 0) queue[tail++] = ci;
-      }
-    }
-  }
+  for (size_t i = 0; i < s->n_nodes; i++) s->nodes[i].node = g->node[order[i]];
   int rc = 0;
-  if (s->n_nodes != n) {
+  if (s->n_nodes != n) { /* name the first node that could not be placed */
+    bool *placed = op_xcalloc(n, 1);
+    for (size_t i = 0; i < s->n_nodes; i++) placed[order[i]] = true;
     for (size_t i = 0; i < n && !rc; i++)
-      if (waiting[i]) rc = op_fail(err, OP_INVALID, "%s: node '%s' (%s) waits on a cycle or an undefined value",
-                                   s->m->path, op_node_name(g->node[i]), g->node[i]->op_type);
+      if (!placed[i])
+        rc = op_fail(err, OP_INVALID, "%s: node '%s' (%s) waits on a cycle or an undefined value", s->m->path,
+                     op_node_name(g->node[i]), g->node[i]->op_type);
+    free(placed);
   }
-  free(ready);
-  free(waiting);
-  free(queue);
+  free(order);
   return rc;
 }
 

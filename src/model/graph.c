@@ -216,40 +216,71 @@ void op_graph_append(Onnx__GraphProto *g, Onnx__NodeProto *n) {
   g->node[g->n_node++] = n;
 }
 
+/* Min-heap of node indices, for a stable topological order. */
+static void heap_push(int *h, size_t *n, int v) {
+  size_t i = (*n)++;
+  for (; i > 0 && h[(i - 1) / 2] > v; i = (i - 1) / 2) h[i] = h[(i - 1) / 2];
+  h[i] = v;
+}
+
+static int heap_pop(int *h, size_t *n) {
+  int top = h[0], last = h[--*n];
+  size_t i = 0;
+  for (size_t c; (c = 2 * i + 1) < *n; i = c) {
+    if (c + 1 < *n && h[c + 1] < h[c]) c++;
+    if (h[c] >= last) break;
+    h[i] = h[c];
+  }
+  h[i] = last;
+  return top;
+}
+
+size_t op_graph_order(const op_graph *gr, int *order) {
+  const Onnx__GraphProto *g = gr->g;
+  size_t n = g->n_node, heap_n = 0, placed = 0;
+  bool *ready = op_xcalloc(gr->cap, 1);
+  for (size_t i = 0; i < gr->cap; i++)
+    if (gr->values[i].name && (gr->values[i].init >= 0 || gr->values[i].graph_input >= 0)) ready[i] = true;
+  int *waiting = op_xcalloc(n ? n : 1, sizeof(int)), *heap = op_xmalloc((n ? n : 1) * sizeof(int));
+  for (size_t i = 0; i < n; i++) {
+    const Onnx__NodeProto *nd = g->node[i];
+    for (size_t j = 0; j < nd->n_input; j++) {
+      op_value *v = nd->input[j][0] ? op_graph_find(gr, nd->input[j]) : NULL;
+      if (v && !ready[v - gr->values]) waiting[i]++;
+    }
+    if (!waiting[i]) heap_push(heap, &heap_n, (int)i);
+  }
+  while (heap_n) {
+    int i = heap_pop(heap, &heap_n);
+    const Onnx__NodeProto *nd = g->node[i];
+    order[placed++] = i;
+    for (size_t j = 0; j < nd->n_output; j++) {
+      op_value *v = nd->output[j][0] ? op_graph_find(gr, nd->output[j]) : NULL;
+      if (!v || ready[v - gr->values]) continue;
+      ready[v - gr->values] = true;
+      for (size_t c = 0; c < v->n_consumers; c++) /* a consumer appears once per input slot it uses */
+        if (--waiting[v->consumers[c]] == 0) heap_push(heap, &heap_n, v->consumers[c]);
+    }
+  }
+  free(ready);
+  free(waiting);
+  free(heap);
+  return placed;
+}
+
 int op_graph_toposort(Onnx__GraphProto *g) {
   size_t n = g->n_node;
   op_graph *gr = op_graph_build(g);
-  bool *ready = op_xcalloc(gr->cap, 1), *placed = op_xcalloc(n ? n : 1, 1);
-  for (size_t i = 0; i < gr->cap; i++)
-    if (gr->values[i].name && (gr->values[i].init >= 0 || gr->values[i].graph_input >= 0)) ready[i] = true;
-  Onnx__NodeProto **order = op_xmalloc((n ? n : 1) * sizeof *order);
-  size_t done = 0;
-  /* repeated forward sweeps: each places every node whose inputs are ready, in the existing order */
-  for (bool progress = true; progress && done < n;) {
-    progress = false;
-    for (size_t i = 0; i < n; i++) {
-      if (placed[i]) continue;
-      Onnx__NodeProto *nd = g->node[i];
-      bool ok = true;
-      for (size_t j = 0; j < nd->n_input && ok; j++) {
-        op_value *v = nd->input[j][0] ? op_graph_find(gr, nd->input[j]) : NULL;
-        ok = !v || ready[v - gr->values] || (v->producer < 0 && v->init < 0 && v->graph_input < 0);
-      }
-      if (!ok) continue;
-      placed[i] = progress = true;
-      order[done++] = nd;
-      for (size_t j = 0; j < nd->n_output; j++) {
-        op_value *v = nd->output[j][0] ? op_graph_find(gr, nd->output[j]) : NULL;
-        if (v) ready[v - gr->values] = true;
-      }
-    }
-  }
-  int rc = done == n ? 0 : -1;
-  if (!rc) memcpy(g->node, order, n * sizeof *order);
-  free(order);
-  free(placed);
-  free(ready);
+  int *order = op_xmalloc((n ? n : 1) * sizeof *order);
+  int rc = op_graph_order(gr, order) == n ? 0 : -1;
   op_graph_free(gr);
+  if (!rc) {
+    Onnx__NodeProto **nodes = op_xmalloc((n ? n : 1) * sizeof *nodes);
+    for (size_t i = 0; i < n; i++) nodes[i] = g->node[order[i]];
+    memcpy(g->node, nodes, n * sizeof *nodes);
+    free(nodes);
+  }
+  free(order);
   return rc;
 }
 

@@ -64,8 +64,11 @@ Onnx__NodeProto *op_node_new(const char *op_type, const char *name, const char *
 void op_node_add_int(Onnx__NodeProto *n, const char *name, int64_t v);
 /* Appends a node to the graph (the graph must be re-sorted with op_graph_toposort afterwards). */
 void op_graph_append(Onnx__GraphProto *g, Onnx__NodeProto *n);
-/* Orders nodes topologically, keeping the existing order where it is already valid. Returns -1 on
- * a cycle (the graph is left as it was). */
+/* A topological order of the nodes (indices into order), the smallest by index, so an order that is
+ * already valid is kept. Returns how many nodes it placed: fewer than all when some wait on a cycle or
+ * on a value nobody defines. */
+size_t op_graph_order(const op_graph *gr, int *order);
+/* Reorders the graph's nodes by op_graph_order. Returns -1 (graph unchanged) when not all can be placed. */
 int op_graph_toposort(Onnx__GraphProto *g);
 /* Default-domain opset version imported by the model (0 if none). */
 int64_t op_model_opset(const Onnx__ModelProto *m);
