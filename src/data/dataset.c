@@ -255,43 +255,9 @@ static const fill *input_fill(const op_dataset *d, const char *name) {
   return NULL;
 }
 
-static const char *type_name(int32_t dt) {
-  switch (dt) {
-    case 1: return "float32";
-    case 2: return "uint8";
-    case 3: return "int8";
-    case 5: return "int16";
-    case 6: return "int32";
-    case 7: return "int64";
-    case 9: return "bool";
-    case 11: return "float64";
-    default: return "other";
-  }
-}
-
-static void shape_str(char *b, size_t n, const int64_t *dims, int rank) {
-  size_t o = (size_t)snprintf(b, n, "[");
-  for (int i = 0; i < rank && o < n; i++)
-    o += dims[i] < 0 ? (size_t)snprintf(b + o, n - o, "%s?", i ? ", " : "")
-                     : (size_t)snprintf(b + o, n - o, "%s%lld", i ? ", " : "", (long long)dims[i]);
-  if (o < n) snprintf(b + o, n - o, "]");
-}
-
-/* Checks a data array against the model's input: type, rank, fixed axes after the sample axis. */
+/* Checks a data array against the model's input; an empty array is refused too. */
 static int check_array(const op_dataset *d, const op_session *s, size_t i, const op_tensor *t, op_error *err) {
-  int32_t dt;
-  int rank;
-  int64_t dims[OP_MAX_DIMS];
-  op_session_input_info(s, i, &dt, &rank, dims);
-  bool ok = t->rank >= 1 && (!dt || dt == t->dtype) && (rank < 0 || rank == t->rank);
-  for (int k = 1; ok && rank > 0 && k < rank; k++) ok = dims[k] < 0 || dims[k] == t->dims[k];
-  if (!ok) {
-    char want[160], got[160];
-    shape_str(want, sizeof want, dims, rank < 0 ? 0 : rank);
-    shape_str(got, sizeof got, t->dims, t->rank);
-    return op_fail(err, OP_ARG, "%s: input '%s': expected %s %s, found %s %s", d->path, op_session_input_name(s, i),
-                   type_name(dt), rank < 0 ? "(any shape)" : want, type_name(t->dtype), got);
-  }
+  if (op_check_input(s, i, t, 1, d->path, err)) return -1;
   if (t->dims[0] == 0) return op_fail(err, OP_ARG, "%s: input '%s': the array is empty", d->path, op_session_input_name(s, i));
   return 0;
 }

@@ -253,22 +253,23 @@ static void shape_text(char *buf, size_t n, const int64_t *dims, int rank) {
   if (off < n) snprintf(buf + off, n - off, "]");
 }
 
-static int check_input(const op_session *s, size_t i, const op_tensor *t, op_error *err) {
+int op_check_input(const op_session *s, size_t i, const op_tensor *t, int first_axis, const char *origin,
+                   op_error *err) {
   int32_t dt;
   int rank;
   int64_t dims[OP_MAX_DIMS];
   op_session_input_info(s, i, &dt, &rank, dims);
-  bool ok = !dt || dt == t->dtype;
+  bool ok = t->rank >= first_axis && (!dt || dt == t->dtype);
   if (ok && rank >= 0) {
     ok = rank == t->rank;
-    for (int d = 0; ok && d < rank; d++) ok = dims[d] < 0 || dims[d] == t->dims[d];
+    for (int d = first_axis; ok && d < rank; d++) ok = dims[d] < 0 || dims[d] == t->dims[d];
   }
   if (ok) return 0;
   char want[160], got[160];
   shape_text(want, sizeof want, dims, rank < 0 ? 0 : rank);
   shape_text(got, sizeof got, t->dims, t->rank);
-  return op_fail(err, OP_ARG, "%s: input '%s': expected %s %s, got %s %s", s->m->path, op_session_input_name(s, i),
-                 dtype_name(dt), rank < 0 ? "(any shape)" : want, dtype_name(t->dtype), got);
+  return op_fail(err, OP_ARG, "%s: input '%s': expected %s %s, %s %s %s", origin, op_session_input_name(s, i),
+                 dtype_name(dt), rank < 0 ? "(any shape)" : want, first_axis ? "found" : "got", dtype_name(t->dtype), got);
 }
 
 void op_tensor_clear(op_tensor *t) {
@@ -288,7 +289,7 @@ static void to_public(op_tensor *p, const op_xt *x) {
 int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, op_observer observer, void *user,
                    op_error *err) {
   for (size_t i = 0; i < s->n_inputs; i++)
-    if (check_input(s, i, &inputs[i], err)) return -1;
+    if (op_check_input(s, i, &inputs[i], 0, s->m->path, err)) return -1;
   op_xt *vals = op_xcalloc(s->gr->cap, sizeof *vals);
   int *left = op_xmalloc(s->gr->cap * sizeof(int));
   memcpy(left, s->uses, s->gr->cap * sizeof(int));

@@ -86,6 +86,12 @@ OP_KERNEL(op_k_range);
 OP_KERNEL(op_k_softmax); OP_KERNEL(op_k_layer_norm); OP_KERNEL(op_k_reduce_mean); OP_KERNEL(op_k_reduce_sum);
 OP_KERNEL(op_k_quantize_linear); OP_KERNEL(op_k_dequantize_linear);
 
+/* Checks t against session input i: type, rank, and the fixed axes from first_axis on. Data arrays
+ * pass first_axis 1: their first axis is the sample axis, which must exist. The error names origin,
+ * the input, and the expected and the found type and shape. */
+int op_check_input(const op_session *s, size_t i, const op_tensor *t, int first_axis, const char *origin,
+                   op_error *err);
+
 /* Copies a TensorProto (raw or typed storage) into a new owned runtime tensor. */
 int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin, op_error *err);
 
