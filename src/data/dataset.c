@@ -37,25 +37,6 @@ void op_dataset_free(op_dataset *d) {
   free(d);
 }
 
-static uint8_t *slurp(const char *path, size_t *n, op_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    op_fail(err, OP_IO, "%s: %s", path, strerror(errno));
-    return NULL;
-  }
-  uint8_t *buf = NULL;
-  size_t cap = 0;
-  *n = 0;
-  for (;;) {
-    if (*n + 65536 > cap) buf = op_xrealloc(buf, cap = cap * 2 + 65536);
-    size_t r = fread(buf + *n, 1, cap - *n, f);
-    *n += r;
-    if (r == 0) break;
-  }
-  fclose(f);
-  return buf;
-}
-
 static bool ends_with(const char *s, const char *suffix) {
   size_t a = strlen(s), b = strlen(suffix);
   return a >= b && strcmp(s + a - b, suffix) == 0;
@@ -63,7 +44,7 @@ static bool ends_with(const char *s, const char *suffix) {
 
 static int load_npy_file(op_dataset *d, const char *path, const char *name, op_error *err) {
   size_t n;
-  uint8_t *buf = slurp(path, &n, err);
+  uint8_t *buf = (uint8_t *)op_read_file(path, &n, err);
   if (!buf) return -1;
   op_named a = {0};
   int rc = op_npy_parse(buf, n, path, &a.t, err);
@@ -76,7 +57,7 @@ static int load_npy_file(op_dataset *d, const char *path, const char *name, op_e
 
 static int load_pb_file(op_dataset *d, const char *path, int index, op_error *err) {
   size_t n;
-  uint8_t *buf = slurp(path, &n, err);
+  uint8_t *buf = (uint8_t *)op_read_file(path, &n, err);
   if (!buf) return -1;
   Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, n, buf);
   free(buf);
@@ -91,11 +72,7 @@ static int load_pb_file(op_dataset *d, const char *path, int index, op_error *er
     free(a.name);
     return -1;
   }
-  a.t.dtype = x.dtype;
-  a.t.rank = x.rank;
-  memcpy(a.t.dims, x.dims, (size_t)x.rank * sizeof(int64_t));
-  a.t.data = x.data;
-  a.t.nbytes = (size_t)x.numel * op_xt_elem_size(x.dtype);
+  op_xt_to_tensor(&a.t, &x); /* the dataset owns the storage from here */
   OP_VEC_PUSH(d->arrays, a);
   return 0;
 }
@@ -204,7 +181,7 @@ op_dataset *op_dataset_open(const char *path, op_error *err) {
     d->positional = true;
   } else {
     size_t n;
-    uint8_t *buf = slurp(path, &n, err);
+    uint8_t *buf = (uint8_t *)op_read_file(path, &n, err);
     rc = buf ? op_npz_parse(buf, n, path, &d->arrays, err) : -1;
     free(buf);
     if (!rc && d->arrays.n == 0) rc = op_fail(err, OP_ARG, "%s: the archive holds no arrays", path);

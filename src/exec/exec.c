@@ -278,14 +278,6 @@ void op_tensor_clear(op_tensor *t) {
   memset(t, 0, sizeof *t);
 }
 
-static void to_public(op_tensor *p, const op_xt *x) {
-  p->dtype = x->dtype;
-  p->rank = x->rank;
-  memcpy(p->dims, x->dims, (size_t)x->rank * sizeof(int64_t));
-  p->data = x->data;
-  p->nbytes = (size_t)x->numel * op_xt_elem_size(x->dtype);
-}
-
 int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, op_observer observer, void *user,
                    op_error *err) {
   for (size_t i = 0; i < s->n_inputs; i++)
@@ -322,7 +314,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
       vals[x->out[j]] = outs[j];
       if (observer && outs[j].data) {
         op_tensor pub;
-        to_public(&pub, &outs[j]);
+        op_xt_to_tensor(&pub, &outs[j]);
         observer(user, x->node->output[j], &pub);
       }
       if (left[x->out[j]] == 0) op_xt_release(&vals[x->out[j]]); /* nobody reads it */
@@ -338,7 +330,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
       memcpy(copy.data, v->data, (size_t)v->numel * op_xt_elem_size(v->dtype));
       *v = copy;
     }
-    to_public(&outputs[i], v);
+    op_xt_to_tensor(&outputs[i], v);
     v->owned = false; /* ownership moved to outputs[i] */
   }
   for (size_t i = 0; i < s->gr->cap; i++) op_xt_release(&vals[i]);

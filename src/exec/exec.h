@@ -44,6 +44,9 @@ int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error
 /* out becomes a view of src's storage with another shape (same element count). */
 void op_xt_view(op_xt *out, const op_xt *src, const int64_t *dims, int rank);
 void op_xt_release(op_xt *t);
+/* The public view of a runtime tensor: same type, shape and storage (no copy; ownership is the caller's
+ * to arrange). */
+void op_xt_to_tensor(op_tensor *p, const op_xt *x);
 /* Reads element i of an integer tensor (int64 or int32) as int64. */
 int64_t op_xt_int(const op_xt *t, int64_t i);
 /* Normalises a possibly negative axis against rank; -1 when out of range. */

@@ -41,6 +41,14 @@ void op_xt_view(op_xt *out, const op_xt *src, const int64_t *dims, int rank) {
   out->owned = false;
 }
 
+void op_xt_to_tensor(op_tensor *p, const op_xt *x) {
+  p->dtype = x->dtype;
+  p->rank = x->rank;
+  if (x->rank) memcpy(p->dims, x->dims, (size_t)x->rank * sizeof(int64_t));
+  p->data = x->data;
+  p->nbytes = (size_t)x->numel * op_xt_elem_size(x->dtype);
+}
+
 void op_xt_release(op_xt *t) {
   if (t->owned) free(t->data);
   memset(t, 0, sizeof *t);

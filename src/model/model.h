@@ -29,6 +29,10 @@ void *op_fail_null(op_error *err, op_status code, const char *fmt, ...)
 FILE *op_temp_open(const char *target, char *tmp, op_error *err);
 int op_temp_close(FILE *f, const char *tmp, bool failed, const char *target, op_error *err);
 
+/* Reads a whole file; *size gets its length (when size is not NULL) and the buffer is NUL-terminated,
+ * so text can be read the same way. Returns NULL and sets *err on failure. */
+char *op_read_file(const char *path, size_t *size, op_error *err);
+
 /* Allocation helpers that never return NULL silently: they abort on exhaustion, since every
  * caller would otherwise turn it into the same fatal error. */
 void *op_xmalloc(size_t n);

@@ -492,6 +492,28 @@ int64_t op_model_param_count(const op_model *m) {
   return n;
 }
 
+char *op_read_file(const char *path, size_t *size, op_error *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return op_fail_null(err, OP_IO, "%s: %s", path, strerror(errno));
+  char *buf = NULL;
+  size_t n = 0, cap = 0;
+  for (;;) {
+    if (n + 4096 > cap) buf = op_xrealloc(buf, cap = cap * 2 + 65536);
+    size_t r = fread(buf + n, 1, cap - n - 1, f);
+    n += r;
+    if (r == 0) break;
+  }
+  bool failed = ferror(f);
+  fclose(f);
+  if (failed) {
+    free(buf);
+    return op_fail_null(err, OP_IO, "%s: read error", path);
+  }
+  buf[n] = 0;
+  if (size) *size = n;
+  return buf;
+}
+
 /* ---- saving ---- */
 
 typedef struct file_buffer {

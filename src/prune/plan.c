@@ -186,23 +186,6 @@ static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char
   return 0;
 }
 
-/* Reads a whole file as text (NUL-terminated). */
-char *op_read_text_file(const char *path, op_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return op_fail_null(err, OP_IO, "%s: %s", path, strerror(errno));
-  char *buf = NULL;
-  size_t n = 0, cap = 0;
-  for (;;) {
-    if (n + 4096 > cap) buf = op_xrealloc(buf, cap = cap * 2 + 8192);
-    size_t r = fread(buf + n, 1, cap - n - 1, f);
-    n += r;
-    if (r == 0) break;
-  }
-  fclose(f);
-  buf[n] = 0;
-  return buf;
-}
-
 int op_prune_config_from_json(op_prune_config *c, const cJSON *root, const char *path, op_error *err) {
   if (!cJSON_IsObject(root)) return op_fail(err, OP_ARG, "%s: not a JSON object", path);
   int rc = 0;
@@ -247,7 +230,7 @@ int op_prune_config_from_json(op_prune_config *c, const cJSON *root, const char 
 }
 
 int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *err) {
-  char *text = op_read_text_file(path, err);
+  char *text = op_read_file(path, NULL, err);
   if (!text) return -1;
   cJSON *root = cJSON_Parse(text);
   free(text);

@@ -48,7 +48,6 @@ typedef struct op_plan {
 struct cJSON;
 /* A JSON scalar or integer list as the text form the option setters take. */
 bool op_json_to_text(const struct cJSON *v, char *buf, size_t n);
-char *op_read_text_file(const char *path, op_error *err);
 /* Reads the pruning options of a parsed JSON object (origin names it in messages). */
 int op_prune_config_from_json(op_prune_config *c, const struct cJSON *obj, const char *origin, op_error *err);
 

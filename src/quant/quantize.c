@@ -130,7 +130,7 @@ int op_quant_config_set(op_quant_config *c, const char *key, const char *value, 
 }
 
 int op_compress_config_load(const char *path, op_prune_config *p, op_quant_config *q, op_error *err) {
-  char *text = op_read_text_file(path, err);
+  char *text = op_read_file(path, NULL, err);
   if (!text) return -1;
   cJSON *root = cJSON_Parse(text);
   free(text);
