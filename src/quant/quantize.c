@@ -353,7 +353,8 @@ static const char *add_tensor(op_graph *gr, const char *name, int32_t dt, const 
   return op_graph_add_init(gr, t);
 }
 
-static void record(op_quant_report *r, const char *name, const char *kind, const char *method, double lo, double hi,
+/* Adds a report entry and returns it. */
+static op_quant_entry *record(op_quant_report *r, const char *name, const char *kind, const char *method, double lo, double hi,
                    const float *scales, int64_t n_scales, int axis, int zero_point, int32_t qtype) {
   op_quant_entry e = {.name = op_xstrdup(name), .kind = kind, .method = method, .lo = lo, .hi = hi,
                       .n_scales = n_scales, .axis = axis, .zero_point = zero_point, .qtype = qtype};
@@ -363,6 +364,7 @@ static void record(op_quant_report *r, const char *name, const char *kind, const
     e.scale_max = fmax(e.scale_max, scales[i]);
   }
   OP_VEC_PUSH(r->entries, e);
+  return &r->entries.v[r->entries.n - 1];
 }
 
 /* Quantises a float [rows, cols] weight symmetric int8 along `axis` (per channel) or as a whole. */
@@ -416,8 +418,8 @@ static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, c
   op_graph_append(gr->g, op_node_new("QuantizeLinear", qn, qin, 3, qout, 1));
   const char *din[3] = {qn, scale_name, zp_name}, *dout[1] = {dn};
   op_graph_append(gr->g, op_node_new("DequantizeLinear", dn, din, 3, dout, 1));
-  record(r, name, "activation", op_cal_method_name(m), s->min, s->max, &scale, 1, -1, zp, qt);
-  r->entries.v[r->entries.n - 1].range_lo = lo, r->entries.v[r->entries.n - 1].range_hi = hi;
+  op_quant_entry *e = record(r, name, "activation", op_cal_method_name(m), s->min, s->max, &scale, 1, -1, zp, qt);
+  e->range_lo = lo, e->range_hi = hi;
   free(sn), free(zn), free(qn);
   return dn;
 }
@@ -503,11 +505,10 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     const char *q_name = add_tensor(gr, qn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, dims, 2, q);
     const char *s_name = add_tensor(gr, sn, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &nch, pc ? 1 : 0, scales);
     const char *z_name = add_tensor(gr, zn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, &nch, pc ? 1 : 0, zeros);
-    record(r, t->w, t->kind == T_GATHER ? "embedding" : "weight", pc ? "abs_max per channel" : "abs_max per tensor", 0, 0,
-           scales, nch, pc ? t->w_axis : -1, 0, ONNX__TENSOR_PROTO__DATA_TYPE__INT8);
     float lo = INFINITY, hi = -INFINITY;
     for (int64_t k = 0; k < nel; k++) lo = fminf(lo, wf[k]), hi = fmaxf(hi, wf[k]);
-    r->entries.v[r->entries.n - 1].lo = lo, r->entries.v[r->entries.n - 1].hi = hi;
+    record(r, t->w, t->kind == T_GATHER ? "embedding" : "weight", pc ? "abs_max per channel" : "abs_max per tensor", lo, hi,
+           scales, nch, pc ? t->w_axis : -1, 0, ONNX__TENSOR_PROTO__DATA_TYPE__INT8);
     if (t->kind == T_GATHER) { /* Gather(int8 table) -> DequantizeLinear over the hidden axis */
       char *gathered = fmt_name(gr, n->output[0], "_int8");
       const char *din[3] = {gathered, s_name, z_name}, *dout[1] = {n->output[0]};
