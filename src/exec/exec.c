@@ -182,8 +182,10 @@ op_session *op_session_new(const op_model *m, op_error *err) {
   for (size_t i = 0; i < g->n_initializer; i++) {
     Onnx__TensorProto *t = g->initializer[i];
     op_xt *c = &s->consts[value_id(s->gr, t->name)];
-    if (t->has_raw_data && op_dtype_size(t->data_type) && t->n_dims <= OP_MAX_RANK) {
-      c->dtype = t->data_type; /* a view: no copy of the weights */
+    size_t es = op_dtype_size(t->data_type);
+    /* a view, no copy of the weights, unless the bytes are unaligned (borrowed from the file) */
+    if (t->has_raw_data && es && (uintptr_t)t->raw_data.data % es == 0 && t->n_dims <= OP_MAX_RANK) {
+      c->dtype = t->data_type;
       c->rank = (int)t->n_dims;
       if (t->n_dims) memcpy(c->dims, t->dims, t->n_dims * sizeof(int64_t)); /* scalars have no dims array */
       c->numel = op_tensor_numel(t);

@@ -13,6 +13,8 @@ struct op_model {
   char *path;      /* as given, for messages */
   char *real_path; /* resolved, to refuse overwriting the input; NULL for buffers */
   char *dir;       /* base directory for external data; NULL: none allowed */
+  void *map;       /* the file's read-only mapping that large raw_data borrows from; NULL: none */
+  size_t map_len;
 };
 
 /* Formats err (if not NULL) and returns -1, so callers can `return op_fail(...)`. */
@@ -49,7 +51,9 @@ int op_tensor_validate(const Onnx__TensorProto *t, const char *origin, op_error 
 /* Moves typed-array data (float_data, int64_data, ...) into raw_data so it can be edited in place.
  * Only FLOAT, INT64 and INT32 are converted; returns -1 for other storage. */
 int op_tensor_to_raw(Onnx__TensorProto *t);
-/* Pointer to the tensor's float32 data (converted to raw_data first), or NULL if not FLOAT. */
+/* Pointer to the tensor's float32 data (converted to raw_data first; a borrowed tensor first gets its
+ * own aligned copy), or NULL if not FLOAT. Read-only users that can take unaligned bytes should
+ * read raw_data directly instead: it avoids that copy. */
 float *op_tensor_f32(Onnx__TensorProto *t);
 /* Reads element i of an integer tensor (INT64 or INT32), raw or typed. */
 bool op_tensor_get_int(const Onnx__TensorProto *t, int64_t i, int64_t *out);
@@ -58,6 +62,16 @@ Onnx__TensorProto *op_tensor_new(const char *name, int32_t data_type, const int6
 /* Replaces the tensor's dims and raw data (takes ownership of data). */
 void op_tensor_replace(Onnx__TensorProto *t, const int64_t *dims, size_t ndims, void *data, size_t nbytes);
 void op_tensor_free(Onnx__TensorProto *t);
+
+/* Borrowed bytes: raw_data that points into a registered file mapping rather than owned memory.
+ * Such bytes are read-only and may be unaligned (see tensor.c). */
+void op_borrow_add(const void *base, size_t len);
+void op_borrow_remove(const void *base);
+bool op_tensor_is_borrowed(const Onnx__TensorProto *t);
+/* Clears a borrowed raw_data pointer (before its mapping goes away); owned data is left alone. */
+void op_tensor_detach_borrowed(Onnx__TensorProto *t);
+/* Gives back the pages of a mapping that lie wholly inside [p, p+n). */
+void op_release_pages(const void *p, size_t n);
 
 /* ---- small dynamic arrays ---- */
 #define OP_VEC(type) struct { type *v; size_t n, cap; }

@@ -1,10 +1,15 @@
 /* model_io.c - loading and saving ONNX models.
- * Loading walks the protobuf wire format of a read-only mapping just far enough to find each
- * initializer's raw_data, reads those bytes with one pread straight into the tensor's own buffer and
- * lets protobuf-c unpack only the rest; weight pages of the mapping are never touched, so peak memory
- * stays near one copy of the weights and each byte is copied once. External data is read relative
- * to the model directory and may not escape it. Saving streams the protobuf into a temporary file
- * next to the target and renames it into place, so no reader ever sees a half-written model.
+ * Loading maps the file read-only and walks the protobuf wire format just far enough to find each
+ * initializer's raw_data; large raw_data is not copied at all but borrowed from the mapping (which
+ * the model keeps until it is freed), and protobuf-c unpacks only the rest. Weights are thus read
+ * straight from the page cache, and only the tensors a pass changes or needs aligned ever get memory
+ * of their own (tensor.c). Small payloads are copied, so the mapping's header pages can be given
+ * back. External data is read relative to the model directory and may not escape it. Saving streams
+ * the protobuf into a temporary file next to the target and renames it into place, so no reader
+ * ever sees a half-written model.
+ *
+ * Caveat of borrowing, as with any mmap-based loader (ONNX Runtime maps external data the same way):
+ * truncating the input file while a model loaded from it is alive makes later reads fault.
  *
  * Format note (ONNX external data): a TensorProto with data_location = EXTERNAL (1) carries
  * external_data entries "location" (path relative to the model file), "offset" and "length" (bytes,
@@ -95,39 +100,18 @@ static void bytes_append(byte_vec *b, const uint8_t *data, size_t n) {
 #define MODEL_GRAPH_FIELD 7
 #define GRAPH_INITIALIZER_FIELD 5
 #define TENSOR_RAW_DATA_FIELD 9
-#define PREAD_MIN 65536 /* smaller payloads are copied from the mapping */
+#define BORROW_MIN 65536 /* smaller payloads are copied out of the mapping */
 
 static const char *bad_proto = "%s: not a valid ONNX protobuf (truncated or corrupt)";
 
-/* Where the bytes being unpacked come from: a file mapping (fd >= 0) or a caller's buffer. */
+/* Where the bytes being unpacked come from: a model's own file mapping, whose large payloads may be
+ * borrowed, or a caller's buffer, which must be copied. */
 typedef struct byte_source {
-  int fd;
-  const uint8_t *base;
+  bool mapped;
 } byte_source;
 
-static bool read_bytes(const byte_source *src, const uint8_t *p, size_t n, uint8_t *out) {
-  if (src->fd < 0 || n < PREAD_MIN) {
-    memcpy(out, p, n);
-    return true;
-  }
-  for (size_t done = 0; done < n;) {
-    ssize_t r = pread(src->fd, out + done, n - done, (off_t)(p - src->base) + (off_t)done);
-    if (r <= 0) return false;
-    done += (size_t)r;
-  }
-  return true;
-}
-
-/* Releases the pages of a file mapping that lie wholly inside [p, p+n): the kernel maps pages
- * around each header it faults in, and those would otherwise stay resident. */
-static void drop_pages(const uint8_t *p, size_t n) {
-  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
-  uintptr_t hi = ((uintptr_t)p + n) & ~(page - 1);
-  if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
-}
-
-/* Unpacks one TensorProto; its raw_data is read separately, once, into its final buffer. */
+/* Unpacks one TensorProto; its raw_data is borrowed from the mapping or copied once into its own
+ * buffer, never passed through protobuf-c's copy. */
 static Onnx__TensorProto *unpack_tensor(const uint8_t *data, size_t size, const byte_source *src) {
   const uint8_t *p = data, *end = data + size;
   byte_vec rest = {0};
@@ -149,13 +133,12 @@ static Onnx__TensorProto *unpack_tensor(const uint8_t *data, size_t size, const 
   Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, rest.n, rest.v ? rest.v : (const uint8_t *)"");
   free(rest.v);
   if (!t || !has_raw) return t;
-  uint8_t *buf = malloc(raw.payload_len ? raw.payload_len : 1);
-  if (!buf || !read_bytes(src, raw.payload, raw.payload_len, buf)) {
-    free(buf);
-    op_tensor_free(t);
-    return NULL;
+  if (src->mapped && raw.payload_len >= BORROW_MIN) {
+    t->raw_data.data = (uint8_t *)raw.payload; /* read-only: tensor.c never writes borrowed bytes */
+  } else {
+    t->raw_data.data = op_xmalloc(raw.payload_len ? raw.payload_len : 1);
+    memcpy(t->raw_data.data, raw.payload, raw.payload_len);
   }
-  t->raw_data.data = buf;
   t->raw_data.len = raw.payload_len;
   t->has_raw_data = 1;
   return t;
@@ -175,7 +158,8 @@ static Onnx__GraphProto *unpack_graph(const uint8_t *data, size_t size, const by
       Onnx__TensorProto *t = unpack_tensor(f.payload, f.payload_len, src);
       if (!t) goto bad;
       OP_VEC_PUSH(inits, t);
-      if (src->fd >= 0) drop_pages(f.payload, f.payload_len);
+      /* the kernel maps pages around each header it faults in; borrowed bytes fault back on use */
+      if (src->mapped) op_release_pages(f.payload, f.payload_len);
     } else {
       bytes_append(&rest, f.start, (size_t)(f.end - f.start));
     }
@@ -312,6 +296,7 @@ static int load_external(op_model *m, Onnx__TensorProto *t, op_error *err) {
     done += (uint64_t)r;
   }
   close(fd);
+  op_tensor_detach_borrowed(t);
   free(t->raw_data.data);
   t->raw_data.data = buf;
   t->raw_data.len = length;
@@ -414,9 +399,27 @@ static int check_graph(op_model *m, op_error *err) {
   return rc;
 }
 
-static op_model *finish_load(Onnx__ModelProto *proto, const char *origin, const char *dir, op_error *err) {
+/* Frees a model tree whose initializers may borrow from a mapping that is still alive. */
+static void free_proto(Onnx__ModelProto *proto) {
+  if (!proto) return;
+  if (proto->graph)
+    for (size_t i = 0; i < proto->graph->n_initializer; i++) op_tensor_detach_borrowed(proto->graph->initializer[i]);
+  protobuf_c_message_free_unpacked(&proto->base, NULL);
+}
+
+static void unmap(void *map, size_t len) {
+  if (!map) return;
+  op_borrow_remove(map);
+  munmap(map, len);
+}
+
+/* Takes ownership of proto and of the mapping it may borrow from (map NULL: none). */
+static op_model *finish_load(Onnx__ModelProto *proto, void *map, size_t map_len, const char *origin, const char *dir,
+                             op_error *err) {
   op_model *m = op_xcalloc(1, sizeof *m);
   m->proto = proto;
+  m->map = map;
+  m->map_len = map_len;
   m->path = op_xstrdup(origin);
   m->dir = dir ? op_xstrdup(dir) : NULL;
   if (check_graph(m, err) != 0) {
@@ -433,10 +436,10 @@ op_model *op_model_load_buffer(const void *data, size_t size, const char *base_d
   char dir_real[PATH_MAX];
   if (base_dir && !realpath(base_dir, dir_real))
     return op_fail_null(err, OP_IO, "%s: %s: %s", origin, base_dir, strerror(errno));
-  byte_source src = {-1, data};
+  byte_source src = {false};
   Onnx__ModelProto *proto = unpack_model(data, size, &src, origin, err);
   if (!proto) return NULL;
-  return finish_load(proto, origin, base_dir ? dir_real : NULL, err);
+  return finish_load(proto, NULL, 0, origin, base_dir ? dir_real : NULL, err);
 }
 
 op_model *op_model_load(const char *path, op_error *err) {
@@ -456,26 +459,30 @@ op_model *op_model_load(const char *path, op_error *err) {
     close(fd);
     return op_fail_null(err, OP_IO, "%s: cannot map: %s", path, strerror(errno));
   }
-  /* only headers are read through the mapping */
-  byte_source src = {fd, map};
-  Onnx__ModelProto *proto = unpack_model(map, (size_t)st.st_size, &src, path, err);
-  munmap(map, (size_t)st.st_size);
-  close(fd);
-  if (!proto) return NULL;
+  close(fd); /* the mapping keeps the file */
+  size_t len = (size_t)st.st_size;
+  op_borrow_add(map, len);
+  byte_source src = {true};
+  Onnx__ModelProto *proto = unpack_model(map, len, &src, path, err);
   char real[PATH_MAX], dir_buf[PATH_MAX];
-  if (!realpath(path, real)) {
-    protobuf_c_message_free_unpacked(&proto->base, NULL);
-    return op_fail_null(err, OP_IO, "%s: %s", path, strerror(errno));
+  if (proto && !realpath(path, real)) {
+    free_proto(proto);
+    proto = op_fail_null(err, OP_IO, "%s: %s", path, strerror(errno));
+  }
+  if (!proto) {
+    unmap(map, len);
+    return NULL;
   }
   snprintf(dir_buf, sizeof dir_buf, "%s", real);
-  op_model *m = finish_load(proto, path, dirname(dir_buf), err);
+  op_model *m = finish_load(proto, map, len, path, dirname(dir_buf), err);
   if (m) m->real_path = op_xstrdup(real);
   return m;
 }
 
 void op_model_free(op_model *m) {
   if (!m) return;
-  if (m->proto) protobuf_c_message_free_unpacked(&m->proto->base, NULL);
+  free_proto(m->proto);
+  unmap(m->map, m->map_len);
   free(m->path);
   free(m->real_path);
   free(m->dir);
@@ -516,15 +523,29 @@ char *op_read_file(const char *path, size_t *size, op_error *err) {
 
 /* ---- saving ---- */
 
+#define WRITEBACK_STEP (16u << 20)
+
+/* Starts the disk write of what the kernel already holds of f, every WRITEBACK_STEP bytes, so the
+ * fsync that closes a temporary file finds most of it on disk already instead of waiting for all
+ * of it (the same trick dpkg uses). Returns the new start of the not yet started range. */
+static off_t start_writeback(FILE *f, off_t started) {
+  off_t pos = lseek(fileno(f), 0, SEEK_CUR);
+  if (pos - started < (off_t)WRITEBACK_STEP) return started;
+  sync_file_range(fileno(f), started, pos - started, SYNC_FILE_RANGE_WRITE);
+  return pos;
+}
+
 typedef struct file_buffer {
   ProtobufCBuffer base;
   FILE *f;
   bool failed;
+  off_t started; /* writeback has been started up to here */
 } file_buffer;
 
 static void file_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
   file_buffer *fb = (file_buffer *)b;
   if (!fb->failed && len && fwrite(data, 1, len, fb->f) != len) fb->failed = true;
+  if (len >= BORROW_MIN) fb->started = start_writeback(fb->f, fb->started);
 }
 
 /* Opens a temporary file beside `target`; returns the FILE and its name in tmp (PATH_MAX). */
@@ -578,6 +599,7 @@ static long write_external(Onnx__GraphProto *g, const char *data_tmp, FILE *df, 
                            size_t min_bytes, moved_tensor *moved, op_error *err) {
   long n = 0;
   uint64_t offset = 0;
+  off_t started = 0;
   for (size_t i = 0; i < g->n_initializer; i++) {
     Onnx__TensorProto *t = g->initializer[i];
     if (!t->has_raw_data || t->raw_data.len < min_bytes) continue;
@@ -585,6 +607,7 @@ static long write_external(Onnx__GraphProto *g, const char *data_tmp, FILE *df, 
       op_fail(err, OP_IO, "%s: write failed: %s", data_tmp, strerror(errno));
       return -1;
     }
+    started = start_writeback(df, started);
     char num[32];
     moved[n].t = t;
     moved[n].raw = t->raw_data;
@@ -664,7 +687,7 @@ int op_model_save(const op_model *cm, const char *path, const op_save_options *o
     return -1;
   }
   setvbuf(f, NULL, _IOFBF, 1 << 20);
-  file_buffer fb = {{file_append}, f, false};
+  file_buffer fb = {{file_append}, f, false, 0};
   protobuf_c_message_pack_to_buffer(&m->proto->base, &fb.base);
   if (external) {
     restore_inline(moved, n_moved);

@@ -2,8 +2,95 @@
  * ONNX raw_data is little-endian; like ONNX Runtime we assume a little-endian host. */
 #include "model/model.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ---- borrowed bytes ----
+ * A model loaded from a file leaves large raw_data pointing into its read-only file mapping instead
+ * of copying it (see model_io.c). Such bytes are not the tensor's to free or to write, and they may
+ * be unaligned, so every release goes through drop_raw and mutable or typed access through
+ * op_tensor_f32, which first gives the tensor its own aligned copy. The registry is tiny (one entry
+ * per loaded model) and locked because separate models may live on separate threads. */
+
+typedef struct borrowed_range {
+  const uint8_t *base;
+  size_t len;
+} borrowed_range;
+
+static pthread_mutex_t borrow_lock = PTHREAD_MUTEX_INITIALIZER;
+static OP_VEC(borrowed_range) borrowed;
+
+void op_borrow_add(const void *base, size_t len) {
+  pthread_mutex_lock(&borrow_lock);
+  OP_VEC_PUSH(borrowed, ((borrowed_range){base, len}));
+  pthread_mutex_unlock(&borrow_lock);
+}
+
+void op_borrow_remove(const void *base) {
+  pthread_mutex_lock(&borrow_lock);
+  for (size_t i = 0; i < borrowed.n; i++)
+    if (borrowed.v[i].base == base) {
+      borrowed.v[i] = borrowed.v[--borrowed.n];
+      break;
+    }
+  if (!borrowed.n) { /* nothing left to track: leave no allocation behind */
+    free(borrowed.v);
+    borrowed.v = NULL;
+    borrowed.cap = 0;
+  }
+  pthread_mutex_unlock(&borrow_lock);
+}
+
+bool op_tensor_is_borrowed(const Onnx__TensorProto *t) {
+  const uint8_t *p = t->raw_data.data;
+  if (!p) return false;
+  bool found = false;
+  pthread_mutex_lock(&borrow_lock);
+  for (size_t i = 0; i < borrowed.n && !found; i++)
+    found = p >= borrowed.v[i].base && p < borrowed.v[i].base + borrowed.v[i].len;
+  pthread_mutex_unlock(&borrow_lock);
+  return found;
+}
+
+void op_release_pages(const void *p, size_t n) {
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+  uintptr_t hi = ((uintptr_t)p + n) & ~(page - 1);
+  if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* Lets go of raw_data: frees owned bytes; for borrowed ones, hands the mapping's pages back so a
+ * replaced weight stops counting towards resident memory. */
+static void drop_raw(Onnx__TensorProto *t) {
+  if (op_tensor_is_borrowed(t))
+    op_release_pages(t->raw_data.data, t->raw_data.len);
+  else
+    free(t->raw_data.data);
+  t->raw_data.data = NULL;
+  t->raw_data.len = 0;
+}
+
+void op_tensor_detach_borrowed(Onnx__TensorProto *t) {
+  if (op_tensor_is_borrowed(t)) {
+    t->raw_data.data = NULL;
+    t->raw_data.len = 0;
+    t->has_raw_data = 0;
+  }
+}
+
+/* Gives a borrowed tensor its own aligned copy of its bytes. */
+static void own_raw(Onnx__TensorProto *t) {
+  if (!op_tensor_is_borrowed(t)) return;
+  size_t n = t->raw_data.len;
+  uint8_t *copy = op_xmalloc(n ? n : 1);
+  memcpy(copy, t->raw_data.data, n);
+  drop_raw(t);
+  t->raw_data.data = copy;
+  t->raw_data.len = n;
+}
 
 int64_t op_tensor_numel(const Onnx__TensorProto *t) {
   int64_t n = 1;
@@ -132,6 +219,7 @@ int op_tensor_to_raw(Onnx__TensorProto *t) {
 float *op_tensor_f32(Onnx__TensorProto *t) {
   if (t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) return NULL;
   if (op_tensor_to_raw(t) != 0) return NULL;
+  own_raw(t);
   return (float *)t->raw_data.data;
 }
 
@@ -191,12 +279,14 @@ void op_tensor_replace(Onnx__TensorProto *t, const int64_t *dims, size_t ndims, 
   t->dims = op_xmalloc(ndims * sizeof(int64_t));
   if (ndims) memcpy(t->dims, dims, ndims * sizeof(int64_t));
   t->n_dims = ndims;
-  free(t->raw_data.data);
+  drop_raw(t);
   t->raw_data.data = data;
   t->raw_data.len = nbytes;
   t->has_raw_data = 1;
 }
 
 void op_tensor_free(Onnx__TensorProto *t) {
-  if (t) protobuf_c_message_free_unpacked(&t->base, NULL);
+  if (!t) return;
+  drop_raw(t);
+  protobuf_c_message_free_unpacked(&t->base, NULL);
 }

@@ -2,6 +2,7 @@
  * per layer, which heads and FFN neurons stay, chosen by importance (L2/L1 norm of each unit's
  * weights, or random) or by being all zero already (--compact). */
 #include "prune/prune.h"
+#include "parallel/parallel.h"
 #include "verify/stream.h"
 
 #include <cjson/cJSON.h>
@@ -254,38 +255,89 @@ const char *op_importance_name(op_importance imp) {
   }
 }
 
+/* Sum of |w| or w^2 over one row, with independent partial sums so the adds pipeline (a single
+ * double accumulator would serialise them), and whether any entry is nonzero. */
+static double row_sum(const float *w, int64_t n, bool l1, bool *any) {
+  double s[4] = {0, 0, 0, 0};
+  bool nz = false;
+  int64_t c = 0;
+  for (; c + 4 <= n; c += 4)
+    for (int k = 0; k < 4; k++) {
+      double x = w[c + k];
+      s[k] += l1 ? fabs(x) : x * x;
+      nz |= w[c + k] != 0.f;
+    }
+  for (; c < n; c++) {
+    double x = w[c];
+    s[0] += l1 ? fabs(x) : x * x;
+    nz |= w[c] != 0.f;
+  }
+  *any = nz;
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* One channel_sums job: a [rows, cols] float weight in raw (maybe unaligned) bytes. */
+typedef struct sums_job {
+  const uint8_t *W;
+  int64_t rows, cols;
+  bool l1;
+  double *sum;
+  bool *nz;
+} sums_job;
+
+/* Channels are rows: rows [lo, hi), each summed on its own. */
+static void row_sums(void *ctx, int64_t lo, int64_t hi) {
+  const sums_job *j = ctx;
+  float *w = op_xmalloc((size_t)j->cols * sizeof *w);
+  for (int64_t r = lo; r < hi; r++) {
+    memcpy(w, j->W + (size_t)(r * j->cols) * sizeof *w, (size_t)j->cols * sizeof *w);
+    j->sum[r] = row_sum(w, j->cols, j->l1, &j->nz[r]);
+  }
+  free(w);
+}
+
+/* Channels are columns: columns [lo, hi) over all rows in order, so every column's sum is formed in
+ * the same order however the columns are split between threads. */
+static void col_sums(void *ctx, int64_t lo, int64_t hi) {
+  const sums_job *j = ctx;
+  int64_t n = hi - lo;
+  float *w = op_xmalloc((size_t)n * sizeof *w);
+  double *sum = j->sum + lo;
+  bool *nz = j->nz + lo;
+  for (int64_t r = 0; r < j->rows; r++) {
+    memcpy(w, j->W + (size_t)(r * j->cols + lo) * sizeof *w, (size_t)n * sizeof *w);
+    if (j->l1)
+      for (int64_t c = 0; c < n; c++) sum[c] += fabsf(w[c]);
+    else
+      for (int64_t c = 0; c < n; c++) sum[c] += (double)w[c] * w[c];
+    for (int64_t c = 0; c < n; c++) nz[c] |= w[c] != 0.f;
+  }
+  free(w);
+}
+
 /* Per-channel sums of |w| or w^2 and nonzero flags over a projection's output channels (with the
- * bias) or input channels, in one pass in memory order. sum and nz have one entry per channel. */
+ * bias) or input channels. sum and nz have one entry per channel. The weight is read from its raw
+ * bytes, which may be borrowed from the model file and unaligned: scoring must not make a copy of
+ * every weight. */
 static void channel_sums(const op_analysis *a, const op_proj *p, bool out_side, op_importance imp, double *sum,
                          bool *nz) {
-  const float *W = op_tensor_f32(op_graph_init(a->gr, p->w));
+  Onnx__TensorProto *wt = op_graph_init(a->gr, p->w);
   const float *B = p->b ? op_tensor_f32(op_graph_init(a->gr, p->b)) : NULL;
-  int64_t rows = p->w_out_major ? p->out : p->in, cols = p->w_out_major ? p->in : p->out;
   int64_t nch = out_side ? p->out : p->in;
-  bool chan_is_row = out_side == p->w_out_major;
-  bool l1 = imp == OP_IMP_L1;
+  sums_job j = {.W = op_tensor_to_raw(wt) == 0 ? wt->raw_data.data : NULL,
+                .rows = p->w_out_major ? p->out : p->in,
+                .cols = p->w_out_major ? p->in : p->out,
+                .l1 = imp == OP_IMP_L1,
+                .sum = sum,
+                .nz = nz};
   memset(sum, 0, (size_t)nch * sizeof *sum);
   memset(nz, 0, (size_t)nch);
-  for (int64_t r = 0; r < rows; r++) {
-    const float *w = W + r * cols;
-    if (chan_is_row) {
-      double s = 0;
-      bool any = false;
-      for (int64_t c = 0; c < cols; c++) {
-        s += l1 ? fabsf(w[c]) : (double)w[c] * w[c];
-        any |= w[c] != 0.f;
-      }
-      sum[r] = s;
-      nz[r] = any;
-    } else {
-      for (int64_t c = 0; c < cols; c++) {
-        sum[c] += l1 ? fabsf(w[c]) : (double)w[c] * w[c];
-        nz[c] |= w[c] != 0.f;
-      }
-    }
-  }
+  if (out_side == p->w_out_major)
+    op_parallel_for(j.rows, j.cols * (int64_t)sizeof(float), row_sums, &j);
+  else
+    op_parallel_for(j.cols, j.rows * (int64_t)sizeof(float), col_sums, &j);
   for (int64_t c = 0; out_side && B && c < nch; c++) {
-    sum[c] += l1 ? fabsf(B[c]) : (double)B[c] * B[c];
+    sum[c] += j.l1 ? fabsf(B[c]) : (double)B[c] * B[c];
     nz[c] |= B[c] != 0.f;
   }
 }

@@ -1,6 +1,7 @@
 /* rewrite.c - applies a plan: slices projection weights and biases to the kept heads / neurons,
  * rewrites the shape constants that carry the head count, bypasses removed blocks and layers,
  * then removes what became dead. Every weight edit is recorded for the report. */
+#include "parallel/parallel.h"
 #include "prune/prune.h"
 
 #include <stdio.h>
@@ -16,35 +17,69 @@ static void record(op_prune_report *r, int layer, const Onnx__TensorProto *t, co
   OP_VEC_PUSH(r->changes, ch);
 }
 
+/* Copies the kept channels of one row: keep is increasing, so runs of consecutive channels (a head's
+ * d columns) go in one memcpy. Bytes, not floats: the source may be borrowed and unaligned. */
+static void gather_row(uint8_t *dst, const uint8_t *src, const int64_t *keep, int64_t nk, size_t es) {
+  for (int64_t k = 0; k < nk;) {
+    int64_t run = 1;
+    while (k + run < nk && keep[k + run] == keep[k] + run) run++;
+    if (run < 4 && es == 4) /* scattered neurons: a fixed-size copy compiles to one move */
+      for (int64_t j = 0; j < run; j++) memcpy(dst + (size_t)(k + j) * 4, src + (size_t)(keep[k] + j) * 4, 4);
+    else
+      memcpy(dst + (size_t)k * es, src + (size_t)keep[k] * es, (size_t)run * es);
+    k += run;
+  }
+}
+
+/* One weight slice: keep the listed rows, or in every row the listed columns. */
+typedef struct slice_job {
+  uint8_t *dst;
+  const uint8_t *src;
+  const int64_t *keep;
+  int64_t nk;
+  size_t row_bytes, es;
+} slice_job;
+
+static void keep_rows(void *ctx, int64_t lo, int64_t hi) {
+  const slice_job *j = ctx;
+  for (int64_t k = lo; k < hi; k++)
+    memcpy(j->dst + (size_t)k * j->row_bytes, j->src + (size_t)j->keep[k] * j->row_bytes, j->row_bytes);
+}
+
+static void keep_cols(void *ctx, int64_t lo, int64_t hi) {
+  const slice_job *j = ctx;
+  for (int64_t i = lo; i < hi; i++)
+    gather_row(j->dst + (size_t)(i * j->nk) * j->es, j->src + (size_t)i * j->row_bytes, j->keep, j->nk, j->es);
+}
+
 /* Keeps the listed channels of a projection, on its output side (weight columns of [in, out] and the
  * bias) or its input side (weight rows of [in, out]). */
 static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int64_t *keep, int64_t nk, int layer,
                       op_prune_report *r, op_error *err) {
   Onnx__TensorProto *w = op_graph_init(a->gr, p->w);
-  const float *W = w ? op_tensor_f32(w) : NULL;
+  const uint8_t *W = w && op_tensor_to_raw(w) == 0 ? w->raw_data.data : NULL;
   int64_t rows = p->w_out_major ? p->out : p->in, cols = p->w_out_major ? p->in : p->out;
   /* the weight must still have the shape it was matched with: nothing else may have sliced it */
   if (!W || w->n_dims != 2 || w->dims[0] != rows || w->dims[1] != cols)
     return op_fail(err, OP_UNSUPPORTED, "%s: weight '%s' changed shape during the rewrite", a->model->path, p->w);
   bool chan_is_row = out_side == p->w_out_major;
   int64_t nd[2] = {chan_is_row ? nk : rows, chan_is_row ? cols : nk};
-  float *NW = op_xmalloc((size_t)(nd[0] * nd[1]) * sizeof(float));
-  if (chan_is_row) {
-    for (int64_t k = 0; k < nk; k++) memcpy(NW + k * cols, W + keep[k] * cols, (size_t)cols * sizeof(float));
-  } else {
-    for (int64_t i = 0; i < rows; i++)
-      for (int64_t k = 0; k < nk; k++) NW[i * nk + k] = W[i * cols + keep[k]];
-  }
+  size_t es = sizeof(float), bytes = (size_t)(nd[0] * nd[1]) * es;
+  slice_job j = {op_xmalloc(bytes ? bytes : 1), W, keep, nk, (size_t)cols * es, es};
+  if (chan_is_row)
+    op_parallel_for(nk, (int64_t)j.row_bytes, keep_rows, &j);
+  else
+    op_parallel_for(rows, (int64_t)j.row_bytes, keep_cols, &j);
   record(r, layer, w, nd);
-  op_tensor_replace(w, nd, 2, NW, (size_t)(nd[0] * nd[1]) * sizeof(float));
+  op_tensor_replace(w, nd, 2, j.dst, bytes);
   if (out_side && p->b) {
     Onnx__TensorProto *b = op_graph_init(a->gr, p->b);
-    const float *B = op_tensor_f32(b);
-    float *NB = op_xmalloc((size_t)nk * sizeof(float));
-    for (int64_t k = 0; k < nk; k++) NB[k] = B[keep[k]];
+    const uint8_t *B = op_tensor_to_raw(b) == 0 ? b->raw_data.data : NULL;
+    uint8_t *NB = op_xmalloc((size_t)nk * es + 1);
+    gather_row(NB, B, keep, nk, es);
     int64_t bd[2] = {nk, 0};
     record(r, layer, b, bd);
-    op_tensor_replace(b, bd, 1, NB, (size_t)nk * sizeof(float));
+    op_tensor_replace(b, bd, 1, NB, (size_t)nk * es);
   }
   return 0;
 }

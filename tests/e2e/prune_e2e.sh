@@ -67,6 +67,14 @@ if "$BIN" prune "$work/heads50.ref.onnx" -o "$work/compact.onnx" --compact --rep
   else bad "compact: outputs or parameter count differ"; fi
 else bad "compact: prune or checks failed"; fi
 
+# the result does not depend on how many threads score and slice (the shared models' FFN weights are
+# large enough to be split between threads)
+for imp in l2 l1; do
+  if ONNX_PRUNE_THREADS=1 "$BIN" prune "$M" -o "$work/t1.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 --importance $imp -q &&
+    ONNX_PRUNE_THREADS=3 "$BIN" prune "$M" -o "$work/t3.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 --importance $imp -q &&
+    cmp -s "$work/t1.onnx" "$work/t3.onnx"; then ok; else bad "threads: output differs with 1 and 3 threads ($imp)"; fi
+done
+
 # --dry-run writes nothing
 if "$BIN" prune "$M" -o "$work/dry.onnx" --head-sparsity 0.5 --dry-run >"$work/dry.txt" && [ ! -e "$work/dry.onnx" ] &&
   grep -q "heads 4 -> 2" "$work/dry.txt"; then ok; else bad "dry-run"; fi

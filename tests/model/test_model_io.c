@@ -25,6 +25,77 @@ static uint8_t *pack(const op_model *m, size_t *n) {
   return b;
 }
 
+/* Appends an unused float initializer of n elements holding i * 0.5. */
+static void add_big(Onnx__GraphProto *g, const char *name, int64_t n) {
+  Onnx__TensorProto *t = op_tensor_new(name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &n, 1);
+  float *f = (float *)t->raw_data.data;
+  for (int64_t i = 0; i < n; i++) f[i] = (float)i * 0.5f;
+  g->initializer = realloc(g->initializer, (g->n_initializer + 1) * sizeof *g->initializer);
+  g->initializer[g->n_initializer++] = t;
+}
+
+static Onnx__TensorProto *find_init(const op_model *m, const char *name) {
+  for (size_t i = 0; i < m->proto->graph->n_initializer; i++)
+    if (strcmp(m->proto->graph->initializer[i]->name, name) == 0) return m->proto->graph->initializer[i];
+  return NULL;
+}
+
+/* Large raw_data of a model loaded from a file is borrowed from its mapping, unaligned more often than
+ * not; typed access gets an aligned copy, replacing and freeing never free the mapping's bytes, and
+ * saving writes them out unchanged. Name lengths shift the payload through every alignment. */
+static void test_borrowed(const char *fixture_path, const char *tmpdir) {
+  op_error err = {0};
+  char out[4096], out2[4096];
+  snprintf(out, sizeof out, "%s/borrow.onnx", tmpdir);
+  snprintf(out2, sizeof out2, "%s/borrow2.onnx", tmpdir);
+  bool saw_unaligned = false;
+  for (int shift = 0; shift < 4; shift++) {
+    op_model *m = op_model_load(fixture_path, &err);
+    char name[16] = "big", name2[16] = "other";
+    memset(name + 3, 'x', (size_t)shift);
+    name[3 + shift] = 0;
+    add_big(m->proto->graph, name, 20000); /* 80000 bytes: over the borrowing threshold */
+    add_big(m->proto->graph, name2, 20000);
+    CHECK(op_model_save(m, out, NULL, &err) == 0);
+    op_model_free(m);
+
+    op_model *b = op_model_load(out, &err);
+    Onnx__TensorProto *t = b ? find_init(b, name) : NULL, *t2 = b ? find_init(b, name2) : NULL;
+    CHECK(t && t2 && op_tensor_is_borrowed(t) && op_tensor_is_borrowed(t2));
+    if (!t || !t2) {
+      op_model_free(b);
+      continue;
+    }
+    saw_unaligned |= (uintptr_t)t->raw_data.data % sizeof(float) != 0;
+    CHECK(!op_tensor_is_borrowed(find_init(b, b->proto->graph->initializer[0]->name))); /* small: copied */
+    float *f = op_tensor_f32(t);
+    CHECK(f && (uintptr_t)f % sizeof(float) == 0 && !op_tensor_is_borrowed(t));
+    CHECK(f && f[0] == 0.f && f[19999] == 9999.5f);
+    f[1] = 42.f; /* owned now: writable */
+    int64_t one = 1;
+    op_tensor_replace(t2, &one, 1, op_xcalloc(1, sizeof(float)), sizeof(float)); /* drops a borrowed buffer */
+    CHECK(op_model_save(b, out2, NULL, &err) == 0);
+    op_model_free(b); /* must not free the mapping's bytes (ASan) */
+
+    op_model *c = op_model_load(out2, &err);
+    Onnx__TensorProto *ct = c ? find_init(c, name) : NULL, *ct2 = c ? find_init(c, name2) : NULL;
+    float v[3] = {0};
+    if (ct) memcpy(v, ct->raw_data.data, sizeof v);
+    CHECK(ct && v[0] == 0.f && v[1] == 42.f && v[2] == 1.f);
+    CHECK(ct2 && ct2->n_dims == 1 && ct2->dims[0] == 1);
+    op_model_free(c);
+  }
+  CHECK(saw_unaligned);
+  /* a caller's buffer is never borrowed from: the model must outlive it */
+  size_t n;
+  char *buf = slurp(out, &n);
+  op_model *m = buf ? op_model_load_buffer(buf, n, NULL, "buffer", &err) : NULL;
+  free(buf);
+  CHECK(m && find_init(m, "bigxxx") && !op_tensor_is_borrowed(find_init(m, "bigxxx")));
+  CHECK(m && op_tensor_f32(find_init(m, "bigxxx"))[3] == 1.5f);
+  op_model_free(m);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
   const char *fixture = argv[1], *tmpdir = argv[2];
@@ -139,5 +210,6 @@ int main(int argc, char **argv) {
   free(orig);
   op_model_free(m);
   op_model_free(NULL);
+  test_borrowed(path, tmpdir);
   return check_done("model_io");
 }
