@@ -87,6 +87,7 @@ struct op_session {
   op_xt *consts;    /* initializer values by id (views or owned copies); dtype 0 when none */
   int *inputs, *outputs;
   size_t n_inputs, n_outputs;
+  op_xt_pool *pool; /* intermediate buffers, kept from run to run */
 };
 
 static int value_id(const op_graph *gr, const char *name) {
@@ -109,6 +110,7 @@ void op_session_free(op_session *s) {
   free(s->inputs);
   free(s->outputs);
   op_graph_free(s->gr);
+  op_xt_pool_free(s->pool);
   free(s);
 }
 
@@ -136,6 +138,7 @@ static int schedule(op_session *s, op_error *err) {
 
 op_session *op_session_new(const op_model *m, op_error *err) {
   op_session *s = op_xcalloc(1, sizeof *s);
+  s->pool = op_xt_pool_new();
   s->m = m;
   s->opset = op_model_opset(m->proto);
   Onnx__GraphProto *g = m->proto->graph;
@@ -284,6 +287,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
                    op_error *err) {
   for (size_t i = 0; i < s->n_inputs; i++)
     if (op_check_input(s, i, &inputs[i], 0, s->m->path, err)) return -1;
+  bool pooled = op_xt_pool_enter(s->pool); /* a concurrent run of the same session goes without */
   op_xt *vals = op_xcalloc(s->gr->cap, sizeof *vals);
   int *left = op_xmalloc(s->gr->cap * sizeof(int));
   memcpy(left, s->uses, s->gr->cap * sizeof(int));
@@ -336,6 +340,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
     v->owned = false; /* ownership moved to outputs[i] */
   }
   for (size_t i = 0; i < s->gr->cap; i++) op_xt_release(&vals[i]);
+  if (pooled) op_xt_pool_leave(s->pool);
   free(vals);
   free(left);
   return rc;

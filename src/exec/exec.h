@@ -15,6 +15,7 @@ typedef struct op_xt {
   int64_t numel;
   void *data;
   bool owned; /* false: a view of an initializer or another tensor's storage */
+  size_t cap; /* bytes behind data when owned (a pooled buffer may be larger than the tensor) */
 } op_xt;
 
 typedef struct op_kctx {
@@ -44,6 +45,18 @@ int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error
 /* out becomes a view of src's storage with another shape (same element count). */
 void op_xt_view(op_xt *out, const op_xt *src, const int64_t *dims, int rank);
 void op_xt_release(op_xt *t);
+
+/* A session's reusable buffers. While a pool is entered on a thread, op_xt_alloc there takes a freed
+ * buffer of fitting size from it and op_xt_release gives buffers back to it instead of to free():
+ * the next node, and the next run, reuse warm memory instead of faulting in fresh pages for every
+ * intermediate tensor. Pooled buffers are plain malloc memory, so a tensor handed to a caller is
+ * freed with free() as usual. */
+typedef struct op_xt_pool op_xt_pool;
+op_xt_pool *op_xt_pool_new(void);
+void op_xt_pool_free(op_xt_pool *p);
+/* Enters p on this thread, unless another run holds it; returns whether it was entered. */
+bool op_xt_pool_enter(op_xt_pool *p);
+void op_xt_pool_leave(op_xt_pool *p);
 /* The public view of a runtime tensor: same type, shape and storage (no copy; ownership is the caller's
  * to arrange). */
 void op_xt_to_tensor(op_tensor *p, const op_xt *x);

@@ -2,6 +2,7 @@
  * comparisons on float/int64/int32 (bool for logic), Where, Cast, and the unary math of transformer
  * graphs (Erf, Tanh, Sqrt, Gelu, ...). Broadcasting walks the output in rows of its last axis. */
 #include "exec/exec.h"
+#include "exec/fastmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -354,6 +355,27 @@ OP_KERNEL(op_k_cast) {
 
 enum unop { U_SQRT, U_ERF, U_TANH, U_RELU, U_SIGMOID, U_NEG, U_EXP, U_ABS, U_RECIP, U_LOG, U_GELU, U_GELU_TANH };
 
+/* Float unary math; exp and erf are fastmath's branch-free ones, so these loops vectorise. */
+OP_VECTOR_CLONES static void unary_f32(const float *a, float *o, int64_t n, enum unop op) {
+  switch (op) {
+    case U_SQRT: for (int64_t i = 0; i < n; i++) o[i] = sqrtf(a[i]); break;
+    case U_ERF: for (int64_t i = 0; i < n; i++) o[i] = op_erff(a[i]); break;
+    case U_TANH: for (int64_t i = 0; i < n; i++) o[i] = tanhf(a[i]); break;
+    case U_RELU: for (int64_t i = 0; i < n; i++) o[i] = a[i] > 0.f ? a[i] : 0.f; break;
+    case U_SIGMOID: for (int64_t i = 0; i < n; i++) o[i] = 1.f / (1.f + op_expf(-a[i])); break;
+    case U_NEG: for (int64_t i = 0; i < n; i++) o[i] = -a[i]; break;
+    case U_EXP: for (int64_t i = 0; i < n; i++) o[i] = op_expf(a[i]); break;
+    case U_ABS: for (int64_t i = 0; i < n; i++) o[i] = fabsf(a[i]); break;
+    case U_RECIP: for (int64_t i = 0; i < n; i++) o[i] = 1.f / a[i]; break;
+    case U_LOG: for (int64_t i = 0; i < n; i++) o[i] = logf(a[i]); break;
+    case U_GELU: for (int64_t i = 0; i < n; i++) o[i] = 0.5f * a[i] * (1.f + op_erff(a[i] * (float)M_SQRT1_2)); break;
+    case U_GELU_TANH:
+      for (int64_t i = 0; i < n; i++)
+        o[i] = 0.5f * a[i] * (1.f + tanhf(0.7978845608028654f * (a[i] + 0.044715f * a[i] * a[i] * a[i])));
+      break;
+  }
+}
+
 static int unary(const op_kctx *k, op_xt *x, op_xt *out, enum unop op, op_error *err) {
   bool int_ok = op == U_NEG || op == U_ABS || op == U_RELU;
   if (x->dtype != T_FLOAT && !(int_ok && (x->dtype == T_INT64 || x->dtype == T_INT32)))
@@ -369,25 +391,7 @@ static int unary(const op_kctx *k, op_xt *x, op_xt *out, enum unop op, op_error 
     }
     return 0;
   }
-  const float *a = x->data;
-  float *o = out->data;
-  switch (op) {
-    case U_SQRT: for (int64_t i = 0; i < n; i++) o[i] = sqrtf(a[i]); break;
-    case U_ERF: for (int64_t i = 0; i < n; i++) o[i] = erff(a[i]); break;
-    case U_TANH: for (int64_t i = 0; i < n; i++) o[i] = tanhf(a[i]); break;
-    case U_RELU: for (int64_t i = 0; i < n; i++) o[i] = a[i] > 0.f ? a[i] : 0.f; break;
-    case U_SIGMOID: for (int64_t i = 0; i < n; i++) o[i] = 1.f / (1.f + expf(-a[i])); break;
-    case U_NEG: for (int64_t i = 0; i < n; i++) o[i] = -a[i]; break;
-    case U_EXP: for (int64_t i = 0; i < n; i++) o[i] = expf(a[i]); break;
-    case U_ABS: for (int64_t i = 0; i < n; i++) o[i] = fabsf(a[i]); break;
-    case U_RECIP: for (int64_t i = 0; i < n; i++) o[i] = 1.f / a[i]; break;
-    case U_LOG: for (int64_t i = 0; i < n; i++) o[i] = logf(a[i]); break;
-    case U_GELU: for (int64_t i = 0; i < n; i++) o[i] = 0.5f * a[i] * (1.f + erff(a[i] * (float)M_SQRT1_2)); break;
-    case U_GELU_TANH:
-      for (int64_t i = 0; i < n; i++)
-        o[i] = 0.5f * a[i] * (1.f + tanhf(0.7978845608028654f * (a[i] + 0.044715f * a[i] * a[i] * a[i])));
-      break;
-  }
+  unary_f32(x->data, out->data, n, op);
   return 0;
 }
 

@@ -2,6 +2,7 @@
  * ReduceMean/ReduceSum (axes as attribute or input by opset) and per-tensor / per-axis
  * QuantizeLinear and DequantizeLinear. */
 #include "exec/exec.h"
+#include "exec/fastmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -16,6 +17,29 @@ static int64_t prod(const int64_t *d, int from, int to) {
   int64_t p = 1;
   for (int i = from; i < to; i++) p *= d[i];
   return p;
+}
+
+/* Softmax over `lines` lines of n values spaced inner apart (line l starts at (l / inner) * n * inner +
+ * l % inner). exp is fastmath's, so the contiguous case vectorises. */
+OP_VECTOR_CLONES static void softmax_lines(const float *a, float *o, int64_t lines, int64_t n, int64_t inner) {
+  for (int64_t l = 0; l < lines; l++) {
+    int64_t base = (l / inner) * n * inner + l % inner;
+    const float *row = a + base;
+    float *orow = o + base;
+    float m = -INFINITY;
+    double sum = 0;
+    if (inner == 1) { /* the usual last-axis case, in loops the compiler vectorises */
+      for (int64_t j = 0; j < n; j++) m = row[j] > m ? row[j] : m;
+      for (int64_t j = 0; j < n; j++) orow[j] = op_expf(row[j] - m);
+      for (int64_t j = 0; j < n; j++) sum += orow[j];
+    } else {
+      for (int64_t j = 0; j < n; j++) m = row[j * inner] > m ? row[j * inner] : m;
+      for (int64_t j = 0; j < n; j++) orow[j * inner] = op_expf(row[j * inner] - m);
+      for (int64_t j = 0; j < n; j++) sum += orow[j * inner];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < n; j++) orow[j * inner] *= inv;
+  }
 }
 
 OP_KERNEL(op_k_softmax) {
@@ -33,19 +57,7 @@ OP_KERNEL(op_k_softmax) {
     n = x->dims[axis];
     inner = prod(x->dims, axis + 1, x->rank);
   }
-  const float *a = x->data;
-  float *o = out->data;
-  for (int64_t q = 0; q < outer; q++)
-    for (int64_t r = 0; r < inner; r++) {
-      const float *row = a + q * n * inner + r;
-      float *orow = o + q * n * inner + r;
-      float m = -INFINITY;
-      for (int64_t j = 0; j < n; j++) m = row[j * inner] > m ? row[j * inner] : m;
-      double sum = 0;
-      for (int64_t j = 0; j < n; j++) sum += orow[j * inner] = expf(row[j * inner] - m);
-      float inv = (float)(1.0 / sum);
-      for (int64_t j = 0; j < n; j++) orow[j * inner] *= inv;
-    }
+  softmax_lines(x->data, out->data, outer * inner, n, inner);
   return 0;
 }
 

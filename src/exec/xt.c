@@ -4,6 +4,7 @@
 
 #include <cblas.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,58 @@
 size_t op_xt_elem_size(int32_t dtype) {
   size_t s = op_dtype_size(dtype);
   return s ? s : 1;
+}
+
+/* ---- buffer pool ---- */
+
+typedef struct pooled {
+  void *p;
+  size_t cap;
+} pooled;
+
+struct op_xt_pool {
+  OP_VEC(pooled) free;
+  atomic_flag busy;
+};
+
+static _Thread_local op_xt_pool *current_pool;
+
+op_xt_pool *op_xt_pool_new(void) {
+  op_xt_pool *p = op_xcalloc(1, sizeof *p);
+  atomic_flag_clear(&p->busy);
+  return p;
+}
+
+void op_xt_pool_free(op_xt_pool *p) {
+  if (!p) return;
+  for (size_t i = 0; i < p->free.n; i++) free(p->free.v[i].p);
+  free(p->free.v);
+  free(p);
+}
+
+bool op_xt_pool_enter(op_xt_pool *p) {
+  if (atomic_flag_test_and_set(&p->busy)) return false;
+  current_pool = p;
+  return true;
+}
+
+void op_xt_pool_leave(op_xt_pool *p) {
+  current_pool = NULL;
+  atomic_flag_clear(&p->busy);
+}
+
+/* The smallest free buffer of at least need bytes and at most twice that (a much larger one would
+ * be wasted on a small tensor), or NULL. */
+static void *pool_take(op_xt_pool *p, size_t need, size_t *cap) {
+  size_t best = p->free.n;
+  for (size_t i = 0; i < p->free.n; i++)
+    if (p->free.v[i].cap >= need && p->free.v[i].cap / 2 <= need && (best == p->free.n || p->free.v[i].cap < p->free.v[best].cap))
+      best = i;
+  if (best == p->free.n) return NULL;
+  void *data = p->free.v[best].p;
+  *cap = p->free.v[best].cap;
+  p->free.v[best] = p->free.v[--p->free.n];
+  return data;
 }
 
 int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error *err) {
@@ -25,7 +78,12 @@ int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error
   t->rank = rank;
   if (rank) memmove(t->dims, dims, (size_t)rank * sizeof(int64_t));
   t->numel = n;
-  t->data = op_xmalloc((size_t)(n ? n : 1) * op_xt_elem_size(dtype));
+  size_t need = (size_t)(n ? n : 1) * op_xt_elem_size(dtype);
+  t->data = current_pool ? pool_take(current_pool, need, &t->cap) : NULL;
+  if (!t->data) {
+    t->data = op_xmalloc(need);
+    t->cap = need;
+  }
   t->owned = true;
   return 0;
 }
@@ -50,7 +108,10 @@ void op_xt_to_tensor(op_tensor *p, const op_xt *x) {
 }
 
 void op_xt_release(op_xt *t) {
-  if (t->owned) free(t->data);
+  if (t->owned && current_pool && t->cap)
+    OP_VEC_PUSH(current_pool->free, ((pooled){t->data, t->cap}));
+  else if (t->owned)
+    free(t->data);
   memset(t, 0, sizeof *t);
 }
 

@@ -2,6 +2,7 @@
  * shapes, opset-dependent semantics (Softmax before 13, axes as attribute or input), rounding and
  * saturation of quantisation, and the errors a bad shape gets. */
 #include "check.h"
+#include "exec/fastmath.h"
 #include "exec/exec.h"
 
 #include <math.h>
@@ -101,6 +102,33 @@ static bool ints_are(const op_xt *t, const int64_t *v, int64_t n) {
 
 static void release(op_xt *v, size_t n) {
   for (size_t i = 0; i < n; i++) op_xt_release(&v[i]);
+}
+
+/* The branch-free exp and erf against double precision over a dense grid and the special values. */
+static void test_fastmath(void) {
+  double worst_ulp = 0;
+  for (float x = -87.f; x <= 88.7f; x += 0.000731f) {
+    double r = exp((double)x);
+    float ulp = nextafterf((float)r, INFINITY) - (float)r;
+    double e = fabs(op_expf(x) - r) / ulp;
+    worst_ulp = e > worst_ulp ? e : worst_ulp;
+  }
+  CHECK(worst_ulp <= 2.0);
+  CHECK(op_expf(-INFINITY) == 0.f && op_expf(-100.f) == 0.f && isinf(op_expf(INFINITY)) && isinf(op_expf(89.f)));
+  CHECK(isnan(op_expf(NAN)) && op_expf(0.f) == 1.f);
+  double worst_abs = 0, worst_rel = 0;
+  for (float x = -6.f; x <= 6.f; x += 0.0000917f) {
+    double r = erf((double)x), e = fabs(op_erff(x) - r);
+    worst_abs = e > worst_abs ? e : worst_abs;
+    if (fabs(r) > 1e-30) worst_rel = e / fabs(r) > worst_rel ? e / fabs(r) : worst_rel;
+  }
+  for (float x = 1e-30f; x < 1e-3f; x *= 1.37f) {
+    double r = erf((double)x);
+    worst_rel = fabs(op_erff(x) - r) / r > worst_rel ? fabs(op_erff(x) - r) / r : worst_rel;
+  }
+  CHECK(worst_abs <= 3e-7);
+  CHECK(worst_rel <= 2e-6);
+  CHECK(op_erff(INFINITY) == 1.f && op_erff(-INFINITY) == -1.f && isnan(op_erff(NAN)) && op_erff(0.f) == 0.f);
 }
 
 int main(void) {
@@ -416,5 +444,6 @@ int main(void) {
   const char *names[] = {"Abs", "Concat", "Dropout", "GreaterOrEqual", "LessOrEqual", "MatMulInteger", "Where"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++) CHECK(op_exec_find_op(names[i]) != NULL);
   CHECK(op_exec_find_op("Conv") == NULL);
+  test_fastmath();
   return check_done("ops");
 }
