@@ -36,11 +36,13 @@ onnx.save(m, sys.argv[2])
 PY
 expect unsupported-op "node '.*': unsupported operator 'Frobnicate'" -- run "$work/unsupported.onnx" --data "$D/good.npz" -o "$O"
 
-# the good variants agree with each other
+# the good variants agree with each other, within a tolerance: another batch size takes other kernel
+# paths (AVX-512 GEMM blocking differs by rows), so bytes may differ
 same() {
   local name=$1
   shift
-  if "$BIN" run "$M" -o "$work/$name.npz" "$@" 2>"$work/stderr" && cmp -s "$work/$name.npz" "$work/base.npz"; then
+  if "$BIN" run "$M" -o "$work/$name.npz" "$@" 2>"$work/stderr" &&
+    $PY "$E2E/npz_close.py" "$work/$name.npz" "$work/base.npz" >>"$work/stderr" 2>&1; then
     ok; else bad "$name: $(head -c 300 "$work/stderr")"; fi
 }
 "$BIN" run "$M" --data "$D/good.npz" -o "$work/base.npz" || { echo "FAIL base run"; exit 1; }
