@@ -268,16 +268,13 @@ int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_error *e
   return n;
 }
 
+/* One --fill value in the input's type (the one conversion Cast makes). */
 static void put_value(void *p, int32_t dt, double v) {
-  switch (dt) {
-    case 1: *(float *)p = (float)v; break;
-    case 11: *(double *)p = v; break;
-    case 7: *(int64_t *)p = (int64_t)v; break;
-    case 6: *(int32_t *)p = (int32_t)v; break;
-    case 5: *(int16_t *)p = (int16_t)v; break;
-    case 3: *(int8_t *)p = (int8_t)v; break;
-    default: *(uint8_t *)p = (uint8_t)v; break;
-  }
+  op_xt one = {.dtype = ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE, .numel = 1, .data = &v}, conv;
+  op_error e;
+  if (op_xt_convert(&conv, &one, dt, &e)) return; /* the input's type was checked numeric by the caller */
+  memcpy(p, conv.data, op_dtype_size(dt));
+  op_xt_release(&conv);
 }
 
 int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, int64_t count, op_tensor *inputs,
@@ -309,7 +306,7 @@ int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, in
     int rank;
     int64_t dims[OP_MAX_DIMS];
     op_session_input_info(s, i, &dt, &rank, dims);
-    if (!f || rank < 1 || !dt) {
+    if (!f || rank < 1 || !op_dtype_numeric(dt)) {
       op_fail(err, OP_ARG, "%s: input '%s' is not in the data; add it or use --fill %s=VALUE", d->path, name, name);
       goto fail;
     }

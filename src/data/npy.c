@@ -3,7 +3,8 @@
  * u32 after), then a Python dict literal with 'descr', 'fortran_order' and 'shape', padded so the data
  * starts aligned; the data follows in C order. A zip member is found through the central directory
  * (end record 0x06054b50, entries 0x02014b50, local headers 0x04034b50); every member's CRC-32 is
- * checked so a corrupt archive is an error, not wrong numbers. */
+ * checked so a corrupt archive is an error, not wrong numbers. Types: '<f4' '<f8' '<f2' '|b1' and the
+ * little-endian integers; numpy has no bfloat16, so bfloat16 arrays are written as '<f4' (exact). */
 #include "data/data.h"
 
 #include <errno.h>
@@ -22,6 +23,8 @@ static const struct {
     {"<i8", ONNX__TENSOR_PROTO__DATA_TYPE__INT64}, {"<i4", ONNX__TENSOR_PROTO__DATA_TYPE__INT32},
     {"|b1", ONNX__TENSOR_PROTO__DATA_TYPE__BOOL},  {"|u1", ONNX__TENSOR_PROTO__DATA_TYPE__UINT8},
     {"|i1", ONNX__TENSOR_PROTO__DATA_TYPE__INT8},  {"<i2", ONNX__TENSOR_PROTO__DATA_TYPE__INT16},
+    {"<f2", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16}, {"<u2", ONNX__TENSOR_PROTO__DATA_TYPE__UINT16},
+    {"<u4", ONNX__TENSOR_PROTO__DATA_TYPE__UINT32}, {"<u8", ONNX__TENSOR_PROTO__DATA_TYPE__UINT64},
 };
 
 const char *op_dtype_descr(int32_t dtype) {
@@ -193,9 +196,25 @@ static uint8_t *npy_bytes(const op_tensor *t, size_t *n) {
   return b;
 }
 
+/* numpy has no bfloat16: such an array is written as float32, which holds every bfloat16 value exactly. */
+static op_tensor bf16_as_f32(const op_tensor *t) {
+  op_tensor w = *t;
+  size_t n = t->nbytes / 2;
+  float *f = op_xmalloc(n ? n * sizeof(float) : 1);
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u = (uint32_t)((const uint16_t *)t->data)[i] << 16;
+    memcpy(&f[i], &u, sizeof u);
+  }
+  w.dtype = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+  w.data = f;
+  w.nbytes = n * sizeof(float);
+  return w;
+}
+
 int op_npz_write(const char *path, const char *const *names, const op_tensor *arrays, size_t n, op_error *err) {
   for (size_t i = 0; i < n; i++)
-    if (!op_dtype_descr(arrays[i].dtype)) return op_fail(err, OP_UNSUPPORTED, "%s: array '%s' has a type .npy cannot hold", path, names[i]);
+    if (!op_dtype_descr(arrays[i].dtype) && arrays[i].dtype != ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16)
+      return op_fail(err, OP_UNSUPPORTED, "%s: array '%s' has a type .npy cannot hold", path, names[i]);
   char tmp[PATH_MAX];
   FILE *f = op_temp_open(path, tmp, err);
   if (!f) return -1;
@@ -208,7 +227,10 @@ int op_npz_write(const char *path, const char *const *names, const op_tensor *ar
     char fname[256];
     snprintf(fname, sizeof fname, "%.246s.npy", names[i]);
     nlen = strlen(fname);
-    uint8_t *b = npy_bytes(&arrays[i], &len);
+    bool bf16 = arrays[i].dtype == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
+    op_tensor wide = bf16 ? bf16_as_f32(&arrays[i]) : arrays[i];
+    uint8_t *b = npy_bytes(&wide, &len);
+    if (bf16) free(wide.data);
     uint32_t crc = (uint32_t)crc32(0L, b, (uInt)len);
     uint8_t lh[30] = {0};
     put32(lh, 0x04034b50), put16(lh + 4, 20), put32(lh + 14, crc), put32(lh + 18, (uint32_t)len);

@@ -243,11 +243,7 @@ void op_session_input_info(const op_session *s, size_t i, int32_t *dtype, int *r
   }
 }
 
-static const char *dtype_name(int32_t dt) {
-  static const char *names[] = {"undefined", "float32", "uint8", "int8", "uint16", "int16", "int32", "int64",
-                                "string", "bool", "float16", "float64", "uint32", "uint64"};
-  return dt >= 0 && dt < (int32_t)(sizeof names / sizeof *names) ? names[dt] : "other";
-}
+static const char *dtype_name(int32_t dt) { return op_dtype_name(dt); }
 
 static void shape_text(char *buf, size_t n, const int64_t *dims, int rank) {
   size_t off = (size_t)snprintf(buf, n, "[");
@@ -311,7 +307,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
     op_kctx k = {x->node, s->opset, s->m->path, x->weight_nk.dtype ? &x->weight_nk : NULL};
     for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
     memset(outs, 0, x->n_out * sizeof *outs);
-    rc = x->op->run(&k, ins, x->n_in, outs, x->n_out, err);
+    rc = op_exec_typed(x->op, &k, ins, x->n_in, outs, x->n_out, err); /* any element type */
     for (size_t j = 0; j < x->n_out; j++) {
       if (x->out[j] < 0 || rc) {
         op_xt_release(&outs[j]);

@@ -111,4 +111,22 @@ int op_check_input(const op_session *s, size_t i, const op_tensor *t, int first_
 /* Copies a TensorProto (raw or typed storage) into a new owned runtime tensor. */
 int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin, op_error *err);
 
+/* ---- element types (types.c) ---- */
+/* "float16", "bfloat16", ... for messages. */
+const char *op_dtype_name(int32_t dtype);
+/* Whether the executor can compute elements of the type: float32/64, float16, bfloat16, the integers, bool. */
+bool op_dtype_numeric(int32_t dtype);
+float op_f16_to_f32(uint16_t h);
+uint16_t op_f32_to_f16(float f); /* round to nearest even; overflow to inf */
+float op_bf16_to_f32(uint16_t b);
+uint16_t op_f32_to_bf16(float f); /* round to nearest even */
+/* out = x converted element by element to type `to`, as Cast does (a new owned tensor); -1 with err
+ * when either type is not numeric. */
+int op_xt_convert(op_xt *out, const op_xt *x, int32_t to, op_error *err);
+/* Runs op's kernel on inputs of any numeric type: widens what the kernel does not compute natively and
+ * narrows its outputs back (the rule is at the top of types.c's adapter). */
+int op_exec_typed(const op_op *op, const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err);
+/* Whether the adapter's rule table is sorted (for the tests). */
+bool op_types_rules_sorted(void);
+
 #endif

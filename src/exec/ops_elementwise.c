@@ -1,6 +1,7 @@
 /* ops_elementwise.c - element-wise operators with numpy-style broadcasting: arithmetic and
- * comparisons on float/int64/int32 (bool for logic), Where, Cast, and the unary math of transformer
- * graphs (Erf, Tanh, Sqrt, Gelu, ...). Broadcasting walks the output in rows of its last axis. */
+ * comparisons on float/double/int64/int32/uint64 (bool for logic; other types reach them widened by
+ * types.c), Where, Cast, and the unary math of transformer graphs (Erf, Tanh, Sqrt, Gelu, ...).
+ * Broadcasting walks the output in rows of its last axis. Integer arithmetic wraps (computed unsigned). */
 #include "exec/exec.h"
 #include "exec/fastmath.h"
 
@@ -13,6 +14,8 @@
 #define T_INT32 ONNX__TENSOR_PROTO__DATA_TYPE__INT32
 #define T_BOOL ONNX__TENSOR_PROTO__DATA_TYPE__BOOL
 #define T_DOUBLE ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE
+#define T_UINT64 ONNX__TENSOR_PROTO__DATA_TYPE__UINT64
+#define T_UINT32 ONNX__TENSOR_PROTO__DATA_TYPE__UINT32
 
 /* Broadcast layout of up to 3 inputs against the output shape. */
 typedef struct bcast {
@@ -101,6 +104,29 @@ enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_MIN, B_MAX, B_EQ, B_LT, B_GT, 
     }                                                                               \
   } while (0)
 
+/* Integers wrap around (two's complement), as ONNX Runtime's do: computed in the unsigned type U so
+ * that overflow is defined. */
+#define IARITH_ROW(T, U, A, B, O, sa, sb, n, op)                                      \
+  do {                                                                              \
+    const T *a_ = (A);                                                              \
+    const T *b_ = (B);                                                              \
+    T *o2_ = (O);                                                                   \
+    switch (op) {                                                                   \
+      case B_ADD:                                                                   \
+        for (int64_t j = 0; j < (n); j++) o2_[j] = (T)((U)a_[j * (sa)] + (U)b_[j * (sb)]); \
+        break;                                                                      \
+      case B_SUB:                                                                   \
+        for (int64_t j = 0; j < (n); j++) o2_[j] = (T)((U)a_[j * (sa)] - (U)b_[j * (sb)]); \
+        break;                                                                      \
+      case B_MUL:                                                                   \
+        for (int64_t j = 0; j < (n); j++) o2_[j] = (T)((U)a_[j * (sa)] * (U)b_[j * (sb)]); \
+        break;                                                                      \
+      default:                                                                      \
+        ARITH_ROW(T, A, B, O, sa, sb, n, op);                                       \
+        break;                                                                      \
+    }                                                                               \
+  } while (0)
+
 #define CMP_ROW(T, A, B, O, sa, sb, n, op)                                                    \
   do {                                                                                      \
     const T *a_ = (A);                                                                      \
@@ -116,12 +142,13 @@ enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_MIN, B_MAX, B_EQ, B_LT, B_GT, 
 static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_error *err) {
   op_xt *a = in[0], *b = in[1];
   if (a->dtype != b->dtype)
-    return op_kfail(k, err, "input types differ (%d and %d)", a->dtype, b->dtype);
+    return op_kfail(k, err, "input types differ (%s and %s)", op_dtype_name(a->dtype), op_dtype_name(b->dtype));
   int32_t dt = a->dtype;
   bool logic = op == B_AND || op == B_OR, cmp = op >= B_EQ;
   if (logic && dt != T_BOOL) return op_kfail(k, err, "expects bool inputs");
-  if (!logic && dt != T_FLOAT && dt != T_INT64 && dt != T_INT32 && dt != T_DOUBLE && !(cmp && dt == T_BOOL))
-    return op_kfail(k, err, "unsupported input type %d", dt);
+  if (!logic && dt != T_FLOAT && dt != T_INT64 && dt != T_INT32 && dt != T_DOUBLE && dt != T_UINT64 &&
+      !(cmp && dt == T_BOOL))
+    return op_kfail(k, err, "unsupported input type %s", op_dtype_name(dt));
   bcast bc;
   if (bcast_init(k, in, 2, &bc, err) || op_xt_alloc(out, cmp ? T_BOOL : dt, bc.dims, bc.rank, err)) return -1;
   size_t es = op_xt_elem_size(dt);
@@ -136,6 +163,7 @@ static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_er
       else if (dt == T_INT64) CMP_ROW(int64_t, pa, pb, po, s0_, s1_, n_, op);
       else if (dt == T_INT32) CMP_ROW(int32_t, pa, pb, po, s0_, s1_, n_, op);
       else if (dt == T_DOUBLE) CMP_ROW(double, pa, pb, po, s0_, s1_, n_, op);
+      else if (dt == T_UINT64) CMP_ROW(uint64_t, pa, pb, po, s0_, s1_, n_, op);
       else CMP_ROW(uint8_t, pa, pb, po, s0_, s1_, n_, op);
     } else if (op == B_DIV) {
       if (dt == T_FLOAT && s0_ == 1 && s1_ == 0) {
@@ -150,13 +178,18 @@ static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_er
         const double *x = pa, *y = pb;
         double *o = po;
         for (int64_t j = 0; j < n_; j++) o[j] = x[j * s0_] / y[j * s1_];
+      } else if (dt == T_UINT64) {
+        const uint64_t *x = pa, *y = pb;
+        uint64_t *o = po;
+        for (int64_t j = 0; j < n_; j++) o[j] = y[j * s1_] ? x[j * s0_] / y[j * s1_] : 0;
       } else {
         for (int64_t j = 0; j < n_; j++) {
           int64_t x = dt == T_INT64 ? ((const int64_t *)pa)[j * s0_] : ((const int32_t *)pa)[j * s0_];
           int64_t y = dt == T_INT64 ? ((const int64_t *)pb)[j * s1_] : ((const int32_t *)pb)[j * s1_];
-          int64_t q = y ? x / y : 0; /* integer division truncates, as ONNX Runtime does */
+          /* integer division truncates toward zero, as ONNX Runtime does; MIN / -1 wraps to MIN */
+          int64_t q = y == -1 ? (int64_t)(0 - (uint64_t)x) : y ? x / y : 0;
           if (dt == T_INT64) ((int64_t *)po)[j] = q;
-          else ((int32_t *)po)[j] = (int32_t)q;
+          else ((int32_t *)po)[j] = (int32_t)(uint32_t)(uint64_t)q;
         }
       }
     } else if (op == B_POW) {
@@ -184,9 +217,11 @@ static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_er
     } else if (dt == T_FLOAT) {
       ARITH_ROW(float, pa, pb, po, s0_, s1_, n_, op);
     } else if (dt == T_INT64) {
-      ARITH_ROW(int64_t, pa, pb, po, s0_, s1_, n_, op);
+      IARITH_ROW(int64_t, uint64_t, pa, pb, po, s0_, s1_, n_, op);
     } else if (dt == T_INT32) {
-      ARITH_ROW(int32_t, pa, pb, po, s0_, s1_, n_, op);
+      IARITH_ROW(int32_t, uint32_t, pa, pb, po, s0_, s1_, n_, op);
+    } else if (dt == T_UINT64) {
+      IARITH_ROW(uint64_t, uint64_t, pa, pb, po, s0_, s1_, n_, op);
     } else {
       ARITH_ROW(double, pa, pb, po, s0_, s1_, n_, op);
     }
@@ -304,51 +339,14 @@ OP_KERNEL(op_k_identity) { /* also Dropout at inference: the data passes, the ma
 
 /* ---- Cast ---- */
 
-static double get_f(const op_xt *t, int64_t i) {
-  switch (t->dtype) {
-    case T_FLOAT: return ((float *)t->data)[i];
-    case T_DOUBLE: return ((double *)t->data)[i];
-    case T_INT64: return (double)((int64_t *)t->data)[i];
-    case T_INT32: return ((int32_t *)t->data)[i];
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return ((int8_t *)t->data)[i];
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT16: return ((int16_t *)t->data)[i];
-    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: return ((uint16_t *)t->data)[i];
-    default: return ((uint8_t *)t->data)[i];
-  }
-}
-
-static int64_t get_i(const op_xt *t, int64_t i) {
-  switch (t->dtype) {
-    case T_FLOAT: case T_DOUBLE: return (int64_t)get_f(t, i);
-    case T_INT64: return ((int64_t *)t->data)[i];
-    default: return (int64_t)get_f(t, i);
-  }
-}
-
+/* Every pair of numeric types (types.c's op_xt_convert: float -> integer truncates toward zero,
+ * integer narrowing wraps, float16/bfloat16 round to nearest even); strings and float8 are refused. */
 OP_KERNEL(op_k_cast) {
   (void)n_in, (void)n_out;
   int32_t to = (int32_t)op_kattr_int(k, "to", 0);
-  op_xt *x = in[0];
-  if (!op_dtype_size(to) || to == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 || to == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 || to > 13)
-    return op_kfail(k, err, "cast to type %d is not supported", to);
-  if (op_xt_alloc(out, to, x->dims, x->rank, err)) return -1;
-  bool from_float = x->dtype == T_FLOAT || x->dtype == T_DOUBLE;
-  for (int64_t i = 0; i < x->numel; i++) {
-    switch (to) {
-      case T_FLOAT: ((float *)out->data)[i] = (float)get_f(x, i); break;
-      case T_DOUBLE: ((double *)out->data)[i] = get_f(x, i); break;
-      case T_INT64: ((int64_t *)out->data)[i] = from_float ? (int64_t)get_f(x, i) : get_i(x, i); break;
-      case T_INT32: ((int32_t *)out->data)[i] = (int32_t)(from_float ? (int64_t)get_f(x, i) : get_i(x, i)); break;
-      case T_BOOL: ((uint8_t *)out->data)[i] = get_f(x, i) != 0; break;
-      case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: ((int8_t *)out->data)[i] = (int8_t)get_i(x, i); break;
-      case ONNX__TENSOR_PROTO__DATA_TYPE__INT16: ((int16_t *)out->data)[i] = (int16_t)get_i(x, i); break;
-      case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: ((uint16_t *)out->data)[i] = (uint16_t)get_i(x, i); break;
-      case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: ((uint32_t *)out->data)[i] = (uint32_t)get_i(x, i); break;
-      case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64: ((uint64_t *)out->data)[i] = (uint64_t)get_i(x, i); break;
-      default: ((uint8_t *)out->data)[i] = (uint8_t)get_i(x, i); break;
-    }
-  }
-  return 0;
+  if (!op_dtype_numeric(to) || !op_dtype_numeric(in[0]->dtype))
+    return op_kfail(k, err, "cast from %s to %s is not supported", op_dtype_name(in[0]->dtype), op_dtype_name(to));
+  return op_xt_convert(out, in[0], to, err);
 }
 
 /* ---- unary math ---- */

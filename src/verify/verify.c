@@ -39,22 +39,33 @@ void op_verify_report_free(op_verify_report *r) {
   free(r);
 }
 
-static int64_t argmax(const float *row, int64_t n) {
-  int64_t best = 0;
-  for (int64_t j = 1; j < n; j++)
-    if (row[j] > row[best]) best = j;
-  return best;
-}
-
+/* Element i of an output or label array of any numeric type. */
 static double as_double(const op_tensor *t, int64_t i) {
   switch (t->dtype) {
-    case 1: return ((const float *)t->data)[i];
-    case 11: return ((const double *)t->data)[i];
-    case 7: return (double)((const int64_t *)t->data)[i];
-    case 6: return ((const int32_t *)t->data)[i];
-    case 3: return ((const int8_t *)t->data)[i];
-    default: return ((const uint8_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return ((const float *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return ((const double *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return op_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return op_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return (double)((const int64_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64: return (double)((const uint64_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return ((const int32_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: return ((const uint32_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT16: return ((const int16_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: return ((const uint16_t *)t->data)[i];
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return ((const int8_t *)t->data)[i];
+    default: return ((const uint8_t *)t->data)[i]; /* uint8, bool */
   }
+}
+
+/* The first index of the largest of n elements from `first`. */
+static int64_t argmax(const op_tensor *t, int64_t first, int64_t n) {
+  int64_t best = 0;
+  double top = as_double(t, first);
+  for (int64_t j = 1; j < n; j++) {
+    double v = as_double(t, first + j);
+    if (v > top) top = v, best = j;
+  }
+  return best;
 }
 
 /* Folds one batch of one output into its figures. */
@@ -64,7 +75,7 @@ static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_ten
   for (int i = 0; same && i < a->rank; i++) same = a->dims[i] == b->dims[i];
   if (!same) return op_fail(err, OP_ARG, "output '%s': reference and candidate differ in type or shape", v->name);
   int64_t rows = a->dims[0], numel = (int64_t)(a->nbytes / op_dtype_size(a->dtype)), per = rows ? numel / rows : 0;
-  v->logits = a->dtype == 1 && a->rank == 2 && a->dims[1] > 1;
+  v->logits = op_dtype_is_float(a->dtype) && a->rank == 2 && a->dims[1] > 1;
   for (int64_t r0 = 0; r0 < rows; r0++) {
     double dot = 0, na = 0, nb = 0;
     for (int64_t j = 0; j < per; j++) {
@@ -74,7 +85,7 @@ static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_ten
     }
     v->cos_sum += na == 0 && nb == 0 ? 1.0 : (na == 0 || nb == 0) ? 0.0 : dot / sqrt(na * nb);
     if (v->logits) {
-      int64_t pa = argmax((const float *)a->data + r0 * per, per), pb = argmax((const float *)b->data + r0 * per, per);
+      int64_t pa = argmax(a, r0 * per, per), pb = argmax(b, r0 * per, per);
       v->agree += pa == pb;
       if (score && labels) {
         int64_t y = (int64_t)as_double(labels, first + r0);
