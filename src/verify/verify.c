@@ -71,7 +71,9 @@ static int64_t argmax(const op_tensor *t, int64_t first, int64_t n) {
 /* Folds one batch of one output into its figures. */
 static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_tensor *labels, int64_t first,
                    bool score, op_verify_report *r, op_error *err) {
-  bool same = a->dtype == b->dtype && a->rank == b->rank && a->rank >= 1;
+  /* outputs of two float types (a float16 export against its float32 original) compare as doubles */
+  bool same = (a->dtype == b->dtype || (op_dtype_is_float(a->dtype) && op_dtype_is_float(b->dtype))) &&
+              a->rank == b->rank && a->rank >= 1;
   for (int i = 0; same && i < a->rank; i++) same = a->dims[i] == b->dims[i];
   if (!same) return op_fail(err, OP_ARG, "output '%s': reference and candidate differ in type or shape", v->name);
   int64_t rows = a->dims[0], numel = (int64_t)(a->nbytes / op_dtype_size(a->dtype)), per = rows ? numel / rows : 0;
@@ -150,7 +152,7 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
     if (!rc) rc = op_session_run(sb, ib, ob, NULL, NULL, err);
     for (size_t i = 0; i < n_out && !rc; i++) {
       vout *v = &r->outs.v[i];
-      bool logits = oa[i].dtype == 1 && oa[i].rank == 2 && oa[i].dims[1] > 1;
+      bool logits = op_dtype_is_float(oa[i].dtype) && oa[i].rank == 2 && oa[i].dims[1] > 1;
       if (r->label_output < 0 && logits && r->has_labels) r->label_output = (int)i;
       rc = compare(v, &oa[i], &ob[i], r->has_labels ? labels : NULL, first + start, (int)i == r->label_output, r, err);
     }

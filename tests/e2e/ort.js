@@ -85,7 +85,7 @@ function parseNpy(b, name) {
   const shape = /'shape':\s*\(([^)]*)\)/.exec(header)[1].split(',').map(s => s.trim()).filter(Boolean).map(Number);
   const body = b.subarray(hoff + hlen);
   const ab = body.buffer.slice(body.byteOffset, body.byteOffset + body.length);
-  const kinds = { '<f4': ['float32', Float32Array], '<i8': ['int64', BigInt64Array], '<i4': ['int32', Int32Array], '|b1': ['bool', Uint8Array] };
+  const kinds = { '<f4': ['float32', Float32Array], '<i8': ['int64', BigInt64Array], '<i4': ['int32', Int32Array], '|b1': ['bool', Uint8Array], ...NPY_MORE_KINDS };
   if (!kinds[descr]) throw new Error(`${name}: dtype ${descr}`);
   return { dtype: kinds[descr][0], data: new kinds[descr][1](ab), shape };
 }
@@ -111,11 +111,32 @@ function loadFeeds(data, session, rows) {
   return { feeds, labels: npz.labels ? rowsOf(npz.labels, rows) : null };
 }
 
+// Types beyond float32/int64/int32/bool (float16 travels as its bits in a Uint16Array).
+const NPY_MORE_KINDS = {
+  '<f2': ['float16', Uint16Array], '<f8': ['float64', Float64Array], '|u1': ['uint8', Uint8Array], '|i1': ['int8', Int8Array],
+  '<i2': ['int16', Int16Array], '<u2': ['uint16', Uint16Array], '<u4': ['uint32', Uint32Array], '<u8': ['uint64', BigUint64Array],
+};
+
+function halfToNumber(h) {
+  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e === 0x1f) return m ? NaN : s * Infinity;
+  return e ? s * 2 ** (e - 15) * (1 + m / 1024) : s * 2 ** -14 * (m / 1024);
+}
+
+// A tensor's elements as numbers, float16 decoded from its bits.
+function valuesOf(t) {
+  if (t.type === 'float16' && !(typeof Float16Array !== 'undefined' && t.data instanceof Float16Array))
+    return Array.from(t.data, halfToNumber);
+  return t.data;
+}
+
 function compare(name, ref, cand, tol) {
   if (ref.dims.join() !== cand.dims.join()) return { ok: false, line: `${name}: shape ${ref.dims} vs ${cand.dims}` };
+  if (ref.type !== cand.type) return { ok: false, line: `${name}: type ${ref.type} vs ${cand.type}` };
   let maxDiff = 0, scale = 0;
-  for (let i = 0; i < ref.data.length; i++) {
-    const a = Number(ref.data[i]), b = Number(cand.data[i]);
+  const rv = valuesOf(ref), cv = valuesOf(cand);
+  for (let i = 0; i < rv.length; i++) {
+    const a = Number(rv[i]), b = Number(cv[i]);
     if (!Number.isFinite(a) || !Number.isFinite(b)) { if (a !== b) maxDiff = Infinity; continue; }
     maxDiff = Math.max(maxDiff, Math.abs(a - b));
     scale = Math.max(scale, Math.abs(a));
@@ -197,18 +218,19 @@ async function main() {
     let scored = false;
     for (const o of ours.outputs) {
       const x = a[o.name], y = b[o.name], n = x.dims[0], per = x.data.length / n;
+      const xv = valuesOf(x), yv = valuesOf(y);
       let maxDiff = 0, cos = 0, agree = 0, refOk = 0, candOk = 0;
       for (let r = 0; r < n; r++) {
         let dot = 0, na = 0, nb = 0;
         for (let j = 0; j < per; j++) {
-          const p = Number(x.data[r * per + j]), q = Number(y.data[r * per + j]);
+          const p = Number(xv[r * per + j]), q = Number(yv[r * per + j]);
           maxDiff = Math.max(maxDiff, Math.abs(p - q));
           dot += p * q; na += p * p; nb += q * q;
         }
         cos += na === 0 && nb === 0 ? 1 : (na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb));
         if (x.dims.length === 2 && x.dims[1] > 1) {
           let ia = 0, ib = 0;
-          for (let k = 1; k < per; k++) { if (x.data[r * per + k] > x.data[r * per + ia]) ia = k; if (y.data[r * per + k] > y.data[r * per + ib]) ib = k; }
+          for (let k = 1; k < per; k++) { if (xv[r * per + k] > xv[r * per + ia]) ia = k; if (yv[r * per + k] > yv[r * per + ib]) ib = k; }
           agree += ia === ib;
           if (labels) { const lab = Number(labels.data[r]); refOk += ia === lab; candOk += ib === lab; }
         }
