@@ -271,10 +271,19 @@ static void observe(void *user, const char *name, const op_tensor *t) {
   calib *c = user;
   op_value *v = op_graph_find(c->gr, name);
   op_stats *s = v ? c->by_slot[v - c->gr->values] : NULL;
-  if (!s || t->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) return;
-  int64_t n = (int64_t)(t->nbytes / sizeof(float)), ch = t->rank ? t->dims[t->rank - 1] : 1;
-  if (c->pass == 1) op_stats_range(s, t->data, n, ch);
-  else op_stats_hist(s, t->data, n);
+  if (!s || !op_dtype_is_float(t->dtype)) return;
+  int64_t n = (int64_t)(t->nbytes / op_dtype_size(t->dtype)), ch = t->rank ? t->dims[t->rank - 1] : 1;
+  const float *x = t->data;
+  op_xt wide = {0};
+  if (t->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) { /* float16, bfloat16, float64: measured as float32 */
+    op_xt src = {.dtype = t->dtype, .rank = 1, .dims = {n}, .numel = n, .data = t->data};
+    op_error e;
+    if (op_xt_convert(&wide, &src, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &e)) return;
+    x = wide.data;
+  }
+  if (c->pass == 1) op_stats_range(s, x, n, ch);
+  else op_stats_hist(s, x, n);
+  op_xt_release(&wide);
 }
 
 static bool needs_hist(const op_quant_config *c) {
