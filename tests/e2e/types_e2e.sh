@@ -2,7 +2,7 @@
 # types_e2e.sh ONNX_PRUNE FIXTURES: models in float16 / float64 / small integer types run end to end.
 # The float16 BERT (model.half()-style and keep_io_types-style) and the float64 one must agree with ONNX
 # Runtime (fp16: 1e-2 relative, fp64 computed in float32: 1e-4), keep their output types, and verify
-# against the float32 original; the integer model must equal numpy's ONNX-semantics outputs exactly,
+# against the float32 original; the bfloat16 one agrees with ONNX Runtime's float32 run within 3e-2; the integer model must equal numpy's ONNX-semantics outputs exactly,
 # read from .pb and from .npz in every numpy dtype; a float32 array for a float16 input is refused.
 set -u
 BIN=$1 FIX=$2
@@ -20,6 +20,13 @@ for spec in bert_fp16_opset11:1e-2:float16 bert_fp16_keepio_opset11:1e-2:float32
     $PY -c "import json, sys; o = json.load(open('$work/v.json'))['outputs'][0]; sys.exit(not (o['mean_cosine'] > 0.999 and o['max_abs_diff'] < $tol * 10))"
   then ok; else bad "$name: verify against the float32 model: $(head -c 300 "$work/v.json")"; fi
 done
+
+# bfloat16 (no ONNX Runtime CPU kernels): against ONNX Runtime's float32 run of the original, within
+# bfloat16's precision; the output is written as float32
+B=$FIX/bert_bf16_opset11
+if "$BIN" run "$B/model.onnx" --data "$B" -o "$work/bf16.npz" &&
+  ort ours "$FIX/bert_separate_mask_opset11/model.onnx" "$work/bf16.npz" --data "$B" --tol 3e-2; then ok
+else bad "bert_bf16: run differs from ONNX Runtime's float32 run"; fi
 
 # integers and float16 casts: exact, from test data (.pb) and from a .npz of the same arrays
 I=$FIX/types_int_opset14
