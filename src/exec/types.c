@@ -2,6 +2,7 @@
  * every pair of numeric ONNX types, and the one type adapter through which every kernel runs, so kernels
  * only compute float32 / int64 / int32 / bool (and the extra types their rule below names). */
 #include "exec/exec.h"
+#include "exec/fastmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -44,36 +45,41 @@ static float bits_f32(uint32_t u) {
   return f;
 }
 
-float op_f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-  if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | man << 13); /* inf, nan (payload kept) */
-  if (exp == 0) { /* zero or subnormal: man * 2^-24, exact in float */
-    float v = (float)man * 0x1p-24f;
-    return sign ? -v : v;
-  }
-  return bits_f32(sign | (exp + 112) << 23 | man << 13);
+/* Branch-free conversions (Maratos Dukhan's FP16 method, as PyTorch's c10::Half uses), so the
+ * widening and narrowing loops vectorise; they rely on float arithmetic rounding to nearest even,
+ * the default mode. */
+static inline float f16_to_f32(uint16_t h) {
+  uint32_t w = (uint32_t)h << 16, sign = w & 0x80000000u, two_w = w + w;
+  /* normals, inf and NaN: move the exponent and mantissa into place, then rebias by 2^-112 */
+  float normal = bits_f32((two_w >> 4) + (UINT32_C(0xe0) << 23)) * 0x1p-112f;
+  /* subnormals: the mantissa as the low bits of 0.5's mantissa, minus 0.5 */
+  float subnormal = bits_f32((two_w >> 17) | (UINT32_C(126) << 23)) - 0.5f;
+  return bits_f32(sign | (two_w < (UINT32_C(1) << 27) ? f32_bits(subnormal) : f32_bits(normal)));
 }
 
 /* Round to nearest, ties to even, as ONNX Runtime's MLFloat16 does; overflow gives inf, NaN stays NaN. */
-uint16_t op_f32_to_f16(float f) {
-  uint32_t u = f32_bits(f), sign = (u >> 16) & 0x8000, a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00 | (a >> 13 & 0x3ff)); /* NaN, quiet */
-  if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to or beyond 65520: inf */
-  if (a < 0x38800000u) { /* below 2^-14: a subnormal half (or zero): round a * 2^24 to an integer */
-    float m = bits_f32(a) * 0x1p24f;   /* exact: scaling by a power of two */
-    return (uint16_t)(sign | (uint32_t)nearbyintf(m));  /* the default rounding mode is to nearest even */
-  }
-  uint32_t r = a + 0xfff + ((a >> 13) & 1); /* round the 13 dropped bits to nearest even */
-  return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+static inline uint16_t f32_to_f16(float f) {
+  /* scaling up then down makes the float unit round the mantissa at half precision's position */
+  float base = (fabsf(f) * 0x1p112f) * 0x1p-110f;
+  uint32_t w = f32_bits(f), shl1_w = w + w, sign = w & 0x80000000u, bias = shl1_w & 0xff000000u;
+  if (bias < 0x71000000u) bias = 0x71000000u;
+  base = bits_f32((bias >> 1) + 0x07800000u) + base;
+  uint32_t bits = f32_bits(base), nonsign = ((bits >> 13) & 0x7c00u) + (bits & 0x0fffu);
+  return (uint16_t)((sign >> 16) | (shl1_w > 0xff000000u ? 0x7e00u : nonsign));
 }
 
-float op_bf16_to_f32(uint16_t b) { return bits_f32((uint32_t)b << 16); }
+static inline float bf16_to_f32(uint16_t b) { return bits_f32((uint32_t)b << 16); }
 
-uint16_t op_f32_to_bf16(float f) {
+static inline uint16_t f32_to_bf16(float f) {
   uint32_t u = f32_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN, quiet */
-  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+  uint32_t rounded = (u + 0x7fff + ((u >> 16) & 1)) >> 16;
+  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40 : rounded); /* NaN stays NaN, quiet */
 }
+
+float op_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
+uint16_t op_f32_to_f16(float f) { return f32_to_f16(f); }
+float op_bf16_to_f32(uint16_t b) { return bf16_to_f32(b); }
+uint16_t op_f32_to_bf16(float f) { return f32_to_bf16(f); }
 
 /* ---- conversion between numeric types ---- */
 
@@ -90,8 +96,8 @@ static double get_float(const void *p, int32_t dt, int64_t i) {
   switch (dt) {
     case T_FLOAT: return ((const float *)p)[i];
     case T_DOUBLE: return ((const double *)p)[i];
-    case T_FLOAT16: return op_f16_to_f32(((const uint16_t *)p)[i]);
-    default: return op_bf16_to_f32(((const uint16_t *)p)[i]);
+    case T_FLOAT16: return f16_to_f32(((const uint16_t *)p)[i]);
+    default: return bf16_to_f32(((const uint16_t *)p)[i]);
   }
 }
 
@@ -124,8 +130,8 @@ static void put_float(void *p, int32_t dt, int64_t i, double v) {
   switch (dt) {
     case T_FLOAT: ((float *)p)[i] = (float)v; break;
     case T_DOUBLE: ((double *)p)[i] = v; break;
-    case T_FLOAT16: ((uint16_t *)p)[i] = op_f32_to_f16((float)v); break; /* through float, as ONNX Runtime does */
-    default: ((uint16_t *)p)[i] = op_f32_to_bf16((float)v); break;
+    case T_FLOAT16: ((uint16_t *)p)[i] = f32_to_f16((float)v); break; /* through float, as ONNX Runtime does */
+    default: ((uint16_t *)p)[i] = f32_to_bf16((float)v); break;
   }
 }
 
@@ -137,20 +143,29 @@ static int64_t trunc_int(double v, int32_t to) {
   return (int64_t)v;
 }
 
-/* Widening loops the adapter runs on every non-native tensor, kept free of per-element switches. */
-static bool convert_fast(void *o, int32_t to, const void *x, int32_t from, int64_t n) {
+/* Widening loops the adapter runs on every non-native tensor, free of per-element switches so they
+ * vectorise (one copy per vector width). */
+OP_VECTOR_CLONES static bool convert_fast(void *restrict o, int32_t to, const void *restrict x, int32_t from, int64_t n) {
   if (to == T_FLOAT && from == T_FLOAT16)
-    for (int64_t i = 0; i < n; i++) ((float *)o)[i] = op_f16_to_f32(((const uint16_t *)x)[i]);
+    for (int64_t i = 0; i < n; i++) ((float *)o)[i] = f16_to_f32(((const uint16_t *)x)[i]);
   else if (to == T_FLOAT && from == T_BFLOAT16)
-    for (int64_t i = 0; i < n; i++) ((float *)o)[i] = op_bf16_to_f32(((const uint16_t *)x)[i]);
+    for (int64_t i = 0; i < n; i++) ((float *)o)[i] = bf16_to_f32(((const uint16_t *)x)[i]);
   else if (to == T_FLOAT16 && from == T_FLOAT)
-    for (int64_t i = 0; i < n; i++) ((uint16_t *)o)[i] = op_f32_to_f16(((const float *)x)[i]);
+    for (int64_t i = 0; i < n; i++) ((uint16_t *)o)[i] = f32_to_f16(((const float *)x)[i]);
   else if (to == T_BFLOAT16 && from == T_FLOAT)
-    for (int64_t i = 0; i < n; i++) ((uint16_t *)o)[i] = op_f32_to_bf16(((const float *)x)[i]);
+    for (int64_t i = 0; i < n; i++) ((uint16_t *)o)[i] = f32_to_bf16(((const float *)x)[i]);
   else if (to == T_FLOAT && from == T_DOUBLE)
     for (int64_t i = 0; i < n; i++) ((float *)o)[i] = (float)((const double *)x)[i];
   else if (to == T_DOUBLE && from == T_FLOAT)
     for (int64_t i = 0; i < n; i++) ((double *)o)[i] = ((const float *)x)[i];
+  else if (to == T_INT64 && from == T_INT8)
+    for (int64_t i = 0; i < n; i++) ((int64_t *)o)[i] = ((const int8_t *)x)[i];
+  else if (to == T_INT64 && from == T_UINT8)
+    for (int64_t i = 0; i < n; i++) ((int64_t *)o)[i] = ((const uint8_t *)x)[i];
+  else if (to == T_INT8 && from == T_INT64)
+    for (int64_t i = 0; i < n; i++) ((uint8_t *)o)[i] = (uint8_t)((const uint64_t *)x)[i];
+  else if (to == T_UINT8 && from == T_INT64)
+    for (int64_t i = 0; i < n; i++) ((uint8_t *)o)[i] = (uint8_t)((const uint64_t *)x)[i];
   else
     return false;
   return true;

@@ -82,6 +82,36 @@ static void test_float16_rounding(void) {
   CHECK_EQ_INT(bad, 0);
 }
 
+/* Plain reference: round to nearest even by the definition (exact double arithmetic). */
+static uint16_t f32_to_f16_ref(float f) {
+  if (isnan(f)) return 0x7e00;
+  uint16_t sign = signbit(f) ? 0x8000 : 0;
+  double a = fabs((double)f);
+  if (a >= 65520.0) return sign | 0x7c00;
+  if (a < 0x1p-14) return sign | (uint16_t)nearbyint(a * 0x1p24); /* subnormal steps of 2^-24 */
+  int e;
+  frexp(a, &e);                       /* a = m 2^e, m in [0.5, 1) */
+  double step = ldexp(1.0, e - 11);  /* 10 mantissa bits after the leading one */
+  double r = nearbyint(a / step) * step;
+  int re;
+  double m = frexp(r, &re);
+  return sign | (uint16_t)((re + 14) << 10 | ((uint32_t)ldexp(m, 11) & 0x3ff));
+}
+
+static void test_float16_matches_the_reference(void) {
+  int bad = 0;
+  for (uint64_t b = 0; b < (UINT64_C(1) << 32); b += 997) {
+    uint32_t u = (uint32_t)b;
+    float f;
+    memcpy(&f, &u, 4);
+    uint16_t got = op_f32_to_f16(f), want = f32_to_f16_ref(f);
+    if (isnan(f) ? (got & 0x7c00) != 0x7c00 || !(got & 0x3ff) : got != want) {
+      if (bad++ < 5) fprintf(stderr, "f32_to_f16(%a) = %04x, want %04x\n", (double)f, got, want);
+    }
+  }
+  CHECK_EQ_INT(bad, 0);
+}
+
 static void test_bfloat16_rounding(void) {
   CHECK_EQ_INT(op_f32_to_bf16(1.f), 0x3f80);
   float tie_down, tie_up, above;
@@ -405,6 +435,7 @@ static void test_adapter_refuses_what_it_cannot_compute(void) {
 int main(void) {
   CHECK(op_types_rules_sorted());
   test_float16_rounding();
+  test_float16_matches_the_reference();
   test_bfloat16_rounding();
   test_cast_float16_input_is_read_as_float16();
   test_cast_to_float16_and_bfloat16_rounds_to_nearest_even();
