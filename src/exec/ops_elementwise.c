@@ -155,6 +155,7 @@ static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_er
   const char *A = a->data, *B = b->data;
   char *O = out->data;
   size_t eo = op_xt_elem_size(out->dtype);
+  bool divzero = false; /* integer division by zero has no value: refused, as ONNX Runtime faults on it */
   BCAST_ROWS(&bc, 2, {
     const void *pa = A + off_[0] * (int64_t)es, *pb = B + off_[1] * (int64_t)es;
     void *po = O + o_ * (int64_t)eo;
@@ -181,12 +182,16 @@ static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_er
       } else if (dt == T_UINT64) {
         const uint64_t *x = pa, *y = pb;
         uint64_t *o = po;
-        for (int64_t j = 0; j < n_; j++) o[j] = y[j * s1_] ? x[j * s0_] / y[j * s1_] : 0;
+        for (int64_t j = 0; j < n_; j++) {
+          divzero |= !y[j * s1_];
+          o[j] = y[j * s1_] ? x[j * s0_] / y[j * s1_] : 0;
+        }
       } else {
         for (int64_t j = 0; j < n_; j++) {
           int64_t x = dt == T_INT64 ? ((const int64_t *)pa)[j * s0_] : ((const int32_t *)pa)[j * s0_];
           int64_t y = dt == T_INT64 ? ((const int64_t *)pb)[j * s1_] : ((const int32_t *)pb)[j * s1_];
           /* integer division truncates toward zero, as ONNX Runtime does; MIN / -1 wraps to MIN */
+          divzero |= !y;
           int64_t q = y == -1 ? (int64_t)(0 - (uint64_t)x) : y ? x / y : 0;
           if (dt == T_INT64) ((int64_t *)po)[j] = q;
           else ((int32_t *)po)[j] = (int32_t)(uint32_t)(uint64_t)q;
@@ -226,7 +231,7 @@ static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_er
       ARITH_ROW(double, pa, pb, po, s0_, s1_, n_, op);
     }
   });
-  return 0;
+  return divzero ? op_kfail(k, err, "integer division by zero") : 0;
 }
 
 /* Pow's exponent may have another type than its base (opset 12+): bring it to the base's type. */

@@ -48,6 +48,7 @@ function readTensorPb(file) {
     else throw new Error(`${file}: unsupported wire type ${wt}`);
   }
   const kinds = { 1: ['float32', Float32Array], 6: ['int32', Int32Array], 7: ['int64', BigInt64Array], 9: ['bool', Uint8Array] };
+  Object.assign(kinds, PB_MORE_KINDS);
   const [dtype, Arr] = kinds[t.type] || (() => { throw new Error(`${file}: data type ${t.type}`); })();
   let data;
   if (t.raw) data = new Arr(t.raw.buffer.slice(t.raw.byteOffset, t.raw.byteOffset + t.raw.length));
@@ -110,6 +111,12 @@ function loadFeeds(data, session, rows) {
   }
   return { feeds, labels: npz.labels ? rowsOf(npz.labels, rows) : null };
 }
+
+// TensorProto types beyond float32/int64/int32/bool (typed storage of these is read from int32_data).
+const PB_MORE_KINDS = {
+  2: ['uint8', Uint8Array], 3: ['int8', Int8Array], 4: ['uint16', Uint16Array], 5: ['int16', Int16Array],
+  10: ['float16', Uint16Array], 11: ['float64', Float64Array], 12: ['uint32', Uint32Array], 13: ['uint64', BigUint64Array],
+};
 
 // Types beyond float32/int64/int32/bool (float16 travels as its bits in a Uint16Array).
 const NPY_MORE_KINDS = {

@@ -43,9 +43,17 @@ for p in sorted(glob.glob(sys.argv[1] + '/test_data_set_0/input_*.pb')):
 np.savez(sys.argv[2], **arrays)
 arrays['h'] = arrays['h'].astype(np.float32)  # the wrong type for a float16 input
 np.savez(sys.argv[3], **arrays)
+del arrays['h']  # for --fill into a float16 input
+np.savez(sys.argv[2].replace('.npz', '_noh.npz'), **arrays)
 EOF
 if "$BIN" run "$I/model.onnx" --data "$work/int_in.npz" -o "$work/int2.npz" && $PY "$E2E/npz_close.py" "$work/int2.npz" "$I/expected.npz" 0 0
 then ok; else bad "types_int: outputs from .npz data differ"; fi
+if "$BIN" run "$I/model.onnx" --data "$work/int_in_noh.npz" --fill h=2.5 -o "$work/fill.npz" &&
+  $PY -c "
+import numpy as np, sys
+o = np.load('$work/fill.npz')
+sys.exit(not ((o['cast_h_double'] == 2.5).all() and (o['cast_h_int8'] == 2).all() and o['cast_h_double'].shape == (2, 4, 6)))"
+then ok; else bad "--fill of a float16 input"; fi
 expect "float32 data for a float16 input" "input 'h': expected float16 \[?, 4, 6\], found float32 \[2, 4, 6\]" -- \
   run "$I/model.onnx" --data "$work/bad_in.npz" -o "$work/out/x.npz"
 

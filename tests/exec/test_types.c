@@ -411,6 +411,18 @@ static void test_adapter_output_types(void) {
   op_xt_release(&out[0]);
 }
 
+static void test_integer_division_by_zero_is_refused(void) {
+  int8_t a[2] = {4, 1}, b[2] = {2, 0};
+  start("Div");
+  op_xt in[2] = {T(I8, 2, a), T(I8, 2, b)}, out[1];
+  CHECK(run(in, 2, out, 1) != 0);
+  CHECK_CONTAINS(err.message, "(Div): integer division by zero");
+  uint64_t c[1] = {UINT64_MAX}, d[1] = {0};
+  in[0] = T(U64, 1, c), in[1] = T(U64, 1, d);
+  CHECK(run(in, 2, out, 1) != 0);
+  CHECK_CONTAINS(err.message, "division by zero");
+}
+
 static void test_adapter_refuses_what_it_cannot_compute(void) {
   /* uint64 at or past 2^63 through a kernel that computes int64 */
   start("Neg");
@@ -447,6 +459,7 @@ int main(void) {
   test_adapter_bfloat16_and_double();
   test_adapter_moves_any_type_by_its_bits();
   test_adapter_output_types();
+  test_integer_division_by_zero_is_refused();
   test_adapter_refuses_what_it_cannot_compute();
   return check_done("types");
 }
