@@ -236,9 +236,10 @@ static const type_rule RULES[] = {
     {"Concat", K_MOVE, 0, 0, 0},
     {"Constant", K_MOVE, 0, 0, 0},
     {"ConstantOfShape", K_MOVE, 0, 0, 0},
+    {"ConvInteger", K_COMPUTE, Q8, 0, 0},
     {"DequantizeLinear", K_COMPUTE, Q8, 1, 0},
     {"Div", K_COMPUTE, ARITH, 0, 0},
-    {"Dropout", K_MOVE, 0, 0, 0},
+    {"DynamicQuantizeMatMul", K_COMPUTE, Q8, 0, 0},
     {"EmbedLayerNormalization", K_COMPUTE, 0, 2, 0},
     {"Equal", K_COMPUTE, ARITH, 0, 0},
     {"Expand", K_MOVE, 0, 0, 0},
@@ -251,12 +252,18 @@ static const type_rule RULES[] = {
     {"Less", K_COMPUTE, ARITH, 0, 0},
     {"LessOrEqual", K_COMPUTE, ARITH, 0, 0},
     {"MatMulInteger", K_COMPUTE, Q8, 0, 0},
+    {"MatMulIntegerToFloat", K_COMPUTE, Q8, 2, 0},
     {"Max", K_COMPUTE, ARITH, 0, 0},
     {"Min", K_COMPUTE, ARITH, 0, 0},
     {"Mul", K_COMPUTE, ARITH, 0, 0},
     {"NonZero", K_COMPUTE, 0, 0, 1},
     {"OneHot", K_COMPUTE, 0, 2, 0},
     {"Pow", K_COMPUTE, N(T_DOUBLE), 0, 0},
+    {"QGemm", K_COMPUTE, Q8, 0, 0},
+    {"QLinearAdd", K_COMPUTE, Q8, 0, 0},
+    {"QLinearConv", K_COMPUTE, Q8, 0, 0},
+    {"QLinearMatMul", K_COMPUTE, Q8, 0, 0},
+    {"QLinearMul", K_COMPUTE, Q8, 0, 0},
     {"QuantizeLinear", K_COMPUTE, Q8, 0, 0},
     {"Reshape", K_MOVE, 0, 0, 0},
     {"Shape", K_MOVE, 0, 0, 0},
@@ -302,6 +309,15 @@ static int refuse(const op_kctx *k, op_error *err, int32_t dt, const char *why) 
                  op_dtype_name(dt), why);
 }
 
+/* t becomes an owned copy of the storage it views. */
+static int own_copy(op_xt *t, op_error *err) {
+  op_xt c;
+  if (op_xt_alloc(&c, t->dtype, t->dims, t->rank, err)) return -1;
+  memcpy(c.data, t->data, (size_t)t->numel * op_xt_elem_size(t->dtype));
+  *t = c;
+  return 0;
+}
+
 int op_exec_typed(const op_op *op, const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err) {
   const type_rule *r = find_rule(k->node->op_type);
   uint32_t extra = r ? r->native : 0;
@@ -335,7 +351,13 @@ int op_exec_typed(const op_op *op, const op_kctx *k, op_xt **in, size_t n_in, op
     args[i] = &wide[i];
   }
   if (!rc) rc = op->run(k, args, n_in, out, n_out, err);
-  for (size_t i = 0; i < n_in; i++) op_xt_release(&wide[i]);
+  for (size_t i = 0; i < n_in; i++) {
+    for (size_t j = 0; j < n_out && !rc && wide[i].data; j++) /* an output that views a widened input */
+      if (!out[j].owned && out[j].data && (char *)out[j].data >= (char *)wide[i].data &&
+          (char *)out[j].data < (char *)wide[i].data + wide[i].cap)
+        rc = own_copy(&out[j], err);
+    op_xt_release(&wide[i]);
+  }
   if (rc) return rc;
   if (from >= n_in || !in[from])
     for (from = 0; from < n_in && !in[from]; from++) {}
