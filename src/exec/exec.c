@@ -9,58 +9,116 @@
 /* Sorted by name for bsearch. Arity is data: checked once when a session is made. */
 static const op_op OPS[] = {
     {"Abs", op_k_abs, 1, 1, 1},
+    {"Acos", op_k_acos, 1, 1, 1},
+    {"Acosh", op_k_acosh, 1, 1, 1},
     {"Add", op_k_add, 2, 2, 1},
     {"And", op_k_and, 2, 2, 1},
+    {"ArgMax", op_k_argmax, 1, 1, 1},
+    {"ArgMin", op_k_argmin, 1, 1, 1},
+    {"Asin", op_k_asin, 1, 1, 1},
+    {"Asinh", op_k_asinh, 1, 1, 1},
+    {"Atan", op_k_atan, 1, 1, 1},
+    {"Atanh", op_k_atanh, 1, 1, 1},
     {"Cast", op_k_cast, 1, 1, 1},
+    {"CastLike", op_k_cast_like, 2, 2, 1},
+    {"Ceil", op_k_ceil, 1, 1, 1},
+    {"Celu", op_k_celu, 1, 1, 1},
+    {"Clip", op_k_clip, 1, 3, 1},
     {"Concat", op_k_concat, 1, 255, 1},
     {"Constant", op_k_constant, 0, 0, 1},
     {"ConstantOfShape", op_k_constant_of_shape, 1, 1, 1},
+    {"Cos", op_k_cos, 1, 1, 1},
+    {"Cosh", op_k_cosh, 1, 1, 1},
+    {"CumSum", op_k_cumsum, 2, 2, 1},
     {"DequantizeLinear", op_k_dequantize_linear, 2, 3, 1},
     {"Div", op_k_div, 2, 2, 1},
-    {"Dropout", op_k_identity, 1, 3, 2},
+    {"Dropout", op_k_dropout, 1, 3, 2},
+    {"Elu", op_k_elu, 1, 1, 1},
     {"Equal", op_k_equal, 2, 2, 1},
     {"Erf", op_k_erf, 1, 1, 1},
     {"Exp", op_k_exp, 1, 1, 1},
     {"Expand", op_k_expand, 2, 2, 1},
     {"Flatten", op_k_flatten, 1, 1, 1},
+    {"Floor", op_k_floor, 1, 1, 1},
     {"Gather", op_k_gather, 2, 2, 1},
+    {"GatherElements", op_k_gather_elements, 2, 2, 1},
+    {"GatherND", op_k_gather_nd, 2, 2, 1},
     {"Gelu", op_k_gelu, 1, 1, 1},
     {"Gemm", op_k_gemm, 2, 3, 1},
     {"Greater", op_k_greater, 2, 2, 1},
     {"GreaterOrEqual", op_k_greater_equal, 2, 2, 1},
+    {"HardSigmoid", op_k_hard_sigmoid, 1, 1, 1},
+    {"HardSwish", op_k_hard_swish, 1, 1, 1},
+    {"Hardmax", op_k_hardmax, 1, 1, 1},
     {"Identity", op_k_identity, 1, 1, 1},
-    {"LayerNormalization", op_k_layer_norm, 2, 3, 1},
+    {"IsInf", op_k_isinf, 1, 1, 1},
+    {"IsNaN", op_k_isnan, 1, 1, 1},
+    {"LayerNormalization", op_k_layer_norm, 2, 3, 3},
+    {"LeakyRelu", op_k_leaky_relu, 1, 1, 1},
     {"Less", op_k_less, 2, 2, 1},
     {"LessOrEqual", op_k_less_equal, 2, 2, 1},
     {"Log", op_k_log, 1, 1, 1},
+    {"LogSoftmax", op_k_log_softmax, 1, 1, 1},
     {"MatMul", op_k_matmul, 2, 2, 1},
     {"MatMulInteger", op_k_matmul_integer, 2, 4, 1},
     {"Max", op_k_max, 1, 255, 1},
+    {"Mean", op_k_mean, 1, 255, 1},
     {"Min", op_k_min, 1, 255, 1},
+    {"Mod", op_k_mod, 2, 2, 1},
     {"Mul", op_k_mul, 2, 2, 1},
     {"Neg", op_k_neg, 1, 1, 1},
+    {"NonZero", op_k_nonzero, 1, 1, 1},
     {"Not", op_k_not, 1, 1, 1},
+    {"OneHot", op_k_one_hot, 3, 3, 1},
     {"Or", op_k_or, 2, 2, 1},
+    {"PRelu", op_k_prelu, 2, 2, 1},
+    {"Pad", op_k_pad, 1, 4, 1},
     {"Pow", op_k_pow, 2, 2, 1},
     {"QuantizeLinear", op_k_quantize_linear, 2, 3, 1},
     {"Range", op_k_range, 3, 3, 1},
     {"Reciprocal", op_k_reciprocal, 1, 1, 1},
+    {"ReduceL1", op_k_reduce_l1, 1, 2, 1},
+    {"ReduceL2", op_k_reduce_l2, 1, 2, 1},
+    {"ReduceLogSum", op_k_reduce_log_sum, 1, 2, 1},
+    {"ReduceLogSumExp", op_k_reduce_log_sum_exp, 1, 2, 1},
+    {"ReduceMax", op_k_reduce_max, 1, 2, 1},
     {"ReduceMean", op_k_reduce_mean, 1, 2, 1},
+    {"ReduceMin", op_k_reduce_min, 1, 2, 1},
+    {"ReduceProd", op_k_reduce_prod, 1, 2, 1},
     {"ReduceSum", op_k_reduce_sum, 1, 2, 1},
+    {"ReduceSumSquare", op_k_reduce_sum_square, 1, 2, 1},
     {"Relu", op_k_relu, 1, 1, 1},
     {"Reshape", op_k_reshape, 2, 2, 1},
+    {"Round", op_k_round, 1, 1, 1},
+    {"ScatterElements", op_k_scatter_elements, 3, 3, 1},
+    {"ScatterND", op_k_scatter_nd, 3, 3, 1},
+    {"Selu", op_k_selu, 1, 1, 1},
     {"Shape", op_k_shape, 1, 1, 1},
+    {"Shrink", op_k_shrink, 1, 1, 1},
     {"Sigmoid", op_k_sigmoid, 1, 1, 1},
+    {"Sign", op_k_sign, 1, 1, 1},
+    {"Sin", op_k_sin, 1, 1, 1},
+    {"Sinh", op_k_sinh, 1, 1, 1},
+    {"Size", op_k_size, 1, 1, 1},
     {"Slice", op_k_slice, 3, 5, 1},
     {"Softmax", op_k_softmax, 1, 1, 1},
+    {"Softplus", op_k_softplus, 1, 1, 1},
+    {"Softsign", op_k_softsign, 1, 1, 1},
     {"Split", op_k_split, 1, 2, 64},
     {"Sqrt", op_k_sqrt, 1, 1, 1},
     {"Squeeze", op_k_squeeze, 1, 2, 1},
     {"Sub", op_k_sub, 2, 2, 1},
+    {"Sum", op_k_sum, 1, 255, 1},
+    {"Tan", op_k_tan, 1, 1, 1},
     {"Tanh", op_k_tanh, 1, 1, 1},
+    {"ThresholdedRelu", op_k_thresholded_relu, 1, 1, 1},
+    {"Tile", op_k_tile, 2, 2, 1},
+    {"TopK", op_k_topk, 2, 2, 2},
     {"Transpose", op_k_transpose, 1, 1, 1},
+    {"Trilu", op_k_trilu, 1, 2, 1},
     {"Unsqueeze", op_k_unsqueeze, 1, 2, 1},
     {"Where", op_k_where, 3, 3, 1},
+    {"Xor", op_k_xor, 2, 2, 1},
 };
 
 static int cmp_op(const void *key, const void *elem) { return strcmp((const char *)key, ((const op_op *)elem)->name); }
@@ -68,6 +126,9 @@ static int cmp_op(const void *key, const void *elem) { return strcmp((const char
 const op_op *op_exec_find_op(const char *op_type) {
   return bsearch(op_type, OPS, sizeof OPS / sizeof *OPS, sizeof *OPS, cmp_op);
 }
+
+size_t op_exec_op_count(void) { return sizeof OPS / sizeof *OPS; }
+const char *op_exec_op_name(size_t i) { return i < op_exec_op_count() ? OPS[i].name : NULL; }
 
 typedef struct xnode {
   const Onnx__NodeProto *node;
@@ -136,6 +197,17 @@ static int schedule(op_session *s, op_error *err) {
   return rc;
 }
 
+/* Graph inputs and outputs must be tensors: sequences, maps and optionals are refused by name. */
+static int check_tensor_values(const op_model *m, const Onnx__GraphProto *g, op_error *err) {
+  for (size_t i = 0; i < g->n_input + g->n_output; i++) {
+    const Onnx__ValueInfoProto *v = i < g->n_input ? g->input[i] : g->output[i - g->n_input];
+    if (v->type && v->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE)
+      return op_fail(err, OP_UNSUPPORTED, "%s: graph %s '%s' is not a tensor (sequence, map and optional values are not supported)",
+                     m->path, i < g->n_input ? "input" : "output", v->name);
+  }
+  return 0;
+}
+
 op_session *op_session_new(const op_model *m, op_error *err) {
   op_session *s = op_xcalloc(1, sizeof *s);
   s->pool = op_xt_pool_new();
@@ -163,7 +235,7 @@ op_session *op_session_new(const op_model *m, op_error *err) {
       return NULL;
     }
   }
-  if (schedule(s, err)) {
+  if (check_tensor_values(m, g, err) || schedule(s, err)) {
     op_session_free(s);
     return NULL;
   }

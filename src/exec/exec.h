@@ -102,6 +102,30 @@ OP_KERNEL(op_k_range);
 OP_KERNEL(op_k_softmax); OP_KERNEL(op_k_layer_norm); OP_KERNEL(op_k_reduce_mean); OP_KERNEL(op_k_reduce_sum);
 OP_KERNEL(op_k_quantize_linear); OP_KERNEL(op_k_dequantize_linear);
 
+/* Operators for real exports (issue 8, ops): the claimed list and the kernel families. */
+/* The number of operators in the table and the name of the i-th, in table (sorted) order: the one
+ * list of claimed operators that the README and the conformance test are checked against. */
+size_t op_exec_op_count(void);
+const char *op_exec_op_name(size_t i);
+/* ops_math.c */
+OP_KERNEL(op_k_sin); OP_KERNEL(op_k_cos); OP_KERNEL(op_k_tan); OP_KERNEL(op_k_asin); OP_KERNEL(op_k_acos);
+OP_KERNEL(op_k_atan); OP_KERNEL(op_k_sinh); OP_KERNEL(op_k_cosh); OP_KERNEL(op_k_asinh); OP_KERNEL(op_k_acosh);
+OP_KERNEL(op_k_atanh); OP_KERNEL(op_k_floor); OP_KERNEL(op_k_ceil); OP_KERNEL(op_k_round); OP_KERNEL(op_k_softplus);
+OP_KERNEL(op_k_softsign); OP_KERNEL(op_k_leaky_relu); OP_KERNEL(op_k_hard_sigmoid); OP_KERNEL(op_k_hard_swish);
+OP_KERNEL(op_k_elu); OP_KERNEL(op_k_selu); OP_KERNEL(op_k_celu); OP_KERNEL(op_k_thresholded_relu);
+OP_KERNEL(op_k_shrink); OP_KERNEL(op_k_sign); OP_KERNEL(op_k_isnan); OP_KERNEL(op_k_isinf); OP_KERNEL(op_k_mod);
+OP_KERNEL(op_k_xor); OP_KERNEL(op_k_prelu); OP_KERNEL(op_k_sum); OP_KERNEL(op_k_mean); OP_KERNEL(op_k_clip);
+OP_KERNEL(op_k_cast_like); OP_KERNEL(op_k_size); OP_KERNEL(op_k_dropout); OP_KERNEL(op_k_log_softmax); OP_KERNEL(op_k_hardmax);
+/* ops_reduce.c */
+OP_KERNEL(op_k_reduce_max); OP_KERNEL(op_k_reduce_min); OP_KERNEL(op_k_reduce_prod); OP_KERNEL(op_k_reduce_l1);
+OP_KERNEL(op_k_reduce_l2); OP_KERNEL(op_k_reduce_log_sum); OP_KERNEL(op_k_reduce_log_sum_exp);
+OP_KERNEL(op_k_reduce_sum_square); OP_KERNEL(op_k_argmax); OP_KERNEL(op_k_argmin); OP_KERNEL(op_k_topk);
+OP_KERNEL(op_k_cumsum);
+/* ops_index.c */
+OP_KERNEL(op_k_trilu); OP_KERNEL(op_k_tile); OP_KERNEL(op_k_pad); OP_KERNEL(op_k_gather_elements);
+OP_KERNEL(op_k_scatter_elements); OP_KERNEL(op_k_scatter_nd); OP_KERNEL(op_k_gather_nd); OP_KERNEL(op_k_nonzero);
+OP_KERNEL(op_k_one_hot);
+
 /* Checks t against session input i: type, rank, and the fixed axes from first_axis on. Data arrays
  * pass first_axis 1: their first axis is the sample axis, which must exist. The error names origin,
  * the input, and the expected and the found type and shape. */

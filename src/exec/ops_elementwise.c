@@ -329,6 +329,10 @@ OP_KERNEL(op_k_cast) {
   (void)n_in, (void)n_out;
   int32_t to = (int32_t)op_kattr_int(k, "to", 0);
   op_xt *x = in[0];
+  if (x->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 || x->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 ||
+      !op_dtype_size(x->dtype) || x->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__STRING) /* never reinterpret its bytes */
+    return op_fail(err, OP_UNSUPPORTED, "%s: node '%s' (Cast): input of type %d is not supported", k->model,
+                   op_node_name(k->node), x->dtype);
   if (!op_dtype_size(to) || to == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 || to == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 || to > 13)
     return op_kfail(k, err, "cast to type %d is not supported", to);
   if (op_xt_alloc(out, to, x->dims, x->rank, err)) return -1;
