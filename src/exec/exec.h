@@ -125,6 +125,10 @@ OP_KERNEL(op_k_cumsum);
 OP_KERNEL(op_k_trilu); OP_KERNEL(op_k_tile); OP_KERNEL(op_k_pad); OP_KERNEL(op_k_gather_elements);
 OP_KERNEL(op_k_scatter_elements); OP_KERNEL(op_k_scatter_nd); OP_KERNEL(op_k_gather_nd); OP_KERNEL(op_k_nonzero);
 OP_KERNEL(op_k_one_hot);
+/* ops_conv.c */
+OP_KERNEL(op_k_conv); OP_KERNEL(op_k_conv_transpose); OP_KERNEL(op_k_batch_norm); OP_KERNEL(op_k_max_pool);
+OP_KERNEL(op_k_average_pool); OP_KERNEL(op_k_global_average_pool); OP_KERNEL(op_k_global_max_pool);
+OP_KERNEL(op_k_resize);
 
 /* Checks t against session input i: type, rank, and the fixed axes from first_axis on. Data arrays
  * pass first_axis 1: their first axis is the sample axis, which must exist. The error names origin,
