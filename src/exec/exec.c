@@ -37,6 +37,7 @@ static const op_op OPS[] = {
     {"DequantizeLinear", op_k_dequantize_linear, 2, 3, 1},
     {"Div", op_k_div, 2, 2, 1},
     {"Dropout", op_k_dropout, 1, 3, 2},
+    {"Einsum", op_k_einsum, 1, 255, 1},
     {"Elu", op_k_elu, 1, 1, 1},
     {"Equal", op_k_equal, 2, 2, 1},
     {"Erf", op_k_erf, 1, 1, 1},
@@ -57,6 +58,7 @@ static const op_op OPS[] = {
     {"HardSwish", op_k_hard_swish, 1, 1, 1},
     {"Hardmax", op_k_hardmax, 1, 1, 1},
     {"Identity", op_k_identity, 1, 1, 1},
+    {"If", op_k_if, 1, 1, 64},
     {"IsInf", op_k_isinf, 1, 1, 1},
     {"IsNaN", op_k_isnan, 1, 1, 1},
     {"LayerNormalization", op_k_layer_norm, 2, 3, 3},
@@ -142,6 +144,7 @@ typedef struct xnode {
   const Onnx__NodeProto *node;
   const op_op *op;
   op_xt weight_nk; /* MatMul with a constant 2-D float B: B transposed, dtype 0 otherwise */
+  op_if_aux *sub;  /* If: its branch sessions */
   int *in, *out; /* value ids, -1 for an omitted optional */
   size_t n_in, n_out;
 } xnode;
@@ -157,6 +160,8 @@ struct op_session {
   int *inputs, *outputs;
   size_t n_inputs, n_outputs;
   op_xt_pool *pool; /* intermediate buffers, kept from run to run */
+  int *captures;    /* a subgraph's values defined in outer scopes (value ids), given by op_session_run_sub */
+  size_t n_captures;
 };
 
 static int value_id(const op_graph *gr, const char *name) {
@@ -170,7 +175,9 @@ void op_session_free(op_session *s) {
     free(s->nodes[i].in);
     free(s->nodes[i].out);
     op_xt_release(&s->nodes[i].weight_nk);
+    op_if_free(s->nodes[i].sub);
   }
+  free(s->captures);
   if (s->consts)
     for (size_t i = 0; i < s->gr->cap; i++) op_xt_release(&s->consts[i]);
   free(s->consts);
@@ -216,12 +223,37 @@ static int check_tensor_values(const op_model *m, const Onnx__GraphProto *g, op_
   return 0;
 }
 
-op_session *op_session_new(const op_model *m, op_error *err) {
+/* Builds the branches of every If node of s's graph (in subs, by node index) and makes sure the names
+ * they read from outer scopes have slots in s's index; then, in a subgraph, every value nobody
+ * defines here becomes a capture (ready from the start, given at run time). */
+static int prepare_subgraphs(op_session *s, op_if_aux **subs, bool sub, op_error *err) {
+  const Onnx__GraphProto *g = s->gr->g;
+  for (size_t i = 0; i < g->n_node; i++) {
+    if (!op_node_is(g->node[i], "If")) continue;
+    if (!(subs[i] = op_if_prepare(s->m, g->node[i], err))) return -1;
+    for (size_t c = 0; c < op_if_capture_count(subs[i]); c++)
+      if (!op_graph_find(s->gr, op_if_capture_name(subs[i], c))) free(op_graph_fresh_name(s->gr, op_if_capture_name(subs[i], c)));
+  }
+  if (!sub) return 0;
+  s->captures = op_xmalloc(s->gr->cap * sizeof(int));
+  for (size_t i = 0; i < s->gr->cap; i++) {
+    op_value *v = &s->gr->values[i];
+    if (v->name && v->producer < 0 && v->init < 0 && v->graph_input < 0) {
+      v->graph_input = (int)(g->n_input + s->n_captures); /* past the real inputs: only marks it ready */
+      s->captures[s->n_captures++] = (int)i;
+    }
+  }
+  return 0;
+}
+
+size_t op_session_capture_count(const op_session *s) { return s->n_captures; }
+const char *op_session_capture_name(const op_session *s, size_t i) { return s->gr->values[s->captures[i]].name; }
+
+static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool sub, op_error *err) {
   op_session *s = op_xcalloc(1, sizeof *s);
   s->pool = op_xt_pool_new();
   s->m = m;
   s->opset = op_model_opset(m->proto);
-  Onnx__GraphProto *g = m->proto->graph;
   s->gr = op_graph_build(g);
   /* every operator and its arity, before any work */
   for (size_t i = 0; i < g->n_node; i++) {
@@ -243,7 +275,14 @@ op_session *op_session_new(const op_model *m, op_error *err) {
       return NULL;
     }
   }
-  if (check_tensor_values(m, g, err) || schedule(s, err)) {
+  op_if_aux **subs = op_xcalloc(g->n_node ? g->n_node : 1, sizeof *subs);
+  int prc = prepare_subgraphs(s, subs, sub, err) || check_tensor_values(m, g, err) || schedule(s, err) ? -1 : 0;
+  for (size_t i = 0; i < s->n_nodes && !prc; i++) /* each branch set moves to its node's place in the schedule */
+    for (size_t j = 0; j < g->n_node; j++)
+      if (g->node[j] == s->nodes[i].node) s->nodes[i].sub = subs[j], subs[j] = NULL;
+  for (size_t j = 0; j < g->n_node; j++) op_if_free(subs[j]);
+  free(subs);
+  if (prc) {
     op_session_free(s);
     return NULL;
   }
@@ -251,12 +290,20 @@ op_session *op_session_new(const op_model *m, op_error *err) {
   for (size_t i = 0; i < s->n_nodes; i++) {
     xnode *x = &s->nodes[i];
     x->op = op_exec_find_op(x->node->op_type);
-    x->n_in = x->node->n_input;
+    size_t hidden = x->sub ? op_if_capture_count(x->sub) : 0; /* outer values its branches read */
+    if (x->node->n_input + hidden > 256) { /* the run loop's input array */
+      op_fail(err, OP_UNSUPPORTED, "%s: node '%s' (If): its branches read %zu outer values (at most 255)", m->path,
+              op_node_name(x->node), hidden);
+      op_session_free(s);
+      return NULL;
+    }
+    x->n_in = x->node->n_input + hidden;
     x->n_out = x->node->n_output;
     x->in = op_xmalloc((x->n_in ? x->n_in : 1) * sizeof(int));
     x->out = op_xmalloc((x->n_out ? x->n_out : 1) * sizeof(int));
     for (size_t j = 0; j < x->n_in; j++) {
-      x->in[j] = x->node->input[j][0] ? value_id(s->gr, x->node->input[j]) : -1;
+      const char *nm = j < x->node->n_input ? x->node->input[j] : op_if_capture_name(x->sub, j - x->node->n_input);
+      x->in[j] = nm[0] ? value_id(s->gr, nm) : -1;
       if (x->in[j] >= 0) s->uses[x->in[j]]++;
     }
     for (size_t j = 0; j < x->n_out; j++) x->out[j] = x->node->output[j][0] ? value_id(s->gr, x->node->output[j]) : -1;
@@ -303,6 +350,40 @@ op_session *op_session_new(const op_model *m, op_error *err) {
     s->uses[s->outputs[s->n_outputs++]]++;
   }
   return s;
+}
+
+op_session *op_session_new(const op_model *m, op_error *err) { return session_build(m, m->proto->graph, false, err); }
+
+op_session *op_session_new_sub(const op_model *m, Onnx__GraphProto *g, op_error *err) {
+  return session_build(m, g, true, err);
+}
+
+/* The captures of the subgraph run in progress on this thread (nested Ifs save and restore them). */
+static _Thread_local const op_session *outer_session;
+static _Thread_local const op_xt *const *outer_values;
+
+int op_session_run_sub(op_session *s, const op_xt *const *captured, op_xt *outputs, size_t n_outputs, op_error *err) {
+  if (n_outputs != s->n_outputs)
+    return op_fail(err, OP_INVALID, "%s: a branch has %zu outputs, its node %zu", s->m->path, s->n_outputs, n_outputs);
+  const op_session *saved_s = outer_session;
+  const op_xt *const *saved_v = outer_values;
+  outer_session = s, outer_values = captured;
+  op_tensor *t = op_xcalloc(n_outputs ? n_outputs : 1, sizeof *t);
+  int rc = op_session_run(s, NULL, t, NULL, NULL, err);
+  outer_session = saved_s, outer_values = saved_v;
+  for (size_t i = 0; i < n_outputs && !rc; i++) {
+    op_xt *o = &outputs[i];
+    memset(o, 0, sizeof *o);
+    o->dtype = t[i].dtype;
+    o->rank = t[i].rank;
+    memcpy(o->dims, t[i].dims, (size_t)t[i].rank * sizeof(int64_t));
+    o->numel = 1;
+    for (int d = 0; d < o->rank; d++) o->numel *= o->dims[d];
+    o->data = t[i].data;
+    o->owned = true; /* plain malloc memory: released with free() */
+  }
+  free(t);
+  return rc;
 }
 
 size_t op_session_input_count(const op_session *s) { return s->n_inputs; }
@@ -383,12 +464,14 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
     v->data = inputs[i].data;
     v->owned = false;
   }
+  for (size_t i = 0; i < s->n_captures && outer_session == s; i++) /* a subgraph's outer-scope values */
+    op_xt_view(&vals[s->captures[i]], outer_values[i], outer_values[i]->dims, outer_values[i]->rank);
   int rc = 0;
   op_xt *ins[256];
   op_xt outs[64];
   for (size_t ni = 0; ni < s->n_nodes && !rc; ni++) {
     xnode *x = &s->nodes[ni];
-    op_kctx k = {x->node, s->opset, s->m->path, x->weight_nk.dtype ? &x->weight_nk : NULL};
+    op_kctx k = {x->node, s->opset, s->m->path, x->weight_nk.dtype ? &x->weight_nk : NULL, x->sub};
     for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
     memset(outs, 0, x->n_out * sizeof *outs);
     rc = x->op->run(&k, ins, x->n_in, outs, x->n_out, err);

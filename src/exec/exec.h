@@ -23,6 +23,7 @@ typedef struct op_kctx {
   int64_t opset;
   const char *model;       /* for messages */
   const op_xt *weight_nk;  /* MatMul with a constant 2-D B: B transposed to [N, K], made once per session */
+  const void *sub;         /* If: its branches, made once per session (ops_control.c) */
 } op_kctx;
 
 typedef int (*op_kernel)(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err);
@@ -129,6 +130,25 @@ OP_KERNEL(op_k_one_hot);
 OP_KERNEL(op_k_conv); OP_KERNEL(op_k_conv_transpose); OP_KERNEL(op_k_batch_norm); OP_KERNEL(op_k_max_pool);
 OP_KERNEL(op_k_average_pool); OP_KERNEL(op_k_global_average_pool); OP_KERNEL(op_k_global_max_pool);
 OP_KERNEL(op_k_resize);
+/* ops_einsum.c */
+OP_KERNEL(op_k_einsum);
+/* ops_control.c: If. A node with subgraphs gets its branches built as sessions of their own when its
+ * session is made; the values a branch reads from outer scopes are appended to the node's inputs
+ * (after its declared ones) so they live until it runs. */
+OP_KERNEL(op_k_if);
+typedef struct op_if_aux op_if_aux;
+/* Builds the branches of If node nd; NULL and err on failure (an unsupported operator inside names it). */
+op_if_aux *op_if_prepare(const op_model *m, const Onnx__NodeProto *nd, op_error *err);
+void op_if_free(op_if_aux *a);
+/* The outer-scope names the branches read, in the order the kernel expects them after the condition. */
+size_t op_if_capture_count(const op_if_aux *a);
+const char *op_if_capture_name(const op_if_aux *a, size_t i);
+/* Sessions over a subgraph: names it reads from outer scopes are captures, given at run time. */
+op_session *op_session_new_sub(const op_model *m, Onnx__GraphProto *g, op_error *err);
+size_t op_session_capture_count(const op_session *s);
+const char *op_session_capture_name(const op_session *s, size_t i);
+/* Runs a subgraph session with its captures (in capture order); outputs become owned runtime tensors. */
+int op_session_run_sub(op_session *s, const op_xt *const *captured, op_xt *outputs, size_t n_outputs, op_error *err);
 
 /* Checks t against session input i: type, rank, and the fixed axes from first_axis on. Data arrays
  * pass first_axis 1: their first axis is the sample axis, which must exist. The error names origin,
