@@ -132,6 +132,9 @@ OP_KERNEL(op_k_average_pool); OP_KERNEL(op_k_global_average_pool); OP_KERNEL(op_
 OP_KERNEL(op_k_resize);
 /* ops_einsum.c */
 OP_KERNEL(op_k_einsum);
+/* ops_attn.c */
+OP_KERNEL(op_k_rms_norm); OP_KERNEL(op_k_simplified_layer_norm); OP_KERNEL(op_k_rotary_embedding);
+OP_KERNEL(op_k_attention);
 /* ops_control.c: If. A node with subgraphs gets its branches built as sessions of their own when its
  * session is made; the values a branch reads from outer scopes are appended to the node's inputs
  * (after its declared ones) so they live until it runs. */

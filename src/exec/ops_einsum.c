@@ -41,18 +41,18 @@ static int parse_term(const char *s, size_t len, int rank, term *t, int *ell_ran
 
 static bool has(const term *t, char c) { return memchr(t->l, c, (size_t)t->n) != NULL; }
 
-/* out[tout] = sum of x[tin] over the letters tout lacks; repeated letters of tin take the diagonal. */
-static int einsum1(const op_xt *x, const term *tin, const term *tout, const int64_t *dimof, op_xt *out, op_error *err) {
+/* out[tout] = sum of x[tin] over the letters tout lacks; repeated letters of tin take the diagonal.
+ * Output axes keep x's own sizes (a size-1 axis broadcasts later, in gather). */
+static int einsum1(const op_xt *x, const term *tin, const term *tout, op_xt *out, op_error *err) {
   int64_t dims[OP_MAX_RANK], ost[OP_MAX_RANK];
-  for (int i = 0; i < tout->n; i++) dims[i] = dimof[(int)tout->l[i]];
+  for (int i = 0; i < tout->n; i++) {
+    const char *p = memchr(tin->l, tout->l[i], (size_t)tin->n);
+    if (!p) return op_fail(err, OP_INVALID, "Einsum: output letter '%c' is not in its operand", tout->l[i]);
+    dims[i] = x->dims[p - tin->l];
+  }
   if (op_xt_alloc(out, T_FLOAT, dims, tout->n, err)) return -1;
   ou_strides(dims, tout->n, ost);
   memset(out->data, 0, (size_t)out->numel * sizeof(float));
-  int pos[OP_MAX_RANK]; /* the output axis of each input axis, or -1 */
-  for (int i = 0; i < tin->n; i++) {
-    const char *p = memchr(tout->l, tin->l[i], (size_t)tout->n);
-    pos[i] = p ? (int)(p - tout->l) : -1;
-  }
   int64_t idx[OP_MAX_RANK] = {0}, val[LETTERS];
   const float *a = x->data;
   float *o = out->data;
@@ -66,8 +66,7 @@ static int einsum1(const op_xt *x, const term *tin, const term *tout, const int6
     }
     if (diag) {
       int64_t off = 0;
-      for (int d = 0; d < tin->n; d++)
-        if (pos[d] >= 0) off += idx[d] * ost[pos[d]];
+      for (int j = 0; j < tout->n; j++) off += val[(int)tout->l[j]] * ost[j];
       o[off] += a[i];
     }
     for (int d = tin->n - 1; d >= 0; d--) {
@@ -75,7 +74,6 @@ static int einsum1(const op_xt *x, const term *tin, const term *tout, const int6
       idx[d] = 0;
     }
   }
-  /* letters tout has twice (none in valid equations) are not produced; single ones are */
   return 0;
 }
 
@@ -128,7 +126,7 @@ static int contract(op_xt *a, const term *ta, op_xt *b, const term *tb, const te
   /* sum away what only one side has and nobody needs, and take diagonals */
   pick(ta, &ua, alone_needed, &ka);
   pick(tb, &ub, alone_needed, &kb);
-  if (einsum1(a, ta, &ua, dimof, &ra, err) || einsum1(b, tb, &ub, dimof, &rb, err)) {
+  if (einsum1(a, ta, &ua, &ra, err) || einsum1(b, tb, &ub, &rb, err)) {
     op_xt_release(&ra);
     op_xt_release(&rb);
     return -1;
@@ -250,7 +248,7 @@ OP_KERNEL(op_k_einsum) {
   /* fold left: each step keeps the letters the output or a later operand still needs */
   cur_t = t[0];
   if (n_in == 1) {
-    rc = einsum1(in[0], &t[0], &out_t, dimof, out, err);
+    rc = einsum1(in[0], &t[0], &out_t, out, err);
     goto done;
   }
   for (size_t i = 1; i < n_in; i++) {
@@ -263,7 +261,7 @@ OP_KERNEL(op_k_einsum) {
     if (rc) goto done;
     cur = next, cur_t = next_t;
   }
-  rc = einsum1(&cur, &cur_t, &out_t, dimof, out, err); /* the final axis order */
+  rc = einsum1(&cur, &cur_t, &out_t, out, err); /* the final axis order */
   op_xt_release(&cur);
 done:
   if (rc && err->message[0] && !strstr(err->message, "node '")) {
