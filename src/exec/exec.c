@@ -9,58 +9,130 @@
 /* Sorted by name for bsearch. Arity is data: checked once when a session is made. */
 static const op_op OPS[] = {
     {"Abs", op_k_abs, 1, 1, 1},
+    {"Acos", op_k_acos, 1, 1, 1},
+    {"Acosh", op_k_acosh, 1, 1, 1},
     {"Add", op_k_add, 2, 2, 1},
     {"And", op_k_and, 2, 2, 1},
+    {"ArgMax", op_k_argmax, 1, 1, 1},
+    {"ArgMin", op_k_argmin, 1, 1, 1},
+    {"Asin", op_k_asin, 1, 1, 1},
+    {"Asinh", op_k_asinh, 1, 1, 1},
+    {"Atan", op_k_atan, 1, 1, 1},
+    {"Atanh", op_k_atanh, 1, 1, 1},
+    {"Attention", op_k_attention, 3, 6, 4},
+    {"AveragePool", op_k_average_pool, 1, 1, 1},
+    {"BatchNormalization", op_k_batch_norm, 5, 5, 3},
     {"Cast", op_k_cast, 1, 1, 1},
+    {"CastLike", op_k_cast_like, 2, 2, 1},
+    {"Ceil", op_k_ceil, 1, 1, 1},
+    {"Celu", op_k_celu, 1, 1, 1},
+    {"Clip", op_k_clip, 1, 3, 1},
     {"Concat", op_k_concat, 1, 255, 1},
     {"Constant", op_k_constant, 0, 0, 1},
     {"ConstantOfShape", op_k_constant_of_shape, 1, 1, 1},
+    {"Conv", op_k_conv, 2, 3, 1},
+    {"ConvTranspose", op_k_conv_transpose, 2, 3, 1},
+    {"Cos", op_k_cos, 1, 1, 1},
+    {"Cosh", op_k_cosh, 1, 1, 1},
+    {"CumSum", op_k_cumsum, 2, 2, 1},
     {"DequantizeLinear", op_k_dequantize_linear, 2, 3, 1},
     {"Div", op_k_div, 2, 2, 1},
-    {"Dropout", op_k_identity, 1, 3, 2},
+    {"Dropout", op_k_dropout, 1, 3, 2},
+    {"Einsum", op_k_einsum, 1, 255, 1},
+    {"Elu", op_k_elu, 1, 1, 1},
     {"Equal", op_k_equal, 2, 2, 1},
     {"Erf", op_k_erf, 1, 1, 1},
     {"Exp", op_k_exp, 1, 1, 1},
     {"Expand", op_k_expand, 2, 2, 1},
     {"Flatten", op_k_flatten, 1, 1, 1},
+    {"Floor", op_k_floor, 1, 1, 1},
     {"Gather", op_k_gather, 2, 2, 1},
+    {"GatherElements", op_k_gather_elements, 2, 2, 1},
+    {"GatherND", op_k_gather_nd, 2, 2, 1},
     {"Gelu", op_k_gelu, 1, 1, 1},
     {"Gemm", op_k_gemm, 2, 3, 1},
+    {"GlobalAveragePool", op_k_global_average_pool, 1, 1, 1},
+    {"GlobalMaxPool", op_k_global_max_pool, 1, 1, 1},
     {"Greater", op_k_greater, 2, 2, 1},
     {"GreaterOrEqual", op_k_greater_equal, 2, 2, 1},
+    {"HardSigmoid", op_k_hard_sigmoid, 1, 1, 1},
+    {"HardSwish", op_k_hard_swish, 1, 1, 1},
+    {"Hardmax", op_k_hardmax, 1, 1, 1},
     {"Identity", op_k_identity, 1, 1, 1},
-    {"LayerNormalization", op_k_layer_norm, 2, 3, 1},
+    {"If", op_k_if, 1, 1, 64},
+    {"IsInf", op_k_isinf, 1, 1, 1},
+    {"IsNaN", op_k_isnan, 1, 1, 1},
+    {"LayerNormalization", op_k_layer_norm, 2, 3, 3},
+    {"LeakyRelu", op_k_leaky_relu, 1, 1, 1},
     {"Less", op_k_less, 2, 2, 1},
     {"LessOrEqual", op_k_less_equal, 2, 2, 1},
     {"Log", op_k_log, 1, 1, 1},
+    {"LogSoftmax", op_k_log_softmax, 1, 1, 1},
     {"MatMul", op_k_matmul, 2, 2, 1},
     {"MatMulInteger", op_k_matmul_integer, 2, 4, 1},
     {"Max", op_k_max, 1, 255, 1},
+    {"MaxPool", op_k_max_pool, 1, 1, 2},
+    {"Mean", op_k_mean, 1, 255, 1},
     {"Min", op_k_min, 1, 255, 1},
+    {"Mod", op_k_mod, 2, 2, 1},
     {"Mul", op_k_mul, 2, 2, 1},
     {"Neg", op_k_neg, 1, 1, 1},
+    {"NonZero", op_k_nonzero, 1, 1, 1},
     {"Not", op_k_not, 1, 1, 1},
+    {"OneHot", op_k_one_hot, 3, 3, 1},
     {"Or", op_k_or, 2, 2, 1},
+    {"PRelu", op_k_prelu, 2, 2, 1},
+    {"Pad", op_k_pad, 1, 4, 1},
     {"Pow", op_k_pow, 2, 2, 1},
     {"QuantizeLinear", op_k_quantize_linear, 2, 3, 1},
+    {"RMSNormalization", op_k_rms_norm, 2, 2, 1},
     {"Range", op_k_range, 3, 3, 1},
     {"Reciprocal", op_k_reciprocal, 1, 1, 1},
+    {"ReduceL1", op_k_reduce_l1, 1, 2, 1},
+    {"ReduceL2", op_k_reduce_l2, 1, 2, 1},
+    {"ReduceLogSum", op_k_reduce_log_sum, 1, 2, 1},
+    {"ReduceLogSumExp", op_k_reduce_log_sum_exp, 1, 2, 1},
+    {"ReduceMax", op_k_reduce_max, 1, 2, 1},
     {"ReduceMean", op_k_reduce_mean, 1, 2, 1},
+    {"ReduceMin", op_k_reduce_min, 1, 2, 1},
+    {"ReduceProd", op_k_reduce_prod, 1, 2, 1},
     {"ReduceSum", op_k_reduce_sum, 1, 2, 1},
+    {"ReduceSumSquare", op_k_reduce_sum_square, 1, 2, 1},
     {"Relu", op_k_relu, 1, 1, 1},
     {"Reshape", op_k_reshape, 2, 2, 1},
+    {"Resize", op_k_resize, 1, 4, 1},
+    {"RotaryEmbedding", op_k_rotary_embedding, 3, 4, 1},
+    {"Round", op_k_round, 1, 1, 1},
+    {"ScatterElements", op_k_scatter_elements, 3, 3, 1},
+    {"ScatterND", op_k_scatter_nd, 3, 3, 1},
+    {"Selu", op_k_selu, 1, 1, 1},
     {"Shape", op_k_shape, 1, 1, 1},
+    {"Shrink", op_k_shrink, 1, 1, 1},
     {"Sigmoid", op_k_sigmoid, 1, 1, 1},
+    {"Sign", op_k_sign, 1, 1, 1},
+    {"SimplifiedLayerNormalization", op_k_simplified_layer_norm, 2, 2, 2},
+    {"Sin", op_k_sin, 1, 1, 1},
+    {"Sinh", op_k_sinh, 1, 1, 1},
+    {"Size", op_k_size, 1, 1, 1},
     {"Slice", op_k_slice, 3, 5, 1},
     {"Softmax", op_k_softmax, 1, 1, 1},
+    {"Softplus", op_k_softplus, 1, 1, 1},
+    {"Softsign", op_k_softsign, 1, 1, 1},
     {"Split", op_k_split, 1, 2, 64},
     {"Sqrt", op_k_sqrt, 1, 1, 1},
     {"Squeeze", op_k_squeeze, 1, 2, 1},
     {"Sub", op_k_sub, 2, 2, 1},
+    {"Sum", op_k_sum, 1, 255, 1},
+    {"Tan", op_k_tan, 1, 1, 1},
     {"Tanh", op_k_tanh, 1, 1, 1},
+    {"ThresholdedRelu", op_k_thresholded_relu, 1, 1, 1},
+    {"Tile", op_k_tile, 2, 2, 1},
+    {"TopK", op_k_topk, 2, 2, 2},
     {"Transpose", op_k_transpose, 1, 1, 1},
+    {"Trilu", op_k_trilu, 1, 2, 1},
     {"Unsqueeze", op_k_unsqueeze, 1, 2, 1},
     {"Where", op_k_where, 3, 3, 1},
+    {"Xor", op_k_xor, 2, 2, 1},
 };
 
 static int cmp_op(const void *key, const void *elem) { return strcmp((const char *)key, ((const op_op *)elem)->name); }
@@ -69,10 +141,14 @@ const op_op *op_exec_find_op(const char *op_type) {
   return bsearch(op_type, OPS, sizeof OPS / sizeof *OPS, sizeof *OPS, cmp_op);
 }
 
+size_t op_exec_op_count(void) { return sizeof OPS / sizeof *OPS; }
+const char *op_exec_op_name(size_t i) { return i < op_exec_op_count() ? OPS[i].name : NULL; }
+
 typedef struct xnode {
   const Onnx__NodeProto *node;
   const op_op *op;
   op_xt weight_nk; /* MatMul with a constant 2-D float B: B transposed, dtype 0 otherwise */
+  op_if_aux *sub;  /* If: its branch sessions */
   int *in, *out; /* value ids, -1 for an omitted optional */
   size_t n_in, n_out;
 } xnode;
@@ -88,6 +164,8 @@ struct op_session {
   int *inputs, *outputs;
   size_t n_inputs, n_outputs;
   op_xt_pool *pool; /* intermediate buffers, kept from run to run */
+  int *captures;    /* a subgraph's values defined in outer scopes (value ids), given by op_session_run_sub */
+  size_t n_captures;
 };
 
 static int value_id(const op_graph *gr, const char *name) {
@@ -101,7 +179,9 @@ void op_session_free(op_session *s) {
     free(s->nodes[i].in);
     free(s->nodes[i].out);
     op_xt_release(&s->nodes[i].weight_nk);
+    op_if_free(s->nodes[i].sub);
   }
+  free(s->captures);
   if (s->consts)
     for (size_t i = 0; i < s->gr->cap; i++) op_xt_release(&s->consts[i]);
   free(s->consts);
@@ -136,12 +216,48 @@ static int schedule(op_session *s, op_error *err) {
   return rc;
 }
 
-op_session *op_session_new(const op_model *m, op_error *err) {
+/* Graph inputs and outputs must be tensors: sequences, maps and optionals are refused by name. */
+static int check_tensor_values(const op_model *m, const Onnx__GraphProto *g, op_error *err) {
+  for (size_t i = 0; i < g->n_input + g->n_output; i++) {
+    const Onnx__ValueInfoProto *v = i < g->n_input ? g->input[i] : g->output[i - g->n_input];
+    if (v->type && v->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE)
+      return op_fail(err, OP_UNSUPPORTED, "%s: graph %s '%s' is not a tensor (sequence, map and optional values are not supported)",
+                     m->path, i < g->n_input ? "input" : "output", v->name);
+  }
+  return 0;
+}
+
+/* Builds the branches of every If node of s's graph (in subs, by node index) and makes sure the names
+ * they read from outer scopes have slots in s's index; then, in a subgraph, every value nobody
+ * defines here becomes a capture (ready from the start, given at run time). */
+static int prepare_subgraphs(op_session *s, op_if_aux **subs, bool sub, op_error *err) {
+  const Onnx__GraphProto *g = s->gr->g;
+  for (size_t i = 0; i < g->n_node; i++) {
+    if (!op_node_is(g->node[i], "If")) continue;
+    if (!(subs[i] = op_if_prepare(s->m, g->node[i], err))) return -1;
+    for (size_t c = 0; c < op_if_capture_count(subs[i]); c++)
+      if (!op_graph_find(s->gr, op_if_capture_name(subs[i], c))) free(op_graph_fresh_name(s->gr, op_if_capture_name(subs[i], c)));
+  }
+  if (!sub) return 0;
+  s->captures = op_xmalloc(s->gr->cap * sizeof(int));
+  for (size_t i = 0; i < s->gr->cap; i++) {
+    op_value *v = &s->gr->values[i];
+    if (v->name && v->producer < 0 && v->init < 0 && v->graph_input < 0) {
+      v->graph_input = (int)(g->n_input + s->n_captures); /* past the real inputs: only marks it ready */
+      s->captures[s->n_captures++] = (int)i;
+    }
+  }
+  return 0;
+}
+
+size_t op_session_capture_count(const op_session *s) { return s->n_captures; }
+const char *op_session_capture_name(const op_session *s, size_t i) { return s->gr->values[s->captures[i]].name; }
+
+static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool sub, op_error *err) {
   op_session *s = op_xcalloc(1, sizeof *s);
   s->pool = op_xt_pool_new();
   s->m = m;
   s->opset = op_model_opset(m->proto);
-  Onnx__GraphProto *g = m->proto->graph;
   s->gr = op_graph_build(g);
   /* every operator and its arity, before any work */
   for (size_t i = 0; i < g->n_node; i++) {
@@ -163,7 +279,14 @@ op_session *op_session_new(const op_model *m, op_error *err) {
       return NULL;
     }
   }
-  if (schedule(s, err)) {
+  op_if_aux **subs = op_xcalloc(g->n_node ? g->n_node : 1, sizeof *subs);
+  int prc = prepare_subgraphs(s, subs, sub, err) || check_tensor_values(m, g, err) || schedule(s, err) ? -1 : 0;
+  for (size_t i = 0; i < s->n_nodes && !prc; i++) /* each branch set moves to its node's place in the schedule */
+    for (size_t j = 0; j < g->n_node; j++)
+      if (g->node[j] == s->nodes[i].node) s->nodes[i].sub = subs[j], subs[j] = NULL;
+  for (size_t j = 0; j < g->n_node; j++) op_if_free(subs[j]);
+  free(subs);
+  if (prc) {
     op_session_free(s);
     return NULL;
   }
@@ -171,12 +294,20 @@ op_session *op_session_new(const op_model *m, op_error *err) {
   for (size_t i = 0; i < s->n_nodes; i++) {
     xnode *x = &s->nodes[i];
     x->op = op_exec_find_op(x->node->op_type);
-    x->n_in = x->node->n_input;
+    size_t hidden = x->sub ? op_if_capture_count(x->sub) : 0; /* outer values its branches read */
+    if (x->node->n_input + hidden > 256) { /* the run loop's input array */
+      op_fail(err, OP_UNSUPPORTED, "%s: node '%s' (If): its branches read %zu outer values (at most 255)", m->path,
+              op_node_name(x->node), hidden);
+      op_session_free(s);
+      return NULL;
+    }
+    x->n_in = x->node->n_input + hidden;
     x->n_out = x->node->n_output;
     x->in = op_xmalloc((x->n_in ? x->n_in : 1) * sizeof(int));
     x->out = op_xmalloc((x->n_out ? x->n_out : 1) * sizeof(int));
     for (size_t j = 0; j < x->n_in; j++) {
-      x->in[j] = x->node->input[j][0] ? value_id(s->gr, x->node->input[j]) : -1;
+      const char *nm = j < x->node->n_input ? x->node->input[j] : op_if_capture_name(x->sub, j - x->node->n_input);
+      x->in[j] = nm[0] ? value_id(s->gr, nm) : -1;
       if (x->in[j] >= 0) s->uses[x->in[j]]++;
     }
     for (size_t j = 0; j < x->n_out; j++) x->out[j] = x->node->output[j][0] ? value_id(s->gr, x->node->output[j]) : -1;
@@ -223,6 +354,40 @@ op_session *op_session_new(const op_model *m, op_error *err) {
     s->uses[s->outputs[s->n_outputs++]]++;
   }
   return s;
+}
+
+op_session *op_session_new(const op_model *m, op_error *err) { return session_build(m, m->proto->graph, false, err); }
+
+op_session *op_session_new_sub(const op_model *m, Onnx__GraphProto *g, op_error *err) {
+  return session_build(m, g, true, err);
+}
+
+/* The captures of the subgraph run in progress on this thread (nested Ifs save and restore them). */
+static _Thread_local const op_session *outer_session;
+static _Thread_local const op_xt *const *outer_values;
+
+int op_session_run_sub(op_session *s, const op_xt *const *captured, op_xt *outputs, size_t n_outputs, op_error *err) {
+  if (n_outputs != s->n_outputs)
+    return op_fail(err, OP_INVALID, "%s: a branch has %zu outputs, its node %zu", s->m->path, s->n_outputs, n_outputs);
+  const op_session *saved_s = outer_session;
+  const op_xt *const *saved_v = outer_values;
+  outer_session = s, outer_values = captured;
+  op_tensor *t = op_xcalloc(n_outputs ? n_outputs : 1, sizeof *t);
+  int rc = op_session_run(s, NULL, t, NULL, NULL, err);
+  outer_session = saved_s, outer_values = saved_v;
+  for (size_t i = 0; i < n_outputs && !rc; i++) {
+    op_xt *o = &outputs[i];
+    memset(o, 0, sizeof *o);
+    o->dtype = t[i].dtype;
+    o->rank = t[i].rank;
+    memcpy(o->dims, t[i].dims, (size_t)t[i].rank * sizeof(int64_t));
+    o->numel = 1;
+    for (int d = 0; d < o->rank; d++) o->numel *= o->dims[d];
+    o->data = t[i].data;
+    o->owned = true; /* plain malloc memory: released with free() */
+  }
+  free(t);
+  return rc;
 }
 
 size_t op_session_input_count(const op_session *s) { return s->n_inputs; }
@@ -299,12 +464,14 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
     v->data = inputs[i].data;
     v->owned = false;
   }
+  for (size_t i = 0; i < s->n_captures && outer_session == s; i++) /* a subgraph's outer-scope values */
+    op_xt_view(&vals[s->captures[i]], outer_values[i], outer_values[i]->dims, outer_values[i]->rank);
   int rc = 0;
   op_xt *ins[256];
   op_xt outs[64];
   for (size_t ni = 0; ni < s->n_nodes && !rc; ni++) {
     xnode *x = &s->nodes[ni];
-    op_kctx k = {x->node, s->opset, s->m->path, x->weight_nk.dtype ? &x->weight_nk : NULL};
+    op_kctx k = {x->node, s->opset, s->m->path, x->weight_nk.dtype ? &x->weight_nk : NULL, x->sub};
     for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
     memset(outs, 0, x->n_out * sizeof *outs);
     rc = op_exec_typed(x->op, &k, ins, x->n_in, outs, x->n_out, err); /* any element type */

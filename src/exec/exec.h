@@ -23,6 +23,7 @@ typedef struct op_kctx {
   int64_t opset;
   const char *model;       /* for messages */
   const op_xt *weight_nk;  /* MatMul with a constant 2-D B: B transposed to [N, K], made once per session */
+  const void *sub;         /* If: its branches, made once per session (ops_control.c) */
 } op_kctx;
 
 typedef int (*op_kernel)(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err);
@@ -101,6 +102,56 @@ OP_KERNEL(op_k_range);
 /* ops_nn.c */
 OP_KERNEL(op_k_softmax); OP_KERNEL(op_k_layer_norm); OP_KERNEL(op_k_reduce_mean); OP_KERNEL(op_k_reduce_sum);
 OP_KERNEL(op_k_quantize_linear); OP_KERNEL(op_k_dequantize_linear);
+
+/* Operators for real exports (issue 8, ops): the claimed list and the kernel families. */
+/* The number of operators in the table and the name of the i-th, in table (sorted) order: the one
+ * list of claimed operators that the README and the conformance test are checked against. */
+size_t op_exec_op_count(void);
+const char *op_exec_op_name(size_t i);
+/* ops_math.c */
+OP_KERNEL(op_k_sin); OP_KERNEL(op_k_cos); OP_KERNEL(op_k_tan); OP_KERNEL(op_k_asin); OP_KERNEL(op_k_acos);
+OP_KERNEL(op_k_atan); OP_KERNEL(op_k_sinh); OP_KERNEL(op_k_cosh); OP_KERNEL(op_k_asinh); OP_KERNEL(op_k_acosh);
+OP_KERNEL(op_k_atanh); OP_KERNEL(op_k_floor); OP_KERNEL(op_k_ceil); OP_KERNEL(op_k_round); OP_KERNEL(op_k_softplus);
+OP_KERNEL(op_k_softsign); OP_KERNEL(op_k_leaky_relu); OP_KERNEL(op_k_hard_sigmoid); OP_KERNEL(op_k_hard_swish);
+OP_KERNEL(op_k_elu); OP_KERNEL(op_k_selu); OP_KERNEL(op_k_celu); OP_KERNEL(op_k_thresholded_relu);
+OP_KERNEL(op_k_shrink); OP_KERNEL(op_k_sign); OP_KERNEL(op_k_isnan); OP_KERNEL(op_k_isinf); OP_KERNEL(op_k_mod);
+OP_KERNEL(op_k_xor); OP_KERNEL(op_k_prelu); OP_KERNEL(op_k_sum); OP_KERNEL(op_k_mean); OP_KERNEL(op_k_clip);
+OP_KERNEL(op_k_cast_like); OP_KERNEL(op_k_size); OP_KERNEL(op_k_dropout); OP_KERNEL(op_k_log_softmax); OP_KERNEL(op_k_hardmax);
+/* ops_reduce.c */
+OP_KERNEL(op_k_reduce_max); OP_KERNEL(op_k_reduce_min); OP_KERNEL(op_k_reduce_prod); OP_KERNEL(op_k_reduce_l1);
+OP_KERNEL(op_k_reduce_l2); OP_KERNEL(op_k_reduce_log_sum); OP_KERNEL(op_k_reduce_log_sum_exp);
+OP_KERNEL(op_k_reduce_sum_square); OP_KERNEL(op_k_argmax); OP_KERNEL(op_k_argmin); OP_KERNEL(op_k_topk);
+OP_KERNEL(op_k_cumsum);
+/* ops_index.c */
+OP_KERNEL(op_k_trilu); OP_KERNEL(op_k_tile); OP_KERNEL(op_k_pad); OP_KERNEL(op_k_gather_elements);
+OP_KERNEL(op_k_scatter_elements); OP_KERNEL(op_k_scatter_nd); OP_KERNEL(op_k_gather_nd); OP_KERNEL(op_k_nonzero);
+OP_KERNEL(op_k_one_hot);
+/* ops_conv.c */
+OP_KERNEL(op_k_conv); OP_KERNEL(op_k_conv_transpose); OP_KERNEL(op_k_batch_norm); OP_KERNEL(op_k_max_pool);
+OP_KERNEL(op_k_average_pool); OP_KERNEL(op_k_global_average_pool); OP_KERNEL(op_k_global_max_pool);
+OP_KERNEL(op_k_resize);
+/* ops_einsum.c */
+OP_KERNEL(op_k_einsum);
+/* ops_attn.c */
+OP_KERNEL(op_k_rms_norm); OP_KERNEL(op_k_simplified_layer_norm); OP_KERNEL(op_k_rotary_embedding);
+OP_KERNEL(op_k_attention);
+/* ops_control.c: If. A node with subgraphs gets its branches built as sessions of their own when its
+ * session is made; the values a branch reads from outer scopes are appended to the node's inputs
+ * (after its declared ones) so they live until it runs. */
+OP_KERNEL(op_k_if);
+typedef struct op_if_aux op_if_aux;
+/* Builds the branches of If node nd; NULL and err on failure (an unsupported operator inside names it). */
+op_if_aux *op_if_prepare(const op_model *m, const Onnx__NodeProto *nd, op_error *err);
+void op_if_free(op_if_aux *a);
+/* The outer-scope names the branches read, in the order the kernel expects them after the condition. */
+size_t op_if_capture_count(const op_if_aux *a);
+const char *op_if_capture_name(const op_if_aux *a, size_t i);
+/* Sessions over a subgraph: names it reads from outer scopes are captures, given at run time. */
+op_session *op_session_new_sub(const op_model *m, Onnx__GraphProto *g, op_error *err);
+size_t op_session_capture_count(const op_session *s);
+const char *op_session_capture_name(const op_session *s, size_t i);
+/* Runs a subgraph session with its captures (in capture order); outputs become owned runtime tensors. */
+int op_session_run_sub(op_session *s, const op_xt *const *captured, op_xt *outputs, size_t n_outputs, op_error *err);
 
 /* Checks t against session input i: type, rank, and the fixed axes from first_axis on. Data arrays
  * pass first_axis 1: their first axis is the sample axis, which must exist. The error names origin,

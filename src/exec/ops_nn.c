@@ -62,7 +62,6 @@ OP_KERNEL(op_k_softmax) {
 }
 
 OP_KERNEL(op_k_layer_norm) {
-  (void)n_out;
   op_xt *x = in[0], *scale = in[1], *bias = n_in > 2 ? in[2] : NULL;
   if (x->dtype != T_FLOAT || scale->dtype != T_FLOAT || (bias && bias->dtype != T_FLOAT))
     return op_kfail(k, err, "only float32 is supported");
@@ -73,6 +72,11 @@ OP_KERNEL(op_k_layer_norm) {
   if (scale->numel != n || (bias && bias->numel != n))
     return op_kfail(k, err, "scale and bias must hold the %lld normalised values", (long long)n);
   if (op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
+  /* optional Mean and InvStdDev: the input's shape with the normalised axes kept as 1 */
+  int64_t sdims[OP_MAX_RANK];
+  for (int d = 0; d < x->rank; d++) sdims[d] = d < axis ? x->dims[d] : 1;
+  for (size_t j = 1; j < n_out && j < 3; j++)
+    if (op_xt_alloc(&out[j], T_FLOAT, sdims, x->rank, err)) return -1;
   const float *a = x->data, *g = scale->data, *b = bias ? bias->data : NULL;
   float *o = out->data;
   for (int64_t r = 0; r < rows; r++) {
@@ -83,6 +87,8 @@ OP_KERNEL(op_k_layer_norm) {
     for (int64_t j = 0; j < n; j++) var += (row[j] - mean) * (row[j] - mean);
     float inv = (float)(1.0 / sqrt(var / (double)n + eps));
     for (int64_t j = 0; j < n; j++) o[r * n + j] = (float)(row[j] - mean) * inv * g[j] + (b ? b[j] : 0.f);
+    if (n_out > 1) ((float *)out[1].data)[r] = (float)mean;
+    if (n_out > 2) ((float *)out[2].data)[r] = inv;
   }
   return 0;
 }

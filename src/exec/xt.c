@@ -24,6 +24,7 @@ typedef struct pooled {
 struct op_xt_pool {
   OP_VEC(pooled) free;
   atomic_flag busy;
+  struct op_xt_pool *outer; /* the pool entered before this one (a subgraph runs inside its node) */
 };
 
 static _Thread_local op_xt_pool *current_pool;
@@ -43,12 +44,13 @@ void op_xt_pool_free(op_xt_pool *p) {
 
 bool op_xt_pool_enter(op_xt_pool *p) {
   if (atomic_flag_test_and_set(&p->busy)) return false;
+  p->outer = current_pool;
   current_pool = p;
   return true;
 }
 
 void op_xt_pool_leave(op_xt_pool *p) {
-  current_pool = NULL;
+  current_pool = p->outer;
   atomic_flag_clear(&p->busy);
 }
 

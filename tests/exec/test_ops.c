@@ -66,7 +66,7 @@ static int run(int64_t opset, op_xt *ins, size_t n_in, op_xt *out, size_t n_out)
   op_xt *p[8];
   for (size_t i = 0; i < n_in; i++) p[i] = ins ? &ins[i] : NULL;
   memset(out, 0, n_out * sizeof *out);
-  op_kctx k = {&node, opset, "test", NULL};
+  op_kctx k = {&node, opset, "test", NULL, NULL};
   const op_op *op = op_exec_find_op(node.op_type);
   if (!op) return -2;
   int rc = op->run(&k, p, n_in, out, n_out, &err);
@@ -105,6 +105,105 @@ static void release(op_xt *v, size_t n) {
 }
 
 /* The branch-free exp and erf against double precision over a dense grid and the special values. */
+/* ---- operators for real exports (issue 8, ops): refusals by name, and kernels checked by hand ---- */
+
+static void attr_s(const char *name, const char *v) {
+  Onnx__AttributeProto *a = attr(name);
+  a->s.data = (uint8_t *)v, a->s.len = strlen(v);
+}
+
+/* What cannot be computed faithfully is refused as OP_UNSUPPORTED, naming the cause. */
+static void test_refusals(void) {
+  op_xt in[6], out[4];
+  start("Dropout"); /* training mode with a ratio drops at random */
+  in[0] = TF(1, D(2), 1, 2), in[1] = TF(0, D(0), 0.5f), in[2] = T(B, 0, NULL, (uint8_t[]){1});
+  CHECK(run(13, in, 3, out, 1) == -1 && err.code == OP_UNSUPPORTED);
+  CHECK_CONTAINS(err.message, "training_mode");
+  ((float *)in[1].data)[0] = 0.f; /* ratio 0 in training mode is the identity */
+  CHECK(run(13, in, 3, out, 2) == 0);
+  CHECK_F(out[0], 0, 1, 2);
+  release(in, 3), release(out, 2);
+
+  start("Einsum"); /* an equation that does not fit the inputs */
+  attr_s("equation", "ij,jk->ik");
+  in[0] = TF(1, D(3), 1, 2, 3);
+  CHECK(run(12, in, 1, out, 1) == -1);
+  CHECK_CONTAINS(err.message, "Einsum");
+  release(in, 1);
+
+  start("Attention"); /* softcap is not computed */
+  attr_f("softcap", 30.f);
+  for (int i = 0; i < 3; i++) in[i] = TF(4, D(1, 1, 1, 2), 1, 2);
+  CHECK(run(23, in, 3, out, 1) == -1 && err.code == OP_UNSUPPORTED);
+  CHECK_CONTAINS(err.message, "softcap");
+  release(in, 3);
+
+  start("Resize");
+  attr_i("antialias", 1);
+  in[0] = TF(2, D(1, 2), 1, 2), in[1] = TF(1, D(0), 0), in[2] = TF(1, D(2), 1, 2);
+  in[1].numel = 0, in[1].dims[0] = 0;
+  CHECK(run(18, in, 3, out, 1) == -1 && err.code == OP_UNSUPPORTED);
+  CHECK_CONTAINS(err.message, "antialias");
+  release(in, 3);
+
+  start("ScatterND"); /* a reduction the spec does not have */
+  attr_s("reduction", "median");
+  in[0] = TF(1, D(2), 1, 2), in[1] = TI(2, D(1, 1), 0), in[2] = TF(1, D(1), 5);
+  CHECK(run(18, in, 3, out, 1) == -1 && err.code == OP_UNSUPPORTED);
+  release(in, 3);
+}
+
+static void test_real_export_ops(void) {
+  op_xt in[4], out[2];
+  /* Trilu: lower with k = -1 keeps strictly below the diagonal */
+  start("Trilu");
+  attr_i("upper", 0);
+  in[0] = TF(2, D(3, 3), 1, 2, 3, 4, 5, 6, 7, 8, 9), in[1] = TI(0, D(0), -1);
+  CHECK(run(14, in, 2, out, 1) == 0);
+  CHECK_F(out[0], 0, 0, 0, 0, 4, 0, 0, 7, 8, 0);
+  release(in, 2), release(out, 1);
+
+  /* Conv 1-D: two groups, dilation 2, one pad each side */
+  start("Conv");
+  attr_i("group", 2);
+  attr_ints("dilations", (int64_t[]){2}, 1);
+  attr_ints("pads", (int64_t[]){1, 1}, 2);
+  in[0] = TF(3, D(1, 2, 4), 1, 2, 3, 4, 10, 20, 30, 40), in[1] = TF(3, D(2, 1, 2), 1, 1, 1, -1);
+  CHECK(run(11, in, 2, out, 1) == 0);
+  CHECK_SHAPE(out[0], 3, 1, 2, 4);
+  /* channel 0: x[p-1] + x[p+1] (zero outside); channel 1: x[p-1] - x[p+1] */
+  CHECK_F(out[0], 0, 2, 4, 6, 3, -20, -20, -20, 30);
+  release(in, 2), release(out, 1);
+
+  /* Einsum as attention writes it: batched scores */
+  start("Einsum");
+  attr_s("equation", "bqd,bkd->bqk");
+  in[0] = TF(3, D(1, 2, 2), 1, 0, 0, 1), in[1] = TF(3, D(1, 3, 2), 1, 2, 3, 4, 5, 6);
+  CHECK(run(12, in, 2, out, 1) == 0);
+  CHECK_SHAPE(out[0], 3, 1, 2, 3);
+  CHECK_F(out[0], 0, 1, 3, 5, 2, 4, 6);
+  release(in, 2), release(out, 1);
+
+  /* Mod: Python's sign rule by default, C's with fmod */
+  start("Mod");
+  in[0] = TI(1, D(2), -7, 7), in[1] = TI(1, D(1), 3);
+  CHECK(run(13, in, 2, out, 1) == 0);
+  CHECK_I(out[0], 2, 1);
+  release(out, 1);
+  attr_i("fmod", 1);
+  CHECK(run(13, in, 2, out, 1) == 0);
+  CHECK_I(out[0], -1, 1);
+  release(in, 2), release(out, 1);
+
+  /* TopK: ties go to the lower index */
+  start("TopK");
+  in[0] = TF(1, D(4), 3, 5, 5, 1), in[1] = TI(1, D(1), 2);
+  CHECK(run(11, in, 2, out, 2) == 0);
+  CHECK_F(out[0], 0, 5, 5);
+  CHECK_I(out[1], 1, 2);
+  release(in, 2), release(out, 2);
+}
+
 static void test_fastmath(void) {
   double worst_ulp = 0;
   for (float x = -87.f; x <= 88.7f; x += 0.000731f) {
@@ -443,7 +542,9 @@ int main(void) {
   /* the operator table is sorted, so bsearch finds every entry */
   const char *names[] = {"Abs", "Concat", "Dropout", "GreaterOrEqual", "LessOrEqual", "MatMulInteger", "Where"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++) CHECK(op_exec_find_op(names[i]) != NULL);
-  CHECK(op_exec_find_op("Conv") == NULL);
+  CHECK(op_exec_find_op("LSTM") == NULL);
   test_fastmath();
+  test_refusals();
+  test_real_export_ops();
   return check_done("ops");
 }

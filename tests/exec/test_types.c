@@ -46,7 +46,7 @@ static int run(op_xt *ins, size_t n_in, op_xt *out, size_t n_out) {
   op_xt *p[8];
   for (size_t i = 0; i < n_in; i++) p[i] = &ins[i];
   memset(out, 0, n_out * sizeof *out);
-  op_kctx k = {&node, 17, "test", NULL};
+  op_kctx k = {.node = &node, .opset = 17, .model = "test"};
   const op_op *op = op_exec_find_op(node.op_type);
   int rc = op ? op_exec_typed(op, &k, p, n_in, out, n_out, &err) : -2;
   if (rc)
