@@ -72,7 +72,7 @@ const op_op *op_exec_find_op(const char *op_type) {
 typedef struct xnode {
   const Onnx__NodeProto *node;
   const op_op *op;
-  op_xt weight_nk; /* MatMul with a constant 2-D float B: B transposed, dtype 0 otherwise */
+  op_wpack *wpack; /* MatMul/Gemm with a constant 2-D B: B packed for the kernel, NULL otherwise */
   int *in, *out; /* value ids, -1 for an omitted optional */
   size_t n_in, n_out;
 } xnode;
@@ -100,7 +100,7 @@ void op_session_free(op_session *s) {
   for (size_t i = 0; i < s->n_nodes; i++) {
     free(s->nodes[i].in);
     free(s->nodes[i].out);
-    op_xt_release(&s->nodes[i].weight_nk);
+    op_wpack_free(s->nodes[i].wpack);
   }
   if (s->consts)
     for (size_t i = 0; i < s->gr->cap; i++) op_xt_release(&s->consts[i]);
@@ -137,6 +137,7 @@ static int schedule(op_session *s, op_error *err) {
 }
 
 op_session *op_session_new(const op_model *m, op_error *err) {
+  if (op_gemm_init(err)) return NULL;
   op_session *s = op_xcalloc(1, sizeof *s);
   s->pool = op_xt_pool_new();
   s->m = m;
@@ -198,19 +199,12 @@ op_session *op_session_new(const op_model *m, op_error *err) {
       return NULL;
     }
   }
-  for (size_t i = 0; i < s->n_nodes; i++) { /* weights in the layout the BLAS packs fastest */
+  for (size_t i = 0; i < s->n_nodes; i++) { /* constant weights, packed once for the kernel */
     xnode *x = &s->nodes[i];
-    const op_xt *w = x->n_in == 2 && x->in[1] >= 0 ? &s->consts[x->in[1]] : NULL;
-    if (!op_node_is(x->node, "MatMul") || !w || w->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || w->rank != 2) continue;
-    int64_t K = w->dims[0], N = w->dims[1], nk[2] = {N, K};
-    if (op_xt_alloc(&x->weight_nk, w->dtype, nk, 2, err)) {
-      op_session_free(s);
-      return NULL;
-    }
-    const float *src = w->data;
-    float *dst = x->weight_nk.data;
-    for (int64_t r = 0; r < K; r++)
-      for (int64_t c = 0; c < N; c++) dst[c * K + r] = src[r * N + c];
+    const op_xt *w = x->n_in >= 2 && x->in[1] >= 0 ? &s->consts[x->in[1]] : NULL;
+    bool mm = op_node_is(x->node, "MatMul") && x->n_in == 2, gemm = op_node_is(x->node, "Gemm");
+    if ((mm || gemm) && op_wpack_accepts(w) && !(gemm && op_node_attr_int(x->node, "transA", 0)))
+      x->wpack = op_wpack_new(w, gemm && op_node_attr_int(x->node, "transB", 0));
   }
   s->inputs = op_xmalloc((g->n_input ? g->n_input : 1) * sizeof(int));
   for (size_t i = 0; i < g->n_input; i++) {
@@ -308,7 +302,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
   op_xt outs[64];
   for (size_t ni = 0; ni < s->n_nodes && !rc; ni++) {
     xnode *x = &s->nodes[ni];
-    op_kctx k = {x->node, s->opset, s->m->path, x->weight_nk.dtype ? &x->weight_nk : NULL};
+    op_kctx k = {x->node, s->opset, s->m->path, x->wpack};
     for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
     memset(outs, 0, x->n_out * sizeof *outs);
     rc = x->op->run(&k, ins, x->n_in, outs, x->n_out, err);
