@@ -1,6 +1,9 @@
-/* exec_bench.c MODEL DATA.npz RUNS: median latency of one session run of our executor (inputs from
- * the first sample of DATA), printed as "ours_ms <value>". Threads: OPENBLAS_NUM_THREADS. */
+/* exec_bench.c MODEL DATA.npz RUNS [BATCH]: median latency of one session run of our executor on the
+ * first BATCH samples of DATA (default 1), printed as "ours_ms <value>" after a "kernel <name>" line
+ * saying which matrix-product path ran (ONNX_PRUNE_ISA picks another). Threads: OMP_NUM_THREADS
+ * (oneDNN), OPENBLAS_NUM_THREADS (ONNX_PRUNE_ISA=openblas). */
 #include "onnxprune.h"
+#include "exec/exec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +22,7 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: exec_bench MODEL DATA.npz RUNS\n");
+    fprintf(stderr, "usage: exec_bench MODEL DATA.npz RUNS [BATCH]\n");
     return 2;
   }
   op_error err;
@@ -30,15 +33,17 @@ int main(int argc, char **argv) {
     fprintf(stderr, "exec_bench: %s\n", err.message);
     return 2;
   }
+  printf("kernel %s\n", op_gemm_kernel());
+  int64_t batch = argc > 4 ? atoll(argv[4]) : 1;
   size_t n_in = op_session_input_count(s), n_out = op_session_output_count(s);
   op_tensor *in = calloc(n_in, sizeof *in), *out = calloc(n_out, sizeof *out);
-  if (op_dataset_batch(d, s, 0, 1, in, &err)) {
+  if (op_dataset_batch(d, s, 0, batch, in, &err)) {
     fprintf(stderr, "exec_bench: %s\n", err.message);
     return 2;
   }
   int runs = atoi(argv[3]);
-  double *t = calloc((size_t)runs, sizeof *t);
-  for (int i = -3; i < runs; i++) { /* three warm-up runs */
+  double *t = calloc((size_t)(runs > 0 ? runs : 1), sizeof *t);
+  for (int i = runs > 1 ? -3 : 0; i < runs; i++) { /* three warm-up runs */
     double t0 = now_ms();
     if (op_session_run(s, in, out, NULL, NULL, &err)) {
       fprintf(stderr, "exec_bench: %s\n", err.message);

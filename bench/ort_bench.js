@@ -1,5 +1,5 @@
-// ort_bench.js MODEL DATA.npz RUNS THREADS: median latency of ONNX Runtime (CPU, THREADS intra-op
-// threads) on the first sample of DATA, printed as "ort_ms <value>".
+// ort_bench.js MODEL DATA.npz RUNS THREADS [BATCH]: median latency of ONNX Runtime (CPU, THREADS
+// intra-op threads) on the first BATCH samples of DATA (default 1), printed as "ort_ms <value>".
 'use strict';
 const path = require('path');
 const ortjs = path.join(__dirname, '..', 'tests', 'e2e', 'node_modules', 'onnxruntime-node');
@@ -7,9 +7,9 @@ const ort = require(ortjs);
 const { readNpzForBench } = require(path.join(__dirname, '..', 'tests', 'e2e', 'ort.js'));
 
 async function main() {
-  const [model, data, runs, threads] = process.argv.slice(2);
+  const [model, data, runs, threads, batch] = process.argv.slice(2);
   const s = await ort.InferenceSession.create(model, { intraOpNumThreads: Number(threads), interOpNumThreads: 1 });
-  const feeds = readNpzForBench(data, s, 1);
+  const feeds = readNpzForBench(data, s, Number(batch || 1));
   const t = [];
   for (let i = -3; i < Number(runs); i++) {
     const t0 = process.hrtime.bigint();
