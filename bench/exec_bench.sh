@@ -26,7 +26,7 @@ for p in $paths; do echo "ONNX_PRUNE_ISA=$p: $(ONNX_PRUNE_ISA=$p "$BUILD/exec_be
 for batch in 1 8; do
   runs=$([ "$batch" = 1 ] && echo "${RUNS:-10}" || echo "${RUNS8:-4}")
   for r in $(seq "$repeat"); do
-    theirs=$(node "$HERE/ort_bench.js" "$model" "$work/seq128.npz" "$runs" 2 "$batch" | awk '{print $2}')
+    theirs=$(node "$HERE/ort_bench.js" "$model" "$work/seq128.npz" "$runs" 2 "$batch" | awk '/^ort_ms/ {print $2}')
     line="batch $batch, repeat $r: ORT $theirs ms"
     for p in $paths; do
       ours=$(ONNX_PRUNE_ISA=$p "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" "$batch" | awk '/^ours_ms/ {print $2}')

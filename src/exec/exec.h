@@ -89,15 +89,17 @@ void op_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
 void op_sgemm_batch(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
                     float beta, float *C, int64_t ldc, int64_t stride_c);
-/* A constant weight W (float32, float16 or bfloat16; [K, N], or [N, K] when trans) packed once into the
- * layout the chosen kernel reads. The pack reads w once; it keeps w's bytes only when they already
- * are the kernel's float32 layout (so w must then outlive the pack). */
+/* A constant weight W (float32, float16 or bfloat16; [K, N], or [N, K] when trans; its bytes may be
+ * unaligned) packed once into the layout the chosen kernel reads. The pack reads w once; it keeps w's
+ * bytes only when they already are the kernel's float32 layout (so w must then outlive the pack). */
 typedef struct op_wpack op_wpack;
 bool op_wpack_accepts(const op_xt *w);
 op_wpack *op_wpack_new(const op_xt *w, bool trans);
 void op_wpack_free(op_wpack *p);
 int64_t op_wpack_k(const op_wpack *p);
 int64_t op_wpack_n(const op_wpack *p);
+/* Whether the pack holds a copy of its own (packed, widened or realigned) rather than w's bytes. */
+bool op_wpack_owns_copy(const op_wpack *p);
 /* C[M, N] = A[M, K] * W (+ bias[N] when given); -1 only when out of memory. Safe to call concurrently. */
 int op_wpack_gemm(op_wpack *p, int64_t M, const float *A, float *C, const float *bias);
 

@@ -251,15 +251,23 @@ static float f16_to_f32(uint16_t h) {
  * time, read in its own type: no whole-model float32 copy). */
 static const float *as_f32(const op_xt *w, float **owned) {
   *owned = NULL;
-  if (w->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) return w->data;
+  bool f32 = w->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+  if (f32 && (uintptr_t)w->data % sizeof(float) == 0) return w->data;
+  /* bytes borrowed from the file may be unaligned: read them with memcpy */
   float *f = op_xmalloc((size_t)(w->numel ? w->numel : 1) * sizeof *f);
-  const uint16_t *h = w->data;
-  for (int64_t i = 0; i < w->numel; i++) {
-    if (w->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16) {
-      f[i] = f16_to_f32(h[i]);
-    } else {
-      uint32_t bits = (uint32_t)h[i] << 16;
-      memcpy(&f[i], &bits, 4);
+  if (f32) {
+    memcpy(f, w->data, (size_t)w->numel * sizeof *f);
+  } else {
+    const unsigned char *h = w->data;
+    for (int64_t i = 0; i < w->numel; i++) {
+      uint16_t v;
+      memcpy(&v, h + 2 * i, 2);
+      if (w->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16) {
+        f[i] = f16_to_f32(v);
+      } else {
+        uint32_t bits = (uint32_t)v << 16;
+        memcpy(&f[i], &bits, 4);
+      }
     }
   }
   *owned = f;
@@ -372,6 +380,7 @@ static float *unpack(const op_wpack *p) {
 }
 
 int64_t op_wpack_k(const op_wpack *p) { return p->K; }
+bool op_wpack_owns_copy(const op_wpack *p) { return p->owned != NULL; }
 int64_t op_wpack_n(const op_wpack *p) { return p->N; }
 
 int op_wpack_gemm(op_wpack *p, int64_t M, const float *A, float *C, const float *bias) {
