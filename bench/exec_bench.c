@@ -1,14 +1,18 @@
-/* exec_bench.c MODEL DATA.npz RUNS: median latency of one session run of our executor (inputs from
- * the first sample of DATA), printed as "ours_ms <value>". Threads: OPENBLAS_NUM_THREADS. */
+/* exec_bench.c MODEL DATA.npz RUNS [BATCH]: median latency of one session run of our executor on the
+ * first BATCH samples of DATA (default 1), printed as "ours_ms <value>" (and the process CPU time of
+ * a run, "ours_cpu_ms": with one thread, a figure that other load on the machine disturbs less) after a "kernel <name>" line
+ * saying which matrix-product path ran (ONNX_PRUNE_ISA picks another). Threads: OMP_NUM_THREADS
+ * (oneDNN), OPENBLAS_NUM_THREADS (ONNX_PRUNE_ISA=openblas). */
 #include "onnxprune.h"
+#include "exec/exec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-static double now_ms(void) {
+static double clock_ms(clockid_t c) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(c, &ts);
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
@@ -19,7 +23,7 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: exec_bench MODEL DATA.npz RUNS\n");
+    fprintf(stderr, "usage: exec_bench MODEL DATA.npz RUNS [BATCH]\n");
     return 2;
   }
   op_error err;
@@ -30,24 +34,27 @@ int main(int argc, char **argv) {
     fprintf(stderr, "exec_bench: %s\n", err.message);
     return 2;
   }
+  printf("kernel %s\n", op_gemm_kernel());
+  int64_t batch = argc > 4 ? atoll(argv[4]) : 1;
   size_t n_in = op_session_input_count(s), n_out = op_session_output_count(s);
   op_tensor *in = calloc(n_in, sizeof *in), *out = calloc(n_out, sizeof *out);
-  if (op_dataset_batch(d, s, 0, 1, in, &err)) {
+  if (op_dataset_batch(d, s, 0, batch, in, &err)) {
     fprintf(stderr, "exec_bench: %s\n", err.message);
     return 2;
   }
   int runs = atoi(argv[3]);
-  double *t = calloc((size_t)runs, sizeof *t);
-  for (int i = -3; i < runs; i++) { /* three warm-up runs */
-    double t0 = now_ms();
+  double *t = calloc((size_t)(runs > 0 ? runs : 1), sizeof *t), *cpu = calloc((size_t)(runs > 0 ? runs : 1), sizeof *cpu);
+  for (int i = runs > 1 ? -3 : 0; i < runs; i++) { /* three warm-up runs */
+    double t0 = clock_ms(CLOCK_MONOTONIC), c0 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);
     if (op_session_run(s, in, out, NULL, NULL, &err)) {
       fprintf(stderr, "exec_bench: %s\n", err.message);
       return 2;
     }
-    if (i >= 0) t[i] = now_ms() - t0;
+    if (i >= 0) t[i] = clock_ms(CLOCK_MONOTONIC) - t0, cpu[i] = clock_ms(CLOCK_PROCESS_CPUTIME_ID) - c0;
     for (size_t k = 0; k < n_out; k++) op_tensor_clear(&out[k]);
   }
   qsort(t, (size_t)runs, sizeof *t, cmp);
-  printf("ours_ms %.3f\n", t[runs / 2]);
+  qsort(cpu, (size_t)runs, sizeof *cpu, cmp);
+  printf("ours_ms %.3f\nours_cpu_ms %.3f\n", t[runs / 2], cpu[runs / 2]);
   return 0;
 }

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# exec_bench.sh [BUILD_DIR]: latency of the BERT-base-sized model (batch 1, sequence 128) in our
-# executor and in ONNX Runtime, 2 threads each, measured in the same run; prints both and the ratio
-# (target: ours <= 1.5x ORT's). Not a test: it asserts nothing.
+# exec_bench.sh [BUILD_DIR]: the executor on a BERT-base-sized model (sequence 128, 2 threads) against
+# ONNX Runtime measured in the same run, batch 1 and batch 8, on each kernel path (BENCH_PATHS,
+# default "native avx2 openblas": the widest path oneDNN finds by cpuid, AVX2 forced, and OpenBLAS
+# with its own CPU guess for comparison), REPEAT times (default 3), printing every ratio and the
+# spread; then a session's peak RSS against the file, and `quantize` (16 calibration samples) against
+# a plain `run` over the same samples. Targets: ours <= 1.2x ORT, RSS <= 1.3x the file, quantize
+# <= 1.5x run. Not a test: it asserts nothing. OPENBLAS_CORETYPE is left as the caller set it.
 set -euo pipefail
 BUILD=${1:-build}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -10,13 +14,48 @@ model=$work/bert_base.onnx
 [ -s "$model" ] || /usr/bin/python3 "$HERE/make_bert_base.py" "$model" 2>/dev/null
 /usr/bin/python3 -c "
 import numpy as np, sys
-ids = np.random.RandomState(0).randint(0, 30522, (1, 128)).astype(np.int64)
+ids = np.random.RandomState(0).randint(0, 30522, (16, 128)).astype(np.int64)
 np.savez(sys.argv[1], input_ids=ids, attention_mask=np.ones_like(ids))" "$work/seq128.npz"
-runs=${RUNS:-20}
-ours=$(OPENBLAS_NUM_THREADS=2 "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" | awk '{print $2}')
-theirs=$(node "$HERE/ort_bench.js" "$model" "$work/seq128.npz" "$runs" 2 | awk '{print $2}')
-awk -v a="$ours" -v b="$theirs" 'BEGIN {
-  printf "BERT-base, batch 1, sequence 128, 2 threads, median of runs\n"
-  printf "onnx-prune executor: %.1f ms\nONNX Runtime:        %.1f ms\n", a, b
-  printf "ratio (ours / ORT):  %.2fx (target <= 1.5x)\n", a / b
-}'
+export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
+paths=${BENCH_PATHS:-native avx2 openblas}
+repeat=${REPEAT:-3}
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}"
+for p in $paths; do echo "ONNX_PRUNE_ISA=$p: $(ONNX_PRUNE_ISA=$p "$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^kernel //p')"; done
+: >"$work/ratios"
+for batch in 1 8; do
+  runs=$([ "$batch" = 1 ] && echo "${RUNS:-10}" || echo "${RUNS8:-4}")
+  for r in $(seq "$repeat"); do
+    theirs=$(node "$HERE/ort_bench.js" "$model" "$work/seq128.npz" "$runs" 2 "$batch" | awk '/^ort_ms/ {print $2}')
+    line="batch $batch, repeat $r: ORT $theirs ms"
+    for p in $paths; do
+      ours=$(ONNX_PRUNE_ISA=$p "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" "$batch" | awk '/^ours_ms/ {print $2}')
+      ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f", a / b }')
+      line="$line | $p $ours ms (${ratio}x)"
+      echo "$batch $p $ratio" >>"$work/ratios"
+    done
+    echo "$line"
+  done
+done
+echo "ratio ours / ORT (median of runs each; min / median / max over repeats; target <= 1.2x):"
+for batch in 1 8; do
+  for p in $paths; do
+    awk -v b="$batch" -v p="$p" '$1 == b && $2 == p {print $3}' "$work/ratios" | sort -n |
+      awk -v b="$batch" -v p="$p" '{v[NR] = $1} END { printf "  batch %s %-9s %.2fx / %.2fx / %.2fx\n", b, p, v[1], v[int((NR + 1) / 2)], v[NR] }'
+  done
+done
+
+size=$(stat -c %s "$model")
+rss=$(/usr/bin/time -f %M "$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 2>&1 >/dev/null | tail -1)
+awk -v r="$rss" -v s="$size" 'BEGIN { printf "session peak RSS (batch 1, one run): %.0f MB, file %.0f MB: %.2fx (target <= 1.3x)\n", r * 1024 / 1e6, s / 1e6, r * 1024 / s }'
+
+BIN=$BUILD/onnx-prune
+for r in $(seq "$repeat"); do
+  run_s=$(/usr/bin/time -f %e "$BIN" run "$model" --data "$work/seq128.npz" --samples 16 --batch 8 -o "$work/out.npz" 2>&1 | tail -1)
+  for method in kl min_max; do
+    q=$(/usr/bin/time -f "%e %M" "$BIN" quantize "$model" -o "$work/q.onnx" --data "$work/seq128.npz" --samples 16 --batch 8 \
+      --method "$method" -q 2>&1 | tail -1)
+    awk -v q="${q% *}" -v rss="${q#* }" -v r="$run_s" -v m="$method" -v s="$size" 'BEGIN {
+      printf "quantize --method %-7s %.1f s vs run %.1f s over the same 16 samples: %.2fx (target <= 1.5x); peak RSS %.2fx the file\n", m, q, r, q / r, rss * 1024 / s }'
+  done
+done

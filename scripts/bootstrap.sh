@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential pkg-config meson ninja-build \
-  libprotobuf-c-dev protobuf-c-compiler libonnx-dev libopenblas-dev libcjson-dev \
+  libprotobuf-c-dev protobuf-c-compiler libonnx-dev libopenblas-dev libdnnl-dev libcjson-dev \
   python3-onnx python3-numpy time \
   libonnx-testdata >/dev/null
 # Node.js for the ONNX Runtime peer; an image may already carry its own build (with npm bundled),

@@ -147,7 +147,8 @@ const char *op_exec_op_name(size_t i) { return i < op_exec_op_count() ? OPS[i].n
 typedef struct xnode {
   const Onnx__NodeProto *node;
   const op_op *op;
-  op_xt weight_nk; /* MatMul with a constant 2-D float B: B transposed, dtype 0 otherwise */
+  op_wpack *wpack; /* MatMul/Gemm with a constant 2-D B: B packed for the kernel, NULL otherwise */
+  bool wpack_owner, wpack_trans; /* freed with this node (not shared from an earlier one); B is [N, K] */
   op_if_aux *sub;  /* If: its branch sessions */
   int *in, *out; /* value ids, -1 for an omitted optional */
   size_t n_in, n_out;
@@ -178,7 +179,7 @@ void op_session_free(op_session *s) {
   for (size_t i = 0; i < s->n_nodes; i++) {
     free(s->nodes[i].in);
     free(s->nodes[i].out);
-    op_xt_release(&s->nodes[i].weight_nk);
+    if (s->nodes[i].wpack_owner) op_wpack_free(s->nodes[i].wpack);
     op_if_free(s->nodes[i].sub);
   }
   free(s->captures);
@@ -192,6 +193,20 @@ void op_session_free(op_session *s) {
   op_graph_free(s->gr);
   op_xt_pool_free(s->pool);
   free(s);
+}
+
+/* Whether the node reads its input 1 (B) only through a pack when B is a constant 2-D float weight:
+ * MatMul's two-input form and Gemm without transA (op_k_matmul / op_k_gemm then never touch B's bytes). */
+static bool packs_b(const Onnx__NodeProto *n, size_t n_in) {
+  if (op_node_is(n, "MatMul")) return n_in == 2;
+  return op_node_is(n, "Gemm") && !op_node_attr_int(n, "transA", 0);
+}
+
+/* Hands back the file-mapping pages of the initializer whose bytes are at data. */
+static void release_borrowed(const Onnx__GraphProto *g, const void *data) {
+  for (size_t i = 0; i < g->n_initializer; i++)
+    if (g->initializer[i]->raw_data.data == data && op_tensor_is_borrowed(g->initializer[i]))
+      op_release_pages(data, g->initializer[i]->raw_data.len);
 }
 
 /* The nodes in a topological order; fails on a cycle or a value nobody produces. */
@@ -254,6 +269,7 @@ size_t op_session_capture_count(const op_session *s) { return s->n_captures; }
 const char *op_session_capture_name(const op_session *s, size_t i) { return s->gr->values[s->captures[i]].name; }
 
 static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool sub, op_error *err) {
+  if (op_gemm_init(err)) return NULL;
   op_session *s = op_xcalloc(1, sizeof *s);
   s->pool = op_xt_pool_new();
   s->m = m;
@@ -312,37 +328,64 @@ static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool su
     }
     for (size_t j = 0; j < x->n_out; j++) x->out[j] = x->node->output[j][0] ? value_id(s->gr, x->node->output[j]) : -1;
   }
+  /* initializers read by something other than a pack (these need float-aligned bytes of their own) */
+  int *plain_uses = op_xcalloc(s->gr->cap, sizeof(int));
+  bool *packable = op_xcalloc(s->gr->cap, sizeof(bool)); /* a 2-D float32/float16/bfloat16 initializer */
+  for (size_t i = 0; i < g->n_initializer; i++) {
+    int32_t dt = g->initializer[i]->data_type;
+    packable[value_id(s->gr, g->initializer[i]->name)] =
+        g->initializer[i]->n_dims == 2 && (dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ||
+                                           dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 || dt == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16);
+  }
+  for (size_t i = 0; i < s->n_nodes; i++)
+    for (size_t j = 0; j < s->nodes[i].n_in; j++) {
+      int id = s->nodes[i].in[j];
+      if (id >= 0 && !(j == 1 && packable[id] && packs_b(s->nodes[i].node, s->nodes[i].n_in))) plain_uses[id]++;
+    }
+  free(packable);
+  for (size_t i = 0; i < g->n_output; i++) {
+    int id = value_id(s->gr, g->output[i]->name);
+    if (id >= 0) plain_uses[id]++;
+  }
   s->consts = op_xcalloc(s->gr->cap, sizeof *s->consts);
   for (size_t i = 0; i < g->n_initializer; i++) {
     Onnx__TensorProto *t = g->initializer[i];
-    op_xt *c = &s->consts[value_id(s->gr, t->name)];
+    int id = value_id(s->gr, t->name);
+    op_xt *c = &s->consts[id];
     size_t es = op_dtype_size(t->data_type);
-    /* a view, no copy of the weights, unless the bytes are unaligned (borrowed from the file) */
-    if (t->has_raw_data && es && (uintptr_t)t->raw_data.data % es == 0 && t->n_dims <= OP_MAX_RANK) {
+    /* a view, no copy of the weights, unless the bytes are unaligned (borrowed from the file) and
+     * something other than a pack reads them (a pack copies what it reads) */
+    if (t->has_raw_data && es && t->n_dims <= OP_MAX_RANK && t->raw_data.len == (size_t)op_tensor_numel(t) * es &&
+        ((uintptr_t)t->raw_data.data % es == 0 || !plain_uses[id])) {
       c->dtype = t->data_type;
       c->rank = (int)t->n_dims;
       if (t->n_dims) memcpy(c->dims, t->dims, t->n_dims * sizeof(int64_t)); /* scalars have no dims array */
       c->numel = op_tensor_numel(t);
       c->data = t->raw_data.data;
     } else if (op_xt_from_proto(c, t, m->path, err)) {
+      free(plain_uses);
       op_session_free(s);
       return NULL;
+    } else if (op_tensor_is_borrowed(t)) { /* copied (unaligned): the session reads only the copy */
+      op_release_pages(t->raw_data.data, t->raw_data.len);
     }
   }
-  for (size_t i = 0; i < s->n_nodes; i++) { /* weights in the layout the BLAS packs fastest */
+  for (size_t i = 0; i < s->n_nodes; i++) { /* constant weights, packed once for the kernel */
     xnode *x = &s->nodes[i];
-    const op_xt *w = x->n_in == 2 && x->in[1] >= 0 ? &s->consts[x->in[1]] : NULL;
-    if (!op_node_is(x->node, "MatMul") || !w || w->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || w->rank != 2) continue;
-    int64_t K = w->dims[0], N = w->dims[1], nk[2] = {N, K};
-    if (op_xt_alloc(&x->weight_nk, w->dtype, nk, 2, err)) {
-      op_session_free(s);
-      return NULL;
-    }
-    const float *src = w->data;
-    float *dst = x->weight_nk.data;
-    for (int64_t r = 0; r < K; r++)
-      for (int64_t c = 0; c < N; c++) dst[c * K + r] = src[r * N + c];
+    int id = x->n_in >= 2 ? x->in[1] : -1;
+    if (id < 0 || !packs_b(x->node, x->n_in) || !op_wpack_accepts(&s->consts[id])) continue;
+    bool trans = op_node_is(x->node, "Gemm") && op_node_attr_int(x->node, "transB", 0);
+    for (size_t j = 0; j < i && !x->wpack; j++) /* a weight two nodes share (tied embeddings) is packed once */
+      if (s->nodes[j].wpack && s->nodes[j].in[1] == id && s->nodes[j].wpack_trans == trans) x->wpack = s->nodes[j].wpack;
+    x->wpack_trans = trans;
+    if (x->wpack) continue;
+    x->wpack = op_wpack_new(&s->consts[id], trans);
+    x->wpack_owner = true;
+    /* a weight only packs read, now in a copy of the pack's own: its pages of the file mapping can go
+     * (read again from the file should anything touch them), so the session holds one copy */
+    if (!plain_uses[id] && op_wpack_owns_copy(x->wpack)) release_borrowed(g, s->consts[id].data);
   }
+  free(plain_uses);
   s->inputs = op_xmalloc((g->n_input ? g->n_input : 1) * sizeof(int));
   for (size_t i = 0; i < g->n_input; i++) {
     int id = value_id(s->gr, g->input[i]->name);
@@ -471,7 +514,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
   op_xt outs[64];
   for (size_t ni = 0; ni < s->n_nodes && !rc; ni++) {
     xnode *x = &s->nodes[ni];
-    op_kctx k = {x->node, s->opset, s->m->path, x->weight_nk.dtype ? &x->weight_nk : NULL, x->sub};
+    op_kctx k = {x->node, s->opset, s->m->path, x->wpack, x->sub};
     for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
     memset(outs, 0, x->n_out * sizeof *outs);
     rc = op_exec_typed(x->op, &k, ins, x->n_in, outs, x->n_out, err); /* any element type */

@@ -22,7 +22,7 @@ typedef struct op_kctx {
   const Onnx__NodeProto *node;
   int64_t opset;
   const char *model;       /* for messages */
-  const op_xt *weight_nk;  /* MatMul with a constant 2-D B: B transposed to [N, K], made once per session */
+  struct op_wpack *wpack;  /* MatMul/Gemm with a constant 2-D B: B packed once per session (gemm.c) */
   const void *sub;         /* If: its branches, made once per session (ops_control.c) */
 } op_kctx;
 
@@ -75,12 +75,34 @@ float op_kattr_float(const op_kctx *k, const char *name, float dflt);
 /* The ints of an attribute (NULL, *n = 0 when absent). */
 const int64_t *op_kattr_ints(const op_kctx *k, const char *name, size_t *n);
 
-/* C[M,N] = A[M,K] * W where W is given transposed as Wt[N,K] (row-major): the layout the BLAS packs
- * fastest when W is a weight reused across calls. */
-void op_sgemm_wt(int64_t M, int64_t N, int64_t K, const float *A, const float *Wt, float *C);
-/* C = A[M,K] * B[K,N] (row-major, transposes as flags) through the BLAS; the one place it is called. */
+/* Matrix products (gemm.c, the one place the kernel path is chosen: oneDNN by CPU feature bits, capped
+ * by ONNX_PRUNE_ISA = native | avx512 | avx2 | sse; or openblas, or ref, the portable loops). */
+/* Reads ONNX_PRUNE_ISA once; an unknown value is an error. */
+int op_gemm_init(op_error *err);
+/* What runs the products, e.g. "oneDNN 2.6 avx2". */
+const char *op_gemm_kernel(void);
+/* The ONNX_PRUNE_ISA values this CPU can run, space-separated. */
+void op_gemm_paths(char *buf, size_t n);
+/* C = alpha * A[M,K] * B[K,N] + beta * C (row-major, transposes as flags); never fails. */
 void op_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* batch such products, matrix b of each operand at b * stride (attention's scores and context). */
+void op_sgemm_batch(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
+                    float beta, float *C, int64_t ldc, int64_t stride_c);
+/* A constant weight W (float32, float16 or bfloat16; [K, N], or [N, K] when trans; its bytes may be
+ * unaligned) packed once into the layout the chosen kernel reads. The pack reads w once; it keeps w's
+ * bytes only when they already are the kernel's float32 layout (so w must then outlive the pack). */
+typedef struct op_wpack op_wpack;
+bool op_wpack_accepts(const op_xt *w);
+op_wpack *op_wpack_new(const op_xt *w, bool trans);
+void op_wpack_free(op_wpack *p);
+int64_t op_wpack_k(const op_wpack *p);
+int64_t op_wpack_n(const op_wpack *p);
+/* Whether the pack holds a copy of its own (packed, widened or realigned) rather than w's bytes. */
+bool op_wpack_owns_copy(const op_wpack *p);
+/* C[M, N] = A[M, K] * W (+ bias[N] when given); -1 only when out of memory. Safe to call concurrently. */
+int op_wpack_gemm(op_wpack *p, int64_t M, const float *A, float *C, const float *bias);
 
 /* Kernels, by family. */
 #define OP_KERNEL(fn) int fn(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err)

@@ -1,6 +1,6 @@
 /* ops_matmul.c - MatMul (numpy semantics: 1-D promotion, broadcast batch axes), Gemm and the
- * reference MatMulInteger. Float products go through op_sgemm; activations times a 2-D weight
- * become a single GEMM over all batch rows. */
+ * reference MatMulInteger. Float products go through gemm.c: activations times a constant weight
+ * become one product over all batch rows with the weight packed once per session (k->wpack). */
 #include "exec/exec.h"
 
 #include <stdlib.h>
@@ -60,20 +60,30 @@ static int mm_plan(const op_kctx *k, const op_xt *a, const op_xt *b, mm_shape *s
 OP_KERNEL(op_k_matmul) {
   (void)n_in, (void)n_out;
   op_xt *a = in[0], *b = in[1];
-  if (a->dtype != T_FLOAT || b->dtype != T_FLOAT) return op_kfail(k, err, "only float32 is supported");
+  /* a packed weight is read from its pack, never from b (which may stay float16 or bfloat16) */
+  if (a->dtype != T_FLOAT || (b->dtype != T_FLOAT && !k->wpack)) return op_kfail(k, err, "only float32 is supported");
   mm_shape s;
   if (mm_plan(k, a, b, &s, err) || op_xt_alloc(out, T_FLOAT, s.out_dims, s.out_rank, err)) return -1;
   const float *A = a->data, *B = b->data;
   float *C = out->data;
-  bool b_shared = true;
-  for (int d = 0; d < s.batch_rank; d++) b_shared &= s.b_stride[d] == 0;
-  bool a_dense = true; /* A's batches are laid out back to back */
-  for (int d = 0; d < s.batch_rank; d++) a_dense &= s.a_stride[d] != 0 || s.batch[d] == 1;
-  if (b_shared && a_dense) { /* activations x weight: one GEMM over every batch row */
-    if (k->weight_nk && b->rank == 2)
-      op_sgemm_wt(s.n_batch * s.M, s.N, s.K, A, k->weight_nk->data, C);
-    else
-      op_sgemm(false, false, s.n_batch * s.M, s.N, s.K, 1.f, A, s.K, B, s.N, 0.f, C, s.N);
+  bool b_shared = true, b_dense = true, a_dense = true; /* dense: the operand's batches lie back to back */
+  for (int d = 0; d < s.batch_rank; d++) {
+    b_shared &= s.b_stride[d] == 0;
+    a_dense &= s.a_stride[d] != 0 || s.batch[d] == 1;
+    b_dense &= s.b_stride[d] != 0 || s.batch[d] == 1;
+  }
+  if (k->wpack && b_shared && a_dense) { /* activations x constant weight: one product over every batch row */
+    if (op_wpack_gemm(k->wpack, s.n_batch * s.M, A, C, NULL)) return op_kfail(k, err, "out of memory");
+    return 0;
+  }
+  if (b->dtype != T_FLOAT) return op_kfail(k, err, "only float32 is supported");
+  if (b_shared && a_dense) {
+    op_sgemm(false, false, s.n_batch * s.M, s.N, s.K, 1.f, A, s.K, B, s.N, 0.f, C, s.N);
+    return 0;
+  }
+  if (a_dense && b_dense) { /* attention's products: one batched call */
+    op_sgemm_batch(false, false, s.n_batch, s.M, s.N, s.K, 1.f, A, s.K, s.M * s.K, B, s.N, s.K * s.N, 0.f, C, s.N,
+                   s.M * s.N);
     return 0;
   }
   int64_t idx[OP_MAX_RANK] = {0};
@@ -96,7 +106,7 @@ OP_KERNEL(op_k_matmul) {
 OP_KERNEL(op_k_gemm) {
   (void)n_out;
   op_xt *a = in[0], *b = in[1], *c = n_in > 2 ? in[2] : NULL;
-  if (a->dtype != T_FLOAT || b->dtype != T_FLOAT || (c && c->dtype != T_FLOAT))
+  if (a->dtype != T_FLOAT || (b->dtype != T_FLOAT && !k->wpack) || (c && c->dtype != T_FLOAT))
     return op_kfail(k, err, "only float32 is supported");
   if (a->rank != 2 || b->rank != 2) return op_kfail(k, err, "A and B must be matrices");
   bool ta = op_kattr_int(k, "transA", 0), tb = op_kattr_int(k, "transB", 0);
@@ -104,16 +114,29 @@ OP_KERNEL(op_k_gemm) {
   int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
   int64_t KB = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
   if (K != KB) return op_kfail(k, err, "inner dimensions differ: %lld vs %lld", (long long)K, (long long)KB);
+  int64_t cm = 1, cn = 1;
+  if (c) { /* C broadcasts to [M, N] */
+    cm = c->rank == 2 ? c->dims[0] : 1, cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+    if (c->rank > 2 || (cm != 1 && cm != M) || (cn != 1 && cn != N)) return op_kfail(k, err, "C does not broadcast to [M, N]");
+  }
   int64_t dims[2] = {M, N};
   if (op_xt_alloc(out, T_FLOAT, dims, 2, err)) return -1;
   float *C = out->data;
-  if (c) { /* C broadcasts to [M, N] */
-    int64_t cm = c->rank == 2 ? c->dims[0] : 1, cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
-    if (c->rank > 2 || (cm != 1 && cm != M) || (cn != 1 && cn != N)) return op_kfail(k, err, "C does not broadcast to [M, N]");
-    const float *cv = c->data;
+  const float *cv = c ? c->data : NULL;
+  if (k->wpack && !ta) {
+    /* a bias row rides along in the product (no extra pass); anything else is applied after */
+    bool fuse = c && cm == 1 && cn == N && alpha == 1.f && beta == 1.f;
+    if (op_wpack_gemm(k->wpack, M, a->data, C, fuse ? cv : NULL)) return op_kfail(k, err, "out of memory");
+    if (!fuse && (alpha != 1.f || (c && beta != 0.f)))
+      for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++)
+          C[i * N + j] = alpha * C[i * N + j] + (c ? beta * cv[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)] : 0.f);
+    return 0;
+  }
+  if (b->dtype != T_FLOAT) return op_kfail(k, err, "only float32 is supported");
+  if (c)
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = 0; j < N; j++) C[i * N + j] = beta * cv[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
-  }
   op_sgemm(ta, tb, M, N, K, alpha, a->data, a->dims[1], b->data, b->dims[1], c ? 1.f : 0.f, C, N);
   return 0;
 }

@@ -318,12 +318,16 @@ static int own_copy(op_xt *t, op_error *err) {
   return 0;
 }
 
+/* A MatMul/Gemm weight packed once per session (gemm.c) is read from its pack, in its own type:
+ * widening it here would cost a float32 copy of the weight on every run. */
+static bool packed_weight(const op_kctx *k, size_t i) { return i == 1 && k->wpack; }
+
 int op_exec_typed(const op_op *op, const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err) {
   const type_rule *r = find_rule(k->node->op_type);
   uint32_t extra = r ? r->native : 0;
   bool adapt = false;
   for (size_t i = 0; i < n_in; i++) {
-    if (!in[i] || native(in[i]->dtype, extra)) continue;
+    if (!in[i] || native(in[i]->dtype, extra) || packed_weight(k, i)) continue;
     if (!r || r->kind != K_MOVE) adapt = true;
     else if (!op_dtype_numeric(in[i]->dtype)) return refuse(k, err, in[i]->dtype, "tensors are not supported");
   }
@@ -338,7 +342,7 @@ int op_exec_typed(const op_op *op, const op_kctx *k, op_xt **in, size_t n_in, op
     memset(&wide[i], 0, sizeof wide[i]);
     if (!in[i]) continue;
     orig[i] = in[i]->dtype;
-    if (native(in[i]->dtype, extra)) continue;
+    if (native(in[i]->dtype, extra) || packed_weight(k, i)) continue;
     int32_t to = widened(in[i]->dtype);
     if (!to) {
       rc = refuse(k, err, in[i]->dtype, "tensors are not supported");

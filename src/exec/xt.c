@@ -1,8 +1,7 @@
-/* xt.c - runtime tensors of the executor, attribute access for kernels, kernel error formatting,
- * and the single shim through which all matrix products reach the BLAS. */
+/* xt.c - runtime tensors of the executor, attribute access for kernels and kernel error formatting
+ * (matrix products: gemm.c). */
 #include "exec/exec.h"
 
-#include <cblas.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -162,20 +161,6 @@ const int64_t *op_kattr_ints(const op_kctx *k, const char *name, size_t *n) {
   Onnx__AttributeProto *a = op_node_attr(k->node, name);
   *n = a ? a->n_ints : 0;
   return a ? a->ints : NULL;
-}
-
-void op_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (blasint)M,
-              (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
-}
-
-void op_sgemm_wt(int64_t M, int64_t N, int64_t K, const float *A, const float *Wt, float *C) {
-  if (M == 0 || N == 0) return;
-  /* column-major view: C^T[N,M] = Wt[N,K] x A^T[K,M], with Wt read transposed from its [K,N] column-major image */
-  cblas_sgemm(CblasColMajor, CblasTrans, CblasNoTrans, (blasint)N, (blasint)M, (blasint)K, 1.f, Wt, (blasint)K, A,
-              (blasint)K, 0.f, C, (blasint)N);
 }
 
 int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin, op_error *err) {

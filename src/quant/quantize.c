@@ -292,16 +292,14 @@ static bool needs_hist(const op_quant_config *c) {
   return false;
 }
 
-/* Streams `batches` batches (or the calibration samples) through the model, one or two passes. */
-static int calibrate(const op_model *m, const op_dataset *d, const op_quant_config *c, int64_t batches, calib *cal,
+/* Streams `batches` batches (or the calibration samples) through the model's session s, one or two
+ * passes (one session for every pass and trial: its weights are packed once). */
+static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *c, int64_t batches, calib *cal,
                      op_error *err) {
-  op_session *s = op_session_new(m, err);
-  if (!s) return -1;
   int64_t first, want = op_sample_window(d, s, 0, batches > 0 ? batches * c->batch : c->calib_samples, &first, err);
   int rc = want < 0 ? -1 : 0;
   for (cal->pass = 1; cal->pass <= (needs_hist(c) ? 2 : 1) && !rc; cal->pass++)
     rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, false, "calibrate", err);
-  op_session_free(s);
   return rc;
 }
 
@@ -583,12 +581,9 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   int n_b = c->n_batches ? c->n_batches : 1;
   bool search = c->n_methods > 1 || n_b > 1;
   int64_t total = -1;
-  if (search) { /* held-out samples follow the largest calibration set */
-    op_session *s = op_session_new(m, err);
-    total = s ? op_dataset_samples(d, s, err) : -1;
-    op_session_free(s);
-    if (total < 0) goto fail;
-  }
+  op_session *s = op_session_new(m, err); /* freed before apply() rewrites m */
+  if (!s) goto fail;
+  if (search && (total = op_dataset_samples(d, s, err)) < 0) goto fail; /* held-out samples follow the largest calibration set */
   int64_t max_calib = 0;
   for (int b = 0; b < n_b; b++) {
     int64_t want = c->n_batches ? c->batches[b] * c->batch : c->calib_samples;
@@ -604,7 +599,7 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   for (int b = 0; b < n_b && search; b++) {
     calib cal;
     calib_init(&cal, m, tgr, ts.v, ts.n);
-    if (calibrate(m, d, c, c->n_batches ? c->batches[b] : 0, &cal, err)) {
+    if (calibrate(s, d, c, c->n_batches ? c->batches[b] : 0, &cal, err)) {
       calib_free(&cal);
       goto fail;
     }
@@ -635,7 +630,9 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   r->eval_samples = search ? eval_n : 0;
   calib cal;
   calib_init(&cal, m, tgr, ts.v, ts.n);
-  int rc = calibrate(m, d, c, r->batches, &cal, err);
+  int rc = calibrate(s, d, c, r->batches, &cal, err);
+  op_session_free(s);
+  s = NULL;
   if (!rc) rc = apply(m, c, &cal, r->method, r, err);
   calib_free(&cal);
   if (rc) goto fail;
@@ -643,6 +640,7 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   op_graph_free(tgr);
   return r;
 fail:
+  op_session_free(s);
   free(ts.v);
   op_graph_free(tgr);
   op_quant_report_free(r);

@@ -1,0 +1,429 @@
+/* gemm.c - the one place float matrix products are computed (the "BLAS shim"). It picks the kernel
+ * path once per process: oneDNN, which dispatches AVX2 / AVX-512 / AMX from the CPU's feature bits
+ * (never its model name), capped by ONNX_PRUNE_ISA; OpenBLAS for comparison; or a portable loop.
+ * Constant weights are packed once per session into the layout the chosen kernel reads. */
+#include "exec/exec.h"
+
+#include <dnnl.h>
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { PATH_DNNL, PATH_OPENBLAS, PATH_REF } gemm_path;
+
+static struct {
+  pthread_once_t once;
+  gemm_path path;
+  const char *bad_isa; /* an ONNX_PRUNE_ISA value we do not know, reported by op_gemm_init */
+  dnnl_engine_t eng;
+  char name[128];
+} G = {.once = PTHREAD_ONCE_INIT};
+
+static const struct {
+  const char *name;
+  dnnl_cpu_isa_t cap;
+} ISAS[] = {
+    {"native", dnnl_cpu_isa_all},
+    {"avx512", dnnl_cpu_isa_avx512_core_bf16}, /* AVX-512 without AMX */
+    {"avx2", dnnl_cpu_isa_avx2},
+    {"sse", dnnl_cpu_isa_sse41},
+};
+
+static const char *isa_name(dnnl_cpu_isa_t isa) {
+  switch ((int)isa) {
+  case dnnl_cpu_isa_sse41: return "sse4.1";
+  case dnnl_cpu_isa_avx: return "avx";
+  case dnnl_cpu_isa_avx2: return "avx2";
+  case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+  case dnnl_cpu_isa_avx512_core: return "avx512";
+  case dnnl_cpu_isa_avx512_core_vnni: return "avx512_vnni";
+  case dnnl_cpu_isa_avx512_core_bf16: return "avx512_bf16";
+  case dnnl_cpu_isa_avx512_core_amx: return "avx512_amx";
+  default: return "other";
+  }
+}
+
+static void gemm_init(void) {
+  const char *want = getenv("ONNX_PRUNE_ISA");
+  if (!want || !*want) want = "native";
+  G.path = PATH_DNNL;
+  if (!strcmp(want, "ref")) {
+    G.path = PATH_REF;
+  } else if (!strcmp(want, "openblas")) {
+    G.path = PATH_OPENBLAS;
+  } else {
+    size_t i = 0;
+    while (i < sizeof ISAS / sizeof *ISAS && strcmp(ISAS[i].name, want)) i++;
+    if (i == sizeof ISAS / sizeof *ISAS) {
+      G.bad_isa = want;
+      G.path = PATH_REF;
+    } else if (dnnl_set_max_cpu_isa(ISAS[i].cap) != dnnl_success || dnnl_engine_create(&G.eng, dnnl_cpu, 0) != dnnl_success) {
+      G.path = PATH_REF; /* a CPU oneDNN cannot drive: the portable loop is still right */
+    }
+  }
+  if (G.path == PATH_DNNL) {
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(G.name, sizeof G.name, "oneDNN %d.%d %s", v->major, v->minor, isa_name(dnnl_get_effective_cpu_isa()));
+  } else if (G.path == PATH_OPENBLAS) {
+    snprintf(G.name, sizeof G.name, "OpenBLAS %s", openblas_get_corename());
+  } else {
+    snprintf(G.name, sizeof G.name, "reference (portable C)");
+  }
+}
+
+int op_gemm_init(op_error *err) {
+  pthread_once(&G.once, gemm_init);
+  if (G.bad_isa)
+    return op_fail(err, OP_ARG, "ONNX_PRUNE_ISA: unknown value '%s' (expected native, avx512, avx2, sse, openblas or ref)",
+                   G.bad_isa);
+  return 0;
+}
+
+const char *op_gemm_kernel(void) {
+  pthread_once(&G.once, gemm_init);
+  return G.name;
+}
+
+void op_gemm_paths(char *buf, size_t n) {
+  pthread_once(&G.once, gemm_init);
+  /* what the CPU supports (cpuid feature bits), whatever ONNX_PRUNE_ISA caps */
+  __builtin_cpu_init();
+  bool sse = __builtin_cpu_supports("sse4.1"), avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+       avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  snprintf(buf, n, "ref openblas%s%s%s", sse ? " sse" : "", avx2 ? " avx2" : "", avx512 ? " avx512" : "");
+}
+
+/* ---- portable reference: C[i,j] = alpha * sum_k A(i,k) B(k,j) + beta * C[i,j] ---- */
+
+static void ref_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  float *row = op_xmalloc((size_t)(N ? N : 1) * sizeof *row);
+  for (int64_t i = 0; i < M; i++) {
+    memset(row, 0, (size_t)N * sizeof *row);
+    for (int64_t k = 0; k < K; k++) {
+      float a = ta ? A[k * lda + i] : A[i * lda + k];
+      if (tb)
+        for (int64_t j = 0; j < N; j++) row[j] += a * B[j * ldb + k];
+      else
+        for (int64_t j = 0; j < N; j++) row[j] += a * B[k * ldb + j];
+    }
+    float *c = C + i * ldc;
+    for (int64_t j = 0; j < N; j++) c[j] = alpha * row[j] + (beta == 0.f ? 0.f : beta * c[j]);
+  }
+  free(row);
+}
+
+/* ---- oneDNN ---- */
+
+static dnnl_status_t md_2d(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, int64_t cols, bool trans, int64_t ld,
+                           int64_t bstride) {
+  /* the logical [rows, cols] matrix; stored transposed when trans (ld is then the stride of a column) */
+  if (batch > 1) {
+    dnnl_dims_t d = {batch, rows, cols}, s = {bstride, trans ? 1 : ld, trans ? ld : 1};
+    return dnnl_memory_desc_init_by_strides(md, 3, d, dnnl_f32, s);
+  }
+  dnnl_dims_t d = {rows, cols}, s = {trans ? 1 : ld, trans ? ld : 1};
+  return dnnl_memory_desc_init_by_strides(md, 2, d, dnnl_f32, s);
+}
+
+/* One product through a matmul primitive made for it (oneDNN's primitive cache keeps the compiled
+ * kernel, so a repeated shape costs a lookup). bias is [1, N] or NULL; alpha/beta as in GEMM. */
+static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd, const dnnl_memory_desc_t *cmd,
+                              const float *A, const void *B, float *C, const float *bias, float alpha, float beta,
+                              dnnl_primitive_t *keep) {
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_t p = keep ? *keep : NULL;
+  dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL;
+  dnnl_stream_t st = NULL;
+  dnnl_status_t rc = dnnl_success;
+  dnnl_memory_desc_t biasmd;
+  int nd = cmd->ndims;
+  if (bias) {
+    dnnl_dims_t bd = {1, 1, 1};
+    bd[nd - 1] = cmd->dims[nd - 1];
+    rc = dnnl_memory_desc_init_by_tag(&biasmd, nd, bd, dnnl_f32, nd == 3 ? dnnl_abc : dnnl_ab);
+  }
+  bool made = !p;
+  if (made && !rc) {
+    if (!(rc = dnnl_primitive_attr_create(&attr)) && alpha != 1.f)
+      rc = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha);
+    if (!rc && beta != 0.f && !(rc = dnnl_post_ops_create(&po)) && !(rc = dnnl_post_ops_append_sum(po, beta)))
+      rc = dnnl_primitive_attr_set_post_ops(attr, po);
+    dnnl_matmul_desc_t d;
+    if (!rc) rc = dnnl_matmul_desc_init(&d, amd, bmd, bias ? &biasmd : NULL, cmd);
+    if (!rc) rc = dnnl_primitive_desc_create(&pd, &d, attr, G.eng, NULL);
+    if (!rc) rc = dnnl_primitive_create(&p, pd);
+  }
+  if (!rc) rc = dnnl_memory_create(&ma, amd, G.eng, (void *)A);
+  if (!rc) rc = dnnl_memory_create(&mb, bmd, G.eng, (void *)B);
+  if (!rc) rc = dnnl_memory_create(&mc, cmd, G.eng, C);
+  if (!rc && bias) rc = dnnl_memory_create(&mbias, &biasmd, G.eng, (void *)bias);
+  if (!rc) rc = dnnl_stream_create(&st, G.eng, dnnl_stream_default_flags);
+  if (!rc) {
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_BIAS, mbias}};
+    rc = dnnl_primitive_execute(p, st, bias ? 4 : 3, args);
+    if (!rc) rc = dnnl_stream_wait(st);
+  }
+  if (st) dnnl_stream_destroy(st);
+  if (mbias) dnnl_memory_destroy(mbias);
+  if (mc) dnnl_memory_destroy(mc);
+  if (mb) dnnl_memory_destroy(mb);
+  if (ma) dnnl_memory_destroy(ma);
+  if (made && keep && !rc) *keep = p;
+  else if (made && p) dnnl_primitive_destroy(p);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (po) dnnl_post_ops_destroy(po);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  return rc;
+}
+
+/* ---- general products (activations x activations, and weights that are not constant) ---- */
+
+void op_sgemm_batch(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
+                    float beta, float *C, int64_t ldc, int64_t stride_c) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  pthread_once(&G.once, gemm_init);
+  if (G.path == PATH_DNNL && K > 0) {
+    dnnl_memory_desc_t amd, bmd, cmd;
+    if (!md_2d(&amd, batch, M, K, trans_a, lda, stride_a) && !md_2d(&bmd, batch, K, N, trans_b, ldb, stride_b) &&
+        !md_2d(&cmd, batch, M, N, false, ldc, stride_c) &&
+        !dnnl_run(&amd, &bmd, &cmd, A, B, C, NULL, alpha, beta, NULL))
+      return;
+    /* a shape oneDNN turns down: the loops below are right for every shape */
+  }
+  for (int64_t b = 0; b < batch; b++) {
+    const float *a = A + b * stride_a, *bb = B + b * stride_b;
+    float *c = C + b * stride_c;
+    if (G.path == PATH_OPENBLAS && K > 0)
+      cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (blasint)M,
+                  (blasint)N, (blasint)K, alpha, a, (blasint)lda, bb, (blasint)ldb, beta, c, (blasint)ldc);
+    else
+      ref_gemm(trans_a, trans_b, M, N, K, alpha, a, lda, bb, ldb, beta, c, ldc);
+  }
+}
+
+void op_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  op_sgemm_batch(trans_a, trans_b, 1, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
+}
+
+/* ---- constant weights, packed once per session ---- */
+
+#define WPACK_CACHE 16 /* primitives kept per weight, one per row count M seen */
+
+struct op_wpack {
+  int64_t K, N;
+  const float *plain; /* the weight as float32 [K, N] (or [N, K] when trans), or NULL once packed away */
+  bool trans;
+  float *owned;       /* storage we made: a widened copy, or the packed layout */
+  dnnl_memory_desc_t wmd; /* the layout the kernel reads (PATH_DNNL) */
+  pthread_mutex_t mu;
+  int n_cache;
+  struct {
+    int64_t M;
+    bool bias;
+    dnnl_primitive_t p;
+  } cache[WPACK_CACHE];
+};
+
+static float f16_to_f32(uint16_t h) {
+  uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, m = h & 1023, bits;
+  if (e == 31) bits = s | 0x7f800000u | (m << 13);
+  else if (e) bits = s | ((e + 112) << 23) | (m << 13);
+  else if (!m) bits = s;
+  else { /* subnormal: normalise */
+    e = 113;
+    while (!(m & 1024)) m <<= 1, e--;
+    bits = s | (e << 23) | ((m & 1023) << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+/* The weight as float32, borrowed when it already is; otherwise widened into *owned (one weight at a
+ * time, read in its own type: no whole-model float32 copy). */
+static const float *as_f32(const op_xt *w, float **owned) {
+  *owned = NULL;
+  bool f32 = w->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+  if (f32 && (uintptr_t)w->data % sizeof(float) == 0) return w->data;
+  /* bytes borrowed from the file may be unaligned: read them with memcpy */
+  float *f = op_xmalloc((size_t)(w->numel ? w->numel : 1) * sizeof *f);
+  if (f32) {
+    memcpy(f, w->data, (size_t)w->numel * sizeof *f);
+  } else {
+    const unsigned char *h = w->data;
+    for (int64_t i = 0; i < w->numel; i++) {
+      uint16_t v;
+      memcpy(&v, h + 2 * i, 2);
+      if (w->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16) {
+        f[i] = f16_to_f32(v);
+      } else {
+        uint32_t bits = (uint32_t)v << 16;
+        memcpy(&f[i], &bits, 4);
+      }
+    }
+  }
+  *owned = f;
+  return f;
+}
+
+bool op_wpack_accepts(const op_xt *w) {
+  return w && w->rank == 2 &&
+         (w->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || w->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ||
+          w->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16);
+}
+
+/* Asks oneDNN which weight layout its fastest matmul for this shape reads (for a typical row count)
+ * and reorders the weight into it once; keeps the caller's bytes when that layout is the plain one. */
+static dnnl_status_t dnnl_pack(op_wpack *p) {
+  dnnl_memory_desc_t amd, bany, bplain, cmd;
+  dnnl_dims_t ad = {128, p->K}, bd = {p->K, p->N}, cd = {128, p->N};
+  dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+  dnnl_primitive_t rp = NULL;
+  dnnl_memory_t from = NULL, to = NULL;
+  dnnl_stream_t st = NULL;
+  dnnl_matmul_desc_t d;
+  dnnl_status_t rc = dnnl_memory_desc_init_by_tag(&amd, 2, ad, dnnl_f32, dnnl_ab);
+  if (!rc) rc = dnnl_memory_desc_init_by_tag(&bany, 2, bd, dnnl_f32, dnnl_format_tag_any);
+  if (!rc) rc = dnnl_memory_desc_init_by_tag(&bplain, 2, bd, dnnl_f32, p->trans ? dnnl_ba : dnnl_ab);
+  if (!rc) rc = dnnl_memory_desc_init_by_tag(&cmd, 2, cd, dnnl_f32, dnnl_ab);
+  if (!rc) rc = dnnl_matmul_desc_init(&d, &amd, &bany, NULL, &cmd);
+  if (!rc) rc = dnnl_primitive_desc_create(&pd, &d, NULL, G.eng, NULL);
+  if (rc) goto done;
+  p->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  if (dnnl_memory_desc_equal(&p->wmd, &bplain)) goto done; /* plain already: read in place, no copy */
+  size_t bytes = dnnl_memory_desc_get_size(&p->wmd);
+  float *packed = NULL;
+  if (posix_memalign((void **)&packed, 64, bytes ? bytes : 64)) {
+    rc = dnnl_out_of_memory;
+    goto done;
+  }
+  if (!(rc = dnnl_memory_create(&from, &bplain, G.eng, (void *)p->plain)) &&
+      !(rc = dnnl_memory_create(&to, &p->wmd, G.eng, packed)) &&
+      !(rc = dnnl_reorder_primitive_desc_create(&rpd, &bplain, G.eng, &p->wmd, G.eng, NULL)) &&
+      !(rc = dnnl_primitive_create(&rp, rpd)) && !(rc = dnnl_stream_create(&st, G.eng, dnnl_stream_default_flags))) {
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    if (!(rc = dnnl_primitive_execute(rp, st, 2, args))) rc = dnnl_stream_wait(st);
+  }
+  if (rc) {
+    free(packed);
+  } else {
+    free(p->owned); /* a widened copy is not needed once packed */
+    p->owned = packed;
+    p->plain = NULL;
+  }
+done:
+  if (rc) dnnl_memory_desc_init_by_tag(&p->wmd, 2, bd, dnnl_f32, p->trans ? dnnl_ba : dnnl_ab);
+  if (st) dnnl_stream_destroy(st);
+  if (rp) dnnl_primitive_destroy(rp);
+  if (rpd) dnnl_primitive_desc_destroy(rpd);
+  if (to) dnnl_memory_destroy(to);
+  if (from) dnnl_memory_destroy(from);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return rc;
+}
+
+op_wpack *op_wpack_new(const op_xt *w, bool trans) {
+  pthread_once(&G.once, gemm_init);
+  op_wpack *p = op_xcalloc(1, sizeof *p);
+  p->trans = trans;
+  p->K = trans ? w->dims[1] : w->dims[0];
+  p->N = trans ? w->dims[0] : w->dims[1];
+  p->plain = as_f32(w, &p->owned);
+  pthread_mutex_init(&p->mu, NULL);
+  if (G.path == PATH_DNNL && p->K > 0 && p->N > 0) dnnl_pack(p); /* on failure the plain layout stays */
+  return p;
+}
+
+void op_wpack_free(op_wpack *p) {
+  if (!p) return;
+  for (int i = 0; i < p->n_cache; i++) dnnl_primitive_destroy(p->cache[i].p);
+  pthread_mutex_destroy(&p->mu);
+  free(p->owned);
+  free(p);
+}
+
+/* The weight back in its plain float32 [K, N] layout, for a product oneDNN turns down (never expected). */
+static float *unpack(const op_wpack *p) {
+  float *w = op_xmalloc((size_t)(p->K * p->N) * sizeof *w);
+  dnnl_memory_desc_t plain;
+  dnnl_dims_t bd = {p->K, p->N};
+  dnnl_primitive_desc_t rpd = NULL;
+  dnnl_primitive_t rp = NULL;
+  dnnl_memory_t from = NULL, to = NULL;
+  dnnl_stream_t st = NULL;
+  dnnl_status_t rc = dnnl_memory_desc_init_by_tag(&plain, 2, bd, dnnl_f32, dnnl_ab);
+  if (!rc && !(rc = dnnl_memory_create(&from, &p->wmd, G.eng, p->owned)) &&
+      !(rc = dnnl_memory_create(&to, &plain, G.eng, w)) &&
+      !(rc = dnnl_reorder_primitive_desc_create(&rpd, &p->wmd, G.eng, &plain, G.eng, NULL)) &&
+      !(rc = dnnl_primitive_create(&rp, rpd)) && !(rc = dnnl_stream_create(&st, G.eng, dnnl_stream_default_flags))) {
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    if (!(rc = dnnl_primitive_execute(rp, st, 2, args))) rc = dnnl_stream_wait(st);
+  }
+  if (st) dnnl_stream_destroy(st);
+  if (rp) dnnl_primitive_destroy(rp);
+  if (rpd) dnnl_primitive_desc_destroy(rpd);
+  if (to) dnnl_memory_destroy(to);
+  if (from) dnnl_memory_destroy(from);
+  if (rc) {
+    free(w);
+    return NULL;
+  }
+  return w;
+}
+
+int64_t op_wpack_k(const op_wpack *p) { return p->K; }
+bool op_wpack_owns_copy(const op_wpack *p) { return p->owned != NULL; }
+int64_t op_wpack_n(const op_wpack *p) { return p->N; }
+
+int op_wpack_gemm(op_wpack *p, int64_t M, const float *A, float *C, const float *bias) {
+  if (M <= 0 || p->N <= 0) return 0;
+  if (G.path == PATH_DNNL && p->K > 0) {
+    dnnl_memory_desc_t amd, cmd;
+    dnnl_dims_t ad = {M, p->K}, cd = {M, p->N};
+    dnnl_primitive_t prim = NULL;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->n_cache && !prim; i++)
+      if (p->cache[i].M == M && p->cache[i].bias == (bias != NULL)) prim = p->cache[i].p;
+    pthread_mutex_unlock(&p->mu);
+    bool fresh = !prim;
+    const void *wdata = p->plain ? (const void *)p->plain : p->owned;
+    if (!dnnl_memory_desc_init_by_tag(&amd, 2, ad, dnnl_f32, dnnl_ab) &&
+        !dnnl_memory_desc_init_by_tag(&cmd, 2, cd, dnnl_f32, dnnl_ab) &&
+        !dnnl_run(&amd, &p->wmd, &cmd, A, wdata, C, bias, 1.f, 0.f, &prim)) {
+      if (fresh) { /* keep it for the next run (a primitive never leaves the cache while the session lives) */
+        pthread_mutex_lock(&p->mu);
+        if (p->n_cache < WPACK_CACHE) {
+          p->cache[p->n_cache].M = M;
+          p->cache[p->n_cache].bias = bias != NULL;
+          p->cache[p->n_cache++].p = prim;
+          prim = NULL;
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (prim) dnnl_primitive_destroy(prim);
+      }
+      return 0;
+    }
+    if (fresh && prim) dnnl_primitive_destroy(prim);
+  }
+  const float *W = p->plain;
+  float *tmp = NULL;
+  bool trans = p->trans;
+  if (!W) { /* packed, and oneDNN turned this row count down: unpack for the loops below */
+    if (!(W = tmp = unpack(p))) return -1;
+    trans = false;
+  }
+  op_sgemm_batch(false, trans, 1, M, p->N, p->K, 1.f, A, p->K, 0, W, trans ? p->K : p->N, 0, 0.f, C, p->N, 0);
+  free(tmp);
+  if (bias)
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < p->N; j++) C[i * p->N + j] += bias[j];
+  return 0;
+}
