@@ -69,6 +69,15 @@ const op_op *op_exec_find_op(const char *op_type) {
   return bsearch(op_type, OPS, sizeof OPS / sizeof *OPS, sizeof *OPS, cmp_op);
 }
 
+/* Default-domain ops first; ONNX Runtime also registers SimplifiedLayerNormalization in the default
+ * domain, so it falls back to the com.microsoft kernel of that name. */
+const op_op *op_exec_find_node_op(const Onnx__NodeProto *nd) {
+  if (op_exec_is_contrib_domain(nd->domain)) return op_exec_find_contrib_op(nd->op_type);
+  if (nd->domain && nd->domain[0] && strcmp(nd->domain, "ai.onnx")) return NULL;
+  const op_op *op = op_exec_find_op(nd->op_type);
+  return op || strcmp(nd->op_type, "SimplifiedLayerNormalization") ? op : op_exec_find_contrib_op(nd->op_type);
+}
+
 typedef struct xnode {
   const Onnx__NodeProto *node;
   const op_op *op;
@@ -147,7 +156,11 @@ op_session *op_session_new(const op_model *m, op_error *err) {
   for (size_t i = 0; i < g->n_node; i++) {
     const Onnx__NodeProto *nd = g->node[i];
     bool std = !nd->domain || !nd->domain[0] || !strcmp(nd->domain, "ai.onnx");
-    const op_op *op = std ? op_exec_find_op(nd->op_type) : NULL;
+    if (op_exec_is_contrib_domain(nd->domain) && op_exec_contrib_check(m->path, nd, err)) {
+      op_session_free(s);
+      return NULL;
+    }
+    const op_op *op = op_exec_find_node_op(nd);
     if (!op) {
       op_fail(err, OP_UNSUPPORTED, "%s: node '%s': unsupported operator '%s%s%s'", m->path, op_node_name(nd),
               std ? "" : nd->domain, std ? "" : "::", nd->op_type);
@@ -170,7 +183,7 @@ op_session *op_session_new(const op_model *m, op_error *err) {
   s->uses = op_xcalloc(s->gr->cap, sizeof(int));
   for (size_t i = 0; i < s->n_nodes; i++) {
     xnode *x = &s->nodes[i];
-    x->op = op_exec_find_op(x->node->op_type);
+    x->op = op_exec_find_node_op(x->node);
     x->n_in = x->node->n_input;
     x->n_out = x->node->n_output;
     x->in = op_xmalloc((x->n_in ? x->n_in : 1) * sizeof(int));
