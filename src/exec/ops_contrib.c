@@ -21,6 +21,7 @@ static const op_op CONTRIB_OPS[] = {
     {"BiasGelu", op_k_ms_bias_gelu, 2, 2, 1},
     {"EmbedLayerNormalization", op_k_ms_embed_layer_norm, 5, 9, 3},
     {"FastGelu", op_k_ms_fast_gelu, 1, 2, 1},
+    {"FusedGemm", op_k_ms_fused_gemm, 2, 3, 1},
     {"FusedMatMul", op_k_ms_fused_matmul, 2, 2, 1},
     {"Gelu", op_k_ms_gelu, 1, 1, 1},
     {"GroupQueryAttention", op_k_ms_gqa, 3, 9, 3},
@@ -47,12 +48,22 @@ static int refuse(const char *model, const Onnx__NodeProto *nd, op_error *err, c
   return op_fail(err, OP_UNSUPPORTED, "%s: node '%s': com.microsoft::%s: %s", model, op_node_name(nd), nd->op_type, why);
 }
 
+/* FusedGemm's activation attribute, by its index in GEMM_ACTIVATIONS; -1 for one we do not compute. */
+static const char *GEMM_ACTIVATIONS[] = {"Relu", "Tanh", "Sigmoid", "LeakyRelu", "HardSigmoid"};
+static int gemm_activation(const Onnx__NodeProto *nd) {
+  const Onnx__AttributeProto *a = op_node_attr(nd, "activation");
+  if (!a) return -1;
+  for (int i = 0; i < (int)(sizeof GEMM_ACTIVATIONS / sizeof *GEMM_ACTIVATIONS); i++)
+    if (a->s.len == strlen(GEMM_ACTIVATIONS[i]) && !memcmp(a->s.data, GEMM_ACTIVATIONS[i], a->s.len)) return i;
+  return -1;
+}
+
 int op_exec_contrib_check(const char *model, const Onnx__NodeProto *nd, op_error *err) {
   const char *t = nd->op_type;
   if (!op_exec_find_contrib_op(t))
     return refuse(model, nd, err,
                   "not supported by the executor (it runs Attention, BiasAdd, BiasGelu, EmbedLayerNormalization, FastGelu, "
-                  "FusedMatMul, Gelu, GroupQueryAttention, MultiHeadAttention, QuickGelu, RotaryEmbedding, "
+                  "FusedGemm, FusedMatMul, Gelu, GroupQueryAttention, MultiHeadAttention, QuickGelu, RotaryEmbedding, "
                   "SimplifiedLayerNormalization, SkipLayerNormalization, SkipSimplifiedLayerNormalization)");
   if (!strcmp(t, "Attention")) {
     if (!has_input(nd, 2)) return refuse(model, nd, err, "an Attention without bias is not supported");
@@ -72,6 +83,9 @@ int op_exec_contrib_check(const char *model, const Onnx__NodeProto *nd, op_error
   } else if (!strcmp(t, "EmbedLayerNormalization")) {
     if (op_node_attr_int(nd, "mask_index_type", 1) != 1) return refuse(model, nd, err, "only mask_index_type=1 is supported");
     if (has_input(nd, 1) != has_input(nd, 4)) return refuse(model, nd, err, "segment_ids and segment_embedding come together");
+  } else if (!strcmp(t, "FusedGemm")) {
+    if (gemm_activation(nd) < 0)
+      return refuse(model, nd, err, "activation must be Relu, Tanh, Sigmoid, LeakyRelu or HardSigmoid");
   } else if (!strcmp(t, "SkipSimplifiedLayerNormalization")) {
     if (has_output(nd, 1)) return refuse(model, nd, err, "the mean output (output 1) is not defined for a simplified norm");
   }
@@ -164,6 +178,29 @@ OP_KERNEL(op_k_ms_fused_matmul) {
   if (alpha != 1.f) {
     float *o = out->data;
     for (int64_t i = 0; i < out->numel; i++) o[i] *= alpha;
+  }
+  return 0;
+}
+
+/* FusedGemm: Gemm (same attributes) followed by its activation (activation_alpha / activation_beta for
+ * LeakyRelu and HardSigmoid, with ONNX's defaults). */
+OP_KERNEL(op_k_ms_fused_gemm) {
+  (void)n_out;
+  int act = gemm_activation(k->node);
+  if (act < 0) return op_kfail(k, err, "unsupported activation");
+  op_kctx plain = {k->node, k->opset, k->model, NULL};
+  if (op_k_gemm(&plain, in, n_in, out, 1, err)) return -1;
+  float alpha = op_kattr_float(k, "activation_alpha", act == 3 ? 0.01f : 0.2f), beta = op_kattr_float(k, "activation_beta", 0.5f);
+  float *o = out->data;
+  for (int64_t i = 0; i < out->numel; i++) {
+    float v = o[i];
+    switch (act) {
+    case 0: o[i] = v > 0 ? v : 0.f; break;
+    case 1: o[i] = tanhf(v); break;
+    case 2: o[i] = 1.f / (1.f + op_expf(-v)); break;
+    case 3: o[i] = v >= 0 ? v : alpha * v; break;
+    default: o[i] = fmaxf(0.f, fminf(1.f, alpha * v + beta)); break;
+    }
   }
   return 0;
 }

@@ -6,6 +6,10 @@
 #   contrib_e2e.sh npz TEST_CONTRIB MODEL_DIR TMP    MODEL_DIR/inputs.npz run whole by our executor (through
 #                                                    the session API: past_* have batch on axis 1) agrees
 #                                                    with ONNX Runtime within 1e-4
+#   contrib_e2e.sh optimized ONNX_PRUNE MODEL DATA ROWS TMP OPS
+#                                                    the graph ONNX Runtime's optimizer saves of MODEL (level
+#                                                    extended) holds the com.microsoft ops OPS (comma list),
+#                                                    and `run` on it agrees with ONNX Runtime within 1e-4
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 case "$1" in
@@ -25,7 +29,7 @@ fixtures)
   done
   echo "$n fixtures, $failed failed"
   # a missing fixture folder is a failure, never a skip
-  [[ $n -ge 57 && $failed -eq 0 ]]
+  [[ $n -ge 59 && $failed -eq 0 ]]
   ;;
 npz)
   bin=$2 model=$3/model.onnx data=$3/inputs.npz out=$4/contrib_gpt2_ortfused.npz
@@ -34,5 +38,19 @@ npz)
   "$bin" --npz "$model" "$data" "$out"
   node "$here/ort.js" ours "$model" "$out" --data "$data" --rows 1000000 --tol 1e-4
   ;;
-*) echo "usage: contrib_e2e.sh fixtures DIR | npz TEST_CONTRIB MODEL_DIR TMP"; exit 2 ;;
+optimized)
+  bin=$2 model=$3 data=$4 rows=$5 opt=$6/contrib_opt_$(basename "$(dirname "$3")").onnx ops=$7
+  rm -f "$opt"
+  node "$here/ort.js" optimize "$model" "$opt" 2>/dev/null
+  /usr/bin/python3 - "$opt" "$ops" <<'PY'
+import sys, onnx
+fused = {n.op_type for n in onnx.load(sys.argv[1]).graph.node if n.domain == 'com.microsoft'}
+missing = set(sys.argv[2].split(',')) - fused
+print('fused ops:', ', '.join(sorted(fused)))
+sys.exit('not fused: ' + ', '.join(sorted(missing)) if missing else 0)
+PY
+  "$bin" run "$opt" --data "$data" --samples "$rows" --batch 8 -o "${opt%.onnx}.npz"
+  node "$here/ort.js" ours "$opt" "${opt%.onnx}.npz" --data "$data" --rows "$rows" --tol 1e-4
+  ;;
+*) echo "usage: contrib_e2e.sh fixtures DIR | npz TEST_CONTRIB MODEL_DIR TMP | optimized ONNX_PRUNE MODEL DATA ROWS TMP OPS"; exit 2 ;;
 esac

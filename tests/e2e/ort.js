@@ -5,6 +5,7 @@
 //   node ort.js verify REF.onnx CAND.onnx VERIFY.json --data D [--rows N]  (onnx-prune verify's figures vs ORT's)
 //   node ort.js accuracy MODEL.onnx --data D.npz [--rows N]   (top-1 accuracy on the labels, run by ORT)
 //   node ort.js record MODEL.onnx FIXTURE_DIR   (writes ORT's outputs as test_data_set_0/output_N.pb)
+//   node ort.js optimize MODEL.onnx OUT.onnx [LEVEL]   (the graph ORT's optimizer writes, level 'extended' by default)
 // D is a .npz (arrays named after graph inputs) or an ONNX test-data directory (input_N.pb).
 // Exit 0 when every output agrees within T (max abs diff, relative to the reference's max |value|
 // when that is above 1), 1 otherwise; prints one line per output.
@@ -158,6 +159,12 @@ async function record(model, dir) {
   s.outputNames.forEach((n, i) => writeTensorPb(path.join(dir, 'test_data_set_0', `output_${i}.pb`), n, out[n]));
 }
 
+// The model as ONNX Runtime's graph optimizer saves it (optimizedModelFilePath): its fused com.microsoft ops.
+async function optimize(model, out, level) {
+  await ort.InferenceSession.create(model, { graphOptimizationLevel: level || 'extended', optimizedModelFilePath: out,
+                                             intraOpNumThreads: 1, interOpNumThreads: 1 });
+}
+
 async function main() {
   const argv = process.argv.slice(2);
   const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
@@ -192,6 +199,7 @@ async function main() {
     process.exit(ok ? 0 : 1);
   }
   if (argv[0] === 'record') return record(argv[1], argv[2]);
+  if (argv[0] === 'optimize') return optimize(argv[1], argv[2], argv[3]);
   if (argv[0] === 'accuracy') {
     const s = await ort.InferenceSession.create(argv[1], so);
     const { feeds, labels } = loadFeeds(opt('--data'), s, Number(opt('--rows', '1000000')));

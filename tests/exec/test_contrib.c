@@ -18,7 +18,7 @@ static const char *FP32_FIXTURES[] = {
     "attention_bias_input", "attention_causal", "attention_mask1d", "attention_mask1d_start", "attention_mask2d",
     "attention_mask3d", "attention_nomask", "attention_past", "attention_past_nomask", "attention_qkv_sizes",
     "attention_scale_filter", "biasadd", "biasgelu", "embedlayernorm", "embedlayernorm_noseg_posids", "fastgelu",
-    "fastgelu_bias", "fusedmatmul_batched", "fusedmatmul_trans", "fusedmatmul_transbatch", "fusedmatmul_transbatch_a",
+    "fastgelu_bias", "fusedgemm_leakyrelu", "fusedgemm_tanh", "fusedmatmul_batched", "fusedmatmul_trans", "fusedmatmul_transbatch", "fusedmatmul_transbatch_a",
     "gelu", "gqa_local_window", "gqa_past", "gqa_past_multi", "gqa_prompt", "gqa_rotary",
     "gqa_rotary_interleaved_packed", "mha_attn_bias", "mha_bias_mask2d", "mha_bnsh_kv", "mha_mask1d", "mha_packed_kv",
     "mha_packed_qkv", "mha_past", "mha_past_mask", "mha_separate", "quickgelu", "quickgelu_alpha", "rotary_3d",
