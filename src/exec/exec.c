@@ -156,7 +156,7 @@ op_session *op_session_new(const op_model *m, op_error *err) {
   for (size_t i = 0; i < g->n_node; i++) {
     const Onnx__NodeProto *nd = g->node[i];
     bool std = !nd->domain || !nd->domain[0] || !strcmp(nd->domain, "ai.onnx");
-    if (op_exec_is_contrib_domain(nd->domain) && op_exec_contrib_check(m->path, nd, err)) {
+    if (op_exec_is_contrib_domain(nd->domain) && op_exec_contrib_check(m->path, g, nd, err)) {
       op_session_free(s);
       return NULL;
     }

@@ -106,9 +106,9 @@ OP_KERNEL(op_k_quantize_linear); OP_KERNEL(op_k_dequantize_linear);
 /* The com.microsoft table entry for an op type, or NULL. */
 const op_op *op_exec_find_contrib_op(const char *op_type);
 bool op_exec_is_contrib_domain(const char *domain);
-/* Refuses, by node and op name, a com.microsoft op or an attribute value or input form that the kernels do
- * not compute; 0 when the node can run. */
-int op_exec_contrib_check(const char *model, const Onnx__NodeProto *nd, op_error *err);
+/* Refuses, by node and op name, a com.microsoft op, an arity, an attribute value or an input form (as g
+ * declares it) that the kernels do not compute; 0 when the node can run. */
+int op_exec_contrib_check(const char *model, const Onnx__GraphProto *g, const Onnx__NodeProto *nd, op_error *err);
 /* The table entry for a node's (domain, op_type), or NULL. */
 const op_op *op_exec_find_node_op(const Onnx__NodeProto *nd);
 /* Rotates the first rot values of one head (cos/sin rows of rot / 2), copies the rest up to head. */

@@ -7,6 +7,7 @@
 #include "exec/fastmath.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,9 +59,28 @@ static int gemm_activation(const Onnx__NodeProto *nd) {
   return -1;
 }
 
-int op_exec_contrib_check(const char *model, const Onnx__NodeProto *nd, op_error *err) {
+/* The rank a graph input or value_info declares for a value, or -1. */
+static int declared_rank(const Onnx__GraphProto *g, const char *name) {
+  for (size_t pass = 0; pass < 2; pass++) {
+    Onnx__ValueInfoProto **vi = pass ? g->value_info : g->input;
+    size_t n = pass ? g->n_value_info : g->n_input;
+    for (size_t i = 0; i < n; i++)
+      if (vi[i]->name && !strcmp(vi[i]->name, name) && vi[i]->type && vi[i]->type->tensor_type && vi[i]->type->tensor_type->shape)
+        return (int)vi[i]->type->tensor_type->shape->n_dim;
+  }
+  return -1;
+}
+
+int op_exec_contrib_check(const char *model, const Onnx__GraphProto *g, const Onnx__NodeProto *nd, op_error *err) {
   const char *t = nd->op_type;
-  if (!op_exec_find_contrib_op(t))
+  const op_op *op = op_exec_find_contrib_op(t);
+  if (op && (nd->n_input > op->max_in || nd->n_output > op->max_out)) {
+    char why[160];
+    snprintf(why, sizeof why, "%zu inputs and %zu outputs; the executor computes at most %u inputs and %u outputs",
+             nd->n_input, nd->n_output, op->max_in, op->max_out);
+    return refuse(model, nd, err, why);
+  }
+  if (!op)
     return refuse(model, nd, err,
                   "not supported by the executor (it runs Attention, BiasAdd, BiasGelu, EmbedLayerNormalization, FastGelu, "
                   "FusedGemm, FusedMatMul, Gelu, GroupQueryAttention, MultiHeadAttention, QuickGelu, RotaryEmbedding, "
@@ -70,9 +90,8 @@ int op_exec_contrib_check(const char *model, const Onnx__NodeProto *nd, op_error
     if (has_input(nd, 6)) return refuse(model, nd, err, "the past_sequence_length input (shared past/present buffer) is not supported");
     if (op_node_attr_int(nd, "past_present_share_buffer", 0)) return refuse(model, nd, err, "past_present_share_buffer=1 is not supported");
     if (op_node_attr_int(nd, "do_rotary", 0)) return refuse(model, nd, err, "do_rotary=1 is not supported");
-  } else if (!strcmp(t, "MultiHeadAttention")) {
-    if (nd->n_input > 8) return refuse(model, nd, err, "the past_sequence_length and cache_indirection inputs are not supported");
-    if (op_node_attr_int(nd, "is_unidirectional", 0)) return refuse(model, nd, err, "is_unidirectional=1 is not supported");
+    if (has_input(nd, 3) && declared_rank(g, nd->input[3]) == 4)
+      return refuse(model, nd, err, "a 4-D mask_index is not supported (ONNX Runtime's CPU kernel has none either)");
   } else if (!strcmp(t, "GroupQueryAttention")) {
     if (op_node_attr_float(nd, "softcap", 0.f) != 0.f) return refuse(model, nd, err, "softcap is not supported");
     if (op_node_attr_int(nd, "smooth_softmax", 0)) return refuse(model, nd, err, "smooth_softmax=1 is not supported");

@@ -122,6 +122,8 @@ static void refusals(const char *dir) {
       {"refuse_unknown_op", "node 'refuse_unknown_op_node': com.microsoft::DecoderMaskedSelfAttention: not supported"},
       {"refuse_attention_rotary", "node 'refuse_attention_rotary_node': com.microsoft::Attention: do_rotary=1 is not supported"},
       {"refuse_gqa_softcap", "node 'refuse_gqa_softcap_node': com.microsoft::GroupQueryAttention: softcap is not supported"},
+      {"refuse_attention_mask4d", "node 'refuse_attention_mask4d_node': com.microsoft::Attention: a 4-D mask_index is not supported"},
+      {"refuse_gqa_head_sink", "node 'refuse_gqa_head_sink_node': com.microsoft::GroupQueryAttention: 12 inputs and 1 outputs; the executor computes at most 9"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char path[4096];
