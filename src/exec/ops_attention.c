@@ -2,8 +2,9 @@
  * GroupQueryAttention) as its CPU kernels compute them: heads gathered into [B, heads, rows, H] buffers
  * (the present key/value outputs when asked for), scores = scale * Q K^T + additive mask + attention bias,
  * softmax, then P V, through op_sgemm. Masks follow ONNX Runtime's PrepareMask: a padded key adds
- * mask_filter_value (not -inf, so a fully padded row stays uniform as it does there); a future key under
- * a causal mask gets the lowest float. */
+ * mask_filter_value (not -inf, so a fully padded row stays uniform as it does there; such a row agrees
+ * with ONNX Runtime only to ~1e-3, the float spacing of scores near -10000); a future key under a causal
+ * mask gets the lowest float. */
 #include "exec/exec.h"
 #include "exec/fastmath.h"
 
@@ -53,11 +54,12 @@ static void attend(const attn *a) {
     for (int64_t n = 0; n < a->N; n++) {
       int64_t kv = b * a->NKV + n / group;
       const float *q = a->q + (b * a->N + n) * S * a->H;
-      op_sgemm(false, true, S, T, a->H, a->scale, q, a->H, a->k + kv * a->Tcap * a->H, a->H, 0.f, p, T);
+      /* the mask is the GEMM's C (beta 1), as in ONNX Runtime: a padded key's score + mask_filter_value
+       * rounds the same way */
+      if (a->mask) memcpy(p, a->mask + b * S * T, (size_t)(S * T) * sizeof(float));
+      op_sgemm(false, true, S, T, a->H, a->scale, q, a->H, a->k + kv * a->Tcap * a->H, a->H, a->mask ? 1.f : 0.f, p, T);
       for (int64_t s = 0; s < S; s++) {
         float *row = p + s * T;
-        if (a->mask)
-          for (int64_t j = 0; j < T; j++) row[j] += a->mask[(b * S + s) * T + j];
         if (bias)
           for (int64_t j = 0; j < T; j++) row[j] += bias[b * bb + n * bn + s * T + j];
         int64_t lo = a->lo ? a->lo[b * S + s] : 0, hi = a->hi ? a->hi[b * S + s] : T;
@@ -263,6 +265,9 @@ OP_KERNEL(op_k_ms_mha) {
   }
   int64_t T = P + L;
   bool causal = op_kattr_int(k, "unidirectional", 0) != 0;
+  if (causal && L != S) /* ONNX Runtime's mask is then laid out for P + S keys, not P + L */
+    return op_kfail(k, err, "unidirectional with %lld keys for %lld queries (cross-attention) is not supported",
+                    (long long)L, (long long)S);
   if (check_attn_bias(k, ab, B, N, S, T, err)) return -1;
   float *mk;
   if (build_mask(k, mask, causal, B, S, T, P, &mk, err)) return -1;

@@ -140,6 +140,29 @@ static void refusals(const char *dir) {
     op_session_free(s);
     op_model_free(m);
   }
+  /* refused when run, on the shapes of the data: causal cross-attention */
+  char path[4096];
+  op_error err = {0};
+  snprintf(path, sizeof path, "%s/refuse_mha_causal_cross/model.onnx", dir);
+  op_model *m = op_model_load(path, &err);
+  op_session *s = m ? op_session_new(m, &err) : NULL;
+  snprintf(path, sizeof path, "%s/refuse_mha_causal_cross/test_data_set_0", dir);
+  op_dataset *d = s ? op_dataset_open(path, &err) : NULL;
+  CHECK(d != NULL);
+  if (d) {
+    op_tensor in[3] = {{0}}, out[1] = {{0}};
+    for (size_t i = 0; i < 3; i++) {
+      const op_tensor *a = op_dataset_array(d, op_session_input_name(s, i));
+      CHECK(a != NULL);
+      if (a) in[i] = *a;
+    }
+    CHECK(op_session_run(s, in, out, NULL, NULL, &err) != 0);
+    CHECK_CONTAINS(err.message, "node 'refuse_mha_causal_cross_node' (MultiHeadAttention): unidirectional with 4 keys for 3 queries");
+    op_tensor_clear(&out[0]);
+  }
+  op_dataset_free(d);
+  op_session_free(s);
+  op_model_free(m);
 }
 
 /* Runs DATA's arrays whole (one batch) and writes the outputs to OUT. */
