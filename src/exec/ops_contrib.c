@@ -180,8 +180,10 @@ OP_KERNEL(op_k_ms_fused_matmul) {
   bool tba = op_kattr_int(k, "transBatchA", 0), tbb = op_kattr_int(k, "transBatchB", 0);
   if ((tba || tbb) && (a->rank != b->rank || a->rank < 3))
     return op_kfail(k, err, "transBatchA/transBatchB need inputs of the same rank, 3 or more (got %d and %d)", a->rank, b->rank);
-  /* as ONNX Runtime: a transpose flag on a vector is ignored */
+  /* as ONNX Runtime: a transpose flag on a vector is ignored; transA with B a vector does not give the
+   * transposed product there, so that is refused */
   bool ta = op_kattr_int(k, "transA", 0) && a->rank > 1, tb = op_kattr_int(k, "transB", 0) && b->rank > 1;
+  if (ta && b->rank == 1) return op_kfail(k, err, "transA with a 1-D B is not supported");
   float alpha = op_kattr_float(k, "alpha", 1.f);
   op_xt la = {0}, lb = {0};
   int rc = logical_operand(k, a, tba, ta, &la, err);
