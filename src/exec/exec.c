@@ -144,6 +144,15 @@ const op_op *op_exec_find_op(const char *op_type) {
 size_t op_exec_op_count(void) { return sizeof OPS / sizeof *OPS; }
 const char *op_exec_op_name(size_t i) { return i < op_exec_op_count() ? OPS[i].name : NULL; }
 
+/* Default-domain ops first; ONNX Runtime also registers SimplifiedLayerNormalization in the default
+ * domain, so it falls back to the com.microsoft kernel of that name. */
+const op_op *op_exec_find_node_op(const Onnx__NodeProto *nd) {
+  if (op_exec_is_contrib_domain(nd->domain)) return op_exec_find_contrib_op(nd->op_type);
+  if (nd->domain && nd->domain[0] && strcmp(nd->domain, "ai.onnx")) return NULL;
+  const op_op *op = op_exec_find_op(nd->op_type);
+  return op || strcmp(nd->op_type, "SimplifiedLayerNormalization") ? op : op_exec_find_contrib_op(nd->op_type);
+}
+
 typedef struct xnode {
   const Onnx__NodeProto *node;
   const op_op *op;
@@ -279,7 +288,11 @@ static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool su
   for (size_t i = 0; i < g->n_node; i++) {
     const Onnx__NodeProto *nd = g->node[i];
     bool std = !nd->domain || !nd->domain[0] || !strcmp(nd->domain, "ai.onnx");
-    const op_op *op = std ? op_exec_find_op(nd->op_type) : NULL;
+    if (op_exec_is_contrib_domain(nd->domain) && op_exec_contrib_check(m->path, g, nd, err)) {
+      op_session_free(s);
+      return NULL;
+    }
+    const op_op *op = op_exec_find_node_op(nd);
     if (!op) {
       op_fail(err, OP_UNSUPPORTED, "%s: node '%s': unsupported operator '%s%s%s'", m->path, op_node_name(nd),
               std ? "" : nd->domain, std ? "" : "::", nd->op_type);
@@ -309,7 +322,7 @@ static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool su
   s->uses = op_xcalloc(s->gr->cap, sizeof(int));
   for (size_t i = 0; i < s->n_nodes; i++) {
     xnode *x = &s->nodes[i];
-    x->op = op_exec_find_op(x->node->op_type);
+    x->op = op_exec_find_node_op(x->node);
     size_t hidden = x->sub ? op_if_capture_count(x->sub) : 0; /* outer values its branches read */
     if (x->node->n_input + hidden > 256) { /* the run loop's input array */
       op_fail(err, OP_UNSUPPORTED, "%s: node '%s' (If): its branches read %zu outer values (at most 255)", m->path,

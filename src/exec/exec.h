@@ -175,6 +175,24 @@ const char *op_session_capture_name(const op_session *s, size_t i);
 /* Runs a subgraph session with its captures (in capture order); outputs become owned runtime tensors. */
 int op_session_run_sub(op_session *s, const op_xt *const *captured, op_xt *outputs, size_t n_outputs, op_error *err);
 
+/* ONNX Runtime's fused operators (domain com.microsoft): ops_contrib.c, ops_attention.c. */
+/* The com.microsoft table entry for an op type, or NULL. */
+const op_op *op_exec_find_contrib_op(const char *op_type);
+bool op_exec_is_contrib_domain(const char *domain);
+/* Refuses, by node and op name, a com.microsoft op, an arity, an attribute value or an input form (as g
+ * declares it) that the kernels do not compute; 0 when the node can run. */
+int op_exec_contrib_check(const char *model, const Onnx__GraphProto *g, const Onnx__NodeProto *nd, op_error *err);
+/* The table entry for a node's (domain, op_type), or NULL. */
+const op_op *op_exec_find_node_op(const Onnx__NodeProto *nd);
+/* Rotates the first rot values of one head (cos/sin rows of rot / 2), copies the rest up to head. */
+void op_rope_head(const float *x, const float *cos_row, const float *sin_row, int64_t rot, int64_t head, bool interleaved,
+                  float *o);
+OP_KERNEL(op_k_ms_fused_matmul); OP_KERNEL(op_k_ms_fused_gemm); OP_KERNEL(op_k_ms_gelu); OP_KERNEL(op_k_ms_bias_gelu); OP_KERNEL(op_k_ms_fast_gelu);
+OP_KERNEL(op_k_ms_quick_gelu); OP_KERNEL(op_k_ms_bias_add); OP_KERNEL(op_k_ms_skip_layer_norm);
+OP_KERNEL(op_k_ms_skip_simplified_layer_norm); OP_KERNEL(op_k_ms_simplified_layer_norm);
+OP_KERNEL(op_k_ms_embed_layer_norm); OP_KERNEL(op_k_ms_rotary);
+OP_KERNEL(op_k_ms_attention); OP_KERNEL(op_k_ms_mha); OP_KERNEL(op_k_ms_gqa);
+
 /* Checks t against session input i: type, rank, and the fixed axes from first_axis on. Data arrays
  * pass first_axis 1: their first axis is the sample axis, which must exist. The error names origin,
  * the input, and the expected and the found type and shape. */

@@ -4,6 +4,8 @@
 //   node ort.js ours MODEL.onnx OURS.npz --data D [--rows N] [--tol T]   (onnx-prune run's outputs vs ORT's)
 //   node ort.js verify REF.onnx CAND.onnx VERIFY.json --data D [--rows N]  (onnx-prune verify's figures vs ORT's)
 //   node ort.js accuracy MODEL.onnx --data D.npz [--rows N]   (top-1 accuracy on the labels, run by ORT)
+//   node ort.js record MODEL.onnx FIXTURE_DIR   (writes ORT's outputs as test_data_set_0/output_N.pb)
+//   node ort.js optimize MODEL.onnx OUT.onnx [LEVEL]   (the graph ORT's optimizer writes, level 'extended' by default)
 // D is a .npz (arrays named after graph inputs) or an ONNX test-data directory (input_N.pb).
 // Exit 0 when every output agrees within T (max abs diff, relative to the reference's max |value|
 // when that is above 1), 1 otherwise; prints one line per output.
@@ -166,6 +168,31 @@ function argmaxAgree(a, b) {
   return same / n;
 }
 
+// TensorProto writer for 'record': dims(1), data_type(2), name(8), raw_data(9), little-endian raw bytes.
+function writeTensorPb(file, name, t) {
+  const types = { float32: 1, int32: 6, int64: 7, bool: 9, float16: 10 };
+  if (!types[t.type]) throw new Error(`${name}: cannot record type ${t.type}`);
+  const varintBytes = v => { const b = []; v = BigInt(v); do { let x = Number(v & 0x7fn); v >>= 7n; if (v) x |= 0x80; b.push(x); } while (v); return b; };
+  const raw = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), nm = Buffer.from(name);
+  const head = [];
+  for (const d of t.dims) head.push(0x08, ...varintBytes(d));
+  head.push(0x10, ...varintBytes(types[t.type]), 0x42, ...varintBytes(nm.length));
+  fs.writeFileSync(file, Buffer.concat([Buffer.from(head), nm, Buffer.from([0x4a, ...varintBytes(raw.length)]), raw]));
+}
+
+async function record(model, dir) {
+  const s = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const { feeds } = loadFeeds(dir, s, 1 << 30);
+  const out = await s.run(feeds);
+  s.outputNames.forEach((n, i) => writeTensorPb(path.join(dir, 'test_data_set_0', `output_${i}.pb`), n, out[n]));
+}
+
+// The model as ONNX Runtime's graph optimizer saves it (optimizedModelFilePath): its fused com.microsoft ops.
+async function optimize(model, out, level) {
+  await ort.InferenceSession.create(model, { graphOptimizationLevel: level || 'extended', optimizedModelFilePath: out,
+                                             intraOpNumThreads: 1, interOpNumThreads: 1 });
+}
+
 async function main() {
   const argv = process.argv.slice(2);
   const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
@@ -199,6 +226,8 @@ async function main() {
     }
     process.exit(ok ? 0 : 1);
   }
+  if (argv[0] === 'record') return record(argv[1], argv[2]);
+  if (argv[0] === 'optimize') return optimize(argv[1], argv[2], argv[3]);
   if (argv[0] === 'accuracy') {
     const s = await ort.InferenceSession.create(argv[1], so);
     const { feeds, labels } = loadFeeds(opt('--data'), s, Number(opt('--rows', '1000000')));
