@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- configuration ---- */
 
@@ -31,6 +32,7 @@ op_quant_config *op_quant_config_new(void) {
   c->op_types = OP_Q_MATMUL | OP_Q_GEMM | OP_Q_GATHER;
   c->batch = 8;
   c->calib_samples = 256;
+  c->act_type_set = -1;
   return c;
 }
 
@@ -38,6 +40,8 @@ void op_quant_config_free(op_quant_config *c) {
   if (!c) return;
   for (size_t i = 0; i < c->exclude.n; i++) free(c->exclude.v[i]);
   free(c->exclude.v);
+  for (size_t i = 0; i < c->include.n; i++) free(c->include.v[i]);
+  free(c->include.v);
   free(c);
 }
 
@@ -55,9 +59,37 @@ static const struct {
 } OP_TYPES[] = {{"MatMul", OP_Q_MATMUL}, {"Gemm", OP_Q_GEMM}, {"Gather", OP_Q_GATHER},
                 {"AttentionMatMul", OP_Q_ATTENTION}, {"Add", OP_Q_ADD}};
 
+static int quant_config_set(op_quant_config *c, const char *key, const char *value, char *buf, op_error *err);
+
 int op_quant_config_set(op_quant_config *c, const char *key, const char *value, op_error *err) {
-  char buf[1024];
-  snprintf(buf, sizeof buf, "%s", value);
+  char *buf = op_xstrdup(value); /* tokenised in place */
+  int rc = quant_config_set(c, key, value, buf, err);
+  free(buf);
+  return rc;
+}
+
+static bool method_chosen(const op_quant_config *c, op_cal_method m) {
+  for (int i = 0; i < c->n_methods; i++)
+    if (c->methods[i] == m) return true;
+  return false;
+}
+
+int op_quant_config_check(const op_quant_config *c, op_error *err) {
+  static const char *const PROFILES[] = {"", "ort", "tensorrt"};
+  if (c->profile && c->act_type_set >= 0 && c->act_type_set != (c->profile == 2))
+    return op_fail(err, OP_ARG, "profile '%s' (%s activations) conflicts with activation_type '%s'", PROFILES[c->profile],
+                   c->profile == 2 ? "int8 symmetric" : "uint8 asymmetric", c->act_type_set ? "int8" : "uint8");
+  if (c->profile == 1 && c->symmetric_set && c->symmetric)
+    return op_fail(err, OP_ARG, "profile 'ort' (uint8 asymmetric activations) conflicts with symmetric");
+  if (c->percentile_set && !method_chosen(c, OP_CAL_HIST))
+    return op_fail(err, OP_ARG, "percentile: only method hist uses a percentile (method is %s%s)",
+                   op_cal_method_name(c->methods[0]), c->n_methods > 1 ? ", ..." : "");
+  if (c->eval_samples_set && c->n_methods <= 1 && c->n_batches <= 1)
+    return op_fail(err, OP_ARG, "eval_samples: only a search (several methods or batches) scores on held-out samples");
+  return 0;
+}
+
+static int quant_config_set(op_quant_config *c, const char *key, const char *value, char *buf, op_error *err) {
   if (!strcmp(key, "method")) {
     c->n_methods = 0;
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
@@ -81,6 +113,7 @@ int op_quant_config_set(op_quant_config *c, const char *key, const char *value, 
     double p = strtod(value, &e);
     if (e == value || *e || !(p > 0 && p <= 100)) return op_fail(err, OP_ARG, "percentile: '%s' is outside (0, 100]", value);
     c->percentile = p;
+    c->percentile_set = true;
     return 0;
   }
   if (!strcmp(key, "weight_granularity")) {
@@ -93,19 +126,26 @@ int op_quant_config_set(op_quant_config *c, const char *key, const char *value, 
     if (!strcmp(value, "int8")) c->act_signed = true;
     else if (!strcmp(value, "uint8")) c->act_signed = false;
     else return op_fail(err, OP_ARG, "activation_type: '%s' is not int8 or uint8", value);
+    c->act_type_set = c->act_signed;
     return 0;
   }
-  if (!strcmp(key, "symmetric") || !strcmp(key, "bias_correction")) {
+  if (!strcmp(key, "symmetric") || !strcmp(key, "bias_correction") || !strcmp(key, "reduce_range") ||
+      !strcmp(key, "progress")) {
     bool on = !strcmp(value, "1") || !strcmp(value, "true");
     if (!on && strcmp(value, "0") && strcmp(value, "false")) return op_fail(err, OP_ARG, "%s: '%s' is not true or false", key, value);
-    if (key[0] == 's') c->symmetric = on;
+    if (!strcmp(key, "symmetric")) c->symmetric = on, c->symmetric_set = true;
+    else if (!strcmp(key, "reduce_range")) c->reduce_range = on;
+    else if (!strcmp(key, "progress")) c->progress = on;
     else c->bias_correction = on;
     return 0;
   }
   if (!strcmp(key, "profile")) {
-    if (!strcmp(value, "tensorrt")) c->act_signed = true, c->symmetric = true;
-    else if (!strcmp(value, "ort")) c->act_signed = false, c->symmetric = false;
+    if (!strcmp(value, "tensorrt")) c->act_signed = true, c->symmetric = true, c->profile = 2;
+    else if (!strcmp(value, "ort")) c->act_signed = false, c->symmetric = false, c->profile = 1;
     else return op_fail(err, OP_ARG, "profile: '%s' is not tensorrt or ort", value);
+    /* an explicit type or symmetry given before the profile is not overridden (check() refuses conflicts) */
+    if (c->act_type_set >= 0) c->act_signed = c->act_type_set;
+    if (c->symmetric_set && !c->act_signed) c->symmetric = c->symmetric || c->profile == 2;
     return 0;
   }
   if (!strcmp(key, "op_types")) {
@@ -119,13 +159,20 @@ int op_quant_config_set(op_quant_config *c, const char *key, const char *value, 
     }
     return c->op_types ? 0 : op_fail(err, OP_ARG, "op_types: empty list");
   }
-  if (!strcmp(key, "exclude")) {
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) OP_VEC_PUSH(c->exclude, op_xstrdup(tok));
-    return 0;
+  if (!strcmp(key, "exclude") || !strcmp(key, "include")) {
+    size_t before = key[0] == 'e' ? c->exclude.n : c->include.n;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+      if (key[0] == 'e') OP_VEC_PUSH(c->exclude, op_xstrdup(tok));
+      else OP_VEC_PUSH(c->include, op_xstrdup(tok));
+    }
+    return (key[0] == 'e' ? c->exclude.n : c->include.n) > before ? 0 : op_fail(err, OP_ARG, "%s: empty list", key);
   }
   if (!strcmp(key, "batch")) return parse_int(key, value, 1, &c->batch, err);
   if (!strcmp(key, "calibration_samples")) return parse_int(key, value, 1, &c->calib_samples, err);
-  if (!strcmp(key, "eval_samples")) return parse_int(key, value, 1, &c->eval_samples, err);
+  if (!strcmp(key, "eval_samples")) {
+    c->eval_samples_set = true;
+    return parse_int(key, value, 1, &c->eval_samples, err);
+  }
   return op_fail(err, OP_ARG, "unknown quantize option '%s'", key);
 }
 
@@ -186,6 +233,9 @@ typedef struct target {
 } target;
 
 static bool excluded(const op_quant_config *c, const Onnx__NodeProto *n) {
+  bool listed = c->include.n == 0;
+  for (size_t i = 0; i < c->include.n && !listed; i++) listed = fnmatch(c->include.v[i], op_node_name(n), 0) == 0;
+  if (!listed) return true;
   for (size_t i = 0; i < c->exclude.n; i++)
     if (fnmatch(c->exclude.v[i], op_node_name(n), 0) == 0) return true;
   return false;
@@ -284,14 +334,19 @@ static bool needs_hist(const op_quant_config *c) {
 }
 
 /* Streams `batches` batches (or the calibration samples) through the model, one or two passes. */
-static int calibrate(const op_model *m, const op_dataset *d, const op_quant_config *c, int64_t batches, calib *cal,
-                     op_error *err) {
+/* cap > 0: never beyond sample cap (the rows a search holds out). */
+static int calibrate(const op_model *m, const op_dataset *d, const op_quant_config *c, int64_t batches, int64_t cap,
+                     calib *cal, op_error *err) {
   op_session *s = op_session_new(m, err);
   if (!s) return -1;
-  int64_t first, want = op_sample_window(d, s, 0, batches > 0 ? batches * c->batch : c->calib_samples, &first, err);
+  int64_t asked = batches > 0 ? batches * c->batch : c->calib_samples;
+  if (cap > 0 && asked > cap) asked = cap;
+  int64_t first, want = op_sample_window(d, s, 0, asked, &first, err);
   int rc = want < 0 ? -1 : 0;
-  for (cal->pass = 1; cal->pass <= (needs_hist(c) ? 2 : 1) && !rc; cal->pass++)
-    rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, false, "calibrate", err);
+  int passes = needs_hist(c) ? 2 : 1;
+  for (cal->pass = 1; cal->pass <= passes && !rc; cal->pass++)
+    rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, c->progress,
+                   cal->pass == 1 ? (passes == 2 ? "calibrate 1/2" : "calibrate") : "calibrate 2/2", err);
   op_session_free(s);
   return rc;
 }
@@ -367,9 +422,12 @@ static op_quant_entry *record(op_quant_report *r, const char *name, const char *
   return &r->entries.v[r->entries.n - 1];
 }
 
-/* Quantises a float [rows, cols] weight symmetric int8 along `axis` (per channel) or as a whole. */
-static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis, bool per_channel, int8_t *q,
-                            float *scales, float *dq) {
+/* Quantises a float [rows, cols] weight symmetric int8 along `axis` (per channel) or as a whole, to
+ * [-levels, levels]: 127, or 63 for reduce_range (7 bits, so that u8 x s8 products summed in pairs
+ * cannot saturate int16 on CPUs without VNNI). */
+static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis, bool per_channel, int levels,
+                            int8_t *q, float *scales, float *dq) {
+  const float L = (float)levels;
   int64_t nch = per_channel ? (axis == 0 ? rows : cols) : 1;
   for (int64_t c = 0; c < nch; c++) scales[c] = 0;
   for (int64_t r = 0; r < rows; r++)
@@ -377,12 +435,12 @@ static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis
       int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
       scales[ch] = fmaxf(scales[ch], fabsf(w[r * cols + c]));
     }
-  for (int64_t c = 0; c < nch; c++) scales[c] = scales[c] > 0 ? scales[c] / 127.f : 1.f; /* scales stay > 0 */
+  for (int64_t c = 0; c < nch; c++) scales[c] = scales[c] > 0 ? scales[c] / L : 1.f; /* scales stay > 0 */
   for (int64_t r = 0; r < rows; r++)
     for (int64_t c = 0; c < cols; c++) {
       int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
       float v = nearbyintf(w[r * cols + c] / scales[ch]);
-      v = v > 127 ? 127 : v < -127 ? -127 : v;
+      v = v > L ? L : v < -L ? -L : v;
       q[r * cols + c] = (int8_t)v;
       if (dq) dq[r * cols + c] = v * scales[ch];
     }
@@ -392,7 +450,8 @@ static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis
 static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, const op_quant_config *c,
                                   op_cal_method m, op_quant_report *r) {
   double lo, hi;
-  op_cal_range(s, m, c->percentile, c->symmetric || c->act_signed, &lo, &hi);
+  bool symmetric = c->symmetric || c->act_signed || m == OP_CAL_ABS_MAX; /* abs_max: [-max|x|, max|x|] */
+  op_cal_range(s, m, c->percentile, symmetric, &lo, &hi);
   int32_t qt = c->act_signed ? ONNX__TENSOR_PROTO__DATA_TYPE__INT8 : ONNX__TENSOR_PROTO__DATA_TYPE__UINT8;
   float scale;
   int zp;
@@ -400,7 +459,7 @@ static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, c
     double T = fmax(fabs(lo), fabs(hi));
     scale = T > 0 ? (float)(T / 127.0) : 1.f;
     zp = 0;
-  } else if (c->symmetric) { /* uint8 symmetric: the centre 128 */
+  } else if (symmetric) { /* uint8 symmetric: the centre 128 */
     double T = fmax(fabs(lo), fabs(hi));
     scale = T > 0 ? (float)(T / 127.0) : 1.f;
     zp = 128;
@@ -495,7 +554,7 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     int64_t nch = pc ? (t->w_axis == 0 ? rows : cols) : 1;
     int8_t *q = op_xmalloc((size_t)nel);
     float *scales = op_xmalloc((size_t)nch * sizeof(float)), *dqw = op_xmalloc((size_t)nel * sizeof(float));
-    quantize_weight(wf, rows, cols, t->w_axis, pc, q, scales, dqw);
+    quantize_weight(wf, rows, cols, t->w_axis, pc, c->reduce_range ? 63 : 127, q, scales, dqw);
     if (c->bias_correction && t->kind == T_LINEAR && t->act)
       r->biases_corrected += correct_bias(gr, n, t, wf, dqw, rows, cols, stats_of(cal, t->act));
     char *qn = fmt_name(gr, t->w, "_quantized"), *sn = fmt_name(gr, t->w, "_scale"),
@@ -558,7 +617,9 @@ static void report_reset(op_quant_report *r) {
 }
 
 op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_config *c, op_error *err) {
+  if (op_quant_config_check(c, err)) return NULL;
   op_quant_report *r = op_xcalloc(1, sizeof *r);
+  r->reduce_range = c->reduce_range;
   r->model = op_xstrdup(m->path);
   r->act_signed = c->act_signed;
   r->symmetric = c->symmetric || c->act_signed;
@@ -585,25 +646,40 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
     int64_t want = c->n_batches ? c->batches[b] * c->batch : c->calib_samples;
     max_calib = want > max_calib ? want : max_calib;
   }
-  int64_t eval_first = max_calib, eval_n = c->eval_samples ? c->eval_samples : 256;
-  if (search && eval_first >= total) { /* too little data to hold some out: score on the last quarter */
+  int64_t eval_first = max_calib, eval_n = c->eval_samples ? c->eval_samples : 256, cap = 0;
+  if (search && total < 2) {
+    op_fail(err, OP_ARG, "%s: a search needs at least 2 samples (one to calibrate, one to score); the data has %lld",
+            m->path, (long long)total);
+    goto fail;
+  }
+  if (search && eval_first >= total) {
+    /* too little data to hold some out after the calibration rows: calibration gives up the last
+     * quarter, so that scoring rows never overlap calibration rows */
     eval_first = total - (total / 4 > 0 ? total / 4 : 1);
+    cap = eval_first;
   }
   if (search && eval_first + eval_n > total) eval_n = total - eval_first;
+  r->calib_cap = cap;
+  r->data_samples = total;
+  int n_trials = n_b * c->n_methods, trial = 0;
+  bool tell = c->progress && isatty(STDERR_FILENO);
   double best_score = -INFINITY;
   int best_m = 0, best_b = 0;
   for (int b = 0; b < n_b && search; b++) {
     calib cal;
     calib_init(&cal, m, tgr, ts.v, ts.n);
-    if (calibrate(m, d, c, c->n_batches ? c->batches[b] : 0, &cal, err)) {
+    if (calibrate(m, d, c, c->n_batches ? c->batches[b] : 0, cap, &cal, err)) {
       calib_free(&cal);
       goto fail;
     }
     for (int k = 0; k < c->n_methods; k++) {
+      if (tell)
+        fprintf(stderr, "candidate %d/%d: method %s, %s%lld batches\n", ++trial, n_trials, op_cal_method_name(c->methods[k]),
+                c->n_batches ? "" : "all calibration samples, ", (long long)(c->n_batches ? c->batches[b] : 0));
       op_model *q = clone_model(m, err);
       op_quant_report scratch = {0};
       int rc = q ? apply(q, c, &cal, c->methods[k], &scratch, err) : -1;
-      op_verify_report *v = rc ? NULL : op_verify(m, q, d, &(op_run_options){.batch = c->batch, .samples = eval_n, .first = eval_first}, err);
+      op_verify_report *v = rc ? NULL : op_verify(m, q, d, &(op_run_options){.batch = c->batch, .samples = eval_n, .first = eval_first, .progress = c->progress}, err);
       report_reset(&scratch);
       free(scratch.entries.v);
       op_model_free(q);
@@ -626,7 +702,7 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   r->eval_samples = search ? eval_n : 0;
   calib cal;
   calib_init(&cal, m, tgr, ts.v, ts.n);
-  int rc = calibrate(m, d, c, r->batches, &cal, err);
+  int rc = calibrate(m, d, c, r->batches, cap, &cal, err);
   if (!rc) rc = apply(m, c, &cal, r->method, r, err);
   calib_free(&cal);
   if (rc) goto fail;
@@ -662,16 +738,22 @@ char *op_quant_report_text(const op_quant_report *r) {
       P("%-8s %8lld %12.6f %14.2f%% %10s%s\n", op_cal_method_name(t->method), (long long)t->batches, t->cosine,
         100 * t->agreement, acc, t->method == r->method && t->batches == r->batches ? "  <- kept" : "");
     }
-    P("(scored against the fp32 model on samples %lld..%lld, held out of calibration)\n", (long long)r->eval_first,
-      (long long)(r->eval_first + r->eval_samples - 1));
+    if (r->calib_cap)
+      P("(the data holds %lld samples, too few to hold any out after the calibration samples asked for: calibration "
+        "used samples 0..%lld only, and the candidates were scored against the fp32 model on samples %lld..%lld)\n",
+        (long long)r->data_samples, (long long)(r->calib_cap - 1), (long long)r->eval_first,
+        (long long)(r->eval_first + r->eval_samples - 1));
+    else
+      P("(scored against the fp32 model on samples %lld..%lld, held out of calibration)\n", (long long)r->eval_first,
+        (long long)(r->eval_first + r->eval_samples - 1));
   }
   int nw = 0, na = 0;
   for (size_t i = 0; i < r->entries.n; i++) {
     if (strcmp(r->entries.v[i].kind, "activation")) nw++;
     else na++;
   }
-  P("quantised: %d weight tensors (int8, symmetric%s), %d activation tensors (%s, %s, method %s)%s%s", nw,
-    r->per_tensor_fallback ? ", per tensor: opset < 13 has no per-axis DequantizeLinear" : "", na,
+  P("quantised: %d weight tensors (int8%s, symmetric%s), %d activation tensors (%s, %s, method %s)%s%s", nw,
+    r->reduce_range ? " reduced to 7 bits [-63, 63]" : "", r->per_tensor_fallback ? ", per tensor: opset < 13 has no per-axis DequantizeLinear" : "", na,
     r->act_signed ? "int8" : "uint8", r->symmetric ? "symmetric" : "asymmetric", op_cal_method_name(r->method),
     r->bias_correction ? ", biases corrected: " : "\n", "");
   if (r->bias_correction) P("%d\n", r->biases_corrected);
@@ -687,6 +769,8 @@ char *op_quant_report_json(const op_quant_report *r) {
   cJSON_AddStringToObject(root, "activation_type", r->act_signed ? "int8" : "uint8");
   cJSON_AddBoolToObject(root, "symmetric_activations", r->symmetric);
   cJSON_AddBoolToObject(root, "bias_correction", r->bias_correction);
+  cJSON_AddBoolToObject(root, "reduce_range", r->reduce_range);
+  if (r->calib_cap) cJSON_AddNumberToObject(root, "calibration_capped_at", (double)r->calib_cap);
   cJSON_AddNumberToObject(root, "biases_corrected", r->biases_corrected);
   cJSON *tr = cJSON_AddArrayToObject(root, "trials");
   for (size_t i = 0; i < r->trials.n; i++) {
