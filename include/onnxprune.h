@@ -109,7 +109,7 @@ OP_API char *op_analysis_json(const op_analysis *a);
 
 /* What `onnx-prune inspect` prints: opset imports, producer, graph inputs and outputs (type and shape,
  * symbolic axes by name), op counts by domain, parameters by data type, then the analysis table;
- * the JSON has the same under "model" next to the analysis. Returns a string to release with op_free,
+ * the JSON has the same under "graph" next to the analysis. Returns a string to release with op_free,
  * or NULL when out of memory. */
 OP_API char *op_inspect_text(const op_model *m, const op_analysis *a);
 OP_API char *op_inspect_json(const op_model *m, const op_analysis *a);

@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,10 +43,7 @@ static int check_threads_env(const cli_cmd *cmd) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    usage(stderr);
-    return 2;
-  }
+  if (argc < 2) return cli_error(NULL, "missing command (see onnx-prune --help)");
   const char *c = argv[1];
   if (!strcmp(c, "-h") || !strcmp(c, "--help") || !strcmp(c, "help")) {
     const cli_cmd *cmd = argc > 2 && !strcmp(c, "help") ? find_command(argv[2]) : NULL;

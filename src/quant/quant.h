@@ -24,7 +24,8 @@ struct op_quant_config {
   /* what was set explicitly, so that contradictions are refused whatever the order */
   int profile;            /* 0 unset, 1 ort, 2 tensorrt */
   int act_type_set;       /* -1 unset, 0 uint8, 1 int8 */
-  bool symmetric_set, percentile_set, eval_samples_set;
+  int symmetric_set;      /* -1 unset, 0 or 1 */
+  bool percentile_set, eval_samples_set;
   int64_t batch, calib_samples, eval_samples;
 };
 

@@ -32,7 +32,7 @@ op_quant_config *op_quant_config_new(void) {
   c->op_types = OP_Q_MATMUL | OP_Q_GEMM | OP_Q_GATHER;
   c->batch = 8;
   c->calib_samples = 256;
-  c->act_type_set = -1;
+  c->act_type_set = c->symmetric_set = -1;
   return c;
 }
 
@@ -61,10 +61,18 @@ static const struct {
 
 static int quant_config_set(op_quant_config *c, const char *key, const char *value, char *buf, op_error *err);
 
+/* The activation type and symmetry follow from what was set explicitly and the profile, never from
+ * the order they were set in (contradictions are refused by op_quant_config_check). */
+static void resolve_activations(op_quant_config *c) {
+  c->act_signed = c->act_type_set >= 0 ? c->act_type_set : c->profile == 2;
+  c->symmetric = c->symmetric_set >= 0 ? c->symmetric_set : c->profile == 2;
+}
+
 int op_quant_config_set(op_quant_config *c, const char *key, const char *value, op_error *err) {
   char *buf = op_xstrdup(value); /* tokenised in place */
   int rc = quant_config_set(c, key, value, buf, err);
   free(buf);
+  resolve_activations(c);
   return rc;
 }
 
@@ -79,10 +87,10 @@ int op_quant_config_check(const op_quant_config *c, op_error *err) {
   if (c->profile && c->act_type_set >= 0 && c->act_type_set != (c->profile == 2))
     return op_fail(err, OP_ARG, "profile '%s' (%s activations) conflicts with activation_type '%s'", PROFILES[c->profile],
                    c->profile == 2 ? "int8 symmetric" : "uint8 asymmetric", c->act_type_set ? "int8" : "uint8");
-  if (c->profile == 1 && c->symmetric_set && c->symmetric)
+  if (c->profile == 1 && c->symmetric_set == 1)
     return op_fail(err, OP_ARG, "profile 'ort' (uint8 asymmetric activations) conflicts with symmetric");
   if (c->percentile_set && !method_chosen(c, OP_CAL_HIST))
-    return op_fail(err, OP_ARG, "percentile: only method hist uses a percentile (method is %s%s)",
+    return op_fail(err, OP_ARG, "percentile: applies only to method hist (method is %s%s)",
                    op_cal_method_name(c->methods[0]), c->n_methods > 1 ? ", ..." : "");
   if (c->eval_samples_set && c->n_methods <= 1 && c->n_batches <= 1)
     return op_fail(err, OP_ARG, "eval_samples: only a search (several methods or batches) scores on held-out samples");
@@ -123,29 +131,25 @@ static int quant_config_set(op_quant_config *c, const char *key, const char *val
     return 0;
   }
   if (!strcmp(key, "activation_type")) {
-    if (!strcmp(value, "int8")) c->act_signed = true;
-    else if (!strcmp(value, "uint8")) c->act_signed = false;
+    if (!strcmp(value, "int8")) c->act_type_set = 1;
+    else if (!strcmp(value, "uint8")) c->act_type_set = 0;
     else return op_fail(err, OP_ARG, "activation_type: '%s' is not int8 or uint8", value);
-    c->act_type_set = c->act_signed;
     return 0;
   }
   if (!strcmp(key, "symmetric") || !strcmp(key, "bias_correction") || !strcmp(key, "reduce_range") ||
       !strcmp(key, "progress")) {
     bool on = !strcmp(value, "1") || !strcmp(value, "true");
     if (!on && strcmp(value, "0") && strcmp(value, "false")) return op_fail(err, OP_ARG, "%s: '%s' is not true or false", key, value);
-    if (!strcmp(key, "symmetric")) c->symmetric = on, c->symmetric_set = true;
+    if (!strcmp(key, "symmetric")) c->symmetric_set = on;
     else if (!strcmp(key, "reduce_range")) c->reduce_range = on;
     else if (!strcmp(key, "progress")) c->progress = on;
     else c->bias_correction = on;
     return 0;
   }
   if (!strcmp(key, "profile")) {
-    if (!strcmp(value, "tensorrt")) c->act_signed = true, c->symmetric = true, c->profile = 2;
-    else if (!strcmp(value, "ort")) c->act_signed = false, c->symmetric = false, c->profile = 1;
+    if (!strcmp(value, "tensorrt")) c->profile = 2;
+    else if (!strcmp(value, "ort")) c->profile = 1;
     else return op_fail(err, OP_ARG, "profile: '%s' is not tensorrt or ort", value);
-    /* an explicit type or symmetry given before the profile is not overridden (check() refuses conflicts) */
-    if (c->act_type_set >= 0) c->act_signed = c->act_type_set;
-    if (c->symmetric_set && !c->act_signed) c->symmetric = c->symmetric || c->profile == 2;
     return 0;
   }
   if (!strcmp(key, "op_types")) {

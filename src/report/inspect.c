@@ -108,7 +108,7 @@ char *op_inspect_json(const op_model *m, const op_analysis *a) {
     cJSON_Delete(root);
     return NULL;
   }
-  cJSON_AddItemToObject(root, "model", model_json(m));
+  cJSON_AddItemToObject(root, "graph", model_json(m));
   return op_json_finish(root);
 }
 
