@@ -91,6 +91,21 @@ rm -rf "$work/out" && mkdir "$work/out"
 ONNX_PRUNE_THREADS=abc "$BIN" inspect "$M" >/dev/null 2>"$work/stderr"
 if [ $? -eq 2 ] && grep -q "^onnx-prune inspect: ONNX_PRUNE_THREADS: 'abc' is not a whole number >= 1" "$work/stderr"; then ok; else bad "threads-env: $(cat "$work/stderr")"; fi
 
+# ---- out of memory is an error naming the node, not an abort (a 12000-token sequence needs 2.3 GB
+# attention scores; the address space is capped: ulimit in a plain build, ASan's allocator limit under ASan)
+$PY - "$work/long.npz" <<'PY' || bad "cannot make long data"
+import sys, numpy as np
+np.savez(sys.argv[1], input_ids=np.zeros((1, 12000), np.int64), attention_mask=np.ones((1, 12000), np.int64))
+PY
+rm -rf "$work/out" && mkdir "$work/out"
+asan=0
+ldd "$BIN" | grep -q libasan && asan=1
+([ $asan -eq 1 ] || ulimit -v 1500000; ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1:max_allocation_size_mb=1000 \
+  "$BIN" run "$M" --data "$work/long.npz" -o "$work/out/long.npz") >/dev/null 2>"$work/stderr"
+rc=$?
+if [ $rc -eq 2 ] && grep -q "node '/layers.0/MatMul' (MatMul): out of memory for a tensor of 2304000000 bytes" "$work/stderr" &&
+  [ -z "$(ls -A "$work/out")" ]; then ok; else bad "out-of-memory: rc=$rc $(head -c 300 "$work/stderr")"; fi
+
 # ---- what works
 t eq-form 0 out "parameters:" -- prune "$M" --output="$work/keep/eq.onnx" --head-sparsity=0.5
 t quiet-prune 0 none "" -- prune "$M" -o "$work/keep/q.onnx" --head-sparsity 0.5 -q
