@@ -7,7 +7,7 @@
 #include "match/match.h"
 #include "quant/calib.h"
 
-enum { OP_Q_MATMUL = 1, OP_Q_GEMM = 2, OP_Q_GATHER = 4, OP_Q_ATTENTION = 8, OP_Q_ADD = 16 };
+enum { OP_Q_MATMUL = 1, OP_Q_GEMM = 2, OP_Q_GATHER = 4, OP_Q_ATTENTION = 8, OP_Q_ADD = 16, OP_Q_CONV = 32 };
 
 struct op_quant_config {
   op_cal_method methods[OP_CAL_COUNT];

@@ -57,7 +57,7 @@ static const struct {
   const char *name;
   unsigned bit;
 } OP_TYPES[] = {{"MatMul", OP_Q_MATMUL}, {"Gemm", OP_Q_GEMM}, {"Gather", OP_Q_GATHER},
-                {"AttentionMatMul", OP_Q_ATTENTION}, {"Add", OP_Q_ADD}};
+                {"AttentionMatMul", OP_Q_ATTENTION}, {"Add", OP_Q_ADD}, {"Conv", OP_Q_CONV}};
 
 static int quant_config_set(op_quant_config *c, const char *key, const char *value, char *buf, op_error *err);
 
@@ -158,7 +158,7 @@ static int quant_config_set(op_quant_config *c, const char *key, const char *val
       unsigned bit = 0;
       for (size_t i = 0; i < sizeof OP_TYPES / sizeof *OP_TYPES; i++)
         if (!strcmp(tok, OP_TYPES[i].name)) bit = OP_TYPES[i].bit;
-      if (!bit) return op_fail(err, OP_ARG, "op_types: '%s' is not one of MatMul, Gemm, Gather, AttentionMatMul, Add", tok);
+      if (!bit) return op_fail(err, OP_ARG, "op_types: '%s' is not one of MatMul, Gemm, Gather, Conv, AttentionMatMul, Add", tok);
       c->op_types |= bit;
     }
     return c->op_types ? 0 : op_fail(err, OP_ARG, "op_types: empty list");
@@ -266,6 +266,14 @@ static const char *weight_behind(const op_graph *gr, const Onnx__NodeProto *n, i
 
 typedef OP_VEC(target) target_vec;
 
+/* A Conv's float weight initializer [M, C/group, k...], read by this node only, or NULL. */
+static const char *conv_weight(const op_graph *gr, const Onnx__NodeProto *n) {
+  Onnx__TensorProto *t = op_graph_init(gr, n->input[1]);
+  if (!t || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims < 3 || t->dims[0] < 1) return NULL;
+  op_value *v = op_graph_find(gr, n->input[1]);
+  return v->n_consumers == 1 ? t->name : NULL;
+}
+
 static void find_targets(const op_graph *gr, const op_quant_config *c, target_vec *out) {
   Onnx__GraphProto *g = gr->g;
   for (size_t i = 0; i < g->n_node; i++) {
@@ -287,6 +295,17 @@ static void find_targets(const op_graph *gr, const op_quant_config *c, target_ve
         OP_VEC_PUSH(*out, t);
         continue;
       }
+    }
+    if (op_node_is(n, "Conv") && (c->op_types & OP_Q_CONV) && is_activation(gr, n->input[0])) {
+      const char *w = conv_weight(gr, n);
+      if (w) { /* per output channel: axis 0 of [M, C/group, k...]; the bias stays float */
+        t.w = w;
+        t.w_slot = 1;
+        t.act_slots[0] = 0;
+        t.w_axis = 0;
+        OP_VEC_PUSH(*out, t);
+      }
+      continue;
     }
     if (mm && (c->op_types & OP_Q_ATTENTION) && is_activation(gr, n->input[0]) && is_activation(gr, n->input[1])) {
       t.kind = T_ATTENTION;
@@ -553,7 +572,8 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     Onnx__NodeProto *n = g->node[t->node];
     Onnx__TensorProto *w = op_graph_init(gr, t->w);
     const float *wf = op_tensor_f32(w);
-    int64_t rows = w->dims[0], cols = w->dims[1], nel = rows * cols;
+    /* a Conv kernel [M, C/group, k...] is quantised as the matrix [M, C/group * k...] */
+    int64_t rows = w->dims[0], nel = op_tensor_numel(w), cols = rows ? nel / rows : 0;
     bool pc = c->per_channel && per_axis_ok;
     int64_t nch = pc ? (t->w_axis == 0 ? rows : cols) : 1;
     int8_t *q = op_xmalloc((size_t)nel);
@@ -563,9 +583,8 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
       r->biases_corrected += correct_bias(gr, n, t, wf, dqw, rows, cols, stats_of(cal, t->act));
     char *qn = fmt_name(gr, t->w, "_quantized"), *sn = fmt_name(gr, t->w, "_scale"),
          *zn = fmt_name(gr, t->w, "_zero_point"), *dn = fmt_name(gr, t->w, "_dequantized");
-    int64_t dims[2] = {rows, cols};
     int8_t *zeros = op_xcalloc((size_t)nch, 1);
-    const char *q_name = add_tensor(gr, qn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, dims, 2, q);
+    const char *q_name = add_tensor(gr, qn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, w->dims, w->n_dims, q);
     const char *s_name = add_tensor(gr, sn, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &nch, pc ? 1 : 0, scales);
     const char *z_name = add_tensor(gr, zn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, &nch, pc ? 1 : 0, zeros);
     float lo = INFINITY, hi = -INFINITY;
