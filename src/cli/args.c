@@ -282,7 +282,8 @@ void cli_print_help(const cli_cmd *cmd, FILE *out) {
     char left[96];
     snprintf(left, sizeof left, "%s%s%s%s%s", o->alias ? o->alias : "", o->alias ? ", " : "", o->name,
              o->meta ? " " : "", o->meta ? o->meta : "");
-    fprintf(out, "  %-26s %s", left, o->help);
+    if (strlen(left) > 26) fprintf(out, "  %s\n  %-26s %s", left, "", o->help); /* a long left column: own line */
+    else fprintf(out, "  %-26s %s", left, o->help);
     if (o->def) fprintf(out, " (default: %s)", o->def);
     if (o->repeat) fputs(" [repeatable]", out);
     fputc('\n', out);
