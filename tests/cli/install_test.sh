@@ -20,7 +20,10 @@ pc() { PKG_CONFIG_PATH=$pcdir pkg-config --define-variable=prefix="$root" "$@" o
 libdir=$(pc --variable=libdir)
 CC=${CC:-cc}
 # build one program against the installed header and library; the run path names the prefix
-build() { $CC -std=c11 -Wall -Wextra -Werror -o "$2" "$1" $(pc --cflags) $(pc --libs) -Wl,-rpath,"$libdir"; }
+# a sanitizer build of the library needs its programs built with the same runtime
+san=
+ldd "$(find "$root" -name 'libonnxprune.so.0' | head -1)" | grep -q libasan && san="-fsanitize=address,undefined"
+build() { $CC -std=c11 -Wall -Wextra -Werror $san -o "$2" "$1" $(pc --cflags) $(pc --libs) -Wl,-rpath,"$libdir"; }
 
 M=$FIX/model.onnx
 $PY - "$work/d.npz" <<'PY' || { echo "cannot make data"; exit 1; }
