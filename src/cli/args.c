@@ -243,7 +243,8 @@ int cli_apply(const cli_args *a, cli_setter set, void *config, op_error *err) {
   return 0;
 }
 
-static bool word_char(char c) { return isalnum((unsigned char)c) || c == '_'; }
+/* '-' too, so that a message already saying "--exclude" is left alone */
+static bool word_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '-'; }
 
 int cli_fail(const cli_args *a, const op_error *err) {
   const char *m = err->message;

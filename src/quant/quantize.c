@@ -653,7 +653,7 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   if (ts.n == 0) {
     op_graph_free(tgr);
     op_quant_report_free(r);
-    return op_fail_null(err, OP_UNSUPPORTED, "%s: no node to quantise (op types and --exclude leave none)", m->path);
+    return op_fail_null(err, OP_UNSUPPORTED, "%s: no node to quantise (op_types, include and exclude leave none)", m->path);
   }
   int n_b = c->n_batches ? c->n_batches : 1;
   bool search = c->n_methods > 1 || n_b > 1;

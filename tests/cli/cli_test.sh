@@ -181,7 +181,7 @@ import json, sys
 w = [t["name"] for t in json.load(open(sys.argv[1]))["tensors"] if t["kind"] == "weight"]
 assert len(w) == 1, w
 PY
-t q-include-none 2 err "no node to quantise" -- quantize "$M" -o "$O" --data "$D" --include 'no_such_node'
+t q-include-none 2 err "no node to quantise \\(op_types, --include and exclude leave none\\)" -- quantize "$M" -o "$O" --data "$D" --include 'no_such_node'
 t q-small-search 0 out "the data holds 12 samples, too few .*calibration used samples 0\.\.8 only.*scored .* on samples 9\.\.11" -- quantize "$M" -o "$work/keep/s.onnx" --data "$D" --method kl,mse
 t q-search-held-out 0 out "scored against the fp32 model on samples 8\.\.11, held out of calibration" -- quantize "$M" -o "$work/keep/s2.onnx" --data "$D" --method kl,mse --samples 8
 
