@@ -9,6 +9,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "onnxprune_version.h" /* OP_VERSION_MAJOR / MINOR / PATCH / STRING, from meson.build */
+
+/* Marks the public API: the library is built with hidden visibility and exports only these. */
+#if defined(_WIN32) && defined(OP_BUILDING_LIBRARY)
+#define OP_API __declspec(dllexport)
+#elif defined(_WIN32)
+#define OP_API
+#elif defined(OP_BUILDING_LIBRARY)
+#define OP_API __attribute__((visibility("default")))
+#else
+#define OP_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -35,11 +48,14 @@ typedef struct op_error {
   char message[1024];
 } op_error;
 
+/* The library's version, "MAJOR.MINOR.PATCH" (OP_VERSION_STRING of the build). */
+OP_API const char *op_version(void);
+
 /* Returns the static string for a status code ("I/O error"). */
-const char *op_status_str(op_status code);
+OP_API const char *op_status_str(op_status code);
 
 /* Frees a string or buffer returned by this library. Accepts NULL. */
-void op_free(void *p);
+OP_API void op_free(void *p);
 
 /* ---- Model I/O ------------------------------------------------------------------------------ */
 
@@ -48,11 +64,11 @@ typedef struct op_dataset op_dataset;
 
 /* Loads an ONNX model, including tensors in external data files next to it.
  * Returns NULL and sets *err on failure (the model is never partially returned). */
-op_model *op_model_load(const char *path, op_error *err);
+OP_API op_model *op_model_load(const char *path, op_error *err);
 
 /* Loads a model from a memory buffer; external data, if any, is resolved against base_dir
  * (NULL: external data is refused). Returns NULL and sets *err on failure. */
-op_model *op_model_load_buffer(const void *data, size_t size, const char *base_dir,
+OP_API op_model *op_model_load_buffer(const void *data, size_t size, const char *base_dir,
                                const char *origin, op_error *err);
 
 typedef struct op_save_options {
@@ -62,16 +78,16 @@ typedef struct op_save_options {
 
 /* Writes the model to path through a temporary file and a rename; refuses to overwrite the file
  * the model was loaded from. opts may be NULL. Returns 0, or -1 and sets *err. */
-int op_model_save(const op_model *m, const char *path, const op_save_options *opts, op_error *err);
+OP_API int op_model_save(const op_model *m, const char *path, const op_save_options *opts, op_error *err);
 
 /* Frees a model. Accepts NULL. */
-void op_model_free(op_model *m);
+OP_API void op_model_free(op_model *m);
 
 /* Number of floating-point parameters held in initializers. */
-int64_t op_model_param_count(const op_model *m);
+OP_API int64_t op_model_param_count(const op_model *m);
 
 /* Path the model was loaded from ("<buffer>" for op_model_load_buffer without origin). */
-const char *op_model_path(const op_model *m);
+OP_API const char *op_model_path(const op_model *m);
 
 /* ---- Analysis: attention / FFN blocks and layers ------------------------------------------------ */
 
@@ -79,59 +95,73 @@ typedef struct op_analysis op_analysis;
 
 /* Finds attention and FFN blocks and the residual layers they form.
  * Returns NULL and sets *err on failure; blocks it cannot match are listed, not fatal. */
-op_analysis *op_analyze(const op_model *m, op_error *err);
+OP_API op_analysis *op_analyze(const op_model *m, op_error *err);
 
 /* Frees an analysis. Accepts NULL. */
-void op_analysis_free(op_analysis *a);
+OP_API void op_analysis_free(op_analysis *a);
 
 /* Number of layers found. */
-int op_analysis_layer_count(const op_analysis *a);
+OP_API int op_analysis_layer_count(const op_analysis *a);
 
 /* The analysis as a printable table / as JSON. Returns a string to release with op_free. */
-char *op_analysis_table(const op_analysis *a);
-char *op_analysis_json(const op_analysis *a);
+OP_API char *op_analysis_table(const op_analysis *a);
+OP_API char *op_analysis_json(const op_analysis *a);
+
+/* What `onnx-prune inspect` prints: opset imports, producer, graph inputs and outputs (type and shape,
+ * symbolic axes by name), op counts by domain, parameters by data type, then the analysis table;
+ * the JSON has the same under "graph" next to the analysis. Returns a string to release with op_free,
+ * or NULL when out of memory. */
+OP_API char *op_inspect_text(const op_model *m, const op_analysis *a);
+OP_API char *op_inspect_json(const op_model *m, const op_analysis *a);
 
 /* ---- Pruning ------------------------------------------------------------------------------------ */
 
 typedef struct op_prune_config op_prune_config;
 
 /* A configuration with nothing to prune. Returns NULL only when out of memory. */
-op_prune_config *op_prune_config_new(void);
+OP_API op_prune_config *op_prune_config_new(void);
 
 /* Sets one option by its config-file name, value given as text (the CLI flags map onto these):
  * head_sparsity, ffn_sparsity, width, ffn_size, num_heads, keep_layers ("0,2,4"), importance
  * (l1|l2|random|activation), seed, scope (layer|global), compact (0|1), samples and batch (for
- * activation importance).
+ * activation importance), progress (a progress bar on a terminal while activations are collected).
  * Returns 0, or -1 and sets *err (OP_ARG) for an unknown key or a value out of range. */
-int op_prune_config_set(op_prune_config *c, const char *key, const char *value, op_error *err);
+OP_API int op_prune_config_set(op_prune_config *c, const char *key, const char *value, op_error *err);
 
 /* Calibration data for importance "activation" (samples and batch: config keys "samples", "batch").
  * The data set must outlive the config's use. */
-void op_prune_config_set_data(op_prune_config *c, const op_dataset *d);
+OP_API void op_prune_config_set_data(op_prune_config *c, const op_dataset *d);
 
 /* Reads a JSON config file (see README) into c, on top of what is already set.
  * Returns 0, or -1 and sets *err naming the file and the offending entry. */
-int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *err);
+OP_API int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *err);
+
+/* Checks that the options set agree with each other (e.g. a seed needs importance random).
+ * op_prune checks this too. Returns 0, or -1 and sets *err (OP_ARG) naming the config keys. */
+OP_API int op_prune_config_check(const op_prune_config *c, op_error *err);
+
+/* Whether the config ranks units on data (importance activation), i.e. needs op_prune_config_set_data. */
+OP_API bool op_prune_config_uses_data(const op_prune_config *c);
 
 /* Frees a config. Accepts NULL. */
-void op_prune_config_free(op_prune_config *c);
+OP_API void op_prune_config_free(op_prune_config *c);
 
 typedef struct op_prune_report op_prune_report;
 
 /* Prunes m in place as c says. Returns the report, or NULL and sets *err; on failure m is left
  * unchanged only if err->code is OP_ARG (validation happens before any rewrite). */
-op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err);
+OP_API op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err);
 
 /* The report as the printed summary / as JSON. Returns a string to release with op_free. */
-char *op_prune_report_text(const op_prune_report *r, int with_plan);
-char *op_prune_report_json(const op_prune_report *r);
+OP_API char *op_prune_report_text(const op_prune_report *r, int with_plan);
+OP_API char *op_prune_report_json(const op_prune_report *r);
 
 /* Parameter counts before and after pruning. */
-int64_t op_prune_report_params_before(const op_prune_report *r);
-int64_t op_prune_report_params_after(const op_prune_report *r);
+OP_API int64_t op_prune_report_params_before(const op_prune_report *r);
+OP_API int64_t op_prune_report_params_after(const op_prune_report *r);
 
 /* Frees a report. Accepts NULL. */
-void op_prune_report_free(op_prune_report *r);
+OP_API void op_prune_report_free(op_prune_report *r);
 
 
 /* ---- Running models: the CPU executor ----------------------------------------------------------- */
@@ -149,52 +179,52 @@ typedef struct op_tensor {
 } op_tensor;
 
 /* Frees the data of a tensor this library filled and zeroes it. Accepts NULL. */
-void op_tensor_clear(op_tensor *t);
+OP_API void op_tensor_clear(op_tensor *t);
 
 typedef struct op_session op_session;
 
 /* Prepares a model to run: every operator must be supported (checked here, before any work).
  * The model must outlive the session. Returns NULL and sets *err on failure. */
-op_session *op_session_new(const op_model *m, op_error *err);
-void op_session_free(op_session *s);
+OP_API op_session *op_session_new(const op_model *m, op_error *err);
+OP_API void op_session_free(op_session *s);
 
 /* Graph inputs (initializers excluded) and outputs. dims of a dynamic axis read -1. */
-size_t op_session_input_count(const op_session *s);
-const char *op_session_input_name(const op_session *s, size_t i);
-void op_session_input_info(const op_session *s, size_t i, int32_t *dtype, int *rank, int64_t dims[OP_MAX_DIMS]);
-size_t op_session_output_count(const op_session *s);
-const char *op_session_output_name(const op_session *s, size_t i);
+OP_API size_t op_session_input_count(const op_session *s);
+OP_API const char *op_session_input_name(const op_session *s, size_t i);
+OP_API void op_session_input_info(const op_session *s, size_t i, int32_t *dtype, int *rank, int64_t dims[OP_MAX_DIMS]);
+OP_API size_t op_session_output_count(const op_session *s);
+OP_API const char *op_session_output_name(const op_session *s, size_t i);
 
 /* Called with every node output as it is computed; the tensor is only valid during the call. */
 typedef void (*op_observer)(void *user, const char *name, const op_tensor *value);
 
 /* Runs the model on inputs (one per graph input, in order) and fills outputs (one per graph output).
  * observer may be NULL. Returns 0, or -1 and sets *err (naming the input or node at fault). */
-int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, op_observer observer, void *user,
+OP_API int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, op_observer observer, void *user,
                    op_error *err);
 
 /* ---- Data: .npz, a folder of NAME.npy, or ONNX test data (input_N.pb, test_data_set_*) ------------ */
 
 /* Opens input data; the first axis of every array is the sample axis. Returns NULL and sets *err. */
-op_dataset *op_dataset_open(const char *path, op_error *err);
-void op_dataset_free(op_dataset *d);
+OP_API op_dataset *op_dataset_open(const char *path, op_error *err);
+OP_API void op_dataset_free(op_dataset *d);
 
 /* Supplies a constant for an input the data lacks: "NAME=VALUE" (e.g. attention_mask=1). */
-int op_dataset_fill(op_dataset *d, const char *spec, op_error *err);
+OP_API int op_dataset_fill(op_dataset *d, const char *spec, op_error *err);
 
 /* Number of samples the data holds for the session's inputs; -1 and *err when an input is missing
  * or its arrays disagree (the message names the input, the expected and the found shape/dtype). */
-int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_error *err);
+OP_API int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_error *err);
 
 /* Fills one tensor per session input with samples [start, start+count). */
-int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, int64_t count, op_tensor *inputs,
+OP_API int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, int64_t count, op_tensor *inputs,
                      op_error *err);
 
 /* An array of the data by name (e.g. "labels"), or NULL. */
-const op_tensor *op_dataset_array(const op_dataset *d, const char *name);
+OP_API const op_tensor *op_dataset_array(const op_dataset *d, const char *name);
 
 /* Writes named arrays as an uncompressed .npz (temporary file + rename). */
-int op_npz_write(const char *path, const char *const *names, const op_tensor *arrays, size_t n, op_error *err);
+OP_API int op_npz_write(const char *path, const char *const *names, const op_tensor *arrays, size_t n, op_error *err);
 
 /* ---- Running over a data set and comparing two models --------------------------------------------- */
 
@@ -203,11 +233,13 @@ typedef struct op_run_options {
   int64_t samples; /* samples to use (0: all from `first` on) */
   int64_t first;   /* the first sample to use */
   bool progress;   /* progress bar on stderr */
+  /* verify: an element passes when |candidate - reference| <= atol + rtol * |reference| */
+  double atol, rtol;
 } op_run_options;
 
 /* Runs m over the data set and returns its outputs concatenated over samples (one tensor per output,
  * in *outputs, count in *n). Returns 0, or -1 and sets *err. */
-int op_run_dataset(const op_model *m, const op_dataset *d, const op_run_options *o, op_tensor **outputs, size_t *n,
+OP_API int op_run_dataset(const op_model *m, const op_dataset *d, const op_run_options *o, op_tensor **outputs, size_t *n,
                    op_error *err);
 
 typedef struct op_verify_report op_verify_report;
@@ -215,16 +247,22 @@ typedef struct op_verify_report op_verify_report;
 /* Runs reference and candidate on the same samples and compares every output: max abs diff, mean
  * cosine similarity per sample, top-1 agreement for logits-like outputs ([samples, classes]) and,
  * when the data has a "labels" array, the task accuracy of both. Returns NULL and sets *err. */
-op_verify_report *op_verify(const op_model *reference, const op_model *candidate, const op_dataset *d,
+OP_API op_verify_report *op_verify(const op_model *reference, const op_model *candidate, const op_dataset *d,
                             const op_run_options *o, op_error *err);
-char *op_verify_report_text(const op_verify_report *r);
-char *op_verify_report_json(const op_verify_report *r);
+OP_API char *op_verify_report_text(const op_verify_report *r);
+OP_API char *op_verify_report_json(const op_verify_report *r);
 /* Worst mean cosine and worst top-1 agreement over the outputs (1 where not applicable). */
-double op_verify_min_cosine(const op_verify_report *r);
-double op_verify_min_agreement(const op_verify_report *r);
+OP_API double op_verify_min_cosine(const op_verify_report *r);
+OP_API double op_verify_min_agreement(const op_verify_report *r);
 /* The candidate's accuracy on the labels, or -1 when the data has none. */
-double op_verify_candidate_accuracy(const op_verify_report *r);
-void op_verify_report_free(op_verify_report *r);
+OP_API double op_verify_candidate_accuracy(const op_verify_report *r);
+/* Per output: its name, its element count over the samples, and how many elements were outside the
+ * tolerance of the run options (atol, rtol). i < op_verify_output_count(r). */
+OP_API size_t op_verify_output_count(const op_verify_report *r);
+OP_API const char *op_verify_output_name(const op_verify_report *r, size_t i);
+OP_API int64_t op_verify_output_elements(const op_verify_report *r, size_t i);
+OP_API int64_t op_verify_output_mismatches(const op_verify_report *r, size_t i);
+OP_API void op_verify_report_free(op_verify_report *r);
 
 /* ---- int8 quantisation to QDQ --------------------------------------------------------------------- */
 
@@ -232,28 +270,34 @@ typedef struct op_quant_config op_quant_config;
 
 /* Defaults: method kl, per-channel int8 weights, uint8 asymmetric activations (the ORT profile),
  * MatMul, Gemm and embedding Gather quantised, 256 calibration samples in batches of 8. */
-op_quant_config *op_quant_config_new(void);
-void op_quant_config_free(op_quant_config *c);
+OP_API op_quant_config *op_quant_config_new(void);
+OP_API void op_quant_config_free(op_quant_config *c);
 
 /* Sets one option by name, value as text: method ("kl" or a list "kl,mse,hist" to search),
  * batches ("1,4,16"), percentile, weight_granularity (channel|tensor), activation_type (int8|uint8),
  * symmetric, profile (tensorrt|ort), op_types ("MatMul,Gemm,Gather,AttentionMatMul,Add"),
- * exclude (node-name globs), bias_correction, batch, calibration_samples, eval_samples.
+ * include and exclude (node-name globs; include: only these), reduce_range (7-bit weights), bias_correction,
+ * batch, calibration_samples, eval_samples, progress (a progress bar on a terminal).
  * Returns 0, or -1 and sets *err (OP_ARG). */
-int op_quant_config_set(op_quant_config *c, const char *key, const char *value, op_error *err);
+OP_API int op_quant_config_set(op_quant_config *c, const char *key, const char *value, op_error *err);
+
+/* Checks that the options set agree, whatever the order they were set in (e.g. profile tensorrt
+ * with activation_type uint8, percentile without method hist). op_quantize checks this too.
+ * Returns 0, or -1 and sets *err (OP_ARG) naming the config keys. */
+OP_API int op_quant_config_check(const op_quant_config *c, op_error *err);
 
 typedef struct op_quant_report op_quant_report;
 
 /* Calibrates on d and rewrites m in place into QDQ form; with several methods or batch counts, each
  * candidate is scored against the fp32 model on held-out samples and the best is kept.
  * Returns the report, or NULL and sets *err. */
-op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_config *c, op_error *err);
+OP_API op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_config *c, op_error *err);
 /* Reads a compress config: {"prune": {...as op_prune_config_load_json...}, "quantize": {...options}}.
  * Returns 0, or -1 and sets *err naming the file and the entry. */
-int op_compress_config_load(const char *path, op_prune_config *p, op_quant_config *q, op_error *err);
-char *op_quant_report_text(const op_quant_report *r);
-char *op_quant_report_json(const op_quant_report *r);
-void op_quant_report_free(op_quant_report *r);
+OP_API int op_compress_config_load(const char *path, op_prune_config *p, op_quant_config *q, op_error *err);
+OP_API char *op_quant_report_text(const op_quant_report *r);
+OP_API char *op_quant_report_json(const op_quant_report *r);
+OP_API void op_quant_report_free(op_quant_report *r);
 
 #ifdef __cplusplus
 }

@@ -296,7 +296,12 @@ int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, in
       *t = a->t;
       t->dims[0] = count;
       t->nbytes = row * (size_t)count;
-      t->data = op_xmalloc(t->nbytes ? t->nbytes : 1);
+      t->data = malloc(t->nbytes ? t->nbytes : 1);
+      if (!t->data) {
+        op_fail(err, OP_NOMEM, "%s: input '%s': out of memory for a batch of %zu bytes", d->path,
+                op_session_input_name(s, i), t->nbytes);
+        goto fail;
+      }
       memcpy(t->data, (char *)a->t.data + row * (size_t)start, t->nbytes);
       continue;
     }
@@ -328,7 +333,11 @@ int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, in
     for (int k = 0; k < rank; k++) numel *= t->dims[k];
     size_t es = op_dtype_size(dt);
     t->nbytes = (size_t)numel * es;
-    t->data = op_xmalloc(t->nbytes ? t->nbytes : 1);
+    t->data = malloc(t->nbytes ? t->nbytes : 1);
+    if (!t->data) {
+      op_fail(err, OP_NOMEM, "%s: --fill %s: out of memory for a batch of %zu bytes", d->path, name, t->nbytes);
+      goto fail;
+    }
     for (int64_t k = 0; k < numel; k++) put_value((char *)t->data + k * (int64_t)es, dt, f->value);
   }
   return 0;

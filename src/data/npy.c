@@ -100,7 +100,11 @@ int op_npy_parse(const uint8_t *buf, size_t size, const char *origin, op_tensor 
     goto done;
   }
   out->nbytes = need;
-  out->data = op_xmalloc(need ? need : 1);
+  out->data = malloc(need ? need : 1);
+  if (!out->data) {
+    rc = op_fail(err, OP_NOMEM, "%s: out of memory for %zu bytes of array data", origin, need);
+    goto done;
+  }
   memcpy(out->data, buf + hoff + hlen, need);
 done:
   free(h);
@@ -128,7 +132,8 @@ int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_v
     if ((size_t)local + 30 > size || u32(buf + local) != 0x04034b50) return op_fail(err, OP_PARSE, "%s: %s: corrupt zip entry", origin, name);
     size_t start = (size_t)local + 30 + u16(buf + local + 26) + u16(buf + local + 28);
     if (start + csize > size) return op_fail(err, OP_PARSE, "%s: %s: truncated zip entry", origin, name);
-    uint8_t *data = op_xmalloc(usize ? usize : 1);
+    uint8_t *data = malloc(usize ? usize : 1);
+    if (!data) return op_fail(err, OP_NOMEM, "%s: %s: out of memory for %u bytes", origin, name, usize);
     if (method == 0) {
       if (csize != usize) {
         free(data);

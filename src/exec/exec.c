@@ -531,6 +531,11 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
     for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
     memset(outs, 0, x->n_out * sizeof *outs);
     rc = op_exec_typed(x->op, &k, ins, x->n_in, outs, x->n_out, err); /* any element type */
+    if (rc && err && err->code == OP_NOMEM) { /* say where */
+      char what[sizeof err->message];
+      snprintf(what, sizeof what, "%s", err->message);
+      op_fail(err, OP_NOMEM, "%s: node '%s' (%s): %s", s->m->path, op_node_name(x->node), x->node->op_type, what);
+    }
     for (size_t j = 0; j < x->n_out; j++) {
       if (x->out[j] < 0 || rc) {
         op_xt_release(&outs[j]);

@@ -82,7 +82,8 @@ int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error
   size_t need = (size_t)(n ? n : 1) * op_xt_elem_size(dtype);
   t->data = current_pool ? pool_take(current_pool, need, &t->cap) : NULL;
   if (!t->data) {
-    t->data = op_xmalloc(need);
+    t->data = malloc(need); /* sized by the data: running out is an error, not an abort */
+    if (!t->data) return op_fail(err, OP_NOMEM, "out of memory for a tensor of %zu bytes", need);
     t->cap = need;
   }
   t->owned = true;

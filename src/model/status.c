@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *op_version(void) { return OP_VERSION_STRING; }
+
 const char *op_status_str(op_status code) {
   switch (code) {
 #define OP_STATUS_STR(name, str) \

@@ -86,6 +86,7 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
     int64_t s = 0;
     if (parse_count(key, value, 0, &s, err)) return -1;
     c->seed = (uint64_t)s;
+    c->seed_set = true;
     return 0;
   }
   if (strcmp(key, "samples") == 0) return parse_count(key, value, 1, &c->samples, err);
@@ -108,6 +109,10 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
     else return op_fail(err, OP_ARG, "scope: '%s' is not one of layer, global", value);
     return 0;
   }
+  if (strcmp(key, "progress") == 0) {
+    c->progress = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
+    return 0;
+  }
   if (strcmp(key, "compact") == 0) {
     if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0) c->compact = true;
     else if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0) c->compact = false;
@@ -116,6 +121,15 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
   }
   return op_fail(err, OP_ARG, "unknown option '%s'", key);
 }
+
+int op_prune_config_check(const op_prune_config *c, op_error *err) {
+  if (c->seed_set && c->importance != OP_IMP_RANDOM)
+    return op_fail(err, OP_ARG, "seed: applies only to importance random (importance is '%s')",
+                   c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation" : "l2");
+  return 0;
+}
+
+bool op_prune_config_uses_data(const op_prune_config *c) { return c->importance == OP_IMP_ACTIVATION; }
 
 /* JSON scalar or list -> the text form op_prune_config_set takes. */
 bool op_json_to_text(const cJSON *v, char *buf, size_t n) {
@@ -455,7 +469,7 @@ static int collect_activations(const op_analysis *a, const op_prune_config *c, a
   }
   op_session *s = op_session_new(a->model, err);
   int64_t first = 0, total = s ? op_sample_window(c->data, s, 0, c->samples, &first, err) : -1;
-  int rc = total < 0 ? -1 : op_stream(s, c->data, first, total, c->batch, observe_act, &o, false, NULL, NULL, false, "importance", err);
+  int rc = total < 0 ? -1 : op_stream(s, c->data, first, total, c->batch, observe_act, &o, false, NULL, NULL, c->progress, "importance", err);
   op_session_free(s);
   free(o.slot_layer);
   return rc;
@@ -568,8 +582,29 @@ static int check_indices(const op_int_vec *v, int64_t n, int layer, const char *
   return 0;
 }
 
+/* A count to keep that is larger than a block has would silently keep everything. */
+static int check_keep_counts(const op_analysis *a, const op_prune_config *c, op_error *err) {
+  for (size_t l = 0; l < a->layers.n; l++) {
+    const op_layer_cfg *lc = layer_cfg(c, (int)l);
+    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_ffn *f = op_layer_ffn(a, (int)l);
+    int64_t heads = lc && lc->num_heads >= 0 ? lc->num_heads : c->num_heads;
+    int64_t width = lc && lc->ffn_size >= 0 ? lc->ffn_size : c->ffn_size;
+    const char *hk = lc && lc->num_heads >= 0 ? "layers: num_heads" : "num_heads";
+    const char *fk = lc && lc->ffn_size >= 0 ? "layers: ffn_size" : "ffn_size";
+    if (at && heads > at->heads)
+      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld heads of layer %zu", hk, (long long)heads,
+                     (long long)at->heads, l);
+    if (f && width > f->down.in)
+      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld FFN neurons of layer %zu", fk, (long long)width,
+                     (long long)f->down.in, l);
+  }
+  return 0;
+}
+
 static int validate(const op_analysis *a, const op_prune_config *c, op_error *err) {
   int n = (int)a->layers.n;
+  if (op_prune_config_check(c, err) || check_keep_counts(a, c, err)) return -1;
   for (size_t i = 0; i < c->keep_layers.n; i++)
     if (c->keep_layers.v[i] >= n)
       return op_fail(err, OP_ARG, "keep_layers: layer %d does not exist (the model has %d layers, 0-%d)",

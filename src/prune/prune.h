@@ -21,6 +21,8 @@ struct op_prune_config {
   int64_t ffn_size, num_heads;               /* < 0: unset */
   op_importance importance;
   uint64_t seed;
+  bool seed_set;
+  bool progress; /* progress bar while activations are collected */
   bool global;
   bool compact;
   bool keep_layers_set;

@@ -7,7 +7,7 @@
 #include "match/match.h"
 #include "quant/calib.h"
 
-enum { OP_Q_MATMUL = 1, OP_Q_GEMM = 2, OP_Q_GATHER = 4, OP_Q_ATTENTION = 8, OP_Q_ADD = 16 };
+enum { OP_Q_MATMUL = 1, OP_Q_GEMM = 2, OP_Q_GATHER = 4, OP_Q_ATTENTION = 8, OP_Q_ADD = 16, OP_Q_CONV = 32 };
 
 struct op_quant_config {
   op_cal_method methods[OP_CAL_COUNT];
@@ -18,6 +18,14 @@ struct op_quant_config {
   bool per_channel, act_signed, symmetric, bias_correction;
   unsigned op_types;
   OP_VEC(char *) exclude; /* node-name glob patterns */
+  OP_VEC(char *) include; /* node-name glob patterns; none: every node of the op types */
+  bool reduce_range;      /* 7-bit weights ([-63, 63]), ONNX Runtime's reduce_range */
+  bool progress;          /* progress on a terminal: calibration passes, search candidates */
+  /* what was set explicitly, so that contradictions are refused whatever the order */
+  int profile;            /* 0 unset, 1 ort, 2 tensorrt */
+  int act_type_set;       /* -1 unset, 0 uint8, 1 int8 */
+  int symmetric_set;      /* -1 unset, 0 or 1 */
+  bool percentile_set, eval_samples_set;
   int64_t batch, calib_samples, eval_samples;
 };
 
@@ -42,6 +50,8 @@ struct op_quant_report {
   char *model;
   op_cal_method method;
   int64_t batches, eval_first, eval_samples;
+  int64_t data_samples, calib_cap; /* calib_cap > 0: calibration was cut to samples [0, calib_cap) */
+  bool reduce_range;
   bool act_signed, symmetric, bias_correction, per_tensor_fallback;
   int biases_corrected;
   OP_VEC(op_quant_entry) entries;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- configuration ---- */
 
@@ -31,6 +32,7 @@ op_quant_config *op_quant_config_new(void) {
   c->op_types = OP_Q_MATMUL | OP_Q_GEMM | OP_Q_GATHER;
   c->batch = 8;
   c->calib_samples = 256;
+  c->act_type_set = c->symmetric_set = -1;
   return c;
 }
 
@@ -38,6 +40,8 @@ void op_quant_config_free(op_quant_config *c) {
   if (!c) return;
   for (size_t i = 0; i < c->exclude.n; i++) free(c->exclude.v[i]);
   free(c->exclude.v);
+  for (size_t i = 0; i < c->include.n; i++) free(c->include.v[i]);
+  free(c->include.v);
   free(c);
 }
 
@@ -53,11 +57,47 @@ static const struct {
   const char *name;
   unsigned bit;
 } OP_TYPES[] = {{"MatMul", OP_Q_MATMUL}, {"Gemm", OP_Q_GEMM}, {"Gather", OP_Q_GATHER},
-                {"AttentionMatMul", OP_Q_ATTENTION}, {"Add", OP_Q_ADD}};
+                {"AttentionMatMul", OP_Q_ATTENTION}, {"Add", OP_Q_ADD}, {"Conv", OP_Q_CONV}};
+
+static int quant_config_set(op_quant_config *c, const char *key, const char *value, char *buf, op_error *err);
+
+/* The activation type and symmetry follow from what was set explicitly and the profile, never from
+ * the order they were set in (contradictions are refused by op_quant_config_check). */
+static void resolve_activations(op_quant_config *c) {
+  c->act_signed = c->act_type_set >= 0 ? c->act_type_set : c->profile == 2;
+  c->symmetric = c->symmetric_set >= 0 ? c->symmetric_set : c->profile == 2;
+}
 
 int op_quant_config_set(op_quant_config *c, const char *key, const char *value, op_error *err) {
-  char buf[1024];
-  snprintf(buf, sizeof buf, "%s", value);
+  char *buf = op_xstrdup(value); /* tokenised in place */
+  int rc = quant_config_set(c, key, value, buf, err);
+  free(buf);
+  resolve_activations(c);
+  return rc;
+}
+
+static bool method_chosen(const op_quant_config *c, op_cal_method m) {
+  for (int i = 0; i < c->n_methods; i++)
+    if (c->methods[i] == m) return true;
+  return false;
+}
+
+int op_quant_config_check(const op_quant_config *c, op_error *err) {
+  static const char *const PROFILES[] = {"", "ort", "tensorrt"};
+  if (c->profile && c->act_type_set >= 0 && c->act_type_set != (c->profile == 2))
+    return op_fail(err, OP_ARG, "profile '%s' (%s activations) conflicts with activation_type '%s'", PROFILES[c->profile],
+                   c->profile == 2 ? "int8 symmetric" : "uint8 asymmetric", c->act_type_set ? "int8" : "uint8");
+  if (c->profile == 1 && c->symmetric_set == 1)
+    return op_fail(err, OP_ARG, "profile 'ort' (uint8 asymmetric activations) conflicts with symmetric");
+  if (c->percentile_set && !method_chosen(c, OP_CAL_HIST))
+    return op_fail(err, OP_ARG, "percentile: applies only to method hist (method is %s%s)",
+                   op_cal_method_name(c->methods[0]), c->n_methods > 1 ? ", ..." : "");
+  if (c->eval_samples_set && c->n_methods <= 1 && c->n_batches <= 1)
+    return op_fail(err, OP_ARG, "eval_samples: only a search (several methods or batches) scores on held-out samples");
+  return 0;
+}
+
+static int quant_config_set(op_quant_config *c, const char *key, const char *value, char *buf, op_error *err) {
   if (!strcmp(key, "method")) {
     c->n_methods = 0;
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
@@ -81,6 +121,7 @@ int op_quant_config_set(op_quant_config *c, const char *key, const char *value, 
     double p = strtod(value, &e);
     if (e == value || *e || !(p > 0 && p <= 100)) return op_fail(err, OP_ARG, "percentile: '%s' is outside (0, 100]", value);
     c->percentile = p;
+    c->percentile_set = true;
     return 0;
   }
   if (!strcmp(key, "weight_granularity")) {
@@ -90,21 +131,24 @@ int op_quant_config_set(op_quant_config *c, const char *key, const char *value, 
     return 0;
   }
   if (!strcmp(key, "activation_type")) {
-    if (!strcmp(value, "int8")) c->act_signed = true;
-    else if (!strcmp(value, "uint8")) c->act_signed = false;
+    if (!strcmp(value, "int8")) c->act_type_set = 1;
+    else if (!strcmp(value, "uint8")) c->act_type_set = 0;
     else return op_fail(err, OP_ARG, "activation_type: '%s' is not int8 or uint8", value);
     return 0;
   }
-  if (!strcmp(key, "symmetric") || !strcmp(key, "bias_correction")) {
+  if (!strcmp(key, "symmetric") || !strcmp(key, "bias_correction") || !strcmp(key, "reduce_range") ||
+      !strcmp(key, "progress")) {
     bool on = !strcmp(value, "1") || !strcmp(value, "true");
     if (!on && strcmp(value, "0") && strcmp(value, "false")) return op_fail(err, OP_ARG, "%s: '%s' is not true or false", key, value);
-    if (key[0] == 's') c->symmetric = on;
+    if (!strcmp(key, "symmetric")) c->symmetric_set = on;
+    else if (!strcmp(key, "reduce_range")) c->reduce_range = on;
+    else if (!strcmp(key, "progress")) c->progress = on;
     else c->bias_correction = on;
     return 0;
   }
   if (!strcmp(key, "profile")) {
-    if (!strcmp(value, "tensorrt")) c->act_signed = true, c->symmetric = true;
-    else if (!strcmp(value, "ort")) c->act_signed = false, c->symmetric = false;
+    if (!strcmp(value, "tensorrt")) c->profile = 2;
+    else if (!strcmp(value, "ort")) c->profile = 1;
     else return op_fail(err, OP_ARG, "profile: '%s' is not tensorrt or ort", value);
     return 0;
   }
@@ -114,18 +158,25 @@ int op_quant_config_set(op_quant_config *c, const char *key, const char *value, 
       unsigned bit = 0;
       for (size_t i = 0; i < sizeof OP_TYPES / sizeof *OP_TYPES; i++)
         if (!strcmp(tok, OP_TYPES[i].name)) bit = OP_TYPES[i].bit;
-      if (!bit) return op_fail(err, OP_ARG, "op_types: '%s' is not one of MatMul, Gemm, Gather, AttentionMatMul, Add", tok);
+      if (!bit) return op_fail(err, OP_ARG, "op_types: '%s' is not one of MatMul, Gemm, Gather, Conv, AttentionMatMul, Add", tok);
       c->op_types |= bit;
     }
     return c->op_types ? 0 : op_fail(err, OP_ARG, "op_types: empty list");
   }
-  if (!strcmp(key, "exclude")) {
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) OP_VEC_PUSH(c->exclude, op_xstrdup(tok));
-    return 0;
+  if (!strcmp(key, "exclude") || !strcmp(key, "include")) {
+    size_t before = key[0] == 'e' ? c->exclude.n : c->include.n;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+      if (key[0] == 'e') OP_VEC_PUSH(c->exclude, op_xstrdup(tok));
+      else OP_VEC_PUSH(c->include, op_xstrdup(tok));
+    }
+    return (key[0] == 'e' ? c->exclude.n : c->include.n) > before ? 0 : op_fail(err, OP_ARG, "%s: empty list", key);
   }
   if (!strcmp(key, "batch")) return parse_int(key, value, 1, &c->batch, err);
   if (!strcmp(key, "calibration_samples")) return parse_int(key, value, 1, &c->calib_samples, err);
-  if (!strcmp(key, "eval_samples")) return parse_int(key, value, 1, &c->eval_samples, err);
+  if (!strcmp(key, "eval_samples")) {
+    c->eval_samples_set = true;
+    return parse_int(key, value, 1, &c->eval_samples, err);
+  }
   return op_fail(err, OP_ARG, "unknown quantize option '%s'", key);
 }
 
@@ -186,6 +237,9 @@ typedef struct target {
 } target;
 
 static bool excluded(const op_quant_config *c, const Onnx__NodeProto *n) {
+  bool listed = c->include.n == 0;
+  for (size_t i = 0; i < c->include.n && !listed; i++) listed = fnmatch(c->include.v[i], op_node_name(n), 0) == 0;
+  if (!listed) return true;
   for (size_t i = 0; i < c->exclude.n; i++)
     if (fnmatch(c->exclude.v[i], op_node_name(n), 0) == 0) return true;
   return false;
@@ -212,6 +266,14 @@ static const char *weight_behind(const op_graph *gr, const Onnx__NodeProto *n, i
 
 typedef OP_VEC(target) target_vec;
 
+/* A Conv's float weight initializer [M, C/group, k...], read by this node only, or NULL. */
+static const char *conv_weight(const op_graph *gr, const Onnx__NodeProto *n) {
+  Onnx__TensorProto *t = op_graph_init(gr, n->input[1]);
+  if (!t || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims < 3 || t->dims[0] < 1) return NULL;
+  op_value *v = op_graph_find(gr, n->input[1]);
+  return v->n_consumers == 1 ? t->name : NULL;
+}
+
 static void find_targets(const op_graph *gr, const op_quant_config *c, target_vec *out) {
   Onnx__GraphProto *g = gr->g;
   for (size_t i = 0; i < g->n_node; i++) {
@@ -233,6 +295,17 @@ static void find_targets(const op_graph *gr, const op_quant_config *c, target_ve
         OP_VEC_PUSH(*out, t);
         continue;
       }
+    }
+    if (op_node_is(n, "Conv") && (c->op_types & OP_Q_CONV) && is_activation(gr, n->input[0])) {
+      const char *w = conv_weight(gr, n);
+      if (w) { /* per output channel: axis 0 of [M, C/group, k...]; the bias stays float */
+        t.w = w;
+        t.w_slot = 1;
+        t.act_slots[0] = 0;
+        t.w_axis = 0;
+        OP_VEC_PUSH(*out, t);
+      }
+      continue;
     }
     if (mm && (c->op_types & OP_Q_ATTENTION) && is_activation(gr, n->input[0]) && is_activation(gr, n->input[1])) {
       t.kind = T_ATTENTION;
@@ -293,13 +366,18 @@ static bool needs_hist(const op_quant_config *c) {
 }
 
 /* Streams `batches` batches (or the calibration samples) through the model's session s, one or two
- * passes (one session for every pass and trial: its weights are packed once). */
-static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *c, int64_t batches, calib *cal,
-                     op_error *err) {
-  int64_t first, want = op_sample_window(d, s, 0, batches > 0 ? batches * c->batch : c->calib_samples, &first, err);
+ * passes (one session for every pass and trial: its weights are packed once); cap > 0: never beyond
+ * sample cap (the rows a search holds out). */
+static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *c, int64_t batches, int64_t cap,
+                     calib *cal, op_error *err) {
+  int64_t asked = batches > 0 ? batches * c->batch : c->calib_samples;
+  if (cap > 0 && asked > cap) asked = cap;
+  int64_t first, want = op_sample_window(d, s, 0, asked, &first, err);
   int rc = want < 0 ? -1 : 0;
-  for (cal->pass = 1; cal->pass <= (needs_hist(c) ? 2 : 1) && !rc; cal->pass++)
-    rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, false, "calibrate", err);
+  int passes = needs_hist(c) ? 2 : 1;
+  for (cal->pass = 1; cal->pass <= passes && !rc; cal->pass++)
+    rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, c->progress,
+                   cal->pass == 1 ? (passes == 2 ? "calibrate 1/2" : "calibrate") : "calibrate 2/2", err);
   return rc;
 }
 
@@ -374,9 +452,12 @@ static op_quant_entry *record(op_quant_report *r, const char *name, const char *
   return &r->entries.v[r->entries.n - 1];
 }
 
-/* Quantises a float [rows, cols] weight symmetric int8 along `axis` (per channel) or as a whole. */
-static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis, bool per_channel, int8_t *q,
-                            float *scales, float *dq) {
+/* Quantises a float [rows, cols] weight symmetric int8 along `axis` (per channel) or as a whole, to
+ * [-levels, levels]: 127, or 63 for reduce_range (7 bits, so that u8 x s8 products summed in pairs
+ * cannot saturate int16 on CPUs without VNNI). */
+static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis, bool per_channel, int levels,
+                            int8_t *q, float *scales, float *dq) {
+  const float L = (float)levels;
   int64_t nch = per_channel ? (axis == 0 ? rows : cols) : 1;
   for (int64_t c = 0; c < nch; c++) scales[c] = 0;
   for (int64_t r = 0; r < rows; r++)
@@ -384,12 +465,12 @@ static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis
       int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
       scales[ch] = fmaxf(scales[ch], fabsf(w[r * cols + c]));
     }
-  for (int64_t c = 0; c < nch; c++) scales[c] = scales[c] > 0 ? scales[c] / 127.f : 1.f; /* scales stay > 0 */
+  for (int64_t c = 0; c < nch; c++) scales[c] = scales[c] > 0 ? scales[c] / L : 1.f; /* scales stay > 0 */
   for (int64_t r = 0; r < rows; r++)
     for (int64_t c = 0; c < cols; c++) {
       int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
       float v = nearbyintf(w[r * cols + c] / scales[ch]);
-      v = v > 127 ? 127 : v < -127 ? -127 : v;
+      v = v > L ? L : v < -L ? -L : v;
       q[r * cols + c] = (int8_t)v;
       if (dq) dq[r * cols + c] = v * scales[ch];
     }
@@ -399,7 +480,8 @@ static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis
 static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, const op_quant_config *c,
                                   op_cal_method m, op_quant_report *r) {
   double lo, hi;
-  op_cal_range(s, m, c->percentile, c->symmetric || c->act_signed, &lo, &hi);
+  bool symmetric = c->symmetric || c->act_signed || m == OP_CAL_ABS_MAX; /* abs_max: [-max|x|, max|x|] */
+  op_cal_range(s, m, c->percentile, symmetric, &lo, &hi);
   int32_t qt = c->act_signed ? ONNX__TENSOR_PROTO__DATA_TYPE__INT8 : ONNX__TENSOR_PROTO__DATA_TYPE__UINT8;
   float scale;
   int zp;
@@ -407,7 +489,7 @@ static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, c
     double T = fmax(fabs(lo), fabs(hi));
     scale = T > 0 ? (float)(T / 127.0) : 1.f;
     zp = 0;
-  } else if (c->symmetric) { /* uint8 symmetric: the centre 128 */
+  } else if (symmetric) { /* uint8 symmetric: the centre 128 */
     double T = fmax(fabs(lo), fabs(hi));
     scale = T > 0 ? (float)(T / 127.0) : 1.f;
     zp = 128;
@@ -497,19 +579,19 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     Onnx__NodeProto *n = g->node[t->node];
     Onnx__TensorProto *w = op_graph_init(gr, t->w);
     const float *wf = op_tensor_f32(w);
-    int64_t rows = w->dims[0], cols = w->dims[1], nel = rows * cols;
+    /* a Conv kernel [M, C/group, k...] is quantised as the matrix [M, C/group * k...] */
+    int64_t rows = w->dims[0], nel = op_tensor_numel(w), cols = rows ? nel / rows : 0;
     bool pc = c->per_channel && per_axis_ok;
     int64_t nch = pc ? (t->w_axis == 0 ? rows : cols) : 1;
     int8_t *q = op_xmalloc((size_t)nel);
     float *scales = op_xmalloc((size_t)nch * sizeof(float)), *dqw = op_xmalloc((size_t)nel * sizeof(float));
-    quantize_weight(wf, rows, cols, t->w_axis, pc, q, scales, dqw);
+    quantize_weight(wf, rows, cols, t->w_axis, pc, c->reduce_range ? 63 : 127, q, scales, dqw);
     if (c->bias_correction && t->kind == T_LINEAR && t->act)
       r->biases_corrected += correct_bias(gr, n, t, wf, dqw, rows, cols, stats_of(cal, t->act));
     char *qn = fmt_name(gr, t->w, "_quantized"), *sn = fmt_name(gr, t->w, "_scale"),
          *zn = fmt_name(gr, t->w, "_zero_point"), *dn = fmt_name(gr, t->w, "_dequantized");
-    int64_t dims[2] = {rows, cols};
     int8_t *zeros = op_xcalloc((size_t)nch, 1);
-    const char *q_name = add_tensor(gr, qn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, dims, 2, q);
+    const char *q_name = add_tensor(gr, qn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, w->dims, w->n_dims, q);
     const char *s_name = add_tensor(gr, sn, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &nch, pc ? 1 : 0, scales);
     const char *z_name = add_tensor(gr, zn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, &nch, pc ? 1 : 0, zeros);
     float lo = INFINITY, hi = -INFINITY;
@@ -565,7 +647,9 @@ static void report_reset(op_quant_report *r) {
 }
 
 op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_config *c, op_error *err) {
+  if (op_quant_config_check(c, err)) return NULL;
   op_quant_report *r = op_xcalloc(1, sizeof *r);
+  r->reduce_range = c->reduce_range;
   r->model = op_xstrdup(m->path);
   r->act_signed = c->act_signed;
   r->symmetric = c->symmetric || c->act_signed;
@@ -576,7 +660,7 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   if (ts.n == 0) {
     op_graph_free(tgr);
     op_quant_report_free(r);
-    return op_fail_null(err, OP_UNSUPPORTED, "%s: no node to quantise (op types and --exclude leave none)", m->path);
+    return op_fail_null(err, OP_UNSUPPORTED, "%s: no node to quantise (op_types, include and exclude leave none)", m->path);
   }
   int n_b = c->n_batches ? c->n_batches : 1;
   bool search = c->n_methods > 1 || n_b > 1;
@@ -589,25 +673,40 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
     int64_t want = c->n_batches ? c->batches[b] * c->batch : c->calib_samples;
     max_calib = want > max_calib ? want : max_calib;
   }
-  int64_t eval_first = max_calib, eval_n = c->eval_samples ? c->eval_samples : 256;
-  if (search && eval_first >= total) { /* too little data to hold some out: score on the last quarter */
+  int64_t eval_first = max_calib, eval_n = c->eval_samples ? c->eval_samples : 256, cap = 0;
+  if (search && total < 2) {
+    op_fail(err, OP_ARG, "%s: a search needs at least 2 samples (one to calibrate, one to score); the data has %lld",
+            m->path, (long long)total);
+    goto fail;
+  }
+  if (search && eval_first >= total) {
+    /* too little data to hold some out after the calibration rows: calibration gives up the last
+     * quarter, so that scoring rows never overlap calibration rows */
     eval_first = total - (total / 4 > 0 ? total / 4 : 1);
+    cap = eval_first;
   }
   if (search && eval_first + eval_n > total) eval_n = total - eval_first;
+  r->calib_cap = cap;
+  r->data_samples = total;
+  int n_trials = n_b * c->n_methods, trial = 0;
+  bool tell = c->progress && isatty(STDERR_FILENO);
   double best_score = -INFINITY;
   int best_m = 0, best_b = 0;
   for (int b = 0; b < n_b && search; b++) {
     calib cal;
     calib_init(&cal, m, tgr, ts.v, ts.n);
-    if (calibrate(s, d, c, c->n_batches ? c->batches[b] : 0, &cal, err)) {
+    if (calibrate(s, d, c, c->n_batches ? c->batches[b] : 0, cap, &cal, err)) {
       calib_free(&cal);
       goto fail;
     }
     for (int k = 0; k < c->n_methods; k++) {
+      if (tell)
+        fprintf(stderr, "candidate %d/%d: method %s, %s%lld batches\n", ++trial, n_trials, op_cal_method_name(c->methods[k]),
+                c->n_batches ? "" : "all calibration samples, ", (long long)(c->n_batches ? c->batches[b] : 0));
       op_model *q = clone_model(m, err);
       op_quant_report scratch = {0};
       int rc = q ? apply(q, c, &cal, c->methods[k], &scratch, err) : -1;
-      op_verify_report *v = rc ? NULL : op_verify(m, q, d, &(op_run_options){.batch = c->batch, .samples = eval_n, .first = eval_first}, err);
+      op_verify_report *v = rc ? NULL : op_verify(m, q, d, &(op_run_options){.batch = c->batch, .samples = eval_n, .first = eval_first, .progress = c->progress}, err);
       report_reset(&scratch);
       free(scratch.entries.v);
       op_model_free(q);
@@ -630,7 +729,7 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   r->eval_samples = search ? eval_n : 0;
   calib cal;
   calib_init(&cal, m, tgr, ts.v, ts.n);
-  int rc = calibrate(s, d, c, r->batches, &cal, err);
+  int rc = calibrate(s, d, c, r->batches, cap, &cal, err);
   op_session_free(s);
   s = NULL;
   if (!rc) rc = apply(m, c, &cal, r->method, r, err);
@@ -669,16 +768,22 @@ char *op_quant_report_text(const op_quant_report *r) {
       P("%-8s %8lld %12.6f %14.2f%% %10s%s\n", op_cal_method_name(t->method), (long long)t->batches, t->cosine,
         100 * t->agreement, acc, t->method == r->method && t->batches == r->batches ? "  <- kept" : "");
     }
-    P("(scored against the fp32 model on samples %lld..%lld, held out of calibration)\n", (long long)r->eval_first,
-      (long long)(r->eval_first + r->eval_samples - 1));
+    if (r->calib_cap)
+      P("(the data holds %lld samples, too few to hold any out after the calibration samples asked for: calibration "
+        "used samples 0..%lld only, and the candidates were scored against the fp32 model on samples %lld..%lld)\n",
+        (long long)r->data_samples, (long long)(r->calib_cap - 1), (long long)r->eval_first,
+        (long long)(r->eval_first + r->eval_samples - 1));
+    else
+      P("(scored against the fp32 model on samples %lld..%lld, held out of calibration)\n", (long long)r->eval_first,
+        (long long)(r->eval_first + r->eval_samples - 1));
   }
   int nw = 0, na = 0;
   for (size_t i = 0; i < r->entries.n; i++) {
     if (strcmp(r->entries.v[i].kind, "activation")) nw++;
     else na++;
   }
-  P("quantised: %d weight tensors (int8, symmetric%s), %d activation tensors (%s, %s, method %s)%s%s", nw,
-    r->per_tensor_fallback ? ", per tensor: opset < 13 has no per-axis DequantizeLinear" : "", na,
+  P("quantised: %d weight tensors (int8%s, symmetric%s), %d activation tensors (%s, %s, method %s)%s%s", nw,
+    r->reduce_range ? " reduced to 7 bits [-63, 63]" : "", r->per_tensor_fallback ? ", per tensor: opset < 13 has no per-axis DequantizeLinear" : "", na,
     r->act_signed ? "int8" : "uint8", r->symmetric ? "symmetric" : "asymmetric", op_cal_method_name(r->method),
     r->bias_correction ? ", biases corrected: " : "\n", "");
   if (r->bias_correction) P("%d\n", r->biases_corrected);
@@ -694,6 +799,8 @@ char *op_quant_report_json(const op_quant_report *r) {
   cJSON_AddStringToObject(root, "activation_type", r->act_signed ? "int8" : "uint8");
   cJSON_AddBoolToObject(root, "symmetric_activations", r->symmetric);
   cJSON_AddBoolToObject(root, "bias_correction", r->bias_correction);
+  cJSON_AddBoolToObject(root, "reduce_range", r->reduce_range);
+  if (r->calib_cap) cJSON_AddNumberToObject(root, "calibration_capped_at", (double)r->calib_cap);
   cJSON_AddNumberToObject(root, "biases_corrected", r->biases_corrected);
   cJSON *tr = cJSON_AddArrayToObject(root, "trials");
   for (size_t i = 0; i < r->trials.n; i++) {

@@ -20,6 +20,7 @@ typedef struct vout {
   int64_t n;
   bool logits; /* [samples, classes] float */
   int64_t agree, ref_correct, cand_correct;
+  int64_t elements, mismatches; /* elements outside atol + rtol * |reference| */
 } vout;
 
 struct op_verify_report {
@@ -27,6 +28,7 @@ struct op_verify_report {
   int64_t samples;
   bool has_labels;
   int label_output; /* the output scored against labels, or -1 */
+  double atol, rtol;
   OP_VEC(vout) outs;
 };
 
@@ -83,6 +85,7 @@ static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_ten
     for (int64_t j = 0; j < per; j++) {
       double x = as_double(a, r0 * per + j), y = as_double(b, r0 * per + j), d = fabs(x - y);
       if (d > v->max_abs || isnan(d)) v->max_abs = isnan(d) ? INFINITY : d;
+      if (!(d <= r->atol + r->rtol * fabs(x))) v->mismatches++;
       dot += x * y, na += x * x, nb += y * y;
     }
     v->cos_sum += na == 0 && nb == 0 ? 1.0 : (na == 0 || nb == 0) ? 0.0 : dot / sqrt(na * nb);
@@ -97,7 +100,7 @@ static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_ten
     }
   }
   v->n += rows;
-  (void)r;
+  v->elements += numel;
   return 0;
 }
 
@@ -112,6 +115,8 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
   r->reference = op_xstrdup(ref->path);
   r->candidate = op_xstrdup(cand->path);
   r->label_output = -1;
+  r->atol = o ? o->atol : 0;
+  r->rtol = o ? o->rtol : 0;
   size_t na_in = op_session_input_count(sa), nb_in = op_session_input_count(sb), n_out = op_session_output_count(sa);
   int64_t first, first_b;
   int64_t total = op_sample_window(d, sa, o ? o->first : 0, o ? o->samples : 0, &first, err);
@@ -173,6 +178,11 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
   return r;
 }
 
+size_t op_verify_output_count(const op_verify_report *r) { return r->outs.n; }
+const char *op_verify_output_name(const op_verify_report *r, size_t i) { return r->outs.v[i].name; }
+int64_t op_verify_output_elements(const op_verify_report *r, size_t i) { return r->outs.v[i].elements; }
+int64_t op_verify_output_mismatches(const op_verify_report *r, size_t i) { return r->outs.v[i].mismatches; }
+
 double op_verify_min_cosine(const op_verify_report *r) {
   double m = 1;
   for (size_t i = 0; i < r->outs.n; i++)
@@ -218,6 +228,8 @@ char *op_verify_report_json(const op_verify_report *r) {
   cJSON_AddStringToObject(root, "reference", r->reference);
   cJSON_AddStringToObject(root, "candidate", r->candidate);
   cJSON_AddNumberToObject(root, "samples", (double)r->samples);
+  cJSON_AddNumberToObject(root, "atol", r->atol);
+  cJSON_AddNumberToObject(root, "rtol", r->rtol);
   cJSON *outs = cJSON_AddArrayToObject(root, "outputs");
   for (size_t i = 0; i < r->outs.n; i++) {
     const vout *v = &r->outs.v[i];
@@ -232,6 +244,8 @@ char *op_verify_report_json(const op_verify_report *r) {
       cJSON_AddNumberToObject(o, "reference_accuracy", (double)v->ref_correct / n);
       cJSON_AddNumberToObject(o, "candidate_accuracy", (double)v->cand_correct / n);
     }
+    cJSON_AddNumberToObject(o, "elements", (double)v->elements);
+    cJSON_AddNumberToObject(o, "outside_tolerance", (double)v->mismatches); /* |c - r| > atol + rtol |r| */
     cJSON_AddItemToArray(outs, o);
   }
   return op_json_finish(root);

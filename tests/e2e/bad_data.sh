@@ -19,9 +19,9 @@ expect truncated-npy "attention_mask.npy: truncated .npy data" -- run "$M" --dat
 expect no-data "no_such.npz: No such file" -- run "$M" --data "$D/no_such.npz" -o "$O"
 expect bad-fill "--fill: 'attention_mask' is not NAME=NUMBER" -- run "$M" --data "$D/missing.npz" --fill attention_mask -o "$O"
 expect bad-batch "--batch: '0' is not a whole number" -- run "$M" --data "$D/good.npz" --batch 0 -o "$O"
-expect verify-missing-data "needs REFERENCE, CANDIDATE and --data" -- verify "$M" "$M"
-expect bad-threshold "--min-cosine: '2' is outside" -- verify "$M" "$M" --data "$D/good.npz" --min-cosine 2
-expect quantize-no-data "quantize needs MODEL, -o OUT and --data PATH" -- quantize "$M" -o "$O"
+expect verify-missing-data "^onnx-prune verify: missing --data PATH" -- verify "$M" "$M"
+expect bad-threshold "--min-cosine: '2' is not a number in \[-1, 1\]" -- verify "$M" "$M" --data "$D/good.npz" --min-cosine 2
+expect quantize-no-data "^onnx-prune quantize: missing --data PATH" -- quantize "$M" -o "$O"
 expect quantize-method "method: 'fast' is not one of" -- quantize "$M" -o "$O" --data "$D/good.npz" --method kl,fast
 expect quantize-nothing "no node to quantise" -- quantize "$M" -o "$O" --data "$D/good.npz" --exclude '*'
 expect quantize-percentile "percentile: '101' is outside" -- quantize "$M" -o "$O" --data "$D/good.npz" --percentile 101

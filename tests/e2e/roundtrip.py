@@ -54,7 +54,7 @@ def main(binary, fixture):
     failures = 0
 
     noop = os.path.join(tmp, "noop.onnx")
-    subprocess.run([binary, "prune", src, "-o", noop, "-q"], check=True)
+    subprocess.run([binary, "prune", src, "-o", noop, "-q", "--head-sparsity", "0"], check=True)  # removes nothing
     back = onnx.load(noop)
     if back.SerializeToString(deterministic=True) != onnx.load(src).SerializeToString(deterministic=True):
         print("FAIL no-op prune changed the model")

@@ -1,0 +1,156 @@
+/* cmd_prune.c - `inspect` (what the matcher finds) and `prune` (remove heads, neurons, layers). */
+#include "cli/commands.h"
+
+#include <string.h>
+#include <unistd.h>
+
+static const cli_opt INSPECT_OPTS[] = {
+    CLI_OPT("--json", NULL, NULL, NULL, NULL, NONE, false, "print the same as JSON")
+    CLI_COMMON_OPTS
+};
+
+const cli_cmd CMD_INSPECT = {"inspect", "MODEL [--json]",
+                             "opsets, producer, inputs and outputs, op counts, parameters by type, and per layer the "
+                             "attention / FFN blocks found",
+                             1, 1, "MODEL", INSPECT_OPTS, sizeof INSPECT_OPTS / sizeof *INSPECT_OPTS};
+
+int cmd_inspect(const cli_args *a) {
+  const char *model = a->pos[0];
+  op_error err = {0};
+  op_model *m = op_model_load(model, &err);
+  if (!m) return cli_fail(a, &err);
+  cli_note(a, "loaded %s", model);
+  op_analysis *an = op_analyze(m, &err);
+  if (!an) {
+    op_model_free(m);
+    return cli_fail(a, &err);
+  }
+  bool json = cli_has(a, "--json");
+  char *text = json ? op_inspect_json(m, an) : op_inspect_text(m, an);
+  if (!text) {
+    op_analysis_free(an);
+    op_model_free(m);
+    return cli_error(a->cmd, "%s: out of memory", model);
+  }
+  fputs(text, stdout);
+  if (json) fputc('\n', stdout);
+  op_free(text);
+  op_analysis_free(an);
+  op_model_free(m);
+  return 0;
+}
+
+/* The options that ask for something to be removed; prune without any of them would copy the model. */
+static const char *const PRUNING_FLAGS[] = {"--head-sparsity", "--ffn-sparsity", "--width",   "--num-heads",
+                                            "--ffn-size",      "--keep-layers",  "--compact", "--config"};
+
+static const cli_opt PRUNE_OPTS[] = {
+    CLI_OPT("--output", "-o", "OUT", NULL, NULL, NONE, false, "where to write the pruned model")
+    CLI_OPT("--head-sparsity", NULL, "R", NULL, "head_sparsity", NONE, false,
+            "fraction of heads to remove, in [0, 1) (per layer, or see --scope)")
+    CLI_OPT("--ffn-sparsity", NULL, "R", NULL, "ffn_sparsity", NONE, false, "fraction of FFN neurons to remove, in [0, 1)")
+    CLI_OPT("--width", NULL, "W", NULL, "width", NONE, false,
+            "keep fraction W of heads and FFN neurons, in (0, 1] (DynaBERT's width multiplier)")
+    CLI_OPT("--num-heads", NULL, "N", NULL, "num_heads", NONE, false, "heads to keep per layer")
+    CLI_OPT("--ffn-size", NULL, "N", NULL, "ffn_size", NONE, false, "FFN neurons to keep per layer")
+    CLI_OPT("--keep-layers", NULL, "L", NULL, "keep_layers", NONE, false,
+            "comma-separated layer indices to keep; the others are removed whole")
+    CLI_OPT("--config", NULL, "FILE.json", NULL, NULL, NONE, false,
+            "per-layer control (see README); flags given too override its top level")
+    CLI_OPT("--importance", NULL, "M", "l2", "importance", NONE, false,
+            "how units are ranked: l2, l1, random, or activation (needs --data)")
+    CLI_DATA_OPTS("calibration data for --importance activation (" CLI_DATA_HELP ")", "8", "batch", "256", "samples")
+    CLI_OPT("--seed", NULL, "N", "0", "seed", NONE, false, "seed for --importance random")
+    CLI_OPT("--scope", NULL, "S", "layer", "scope", NONE, false,
+            "layer: each layer loses the same fraction; global: rank the units of all layers together")
+    CLI_OPT("--compact", NULL, NULL, NULL, "compact", NONE, false,
+            "remove heads and neurons whose weights are already all zero (exact)")
+    CLI_OPT("--report", NULL, "FILE.json", NULL, NULL, NONE, false, "write the report as JSON")
+    CLI_OPT("--dry-run", NULL, NULL, NULL, NULL, NONE, false, "print the plan and the report; write nothing")
+    CLI_OPT("--external-data", NULL, NULL, NULL, NULL, NONE, false,
+            "store tensors of 1 KiB and more in OUT.data (automatic over 2 GiB)")
+    CLI_COMMON_OPTS
+};
+
+const cli_cmd CMD_PRUNE = {"prune", "MODEL -o OUT [options]",
+                           "remove attention heads, FFN neurons or whole layers and write a smaller model", 1, 1,
+                           "MODEL", PRUNE_OPTS, sizeof PRUNE_OPTS / sizeof *PRUNE_OPTS};
+
+static int prune_setter(void *c, const char *key, const char *value, op_error *err) {
+  return op_prune_config_set(c, key, value, err);
+}
+
+/* Refusals that need only the flags: nothing asked, nowhere to write, data options without data. */
+static int prune_usage_checks(const cli_args *a) {
+  bool asked = false;
+  for (size_t i = 0; i < sizeof PRUNING_FLAGS / sizeof *PRUNING_FLAGS; i++) asked |= cli_has(a, PRUNING_FLAGS[i]);
+  if (!asked)
+    return cli_error(a->cmd, "nothing to prune: give --head-sparsity, --ffn-sparsity, --width, --num-heads, "
+                             "--ffn-size, --keep-layers, --compact or --config");
+  bool dry = cli_has(a, "--dry-run");
+  if (!cli_has(a, "--output") && !dry) return cli_error(a->cmd, "missing -o OUT (or --dry-run)");
+  if (dry && cli_has(a, "--report"))
+    return cli_error(a->cmd, "--report and --dry-run contradict each other (--dry-run writes nothing)");
+  const char *needs_data[] = {"--batch", "--samples", "--fill"};
+  for (size_t i = 0; i < 3; i++)
+    if (cli_has(a, needs_data[i]) && !cli_has(a, "--data"))
+      return cli_error(a->cmd, "%s applies only with --data (for --importance activation)", cli_typed(a, needs_data[i]));
+  return 0;
+}
+
+int cmd_prune(const cli_args *a) {
+  int rc = prune_usage_checks(a);
+  if (rc) return rc;
+  const char *model = a->pos[0], *out = cli_get(a, "--output"), *report = cli_get(a, "--report");
+  bool dry = cli_has(a, "--dry-run");
+  op_error err = {0};
+  op_prune_config *c = op_prune_config_new();
+  if (!c) return cli_error(a->cmd, "out of memory");
+  if (cli_has(a, "--config") && op_prune_config_load_json(c, cli_get(a, "--config"), &err)) rc = -1;
+  if (!rc && cli_apply(a, prune_setter, c, &err)) rc = -1;
+  if (!rc && a->verbosity >= 0) op_prune_config_set(c, "progress", "true", NULL);
+  if (!rc && op_prune_config_check(c, &err)) rc = -1;
+  if (rc) {
+    op_prune_config_free(c);
+    return cli_fail(a, &err);
+  }
+  if (cli_has(a, "--data") && !op_prune_config_uses_data(c)) {
+    op_prune_config_free(c);
+    return cli_error(a->cmd, "%s applies only to --importance activation (the data would not be used)",
+                     cli_typed(a, "--data"));
+  }
+  op_dataset *ds = cli_has(a, "--data") ? cli_open_data(a, &err) : NULL;
+  if (cli_has(a, "--data") && !ds) {
+    op_prune_config_free(c);
+    return cli_fail(a, &err);
+  }
+  op_prune_config_set_data(c, ds);
+  op_model *m = op_model_load(model, &err);
+  if (m) cli_note(a, "loaded %s", model);
+  op_prune_report *r = m ? op_prune(m, c, &err) : NULL;
+  op_prune_config_free(c);
+  op_dataset_free(ds);
+  if (!r) {
+    op_model_free(m);
+    return cli_fail(a, &err);
+  }
+  cli_note(a, "pruned");
+  op_save_options save = {.external_data = cli_has(a, "--external-data")};
+  if (!dry && op_model_save(m, out, &save, &err)) rc = -1;
+  if (!rc && !dry) cli_note(a, "wrote %s", out);
+  char *json = op_prune_report_json(r);
+  if (!rc && report && cli_write_text(report, json, &err)) {
+    unlink(out); /* model written but the report failed: leave nothing half-done */
+    rc = -1;
+  }
+  if (!rc && (a->verbosity >= 0 || dry)) {
+    char *text = op_prune_report_text(r, dry);
+    if (!dry) printf("%s -> %s\n", model, out);
+    fputs(text, stdout);
+    op_free(text);
+  }
+  op_free(json);
+  op_prune_report_free(r);
+  op_model_free(m);
+  return rc ? cli_fail(a, &err) : 0;
+}

@@ -1,0 +1,46 @@
+/* commands.h - the onnx-prune commands (one option table and one function each) and the helpers
+ * they share: data options, verbose notes, text files written whole. */
+#ifndef OP_CLI_COMMANDS_H
+#define OP_CLI_COMMANDS_H
+
+#include "cli/args.h"
+
+extern const cli_cmd CMD_INSPECT, CMD_PRUNE, CMD_RUN, CMD_VERIFY, CMD_QUANTIZE, CMD_COMPRESS;
+
+int cmd_inspect(const cli_args *a);
+int cmd_prune(const cli_args *a);
+int cmd_run(const cli_args *a);
+int cmd_verify(const cli_args *a);
+int cmd_quantize(const cli_args *a);
+int cmd_compress(const cli_args *a);
+
+/* Options every command has. */
+#define CLI_COMMON_OPTS                                                                               \
+  CLI_OPT("--quiet", "-q", NULL, NULL, NULL, NONE, false, "print nothing but errors (no progress, no summary)") \
+  CLI_OPT("--verbose", "-v", NULL, NULL, NULL, NONE, false, "also say what each step does and how long it took") \
+  CLI_OPT("--help", "-h", NULL, NULL, NULL, NONE, false, "print this help")
+
+/* Data options (run, verify, quantize, compress, prune's activation importance); batch_key and
+ * samples_key name the library config keys the values go to (NULL: the command reads them itself). */
+#define CLI_DATA_OPTS(data_help, batch_def, batch_key, samples_def, samples_key)                          \
+  CLI_OPT("--data", NULL, "PATH", NULL, NULL, NONE, false, data_help)                                    \
+  CLI_OPT("--batch", NULL, "N", batch_def, batch_key, COUNT, false, "samples per run")                   \
+  CLI_OPT("--samples", NULL, "N", samples_def, samples_key, COUNT, false, "use the first N samples")     \
+  CLI_OPT("--fill", NULL, "NAME=VALUE", NULL, NULL, NONE, true,                                          \
+          "a constant for an input the data lacks (e.g. attention_mask=1)")
+
+#define CLI_DATA_HELP                                                                                     \
+  ".npz (arrays named after the graph inputs), a folder of NAME.npy, or ONNX test data (input_N.pb, "   \
+  "test_data_set_*/); the first axis is the sample axis"
+
+/* Opens --data with its --fill values; NULL and *err on failure. */
+op_dataset *cli_open_data(const cli_args *a, op_error *err);
+/* The run options of the data flags (progress on unless -q). */
+op_run_options cli_run_options(const cli_args *a, int64_t default_batch);
+/* Writes text (and a newline) to path through a temporary file and a rename. */
+int cli_write_text(const char *path, const char *text, op_error *err);
+/* With -v: "onnx-prune CMD: MESSAGE (0.12 s)" on stderr, the time since the previous note. */
+void cli_clock_start(void);
+void cli_note(const cli_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
