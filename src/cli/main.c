@@ -67,7 +67,11 @@ static const char *USAGE =
     "  --op-types LIST       MatMul,Gemm,Gather (default), AttentionMatMul, Add\n"
     "  --exclude GLOB[,...]  node names to leave in float\n"
     "  --bias-correction     fold each layer's expected weight-quantisation error into its bias\n"
-    "  --report FILE.json, --external-data, -q as for prune\n";
+    "  --report FILE.json, --external-data, -q as for prune\n"
+    "\n"
+    "every command:\n"
+    "  --max-memory SIZE     refuse any model- or data-sized allocation over SIZE (e.g. 4G; default: 3/4 of\n"
+    "                        the available memory); no output file ever replaces an input\n";
 
 static int fail(const op_error *err) {
   fprintf(stderr, "onnx-prune: %s\n", err->message);
@@ -81,26 +85,44 @@ static int usage_error(const char *fmt, const char *arg) {
   return EXIT_BAD;
 }
 
-/* Writes text to path through a temporary file and a rename. */
-static int write_text_file(const char *path, const char *text, op_error *err) {
-  char tmp[PATH_MAX];
-  if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp) {
-    snprintf(err->message, sizeof err->message, "%s: path too long", path);
-    return -1;
-  }
-  int fd = mkstemp(tmp);
-  FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-  if (!f) {
-    snprintf(err->message, sizeof err->message, "%s: %s", path, strerror(errno));
-    if (fd >= 0) close(fd), unlink(tmp);
-    return -1;
-  }
-  bool ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-  ok = (fclose(f) == 0) && ok;
-  if (!ok || rename(tmp, path) != 0) {
-    snprintf(err->message, sizeof err->message, "%s: %s", path, strerror(errno));
-    unlink(tmp);
-    return -1;
+/* File safety (library: op_paths_*): before any work, every output is compared with every input (the
+ * models, their external data, data, config) and with each other; one line names both on a clash. */
+typedef struct io_path {
+  const char *role, *path; /* path NULL: not given */
+} io_path;
+
+static int check_paths(const op_model *m, const io_path *ins, size_t n_in, const io_path *outs, size_t n_out,
+                       op_error *err) {
+  op_paths *p = op_paths_new();
+  int rc = m ? op_paths_model(p, "model", m, err) : 0;
+  for (size_t i = 0; i < n_in && !rc; i++)
+    if (ins[i].path) rc = op_paths_input(p, ins[i].role, ins[i].path, err);
+  for (size_t i = 0; i < n_out && !rc; i++)
+    if (outs[i].path) rc = op_paths_output(p, outs[i].role, outs[i].path, err);
+  if (!rc) rc = op_paths_check(p, err);
+  op_paths_free(p);
+  return rc;
+}
+
+/* OUT.data, the file --external-data writes beside OUT (NULL when not asked for); free with free(). */
+static char *external_data_path(const char *out, const op_save_options *save) {
+  if (!out || !save->external_data) return NULL;
+  size_t n = strlen(out) + 6;
+  char *p = malloc(n);
+  if (p) snprintf(p, n, "%s.data", out);
+  return p;
+}
+
+/* --max-memory SIZE, taken by every command: removed from argv before the command parses it. */
+static int take_max_memory(int *argc, char **argv) {
+  for (int i = 2; i < *argc; i++) {
+    if (strcmp(argv[i], "--max-memory") != 0) continue;
+    if (i + 1 >= *argc) return usage_error("%s needs a value", argv[i]);
+    op_error err = {0};
+    if (op_set_max_memory(argv[i + 1], &err)) return fail(&err);
+    memmove(argv + i, argv + i + 2, (size_t)(*argc - i - 2 + 1) * sizeof *argv);
+    *argc -= 2;
+    i--;
   }
   return 0;
 }
@@ -254,6 +276,11 @@ static int cmd_prune(int argc, char **argv) {
   }
   op_prune_config_set_data(c, ds);
   op_model *m = op_model_load(model, &err);
+  char *out_data = dry ? NULL : external_data_path(out, &save);
+  io_path ins[] = {{"--config", config}, {"--data", d.data}};
+  io_path outs[] = {{"-o", dry ? NULL : out}, {"-o's external data", out_data}, {"--report", dry ? NULL : report}};
+  if (m && check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;
+  free(out_data);
   op_prune_report *r = m ? op_prune(m, c, &err) : NULL;
   op_prune_config_free(c);
   op_dataset_free(ds);
@@ -262,9 +289,12 @@ static int cmd_prune(int argc, char **argv) {
     return fail(&err);
   }
   rc = 0;
-  if (!dry && op_model_save(m, out, &save, &err)) rc = -1;
   char *json = op_prune_report_json(r);
-  if (!rc && report && !dry && write_text_file(report, json, &err)) rc = -1;
+  op_staged *staged = NULL; /* the report appears only once the model is in place */
+  if (report && !dry && !(staged = op_stage_text(report, json, &err))) rc = -1;
+  if (!rc && !dry && op_model_save(m, out, &save, &err)) rc = -1;
+  if (rc) op_staged_abort(staged);
+  else if (op_staged_commit(staged, &err)) rc = -1;
   if (!rc && (!quiet || dry)) {
     char *text = op_prune_report_text(r, dry);
     if (!dry) printf("%s -> %s\n", model, out);
@@ -274,11 +304,7 @@ static int cmd_prune(int argc, char **argv) {
   op_free(json);
   op_prune_report_free(r);
   op_model_free(m);
-  if (rc) {
-    if (!dry && report) unlink(out); /* model written but the report failed: leave nothing half-done */
-    return fail(&err);
-  }
-  return 0;
+  return rc ? fail(&err) : 0;
 }
 
 static int cmd_run(int argc, char **argv) {
@@ -296,6 +322,8 @@ static int cmd_run(int argc, char **argv) {
   if (!model || !d.data || !out) return usage_error("run: %s", "needs MODEL, --data PATH and -o OUT.npz");
   op_error err = {0};
   op_model *m = op_model_load(model, &err);
+  io_path ins[] = {{"--data", d.data}}, outp[] = {{"-o", out}};
+  if (m && check_paths(m, ins, 1, outp, 1, &err)) op_model_free(m), m = NULL;
   op_dataset *ds = m ? open_data(&d, &err) : NULL;
   op_tensor *outs = NULL;
   size_t n = 0;
@@ -428,10 +456,16 @@ static int cmd_quantize(int argc, char **argv, bool compress) {
   if (!rc && d.run.samples)
     snprintf(num, sizeof num, "%lld", (long long)d.run.samples), rc = op_quant_config_set(qc, "calibration_samples", num, &err);
   op_model *m = rc ? NULL : op_model_load(model, &err);
+  char *out_data = external_data_path(out, &save);
+  io_path ins[] = {{"--config", config}, {"--data", d.data}};
+  io_path outs[] = {{"-o", out}, {"-o's external data", out_data}, {"--report", report}};
+  if (m && check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;
+  free(out_data);
   op_prune_report *pr = m && compress ? op_prune(m, pc, &err) : NULL;
   op_dataset *ds = m && (!compress || pr) ? open_data(&d, &err) : NULL;
   op_quant_report *qr = ds ? op_quantize(m, ds, qc, &err) : NULL;
-  rc = qr ? op_model_save(m, out, &save, &err) : -1;
+  rc = qr ? 0 : -1;
+  op_staged *staged = NULL; /* the report appears only once the model is in place */
   if (!rc && report) {
     char *qj = op_quant_report_json(qr), *pj = pr ? op_prune_report_json(pr) : NULL, *json = qj;
     char *both = NULL;
@@ -441,10 +475,12 @@ static int cmd_quantize(int argc, char **argv, bool compress) {
       snprintf(both, n, "{\"prune\": %s, \"quantize\": %s}", pj, qj);
       json = both;
     }
-    rc = write_text_file(report, json, &err);
-    if (rc) unlink(out);
+    if (!(staged = op_stage_text(report, json, &err))) rc = -1;
     op_free(qj), op_free(pj), free(both);
   }
+  if (!rc) rc = op_model_save(m, out, &save, &err);
+  if (rc) op_staged_abort(staged);
+  else rc = op_staged_commit(staged, &err);
   if (!rc && !quiet) {
     printf("%s -> %s\n", model, out);
     if (pr) {
@@ -474,6 +510,7 @@ int main(int argc, char **argv) {
     puts("onnx-prune 0.1.0");
     return 0;
   }
+  if (take_max_memory(&argc, argv)) return EXIT_BAD;
   if (!strcmp(argv[1], "inspect")) return cmd_inspect(argc - 2, argv + 2);
   if (!strcmp(argv[1], "prune")) return cmd_prune(argc - 2, argv + 2);
   if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
