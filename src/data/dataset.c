@@ -4,6 +4,7 @@
  * checked, so a mismatch is reported with the input's name and both shapes. */
 #include "data/data.h"
 #include "exec/exec.h"
+#include "files/files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -328,8 +329,17 @@ int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, in
       }
     }
     int64_t numel = 1;
-    for (int k = 0; k < rank; k++) numel *= t->dims[k];
+    uint64_t bytes = 0;
+    bool huge = false;
+    for (int k = 0; k < rank; k++) {
+      if (t->dims[k] && numel > INT64_MAX / t->dims[k]) huge = true;
+      else numel *= t->dims[k];
+    }
     size_t es = op_dtype_size(dt);
+    if (huge || !op_bytes_of(numel, es, &bytes)) bytes = UINT64_MAX;
+    char what[300];
+    snprintf(what, sizeof what, "%s: --fill %.200s", d->path, name);
+    if (op_budget_check(bytes, what, err)) goto fail;
     t->nbytes = (size_t)numel * es;
     t->data = op_xmalloc(t->nbytes ? t->nbytes : 1);
     for (int64_t k = 0; k < numel; k++) put_value((char *)t->data + k * (int64_t)es, dt, f->value);

@@ -1,6 +1,7 @@
 /* xt.c - runtime tensors of the executor, attribute access for kernels, kernel error formatting,
  * and the single shim through which all matrix products reach the BLAS. */
 #include "exec/exec.h"
+#include "files/files.h"
 
 #include <cblas.h>
 #include <stdarg.h>
@@ -69,14 +70,18 @@ static void *pool_take(op_xt_pool *p, size_t need, size_t *cap) {
 int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error *err) {
   if (rank < 0 || rank > OP_MAX_RANK) return op_fail(err, OP_UNSUPPORTED, "tensor rank %d is over %d", rank, OP_MAX_RANK);
   int64_t n = 1;
+  bool huge = false; /* more elements than int64 holds: refused by the budget below */
   for (int i = 0; i < rank; i++) {
-    if (dims[i] < 0 || (dims[i] && n > (INT64_C(1) << 40) / dims[i]))
-      return op_fail(err, OP_INVALID, "tensor dimension %lld is negative or too large", (long long)dims[i]);
-    n *= dims[i];
+    if (dims[i] < 0) return op_fail(err, OP_INVALID, "tensor dimension %lld is negative", (long long)dims[i]);
+    if (dims[i] && n > INT64_MAX / dims[i]) huge = true;
+    else n *= dims[i];
   }
-  t->dtype = dtype;
+  t->dtype = dtype; /* type and shape are set first, so a refusal can name the output it was for */
   t->rank = rank;
   if (rank) memmove(t->dims, dims, (size_t)rank * sizeof(int64_t));
+  uint64_t bytes;
+  if (huge || !op_bytes_of(n, op_xt_elem_size(dtype), &bytes)) bytes = UINT64_MAX;
+  if (op_budget_check(bytes, NULL, err)) return -1; /* checked before any allocation, never an abort */
   t->numel = n;
   size_t need = (size_t)(n ? n : 1) * op_xt_elem_size(dtype);
   t->data = current_pool ? pool_take(current_pool, need, &t->cap) : NULL;

@@ -130,14 +130,8 @@ int op_quant_config_set(op_quant_config *c, const char *key, const char *value, 
 }
 
 int op_compress_config_load(const char *path, op_prune_config *p, op_quant_config *q, op_error *err) {
-  char *text = op_read_file(path, NULL, err);
-  if (!text) return -1;
-  cJSON *root = cJSON_Parse(text);
-  free(text);
-  if (!cJSON_IsObject(root)) {
-    cJSON_Delete(root);
-    return op_fail(err, OP_ARG, "%s: not a JSON object", path);
-  }
+  cJSON *root = op_json_load(path, err);
+  if (!root) return -1;
   int rc = 0;
   const cJSON *e;
   cJSON_ArrayForEach(e, root) {
@@ -154,7 +148,19 @@ int op_compress_config_load(const char *path, op_prune_config *p, op_quant_confi
           size_t off = 0; /* a list of names: "kl,mse" */
           const cJSON *x;
           val[0] = 0;
-          cJSON_ArrayForEach(x, o) off += (size_t)snprintf(val + off, sizeof val - off, "%s%s", off ? "," : "", cJSON_IsString(x) ? x->valuestring : "?");
+          bool too_long = false;
+          cJSON_ArrayForEach(x, o) {
+            int w = snprintf(val + off, sizeof val - off, "%s%s", off ? "," : "", cJSON_IsString(x) ? x->valuestring : "?");
+            if (w < 0 || (size_t)w >= sizeof val - off) {
+              too_long = true;
+              break;
+            }
+            off += (size_t)w;
+          }
+          if (too_long) {
+            rc = op_fail(err, OP_ARG, "%s: quantize.%s: list too long", path, o->string);
+            break;
+          }
         } else if (!op_json_to_text(o, val, sizeof val)) {
           rc = op_fail(err, OP_ARG, "%s: quantize.%s: unsupported value", path, o->string);
           break;
