@@ -69,6 +69,11 @@ const op_op *op_exec_find_op(const char *op_type) {
   return bsearch(op_type, OPS, sizeof OPS / sizeof *OPS, sizeof *OPS, cmp_op);
 }
 
+const op_op *op_exec_ops(size_t *n) {
+  *n = sizeof OPS / sizeof *OPS;
+  return OPS;
+}
+
 typedef struct xnode {
   const Onnx__NodeProto *node;
   const op_op *op;

@@ -102,6 +102,9 @@ OP_KERNEL(op_k_range);
 OP_KERNEL(op_k_softmax); OP_KERNEL(op_k_layer_norm); OP_KERNEL(op_k_reduce_mean); OP_KERNEL(op_k_reduce_sum);
 OP_KERNEL(op_k_quantize_linear); OP_KERNEL(op_k_dequantize_linear);
 
+/* The whole operator table, for the test that checks its order (bsearch needs it sorted). */
+const op_op *op_exec_ops(size_t *n);
+
 /* Checks t against session input i: type, rank, and the fixed axes from first_axis on. Data arrays
  * pass first_axis 1: their first axis is the sample axis, which must exist. The error names origin,
  * the input, and the expected and the found type and shape. */
