@@ -227,7 +227,7 @@ int op_paths_input(op_paths *p, const char *role, const char *path, op_error *er
 }
 
 int op_paths_model(op_paths *p, const char *role, const op_model *m, op_error *err) {
-  if (m->real_path && add(p, role, m->real_path, false, err)) return -1;
+  if (m->real_path && add(p, role, m->path, false, err)) return -1; /* shown as given, compared by identity */
   for (size_t i = 0; i < m->ext.n; i++) {
     size_t len = strlen(role) + 32;
     char *r = op_xmalloc(len);
