@@ -190,7 +190,11 @@ int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin,
   size_t es = op_dtype_size(dt);
   if (!es || dt == ONNX__TENSOR_PROTO__DATA_TYPE__STRING)
     return op_fail(err, OP_UNSUPPORTED, "%s: tensor '%s': data type %d", origin, t->name ? t->name : "", dt);
-  if (op_xt_alloc(out, dt, t->dims, (int)t->n_dims, err)) return -1;
+  if (op_xt_alloc(out, dt, t->dims, (int)t->n_dims, err)) {
+    char why[sizeof err->message];
+    snprintf(why, sizeof why, "%s", err ? err->message : "");
+    return op_fail(err, err ? err->code : OP_NOMEM, "%s: tensor '%s': %s", origin, t->name ? t->name : "", why);
+  }
   int64_t n = out->numel;
   if (t->has_raw_data) {
     if (t->raw_data.len) memcpy(out->data, t->raw_data.data, t->raw_data.len);

@@ -57,7 +57,8 @@ static const struct {
 
 int op_quant_config_set(op_quant_config *c, const char *key, const char *value, op_error *err) {
   char buf[1024];
-  snprintf(buf, sizeof buf, "%s", value);
+  if (snprintf(buf, sizeof buf, "%s", value) >= (int)sizeof buf) /* never act on a cut-off list */
+    return op_fail(err, OP_ARG, "%s: value longer than %zu characters", key, sizeof buf - 1);
   if (!strcmp(key, "method")) {
     c->n_methods = 0;
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
