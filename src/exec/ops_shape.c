@@ -66,7 +66,8 @@ OP_KERNEL(op_k_reshape) {
       return op_kfail(k, err, "negative dimension %lld in the shape", (long long)v);
     }
     dims[i] = v;
-    known *= v;
+    if (__builtin_mul_overflow(known, v, &known))
+      return op_kfail(k, err, "the shape's element count overflows (dimension %lld)", (long long)v);
   }
   if (infer >= 0) {
     if (known == 0 || x->numel % known) return op_kfail(k, err, "cannot infer -1 for %lld elements", (long long)x->numel);

@@ -33,13 +33,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *buf = malloc(size + 1);
   memcpy(buf, data, size);
   buf[size] = 0;
-  char *argv[MAX_ARGS + 2] = {"onnx-prune"};
+  char *argv[MAX_ARGS + 10] = {"onnx-prune"};
   int argc = 1;
   for (char *tok = buf, *nl; tok && argc <= MAX_ARGS; tok = nl ? nl + 1 : NULL) {
     nl = strchr(tok, '\n');
     if (nl) *nl = 0;
     argv[argc++] = tok;
   }
+  /* calibration is the slow part of quantize and compress: the quickest method on one batch keeps an
+   * input under the time limit in the sanitizer build (flags given later win, so these override) */
+  char *quick[] = {"--method", "abs_max", "--batches", "1", "--samples", "2", "--eval-samples", "1"};
+  if (argc > 1 && (!strcmp(argv[1], "quantize") || !strcmp(argv[1], "compress")))
+    for (size_t i = 0; i < sizeof quick / sizeof *quick && argc < MAX_ARGS + 8; i++) argv[argc++] = quick[i];
   argv[argc] = NULL;
   fuzz_caps();
   op_cli_main(argc, argv);
