@@ -299,6 +299,44 @@ OP_API char *op_quant_report_text(const op_quant_report *r);
 OP_API char *op_quant_report_json(const op_quant_report *r);
 OP_API void op_quant_report_free(op_quant_report *r);
 
+/* ---- File safety and the memory budget ---------------------------------------------------------- */
+
+/* The inputs and outputs of one command. Before anything is written, every output is compared with
+ * every input and with the other outputs, by device and inode (or, for an output not yet there, by
+ * its resolved folder and name), so no input is ever overwritten through any path to it. */
+typedef struct op_paths op_paths;
+OP_API op_paths *op_paths_new(void);
+/* Accepts NULL. */
+OP_API void op_paths_free(op_paths *p);
+/* An input file, or a folder of inputs (its files and those one folder down); role names it in
+ * messages ("--data"). Returns 0, or -1 and sets *err when it does not exist. */
+OP_API int op_paths_input(op_paths *p, const char *role, const char *path, op_error *err);
+/* A loaded model's file and every external data file it read. Returns 0 or -1 and sets *err. */
+OP_API int op_paths_model(op_paths *p, const char *role, const op_model *m, op_error *err);
+/* An output path: its folder must exist, and if it exists it must be a regular file.
+ * Returns 0, or -1 and sets *err (OP_ARG). */
+OP_API int op_paths_output(op_paths *p, const char *role, const char *path, op_error *err);
+/* Returns 0, or -1 and sets *err (OP_ARG) with one line naming the clashing output and input/output. */
+OP_API int op_paths_check(const op_paths *p, op_error *err);
+
+/* A text output written (with a final newline) and synced to a temporary file beside path, renamed into
+ * place by op_staged_commit, removed by op_staged_abort: it appears only when the whole command succeeded.
+ * Returns NULL and sets *err on failure (nothing is left behind). */
+typedef struct op_staged op_staged;
+OP_API op_staged *op_stage_text(const char *path, const char *text, op_error *err);
+/* Renames the staged file into place and frees s (NULL: nothing to do). Returns 0 or -1 and sets *err. */
+OP_API int op_staged_commit(op_staged *s, op_error *err);
+/* Removes the staged file and frees s. Accepts NULL. */
+OP_API void op_staged_abort(op_staged *s);
+
+/* The memory budget: every allocation sized by a model or by data (executor tensors, decompressed
+ * arrays, external data) is checked against it first and refused with OP_NOMEM instead of exhausting
+ * memory. Default: three quarters of the machine's available memory. text: bytes with an optional
+ * K/M/G/T suffix (powers of 1024), e.g. "512M", "8G". Returns 0, or -1 and sets *err (OP_ARG). */
+OP_API int op_set_max_memory(const char *text, op_error *err);
+/* The budget in bytes. */
+OP_API uint64_t op_max_memory(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,7 @@
 /* cmd_prune.c - `inspect` (what the matcher finds) and `prune` (remove heads, neurons, layers). */
 #include "cli/commands.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -127,6 +128,11 @@ int cmd_prune(const cli_args *a) {
   op_prune_config_set_data(c, ds);
   op_model *m = op_model_load(model, &err);
   if (m) cli_note(a, "loaded %s", model);
+  char *out_data = dry ? NULL : cli_external_data_path(a, out);
+  cli_path ins[] = {{"--config", cli_get(a, "--config")}, {"--data", cli_get(a, "--data")}};
+  cli_path outs[] = {{"-o", dry ? NULL : out}, {"-o's external data", out_data}, {"--report", dry ? NULL : report}};
+  if (m && cli_check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;
+  free(out_data);
   op_prune_report *r = m ? op_prune(m, c, &err) : NULL;
   op_prune_config_free(c);
   op_dataset_free(ds);
@@ -136,13 +142,13 @@ int cmd_prune(const cli_args *a) {
   }
   cli_note(a, "pruned");
   op_save_options save = {.external_data = cli_has(a, "--external-data")};
-  if (!dry && op_model_save(m, out, &save, &err)) rc = -1;
-  if (!rc && !dry) cli_note(a, "wrote %s", out);
   char *json = op_prune_report_json(r);
-  if (!rc && report && cli_write_text(report, json, &err)) {
-    unlink(out); /* model written but the report failed: leave nothing half-done */
-    rc = -1;
-  }
+  op_staged *staged = NULL; /* the report appears only once the model is in place */
+  if (report && !dry && !(staged = op_stage_text(report, json, &err))) rc = -1;
+  if (!rc && !dry && op_model_save(m, out, &save, &err)) rc = -1;
+  if (rc) op_staged_abort(staged);
+  else if (op_staged_commit(staged, &err)) rc = -1;
+  if (!rc && !dry) cli_note(a, "wrote %s", out);
   if (!rc && (a->verbosity >= 0 || dry)) {
     char *text = op_prune_report_text(r, dry);
     if (!dry) printf("%s -> %s\n", model, out);

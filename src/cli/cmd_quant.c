@@ -83,20 +83,28 @@ static int quantize_or_compress(const cli_args *a, bool compress) {
   if (ds && compress && op_prune_config_uses_data(pc)) op_prune_config_set_data(pc, ds);
   op_model *m = ds ? op_model_load(model, &err) : NULL;
   if (m) cli_note(a, "loaded %s", model);
+  char *out_data = cli_external_data_path(a, out);
+  cli_path ins[] = {{"--config", compress ? cli_get(a, "--config") : NULL}, {"--data", cli_get(a, "--data")}};
+  cli_path outs[] = {{"-o", out}, {"-o's external data", out_data}, {"--report", report}};
+  if (m && cli_check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;
+  free(out_data);
   op_prune_report *pr = m && compress ? op_prune(m, pc, &err) : NULL;
   if (pr) cli_note(a, "pruned");
   op_quant_report *qr = m && (!compress || pr) ? op_quantize(m, ds, qc, &err) : NULL;
   if (qr) cli_note(a, "quantised");
   op_save_options save = {.external_data = cli_has(a, "--external-data")};
-  rc = qr ? op_model_save(m, out, &save, &err) : -1;
-  if (!rc) cli_note(a, "wrote %s", out);
+  rc = qr ? 0 : -1;
+  op_staged *staged = NULL; /* the report appears only once the model is in place */
   if (!rc && report) {
     char *qj = op_quant_report_json(qr), *pj = pr ? op_prune_report_json(pr) : NULL;
     char *both = pj ? join_reports(pj, qj) : NULL;
-    rc = cli_write_text(report, pj ? both : qj, &err);
-    if (rc) unlink(out);
+    if (!(staged = op_stage_text(report, pj ? both : qj, &err))) rc = -1;
     op_free(qj), op_free(pj), free(both);
   }
+  if (!rc) rc = op_model_save(m, out, &save, &err);
+  if (rc) op_staged_abort(staged);
+  else rc = op_staged_commit(staged, &err);
+  if (!rc) cli_note(a, "wrote %s", out);
   if (!rc && a->verbosity >= 0) {
     printf("%s -> %s\n", model, out);
     if (pr) {

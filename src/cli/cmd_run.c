@@ -22,6 +22,8 @@ int cmd_run(const cli_args *a) {
   op_error err = {0};
   op_run_options ro = cli_run_options(a, 1);
   op_model *m = op_model_load(model, &err);
+  cli_path ins[] = {{"--data", cli_get(a, "--data")}}, outs_p[] = {{"-o", out}};
+  if (m && cli_check_paths(m, ins, 1, outs_p, 1, &err)) op_model_free(m), m = NULL;
   op_dataset *ds = m ? cli_open_data(a, &err) : NULL;
   op_tensor *outs = NULL;
   size_t n = 0;
@@ -166,6 +168,8 @@ int cmd_verify(const cli_args *a) {
   op_error err = {0};
   op_model *ref = op_model_load(a->pos[0], &err);
   op_model *cand = ref ? op_model_load(a->pos[1], &err) : NULL;
+  cli_path ins[] = {{"CANDIDATE", a->pos[1]}, {"--data", cli_get(a, "--data")}}, outs[] = {{"--dump-to", cli_get(a, "--dump-to")}};
+  if (cand && cli_has(a, "--dump-to") && cli_check_paths(ref, ins, 2, outs, 1, &err)) op_model_free(cand), cand = NULL;
   op_dataset *ds = cand ? cli_open_data(a, &err) : NULL;
   if (ds) cli_note(a, "loaded both models and the data");
   op_run_options ro = cli_run_options(a, 1);

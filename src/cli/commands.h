@@ -18,6 +18,8 @@ int cmd_compress(const cli_args *a);
 #define CLI_COMMON_OPTS                                                                               \
   CLI_OPT("--quiet", "-q", NULL, NULL, NULL, NONE, false, "print nothing but errors (no progress, no summary)") \
   CLI_OPT("--verbose", "-v", NULL, NULL, NULL, NONE, false, "also say what each step does and how long it took") \
+  CLI_OPT("--max-memory", NULL, "SIZE", "3/4 of available memory", NULL, BYTES, false,                  \
+          "refuse any model- or data-sized allocation over SIZE (K, M, G, T suffixes)")                 \
   CLI_OPT("--help", "-h", NULL, NULL, NULL, NONE, false, "print this help")
 
 /* Data options (run, verify, quantize, compress, prune's activation importance); batch_key and
@@ -37,8 +39,15 @@ int cmd_compress(const cli_args *a);
 op_dataset *cli_open_data(const cli_args *a, op_error *err);
 /* The run options of the data flags (progress on unless -q). */
 op_run_options cli_run_options(const cli_args *a, int64_t default_batch);
-/* Writes text (and a newline) to path through a temporary file and a rename. */
-int cli_write_text(const char *path, const char *text, op_error *err);
+/* File safety, before any work: every output path given (NULL entries are skipped) is compared with
+ * the model's files, every input and every other output; one line names both on a clash. */
+typedef struct cli_path {
+  const char *role, *path;
+} cli_path;
+int cli_check_paths(const op_model *m, const cli_path *ins, size_t n_in, const cli_path *outs, size_t n_out,
+                    op_error *err);
+/* OUT.data, which --external-data writes beside OUT (NULL when not asked for); free with free(). */
+char *cli_external_data_path(const cli_args *a, const char *out);
 /* With -v: "onnx-prune CMD: MESSAGE (0.12 s)" on stderr, the time since the previous note. */
 void cli_clock_start(void);
 void cli_note(const cli_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

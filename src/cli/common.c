@@ -1,5 +1,5 @@
 /* common.c - helpers the commands share: the data set behind --data/--fill, run options, verbose
- * step notes, and text files written whole (temporary file + rename). */
+ * step notes, and the file-safety check of a command's outputs against its inputs. */
 #include "cli/commands.h"
 
 #include <errno.h>
@@ -28,35 +28,25 @@ op_run_options cli_run_options(const cli_args *a, int64_t default_batch) {
                           .progress = a->verbosity >= 0};
 }
 
-int cli_write_text(const char *path, const char *text, op_error *err) {
-  size_t n = strlen(path) + 16;
-  char *tmp = malloc(n);
-  if (!tmp) {
-    err->code = OP_NOMEM;
-    snprintf(err->message, sizeof err->message, "%s: out of memory", path);
-    return -1;
-  }
-  snprintf(tmp, n, "%s.tmp.XXXXXX", path);
-  int fd = mkstemp(tmp);
-  FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-  if (!f) {
-    err->code = OP_IO;
-    snprintf(err->message, sizeof err->message, "%s: %s", path, strerror(errno));
-    if (fd >= 0) close(fd), unlink(tmp);
-    free(tmp);
-    return -1;
-  }
-  bool ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-  ok = (fclose(f) == 0) && ok;
-  int rc = 0;
-  if (!ok || rename(tmp, path) != 0) {
-    err->code = OP_IO;
-    snprintf(err->message, sizeof err->message, "%s: %s", path, strerror(errno));
-    unlink(tmp);
-    rc = -1;
-  }
-  free(tmp);
+int cli_check_paths(const op_model *m, const cli_path *ins, size_t n_in, const cli_path *outs, size_t n_out,
+                    op_error *err) {
+  op_paths *p = op_paths_new();
+  int rc = m ? op_paths_model(p, "model", m, err) : 0;
+  for (size_t i = 0; i < n_in && !rc; i++)
+    if (ins[i].path) rc = op_paths_input(p, ins[i].role, ins[i].path, err);
+  for (size_t i = 0; i < n_out && !rc; i++)
+    if (outs[i].path) rc = op_paths_output(p, outs[i].role, outs[i].path, err);
+  if (!rc) rc = op_paths_check(p, err);
+  op_paths_free(p);
   return rc;
+}
+
+char *cli_external_data_path(const cli_args *a, const char *out) {
+  if (!out || !cli_has(a, "--external-data")) return NULL;
+  size_t n = strlen(out) + 6;
+  char *p = malloc(n);
+  if (p) snprintf(p, n, "%s.data", out);
+  return p;
 }
 
 static double now(void) {

@@ -75,6 +75,10 @@ int main(int argc, char **argv) {
   }
   cli_clock_start();
   if (!rc) rc = check_threads_env(cmd);
+  if (!rc && cli_has(&a, "--max-memory")) {
+    op_error err = {0};
+    if (op_set_max_memory(cli_get(&a, "--max-memory"), &err)) rc = cli_fail(&a, &err);
+  }
   if (!rc) {
     size_t i = 0;
     while (COMMANDS[i] != cmd) i++;

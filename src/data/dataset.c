@@ -4,6 +4,7 @@
  * checked, so a mismatch is reported with the input's name and both shapes. */
 #include "data/data.h"
 #include "exec/exec.h"
+#include "files/files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -91,10 +92,11 @@ static int load_pb_dir(op_dataset *d, const char *dir, op_error *err) {
 }
 
 /* Appends the rows of b to a (same name, type and trailing shape), for several test_data_set_*. */
-static int concat_rows(op_tensor *a, const op_tensor *b, const char *name, op_error *err) {
+static int concat_rows(op_tensor *a, const op_tensor *b, const char *name, const char *set, op_error *err) {
   bool same = a->dtype == b->dtype && a->rank == b->rank && a->rank >= 1;
   for (int i = 1; same && i < a->rank; i++) same = a->dims[i] == b->dims[i];
-  if (!same) return op_fail(err, OP_ARG, "input '%s': test data sets differ in type or shape", name);
+  if (!same) return op_fail(err, OP_ARG, "%s: input '%s': this test data set differs in type or shape from the first", set, name);
+  if (op_budget_check(a->nbytes + b->nbytes, set, err)) return -1;
   a->data = op_xrealloc(a->data, a->nbytes + b->nbytes);
   memcpy((char *)a->data + a->nbytes, b->data, b->nbytes);
   a->nbytes += b->nbytes;
@@ -128,7 +130,7 @@ static int load_dir(op_dataset *d, const char *path, op_error *err) {
           OP_VEC_PUSH(d->arrays, part.arrays.v[k]);
           part.arrays.v[k].t.data = NULL, part.arrays.v[k].name = NULL;
         } else if ((size_t)k < d->arrays.n) {
-          rc = concat_rows(&d->arrays.v[k].t, &part.arrays.v[k].t, d->arrays.v[k].name, err);
+          rc = concat_rows(&d->arrays.v[k].t, &part.arrays.v[k].t, d->arrays.v[k].name, p, err);
         }
       }
       for (size_t k = 0; k < part.arrays.n; k++) {
@@ -330,8 +332,17 @@ int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, in
       }
     }
     int64_t numel = 1;
-    for (int k = 0; k < rank; k++) numel *= t->dims[k];
+    uint64_t bytes = 0;
+    bool huge = false;
+    for (int k = 0; k < rank; k++) {
+      if (t->dims[k] && numel > INT64_MAX / t->dims[k]) huge = true;
+      else numel *= t->dims[k];
+    }
     size_t es = op_dtype_size(dt);
+    if (huge || !op_bytes_of(numel, es, &bytes)) bytes = UINT64_MAX;
+    char what[300];
+    snprintf(what, sizeof what, "%s: --fill %.200s", d->path, name);
+    if (op_budget_check(bytes, what, err)) goto fail;
     t->nbytes = (size_t)numel * es;
     t->data = malloc(t->nbytes ? t->nbytes : 1);
     if (!t->data) {

@@ -6,6 +6,7 @@
  * checked so a corrupt archive is an error, not wrong numbers. Types: '<f4' '<f8' '<f2' '|b1' and the
  * little-endian integers; numpy has no bfloat16, so bfloat16 arrays are written as '<f4' (exact). */
 #include "data/data.h"
+#include "files/files.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -99,6 +100,10 @@ int op_npy_parse(const uint8_t *buf, size_t size, const char *origin, op_tensor 
     rc = op_fail(err, OP_PARSE, "%s: truncated .npy data (%zu of %zu bytes)", origin, have, need);
     goto done;
   }
+  if (op_budget_check(need, origin, err)) {
+    rc = -1;
+    goto done;
+  }
   out->nbytes = need;
   out->data = malloc(need ? need : 1);
   if (!out->data) {
@@ -121,6 +126,7 @@ int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_v
   if (u32(buf + eocd) != 0x06054b50) return op_fail(err, OP_PARSE, "%s: not a .npz (zip) archive", origin);
   uint32_t count = u16(buf + eocd + 10), cd = u32(buf + eocd + 16);
   if (count == 0xffff || cd == 0xffffffffu) return op_fail(err, OP_UNSUPPORTED, "%s: zip64 archives are not supported", origin);
+  uint64_t total = 0; /* bytes the arrays decompressed so far hold: a zip bomb stops at the budget */
   for (uint32_t k = 0; k < count; k++) {
     if ((size_t)cd + 46 > size || u32(buf + cd) != 0x02014b50) return op_fail(err, OP_PARSE, "%s: corrupt zip directory", origin);
     uint32_t method = u16(buf + cd + 10), crc = u32(buf + cd + 16), csize = u32(buf + cd + 20), usize = u32(buf + cd + 24);
@@ -132,6 +138,13 @@ int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_v
     if ((size_t)local + 30 > size || u32(buf + local) != 0x04034b50) return op_fail(err, OP_PARSE, "%s: %s: corrupt zip entry", origin, name);
     size_t start = (size_t)local + 30 + u16(buf + local + 26) + u16(buf + local + 28);
     if (start + csize > size) return op_fail(err, OP_PARSE, "%s: %s: truncated zip entry", origin, name);
+    /* the member and its parsed copy live together for a moment */
+    if ((uint64_t)usize * 2 + total > op_memory_budget()) {
+      char a[32], b[32];
+      return op_fail(err, OP_NOMEM, "%s: %s: decompressing it (%s) brings the arrays over the memory budget of %s (--max-memory)",
+                     origin, name, op_bytes_text(usize, a, sizeof a), op_bytes_text(op_memory_budget(), b, sizeof b));
+    }
+    total += usize;
     uint8_t *data = malloc(usize ? usize : 1);
     if (!data) return op_fail(err, OP_NOMEM, "%s: %s: out of memory for %u bytes", origin, name, usize);
     if (method == 0) {

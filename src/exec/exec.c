@@ -153,6 +153,11 @@ const op_op *op_exec_find_node_op(const Onnx__NodeProto *nd) {
   return op || strcmp(nd->op_type, "SimplifiedLayerNormalization") ? op : op_exec_find_contrib_op(nd->op_type);
 }
 
+const op_op *op_exec_ops(size_t *n) {
+  *n = sizeof OPS / sizeof *OPS;
+  return OPS;
+}
+
 typedef struct xnode {
   const Onnx__NodeProto *node;
   const op_op *op;
@@ -500,6 +505,22 @@ void op_tensor_clear(op_tensor *t) {
   memset(t, 0, sizeof *t);
 }
 
+/* A tensor the memory budget refused (op_xt_alloc) gets the node and the output it was for in the message:
+ * "model: node 'x' (Op): 8 TiB for output 'y' exceeds the memory budget of ...". */
+static void nomem_context(const op_kctx *k, const op_xt *outs, size_t n_out, op_error *err) {
+  if (!err || err->code != OP_NOMEM) return;
+  size_t j = 0;
+  while (j < n_out && !(outs[j].dtype && !outs[j].data)) j++;
+  char why[sizeof err->message];
+  snprintf(why, sizeof why, "%s", err->message);
+  const char *ex = strstr(why, " exceeds");
+  if (j < n_out && ex)
+    op_fail(err, OP_NOMEM, "%s: node '%s' (%s): %.*s for output '%s'%s", k->model, op_node_name(k->node),
+            k->node->op_type, (int)(ex - why), why, k->node->output[j], ex);
+  else
+    op_fail(err, OP_NOMEM, "%s: node '%s' (%s): %s", k->model, op_node_name(k->node), k->node->op_type, why);
+}
+
 int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, op_observer observer, void *user,
                    op_error *err) {
   for (size_t i = 0; i < s->n_inputs; i++)
@@ -531,11 +552,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
     for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
     memset(outs, 0, x->n_out * sizeof *outs);
     rc = op_exec_typed(x->op, &k, ins, x->n_in, outs, x->n_out, err); /* any element type */
-    if (rc && err && err->code == OP_NOMEM) { /* say where */
-      char what[sizeof err->message];
-      snprintf(what, sizeof what, "%s", err->message);
-      op_fail(err, OP_NOMEM, "%s: node '%s' (%s): %s", s->m->path, op_node_name(x->node), x->node->op_type, what);
-    }
+    if (rc) nomem_context(&k, outs, x->n_out, err);
     for (size_t j = 0; j < x->n_out; j++) {
       if (x->out[j] < 0 || rc) {
         op_xt_release(&outs[j]);

@@ -193,6 +193,9 @@ OP_KERNEL(op_k_ms_skip_simplified_layer_norm); OP_KERNEL(op_k_ms_simplified_laye
 OP_KERNEL(op_k_ms_embed_layer_norm); OP_KERNEL(op_k_ms_rotary);
 OP_KERNEL(op_k_ms_attention); OP_KERNEL(op_k_ms_mha); OP_KERNEL(op_k_ms_gqa);
 
+/* The whole operator table, for the test that checks its order (bsearch needs it sorted). */
+const op_op *op_exec_ops(size_t *n);
+
 /* Checks t against session input i: type, rank, and the fixed axes from first_axis on. Data arrays
  * pass first_axis 1: their first axis is the sample axis, which must exist. The error names origin,
  * the input, and the expected and the found type and shape. */

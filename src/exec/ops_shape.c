@@ -66,7 +66,8 @@ OP_KERNEL(op_k_reshape) {
       return op_kfail(k, err, "negative dimension %lld in the shape", (long long)v);
     }
     dims[i] = v;
-    known *= v;
+    if (__builtin_mul_overflow(known, v, &known))
+      return op_kfail(k, err, "the shape's element count overflows (dimension %lld)", (long long)v);
   }
   if (infer >= 0) {
     if (known == 0 || x->numel % known) return op_kfail(k, err, "cannot infer -1 for %lld elements", (long long)x->numel);
@@ -249,8 +250,10 @@ OP_KERNEL(op_k_slice) {
   for (int d = 0; d < x->rank; d++) st[d] = 0, step[d] = 1, dims[d] = x->dims[d];
   for (int i = 0; i < ns; i++) {
     int a = op_axis(na ? axes[i] : i, x->rank);
-    int64_t s = nst ? steps[i] : 1, dim = x->dims[a], b = starts[i], e = ends[i];
-    if (a < 0 || s == 0) return op_kfail(k, err, "invalid axis or zero step");
+    int64_t s = nst ? steps[i] : 1;
+    if (a < 0 || a >= x->rank || s == 0)
+      return op_kfail(k, err, "axis %lld is outside rank %d, or the step is zero", (long long)(na ? axes[i] : i), x->rank);
+    int64_t dim = x->dims[a], b = starts[i], e = ends[i];
     if (b < 0) b += dim;
     if (e < 0) e += dim;
     if (s > 0) {

@@ -1,6 +1,7 @@
 /* xt.c - runtime tensors of the executor, attribute access for kernels and kernel error formatting
  * (matrix products: gemm.c). */
 #include "exec/exec.h"
+#include "files/files.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -70,14 +71,18 @@ static void *pool_take(op_xt_pool *p, size_t need, size_t *cap) {
 int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error *err) {
   if (rank < 0 || rank > OP_MAX_RANK) return op_fail(err, OP_UNSUPPORTED, "tensor rank %d is over %d", rank, OP_MAX_RANK);
   int64_t n = 1;
+  bool huge = false; /* more elements than int64 holds: refused by the budget below */
   for (int i = 0; i < rank; i++) {
-    if (dims[i] < 0 || (dims[i] && n > (INT64_C(1) << 40) / dims[i]))
-      return op_fail(err, OP_INVALID, "tensor dimension %lld is negative or too large", (long long)dims[i]);
-    n *= dims[i];
+    if (dims[i] < 0) return op_fail(err, OP_INVALID, "tensor dimension %lld is negative", (long long)dims[i]);
+    if (dims[i] && n > INT64_MAX / dims[i]) huge = true;
+    else n *= dims[i];
   }
-  t->dtype = dtype;
+  t->dtype = dtype; /* type and shape are set first, so a refusal can name the output it was for */
   t->rank = rank;
   if (rank) memmove(t->dims, dims, (size_t)rank * sizeof(int64_t));
+  uint64_t bytes;
+  if (huge || !op_bytes_of(n, op_xt_elem_size(dtype), &bytes)) bytes = UINT64_MAX;
+  if (op_budget_check(bytes, NULL, err)) return -1; /* checked before any allocation, never an abort */
   t->numel = n;
   size_t need = (size_t)(n ? n : 1) * op_xt_elem_size(dtype);
   t->data = current_pool ? pool_take(current_pool, need, &t->cap) : NULL;
@@ -173,7 +178,11 @@ int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin,
   size_t es = op_dtype_size(dt);
   if (!es || dt == ONNX__TENSOR_PROTO__DATA_TYPE__STRING)
     return op_fail(err, OP_UNSUPPORTED, "%s: tensor '%s': data type %d", origin, t->name ? t->name : "", dt);
-  if (op_xt_alloc(out, dt, t->dims, (int)t->n_dims, err)) return -1;
+  if (op_xt_alloc(out, dt, t->dims, (int)t->n_dims, err)) {
+    char why[sizeof err->message];
+    snprintf(why, sizeof why, "%s", err ? err->message : "");
+    return op_fail(err, err ? err->code : OP_NOMEM, "%s: tensor '%s': %s", origin, t->name ? t->name : "", why);
+  }
   int64_t n = out->numel;
   if (t->has_raw_data) {
     if (t->raw_data.len) memcpy(out->data, t->raw_data.data, t->raw_data.len);

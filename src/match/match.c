@@ -26,12 +26,27 @@ static Onnx__NodeProto *node_at(const op_analysis *a, int i) { return a->gr->g->
 
 static bool is_const(const op_analysis *a, const char *name) { return op_graph_const(a->gr, name) != NULL; }
 
+/* Why a weight or bias of another type is left alone: its type, not a pattern the walk did not expect. */
+static const char *not_float32(int32_t dt) {
+  switch (dt) {
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return "weight is float16; only float32 weights are pruned";
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return "weight is bfloat16; only float32 weights are pruned";
+    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return "weight is float64; only float32 weights are pruned";
+    case ONNX__TENSOR_PROTO__DATA_TYPE__STRING: return "weight is a string tensor";
+    default: return "weight is not a float32 matrix initializer";
+  }
+}
+
 /* A float weight initializer of rank 2 used by one consumer only (tied weights cannot be pruned
  * on one side). */
 static Onnx__TensorProto *weight_init(const op_analysis *a, const char *name, const char **why) {
   op_value *v = op_graph_find(a->gr, name);
   Onnx__TensorProto *t = op_graph_init(a->gr, name);
-  if (!t || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims != 2) {
+  if (t && t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+    *why = not_float32(t->data_type);
+    return NULL;
+  }
+  if (!t || t->n_dims != 2) {
     *why = "weight is not a float32 matrix initializer";
     return NULL;
   }
@@ -114,9 +129,13 @@ static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, cons
     for (int s = 0; s < 2; s++) {
       Onnx__TensorProto *b = op_graph_init(a->gr, n->input[s]);
       op_value *mv = op_graph_find(a->gr, n->input[1 - s]);
-      if (!b || !mv || mv->producer < 0 || b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) continue;
+      if (!b || !mv || mv->producer < 0) continue;
       Onnx__NodeProto *mm = node_at(a, mv->producer);
       if (!(op_node_is(mm, "MatMul") || op_node_is(mm, "Gemm")) || mv->n_consumers != 1 || mv->graph_output) continue;
+      if (b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+        *why = not_float32(b->data_type);
+        return false;
+      }
       if (!match_linear(a, mv->producer, p, why)) return false;
       if (p->b || op_tensor_numel(b) != p->out || (b->n_dims != 1) ||
           op_graph_find(a->gr, b->name)->n_consumers != 1) {
@@ -155,6 +174,11 @@ static bool walk_to_proj(op_analysis *a, const char *t, op_proj *p, op_int_vec *
     op_value *v = op_graph_find(a->gr, t);
     if (!v || v->producer < 0) break;
     Onnx__NodeProto *n = node_at(a, v->producer);
+    if (op_node_is(n, "MatMul") || op_node_is(n, "Gemm") || strncmp(w, "weight is", 9) == 0) {
+      /* the projection is here but does not qualify: say why, not that the walk went on past it */
+      *why = w;
+      return false;
+    }
     if (op_in(n, SHAPING_OPS)) {
       if (op_node_is(n, "Reshape")) OP_VEC_PUSH(*reshapes, v->producer);
       if (op_node_is(n, "Split") || op_node_is(n, "Slice") || op_node_is(n, "Gather")) OP_VEC_PUSH(*parts, v->producer);
@@ -689,7 +713,7 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     OP_VEC_PUSH(a->blocks, blk);
   }
   free(used);
-  qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks);
+  if (a->blocks.n) qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks); /* qsort(NULL, 0) is UB */
   for (size_t i = 0; i < a->blocks.n; i++) {
     op_layer L = {-1, -1};
     op_block *b = &a->blocks.v[i];

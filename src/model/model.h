@@ -8,6 +8,13 @@
 
 #include <stdbool.h>
 
+/* An external data file a model read: mapped read-only, its tensors borrow from the mapping. */
+typedef struct op_ext_file {
+  char *real; /* resolved path */
+  void *map;  /* NULL for an empty file */
+  size_t len;
+} op_ext_file;
+
 struct op_model {
   Onnx__ModelProto *proto;
   char *path;      /* as given, for messages */
@@ -15,6 +22,7 @@ struct op_model {
   char *dir;       /* base directory for external data; NULL: none allowed */
   void *map;       /* the file's read-only mapping that large raw_data borrows from; NULL: none */
   size_t map_len;
+  struct { op_ext_file *v; size_t n, cap; } ext; /* external data files, each mapped once */
 };
 
 /* Formats err (if not NULL) and returns -1, so callers can `return op_fail(...)`. */
@@ -44,6 +52,8 @@ char *op_xstrdup(const char *s);
 
 /* ---- tensors (tensor.c) ---- */
 int64_t op_tensor_numel(const Onnx__TensorProto *t);
+/* numel * element size without wrapping: false when it does not fit in size_t (or numel < 0). */
+bool op_bytes_of(int64_t numel, size_t elem_size, uint64_t *bytes);
 size_t op_dtype_size(int32_t data_type); /* 0 for types without a fixed element size */
 bool op_dtype_is_float(int32_t data_type);
 /* Checks that the stored data agrees with dims and type. Returns 0 or -1 with *err. */

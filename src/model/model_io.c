@@ -15,6 +15,7 @@
  * external_data entries "location" (path relative to the model file), "offset" and "length" (bytes,
  * decimal text); the bytes are the tensor's raw_data, little-endian. */
 #include "model/graph.h"
+#include "files/files.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -181,9 +182,32 @@ bad:
   return op_fail_null(err, OP_PARSE, bad_proto, origin);
 }
 
+/* Message nesting protobuf-c's recursive unpack may meet: real models stay far below (a subgraph level
+ * costs three: GraphProto > NodeProto > AttributeProto), while thousands of levels overflow the stack. */
+#define MAX_NESTING 256
+
+/* Whether no message inside [p, end) nests deeper than MAX_NESTING, following the schema's message
+ * fields; each byte is looked at once per level it sits in. Malformed bytes are left to the parser. */
+static bool nesting_ok(const uint8_t *p, const uint8_t *end, const ProtobufCMessageDescriptor *d, int depth) {
+  if (depth > MAX_NESTING) return false;
+  while (p < end) {
+    wire_field f;
+    if (!next_field(&p, end, &f)) return true;
+    if (!f.payload) continue;
+    const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(d, (unsigned)f.number);
+    if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE &&
+        !nesting_ok(f.payload, f.payload + f.payload_len, fd->descriptor, depth + 1))
+      return false;
+  }
+  return true;
+}
+
 static Onnx__ModelProto *unpack_model(const uint8_t *data, size_t size, const byte_source *src, const char *origin,
                                       op_error *err) {
   const uint8_t *p = data, *end = data + size;
+  if (!nesting_ok(data, end, &onnx__model_proto__descriptor, 0))
+    return op_fail_null(err, OP_PARSE, "%s: messages nest deeper than %d levels (subgraphs inside subgraphs?)", origin,
+                        MAX_NESTING);
   const wire_field *graph = NULL;
   wire_field graph_field;
   int n_graph = 0;
@@ -243,6 +267,31 @@ static bool path_inside(const char *dir_real, const char *file_real) {
   return strncmp(dir_real, file_real, n) == 0 && (file_real[n] == '/' || (n == 1 && dir_real[0] == '/'));
 }
 
+/* The mapping of an external data file, made once per file and kept until the model is freed. */
+static const op_ext_file *ext_file(op_model *m, const char *real, const char *what, op_error *err) {
+  for (size_t i = 0; i < m->ext.n; i++)
+    if (strcmp(m->ext.v[i].real, real) == 0) return &m->ext.v[i];
+  uint64_t size;
+  int fd = op_open_regular(real, what, &size, NULL, NULL, err);
+  if (fd < 0) return NULL;
+  op_ext_file f = {op_xstrdup(real), NULL, (size_t)size};
+  if (size) {
+    f.map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (f.map == MAP_FAILED) {
+      close(fd);
+      free(f.real);
+      op_fail(err, OP_IO, "%s: cannot map: %s", what, strerror(errno));
+      return NULL;
+    }
+    op_borrow_add(f.map, f.len);
+  }
+  close(fd); /* the mapping keeps the file */
+  OP_VEC_PUSH(m->ext, f);
+  return &m->ext.v[m->ext.n - 1];
+}
+
+/* Points an EXTERNAL tensor's raw_data at its bytes in the mapped file (copied when small, like inline
+ * payloads), so external weights cost no more memory than inline ones. */
 static int load_external(op_model *m, Onnx__TensorProto *t, op_error *err) {
   const char *name = t->name ? t->name : "";
   const char *loc = ext_entry(t, "location");
@@ -261,7 +310,7 @@ static int load_external(op_model *m, Onnx__TensorProto *t, op_error *err) {
   if (!path_inside(m->dir, real))
     return op_fail(err, OP_INVALID, "%s: tensor '%s': external data location '%s' escapes the model directory",
                    m->path, name, loc);
-  uint64_t offset = 0, length;
+  uint64_t offset = 0, length, want;
   const char *off_s = ext_entry(t, "offset"), *len_s = ext_entry(t, "length");
   if (off_s && !parse_u64(off_s, &offset))
     return op_fail(err, OP_INVALID, "%s: tensor '%s': bad external data offset '%s'", m->path, name, off_s);
@@ -269,36 +318,32 @@ static int load_external(op_model *m, Onnx__TensorProto *t, op_error *err) {
   size_t es = op_dtype_size(t->data_type);
   if (numel < 0 || !es)
     return op_fail(err, OP_INVALID, "%s: tensor '%s': external data of unsupported type or dims", m->path, name);
-  uint64_t want = (uint64_t)numel * es;
+  if (!op_bytes_of(numel, es, &want))
+    return op_fail(err, OP_INVALID, "%s: tensor '%s': dims need more bytes than can be addressed", m->path, name);
   if (len_s && !parse_u64(len_s, &length))
     return op_fail(err, OP_INVALID, "%s: tensor '%s': bad external data length '%s'", m->path, name, len_s);
   if (!len_s) length = want;
   if (length != want)
     return op_fail(err, OP_INVALID, "%s: tensor '%s': external data length %llu but dims and type need %llu",
                    m->path, name, (unsigned long long)length, (unsigned long long)want);
-  int fd = open(real, O_RDONLY);
-  if (fd < 0) return op_fail(err, OP_IO, "%s: tensor '%s': %s: %s", m->path, name, loc, strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || offset > (uint64_t)st.st_size ||
-      length > (uint64_t)st.st_size - offset) {
-    close(fd);
+  size_t wlen = strlen(m->path) + strlen(name) + strlen(loc) + 64;
+  char *what = op_xmalloc(wlen);
+  snprintf(what, wlen, "%s: tensor '%s': external data '%s'", m->path, name, loc);
+  const op_ext_file *f = ext_file(m, real, what, err);
+  free(what);
+  if (!f) return -1;
+  if (offset > (uint64_t)f->len || length > (uint64_t)f->len - offset)
     return op_fail(err, OP_INVALID, "%s: tensor '%s': external data [%llu, +%llu) lies past the end of '%s'", m->path,
                    name, (unsigned long long)offset, (unsigned long long)length, loc);
-  }
-  uint8_t *buf = op_xmalloc(length ? length : 1);
-  for (uint64_t done = 0; done < length;) {
-    ssize_t r = pread(fd, buf + done, length - done, (off_t)(offset + done));
-    if (r <= 0) {
-      free(buf);
-      close(fd);
-      return op_fail(err, OP_IO, "%s: tensor '%s': reading '%s' failed", m->path, name, loc);
-    }
-    done += (uint64_t)r;
-  }
-  close(fd);
   op_tensor_detach_borrowed(t);
   free(t->raw_data.data);
-  t->raw_data.data = buf;
+  const uint8_t *bytes = (const uint8_t *)f->map + offset;
+  if (length >= BORROW_MIN) {
+    t->raw_data.data = (uint8_t *)bytes; /* read-only: tensor.c never writes borrowed bytes */
+  } else {
+    t->raw_data.data = op_xmalloc(length ? length : 1);
+    if (length) memcpy(t->raw_data.data, bytes, length);
+  }
   t->raw_data.len = length;
   t->has_raw_data = 1;
   t->has_data_location = 0;
@@ -345,6 +390,54 @@ static int check_arity(const op_model *m, const Onnx__NodeProto *n, op_error *er
     return op_fail(err, OP_INVALID, "%s: node '%s' (%s): expected at least %u inputs, got %zu", m->path,
                    op_node_name(n), n->op_type, min, present);
   return 0;
+}
+
+/* Every value has one definition: a graph input, an initializer (which may also be listed as an input),
+ * or one output of one node. */
+static int check_names(const op_model *m, const op_graph *gr, op_error *err) {
+  const Onnx__GraphProto *g = gr->g;
+  for (size_t i = 0; i < g->n_input; i++)
+    if (op_graph_find(gr, g->input[i]->name)->graph_input != (int)i)
+      return op_fail(err, OP_INVALID, "%s: graph input '%s' is declared twice", m->path, g->input[i]->name);
+  for (size_t i = 0; i < g->n_initializer; i++)
+    if (op_graph_find(gr, g->initializer[i]->name)->init != (int)i)
+      return op_fail(err, OP_INVALID, "%s: initializer '%s' is defined twice", m->path, g->initializer[i]->name);
+  for (size_t i = 0; i < g->n_node; i++) {
+    const Onnx__NodeProto *n = g->node[i];
+    for (size_t j = 0; j < n->n_output; j++) {
+      if (!n->output[j][0]) continue;
+      const op_value *v = op_graph_find(gr, n->output[j]);
+      bool twice_here = false;
+      for (size_t k = 0; k < j; k++) twice_here |= strcmp(n->output[k], n->output[j]) == 0;
+      if (v->producer != (int)i || twice_here)
+        return op_fail(err, OP_INVALID, "%s: value '%s' is written by two nodes: '%s' (%s) and '%s' (%s)", m->path,
+                       n->output[j], op_node_name(n), n->op_type, op_node_name(g->node[v->producer]),
+                       g->node[v->producer]->op_type);
+      if (v->init >= 0 || v->graph_input >= 0)
+        return op_fail(err, OP_INVALID, "%s: node '%s' (%s): output '%s' has the name of a graph %s", m->path,
+                       op_node_name(n), n->op_type, n->output[j], v->init >= 0 ? "initializer" : "input");
+    }
+  }
+  return 0;
+}
+
+/* Once every input is defined, a node that cannot be ordered sits on a cycle. */
+static int check_acyclic(const char *origin, const op_graph *gr, op_error *err) {
+  size_t n = gr->g->n_node;
+  int *order = op_xmalloc((n ? n : 1) * sizeof *order);
+  size_t placed = op_graph_order(gr, order);
+  int rc = 0;
+  if (placed != n) {
+    bool *done = op_xcalloc(n, 1);
+    for (size_t i = 0; i < placed; i++) done[order[i]] = true;
+    size_t i = 0;
+    while (done[i]) i++;
+    rc = op_fail(err, OP_INVALID, "%s: node '%s' (%s) is on a cycle (its input depends on its own output)", origin,
+                 op_node_name(gr->g->node[i]), gr->g->node[i]->op_type);
+    free(done);
+  }
+  free(order);
+  return rc;
 }
 
 static int check_graph(op_model *m, op_error *err) {
@@ -395,6 +488,8 @@ static int check_graph(op_model *m, op_error *err) {
     if (v->producer < 0 && v->init < 0 && v->graph_input < 0)
       rc = op_fail(err, OP_INVALID, "%s: graph output '%s' is not produced by any node", m->path, g->output[i]->name);
   }
+  if (rc == 0) rc = check_names(m, gr, err);
+  if (rc == 0) rc = check_acyclic(m->path, gr, err);
   op_graph_free(gr);
   return rc;
 }
@@ -443,13 +538,10 @@ op_model *op_model_load_buffer(const void *data, size_t size, const char *base_d
 }
 
 op_model *op_model_load(const char *path, op_error *err) {
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) return op_fail_null(err, OP_IO, "%s: %s", path, strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return op_fail_null(err, OP_IO, "%s: not a regular file", path);
-  }
+  uint64_t fsize;
+  int fd = op_open_regular(path, NULL, &fsize, NULL, NULL, err);
+  if (fd < 0) return NULL;
+  struct stat st = {.st_size = (off_t)fsize};
   if (st.st_size == 0) {
     close(fd);
     return op_fail_null(err, OP_PARSE, "%s: empty file", path);
@@ -483,6 +575,11 @@ void op_model_free(op_model *m) {
   if (!m) return;
   free_proto(m->proto);
   unmap(m->map, m->map_len);
+  for (size_t i = 0; i < m->ext.n; i++) {
+    unmap(m->ext.v[i].map, m->ext.v[i].len);
+    free(m->ext.v[i].real);
+  }
+  free(m->ext.v);
   free(m->path);
   free(m->real_path);
   free(m->dir);
@@ -500,18 +597,26 @@ int64_t op_model_param_count(const op_model *m) {
 }
 
 char *op_read_file(const char *path, size_t *size, op_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return op_fail_null(err, OP_IO, "%s: %s", path, strerror(errno));
-  char *buf = NULL;
-  size_t n = 0, cap = 0;
-  for (;;) {
-    if (n + 4096 > cap) buf = op_xrealloc(buf, cap = cap * 2 + 65536);
-    size_t r = fread(buf + n, 1, cap - n - 1, f);
-    n += r;
-    if (r == 0) break;
+  uint64_t len;
+  int fd = op_open_regular(path, NULL, &len, NULL, NULL, err);
+  if (fd < 0) return NULL;
+  if (op_budget_check(len, path, err)) {
+    close(fd);
+    return NULL;
   }
-  bool failed = ferror(f);
-  fclose(f);
+  char *buf = op_xmalloc((size_t)len + 1);
+  size_t n = 0;
+  bool failed = false;
+  while (n < len) { /* never past the size seen at open: a growing file cannot run the buffer over */
+    ssize_t r = read(fd, buf + n, (size_t)len - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      failed = r < 0;
+      break;
+    }
+    n += (size_t)r;
+  }
+  close(fd);
   if (failed) {
     free(buf);
     return op_fail_null(err, OP_IO, "%s: read error", path);
@@ -644,15 +749,29 @@ static void restore_inline(moved_tensor *moved, long n) {
 }
 
 static bool same_file(const char *a_real, const char *path) {
-  char real[PATH_MAX];
-  return a_real && realpath(path, real) && strcmp(real, a_real) == 0;
+  struct stat a, b;
+  return a_real && stat(a_real, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* Refuses a target that is one of the files the model was read from (by device and inode, so hard
+ * links and other paths to them count too). */
+static int check_target(const op_model *m, const char *path, op_error *err) {
+  if (same_file(m->real_path, path)) return op_fail(err, OP_ARG, "%s: refusing to overwrite the input model", path);
+  for (size_t i = 0; i < m->ext.n; i++)
+    if (same_file(m->ext.v[i].real, path))
+      return op_fail(err, OP_ARG, "%s: refusing to overwrite the input model's external data '%s'", path,
+                     m->ext.v[i].real);
+  return 0;
 }
 
 int op_model_save(const op_model *cm, const char *path, const op_save_options *opts, op_error *err) {
   op_model *m = (op_model *)cm; /* external data is swapped in and out; the model is restored */
-  if (same_file(m->real_path, path))
-    return op_fail(err, OP_ARG, "%s: refusing to overwrite the input model", path);
+  if (check_target(m, path, err)) return -1;
   Onnx__GraphProto *g = m->proto->graph;
+  op_graph *gr = op_graph_build(g); /* a pass must never get a cycle written */
+  int cyc = check_acyclic(path, gr, err);
+  op_graph_free(gr);
+  if (cyc) return -1;
   uint64_t total = 0;
   for (size_t i = 0; i < g->n_initializer; i++) total += g->initializer[i]->raw_data.len;
   bool external = (opts && opts->external_data) || total >= TWO_GIB - (64u << 20);
@@ -668,8 +787,7 @@ int op_model_save(const op_model *cm, const char *path, const op_save_options *o
     snprintf(location, sizeof location, "%s.data", basename(base_buf));
     if (snprintf(data_path, sizeof data_path, "%s.data", path) >= (int)sizeof data_path)
       return op_fail(err, OP_IO, "%s: path too long", path);
-    if (same_file(m->real_path, data_path))
-      return op_fail(err, OP_ARG, "%s: refusing to overwrite the input model", data_path);
+    if (check_target(m, data_path, err)) return -1;
     df = op_temp_open(data_path, data_tmp, err);
     if (!df) return -1;
     moved = op_xmalloc((g->n_initializer + 1) * sizeof *moved);

@@ -102,6 +102,12 @@ int64_t op_tensor_numel(const Onnx__TensorProto *t) {
   return n;
 }
 
+bool op_bytes_of(int64_t numel, size_t elem_size, uint64_t *bytes) {
+  if (numel < 0 || (elem_size && (uint64_t)numel > (uint64_t)SIZE_MAX / elem_size)) return false;
+  *bytes = (uint64_t)numel * elem_size;
+  return true;
+}
+
 size_t op_dtype_size(int32_t dt) {
   switch (dt) {
     case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
@@ -168,8 +174,10 @@ int op_tensor_validate(const Onnx__TensorProto *t, const char *origin, op_error 
   if (t->has_raw_data) {
     size_t es = op_dtype_size(t->data_type);
     uint64_t want;
-    if (es)
-      want = (uint64_t)numel * es;
+    if (es) {
+      if (!op_bytes_of(numel, es, &want)) /* dims whose byte size wraps must not pass as 0 bytes */
+        return op_fail(err, OP_INVALID, "%s: tensor '%s': dims need more bytes than can be addressed", origin, name);
+    }
     else if (t->data_type == 21 || t->data_type == 22) /* UINT4, INT4: newer than some onnx.proto */
       want = ((uint64_t)numel + 1) / 2;
     else
@@ -260,7 +268,8 @@ Onnx__TensorProto *op_tensor_new(const char *name, int32_t data_type, const int6
   t->n_dims = ndims;
   t->dims = op_xmalloc(ndims * sizeof(int64_t));
   if (ndims) memcpy(t->dims, dims, ndims * sizeof(int64_t));
-  size_t bytes = (size_t)op_tensor_numel(t) * op_dtype_size(data_type);
+  uint64_t bytes = 0;
+  if (!op_bytes_of(op_tensor_numel(t), op_dtype_size(data_type), &bytes)) abort(); /* callers pass sane dims */
   t->has_raw_data = 1;
   t->raw_data.len = bytes;
   t->raw_data.data = op_xcalloc(bytes ? bytes : 1, 1);

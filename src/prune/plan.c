@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,19 +212,38 @@ int op_prune_config_from_json(op_prune_config *c, const cJSON *root, const char 
     if (strcmp(e->string, "layers") == 0) {
       const cJSON *l;
       int pos = 0;
+      size_t first_layer = c->layers.n;
       cJSON_ArrayForEach(l, e) {
-        int idx;
+        int idx = pos;
         if (cJSON_IsArray(e)) {
           const cJSON *li = cJSON_GetObjectItemCaseSensitive(l, "layer");
-          idx = cJSON_IsNumber(li) ? li->valueint : pos;
+          if (li) { /* a layer index: a whole number that fits, never clamped or wrapped */
+            double v = cJSON_IsNumber(li) ? li->valuedouble : -1;
+            if (!cJSON_IsNumber(li) || v != floor(v) || v < 0 || v > INT_MAX) {
+              char shown[64] = "not a number";
+              if (cJSON_IsNumber(li))
+                snprintf(shown, sizeof shown, fabs(v) < 1e15 && v == floor(v) ? "%.0f" : "%g", v);
+              rc = op_fail(err, OP_ARG, "%s: layers[%d]: layer: %s is not a whole number in [0, %d]", path, pos, shown,
+                           INT_MAX);
+              break;
+            }
+            idx = (int)v;
+          }
         } else {
           char *end;
+          errno = 0;
           long v = strtol(l->string, &end, 10);
-          if (*end || v < 0) {
-            rc = op_fail(err, OP_ARG, "%s: layers: key '%s' is not a layer index", path, l->string);
+          if (errno || end == l->string || *end || v < 0 || v > INT_MAX) {
+            rc = op_fail(err, OP_ARG, "%s: layers: key '%.200s' is not a layer index", path, l->string);
             break;
           }
           idx = (int)v;
+        }
+        bool seen = false; /* one entry per layer: a second would silently win */
+        for (size_t k = first_layer; k < c->layers.n; k++) seen |= c->layers.v[k].layer == idx;
+        if (seen) {
+          rc = op_fail(err, OP_ARG, "%s: layers: layer %d appears twice", path, idx);
+          break;
         }
         if (!cJSON_IsObject(l)) {
           rc = op_fail(err, OP_ARG, "%s: layers[%d]: expected an object", path, pos);
@@ -244,12 +264,89 @@ int op_prune_config_from_json(op_prune_config *c, const cJSON *root, const char 
   return rc;
 }
 
-int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *err) {
+/* The deepest nesting of [ and { in text, strings skipped; stops counting past limit. */
+static int json_depth(const char *s, int limit) {
+  int depth = 0, max = 0;
+  bool in_str = false;
+  for (; *s && max <= limit; s++) {
+    if (in_str) {
+      if (*s == '\\' && s[1]) s++;
+      else if (*s == '"') in_str = false;
+    } else if (*s == '"') {
+      in_str = true;
+    } else if (*s == '[' || *s == '{') {
+      if (++depth > max) max = depth;
+    } else if (*s == ']' || *s == '}') {
+      depth--;
+    }
+  }
+  return max;
+}
+
+static int cmp_keys(const void *a, const void *b) {
+  return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* A key given twice in one object: JSON leaves it undefined, cJSON would keep the first silently. */
+static int json_unique_keys(const cJSON *v, const char *path, const char *where, op_error *err) {
+  size_t n = 0;
+  const cJSON *c;
+  cJSON_ArrayForEach(c, v) n++;
+  if (cJSON_IsObject(v) && n > 1) {
+    const cJSON **keys = op_xmalloc(n * sizeof *keys);
+    size_t k = 0;
+    cJSON_ArrayForEach(c, v) keys[k++] = c;
+    qsort(keys, n, sizeof *keys, cmp_keys);
+    for (k = 1; k < n; k++)
+      if (strcmp(keys[k]->string, keys[k - 1]->string) == 0) {
+        int rc = op_fail(err, OP_ARG, "%s: %s%skey '%.200s' appears twice", path, where, where[0] ? ": " : "",
+                         keys[k]->string);
+        free(keys);
+        return rc;
+      }
+    free(keys);
+  }
+  int i = 0;
+  cJSON_ArrayForEach(c, v) {
+    char sub[512];
+    if (cJSON_IsObject(v)) snprintf(sub, sizeof sub, "%s%s%.200s", where, where[0] ? "." : "", c->string);
+    else snprintf(sub, sizeof sub, "%s[%d]", where, i);
+    i++;
+    if (json_unique_keys(c, path, sub, err)) return -1;
+  }
+  return 0;
+}
+
+cJSON *op_json_load(const char *path, op_error *err) {
   char *text = op_read_file(path, NULL, err);
-  if (!text) return -1;
+  if (!text) return NULL;
+  if (json_depth(text, OP_JSON_MAX_DEPTH) > OP_JSON_MAX_DEPTH) {
+    free(text);
+    return op_fail_null(err, OP_ARG, "%s: JSON nested deeper than %d levels", path, OP_JSON_MAX_DEPTH);
+  }
   cJSON *root = cJSON_Parse(text);
+  if (!root) {
+    const char *at = cJSON_GetErrorPtr();
+    long off = at && at >= text ? (long)(at - text) : -1;
+    free(text);
+    return op_fail_null(err, OP_ARG, "%s: not valid JSON (at byte %ld)", path, off);
+  }
   free(text);
-  int rc = root ? op_prune_config_from_json(c, root, path, err) : op_fail(err, OP_ARG, "%s: not a JSON object", path);
+  if (!cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return op_fail_null(err, OP_ARG, "%s: not a JSON object", path);
+  }
+  if (json_unique_keys(root, path, "", err)) {
+    cJSON_Delete(root);
+    return NULL;
+  }
+  return root;
+}
+
+int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *err) {
+  cJSON *root = op_json_load(path, err);
+  if (!root) return -1;
+  int rc = op_prune_config_from_json(c, root, path, err);
   cJSON_Delete(root);
   return rc;
 }

@@ -51,6 +51,11 @@ struct cJSON;
 /* A JSON scalar or integer list as the text form the option setters take. */
 bool op_json_to_text(const struct cJSON *v, char *buf, size_t n);
 /* Reads the pruning options of a parsed JSON object (origin names it in messages). */
+/* Reads a JSON config file whose root is an object: nesting deeper than OP_JSON_MAX_DEPTH, invalid JSON
+ * (with the byte offset) and a key given twice in one object are errors naming the file and the key.
+ * Returns the tree (cJSON_Delete it), or NULL and sets *err. */
+#define OP_JSON_MAX_DEPTH 64
+struct cJSON *op_json_load(const char *path, op_error *err);
 int op_prune_config_from_json(op_prune_config *c, const struct cJSON *obj, const char *origin, op_error *err);
 
 /* Chooses what to remove. Returns 0, or -1 with *err (OP_ARG) when the config does not fit the model. */

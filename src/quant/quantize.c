@@ -12,6 +12,7 @@
 #include "verify/stream.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
@@ -181,14 +182,8 @@ static int quant_config_set(op_quant_config *c, const char *key, const char *val
 }
 
 int op_compress_config_load(const char *path, op_prune_config *p, op_quant_config *q, op_error *err) {
-  char *text = op_read_file(path, NULL, err);
-  if (!text) return -1;
-  cJSON *root = cJSON_Parse(text);
-  free(text);
-  if (!cJSON_IsObject(root)) {
-    cJSON_Delete(root);
-    return op_fail(err, OP_ARG, "%s: not a JSON object", path);
-  }
+  cJSON *root = op_json_load(path, err);
+  if (!root) return -1;
   int rc = 0;
   const cJSON *e;
   cJSON_ArrayForEach(e, root) {
@@ -205,7 +200,19 @@ int op_compress_config_load(const char *path, op_prune_config *p, op_quant_confi
           size_t off = 0; /* a list of names: "kl,mse" */
           const cJSON *x;
           val[0] = 0;
-          cJSON_ArrayForEach(x, o) off += (size_t)snprintf(val + off, sizeof val - off, "%s%s", off ? "," : "", cJSON_IsString(x) ? x->valuestring : "?");
+          bool too_long = false;
+          cJSON_ArrayForEach(x, o) {
+            int w = snprintf(val + off, sizeof val - off, "%s%s", off ? "," : "", cJSON_IsString(x) ? x->valuestring : "?");
+            if (w < 0 || (size_t)w >= sizeof val - off) {
+              too_long = true;
+              break;
+            }
+            off += (size_t)w;
+          }
+          if (too_long) {
+            rc = op_fail(err, OP_ARG, "%s: quantize.%s: list too long", path, o->string);
+            break;
+          }
         } else if (!op_json_to_text(o, val, sizeof val)) {
           rc = op_fail(err, OP_ARG, "%s: quantize.%s: unsupported value", path, o->string);
           break;
@@ -485,18 +492,19 @@ static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, c
   int32_t qt = c->act_signed ? ONNX__TENSOR_PROTO__DATA_TYPE__INT8 : ONNX__TENSOR_PROTO__DATA_TYPE__UINT8;
   float scale;
   int zp;
+  /* apply() refused ranges beyond float; a range narrower than the smallest normal float gets that scale */
   if (c->act_signed) { /* int8 activations are symmetric: zero point 0, as TensorRT requires */
     double T = fmax(fabs(lo), fabs(hi));
-    scale = T > 0 ? (float)(T / 127.0) : 1.f;
+    scale = T > 0 ? (float)fmax(T / 127.0, FLT_MIN) : 1.f;
     zp = 0;
   } else if (symmetric) { /* uint8 symmetric: the centre 128 */
     double T = fmax(fabs(lo), fabs(hi));
-    scale = T > 0 ? (float)(T / 127.0) : 1.f;
+    scale = T > 0 ? (float)fmax(T / 127.0, FLT_MIN) : 1.f;
     zp = 128;
   } else {
-    scale = hi > lo ? (float)((hi - lo) / 255.0) : 1.f;
-    zp = (int)nearbyint(-lo / scale);
-    zp = zp < 0 ? 0 : zp > 255 ? 255 : zp;
+    scale = hi > lo ? (float)fmax((hi - lo) / 255.0, FLT_MIN) : 1.f;
+    double z = nearbyint(-lo / scale);
+    zp = !(z > 0) ? 0 : z > 255 ? 255 : (int)z; /* clamped as a double: no out-of-range conversion */
   }
   char *sn = fmt_name(gr, name, "_scale"), *zn = fmt_name(gr, name, "_zero_point"), *qn = fmt_name(gr, name, "_quantized"),
        *dn = fmt_name(gr, name, "_dequantized");
@@ -549,6 +557,32 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
   op_graph *gr = op_graph_build(g);
   target_vec ts = {0};
   find_targets(gr, c, &ts);
+  /* a range or weight that is not finite has no int8 scale: refuse before any rewrite, never write NaN scales */
+  for (size_t i = 0; i < ts.n; i++) {
+    Onnx__NodeProto *n = g->node[ts.v[i].node];
+    const char *bad = NULL, *what = NULL;
+    for (int k = 0; k < 2 && !bad; k++) {
+      int slot = ts.v[i].act_slots[k];
+      const op_stats *st = slot < 0 ? NULL : stats_of(cal, n->input[slot]);
+      if (!st || st->count == 0) continue;
+      double lo, hi;
+      op_cal_range(st, method, c->percentile, c->symmetric || c->act_signed, &lo, &hi);
+      if (!isfinite(lo) || !isfinite(hi) || (hi - lo) / 255.0 > FLT_MAX || fmax(fabs(lo), fabs(hi)) / 127.0 > FLT_MAX)
+        bad = n->input[slot], what = "activation";
+    }
+    Onnx__TensorProto *w = !bad && ts.v[i].w ? op_graph_init(gr, ts.v[i].w) : NULL;
+    const float *wf = w ? op_tensor_f32(w) : NULL;
+    int64_t nel = wf ? op_tensor_numel(w) : 0;
+    for (int64_t k = 0; k < nel && !bad; k++)
+      if (!isfinite(wf[k])) bad = ts.v[i].w, what = "weight";
+    if (bad) {
+      for (size_t j = 0; j < ts.n; j++) free(ts.v[j].act);
+      free(ts.v);
+      op_graph_free(gr);
+      return op_fail(err, OP_INVALID, "%s: node '%s' (%s): %s '%s' holds NaN, infinity or values beyond float range: it has no int8 scale",
+                     m->path, op_node_name(n), n->op_type, what, bad);
+    }
+  }
   bool per_axis_ok = op_model_opset(m->proto) >= 13;
   r->per_tensor_fallback = c->per_channel && !per_axis_ok;
   /* activations: one QDQ pair per tensor, shared by every quantised consumer */

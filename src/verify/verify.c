@@ -204,7 +204,9 @@ double op_verify_min_agreement(const op_verify_report *r) {
 }
 
 char *op_verify_report_text(const op_verify_report *r) {
-  size_t cap = 1024 + r->outs.n * 256, off = 0;
+  /* sized from the names it prints: output names and paths have no length limit */
+  size_t cap = 1024 + strlen(r->reference) + strlen(r->candidate), off = 0;
+  for (size_t i = 0; i < r->outs.n; i++) cap += 256 + strlen(r->outs.v[i].name);
   char *s = op_xmalloc(cap);
   off += (size_t)snprintf(s + off, cap - off, "reference: %s\ncandidate: %s\nsamples:   %lld\n", r->reference, r->candidate,
                           (long long)r->samples);

@@ -36,7 +36,7 @@ expect config-range "cfg_range.json: head_sparsity: '2' is outside" -- prune "$G
 echo '{"head_sparsty": 0.5}' >"$work/cfg_key.json"
 expect config-unknown "unknown option 'head_sparsty'" -- prune "$GOOD" -o "$O" --config "$work/cfg_key.json"
 echo '{oops' >"$work/cfg_bad.json"
-expect config-json "cfg_bad.json: not a JSON object" -- prune "$GOOD" -o "$O" --config "$work/cfg_bad.json"
+expect config-json "cfg_bad.json: not valid JSON (at byte 2)" -- prune "$GOOD" -o "$O" --config "$work/cfg_bad.json"
 expect unknown-flag "unknown option '--bogus'" -- prune "$GOOD" -o "$O" --bogus
 expect no-output "missing -o OUT" -- prune "$GOOD" --head-sparsity 0.5
 expect unknown-command "unknown command 'frobnicate'" -- frobnicate

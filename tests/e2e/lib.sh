@@ -13,13 +13,13 @@ bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 # ort MODE ARGS...: ort.js, quiet unless it fails
 ort() { node "$E2E/ort.js" "$@" >"$work/ort.log" 2>&1 || { cat "$work/ort.log"; return 1; }; }
 
-# expect NAME PATTERN -- ARGS...: `onnx-prune ARGS` exits 2 with one stderr line matching PATTERN and
-# leaves $work/out empty
+# expect NAME PATTERN -- ARGS...: `onnx-prune ARGS` exits 2 within 120 s (a hang is a failure, not a
+# stuck suite) with one stderr line matching PATTERN and leaves $work/out empty
 expect() {
   local name=$1 pattern=$2
   shift 3
   rm -rf "$work/out" && mkdir "$work/out"
-  "$BIN" "$@" >/dev/null 2>"$work/stderr"
+  timeout -k 5 120 "$BIN" "$@" >/dev/null 2>"$work/stderr"
   local rc=$? lines
   lines=$(wc -l <"$work/stderr")
   if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$work/stderr" && [ -z "$(ls -A "$work/out")" ]; then

@@ -79,6 +79,8 @@ int main(int argc, char **argv) {
   snprintf(path, sizeof path, "%s/austen_bert/model.onnx", argv[2]);
   op_error err;
   op_model *m = op_model_load(path, &err);
+  CHECK(m != NULL); /* a fixture that does not load is a failure, never a skip */
+  if (!m) fprintf(stderr, "%s\n", err.message);
   if (m) {
     Onnx__GraphProto *g = m->proto->graph;
     for (size_t i = 0; i < g->n_node; i++)

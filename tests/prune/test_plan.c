@@ -45,6 +45,7 @@ int main(int argc, char **argv) {
   op_prune_config_free(c);
 
   op_model *m = load(fixtures, "bert_separate_mask_opset11");
+  CHECK(m != NULL); /* a fixture that does not load is a failure, never a skip */
   if (!m) return check_done("plan");
   op_analysis *a = op_analyze(m, &err);
   CHECK(a != NULL);
