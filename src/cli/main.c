@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define EXIT_BAD 2
@@ -46,9 +47,12 @@ static const char *USAGE =
     "\n"
     "run / verify options:\n"
     "  --data PATH           .npz (arrays named after the graph inputs), a folder of NAME.npy, or ONNX test\n"
-    "                        data (input_N.pb, test_data_set_*/); the first axis is the sample axis\n"
-    "  --batch N             samples per run (default 1)\n"
-    "  --samples N           use only the first N samples\n"
+    "                        data (input_N.pb, test_data_set_*/: each set one complete run; run writes\n"
+    "                        SET/OUTPUT arrays, or output_N.pb per set when -o is a folder)\n"
+    "  --batch N             samples per run (default 1; not for ONNX test data)\n"
+    "  --samples N           use only the first N samples (not for ONNX test data)\n"
+    "  --batch-axis N|NAME=N the axis that holds the samples, where the model's dimension names do not say\n"
+    "                        (NAME=N per input; NAME=none: the input has none, passed whole)\n"
     "  --fill NAME=VALUE     a constant for an input the data lacks (repeatable)\n"
     "  --json                (verify) print the report as JSON\n"
     "  --min-cosine C        (verify) exit 1 when an output's mean cosine similarity is below C\n"
@@ -138,10 +142,23 @@ typedef struct data_args {
   op_run_options run;
   const char *fills[64];
   int n_fills;
+  const char *batch_axes[64]; /* --batch-axis specs, as --fill's */
+  int n_batch_axes;
 } data_args;
+
+/* --batch-axis N or NAME=N: kept for open_data, which hands it to the dataset. */
+static int batch_axis_option(int argc, char **argv, int *i, data_args *d) {
+  if (strcmp(argv[*i], "--batch-axis") != 0) return 0;
+  if (*i + 1 >= argc) return usage_error("%s needs a value", argv[*i]), -1;
+  if (d->n_batch_axes == 64) return usage_error("%s: too many (64 at most)", argv[*i]), -1;
+  d->batch_axes[d->n_batch_axes++] = argv[++*i];
+  return 1;
+}
 
 /* Consumes argv[*i] if it is a data option; returns 1 if consumed, 0 if not, -1 on error. */
 static int data_option(int argc, char **argv, int *i, data_args *d, const char *cmd) {
+  int axis = batch_axis_option(argc, argv, i, d);
+  if (axis) return axis;
   const char *a = argv[*i];
   bool known = !strcmp(a, "--data") || !strcmp(a, "--batch") || !strcmp(a, "--samples") || !strcmp(a, "--fill");
   if (!known) return 0;
@@ -171,11 +188,19 @@ static int data_option(int argc, char **argv, int *i, data_args *d, const char *
 
 static op_dataset *open_data(const data_args *d, op_error *err) {
   op_dataset *ds = op_dataset_open(d->data, err);
-  for (int i = 0; ds && i < d->n_fills; i++)
-    if (op_dataset_fill(ds, d->fills[i], err)) {
-      op_dataset_free(ds);
-      ds = NULL;
-    }
+  int rc = 0;
+  for (int i = 0; ds && !rc && i < d->n_fills; i++) rc = op_dataset_fill(ds, d->fills[i], err);
+  for (int i = 0; ds && !rc && i < d->n_batch_axes; i++) rc = op_dataset_batch_axis(ds, d->batch_axes[i], err);
+  if (ds && !rc && op_dataset_set_count(ds) && (d->run.batch || d->run.samples)) {
+    snprintf(err->message, sizeof err->message,
+             "%s: %s does not apply to ONNX test data: each test data set is one complete run of the model", d->data,
+             d->run.batch ? "--batch" : "--samples");
+    rc = -1;
+  }
+  if (rc) {
+    op_dataset_free(ds);
+    ds = NULL;
+  }
   return ds;
 }
 
@@ -281,6 +306,60 @@ static int cmd_prune(int argc, char **argv) {
   return 0;
 }
 
+/* ONNX test data: each set is one complete run. Its outputs go to OUT.npz as arrays named SET/OUTPUT
+ * (plain OUTPUT for input_N.pb given directly), or, when OUT is a folder (it exists or ends in '/'), to
+ * OUT/SET/output_N.pb as ONNX lays out test data. Every set runs before anything is written. */
+static int run_sets(const op_model *m, const op_dataset *ds, const char *out, bool progress, op_error *err) {
+  size_t sets = op_dataset_set_count(ds), n_out = 0, n = 0;
+  op_tensor *all = NULL;
+  char **names = NULL;
+  int rc = 0;
+  for (size_t k = 0; k < sets && !rc; k++) {
+    op_tensor *outs = NULL;
+    op_run_options o = {.first = (int64_t)k, .samples = 1, .batch = 1, .progress = progress};
+    rc = op_run_dataset(m, ds, &o, &outs, &n_out, err);
+    op_session *s = rc ? NULL : op_session_new(m, err);
+    if (!rc && !s) rc = -1;
+    for (size_t i = 0; i < n_out && !rc; i++) {
+      const char *set = op_dataset_set_name(ds, k), *name = op_session_output_name(s, i);
+      size_t len = strlen(set) + strlen(name) + 2;
+      all = realloc(all, (n + 1) * sizeof *all);
+      names = realloc(names, (n + 1) * sizeof *names);
+      if (!all || !names) abort();
+      names[n] = malloc(len);
+      if (!names[n]) abort();
+      snprintf(names[n], len, "%s%s%s", set, set[0] ? "/" : "", name);
+      all[n++] = outs[i];
+      outs[i] = (op_tensor){0};
+    }
+    for (size_t i = 0; i < n_out; i++) op_tensor_clear(&outs[i]);
+    free(outs);
+    op_session_free(s);
+  }
+  size_t len = strlen(out);
+  struct stat st;
+  bool folder = (len && out[len - 1] == '/') || (stat(out, &st) == 0 && S_ISDIR(st.st_mode));
+  if (!rc && !folder) rc = op_npz_write(out, (const char *const *)names, all, n, err);
+  for (size_t k = 0; k < sets && !rc && folder; k++) { /* OUT/test_data_set_K/output_I.pb */
+    const char *set = op_dataset_set_name(ds, k);
+    char dir[PATH_MAX], path[PATH_MAX + 32];
+    bool fits = snprintf(dir, sizeof dir, "%s/%s", out, set[0] ? set : "test_data_set_0") < (int)sizeof dir;
+    if (!fits || (mkdir(out, 0777) && errno != EEXIST) || (mkdir(dir, 0777) && errno != EEXIST)) {
+      snprintf(err->message, sizeof err->message, "%.900s: %s", dir, fits ? strerror(errno) : "path too long");
+      rc = -1;
+    }
+    for (size_t i = 0; i < n_out && !rc; i++) {
+      snprintf(path, sizeof path, "%s/output_%zu.pb", dir, i);
+      const char *name = strrchr(names[k * n_out + i], '/') ? strrchr(names[k * n_out + i], '/') + 1 : names[k * n_out + i];
+      rc = op_pb_write(path, name, &all[k * n_out + i], err);
+    }
+  }
+  for (size_t i = 0; i < n; i++) op_tensor_clear(&all[i]), free(names[i]);
+  free(all);
+  free(names);
+  return rc;
+}
+
 static int cmd_run(int argc, char **argv) {
   const char *model = NULL, *out = NULL;
   data_args d = {.run = {.progress = true}};
@@ -299,8 +378,9 @@ static int cmd_run(int argc, char **argv) {
   op_dataset *ds = m ? open_data(&d, &err) : NULL;
   op_tensor *outs = NULL;
   size_t n = 0;
-  int rc = ds ? op_run_dataset(m, ds, &d.run, &outs, &n, &err) : -1;
-  if (!rc) {
+  bool sets = ds && op_dataset_set_count(ds);
+  int rc = sets ? run_sets(m, ds, out, d.run.progress, &err) : ds ? op_run_dataset(m, ds, &d.run, &outs, &n, &err) : -1;
+  if (!rc && !sets) {
     op_session *s = op_session_new(m, &err);
     const char **names = calloc(n ? n : 1, sizeof *names);
     for (size_t i = 0; s && i < n; i++) names[i] = op_session_output_name(s, i);

@@ -163,8 +163,9 @@ async function main() {
     const out = await s.run(feeds);
     let ok = true;
     for (const n of s.outputNames) {
-      if (!ours[n]) { console.log(`${n}: missing from ${argv[2]}`); ok = false; continue; }
-      const mine = new ort.Tensor(ours[n].dtype, ours[n].data, ours[n].shape);
+      const o = ours[n] || ours[`test_data_set_0/${n}`]; // run on test_data_set_*: arrays named SET/OUTPUT
+      if (!o) { console.log(`${n}: missing from ${argv[2]}`); ok = false; continue; }
+      const mine = new ort.Tensor(o.dtype, o.data, o.shape);
       const r = compare(n, out[n], mine, tol);
       console.log(r.line);
       ok = ok && r.ok;
