@@ -222,8 +222,9 @@ int op_dataset_batch_axis(op_dataset *d, const char *spec, op_error *err) {
   const char *eq = strrchr(spec, '='), *num = eq ? eq + 1 : spec;
   char *end = NULL;
   errno = 0;
-  long v = strcmp(num, "none") == 0 ? OP_AXIS_NONE : strtol(num, &end, 10);
-  bool ok = (eq == NULL || eq > spec) && (v == OP_AXIS_NONE ? eq != NULL : end && end != num && !*end && !errno && v >= 0 && v < OP_MAX_DIMS);
+  bool none = strcmp(num, "none") == 0;
+  long v = none ? OP_AXIS_NONE : strtol(num, &end, 10);
+  bool ok = (eq == NULL || eq > spec) && (none ? eq != NULL : end != num && !*end && !errno && v >= 0 && v < OP_MAX_DIMS);
   if (!ok) return op_fail(err, OP_ARG, "--batch-axis: '%s' is not N or NAME=N (NAME=none: the input has no batch axis)", spec);
   axis_opt a = {eq ? op_xmalloc((size_t)(eq - spec) + 1) : NULL, (int)v};
   if (eq) {
