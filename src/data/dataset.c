@@ -509,9 +509,13 @@ static bool extent_by_name(const op_dataset *d, const op_session *s, int64_t set
   return false;
 }
 
+/* A name that says nothing about the axis: torch's for dynamic axes given as a list, ONNX Runtime's
+ * shape inference's. */
+static bool generic_name(const char *n) { return !n || strstr(n, "_dynamic_axes_") || strncmp(n, "unk__", 5) == 0; }
+
 /* A constant tensor for a --fill input: fixed axes from the model, the batch axis `count` long, other
- * dynamic axes as long as the data input that shares their name (or, unnamed, the same axis of a
- * data input of the same rank). */
+ * dynamic axes as long as the data input that shares their name (or, without a telling name, the same
+ * axis of a data input of the same rank). */
 static int fill_input(const op_dataset *d, const op_session *s, size_t i, int64_t set, const int *axes, int64_t count,
                       op_tensor *t, op_error *err) {
   const char *name = op_session_input_name(s, i);
@@ -533,9 +537,11 @@ static int fill_input(const op_dataset *d, const op_session *s, size_t i, int64_
     if (set < 0 && k == axes[i]) t->dims[k] = count;
     else if (dims[k] >= 0) continue;
     else if (extent_by_name(d, s, set, axes, count, op_session_input_dim_name(s, i, k), &t->dims[k])) continue;
-    else if (ref && ref->t.rank == rank) t->dims[k] = set < 0 && k == axes[ref_i] ? count : ref->t.dims[k];
+    else if (ref && ref->t.rank == rank && generic_name(op_session_input_dim_name(s, i, k)))
+      t->dims[k] = set < 0 && k == axes[ref_i] ? count : ref->t.dims[k];
     else
-      return op_fail(err, OP_ARG, "%s: --fill %s: axis %d is dynamic and no data input shows its size", d->path, name, k);
+      return op_fail(err, OP_ARG, "%s: --fill %s: axis %d (%s) is dynamic and no data input shows its size", d->path,
+                     name, k, op_session_input_dim_name(s, i, k) ? op_session_input_dim_name(s, i, k) : "unnamed");
   }
   int64_t numel = 1;
   for (int k = 0; k < rank; k++) numel *= t->dims[k];

@@ -68,6 +68,12 @@ if "$BIN" run "$PS/model.onnx" --data "$PS/stacked.npz" --batch 2 -o "$work/ps.n
   ort ours "$PS/model.onnx" "$work/ps.npz" --data "$PS/stacked.npz" --rows 1000000 --tol 1e-4; then ok
 else bad "past state: outputs differ from ONNX Runtime"; fi
 
+# --fill sizes a dynamic axis from the data input that shares its name; total_seq_len is in none
+$PY -c "import numpy as np, sys; d = np.load(sys.argv[1]); np.savez(sys.argv[2], input_ids=d['input_ids'], past_0=d['past_0'])" \
+  "$PS/stacked.npz" "$work/nomask.npz"
+expect fill-named-axis "--fill attention_mask: axis 1 (total_seq_len) is dynamic and no data input shows its size" -- \
+  run "$PS/model.onnx" --data "$work/nomask.npz" --fill attention_mask=1 -o "$work/out/o.npz"
+
 # ONNX test data: two sets of different batch sizes, each one complete run; run writes every set's
 # outputs (SET/OUTPUT in a .npz, or output_N.pb per set in a folder), verify compares set by set
 $PY - "$PS" "$work/sets" <<'PY'
