@@ -205,23 +205,41 @@ OP_API int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *out
 
 /* ---- Data: .npz, a folder of NAME.npy, or ONNX test data (input_N.pb, test_data_set_*) ------------ */
 
-/* Opens input data; the first axis of every array is the sample axis. Returns NULL and sets *err. */
+/* Opens input data. A .npz or a folder of NAME.npy stacks samples along the model's batch axis; ONNX
+ * test data (input_N.pb in a folder, or test_data_set_N folders) holds sets, each one complete run.
+ * Returns NULL and sets *err. */
 OP_API op_dataset *op_dataset_open(const char *path, op_error *err);
 OP_API void op_dataset_free(op_dataset *d);
 
 /* Supplies a constant for an input the data lacks: "NAME=VALUE" (e.g. attention_mask=1). */
 OP_API int op_dataset_fill(op_dataset *d, const char *spec, op_error *err);
 
-/* Number of samples the data holds for the session's inputs; -1 and *err when an input is missing
- * or its arrays disagree (the message names the input, the expected and the found shape/dtype). */
+/* Sets the batch axis, along which stacked data is cut and outputs are gathered, where the model's
+ * symbolic dimension names do not give it: "N" for every input and output, "NAME=N" for one input,
+ * "NAME=none" for an input without one (passed whole). Later specs override earlier ones. */
+OP_API int op_dataset_batch_axis(op_dataset *d, const char *spec, op_error *err);
+
+/* ONNX test data: the number of sets (0 for stacked data) and the name of set k ("test_data_set_0",
+ * or "" for input_N.pb given directly). With sets, a "sample" of the calls below is one whole set. */
+OP_API size_t op_dataset_set_count(const op_dataset *d);
+OP_API const char *op_dataset_set_name(const op_dataset *d, size_t k);
+
+/* Number of samples the data holds for the session's inputs (along each input's batch axis); -1 and
+ * *err when an input is missing, its arrays disagree (the message names the input, the expected and
+ * the found shape/dtype) or its batch axis cannot be known (the message says how to give it). */
 OP_API int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_error *err);
 
-/* Fills one tensor per session input with samples [start, start+count). */
+/* Fills one tensor per session input with samples [start, start+count), cut along each input's
+ * batch axis (inputs without one are passed whole); with ONNX test data, set `start` (count 1). */
 OP_API int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, int64_t count, op_tensor *inputs,
                      op_error *err);
 
 /* An array of the data by name (e.g. "labels"), or NULL. */
 OP_API const op_tensor *op_dataset_array(const op_dataset *d, const char *name);
+
+/* Writes one tensor as an ONNX TensorProto file (output_N.pb of ONNX test data), named `name`
+ * (temporary file + rename). */
+OP_API int op_pb_write(const char *path, const char *name, const op_tensor *t, op_error *err);
 
 /* Writes named arrays as an uncompressed .npz (temporary file + rename). */
 OP_API int op_npz_write(const char *path, const char *const *names, const op_tensor *arrays, size_t n, op_error *err);

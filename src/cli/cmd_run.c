@@ -2,11 +2,16 @@
  * compared on the same samples; thresholds, tolerances, and dumps of intermediate values). */
 #include "cli/commands.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const cli_opt RUN_OPTS[] = {
-    CLI_OPT("--output", "-o", "OUT.npz", NULL, NULL, NONE, false, "where to save every graph output")
+    CLI_OPT("--output", "-o", "OUT.npz", NULL, NULL, NONE, false,
+            "where to save every graph output (ONNX test data: arrays SET/OUTPUT, or OUT/SET/output_N.pb when OUT is a folder)")
     CLI_DATA_OPTS(CLI_DATA_HELP, "1", NULL, "all", NULL)
     CLI_COMMON_OPTS
 };
@@ -14,6 +19,81 @@ static const cli_opt RUN_OPTS[] = {
 const cli_cmd CMD_RUN = {"run", "MODEL --data PATH -o OUT.npz [options]",
                          "run the model on the data with onnx-prune's CPU executor and save its outputs", 1, 1, "MODEL",
                          RUN_OPTS, sizeof RUN_OPTS / sizeof *RUN_OPTS};
+
+/* ONNX test data: each set is one complete run. Its outputs go to OUT.npz as arrays named SET/OUTPUT
+ * (plain OUTPUT for input_N.pb given directly), or, when OUT is a folder (it exists or ends in '/'), to
+ * OUT/SET/output_N.pb as ONNX lays out test data. Every set runs before anything is written. */
+static int run_sets(const op_model *m, const op_dataset *ds, const char *out, bool progress, op_error *err) {
+  size_t sets = op_dataset_set_count(ds), n_out = 0, n = 0;
+  op_tensor *all = NULL;
+  char **names = NULL;
+  int rc = 0;
+  for (size_t k = 0; k < sets && !rc; k++) {
+    op_tensor *outs = NULL;
+    op_run_options o = {.first = (int64_t)k, .samples = 1, .batch = 1, .progress = progress};
+    rc = op_run_dataset(m, ds, &o, &outs, &n_out, err);
+    op_session *s = rc ? NULL : op_session_new(m, err);
+    if (!rc && !s) rc = -1;
+    for (size_t i = 0; i < n_out && !rc; i++) {
+      const char *set = op_dataset_set_name(ds, k), *name = op_session_output_name(s, i);
+      size_t len = strlen(set) + strlen(name) + 2;
+      all = realloc(all, (n + 1) * sizeof *all);
+      names = realloc(names, (n + 1) * sizeof *names);
+      if (!all || !names || !(names[n] = malloc(len))) {
+        err->code = OP_NOMEM;
+        snprintf(err->message, sizeof err->message, "%s: out of memory", out);
+        rc = -1;
+        break;
+      }
+      snprintf(names[n], len, "%s%s%s", set, set[0] ? "/" : "", name);
+      all[n++] = outs[i];
+      outs[i] = (op_tensor){0};
+    }
+    for (size_t i = 0; i < n_out; i++) op_tensor_clear(&outs[i]);
+    free(outs);
+    op_session_free(s);
+  }
+  size_t len = strlen(out);
+  struct stat st;
+  bool folder = (len && out[len - 1] == '/') || (stat(out, &st) == 0 && S_ISDIR(st.st_mode));
+  if (!rc && !folder) rc = op_npz_write(out, (const char *const *)names, all, n, err);
+  for (size_t k = 0; k < sets && !rc && folder; k++) { /* OUT/test_data_set_K/output_I.pb */
+    const char *set = op_dataset_set_name(ds, k);
+    char dir[PATH_MAX], path[PATH_MAX + 32];
+    bool fits = snprintf(dir, sizeof dir, "%s/%s", out, set[0] ? set : "test_data_set_0") < (int)sizeof dir;
+    if (!fits || (mkdir(out, 0777) && errno != EEXIST) || (mkdir(dir, 0777) && errno != EEXIST)) {
+      err->code = OP_IO;
+      snprintf(err->message, sizeof err->message, "%.900s: %s", dir, fits ? strerror(errno) : "path too long");
+      rc = -1;
+    }
+    for (size_t i = 0; i < n_out && !rc; i++) {
+      snprintf(path, sizeof path, "%s/output_%zu.pb", dir, i);
+      const char *name = strrchr(names[k * n_out + i], '/') ? strrchr(names[k * n_out + i], '/') + 1 : names[k * n_out + i];
+      rc = op_pb_write(path, name, &all[k * n_out + i], err);
+    }
+  }
+  for (size_t i = 0; i < n; i++) op_tensor_clear(&all[i]), free(names[i]);
+  free(all);
+  free(names);
+  return rc;
+}
+
+/* -o as a folder of ONNX test data (it exists or ends in '/'); it must be new or empty, so that no
+ * file of an input (a data folder's own output_N.pb) is ever replaced. */
+static int check_out_folder(const char *out, op_error *err) {
+  size_t len = strlen(out);
+  struct stat st;
+  bool exists = stat(out, &st) == 0;
+  if (!(len && out[len - 1] == '/') && !(exists && S_ISDIR(st.st_mode))) return 0;
+  DIR *d = exists ? opendir(out) : NULL;
+  bool empty = true;
+  for (struct dirent *e; d && (e = readdir(d));) empty = empty && (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."));
+  if (d) closedir(d);
+  if (empty) return 0;
+  err->code = OP_ARG;
+  snprintf(err->message, sizeof err->message, "%.900s: -o as a folder of test data must be new or empty", out);
+  return -1;
+}
 
 int cmd_run(const cli_args *a) {
   if (!cli_has(a, "--data")) return cli_error(a->cmd, "missing --data PATH");
@@ -23,12 +103,16 @@ int cmd_run(const cli_args *a) {
   op_run_options ro = cli_run_options(a, 1);
   op_model *m = op_model_load(model, &err);
   cli_path ins[] = {{"--data", cli_get(a, "--data")}}, outs_p[] = {{"-o", out}};
-  if (m && cli_check_paths(m, ins, 1, outs_p, 1, &err)) op_model_free(m), m = NULL;
+  size_t out_len = strlen(out);
+  struct stat st;
+  bool to_folder = (out_len && out[out_len - 1] == '/') || (stat(out, &st) == 0 && S_ISDIR(st.st_mode));
+  if (m && (to_folder ? check_out_folder(out, &err) : cli_check_paths(m, ins, 1, outs_p, 1, &err))) op_model_free(m), m = NULL;
   op_dataset *ds = m ? cli_open_data(a, &err) : NULL;
   op_tensor *outs = NULL;
   size_t n = 0;
-  int rc = ds ? op_run_dataset(m, ds, &ro, &outs, &n, &err) : -1;
-  if (!rc) {
+  bool sets = ds && op_dataset_set_count(ds);
+  int rc = sets ? run_sets(m, ds, out, ro.progress, &err) : ds ? op_run_dataset(m, ds, &ro, &outs, &n, &err) : -1;
+  if (!rc && !sets) {
     cli_note(a, "ran %s", model);
     op_session *s = op_session_new(m, &err);
     const char **names = calloc(n ? n : 1, sizeof *names);

@@ -29,11 +29,14 @@ int cmd_compress(const cli_args *a);
   CLI_OPT("--batch", NULL, "N", batch_def, batch_key, COUNT, false, "samples per run")                   \
   CLI_OPT("--samples", NULL, "N", samples_def, samples_key, COUNT, false, "use the first N samples")     \
   CLI_OPT("--fill", NULL, "NAME=VALUE", NULL, NULL, NONE, true,                                          \
-          "a constant for an input the data lacks (e.g. attention_mask=1)")
+          "a constant for an input the data lacks (e.g. attention_mask=1)")                              \
+  CLI_OPT("--batch-axis", NULL, "N|NAME=N", NULL, NULL, NONE, true,                                      \
+          "the axis that holds the samples where the model's dimension names do not say (NAME=N per "    \
+          "input; NAME=none: the input has none and is passed whole)")
 
 #define CLI_DATA_HELP                                                                                     \
   ".npz (arrays named after the graph inputs), a folder of NAME.npy, or ONNX test data (input_N.pb, "   \
-  "test_data_set_*/); the first axis is the sample axis"
+  "test_data_set_*/: each set one complete run); samples are cut along the model's batch axis"
 
 /* Opens --data with its --fill values; NULL and *err on failure. */
 op_dataset *cli_open_data(const cli_args *a, op_error *err);

@@ -14,11 +14,21 @@ op_dataset *cli_open_data(const cli_args *a, op_error *err) {
   op_dataset *ds = op_dataset_open(cli_get(a, "--data"), err);
   size_t n;
   const cli_value *fills = cli_all(a, "--fill", &n);
-  for (size_t i = 0; ds && i < n; i++)
-    if (op_dataset_fill(ds, fills[i].value, err)) {
-      op_dataset_free(ds);
-      ds = NULL;
-    }
+  int rc = 0;
+  for (size_t i = 0; ds && !rc && i < n; i++) rc = op_dataset_fill(ds, fills[i].value, err);
+  const cli_value *axes = cli_all(a, "--batch-axis", &n);
+  for (size_t i = 0; ds && !rc && i < n; i++) rc = op_dataset_batch_axis(ds, axes[i].value, err);
+  if (ds && !rc && op_dataset_set_count(ds) && (cli_has(a, "--batch") || cli_has(a, "--samples"))) {
+    err->code = OP_ARG;
+    snprintf(err->message, sizeof err->message,
+             "%s: %s does not apply to ONNX test data: each test data set is one complete run of the model",
+             cli_get(a, "--data"), cli_has(a, "--batch") ? cli_typed(a, "--batch") : cli_typed(a, "--samples"));
+    rc = -1;
+  }
+  if (rc) {
+    op_dataset_free(ds);
+    ds = NULL;
+  }
   return ds;
 }
 

@@ -17,4 +17,12 @@ int op_npy_parse(const uint8_t *buf, size_t size, const char *origin, op_tensor 
 /* Parses a .npz archive, appending its arrays (named without ".npy") to out. */
 int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_vec *out, op_error *err);
 
+/* The batch axis of each session input and output (dataset.c says how it is found): an axis, or */
+#define OP_AXIS_NONE (-1)    /* the tensor has none: passed whole (inputs) */
+#define OP_AXIS_UNKNOWN (-2) /* the model does not say and no --batch-axis does */
+#define OP_AXIS_ERROR (-3)
+/* Fills in_axes (one per session input) and, when not NULL, out_axes (one per output). Returns -1 with
+ * *err when an option does not fit the model or an input has several batch-like axes. */
+int op_dataset_axes(const op_dataset *d, const op_session *s, int *in_axes, int *out_axes, op_error *err);
+
 #endif

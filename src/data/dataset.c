@@ -1,11 +1,14 @@
-/* dataset.c - input data for runs: a .npz, a folder of NAME.npy, or ONNX test data (input_N.pb in a
- * folder or in test_data_set_*), all held as arrays whose first axis is the sample axis; constants for
- * inputs the data lacks (--fill); batches cut to the session's inputs with their types and shapes
- * checked, so a mismatch is reported with the input's name and both shapes. */
+/* dataset.c - input data for runs: a .npz or a folder of NAME.npy (arrays that stack samples along the
+ * model's batch axis), or ONNX test data (input_N.pb in a folder, or test_data_set_*): each set one
+ * complete run of the model, as ONNX's and ONNX Runtime's test runners read it. Also: constants for
+ * inputs the data lacks (--fill); the batch axis of every input and output (the model's symbolic
+ * dimension names, or --batch-axis); batches cut along it and checked against the session's inputs,
+ * so a mismatch is reported with the input's name and both shapes. */
 #include "data/data.h"
 #include "exec/exec.h"
 #include "files/files.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -18,22 +21,45 @@ typedef struct fill {
   double value;
 } fill;
 
+typedef struct axis_opt {
+  char *name; /* NULL: every input (and output) */
+  int axis;   /* OP_AXIS_NONE: the input has no batch axis */
+} axis_opt;
+
+typedef struct pb_set {
+  char *name; /* test_data_set_N, or "" for input_N.pb given directly */
+  op_named_vec arrays;
+} pb_set;
+
 struct op_dataset {
   char *path;
-  op_named_vec arrays;
-  bool positional; /* ONNX test data: input_N matches the N-th graph input when names are absent */
+  op_named_vec arrays; /* .npz / .npy: samples stacked along the batch axis */
+  OP_VEC(pb_set) sets; /* ONNX test data: one complete run each */
   OP_VEC(fill) fills;
+  OP_VEC(axis_opt) axes;
 };
+
+static void named_vec_free(op_named_vec *v) {
+  for (size_t i = 0; i < v->n; i++) {
+    free(v->v[i].name);
+    op_tensor_clear(&v->v[i].t);
+  }
+  free(v->v);
+  memset(v, 0, sizeof *v);
+}
 
 void op_dataset_free(op_dataset *d) {
   if (!d) return;
-  for (size_t i = 0; i < d->arrays.n; i++) {
-    free(d->arrays.v[i].name);
-    op_tensor_clear(&d->arrays.v[i].t);
+  named_vec_free(&d->arrays);
+  for (size_t i = 0; i < d->sets.n; i++) {
+    named_vec_free(&d->sets.v[i].arrays);
+    free(d->sets.v[i].name);
   }
   for (size_t i = 0; i < d->fills.n; i++) free(d->fills.v[i].name);
-  free(d->arrays.v);
+  for (size_t i = 0; i < d->axes.n; i++) free(d->axes.v[i].name);
+  free(d->sets.v);
   free(d->fills.v);
+  free(d->axes.v);
   free(d->path);
   free(d);
 }
@@ -56,7 +82,7 @@ static int load_npy_file(op_dataset *d, const char *path, const char *name, op_e
   return 0;
 }
 
-static int load_pb_file(op_dataset *d, const char *path, int index, op_error *err) {
+static int load_pb_file(op_named_vec *out, const char *path, int index, op_error *err) {
   size_t n;
   uint8_t *buf = (uint8_t *)op_read_file(path, &n, err);
   if (!buf) return -1;
@@ -74,37 +100,46 @@ static int load_pb_file(op_dataset *d, const char *path, int index, op_error *er
     return -1;
   }
   op_xt_to_tensor(&a.t, &x); /* the dataset owns the storage from here */
-  OP_VEC_PUSH(d->arrays, a);
+  OP_VEC_PUSH(*out, a);
   return 0;
 }
 
-/* Loads input_0.pb, input_1.pb, ... of one folder; returns how many. */
-static int load_pb_dir(op_dataset *d, const char *dir, op_error *err) {
+/* Loads input_0.pb, input_1.pb, ... of one folder as one set; returns how many inputs. */
+static int load_pb_dir(op_dataset *d, const char *dir, const char *set_name, op_error *err) {
+  pb_set set = {op_xstrdup(set_name), {0}};
   int count = 0;
   for (;; count++) {
     char p[8448];
-    if (snprintf(p, sizeof p, "%s/input_%d.pb", dir, count) >= (int)sizeof p) return op_fail(err, OP_IO, "%s: path too long", dir);
+    if (snprintf(p, sizeof p, "%s/input_%d.pb", dir, count) >= (int)sizeof p) {
+      count = op_fail(err, OP_IO, "%s: path too long", dir);
+      break;
+    }
     struct stat st;
     if (stat(p, &st) != 0) break;
-    if (load_pb_file(d, p, count, err)) return -1;
+    if (load_pb_file(&set.arrays, p, count, err)) {
+      count = -1;
+      break;
+    }
   }
+  if (count > 0) {
+    OP_VEC_PUSH(d->sets, set);
+    return count;
+  }
+  named_vec_free(&set.arrays);
+  free(set.name);
   return count;
 }
 
-/* Appends the rows of b to a (same name, type and trailing shape), for several test_data_set_*. */
-static int concat_rows(op_tensor *a, const op_tensor *b, const char *name, const char *set, op_error *err) {
-  bool same = a->dtype == b->dtype && a->rank == b->rank && a->rank >= 1;
-  for (int i = 1; same && i < a->rank; i++) same = a->dims[i] == b->dims[i];
-  if (!same) return op_fail(err, OP_ARG, "%s: input '%s': this test data set differs in type or shape from the first", set, name);
-  if (op_budget_check(a->nbytes + b->nbytes, set, err)) return -1;
-  a->data = op_xrealloc(a->data, a->nbytes + b->nbytes);
-  memcpy((char *)a->data + a->nbytes, b->data, b->nbytes);
-  a->nbytes += b->nbytes;
-  a->dims[0] += b->dims[0];
-  return 0;
+/* test_data_set_N sorts by N, so set 10 follows set 9. */
+static int cmp_set(const void *x, const void *y) {
+  const char *a = *(char *const *)x, *b = *(char *const *)y;
+  bool sa = strncmp(a, "test_data_set_", 14) == 0, sb = strncmp(b, "test_data_set_", 14) == 0;
+  if (sa && sb) {
+    long na = strtol(a + 14, NULL, 10), nb = strtol(b + 14, NULL, 10);
+    if (na != nb) return na < nb ? -1 : 1;
+  }
+  return strcmp(a, b);
 }
-
-static int cmp_str(const void *x, const void *y) { return strcmp(*(char *const *)x, *(char *const *)y); }
 
 static int load_dir(op_dataset *d, const char *path, op_error *err) {
   DIR *dir = opendir(path);
@@ -113,41 +148,16 @@ static int load_dir(op_dataset *d, const char *path, op_error *err) {
   for (struct dirent *e; (e = readdir(dir));)
     if (e->d_name[0] != '.') OP_VEC_PUSH(names, op_xstrdup(e->d_name));
   closedir(dir);
-  if (names.n) qsort(names.v, names.n, sizeof *names.v, cmp_str);
-  int rc = 0, sets = 0;
+  if (names.n) qsort(names.v, names.n, sizeof *names.v, cmp_set);
+  int rc = 0;
   for (size_t i = 0; i < names.n && !rc; i++) {
+    if (strncmp(names.v[i], "test_data_set_", 14) != 0) continue;
     char p[8448];
-    if (snprintf(p, sizeof p, "%s/%s", path, names.v[i]) >= (int)sizeof p) {
-      rc = op_fail(err, OP_IO, "%s: path too long", path);
-      break;
-    }
-    if (strncmp(names.v[i], "test_data_set_", 14) == 0) {
-      op_dataset part = {0};
-      int n = load_pb_dir(&part, p, err);
-      if (n < 0) rc = -1;
-      for (int k = 0; k < n && !rc; k++) {
-        if (sets == 0) {
-          OP_VEC_PUSH(d->arrays, part.arrays.v[k]);
-          part.arrays.v[k].t.data = NULL, part.arrays.v[k].name = NULL;
-        } else if ((size_t)k < d->arrays.n) {
-          rc = concat_rows(&d->arrays.v[k].t, &part.arrays.v[k].t, d->arrays.v[k].name, p, err);
-        }
-      }
-      for (size_t k = 0; k < part.arrays.n; k++) {
-        free(part.arrays.v[k].name);
-        op_tensor_clear(&part.arrays.v[k].t);
-      }
-      free(part.arrays.v);
-      sets++;
-      d->positional = true;
-    }
+    if (snprintf(p, sizeof p, "%s/%s", path, names.v[i]) >= (int)sizeof p) rc = op_fail(err, OP_IO, "%s: path too long", path);
+    else if (load_pb_dir(d, p, names.v[i], err) < 0) rc = -1;
   }
-  if (!rc && !sets) {
-    int n = load_pb_dir(d, path, err);
-    if (n < 0) rc = -1;
-    else if (n > 0) d->positional = true;
-  }
-  for (size_t i = 0; i < names.n && !rc && !d->positional; i++) {
+  if (!rc && !d->sets.n && load_pb_dir(d, path, "", err) < 0) rc = -1;
+  for (size_t i = 0; i < names.n && !rc && !d->sets.n; i++) {
     if (!ends_with(names.v[i], ".npy")) continue;
     char p[8448], nm[256];
     if (snprintf(p, sizeof p, "%s/%s", path, names.v[i]) >= (int)sizeof p) {
@@ -159,7 +169,7 @@ static int load_dir(op_dataset *d, const char *path, op_error *err) {
   }
   for (size_t i = 0; i < names.n; i++) free(names.v[i]);
   free(names.v);
-  if (!rc && d->arrays.n == 0)
+  if (!rc && d->arrays.n == 0 && d->sets.n == 0)
     rc = op_fail(err, OP_ARG, "%s: no input data found (expected NAME.npy files, input_N.pb or test_data_set_*/)", path);
   return rc;
 }
@@ -179,8 +189,9 @@ op_dataset *op_dataset_open(const char *path, op_error *err) {
     snprintf(nm, sizeof nm, "%.*s", (int)strlen(base) - 4, base);
     rc = load_npy_file(d, path, nm, err);
   } else if (ends_with(path, ".pb")) {
-    rc = load_pb_file(d, path, 0, err);
-    d->positional = true;
+    pb_set set = {op_xstrdup(""), {0}};
+    rc = load_pb_file(&set.arrays, path, 0, err);
+    OP_VEC_PUSH(d->sets, set);
   } else {
     size_t n;
     uint8_t *buf = (uint8_t *)op_read_file(path, &n, err);
@@ -208,22 +219,45 @@ int op_dataset_fill(op_dataset *d, const char *spec, op_error *err) {
   return 0;
 }
 
+int op_dataset_batch_axis(op_dataset *d, const char *spec, op_error *err) {
+  const char *eq = strrchr(spec, '='), *num = eq ? eq + 1 : spec;
+  char *end = NULL;
+  errno = 0;
+  bool none = strcmp(num, "none") == 0;
+  long v = none ? OP_AXIS_NONE : strtol(num, &end, 10);
+  bool ok = (eq == NULL || eq > spec) && (none ? eq != NULL : end != num && !*end && !errno && v >= 0 && v < OP_MAX_DIMS);
+  if (!ok) return op_fail(err, OP_ARG, "--batch-axis: '%s' is not N or NAME=N (NAME=none: the input has no batch axis)", spec);
+  axis_opt a = {eq ? op_xmalloc((size_t)(eq - spec) + 1) : NULL, (int)v};
+  if (eq) {
+    memcpy(a.name, spec, (size_t)(eq - spec));
+    a.name[eq - spec] = 0;
+  }
+  OP_VEC_PUSH(d->axes, a);
+  return 0;
+}
+
+size_t op_dataset_set_count(const op_dataset *d) { return d->sets.n; }
+
+const char *op_dataset_set_name(const op_dataset *d, size_t k) { return k < d->sets.n ? d->sets.v[k].name : NULL; }
+
 const op_tensor *op_dataset_array(const op_dataset *d, const char *name) {
   for (size_t i = 0; i < d->arrays.n; i++)
     if (strcmp(d->arrays.v[i].name, name) == 0) return &d->arrays.v[i].t;
   return NULL;
 }
 
-/* The data array for session input i, by name (or by position in ONNX test data). */
-static const op_named *input_array(const op_dataset *d, const op_session *s, size_t i) {
+/* The data array for session input i, by name (or by position in ONNX test data), in set `set`
+ * (ONNX test data) or in the stacked arrays (set -1). */
+static const op_named *input_array(const op_dataset *d, const op_session *s, size_t i, int64_t set) {
+  const op_named_vec *v = set >= 0 ? &d->sets.v[set].arrays : &d->arrays;
   const char *name = op_session_input_name(s, i);
-  for (size_t k = 0; k < d->arrays.n; k++)
-    if (strcmp(d->arrays.v[k].name, name) == 0) return &d->arrays.v[k];
-  if (d->positional) {
+  for (size_t k = 0; k < v->n; k++)
+    if (strcmp(v->v[k].name, name) == 0) return &v->v[k];
+  if (set >= 0) {
     char pos[32];
     snprintf(pos, sizeof pos, "input_%zu", i);
-    for (size_t k = 0; k < d->arrays.n; k++)
-      if (strcmp(d->arrays.v[k].name, pos) == 0) return &d->arrays.v[k];
+    for (size_t k = 0; k < v->n; k++)
+      if (strcmp(v->v[k].name, pos) == 0) return &v->v[k];
   }
   return NULL;
 }
@@ -234,40 +268,219 @@ static const fill *input_fill(const op_dataset *d, const char *name) {
   return NULL;
 }
 
-/* Checks a data array against the model's input; an empty array is refused too. */
-static int check_array(const op_dataset *d, const op_session *s, size_t i, const op_tensor *t, op_error *err) {
-  if (op_check_input(s, i, t, 1, d->path, err)) return -1;
-  if (t->dims[0] == 0) return op_fail(err, OP_ARG, "%s: input '%s': the array is empty", d->path, op_session_input_name(s, i));
+/* ---- The batch axis ------------------------------------------------------------------------------
+ * Data is cut along the model's batch axis only. Per input, in this order: --batch-axis NAME=N, then
+ * --batch-axis N, then the model's names: the one axis whose dim_param says batch (`batch`,
+ * `batch_size`, `N`, `B`, `bs`, any case), so sequence-first exports ([seq, batch, ...]) and stacked
+ * states ([2, batch, heads, past, dim]) are cut where their batch is. An input without such an axis in
+ * a model that has one elsewhere has none (passed whole). In a model that names no batch, an input
+ * with exactly one dynamic axis is cut along it, a fully static input along the one axis where the data
+ * differs from it; anything else is unknown, and stacked data is refused rather than guessed. */
+
+static bool contains_ci(const char *s, const char *w) {
+  for (size_t n = strlen(w); *s; s++) {
+    size_t k = 0;
+    while (k < n && s[k] && tolower((unsigned char)s[k]) == w[k]) k++;
+    if (k == n) return true;
+  }
+  return false;
+}
+
+static bool batch_like(const char *n) {
+  return n && (contains_ci(n, "batch") || !strcmp(n, "N") || !strcmp(n, "B") || !strcmp(n, "bs") || !strcmp(n, "BS"));
+}
+
+static const axis_opt *axis_option(const op_dataset *d, const char *name) {
+  for (size_t k = d->axes.n; k-- > 0;)
+    if (name ? d->axes.v[k].name && !strcmp(d->axes.v[k].name, name) : !d->axes.v[k].name) return &d->axes.v[k];
+  return NULL;
+}
+
+/* Which axis of input i holds the batch, with one of the reasons on failure. */
+static int input_axis(const op_dataset *d, const op_session *s, size_t i, const op_tensor *data, bool model_names_batch,
+                      op_error *err) {
+  const char *name = op_session_input_name(s, i);
+  int rank = op_session_input_rank(s, i);
+  if (rank < 0 && data) rank = data->rank;
+  const axis_opt *o = axis_option(d, name);
+  if (o) {
+    if (rank >= 0 && o->axis >= rank)
+      return op_fail(err, OP_ARG, "%s: --batch-axis %s=%d: input '%s' has rank %d", d->path, name, o->axis, name, rank), OP_AXIS_ERROR;
+    return o->axis;
+  }
+  if ((o = axis_option(d, NULL))) return rank >= 0 && o->axis >= rank ? OP_AXIS_NONE : o->axis;
+  if (rank < 0) return OP_AXIS_UNKNOWN;
+  int found = -1, n_found = 0, dyn = -1, n_dyn = 0;
+  int32_t dt;
+  int mrank;
+  int64_t dims[OP_MAX_DIMS];
+  op_session_input_info(s, i, &dt, &mrank, dims);
+  for (int a = 0; a < rank && a < OP_MAX_DIMS; a++) {
+    if (batch_like(op_session_input_dim_name(s, i, a))) found = a, n_found++;
+    if (mrank > a && dims[a] < 0) dyn = a, n_dyn++;
+  }
+  if (n_found == 1) return found;
+  if (n_found > 1)
+    return op_fail(err, OP_ARG, "%s: input '%s' has several axes named like a batch; give the one with --batch-axis %s=N",
+                   d->path, name, name),
+           OP_AXIS_ERROR;
+  if (model_names_batch) return OP_AXIS_NONE;
+  if (n_dyn == 1) return dyn;
+  if (n_dyn == 0 && data && data->rank == mrank) { /* a static export: samples stacked along the one axis that differs */
+    int differ = -1, n_differ = 0;
+    for (int a = 0; a < mrank; a++)
+      if (data->dims[a] != dims[a]) differ = a, n_differ++;
+    if (n_differ == 0) return OP_AXIS_NONE;
+    if (n_differ == 1) return differ;
+  }
+  return OP_AXIS_UNKNOWN;
+}
+
+/* Which axis of output o holds the batch: --batch-axis N, the one axis named like a batch, or the one
+ * axis named as an input's batch axis is. */
+static int output_axis(const op_dataset *d, const op_session *s, size_t o, const int *in_axes) {
+  int rank = op_session_output_rank(s, o);
+  const axis_opt *opt = axis_option(d, NULL);
+  if (opt) return rank >= 0 && opt->axis >= rank ? OP_AXIS_NONE : opt->axis;
+  int found = -1, n_found = 0;
+  for (int a = 0; a < rank; a++)
+    if (batch_like(op_session_output_dim_name(s, o, a))) found = a, n_found++;
+  if (n_found == 1) return found;
+  if (n_found > 1) return OP_AXIS_UNKNOWN;
+  for (int a = 0; a < rank; a++) {
+    const char *nm = op_session_output_dim_name(s, o, a);
+    bool hit = false;
+    for (size_t i = 0; nm && !hit && i < op_session_input_count(s); i++) {
+      const char *in = in_axes[i] >= 0 ? op_session_input_dim_name(s, i, in_axes[i]) : NULL;
+      hit = in && !strcmp(in, nm);
+    }
+    if (hit) found = a, n_found++;
+  }
+  return n_found == 1 ? found : OP_AXIS_UNKNOWN;
+}
+
+int op_dataset_axes(const op_dataset *d, const op_session *s, int *in_axes, int *out_axes, op_error *err) {
+  size_t n_in = op_session_input_count(s);
+  bool names_batch = false;
+  for (size_t i = 0; i < n_in && !names_batch; i++)
+    for (int a = 0; a < op_session_input_rank(s, i) && !names_batch; a++)
+      names_batch = batch_like(op_session_input_dim_name(s, i, a));
+  for (size_t i = 0; i < n_in; i++) {
+    const op_named *a = input_array(d, s, i, d->sets.n ? 0 : -1);
+    in_axes[i] = input_axis(d, s, i, a ? &a->t : NULL, names_batch, err);
+    if (in_axes[i] == OP_AXIS_ERROR) return -1;
+  }
+  for (size_t o = 0; out_axes && o < op_session_output_count(s); o++) out_axes[o] = output_axis(d, s, o, in_axes);
   return 0;
 }
 
-int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_error *err) {
-  int64_t n = -1;
-  const char *first = NULL;
-  for (size_t i = 0; i < op_session_input_count(s); i++) {
-    const char *name = op_session_input_name(s, i);
-    const op_named *a = input_array(d, s, i);
-    if (!a) {
-      if (input_fill(d, name)) continue;
-      char have[512] = "";
-      size_t o = 0;
-      for (size_t k = 0; k < d->arrays.n && o < sizeof have; k++)
-        o += (size_t)snprintf(have + o, sizeof have - o, "%s%s", k ? ", " : "", d->arrays.v[k].name);
-      op_fail(err, OP_ARG, "%s: input '%s' is not in the data (it has: %s); add it or use --fill %s=VALUE", d->path, name,
-              have, name);
-      return -1;
-    }
-    if (check_array(d, s, i, &a->t, err)) return -1;
-    if (n >= 0 && a->t.dims[0] != n) {
-      op_fail(err, OP_ARG, "%s: inputs disagree on the number of samples: '%s' has %lld, '%s' has %lld", d->path, first,
-              (long long)n, name, (long long)a->t.dims[0]);
-      return -1;
-    }
-    n = a->t.dims[0];
-    first = name;
+/* "[seq, batch, 32]": the model's shape of input i with its names, for messages. */
+static void named_shape(const op_session *s, size_t i, char *buf, size_t n) {
+  int32_t dt;
+  int rank;
+  int64_t dims[OP_MAX_DIMS];
+  op_session_input_info(s, i, &dt, &rank, dims);
+  size_t off = (size_t)snprintf(buf, n, "[");
+  for (int a = 0; a < rank && off < n; a++) {
+    const char *nm = op_session_input_dim_name(s, i, a);
+    if (nm) off += (size_t)snprintf(buf + off, n - off, "%s%.40s", a ? ", " : "", nm);
+    else if (dims[a] < 0) off += (size_t)snprintf(buf + off, n - off, "%s?", a ? ", " : "");
+    else off += (size_t)snprintf(buf + off, n - off, "%s%lld", a ? ", " : "", (long long)dims[a]);
   }
-  if (n < 0) op_fail(err, OP_ARG, "%s: no model input is backed by data, so the number of samples is unknown", d->path);
-  return n;
+  if (off < n) snprintf(buf + off, n - off, "]");
+}
+
+static int unknown_axis(const op_dataset *d, const op_session *s, size_t i, op_error *err) {
+  char shape[256];
+  const char *name = op_session_input_name(s, i);
+  named_shape(s, i, shape, sizeof shape);
+  return op_fail(err, OP_ARG,
+                 "%s: cannot tell which axis of input '%s' %s is the batch (no axis is named like one); give it with "
+                 "--batch-axis N, or --batch-axis %s=N per input",
+                 d->path, name, shape, name);
+}
+
+/* Checks a data array against the model's input on every axis but its batch axis; an array with no
+ * samples is refused too. */
+static int check_array(const op_dataset *d, const op_session *s, size_t i, const op_tensor *t, int axis, op_error *err) {
+  op_tensor probe = *t;
+  if (axis >= 0 && axis < t->rank) {
+    int32_t dt;
+    int rank;
+    int64_t dims[OP_MAX_DIMS];
+    op_session_input_info(s, i, &dt, &rank, dims);
+    if (axis < rank && dims[axis] >= 0) probe.dims[axis] = dims[axis]; /* the batch axis may hold more samples */
+  } else if (axis >= 0) {
+    return op_fail(err, OP_ARG, "%s: input '%s': the batch axis %d is beyond the array's rank %d", d->path,
+                   op_session_input_name(s, i), axis, t->rank);
+  }
+  /* first_axis 1 words the message for data ("found"); axis 0 is then checked on its own */
+  if (op_check_input(s, i, &probe, probe.rank >= 1 ? 1 : 0, d->path, err)) return -1;
+  if (probe.rank >= 1 && op_check_input(s, i, &probe, 0, d->path, err)) return -1;
+  if (axis >= 0 && t->dims[axis] == 0)
+    return op_fail(err, OP_ARG, "%s: input '%s': the array is empty", d->path, op_session_input_name(s, i));
+  return 0;
+}
+
+static int missing_input(const op_dataset *d, const op_session *s, size_t i, op_error *err) {
+  const char *name = op_session_input_name(s, i);
+  const op_named_vec *v = d->sets.n ? &d->sets.v[0].arrays : &d->arrays;
+  size_t cap = 64, o = 0;
+  for (size_t k = 0; k < v->n; k++) cap += strlen(v->v[k].name) + 2;
+  char *have = op_xmalloc(cap);
+  have[0] = 0;
+  for (size_t k = 0; k < v->n; k++) o += (size_t)snprintf(have + o, cap - o, "%s%s", k ? ", " : "", v->v[k].name);
+  op_fail(err, OP_ARG, "%s: input '%s' is not in the data (it has: %s); add it or use --fill %s=VALUE", d->path, name, have, name);
+  free(have);
+  return -1;
+}
+
+int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_error *err) {
+  size_t n_in = op_session_input_count(s);
+  int *axes = op_xcalloc(n_in ? n_in : 1, sizeof *axes);
+  int64_t n = -1;
+  bool backed = false;
+  const char *first = NULL;
+  if (op_dataset_axes(d, s, axes, NULL, err)) goto fail;
+  for (size_t k = 0; k < (d->sets.n ? d->sets.n : 1); k++) {
+    for (size_t i = 0; i < n_in; i++) {
+      const char *name = op_session_input_name(s, i);
+      const op_named *a = input_array(d, s, i, d->sets.n ? (int64_t)k : -1);
+      if (!a) {
+        if (input_fill(d, name)) continue;
+        missing_input(d, s, i, err);
+        goto fail;
+      }
+      backed = true;
+      if (d->sets.n) { /* one complete run: the whole array must fit the model */
+        if (check_array(d, s, i, &a->t, OP_AXIS_NONE, err)) goto fail;
+        continue;
+      }
+      if (axes[i] == OP_AXIS_UNKNOWN) {
+        unknown_axis(d, s, i, err);
+        goto fail;
+      }
+      if (check_array(d, s, i, &a->t, axes[i], err)) goto fail;
+      if (axes[i] < 0) continue;
+      if (n >= 0 && a->t.dims[axes[i]] != n) {
+        op_fail(err, OP_ARG, "%s: inputs disagree on the number of samples: '%s' has %lld, '%s' has %lld", d->path, first,
+                (long long)n, name, (long long)a->t.dims[axes[i]]);
+        goto fail;
+      }
+      n = a->t.dims[axes[i]];
+      first = name;
+    }
+  }
+  free(axes);
+  if (!backed) {
+    op_fail(err, OP_ARG, "%s: no model input is backed by data, so the number of samples is unknown", d->path);
+    return -1;
+  }
+  if (d->sets.n) return (int64_t)d->sets.n;
+  return n < 0 ? 1 : n; /* no input has a batch axis: the data is one run */
+fail:
+  free(axes);
+  return -1;
 }
 
 /* One --fill value in the input's type (the one conversion Cast makes). */
@@ -279,80 +492,133 @@ static void put_value(void *p, int32_t dt, double v) {
   op_xt_release(&conv);
 }
 
+/* The size of the dynamic axis called `name` in this run, read off a data input that has it. */
+static bool extent_by_name(const op_dataset *d, const op_session *s, int64_t set, const int *axes, int64_t count,
+                           const char *name, int64_t *out) {
+  for (size_t j = 0; name && j < op_session_input_count(s); j++) {
+    const op_named *a = input_array(d, s, j, set);
+    for (int b = 0; a && b < a->t.rank; b++) {
+      const char *nm = op_session_input_dim_name(s, j, b);
+      if (!nm || strcmp(nm, name) != 0) continue;
+      *out = set < 0 && b == axes[j] ? count : a->t.dims[b];
+      return true;
+    }
+  }
+  return false;
+}
+
+/* A name that says nothing about the axis: torch's for dynamic axes given as a list, ONNX Runtime's
+ * shape inference's. */
+static bool generic_name(const char *n) { return !n || strstr(n, "_dynamic_axes_") || strncmp(n, "unk__", 5) == 0; }
+
+/* A constant tensor for a --fill input: fixed axes from the model, the batch axis `count` long, other
+ * dynamic axes as long as the data input that shares their name (or, without a telling name, the same
+ * axis of a data input of the same rank). */
+static int fill_input(const op_dataset *d, const op_session *s, size_t i, int64_t set, const int *axes, int64_t count,
+                      op_tensor *t, op_error *err) {
+  const char *name = op_session_input_name(s, i);
+  const fill *f = input_fill(d, name);
+  int32_t dt;
+  int rank;
+  int64_t dims[OP_MAX_DIMS];
+  op_session_input_info(s, i, &dt, &rank, dims);
+  if (!f || rank < 1 || !op_dtype_numeric(dt))
+    return op_fail(err, OP_ARG, "%s: input '%s' is not in the data; add it or use --fill %s=VALUE", d->path, name, name);
+  const op_named *ref = NULL; /* a data-backed input to borrow unnamed dynamic axes from */
+  size_t ref_i = 0;
+  for (size_t j = 0; j < op_session_input_count(s) && !ref; j++)
+    if ((ref = input_array(d, s, j, set))) ref_i = j;
+  t->dtype = dt;
+  t->rank = rank;
+  for (int k = 0; k < rank; k++) {
+    t->dims[k] = dims[k];
+    if (set < 0 && k == axes[i]) t->dims[k] = count;
+    else if (dims[k] >= 0) continue;
+    else if (extent_by_name(d, s, set, axes, count, op_session_input_dim_name(s, i, k), &t->dims[k])) continue;
+    else if (ref && ref->t.rank == rank && generic_name(op_session_input_dim_name(s, i, k)))
+      t->dims[k] = set < 0 && k == axes[ref_i] ? count : ref->t.dims[k];
+    else
+      return op_fail(err, OP_ARG, "%s: --fill %s: axis %d (%s) is dynamic and no data input shows its size", d->path,
+                     name, k, op_session_input_dim_name(s, i, k) ? op_session_input_dim_name(s, i, k) : "unnamed");
+  }
+  int64_t numel = 1;
+  uint64_t bytes = 0;
+  bool huge = false;
+  for (int k = 0; k < rank; k++) {
+    if (t->dims[k] && numel > INT64_MAX / t->dims[k]) huge = true;
+    else numel *= t->dims[k];
+  }
+  size_t es = op_dtype_size(dt);
+  if (huge || !op_bytes_of(numel, es, &bytes)) bytes = UINT64_MAX;
+  char what[300];
+  snprintf(what, sizeof what, "%s: --fill %.200s", d->path, name);
+  if (op_budget_check(bytes, what, err)) return -1;
+  t->nbytes = (size_t)numel * es;
+  t->data = malloc(t->nbytes ? t->nbytes : 1);
+  if (!t->data) return op_fail(err, OP_NOMEM, "%s: --fill %s: out of memory for a batch of %zu bytes", d->path, name, t->nbytes);
+  for (int64_t k = 0; k < numel; k++) put_value((char *)t->data + k * (int64_t)es, dt, f->value);
+  return 0;
+}
+
+/* Copies [start, start + count) of src along `axis` (the whole array when axis < 0) into t; -1 and
+ * *err (OP_NOMEM, naming the input) when there is no memory for it. */
+static int cut(const op_tensor *src, int axis, int64_t start, int64_t count, op_tensor *t, const char *what,
+               op_error *err) {
+  *t = *src;
+  if (axis < 0) {
+    t->data = malloc(src->nbytes ? src->nbytes : 1);
+    if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, src->nbytes);
+    memcpy(t->data, src->data, src->nbytes);
+    return 0;
+  }
+  int64_t outer = 1, n = src->dims[axis];
+  for (int a = 0; a < axis; a++) outer *= src->dims[a];
+  size_t inner = outer && n ? src->nbytes / (size_t)(outer * n) : 0; /* bytes of one step along the axis */
+  t->dims[axis] = count;
+  t->nbytes = (size_t)(outer * count) * inner;
+  t->data = malloc(t->nbytes ? t->nbytes : 1);
+  if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, t->nbytes);
+  for (int64_t o = 0; o < outer; o++)
+    memcpy((char *)t->data + (size_t)(o * count) * inner, (const char *)src->data + (size_t)(o * n + start) * inner,
+           (size_t)count * inner);
+  return 0;
+}
+
 int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, int64_t count, op_tensor *inputs,
                      op_error *err) {
   size_t n_in = op_session_input_count(s);
   memset(inputs, 0, n_in * sizeof *inputs);
-  const op_tensor *ref = NULL; /* a data-backed input to borrow dynamic axes from for filled ones */
-  for (size_t i = 0; i < n_in && !ref; i++) {
-    const op_named *a = input_array(d, s, i);
-    if (a) ref = &a->t;
+  int *axes = op_xcalloc(n_in ? n_in : 1, sizeof *axes);
+  int64_t set = d->sets.n ? start : -1;
+  if (op_dataset_axes(d, s, axes, NULL, err)) goto fail;
+  if (set >= 0 && (count != 1 || start < 0 || (size_t)start >= d->sets.n)) {
+    op_fail(err, OP_ARG, "%s: ONNX test data: each test data set is one complete run; sets cannot be batched", d->path);
+    goto fail;
+  }
+  for (size_t i = 0; i < n_in; i++) { /* the run's extent along the batch axis, which a short last batch cuts */
+    const op_named *a = set < 0 ? input_array(d, s, i, -1) : NULL;
+    if (a && axes[i] >= 0 && axes[i] < a->t.rank && start + count > a->t.dims[axes[i]]) count = a->t.dims[axes[i]] - start;
   }
   for (size_t i = 0; i < n_in; i++) {
-    const op_named *a = input_array(d, s, i);
-    op_tensor *t = &inputs[i];
-    if (a) {
-      if (check_array(d, s, i, &a->t, err)) goto fail;
-      size_t row = a->t.nbytes / (size_t)a->t.dims[0];
-      if (start + count > a->t.dims[0]) count = a->t.dims[0] - start;
-      *t = a->t;
-      t->dims[0] = count;
-      t->nbytes = row * (size_t)count;
-      t->data = malloc(t->nbytes ? t->nbytes : 1);
-      if (!t->data) {
-        op_fail(err, OP_NOMEM, "%s: input '%s': out of memory for a batch of %zu bytes", d->path,
-                op_session_input_name(s, i), t->nbytes);
-        goto fail;
-      }
-      memcpy(t->data, (char *)a->t.data + row * (size_t)start, t->nbytes);
+    const op_named *a = input_array(d, s, i, set);
+    int axis = set >= 0 ? OP_AXIS_NONE : axes[i];
+    if (!a) {
+      if (fill_input(d, s, i, set, axes, count, &inputs[i], err)) goto fail;
       continue;
     }
-    const char *name = op_session_input_name(s, i);
-    const fill *f = input_fill(d, name);
-    int32_t dt;
-    int rank;
-    int64_t dims[OP_MAX_DIMS];
-    op_session_input_info(s, i, &dt, &rank, dims);
-    if (!f || rank < 1 || !op_dtype_numeric(dt)) {
-      op_fail(err, OP_ARG, "%s: input '%s' is not in the data; add it or use --fill %s=VALUE", d->path, name, name);
+    if (axis == OP_AXIS_UNKNOWN) {
+      unknown_axis(d, s, i, err);
       goto fail;
     }
-    t->dtype = dt;
-    t->rank = rank;
-    t->dims[0] = count;
-    for (int k = 1; k < rank; k++) {
-      t->dims[k] = dims[k];
-      if (dims[k] < 0) {
-        if (!ref || ref->rank != rank) {
-          op_fail(err, OP_ARG, "%s: --fill %s: axis %d is dynamic and no data input of the same rank shows its size",
-                  d->path, name, k);
-          goto fail;
-        }
-        t->dims[k] = ref->dims[k];
-      }
-    }
-    int64_t numel = 1;
-    uint64_t bytes = 0;
-    bool huge = false;
-    for (int k = 0; k < rank; k++) {
-      if (t->dims[k] && numel > INT64_MAX / t->dims[k]) huge = true;
-      else numel *= t->dims[k];
-    }
-    size_t es = op_dtype_size(dt);
-    if (huge || !op_bytes_of(numel, es, &bytes)) bytes = UINT64_MAX;
+    if (check_array(d, s, i, &a->t, axis, err)) goto fail;
     char what[300];
-    snprintf(what, sizeof what, "%s: --fill %.200s", d->path, name);
-    if (op_budget_check(bytes, what, err)) goto fail;
-    t->nbytes = (size_t)numel * es;
-    t->data = malloc(t->nbytes ? t->nbytes : 1);
-    if (!t->data) {
-      op_fail(err, OP_NOMEM, "%s: --fill %s: out of memory for a batch of %zu bytes", d->path, name, t->nbytes);
-      goto fail;
-    }
-    for (int64_t k = 0; k < numel; k++) put_value((char *)t->data + k * (int64_t)es, dt, f->value);
+    snprintf(what, sizeof what, "%s: input '%.200s'", d->path, op_session_input_name(s, i));
+    if (cut(&a->t, axis, start, count, &inputs[i], what, err)) goto fail;
   }
+  free(axes);
   return 0;
 fail:
+  free(axes);
   for (size_t i = 0; i < n_in; i++) op_tensor_clear(&inputs[i]);
   return -1;
 }

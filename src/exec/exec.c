@@ -469,6 +469,37 @@ void op_session_input_info(const op_session *s, size_t i, int32_t *dtype, int *r
   }
 }
 
+static const Onnx__TensorShapeProto *vi_shape(const Onnx__ValueInfoProto *vi) {
+  const Onnx__TypeProto__Tensor *tt = vi && vi->type ? vi->type->tensor_type : NULL;
+  return tt ? tt->shape : NULL;
+}
+
+static const char *shape_dim_name(const Onnx__TensorShapeProto *sh, int axis) {
+  if (!sh || axis < 0 || (size_t)axis >= sh->n_dim) return NULL;
+  const Onnx__TensorShapeProto__Dimension *dim = sh->dim[axis];
+  bool named = dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && dim->dim_param && dim->dim_param[0];
+  return named ? dim->dim_param : NULL;
+}
+
+static const Onnx__ValueInfoProto *input_vi(const op_session *s, size_t i) {
+  return s->gr->g->input[s->gr->values[s->inputs[i]].graph_input];
+}
+
+int op_session_input_rank(const op_session *s, size_t i) {
+  const Onnx__TensorShapeProto *sh = vi_shape(input_vi(s, i));
+  return sh ? (int)sh->n_dim : -1;
+}
+const char *op_session_input_dim_name(const op_session *s, size_t i, int axis) {
+  return shape_dim_name(vi_shape(input_vi(s, i)), axis);
+}
+int op_session_output_rank(const op_session *s, size_t i) {
+  const Onnx__TensorShapeProto *sh = vi_shape(s->gr->g->output[i]);
+  return sh ? (int)sh->n_dim : -1;
+}
+const char *op_session_output_dim_name(const op_session *s, size_t i, int axis) {
+  return shape_dim_name(vi_shape(s->gr->g->output[i]), axis);
+}
+
 static const char *dtype_name(int32_t dt) { return op_dtype_name(dt); }
 
 static void shape_text(char *buf, size_t n, const int64_t *dims, int rank) {

@@ -202,6 +202,14 @@ const op_op *op_exec_ops(size_t *n);
 int op_check_input(const op_session *s, size_t i, const op_tensor *t, int first_axis, const char *origin,
                    op_error *err);
 
+/* Symbolic dimensions of the graph's inputs and outputs, from which the data layer finds the batch
+ * axis: the rank of input / output i (-1 when the graph does not say), and the dim_param of one axis
+ * (NULL when the axis is fixed or unnamed). */
+int op_session_input_rank(const op_session *s, size_t i);
+const char *op_session_input_dim_name(const op_session *s, size_t i, int axis);
+int op_session_output_rank(const op_session *s, size_t i);
+const char *op_session_output_dim_name(const op_session *s, size_t i, int axis);
+
 /* Copies a TensorProto (raw or typed storage) into a new owned runtime tensor. */
 int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin, op_error *err);
 

@@ -26,6 +26,7 @@ typedef struct vout {
 struct op_verify_report {
   char *reference, *candidate;
   int64_t samples;
+  int64_t sets; /* ONNX test data: the number of sets compared (each one complete run), else 0 */
   bool has_labels;
   int label_output; /* the output scored against labels, or -1 */
   double atol, rtol;
@@ -70,27 +71,33 @@ static int64_t argmax(const op_tensor *t, int64_t first, int64_t n) {
   return best;
 }
 
-/* Folds one batch of one output into its figures. */
+/* Folds one batch of one output into its figures: one sample per entry along the output's batch axis
+ * (the whole tensor is one sample when it has none, e.g. a test data set's output of unknown layout). */
 static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_tensor *labels, int64_t first,
-                   bool score, op_verify_report *r, op_error *err) {
+                   bool score, int axis, const op_verify_report *r, op_error *err) {
   /* outputs of two float types (a float16 export against its float32 original) compare as doubles */
   bool same = (a->dtype == b->dtype || (op_dtype_is_float(a->dtype) && op_dtype_is_float(b->dtype))) &&
               a->rank == b->rank && a->rank >= 1;
   for (int i = 0; same && i < a->rank; i++) same = a->dims[i] == b->dims[i];
   if (!same) return op_fail(err, OP_ARG, "output '%s': reference and candidate differ in type or shape", v->name);
-  int64_t rows = a->dims[0], numel = (int64_t)(a->nbytes / op_dtype_size(a->dtype)), per = rows ? numel / rows : 0;
-  v->logits = op_dtype_is_float(a->dtype) && a->rank == 2 && a->dims[1] > 1;
+  if (axis >= a->rank) axis = OP_AXIS_NONE;
+  int64_t numel = (int64_t)(a->nbytes / op_dtype_size(a->dtype)), rows = axis >= 0 ? a->dims[axis] : 1, outer = 1;
+  for (int i = 0; i < axis; i++) outer *= a->dims[i];
+  int64_t inner = rows && outer ? numel / (rows * outer) : 0;
+  v->logits = op_dtype_is_float(a->dtype) && a->rank == 2 && axis == 0 && a->dims[1] > 1;
   for (int64_t r0 = 0; r0 < rows; r0++) {
     double dot = 0, na = 0, nb = 0;
-    for (int64_t j = 0; j < per; j++) {
-      double x = as_double(a, r0 * per + j), y = as_double(b, r0 * per + j), d = fabs(x - y);
-      if (d > v->max_abs || isnan(d)) v->max_abs = isnan(d) ? INFINITY : d;
-      if (!(d <= r->atol + r->rtol * fabs(x))) v->mismatches++;
-      dot += x * y, na += x * x, nb += y * y;
-    }
+    for (int64_t o = 0; o < outer; o++)
+      for (int64_t j = 0; j < inner; j++) {
+        int64_t k = (o * rows + r0) * inner + j;
+        double x = as_double(a, k), y = as_double(b, k), d = fabs(x - y);
+        if (d > v->max_abs || isnan(d)) v->max_abs = isnan(d) ? INFINITY : d;
+        if (!(d <= r->atol + r->rtol * fabs(x))) v->mismatches++;
+        dot += x * y, na += x * x, nb += y * y;
+      }
     v->cos_sum += na == 0 && nb == 0 ? 1.0 : (na == 0 || nb == 0) ? 0.0 : dot / sqrt(na * nb);
     if (v->logits) {
-      int64_t pa = argmax(a, r0 * per, per), pb = argmax(b, r0 * per, per);
+      int64_t pa = argmax(a, r0 * inner, inner), pb = argmax(b, r0 * inner, inner);
       v->agree += pa == pb;
       if (score && labels) {
         int64_t y = (int64_t)as_double(labels, first + r0);
@@ -141,9 +148,18 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
     op_verify_report_free(r);
     return NULL;
   }
+  int *in_axes = op_xcalloc(na_in ? na_in : 1, sizeof *in_axes), *out_axes = op_xcalloc(n_out ? n_out : 1, sizeof *out_axes);
+  if (op_dataset_axes(d, sa, in_axes, out_axes, err)) {
+    free(in_axes), free(out_axes);
+    op_session_free(sa);
+    op_session_free(sb);
+    op_verify_report_free(r);
+    return NULL;
+  }
+  r->sets = (int64_t)op_dataset_set_count(d) ? total : 0;
   const op_tensor *labels = op_dataset_array(d, "labels");
   r->has_labels = labels && labels->rank >= 1 && labels->dims[0] >= first + total;
-  int64_t batch = o && o->batch > 0 ? o->batch : 1;
+  int64_t batch = o && o->batch > 0 && !r->sets ? o->batch : 1; /* a test data set is one complete run */
   op_tensor *ia = op_xcalloc(na_in ? na_in : 1, sizeof *ia), *ib = op_xcalloc(nb_in ? nb_in : 1, sizeof *ib);
   op_tensor *oa = op_xcalloc(n_out, sizeof *oa), *ob = op_xcalloc(n_out, sizeof *ob);
   op_progress bar;
@@ -157,9 +173,17 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
     if (!rc) rc = op_session_run(sb, ib, ob, NULL, NULL, err);
     for (size_t i = 0; i < n_out && !rc; i++) {
       vout *v = &r->outs.v[i];
-      bool logits = op_dtype_is_float(oa[i].dtype) && oa[i].rank == 2 && oa[i].dims[1] > 1;
+      if (!r->sets && count > 1 && out_axes[i] < 0) {
+        rc = op_fail(err, OP_ARG,
+                     "%s: output '%s': cannot tell its batch axis (none of its dimensions is named like the inputs' batch), "
+                     "so its samples cannot be compared one by one; give --batch-axis N, or --batch 1",
+                     ref->path, v->name);
+        break;
+      }
+      bool logits = op_dtype_is_float(oa[i].dtype) && oa[i].rank == 2 && out_axes[i] == 0 && oa[i].dims[1] > 1;
       if (r->label_output < 0 && logits && r->has_labels) r->label_output = (int)i;
-      rc = compare(v, &oa[i], &ob[i], r->has_labels ? labels : NULL, first + start, (int)i == r->label_output, r, err);
+      rc = compare(v, &oa[i], &ob[i], r->has_labels ? labels : NULL, first + start, (int)i == r->label_output,
+                   r->sets ? out_axes[i] : out_axes[i] >= 0 ? out_axes[i] : OP_AXIS_NONE, r, err);
     }
     for (size_t i = 0; i < na_in; i++) op_tensor_clear(&ia[i]);
     for (size_t i = 0; i < nb_in; i++) op_tensor_clear(&ib[i]);
@@ -167,8 +191,8 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
     op_progress_update(&bar, start + count);
   }
   op_progress_end(&bar);
-  r->samples = total;
-  free(ia), free(ib), free(oa), free(ob);
+  r->samples = r->sets && n_out ? r->outs.v[0].n : total; /* with sets: the samples their batch axes hold */
+  free(ia), free(ib), free(oa), free(ob), free(in_axes), free(out_axes);
   op_session_free(sa);
   op_session_free(sb);
   if (rc) {
@@ -210,6 +234,7 @@ char *op_verify_report_text(const op_verify_report *r) {
   char *s = op_xmalloc(cap);
   off += (size_t)snprintf(s + off, cap - off, "reference: %s\ncandidate: %s\nsamples:   %lld\n", r->reference, r->candidate,
                           (long long)r->samples);
+  if (r->sets) off += (size_t)snprintf(s + off, cap - off, "sets:      %lld (ONNX test data, compared set by set)\n", (long long)r->sets);
   off += (size_t)snprintf(s + off, cap - off, "%-24s %14s %12s %15s  %s\n", "output", "max_abs_diff", "mean_cosine",
                           "top1_agreement", r->has_labels ? "accuracy (reference -> candidate)" : "");
   for (size_t i = 0; i < r->outs.n; i++) {
@@ -232,6 +257,7 @@ char *op_verify_report_json(const op_verify_report *r) {
   cJSON_AddNumberToObject(root, "samples", (double)r->samples);
   cJSON_AddNumberToObject(root, "atol", r->atol);
   cJSON_AddNumberToObject(root, "rtol", r->rtol);
+  if (r->sets) cJSON_AddNumberToObject(root, "sets", (double)r->sets);
   cJSON *outs = cJSON_AddArrayToObject(root, "outputs");
   for (size_t i = 0; i < r->outs.n; i++) {
     const vout *v = &r->outs.v[i];

@@ -154,6 +154,15 @@ function compare(name, ref, cand, tol) {
   return { ok: rel <= tol, line: `${name}: max abs diff ${maxDiff.toExponential(3)} (scale ${scale.toFixed(3)}, relative ${rel.toExponential(3)}, tolerance ${tol})` };
 }
 
+// float16 tensors hold their bits (Uint16Array): decode them to numbers.
+function value(t, i) {
+  if (t.type !== 'float16') return Number(t.data[i]);
+  const h = Number(t.data[i]), sign = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
+  if (e === 0) return sign * f * 2 ** -24;
+  if (e === 31) return f ? NaN : sign * Infinity;
+  return sign * (1 + f / 1024) * 2 ** (e - 15);
+}
+
 function argmaxAgree(a, b) {
   const c = a.dims[a.dims.length - 1], n = a.data.length / c;
   let same = 0;
@@ -218,8 +227,9 @@ async function main() {
     const out = await s.run(feeds);
     let ok = true;
     for (const n of s.outputNames) {
-      if (!ours[n]) { console.log(`${n}: missing from ${argv[2]}`); ok = false; continue; }
-      const mine = new ort.Tensor(ours[n].dtype, ours[n].data, ours[n].shape);
+      const o = ours[n] || ours[`test_data_set_0/${n}`]; // run on test_data_set_*: arrays named SET/OUTPUT
+      if (!o) { console.log(`${n}: missing from ${argv[2]}`); ok = false; continue; }
+      const mine = new ort.Tensor(o.dtype, o.data, o.shape);
       const r = compare(n, out[n], mine, tol);
       console.log(r.line);
       ok = ok && r.ok;
@@ -306,8 +316,52 @@ async function main() {
   process.exit(ok ? 0 : 1);
 }
 
+// Exports' fixtures (tests/fixtures/gen_exports.py) ---------------------------------------------------
+// node ort.js write-outputs MODEL.onnx DIR: runs every DIR/test_data_set_*/input_N.pb and writes ONNX
+// Runtime's outputs there as output_N.pb. node ort.js optimize MODEL.onnx OUT.onnx [LEVEL]: the graph
+// ONNX Runtime's optimizer saves (optimizedModelFilePath) at LEVEL (default extended).
+function pbVarint(v) {
+  const out = [];
+  let x = BigInt(v);
+  if (x < 0n) x += 1n << 64n;
+  do { let b = Number(x & 0x7fn); x >>= 7n; if (x) b |= 0x80; out.push(b); } while (x);
+  return Buffer.from(out);
+}
+
+function writeTensorPb(file, name, t) {
+  const types = { float32: 1, int32: 6, int64: 7, bool: 9, float16: 10 };
+  const raw = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), parts = [];
+  for (const d of t.dims) parts.push(Buffer.from([0x08]), pbVarint(d));
+  parts.push(Buffer.from([0x10]), pbVarint(types[t.type]));
+  const nm = Buffer.from(name);
+  parts.push(Buffer.from([0x42]), pbVarint(nm.length), nm, Buffer.from([0x4a]), pbVarint(raw.length), raw);
+  fs.writeFileSync(file, Buffer.concat(parts));
+}
+
+async function writeOutputs(model, dir) {
+  const s = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  for (const set of fs.readdirSync(dir).filter(n => n.startsWith('test_data_set_'))) {
+    const feeds = {};
+    s.inputNames.forEach((n, i) => { feeds[n] = readTensorPb(path.join(dir, set, `input_${i}.pb`)).tensor; });
+    const out = await s.run(feeds);
+    s.outputNames.forEach((n, i) => writeTensorPb(path.join(dir, set, `output_${i}.pb`), n, out[n]));
+  }
+}
+
+async function optimize(model, out, level) {
+  await ort.InferenceSession.create(model, { graphOptimizationLevel: level || 'extended', optimizedModelFilePath: out,
+    intraOpNumThreads: 1, interOpNumThreads: 1 });
+}
+
+async function exportsMain(argv) {
+  if (argv[0] === 'write-outputs') await writeOutputs(argv[1], argv[2]);
+  else await optimize(argv[1], argv[2], argv[3]);
+}
+
 // bench/ort_bench.js reuses the npz reader
 function readNpzForBench(data, session, rows) { return loadFeeds(data, session, rows).feeds; }
 module.exports = { readNpzForBench };
 
-if (require.main === module) main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+if (require.main === module && ['write-outputs', 'optimize'].includes(process.argv[2]))
+  exportsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module) main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });

@@ -28,7 +28,9 @@ prune_case ffn50 --ffn-sparsity 0.5
 prune_case both --head-sparsity 0.25 --ffn-sparsity 0.75 --importance l1
 prune_case width --width 0.5 --scope global
 prune_case random --num-heads 1 --ffn-size 7 --importance random --seed 3
-prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$DATA" --samples 64 --batch 64
+WINDOW=() # ONNX test data takes no --samples / --batch: each set is one run
+[ -f "$DATA" ] && WINDOW=(--samples 64 --batch 64)
+prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$DATA" "${WINDOW[@]}"
 cat >"$work/cfg.json" <<JSON
 {"importance": "l2", "ffn_sparsity": 0.5,
  "layers": [{"layer": 0, "heads": [1, 2]}, {"layer": 1, "attention": false, "ffn_size": 16}]}
