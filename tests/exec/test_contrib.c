@@ -69,14 +69,8 @@ static bool run_fixture(const char *dir, const char *name, double tol) {
   op_dataset *d = s ? op_dataset_open(path, &err) : NULL;
   size_t n_in = s ? op_session_input_count(s) : 0, n_out = s ? op_session_output_count(s) : 0;
   op_tensor *in = calloc(n_in + 1, sizeof *in), *out = calloc(n_out + 1, sizeof *out);
-  if (d) {
-    ok = true;
-    for (size_t i = 0; i < n_in && ok; i++) {
-      const op_tensor *a = op_dataset_array(d, op_session_input_name(s, i));
-      if (!a) fprintf(stderr, "%s: no data for input '%s'\n", name, op_session_input_name(s, i));
-      else in[i] = *a;
-      ok = a != NULL;
-    }
+  if (d) { /* the set is one complete run */
+    ok = op_dataset_batch(d, s, 0, 1, in, &err) == 0;
     if (ok && op_session_run(s, in, out, NULL, NULL, &err)) ok = false;
   }
   if (!ok && (!s || !d || err.message[0])) fprintf(stderr, "%s: %s\n", name, err.message);
@@ -108,6 +102,7 @@ static bool run_fixture(const char *dir, const char *name, double tol) {
     if (t) op_tensor_free(t);
   }
   for (size_t o = 0; o < n_out; o++) op_tensor_clear(&out[o]);
+  for (size_t i = 0; i < n_in; i++) op_tensor_clear(&in[i]);
   free(in);
   free(out);
   op_dataset_free(d);
@@ -151,14 +146,11 @@ static void refusals(const char *dir) {
   CHECK(d != NULL);
   if (d) {
     op_tensor in[3] = {{0}}, out[1] = {{0}};
-    for (size_t i = 0; i < 3; i++) {
-      const op_tensor *a = op_dataset_array(d, op_session_input_name(s, i));
-      CHECK(a != NULL);
-      if (a) in[i] = *a;
-    }
+    CHECK(op_session_input_count(s) == 3 && op_dataset_batch(d, s, 0, 1, in, &err) == 0); /* the set: one run */
     CHECK(op_session_run(s, in, out, NULL, NULL, &err) != 0);
     CHECK_CONTAINS(err.message, "node 'refuse_mha_causal_cross_node' (MultiHeadAttention): unidirectional with 4 keys for 3 queries");
     op_tensor_clear(&out[0]);
+    for (size_t i = 0; i < 3; i++) op_tensor_clear(&in[i]);
   }
   op_dataset_free(d);
   op_session_free(s);
@@ -190,6 +182,7 @@ static int run_npz(const char *model, const char *data, const char *out_path) {
   if (!rc && (op_session_run(s, in, out, NULL, NULL, &err) || op_npz_write(out_path, names, out, n_out, &err)))
     rc = fprintf(stderr, "%s\n", err.message) > 0;
   for (size_t o = 0; o < n_out; o++) op_tensor_clear(&out[o]);
+  for (size_t i = 0; i < n_in; i++) op_tensor_clear(&in[i]);
   free(in);
   free(out);
   free(names);
