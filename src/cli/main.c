@@ -31,6 +31,8 @@ static const char *USAGE =
     "  --width W             keep fraction W of heads and FFN neurons, in (0, 1] (DynaBERT style)\n"
     "  --num-heads N         heads to keep per layer\n"
     "  --ffn-size N          FFN width to keep per layer\n"
+    "  --num-kv-heads N      grouped-query attention: kv groups to keep per layer (with all their query heads)\n"
+    "  --kv-head-sparsity R  grouped-query attention: fraction of kv groups to remove\n"
     "  --keep-layers L       comma-separated layer indices to keep; the others are dropped\n"
     "  --config FILE.json    per-layer control (see README); flags given too override its top level\n"
     "  --importance M        l2 (default), l1, random, or activation (needs --data: rms activation on the data\n"
@@ -186,6 +188,8 @@ static const struct {
     {"--head-sparsity", "head_sparsity"}, {"--ffn-sparsity", "ffn_sparsity"}, {"--width", "width"},
     {"--num-heads", "num_heads"},         {"--ffn-size", "ffn_size"},         {"--keep-layers", "keep_layers"},
     {"--importance", "importance"},       {"--seed", "seed"},                 {"--scope", "scope"},
+    /* grouped-query attention (issue 9) */
+    {"--num-kv-heads", "num_kv_heads"},   {"--kv-head-sparsity", "kv_head_sparsity"},
 };
 
 static int cmd_prune(int argc, char **argv) {

@@ -142,22 +142,77 @@ static bool op_in(const Onnx__NodeProto *n, const char *const *ops) {
   return false;
 }
 
+/* Op sets of the attention walkers, each named once. */
 static const char *const SHAPING_OPS[] = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast",
                                           "Dropout", "Split", "Slice", "Gather", "Contiguous", NULL};
+static const char *const PART_OPS[] = {"Split", "Slice", "Gather", NULL}; /* take one part of a packed q|k|v */
+static const char *const REPEAT_OPS[] = {"Expand", "Tile", NULL};         /* repeat kv heads for the query heads */
+static const char *const RELAYOUT_OPS[] = {"Transpose", "Reshape", "Identity", "Cast", "Dropout", NULL};
 
-/* Walks from t back to the projection that produced it through head-shaping ops and scalar
- * scaling; records Reshapes and Split/Slice/Gather nodes. */
-static bool walk_to_proj(op_analysis *a, const char *t, op_proj *p, op_int_vec *reshapes, op_int_vec *parts,
+static void push_site(op_attn *at, int node, op_site_role role, bool kv) {
+  for (size_t i = 0; i < at->sites.n; i++)
+    if (at->sites.v[i].node == node) return; /* a packed projection's Split is reached from q, k and v */
+  OP_VEC_PUSH(at->sites, ((op_site){node, role, kv}));
+}
+
+/* The tensor a half of rotate_half() was sliced from: Slice(x) or Neg(Slice(x)). */
+static const char *half_source(const op_analysis *a, const char *t) {
+  Onnx__NodeProto *p = op_graph_producer(a->gr, t);
+  if (p && op_node_is(p, "Neg")) p = op_graph_producer(a->gr, p->input[0]);
+  return p && op_node_is(p, "Slice") ? p->input[0] : NULL;
+}
+
+/* Rotary embedding x*cos + rotate_half(x)*sin, with rotate_half = Concat(Neg(Slice(x)), Slice(x)) in
+ * either order and cos/sin from anywhere: returns x, or NULL. Rotary acts within each head, so
+ * nothing in it changes when heads are removed. */
+static const char *rotary_input(const op_analysis *a, const Onnx__NodeProto *add) {
+  if (!op_node_is(add, "Add") || add->n_input != 2) return NULL;
+  for (int s = 0; s < 2; s++) {
+    Onnx__NodeProto *m1 = op_graph_producer(a->gr, add->input[s]), *m2 = op_graph_producer(a->gr, add->input[1 - s]);
+    if (!m1 || !m2 || !op_node_is(m1, "Mul") || !op_node_is(m2, "Mul") || m1->n_input != 2 || m2->n_input != 2)
+      continue;
+    for (int j = 0; j < 2; j++) {
+      Onnx__NodeProto *cat = op_graph_producer(a->gr, m2->input[j]);
+      if (!cat || !op_node_is(cat, "Concat") || cat->n_input != 2) continue;
+      const char *x = half_source(a, cat->input[0]), *y = half_source(a, cat->input[1]);
+      if (x && y && strcmp(x, y) == 0 && (strcmp(m1->input[0], x) == 0 || strcmp(m1->input[1], x) == 0)) return x;
+    }
+  }
+  return NULL;
+}
+
+/* Walks from t (an input of the score or context MatMul) back to the projection that produced it,
+ * through head shaping, scalar scaling, rotary embeddings and (on k/v) a repeat of the kv heads, and
+ * tags every node whose constants carry a head count. Reshapes met before the repeat (walking back)
+ * fold repeated kv heads into query heads; those after it split kv heads. At most MAX_WALK nodes:
+ * exporters' head shaping is a handful of nodes, a longer path is not attention. */
+static bool walk_to_proj(op_analysis *a, const char *t, bool kv_path, op_attn *at, op_proj *p, int *repeat,
                          const char **why) {
+  op_int_vec reshapes = {0};
+  bool ok = false;
+  *why = "no projection found on the q/k/v path";
   for (int step = 0; step < MAX_WALK; step++) {
     const char *w;
-    if (match_proj_out(a, t, p, &w)) return true;
+    if (match_proj_out(a, t, p, &w)) {
+      ok = true;
+      break;
+    }
     op_value *v = op_graph_find(a->gr, t);
     if (!v || v->producer < 0) break;
     Onnx__NodeProto *n = node_at(a, v->producer);
-    if (op_in(n, SHAPING_OPS)) {
-      if (op_node_is(n, "Reshape")) OP_VEC_PUSH(*reshapes, v->producer);
-      if (op_node_is(n, "Split") || op_node_is(n, "Slice") || op_node_is(n, "Gather")) OP_VEC_PUSH(*parts, v->producer);
+    const char *rot = rotary_input(a, n);
+    if (rot) {
+      at->rotary = true;
+      t = rot;
+    } else if (op_in(n, SHAPING_OPS)) {
+      if (op_node_is(n, "Reshape")) OP_VEC_PUSH(reshapes, v->producer);
+      if (op_in(n, PART_OPS)) push_site(at, v->producer, OP_SITE_PARTS, false);
+      t = n->input[0];
+    } else if (kv_path && op_in(n, REPEAT_OPS) && *repeat < 0) {
+      *repeat = v->producer;
+      push_site(at, v->producer, OP_SITE_REPEAT, true);
+      for (size_t i = 0; i < reshapes.n; i++) push_site(at, reshapes.v[i], OP_SITE_HEADS, false);
+      reshapes.n = 0;
       t = n->input[0];
     } else if ((op_node_is(n, "Mul") || op_node_is(n, "Div")) && n->n_input == 2 && is_const(a, n->input[1]) &&
                op_tensor_numel(op_graph_const(a->gr, n->input[1])) == 1) {
@@ -166,12 +221,15 @@ static bool walk_to_proj(op_analysis *a, const char *t, op_proj *p, op_int_vec *
                op_tensor_numel(op_graph_const(a->gr, n->input[0])) == 1) {
       t = n->input[1];
     } else {
-      *why = "unexpected op on the q/k/v path";
-      return false;
+      static char buf[160];
+      snprintf(buf, sizeof buf, "unexpected %s '%s' on the path", n->op_type, op_node_name(n));
+      *why = buf;
+      break;
     }
   }
-  *why = "no projection found on the q/k/v path";
-  return false;
+  for (size_t i = 0; ok && i < reshapes.n; i++) push_site(at, reshapes.v[i], OP_SITE_SPLIT, kv_path);
+  free(reshapes.v);
+  return ok;
 }
 
 /* The MatMul computing attention scores behind t (through scaling, mask Add, Where, Cast). */
@@ -247,7 +305,7 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
     if (!n || !op_in(n, through)) continue;
     int ni = op_graph_node_index(a->gr, n);
     if (op_node_is(n, "Reshape") || op_node_is(n, "Expand")) {
-      if (!op_int_vec_has(&at->mask_nodes, ni)) OP_VEC_PUSH(at->mask_nodes, ni);
+      push_site(at, ni, OP_SITE_MASK, false);
       OP_VEC_PUSH(todo, n->input[0]);
       continue;
     }
@@ -258,11 +316,48 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
 }
 
 static void attn_free(op_attn *at) {
-  free(at->mask_nodes.v);
-  free(at->split_reshapes.v);
-  free(at->merge_reshapes.v);
-  free(at->path_nodes.v);
+  free(at->sites.v);
   free(at->region.v);
+}
+
+/* k/v heads: as many as q's, or fewer (grouped / multi-query) and repeated for the query heads by
+ * an Expand (head h reads kv head h / rep) or a Tile (h reads h % KV) on both the k and v paths. */
+static bool match_kv_heads(op_analysis *a, const Onnx__NodeProto *sm, op_attn *at, const int *repeat) {
+  int64_t Ekv = at->packed ? at->qkv[0].out / 3 : at->qkv[1].out, d = at->head_dim;
+  if (Ekv % d || !Ekv || at->heads % (Ekv / d)) {
+    unmatched(a, sm, "k/v width %lld is not a whole number of %lld-wide heads dividing %lld query heads",
+              (long long)Ekv, (long long)d, (long long)at->heads);
+    return false;
+  }
+  at->kv_heads = Ekv / d;
+  at->kv_map = OP_KV_SAME;
+  if (at->kv_heads == at->heads) return true;
+  if (at->packed) {
+    unmatched(a, sm, "packed q|k|v with fewer kv heads than query heads");
+    return false;
+  }
+  if (repeat[1] < 0 || repeat[2] < 0) {
+    unmatched(a, sm, "%lld kv heads for %lld query heads, but no Expand or Tile repeats the %s heads",
+              (long long)at->kv_heads, (long long)at->heads, repeat[1] < 0 ? "k" : "v");
+    return false;
+  }
+  bool tile = op_node_is(node_at(a, repeat[1]), "Tile");
+  if (tile != op_node_is(node_at(a, repeat[2]), "Tile")) {
+    unmatched(a, sm, "k and v heads are repeated differently (Expand on one, Tile on the other)");
+    return false;
+  }
+  at->kv_map = tile && at->kv_heads > 1 ? OP_KV_TILED : OP_KV_INTERLEAVED;
+  for (size_t i = 0; i < at->sites.n; i++) {
+    const op_site *s = &at->sites.v[i];
+    int64_t n;
+    if (s->role == OP_SITE_SPLIT && s->kv && (n = op_shape_infer_heads(a->gr, node_at(a, s->node), Ekv)) &&
+        n != at->kv_heads) {
+      unmatched(a, sm, "Reshape '%s' splits k/v into %lld heads, the widths say %lld", op_node_name(node_at(a, s->node)),
+                (long long)n, (long long)at->kv_heads);
+      return false;
+    }
+  }
+  return true;
 }
 
 static bool match_attention(op_analysis *a, int si, op_attn *at) {
@@ -293,8 +388,9 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
   Onnx__NodeProto *qkn = node_at(a, qk), *avn = node_at(a, av);
   const char *paths[3] = {qkn->input[0], qkn->input[1], avn->input[1]};
   static const char *const role[3] = {"q", "k", "v"};
+  int repeat[3] = {-1, -1, -1};
   for (int i = 0; i < 3; i++) {
-    if (!walk_to_proj(a, paths[i], &at->qkv[i], &at->split_reshapes, &at->path_nodes, &why)) {
+    if (!walk_to_proj(a, paths[i], i > 0, at, &at->qkv[i], &repeat[i], &why)) {
       unmatched(a, sm, "%s path: %s", role[i], why);
       goto fail;
     }
@@ -309,8 +405,8 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
              at->qkv[0].node == at->qkv[2].node) {
     unmatched(a, sm, "q, k and v share some but not all projections");
     goto fail;
-  } else if (at->qkv[0].out != at->qkv[1].out || at->qkv[1].out != at->qkv[2].out) {
-    unmatched(a, sm, "q, k, v widths differ (grouped-query attention is not supported)");
+  } else if (at->qkv[1].out != at->qkv[2].out) {
+    unmatched(a, sm, "k and v widths differ (%lld and %lld)", (long long)at->qkv[1].out, (long long)at->qkv[2].out);
     goto fail;
   }
   for (int i = 1; i < 3; i++)
@@ -326,7 +422,7 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, t, &ci);
     if (!c) break;
-    if (op_node_is(c, "Reshape")) OP_VEC_PUSH(at->merge_reshapes, ci);
+    if (op_node_is(c, "Reshape")) push_site(at, ci, OP_SITE_MERGE, false);
     if ((op_node_is(c, "MatMul") || op_node_is(c, "Gemm")) && strcmp(c->input[0], t) == 0) {
       if (!match_linear(a, ci, &at->out, &why)) {
         unmatched(a, sm, "output projection: %s", why);
@@ -339,8 +435,7 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
           with_bias.node == ci)
         at->out = with_bias;
       found_out = true;
-    } else if (op_node_is(c, "Transpose") || op_node_is(c, "Reshape") || op_node_is(c, "Identity") ||
-               op_node_is(c, "Cast") || op_node_is(c, "Dropout")) {
+    } else if (op_in(c, RELAYOUT_OPS)) {
       t = c->output[0];
     } else {
       break;
@@ -354,13 +449,15 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     unmatched(a, sm, "output projection reads %lld values, q/k/v give %lld", (long long)at->out.in, (long long)E);
     goto fail;
   }
-  for (size_t i = 0; i < at->split_reshapes.n && !at->heads; i++)
-    at->heads = op_shape_infer_heads(a->gr, node_at(a, at->split_reshapes.v[i]), E);
+  for (size_t i = 0; i < at->sites.n && !at->heads; i++)
+    if (at->sites.v[i].role == OP_SITE_SPLIT && !at->sites.v[i].kv)
+      at->heads = op_shape_infer_heads(a->gr, node_at(a, at->sites.v[i].node), E);
   if (!at->heads) {
     unmatched(a, sm, "cannot read the number of heads from the head-split Reshape");
     goto fail;
   }
   at->head_dim = E / at->heads;
+  if (!match_kv_heads(a, sm, at, repeat)) goto fail;
   collect_region(a, at);
   collect_mask_nodes(a, at, qk);
   return true;
@@ -619,6 +716,11 @@ static void count_params(op_analysis *a) {
       Onnx__TensorProto *t = op_graph_init(a->gr, g->node[i]->input[0]);
       if (t && t->n_dims == 2 && op_dtype_is_float(t->data_type)) a->params_embed += op_tensor_numel(t);
     }
+}
+
+const char *op_attn_kind(const op_attn *at) {
+  if (at->kv_heads == at->heads) return "self";
+  return at->kv_heads == 1 ? "multi-query" : "grouped";
 }
 
 const op_attn *op_layer_attn(const op_analysis *a, int layer) {

@@ -37,6 +37,11 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
     if (at) {
       lr.heads_before = lp->heads;
       lr.heads_after = lr.attn_removed ? 0 : op_plan_kept(lp->keep_head, lp->heads);
+      lr.kv_before = lp->kv_heads;
+      lr.kv_after = lr.attn_removed ? 0 : at->kv_heads == at->heads ? lr.heads_after : op_plan_kept(lp->keep_kv, lp->kv_heads);
+      lr.attn_kind = op_attn_kind(at);
+      for (int64_t g = 0; at->kv_heads != at->heads && !lr.attn_removed && g < lp->kv_heads; g++)
+        if (!lp->keep_kv[g]) OP_VEC_PUSH(lr.removed_kv_heads, (int)g);
     }
     if (f) {
       lr.ffn_before = lp->width;
@@ -68,6 +73,7 @@ void op_prune_report_free(op_prune_report *r) {
   for (size_t i = 0; i < r->layers.n; i++) {
     free(r->layers.v[i].removed_heads.v);
     free(r->layers.v[i].removed_neurons.v);
+    free(r->layers.v[i].removed_kv_heads.v);
   }
   free(r->changes.v);
   free(r->layers.v);

@@ -84,49 +84,72 @@ static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int
   return 0;
 }
 
-/* Channel list of the kept heads: for each part (1, or 3 for packed q|k|v), each kept head's d channels. */
-static int64_t head_channels(const bool *keep, int64_t H, int64_t d, int parts, int64_t *out) {
+/* Channels of the listed heads of size d, for each of `parts` parts of width W (1, or 3 for packed
+ * q|k|v). */
+static int64_t head_channels(const int64_t *heads, int64_t nh, int64_t d, int parts, int64_t W, int64_t *out) {
   int64_t n = 0;
   for (int p = 0; p < parts; p++)
-    for (int64_t h = 0; h < H; h++)
-      if (keep[h])
-        for (int64_t j = 0; j < d; j++) out[n++] = p * H * d + h * d + j;
+    for (int64_t i = 0; i < nh; i++)
+      for (int64_t j = 0; j < d; j++) out[n++] = p * W + heads[i] * d + j;
   return n;
 }
 
-
-static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, int layer, op_prune_report *r,
-                       op_error *err) {
-  int64_t H = at->heads, d = at->head_dim, H2 = op_plan_kept(keep, H);
-  if (H2 == H) return 0;
-  int64_t *ch = op_xmalloc((size_t)(3 * H * d) * sizeof(int64_t));
-  int rc = 0;
-  if (at->packed) {
-    int64_t n = head_channels(keep, H, d, 3, ch);
-    rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
-  } else {
-    int64_t n = head_channels(keep, H, d, 1, ch);
-    for (int k = 0; k < 3 && !rc; k++) rc = slice_proj(a, &at->qkv[k], true, ch, n, layer, r, err);
+/* The kept query heads in their new order, so that the repeat still pairs each with its kv head:
+ * interleaved (h / rep) keeps each kept group's heads together, tiled (h % KV) deals them round. */
+static int64_t kept_query_heads(const op_attn *at, const bool *keep, const bool *keep_kv, int64_t *out) {
+  int64_t H = at->heads, n = 0;
+  if (at->kv_map != OP_KV_TILED) {
+    for (int64_t h = 0; h < H; h++)
+      if (keep[h] && keep_kv[op_attn_kv_of(at, h)]) out[n++] = h;
+    return n;
   }
-  int64_t n = head_channels(keep, H, d, 1, ch);
+  for (int64_t r = 0; r < H; r++) /* r-th kept head of every kept group, group by group */
+    for (int64_t g = 0; g < at->kv_heads; g++) {
+      if (!keep_kv[g]) continue;
+      int64_t seen = 0;
+      for (int64_t h = g; h < H; h += at->kv_heads)
+        if (keep[h] && seen++ == r) out[n++] = h;
+    }
+  return n;
+}
+
+static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, const bool *keep_kv, int layer,
+                       op_prune_report *r, op_error *err) {
+  int64_t H = at->heads, d = at->head_dim, KV = at->kv_heads;
+  int64_t *qh = op_xmalloc((size_t)H * sizeof *qh), *kvh = op_xmalloc((size_t)KV * sizeof *kvh);
+  int64_t H2 = kept_query_heads(at, keep, keep_kv, qh), KV2 = 0;
+  for (int64_t g = 0; g < KV; g++)
+    if (keep_kv[g]) kvh[KV2++] = g;
+  if (KV == H) KV2 = H2; /* one kv head per query head: they go together */
+  int rc = 0;
+  if (H2 == H && KV2 == KV) goto done;
+  if (KV2 == 0 || H2 % KV2)
+    rc = op_fail(err, OP_UNSUPPORTED, "layer %d: %lld query heads cannot share %lld kv heads equally", layer,
+                 (long long)H2, (long long)KV2);
+  int64_t *ch = op_xmalloc((size_t)(3 * H * d) * sizeof(int64_t));
+  if (!rc && at->packed) {
+    int64_t n = head_channels(qh, H2, d, 3, H * d, ch);
+    rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
+  } else if (!rc) {
+    int64_t n = head_channels(qh, H2, d, 1, 0, ch);
+    rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
+    n = KV == H ? n : head_channels(kvh, KV2, d, 1, 0, ch);
+    for (int k = 1; k < 3 && !rc; k++) rc = slice_proj(a, &at->qkv[k], true, ch, n, layer, r, err);
+  }
+  int64_t n = head_channels(qh, H2, d, 1, 0, ch);
   if (!rc) rc = slice_proj(a, &at->out, false, ch, n, layer, r, err);
   free(ch);
-  op_int_vec seen = {0};
-  for (size_t i = 0; i < at->split_reshapes.n && !rc; i++) {
-    if (op_int_vec_has(&seen, at->split_reshapes.v[i])) continue;
-    OP_VEC_PUSH(seen, at->split_reshapes.v[i]);
-    rc = op_shape_rewrite(a->gr, a->gr->g->node[at->split_reshapes.v[i]], OP_SHAPE_SPLIT, H, H2, d, &at->region, err);
+  op_head_counts c = {H, H2, KV, KV2, d};
+  for (size_t i = 0; i < at->sites.n && !rc; i++) {
+    const op_site *s = &at->sites.v[i];
+    if (s->role == OP_SITE_PARTS)
+      rc = op_shape_rewrite_parts(a->gr, a->gr->g->node[s->node], H * d, H2 * d, a->opset, err);
+    else
+      rc = op_shape_rewrite(a->gr, s, &c, &at->region, err);
   }
-  for (size_t i = 0; i < at->merge_reshapes.n && !rc; i++)
-    rc = op_shape_rewrite(a->gr, a->gr->g->node[at->merge_reshapes.v[i]], OP_SHAPE_MERGE, H, H2, d, &at->region, err);
-  for (size_t i = 0; i < at->mask_nodes.n && !rc; i++)
-    rc = op_shape_rewrite(a->gr, a->gr->g->node[at->mask_nodes.v[i]], OP_SHAPE_MASK, H, H2, d, &at->region, err);
-  for (size_t i = 0; i < at->path_nodes.n && !rc; i++) {
-    if (op_int_vec_has(&seen, at->path_nodes.v[i])) continue;
-    OP_VEC_PUSH(seen, at->path_nodes.v[i]);
-    rc = op_shape_rewrite_parts(a->gr, a->gr->g->node[at->path_nodes.v[i]], H * d, H2 * d, a->opset, err);
-  }
-  free(seen.v);
+done:
+  free(qh);
+  free(kvh);
   return rc;
 }
 
@@ -186,7 +209,7 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
     const op_attn *at = op_layer_attn(a, (int)l);
     const op_ffn *f = op_layer_ffn(a, (int)l);
     if (lp->drop_layer) continue;
-    if (at && !lp->drop_attn && prune_heads(a, at, lp->keep_head, (int)l, r, err)) return -1;
+    if (at && !lp->drop_attn && prune_heads(a, at, lp->keep_head, lp->keep_kv, (int)l, r, err)) return -1;
     if (f && !lp->drop_ffn && prune_neurons(a, f, lp->keep_neuron, (int)l, r, err)) return -1;
   }
   /* 2. bypasses: the residual stream skips removed blocks and layers */
