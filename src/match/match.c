@@ -12,14 +12,38 @@
 
 #define MAX_WALK 24
 
+/* printf into a new heap string (reasons name nodes, whose names have any length). */
+static char *vfmt(const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  char *s = op_xmalloc(n > 0 ? (size_t)n + 1 : 1);
+  vsnprintf(s, n > 0 ? (size_t)n + 1 : 1, fmt, ap);
+  return s;
+}
+
 static void unmatched(op_analysis *a, const Onnx__NodeProto *n, const char *fmt, ...) {
-  char why[512], line[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(why, sizeof why, fmt, ap);
+  char *why = vfmt(fmt, ap);
   va_end(ap);
-  snprintf(line, sizeof line, "not matched: %s: %s", op_node_name(n), why);
-  OP_VEC_PUSH(a->unmatched, op_xstrdup(line));
+  const char *name = op_node_name(n);
+  size_t len = strlen(name) + strlen(why) + 32;
+  char *line = op_xmalloc(len);
+  snprintf(line, len, "not matched: %s: %s", name, why);
+  free(why);
+  OP_VEC_PUSH(a->unmatched, line);
+}
+
+/* A reason naming a node, kept until the next one (the analysis is single-threaded). */
+static const char *why_fmt(op_analysis *a, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  free(a->why);
+  a->why = vfmt(fmt, ap);
+  va_end(ap);
+  return a->why;
 }
 
 static Onnx__NodeProto *node_at(const op_analysis *a, int i) { return a->gr->g->node[i]; }
@@ -136,9 +160,12 @@ static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, cons
 
 /* ---- attention ---- */
 
+/* Is n one of ops, in ONNX's domain or ONNX Runtime's com.microsoft (FastGelu, BiasGelu, the fused
+ * attention and normalisation ops live there)? */
 static bool op_in(const Onnx__NodeProto *n, const char *const *ops) {
+  bool ms = n->domain && strcmp(n->domain, "com.microsoft") == 0;
   for (; *ops; ops++)
-    if (op_node_is(n, *ops)) return true;
+    if (op_node_is(n, *ops) || (ms && strcmp(n->op_type, *ops) == 0)) return true;
   return false;
 }
 
@@ -221,9 +248,7 @@ static bool walk_to_proj(op_analysis *a, const char *t, bool kv_path, op_attn *a
                op_tensor_numel(op_graph_const(a->gr, n->input[0])) == 1) {
       t = n->input[1];
     } else {
-      static char buf[160];
-      snprintf(buf, sizeof buf, "unexpected %s '%s' on the path", n->op_type, op_node_name(n));
-      *why = buf;
+      *why = why_fmt(a, "unexpected %s '%s' on the path", n->op_type, op_node_name(n));
       break;
     }
   }
@@ -471,10 +496,10 @@ fail:
 static const char *const ELEMENTWISE_OPS[] = {"Add", "Sub", "Mul", "Div", "Pow", "Erf", "Tanh", "Sigmoid",
                                               "Relu", "Gelu", "FastGelu", "LeakyRelu", "Elu", "Selu", "Softplus",
                                               "HardSigmoid", "HardSwish", "Clip", "Cast", "Identity", "Neg",
-                                              "Mish", "Dropout", NULL};
+                                              "Mish", "Dropout", "BiasGelu", "QuickGelu", NULL};
 static const char *const NONLINEAR_OPS[] = {"Erf", "Tanh", "Sigmoid", "Relu", "Gelu", "FastGelu", "LeakyRelu",
                                             "Elu", "Selu", "Softplus", "HardSigmoid", "HardSwish", "Clip", "Mish",
-                                            NULL};
+                                            "BiasGelu", "QuickGelu", NULL};
 
 static bool has_op(const op_analysis *a, const op_int_vec *nodes, const char *op) {
   for (size_t i = 0; i < nodes->n; i++)
@@ -531,7 +556,9 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
     }
     op_value *v = op_graph_find(a->gr, t);
     if (!v || v->producer < 0 || !op_in(node_at(a, v->producer), ELEMENTWISE_OPS)) {
-      *why = "a non-element-wise op sits between the projections";
+      *why = v && v->producer >= 0 ? why_fmt(a, "%s '%s' between the projections is not element-wise",
+                                             node_at(a, v->producer)->op_type, op_node_name(node_at(a, v->producer)))
+                                   : "the activation does not come from an up projection";
       ok = false;
       break;
     }
@@ -543,7 +570,7 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
       Onnx__TensorProto *c = op_graph_const(a->gr, n->input[i]);
       if (c) {
         if (op_tensor_numel(c) != 1) {
-          *why = "activation uses a per-neuron constant";
+          *why = why_fmt(a, "%s '%s' in the activation uses a per-neuron constant", n->op_type, op_node_name(n));
           ok = false;
         }
         continue;
@@ -585,6 +612,94 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
   if (ok) name_activation(a, f);
   else free(f->region.v);
   return ok;
+}
+
+/* ---- forms not (yet) recognised: said, never skipped silently ---- */
+
+/* Operators that mean the weights are already quantised, by form. */
+static const struct {
+  const char *op, *form;
+} QUANTISED_OPS[] = {
+    {"DequantizeLinear", "QDQ"},         {"QuantizeLinear", "QDQ"},          {"DynamicQuantizeLinear", "QDQ"},
+    {"QLinearMatMul", "QOperator"},      {"QLinearConv", "QOperator"},       {"MatMulInteger", "QOperator"},
+    {"ConvInteger", "QOperator"},        {"QAttention", "QOperator"},        {"QGemm", "QOperator"},
+    {"DynamicQuantizeMatMul", "QOperator"}, {"MatMulIntegerToFloat", "QOperator"}, {"QLinearAdd", "QOperator"},
+    {"MatMulNBits", "MatMulNBits"},      {"GatherBlockQuantized", "MatMulNBits"}, {"MatMulBnb4", "MatMulNBits"},
+};
+
+/* "QDQ: 12 nodes, first DequantizeLinear 'x'" when the model is already quantised, else NULL. */
+char *op_quantized_form(const op_graph *gr) {
+  int count = 0;
+  const Onnx__NodeProto *first = NULL;
+  const char *form = NULL;
+  for (size_t i = 0; i < gr->g->n_node; i++)
+    for (size_t k = 0; k < sizeof QUANTISED_OPS / sizeof *QUANTISED_OPS; k++)
+      if (strcmp(gr->g->node[i]->op_type, QUANTISED_OPS[k].op) == 0 &&
+          (op_node_is(gr->g->node[i], QUANTISED_OPS[k].op) ||
+           (gr->g->node[i]->domain && strcmp(gr->g->node[i]->domain, "com.microsoft") == 0))) {
+        if (!count++) first = gr->g->node[i], form = QUANTISED_OPS[k].form;
+        break;
+      }
+  if (!count) return NULL;
+  size_t n = strlen(form) + strlen(first->op_type) + strlen(op_node_name(first)) + 64;
+  char *s = op_xmalloc(n);
+  snprintf(s, n, "%s (%d quantisation nodes, the first %s '%s')", form, count, first->op_type, op_node_name(first));
+  return s;
+}
+
+/* Fused attention operators (ONNX Runtime's com.microsoft ones, and ONNX's own Attention). */
+static const char *const FUSED_ATTENTION_OPS[] = {"Attention", "MultiHeadAttention", "GroupQueryAttention",
+                                                  "PackedAttention", "PackedMultiHeadAttention",
+                                                  "DecoderMaskedMultiHeadAttention", "DecoderMaskedSelfAttention",
+                                                  "LongformerAttention", "SparseAttention", "PagedAttention", NULL};
+
+static void report_fused_attention(op_analysis *a) {
+  for (size_t i = 0; i < a->gr->g->n_node; i++) {
+    Onnx__NodeProto *n = node_at(a, i);
+    if (op_in(n, FUSED_ATTENTION_OPS))
+      unmatched(a, n, "fused attention operator %s%s%s is not supported: its heads are left as they are",
+                n->domain && n->domain[0] ? n->domain : "", n->domain && n->domain[0] ? "." : "", n->op_type);
+  }
+}
+
+/* Does the linear layer at di look like an FFN's down projection: its input comes, through at most a
+ * few element-wise ops (MAX_ACT_WALK: activations are short chains), from a nonlinearity fed by
+ * another MatMul/Gemm, and its output joins a residual Add or SkipLayerNormalization? Then a
+ * failed match is worth a reason; a classifier head (no residual) is not. */
+#define MAX_ACT_WALK 12
+static bool looks_like_ffn(const op_analysis *a, int di) {
+  Onnx__NodeProto *d = node_at(a, di);
+  if (d->n_input < 2) return false;
+  bool nonlinear = false, up = false;
+  op_name_vec todo = {0};
+  OP_VEC_PUSH(todo, d->input[0]);
+  for (size_t k = 0; k < todo.n && k < MAX_ACT_WALK && !up; k++) {
+    Onnx__NodeProto *p = op_graph_producer(a->gr, todo.v[k]);
+    if (!p) continue;
+    static const char *const linear[] = {"MatMul", "Gemm", "FusedMatMul", NULL};
+    if (op_in(p, linear)) {
+      up = nonlinear;
+      continue;
+    }
+    if (!op_in(p, ELEMENTWISE_OPS)) continue;
+    nonlinear |= op_in(p, NONLINEAR_OPS);
+    for (size_t i = 0; i < p->n_input; i++)
+      if (p->input[i][0] && !is_const(a, p->input[i])) OP_VEC_PUSH(todo, p->input[i]);
+  }
+  free(todo.v);
+  if (!up) return false;
+  const char *t = d->output[0];
+  for (int step = 0; step < 3; step++) { /* bias Add, then the residual */
+    Onnx__NodeProto *c = real_consumer(a, t, NULL);
+    if (!c) return false;
+    static const char *const skip_norm[] = {"SkipLayerNormalization", "SkipSimplifiedLayerNormalization", NULL};
+    if (op_in(c, skip_norm)) return true;
+    if (!op_node_is(c, "Add")) return false;
+    const char *other = strcmp(c->input[0], t) == 0 ? c->input[1] : c->input[0];
+    if (!is_const(a, other)) return true;
+    t = c->output[0];
+  }
+  return false;
 }
 
 /* ---- residual blocks ---- */
@@ -744,6 +859,7 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
   a->model = m;
   a->opset = opset;
   a->gr = op_graph_build(m->proto->graph);
+  a->quantized = op_quantized_form(a->gr);
   Onnx__GraphProto *g = m->proto->graph;
   bool *used = op_xcalloc(g->n_node, sizeof *used); /* projections already claimed by attention */
   for (size_t i = 0; i < g->n_node; i++) {
@@ -772,7 +888,10 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     if (used[i] || !(op_node_is(g->node[i], "MatMul") || op_node_is(g->node[i], "Gemm"))) continue;
     op_ffn f;
     const char *why = "";
-    if (!match_ffn(a, (int)i, &f, &why)) continue;
+    if (!match_ffn(a, (int)i, &f, &why)) {
+      if (looks_like_ffn(a, (int)i)) unmatched(a, g->node[i], "FFN down projection: %s", why);
+      continue;
+    }
     op_block blk = {.kind = OP_BLOCK_FFN, .index = (int)a->ffn.n};
     if (!find_residual(a, f.up[0].x, f.down.y, &blk)) { /* a classifier head, not a transformer FFN */
       free(f.region.v);
@@ -791,6 +910,7 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     OP_VEC_PUSH(a->blocks, blk);
   }
   free(used);
+  report_fused_attention(a);
   qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks);
   for (size_t i = 0; i < a->blocks.n; i++) {
     op_layer L = {-1, -1};
@@ -819,6 +939,8 @@ void op_analysis_free(op_analysis *a) {
   free(a->layers.v);
   free(a->unmatched.v);
   op_graph_free(a->gr);
+  free(a->why);
+  free(a->quantized);
   free(a);
 }
 

@@ -108,9 +108,14 @@ struct op_analysis {
   OP_VEC(op_block) blocks;
   OP_VEC(op_layer) layers;
   OP_VEC(char *) unmatched;
+  char *quantized; /* "QDQ (DequantizeLinear 'x')" etc. when the model is already quantised, else NULL */
+  char *why;       /* scratch for the latest reason */
   int64_t params_total, params_embed, params_attn, params_ffn;
 };
 
+/* "QDQ (12 quantisation nodes, the first DequantizeLinear 'x')" when the graph is already quantised
+ * (QDQ, QOperator or MatMulNBits); NULL otherwise. The caller frees it. */
+char *op_quantized_form(const op_graph *gr);
 /* Parameters (float elements) of a projection's weight and bias. */
 int64_t op_proj_params(const op_analysis *a, const op_proj *p);
 /* The block of a layer as attention / FFN, or NULL. */

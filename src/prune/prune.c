@@ -8,6 +8,12 @@
 op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) {
   op_analysis *a = op_analyze(m, err);
   if (!a) return NULL;
+  if (a->quantized) {
+    op_fail(err, OP_UNSUPPORTED, "%s: the model is already quantised, %s: prune the float model, then quantize",
+            m->path, a->quantized);
+    op_analysis_free(a);
+    return NULL;
+  }
   if (a->layers.n == 0) {
     op_fail(err, OP_UNSUPPORTED, "%s: no attention or FFN block found%s%s", m->path, a->unmatched.n ? "; " : "",
             a->unmatched.n ? a->unmatched.v[0] : "");

@@ -564,6 +564,14 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   r->symmetric = c->symmetric || c->act_signed;
   r->bias_correction = c->bias_correction;
   op_graph *tgr = op_graph_build(m->proto->graph);
+  char *already = op_quantized_form(tgr);
+  if (already) {
+    op_fail(err, OP_UNSUPPORTED, "%s: the model is already quantised, %s: quantize the float model", m->path, already);
+    free(already);
+    op_graph_free(tgr);
+    op_quant_report_free(r);
+    return NULL;
+  }
   target_vec ts = {0};
   find_targets(tgr, c, &ts);
   if (ts.n == 0) {

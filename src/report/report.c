@@ -105,6 +105,7 @@ char *op_analysis_table(const op_analysis *a) {
             grouped(a->params_embed), pct(a->params_embed, a->params_total), grouped(a->params_attn),
             pct(a->params_attn, a->params_total), grouped(a->params_ffn), pct(a->params_ffn, a->params_total),
             grouped(other), pct(other, a->params_total));
+  if (a->quantized) sb_printf(&b, "already quantised: %s\n", a->quantized);
   for (size_t i = 0; i < a->unmatched.n; i++) sb_printf(&b, "%s\n", a->unmatched.v[i]);
   return b.s;
 }
@@ -133,6 +134,8 @@ char *op_analysis_json(const op_analysis *a) {
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "model", a->model->path);
   cJSON_AddNumberToObject(root, "opset", (double)a->opset);
+  if (a->quantized) cJSON_AddStringToObject(root, "quantized", a->quantized);
+  else cJSON_AddNullToObject(root, "quantized");
   cJSON *p = cJSON_AddObjectToObject(root, "parameters");
   cJSON_AddNumberToObject(p, "total", (double)a->params_total);
   cJSON_AddNumberToObject(p, "embeddings", (double)a->params_embed);
