@@ -48,22 +48,71 @@ static const char *why_fmt(op_analysis *a, const char *fmt, ...) {
 
 static Onnx__NodeProto *node_at(const op_analysis *a, int i) { return a->gr->g->node[i]; }
 
-static bool is_const(const op_analysis *a, const char *name) { return op_graph_const(a->gr, name) != NULL; }
+/* The constant behind name, looking through Identity/Cast (weights held in Constant nodes are often
+ * read through one); NULL when it is computed. At most MAX_CONST_HOPS hops. */
+#define MAX_CONST_HOPS 4
+static Onnx__TensorProto *const_of(const op_analysis *a, const char *name) {
+  for (int hop = 0; hop <= MAX_CONST_HOPS; hop++) {
+    Onnx__TensorProto *t = op_graph_const(a->gr, name);
+    if (t) return t;
+    Onnx__NodeProto *p = op_graph_producer(a->gr, name);
+    if (!p || !(op_node_is(p, "Identity") || op_node_is(p, "Cast")) || p->n_input < 1) return NULL;
+    name = p->input[0];
+  }
+  return NULL;
+}
 
-/* A float weight initializer of rank 2 used by one consumer only (tied weights cannot be pruned
- * on one side). */
+static bool is_const(const op_analysis *a, const char *name) { return const_of(a, name) != NULL; }
+
+/* Weight element types the passes read (scored in float32) and write back in their own type. */
+bool op_weight_dtype_ok(int32_t dt) {
+  return dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ||
+         dt == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
+}
+
+/* At most this many Identity/Cast nodes between a stored weight and its user: exporters emit one or
+ * two (paddle2onnx's Identity, a Cast of a float16 weight up to float32). */
+#define MAX_WEIGHT_HOPS 4
+
+const char *op_weight_source(const op_graph *gr, const char *name, Onnx__TensorProto **tensor) {
+  *tensor = NULL;
+  for (int hop = 0; hop <= MAX_WEIGHT_HOPS; hop++) {
+    op_value *v = op_graph_find(gr, name);
+    if (!v || v->graph_output || v->n_consumers != 1) return NULL; /* shared: never sliced under another user */
+    Onnx__TensorProto *t = op_graph_const(gr, name);
+    if (t) {
+      if (op_tensor_to_raw(t) != 0) return NULL;
+      *tensor = t;
+      return name;
+    }
+    Onnx__NodeProto *p = op_graph_producer(gr, name);
+    if (!p || !(op_node_is(p, "Identity") || op_node_is(p, "Cast")) || p->n_input < 1) return NULL;
+    name = p->input[0];
+  }
+  return NULL;
+}
+
+/* A float (32, 16 or bfloat16) rank-2 weight, stored as an initializer or a Constant node, possibly
+ * behind Identity/Cast, and used by one consumer only (tied weights cannot be pruned on one side). */
 static Onnx__TensorProto *weight_init(const op_analysis *a, const char *name, const char **why) {
-  op_value *v = op_graph_find(a->gr, name);
-  Onnx__TensorProto *t = op_graph_init(a->gr, name);
-  if (!t || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims != 2) {
-    *why = "weight is not a float32 matrix initializer";
+  Onnx__TensorProto *t;
+  const char *src = op_weight_source(a->gr, name, &t);
+  if (!src) {
+    op_value *v = op_graph_find(a->gr, name);
+    *why = v && (v->n_consumers != 1 || v->graph_output) ? "weight is shared with other nodes"
+                                                         : "weight is not a constant matrix";
     return NULL;
   }
-  if (v->n_consumers != 1 || v->graph_output) {
-    *why = "weight is shared with other nodes";
+  if (!op_weight_dtype_ok(t->data_type) || t->n_dims != 2) {
+    *why = "weight is not a float32/float16/bfloat16 matrix";
     return NULL;
   }
   return t;
+}
+
+/* The stored tensor of a weight or bias a projection names (initializer or Constant node). */
+Onnx__TensorProto *op_proj_tensor(const op_analysis *a, const char *name) {
+  return name ? op_graph_const(a->gr, name) : NULL;
 }
 
 /* Matches the MatMul/Gemm at node index mi as a linear layer with constant weights. */
@@ -105,21 +154,22 @@ static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **
   }
   Onnx__TensorProto *w = weight_init(a, wname, why);
   if (!w) return false;
-  p->w = w->name;
+  p->w = op_weight_source(a->gr, wname, &w);
+  p->dtype = w->data_type;
   p->w_out_major = trans;
   p->in = trans ? w->dims[1] : w->dims[0];
   p->out = trans ? w->dims[0] : w->dims[1];
   p->x = n->input[0];
   p->y = n->output[0];
   if (op_node_is(n, "Gemm") && n->n_input > 2 && n->input[2][0]) {
-    Onnx__TensorProto *c = op_graph_init(a->gr, n->input[2]);
-    op_value *cv = op_graph_find(a->gr, n->input[2]);
-    if (!c || c->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || op_tensor_numel(c) != p->out ||
-        op_node_attr_float(n, "beta", 1.f) != 1.f || cv->n_consumers != 1) {
-      *why = "Gemm bias is not a private float vector of the output width";
+    Onnx__TensorProto *c;
+    const char *src = op_weight_source(a->gr, n->input[2], &c);
+    if (!src || !op_weight_dtype_ok(c->data_type) || op_tensor_numel(c) != p->out ||
+        op_node_attr_float(n, "beta", 1.f) != 1.f) {
+      *why = "Gemm bias is not a private vector of the output width";
       return false;
     }
-    p->b = c->name;
+    p->b = src;
   }
   return true;
 }
@@ -136,18 +186,19 @@ static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, cons
   Onnx__NodeProto *n = node_at(a, v->producer);
   if (op_node_is(n, "Add") && n->n_input == 2) {
     for (int s = 0; s < 2; s++) {
-      Onnx__TensorProto *b = op_graph_init(a->gr, n->input[s]);
+      Onnx__TensorProto *b;
       op_value *mv = op_graph_find(a->gr, n->input[1 - s]);
-      if (!b || !mv || mv->producer < 0 || b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) continue;
+      if (!op_weight_source(a->gr, n->input[s], &b) || !mv || mv->producer < 0 || !op_weight_dtype_ok(b->data_type))
+        continue;
       Onnx__NodeProto *mm = node_at(a, mv->producer);
       if (!(op_node_is(mm, "MatMul") || op_node_is(mm, "Gemm")) || mv->n_consumers != 1 || mv->graph_output) continue;
       if (!match_linear(a, mv->producer, p, why)) return false;
-      if (p->b || op_tensor_numel(b) != p->out || (b->n_dims != 1) ||
-          op_graph_find(a->gr, b->name)->n_consumers != 1) {
+      const char *bsrc = op_weight_source(a->gr, n->input[s], &b);
+      if (p->b || !bsrc || op_tensor_numel(b) != p->out || b->n_dims != 1) {
         *why = "bias is not a private vector of the output width";
         return false;
       }
-      p->b = b->name;
+      p->b = bsrc;
       p->bias_node = v->producer;
       p->y = n->output[0];
       return true;
@@ -219,7 +270,7 @@ static bool walk_to_proj(op_analysis *a, const char *t, bool kv_path, op_attn *a
   bool ok = false;
   *why = "no projection found on the q/k/v path";
   for (int step = 0; step < MAX_WALK; step++) {
-    const char *w;
+    const char *w = "not a projection";
     if (match_proj_out(a, t, p, &w)) {
       ok = true;
       break;
@@ -227,6 +278,10 @@ static bool walk_to_proj(op_analysis *a, const char *t, bool kv_path, op_attn *a
     op_value *v = op_graph_find(a->gr, t);
     if (!v || v->producer < 0) break;
     Onnx__NodeProto *n = node_at(a, v->producer);
+    if (strcmp(w, "not a projection") != 0) { /* a projection, but one that cannot be pruned: say why */
+      *why = why_fmt(a, "projection behind %s '%s': %s", n->op_type, op_node_name(n), w);
+      break;
+    }
     const char *rot = rotary_input(a, n);
     if (rot) {
       at->rotary = true;
@@ -242,10 +297,10 @@ static bool walk_to_proj(op_analysis *a, const char *t, bool kv_path, op_attn *a
       reshapes.n = 0;
       t = n->input[0];
     } else if ((op_node_is(n, "Mul") || op_node_is(n, "Div")) && n->n_input == 2 && is_const(a, n->input[1]) &&
-               op_tensor_numel(op_graph_const(a->gr, n->input[1])) == 1) {
+               op_tensor_numel(const_of(a, n->input[1])) == 1) {
       t = n->input[0];
     } else if (op_node_is(n, "Mul") && n->n_input == 2 && is_const(a, n->input[0]) &&
-               op_tensor_numel(op_graph_const(a->gr, n->input[0])) == 1) {
+               op_tensor_numel(const_of(a, n->input[0])) == 1) {
       t = n->input[1];
     } else {
       *why = why_fmt(a, "unexpected %s '%s' on the path", n->op_type, op_node_name(n));
@@ -567,7 +622,7 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
     OP_VEC_PUSH(f->region, v->producer);
     for (size_t i = 0; i < n->n_input; i++) {
       if (!n->input[i][0]) continue;
-      Onnx__TensorProto *c = op_graph_const(a->gr, n->input[i]);
+      Onnx__TensorProto *c = const_of(a, n->input[i]);
       if (c) {
         if (op_tensor_numel(c) != 1) {
           *why = why_fmt(a, "%s '%s' in the activation uses a per-neuron constant", n->op_type, op_node_name(n));
@@ -807,14 +862,14 @@ static int cmp_blocks(const void *x, const void *y) {
 /* ---- parameters ---- */
 
 static int64_t init_params(const op_analysis *a, const char *name) {
-  Onnx__TensorProto *t = name ? op_graph_init(a->gr, name) : NULL;
+  Onnx__TensorProto *t = op_proj_tensor(a, name);
   return t && op_dtype_is_float(t->data_type) ? op_tensor_numel(t) : 0;
 }
 
 int64_t op_proj_params(const op_analysis *a, const op_proj *p) { return init_params(a, p->w) + init_params(a, p->b); }
 
 static void count_params(op_analysis *a) {
-  a->params_total = op_model_param_count(a->model);
+  a->params_total = op_graph_param_count(a->model->proto->graph);
   for (size_t i = 0; i < a->attn.n; i++) {
     const op_attn *at = &a->attn.v[i];
     for (int k = 0; k < (at->packed ? 1 : 3); k++) a->params_attn += op_proj_params(a, &at->qkv[k]);
@@ -828,9 +883,22 @@ static void count_params(op_analysis *a) {
   Onnx__GraphProto *g = a->gr->g;
   for (size_t i = 0; i < g->n_node; i++)
     if (op_node_is(g->node[i], "Gather")) {
-      Onnx__TensorProto *t = op_graph_init(a->gr, g->node[i]->input[0]);
+      Onnx__TensorProto *t = const_of(a, g->node[i]->input[0]);
       if (t && t->n_dims == 2 && op_dtype_is_float(t->data_type)) a->params_embed += op_tensor_numel(t);
     }
+}
+
+int64_t op_graph_param_count(const Onnx__GraphProto *g) {
+  int64_t n = 0;
+  for (size_t i = 0; i < g->n_initializer; i++)
+    if (op_dtype_is_float(g->initializer[i]->data_type)) n += op_tensor_numel(g->initializer[i]);
+  for (size_t i = 0; i < g->n_node; i++) {
+    if (!op_node_is(g->node[i], "Constant")) continue;
+    Onnx__AttributeProto *v = op_node_attr(g->node[i], "value");
+    int64_t k = v && v->t && op_dtype_is_float(v->t->data_type) ? op_tensor_numel(v->t) : 0;
+    if (k > 1) n += k; /* scalars are arithmetic (an epsilon, a scale), not weights */
+  }
+  return n;
 }
 
 const char *op_attn_kind(const op_attn *at) {

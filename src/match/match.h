@@ -9,8 +9,9 @@
 typedef struct op_proj {
   int node;          /* MatMul or Gemm */
   int bias_node;     /* Add carrying the bias, or -1 */
-  const char *w;     /* weight initializer */
-  const char *b;     /* bias initializer, or NULL */
+  const char *w;     /* stored weight: an initializer or a Constant node's output */
+  const char *b;     /* stored bias, or NULL */
+  int32_t dtype;     /* element type of weight and bias: float, float16 or bfloat16 */
   bool w_out_major;  /* stored [out, in] rather than [in, out] */
   int64_t in, out;
   const char *x;     /* input */
@@ -116,6 +117,16 @@ struct op_analysis {
 /* "QDQ (12 quantisation nodes, the first DequantizeLinear 'x')" when the graph is already quantised
  * (QDQ, QOperator or MatMulNBits); NULL otherwise. The caller frees it. */
 char *op_quantized_form(const op_graph *gr);
+/* Float element types a weight may have (scored in float32, written back in its own type). */
+bool op_weight_dtype_ok(int32_t dt);
+/* The stored constant (initializer or Constant node) behind name, through at most a few Identity /
+ * Cast nodes, each used once; NULL when it is no constant or is shared with another user. Sets
+ * *tensor to it (in raw form). */
+const char *op_weight_source(const op_graph *gr, const char *name, Onnx__TensorProto **tensor);
+/* The tensor of a stored weight or bias named by a projection (NULL for NULL). */
+Onnx__TensorProto *op_proj_tensor(const op_analysis *a, const char *name);
+/* Parameters of a graph: float initializers, and float Constant nodes of more than one element. */
+int64_t op_graph_param_count(const Onnx__GraphProto *g);
 /* Parameters (float elements) of a projection's weight and bias. */
 int64_t op_proj_params(const op_analysis *a, const op_proj *p);
 /* The block of a layer as attention / FFN, or NULL. */

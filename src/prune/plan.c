@@ -290,9 +290,39 @@ static double row_sum(const float *w, int64_t n, bool l1, bool *any) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
-/* One channel_sums job: a [rows, cols] float weight in raw (maybe unaligned) bytes. */
+/* n elements of a float32 / float16 / bfloat16 tensor's raw (maybe unaligned) bytes as float32:
+ * weights of every float type are scored in float32. */
+static void load_f32(float *dst, const uint8_t *src, int64_t n, int32_t dtype) {
+  if (dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+    memcpy(dst, src, (size_t)n * sizeof *dst);
+    return;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    uint16_t h;
+    memcpy(&h, src + 2 * i, 2);
+    uint32_t bits;
+    if (dtype == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16) {
+      bits = (uint32_t)h << 16;
+    } else { /* IEEE half: sign, 5-bit exponent, 10-bit mantissa */
+      uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ffu;
+      if (e == 0x1f) bits = sign | 0x7f800000u | (m << 13);
+      else if (e) bits = sign | ((e + 112) << 23) | (m << 13);
+      else if (!m) bits = sign;
+      else { /* subnormal: normalise */
+        e = 113;
+        while (!(m & 0x400u)) m <<= 1, e--;
+        bits = sign | (e << 23) | ((m & 0x3ffu) << 13);
+      }
+    }
+    memcpy(&dst[i], &bits, 4);
+  }
+}
+
+/* One channel_sums job: a [rows, cols] weight in raw (maybe unaligned) bytes of its float type. */
 typedef struct sums_job {
   const uint8_t *W;
+  int32_t dtype;
+  size_t es;
   int64_t rows, cols;
   bool l1;
   double *sum;
@@ -304,7 +334,7 @@ static void row_sums(void *ctx, int64_t lo, int64_t hi) {
   const sums_job *j = ctx;
   float *w = op_xmalloc((size_t)j->cols * sizeof *w);
   for (int64_t r = lo; r < hi; r++) {
-    memcpy(w, j->W + (size_t)(r * j->cols) * sizeof *w, (size_t)j->cols * sizeof *w);
+    load_f32(w, j->W + (size_t)(r * j->cols) * j->es, j->cols, j->dtype);
     j->sum[r] = row_sum(w, j->cols, j->l1, &j->nz[r]);
   }
   free(w);
@@ -319,7 +349,7 @@ static void col_sums(void *ctx, int64_t lo, int64_t hi) {
   double *sum = j->sum + lo;
   bool *nz = j->nz + lo;
   for (int64_t r = 0; r < j->rows; r++) {
-    memcpy(w, j->W + (size_t)(r * j->cols + lo) * sizeof *w, (size_t)n * sizeof *w);
+    load_f32(w, j->W + (size_t)(r * j->cols + lo) * j->es, n, j->dtype);
     if (j->l1)
       for (int64_t c = 0; c < n; c++) sum[c] += fabsf(w[c]);
     else
@@ -335,10 +365,16 @@ static void col_sums(void *ctx, int64_t lo, int64_t hi) {
  * every weight. */
 static void channel_sums(const op_analysis *a, const op_proj *p, bool out_side, op_importance imp, double *sum,
                          bool *nz) {
-  Onnx__TensorProto *wt = op_graph_init(a->gr, p->w);
-  const float *B = p->b ? op_tensor_f32(op_graph_init(a->gr, p->b)) : NULL;
+  Onnx__TensorProto *wt = op_proj_tensor(a, p->w), *bt = op_proj_tensor(a, p->b);
   int64_t nch = out_side ? p->out : p->in;
+  float *B = NULL;
+  if (bt && op_tensor_to_raw(bt) == 0) {
+    B = op_xmalloc((size_t)nch * sizeof *B);
+    load_f32(B, bt->raw_data.data, nch, bt->data_type);
+  }
   sums_job j = {.W = op_tensor_to_raw(wt) == 0 ? wt->raw_data.data : NULL,
+                .dtype = wt->data_type,
+                .es = op_dtype_size(wt->data_type),
                 .rows = p->w_out_major ? p->out : p->in,
                 .cols = p->w_out_major ? p->in : p->out,
                 .l1 = imp == OP_IMP_L1,
@@ -347,13 +383,14 @@ static void channel_sums(const op_analysis *a, const op_proj *p, bool out_side, 
   memset(sum, 0, (size_t)nch * sizeof *sum);
   memset(nz, 0, (size_t)nch);
   if (out_side == p->w_out_major)
-    op_parallel_for(j.rows, j.cols * (int64_t)sizeof(float), row_sums, &j);
+    op_parallel_for(j.rows, j.cols * (int64_t)j.es, row_sums, &j);
   else
-    op_parallel_for(j.cols, j.rows * (int64_t)sizeof(float), col_sums, &j);
+    op_parallel_for(j.cols, j.rows * (int64_t)j.es, col_sums, &j);
   for (int64_t c = 0; out_side && B && c < nch; c++) {
     sum[c] += j.l1 ? fabsf(B[c]) : (double)B[c] * B[c];
     nz[c] |= B[c] != 0.f;
   }
+  free(B);
 }
 
 /* Adds channels [c0, c0+n) of sum into acc grouped by `group` channels, OR-ing nz into any. */

@@ -29,7 +29,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
   r->model = op_xstrdup(m->path);
   r->importance = c->importance;
   r->compact = c->compact;
-  r->before = op_model_param_count(m);
+  r->before = op_graph_param_count(m->proto->graph);
   for (size_t l = 0; l < plan.n; l++) {
     const op_layer_plan *lp = &plan.layers[l];
     const op_attn *at = op_layer_attn(a, (int)l);
@@ -65,7 +65,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
     return NULL;
   }
   op_graph_remove_dead(m->proto->graph);
-  r->after = op_model_param_count(m);
+  r->after = op_graph_param_count(m->proto->graph);
   return r;
 }
 

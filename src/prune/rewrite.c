@@ -8,8 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void record(op_prune_report *r, int layer, const Onnx__TensorProto *t, const int64_t *after) {
-  op_tensor_change ch = {.layer = layer, .name = op_xstrdup(t->name), .rank = (int)t->n_dims};
+/* name: the stored weight as the projection names it (a Constant node's tensor has no name of its own). */
+static void record(op_prune_report *r, int layer, const char *name, const Onnx__TensorProto *t, const int64_t *after) {
+  op_tensor_change ch = {.layer = layer, .name = op_xstrdup(name), .rank = (int)t->n_dims};
   for (size_t i = 0; i < t->n_dims && i < 2; i++) {
     ch.before[i] = t->dims[i];
     ch.after[i] = after ? after[i] : -1;
@@ -56,7 +57,7 @@ static void keep_cols(void *ctx, int64_t lo, int64_t hi) {
  * bias) or its input side (weight rows of [in, out]). */
 static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int64_t *keep, int64_t nk, int layer,
                       op_prune_report *r, op_error *err) {
-  Onnx__TensorProto *w = op_graph_init(a->gr, p->w);
+  Onnx__TensorProto *w = op_proj_tensor(a, p->w);
   const uint8_t *W = w && op_tensor_to_raw(w) == 0 ? w->raw_data.data : NULL;
   int64_t rows = p->w_out_major ? p->out : p->in, cols = p->w_out_major ? p->in : p->out;
   /* the weight must still have the shape it was matched with: nothing else may have sliced it */
@@ -64,22 +65,23 @@ static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int
     return op_fail(err, OP_UNSUPPORTED, "%s: weight '%s' changed shape during the rewrite", a->model->path, p->w);
   bool chan_is_row = out_side == p->w_out_major;
   int64_t nd[2] = {chan_is_row ? nk : rows, chan_is_row ? cols : nk};
-  size_t es = sizeof(float), bytes = (size_t)(nd[0] * nd[1]) * es;
+  size_t es = op_dtype_size(w->data_type), bytes = (size_t)(nd[0] * nd[1]) * es;
   slice_job j = {op_xmalloc(bytes ? bytes : 1), W, keep, nk, (size_t)cols * es, es};
   if (chan_is_row)
     op_parallel_for(nk, (int64_t)j.row_bytes, keep_rows, &j);
   else
     op_parallel_for(rows, (int64_t)j.row_bytes, keep_cols, &j);
-  record(r, layer, w, nd);
+  record(r, layer, p->w, w, nd);
   op_tensor_replace(w, nd, 2, j.dst, bytes);
   if (out_side && p->b) {
-    Onnx__TensorProto *b = op_graph_init(a->gr, p->b);
+    Onnx__TensorProto *b = op_proj_tensor(a, p->b);
     const uint8_t *B = op_tensor_to_raw(b) == 0 ? b->raw_data.data : NULL;
-    uint8_t *NB = op_xmalloc((size_t)nk * es + 1);
-    gather_row(NB, B, keep, nk, es);
+    size_t bes = op_dtype_size(b->data_type);
+    uint8_t *NB = op_xmalloc((size_t)nk * bes + 1);
+    gather_row(NB, B, keep, nk, bes);
     int64_t bd[2] = {nk, 0};
-    record(r, layer, b, bd);
-    op_tensor_replace(b, bd, 1, NB, (size_t)nk * es);
+    record(r, layer, p->b, b, bd);
+    op_tensor_replace(b, bd, 1, NB, (size_t)nk * bes);
   }
   return 0;
 }
@@ -170,8 +172,8 @@ static int prune_neurons(op_analysis *a, const op_ffn *f, const bool *keep, int 
 /* Records every weight of a block as removed. */
 static void record_removed(op_analysis *a, const op_proj *ps, int n, int layer, op_prune_report *r) {
   for (int i = 0; i < n; i++) {
-    record(r, layer, op_graph_init(a->gr, ps[i].w), NULL);
-    if (ps[i].b) record(r, layer, op_graph_init(a->gr, ps[i].b), NULL);
+    record(r, layer, ps[i].w, op_proj_tensor(a, ps[i].w), NULL);
+    if (ps[i].b) record(r, layer, ps[i].b, op_proj_tensor(a, ps[i].b), NULL);
   }
 }
 

@@ -27,4 +27,36 @@ n_ffn=$(grep -c "not matched: FullyConnect_MatMul_[0-9]: FFN down projection: Fa
 if [ "$n_attn" = 5 ] && [ "$n_ffn" = 5 ]; then ok; else bad "fused gpt2: $n_attn attention and $n_ffn FFN reasons, want 5 and 5"; cat "$work/fused.txt"; fi
 expect prune-fused "no attention or FFN block found; not matched: " -- prune "$G" -o "$O" --head-sparsity 0.5
 
+# a weight shared by two blocks (layer 1's q reads layer 0's q weight) is never sliced under either:
+# both attentions are unmatched with the reason, and pruning leaves the weight whole
+$PY - "$F/model.onnx" "$work/shared.onnx" <<'PY'
+import sys, onnx
+m = onnx.load(sys.argv[1])
+mm = {n.name: n for n in m.graph.node}
+mm["/layers.1/q/MatMul"].input[1] = mm["/layers.0/q/MatMul"].input[1]
+onnx.save(m, sys.argv[2])
+PY
+"$BIN" inspect "$work/shared.onnx" >"$work/shared.txt"
+if [ "$(grep -c "q path: projection behind Add '/layers.[01]/q/Add': weight is shared with other nodes" "$work/shared.txt")" = 2 ]; then ok
+else bad "shared weight: reasons"; cat "$work/shared.txt"; fi
+if "$BIN" prune "$work/shared.onnx" -o "$work/shared_p.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 -q &&
+  $PY - "$work/shared.onnx" "$work/shared_p.onnx" <<'PY'
+import sys, onnx
+a, b = ({t.name: list(t.dims) for t in onnx.load(p).graph.initializer} for p in sys.argv[1:3])
+w = next(n.input[1] for n in onnx.load(sys.argv[1]).graph.node if n.name == "/layers.0/q/MatMul")
+assert b[w] == a[w], f"shared weight {w} sliced: {a[w]} -> {b[w]}"
+PY
+then ok; else bad "shared weight: sliced or prune failed"; fi
+
+# float16 weights are written back as float16, sliced
+L=$FIX/llama_fp16_weights_opset14/model.onnx
+if "$BIN" prune "$L" -o "$work/fp16.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 -q &&
+  $PY - "$L" "$work/fp16.onnx" <<'PY'
+import sys, onnx
+a, b = ({t.name: t for t in onnx.load(p).graph.initializer} for p in sys.argv[1:3])
+sliced = [k for k in b if len(b[k].dims) == 2 and list(b[k].dims) != list(a[k].dims)]
+assert sliced and all(b[k].data_type == onnx.TensorProto.FLOAT16 for k in b if len(b[k].dims) == 2), "float16 weights"
+PY
+then ok; else bad "float16 weights: not written as float16"; fi
+
 finish

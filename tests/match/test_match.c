@@ -82,6 +82,8 @@ int main(int argc, char **argv) {
       {"mha_layernorm_opset17/model.onnx", 2, 4, 8, 64, "relu", true, false, false, 0, false},
       {"llama_gqa_opset14/model.onnx", 2, 8, 12, 64, "gated-silu", false, true, false, 2, true},
       {"llama_mqa_opset14/model.onnx", 2, 8, 12, 64, "gated-silu", false, true, false, 1, true},
+      {"bert_constant_weights_opset11/model.onnx", 2, 4, 8, 64, "gelu(erf)", false, false, false, 0, false},
+      {"llama_fp16_weights_opset14/model.onnx", 2, 4, 8, 64, "gated-silu", false, true, false, 0, false},
   };
   for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) check_model(argv[1], &fixtures[i]);
   const expect shared[] = {
@@ -89,6 +91,26 @@ int main(int argc, char **argv) {
       {"digits_vit/model.onnx", 2, 4, 16, 256, "gelu(erf)", true, true, false, 0, false},
   };
   for (size_t i = 0; i < sizeof shared / sizeof *shared; i++) check_model(argv[2], &shared[i]);
+
+  /* weights in Constant nodes (some behind Identity) and float16 weights behind Cast are counted as
+   * the float32 initializers they came from */
+  const char *same[][2] = {{"bert_separate_mask_opset11", "bert_constant_weights_opset11"},
+                           {"llama_swiglu_opset14", "llama_fp16_weights_opset14"}};
+  for (int k = 0; k < 2; k++) {
+    int64_t totals[2] = {-1, -2}, attn[2] = {-1, -2};
+    for (int i = 0; i < 2; i++) {
+      char p[4096];
+      snprintf(p, sizeof p, "%s/%s/model.onnx", argv[1], same[k][i]);
+      op_error e;
+      op_model *mm = op_model_load(p, &e);
+      op_analysis *aa = mm ? op_analyze(mm, &e) : NULL;
+      if (aa) totals[i] = aa->params_total, attn[i] = aa->params_attn;
+      op_analysis_free(aa);
+      op_model_free(mm);
+    }
+    CHECK_EQ_INT(totals[0], totals[1]);
+    CHECK_EQ_INT(attn[0], attn[1]);
+  }
 
   /* a model with no transformer block: nothing matched, and pruning says so */
   char path[4096];
