@@ -40,9 +40,10 @@ static void unmatched(op_analysis *a, const Onnx__NodeProto *n, const char *fmt,
 static const char *why_fmt(op_analysis *a, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  free(a->why);
-  a->why = vfmt(fmt, ap);
+  char *s = vfmt(fmt, ap); /* the arguments may include the previous reason */
   va_end(ap);
+  free(a->why);
+  a->why = s;
   return a->why;
 }
 
@@ -99,8 +100,12 @@ static Onnx__TensorProto *weight_init(const op_analysis *a, const char *name, co
   const char *src = op_weight_source(a->gr, name, &t);
   if (!src) {
     op_value *v = op_graph_find(a->gr, name);
-    *why = v && (v->n_consumers != 1 || v->graph_output) ? "weight is shared with other nodes"
-                                                         : "weight is not a constant matrix";
+    Onnx__NodeProto *p = op_graph_producer(a->gr, name);
+    if (v && (v->n_consumers != 1 || v->graph_output)) *why = "weight is shared with other nodes";
+    else if (p && (op_node_is(p, "Slice") || op_node_is(p, "Gather") || op_node_is(p, "Split")) && const_of(a, p->input[0]))
+      *why = why_fmt((op_analysis *)a, "weight is cut at run time by %s '%s' from '%s' (an in-projection packed for "
+                     "q and k/v, as torch exports cross-attention)", p->op_type, op_node_name(p), p->input[0]);
+    else *why = "weight is not a constant matrix";
     return NULL;
   }
   if (!op_weight_dtype_ok(t->data_type) || t->n_dims != 2) {
@@ -278,6 +283,15 @@ static bool walk_to_proj(op_analysis *a, const char *t, bool kv_path, op_attn *a
     op_value *v = op_graph_find(a->gr, t);
     if (!v || v->producer < 0) break;
     Onnx__NodeProto *n = node_at(a, v->producer);
+    if (op_node_is(n, "Add") && n->n_input == 2 && strcmp(w, "not a projection") == 0)
+      for (int s = 0; s < 2; s++) { /* a biased projection whose weight or bias is no plain constant */
+        Onnx__NodeProto *mm = op_graph_producer(a->gr, n->input[s]);
+        op_proj tmp;
+        if (mm && (op_node_is(mm, "MatMul") || op_node_is(mm, "Gemm")) &&
+            !match_linear(a, op_graph_node_index(a->gr, mm), &tmp, &w))
+          break;
+        w = "not a projection";
+      }
     if (strcmp(w, "not a projection") != 0) { /* a projection, but one that cannot be pruned: say why */
       *why = why_fmt(a, "projection behind %s '%s': %s", n->op_type, op_node_name(n), w);
       break;
@@ -711,7 +725,7 @@ static const char *const FUSED_ATTENTION_OPS[] = {"Attention", "MultiHeadAttenti
 static void report_fused_attention(op_analysis *a) {
   for (size_t i = 0; i < a->gr->g->n_node; i++) {
     Onnx__NodeProto *n = node_at(a, i);
-    if (op_in(n, FUSED_ATTENTION_OPS))
+    if (op_in(n, FUSED_ATTENTION_OPS) && ++a->unmatched_attn)
       unmatched(a, n, "fused attention operator %s%s%s is not supported: its heads are left as they are",
                 n->domain && n->domain[0] ? n->domain : "", n->domain && n->domain[0] ? "." : "", n->op_type);
   }
@@ -933,7 +947,11 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
   for (size_t i = 0; i < g->n_node; i++) {
     if (!op_node_is(g->node[i], "Softmax")) continue;
     op_attn at;
-    if (!match_attention(a, (int)i, &at)) continue;
+    size_t before = a->unmatched.n;
+    if (!match_attention(a, (int)i, &at)) {
+      a->unmatched_attn += a->unmatched.n > before;
+      continue;
+    }
     op_block blk = {.kind = OP_BLOCK_ATTN, .index = (int)a->attn.n};
     if (!find_residual(a, at.qkv[0].x, at.out.y, &blk)) {
       unmatched(a, g->node[i], "attention output does not join a residual connection");

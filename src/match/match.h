@@ -111,6 +111,7 @@ struct op_analysis {
   OP_VEC(char *) unmatched;
   char *quantized; /* "QDQ (DequantizeLinear 'x')" etc. when the model is already quantised, else NULL */
   char *why;       /* scratch for the latest reason */
+  int unmatched_attn; /* attention blocks listed as not matched: layer numbering cannot be trusted */
   int64_t params_total, params_embed, params_attn, params_ffn;
 };
 

@@ -634,6 +634,13 @@ static int check_indices(const op_int_vec *v, int64_t n, int layer, const char *
 
 static int validate(const op_analysis *a, const op_prune_config *c, op_error *err) {
   int n = (int)a->layers.n;
+  bool removes_blocks = c->keep_layers_set;
+  for (size_t i = 0; i < c->layers.n; i++) removes_blocks |= c->layers.v[i].attention == 0 || c->layers.v[i].ffn == 0;
+  if (removes_blocks && a->unmatched_attn) /* an unmatched block splits a layer in two: dropping by index would cut wrong */
+    return op_fail(err, OP_UNSUPPORTED,
+                   "%s: %d attention block(s) are not matched (%s), so layers cannot be numbered reliably: removing "
+                   "layers or blocks is refused; heads and FFN neurons can still be pruned",
+                   a->model->path, a->unmatched_attn, a->unmatched.v[0]);
   for (size_t i = 0; i < c->keep_layers.n; i++)
     if (c->keep_layers.v[i] >= n)
       return op_fail(err, OP_ARG, "keep_layers: layer %d does not exist (the model has %d layers, 0-%d)",
