@@ -47,7 +47,8 @@ function readTensorPb(file) {
     else if (wt === 1) pos.i += 8;
     else throw new Error(`${file}: unsupported wire type ${wt}`);
   }
-  const kinds = { 1: ['float32', Float32Array], 6: ['int32', Int32Array], 7: ['int64', BigInt64Array], 9: ['bool', Uint8Array] };
+  const kinds = { 1: ['float32', Float32Array], 6: ['int32', Int32Array], 7: ['int64', BigInt64Array], 9: ['bool', Uint8Array],
+    10: ['float16', Uint16Array] };
   const [dtype, Arr] = kinds[t.type] || (() => { throw new Error(`${file}: data type ${t.type}`); })();
   let data;
   if (t.raw) data = new Arr(t.raw.buffer.slice(t.raw.byteOffset, t.raw.byteOffset + t.raw.length));
@@ -114,14 +115,25 @@ function loadFeeds(data, session, rows) {
 function compare(name, ref, cand, tol) {
   if (ref.dims.join() !== cand.dims.join()) return { ok: false, line: `${name}: shape ${ref.dims} vs ${cand.dims}` };
   let maxDiff = 0, scale = 0;
+  const ra = asNumbers(ref), ca = asNumbers(cand);
   for (let i = 0; i < ref.data.length; i++) {
-    const a = Number(ref.data[i]), b = Number(cand.data[i]);
+    const a = ra[i], b = ca[i];
     if (!Number.isFinite(a) || !Number.isFinite(b)) { if (a !== b) maxDiff = Infinity; continue; }
     maxDiff = Math.max(maxDiff, Math.abs(a - b));
     scale = Math.max(scale, Math.abs(a));
   }
   const rel = maxDiff / Math.max(1, scale);
   return { ok: rel <= tol, line: `${name}: max abs diff ${maxDiff.toExponential(3)} (scale ${scale.toFixed(3)}, relative ${rel.toExponential(3)}, tolerance ${tol})` };
+}
+
+// A tensor's values as numbers; float16 outputs arrive as their bit patterns (issue 9: half models).
+function asNumbers(t) {
+  if (t.type !== 'float16') return Array.from(t.data, Number);
+  return Array.from(t.data, h => {
+    const e = (h >> 10) & 0x1f, m = h & 0x3ff, s = h & 0x8000 ? -1 : 1;
+    if (e === 0x1f) return m ? NaN : s * Infinity;
+    return s * (e ? (1 + m / 1024) * 2 ** (e - 15) : m * 2 ** -24);
+  });
 }
 
 function argmaxAgree(a, b) {

@@ -84,6 +84,7 @@ int main(int argc, char **argv) {
       {"llama_mqa_opset14/model.onnx", 2, 8, 12, 64, "gated-silu", false, true, false, 1, true},
       {"bert_constant_weights_opset11/model.onnx", 2, 4, 8, 64, "gelu(erf)", false, false, false, 0, false},
       {"llama_fp16_weights_opset14/model.onnx", 2, 4, 8, 64, "gated-silu", false, true, false, 0, false},
+      {"llama_half_opset14/model.onnx", 2, 4, 8, 64, "gated-silu", false, true, false, 0, false},
   };
   for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) check_model(argv[1], &fixtures[i]);
   const expect shared[] = {
@@ -95,8 +96,9 @@ int main(int argc, char **argv) {
   /* weights in Constant nodes (some behind Identity) and float16 weights behind Cast are counted as
    * the float32 initializers they came from */
   const char *same[][2] = {{"bert_separate_mask_opset11", "bert_constant_weights_opset11"},
-                           {"llama_swiglu_opset14", "llama_fp16_weights_opset14"}};
-  for (int k = 0; k < 2; k++) {
+                           {"llama_swiglu_opset14", "llama_fp16_weights_opset14"},
+                           {"llama_swiglu_opset14", "llama_half_opset14"}};
+  for (int k = 0; k < 3; k++) {
     int64_t totals[2] = {-1, -2}, attn[2] = {-1, -2};
     for (int i = 0; i < 2; i++) {
       char p[4096];
