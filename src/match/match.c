@@ -997,7 +997,7 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
   }
   free(used);
   report_fused_attention(a);
-  qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks);
+  if (a->blocks.n) qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks); /* qsort(NULL, 0) is undefined */
   for (size_t i = 0; i < a->blocks.n; i++) {
     op_layer L = {-1, -1};
     op_block *b = &a->blocks.v[i];

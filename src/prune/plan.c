@@ -368,7 +368,7 @@ static void channel_sums(const op_analysis *a, const op_proj *p, bool out_side, 
   Onnx__TensorProto *wt = op_proj_tensor(a, p->w), *bt = op_proj_tensor(a, p->b);
   int64_t nch = out_side ? p->out : p->in;
   float *B = NULL;
-  if (bt && op_tensor_to_raw(bt) == 0) {
+  if (out_side && bt && op_tensor_to_raw(bt) == 0) { /* the bias belongs to the output channels */
     B = op_xmalloc((size_t)nch * sizeof *B);
     load_f32(B, bt->raw_data.data, nch, bt->data_type);
   }
