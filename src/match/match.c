@@ -10,7 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_WALK 24
+/* Search limits. Exporters put a handful of nodes between the landmarks each walk looks for; the
+ * limits are a few times that, so a walk ends on a graph that is not the expected form instead of
+ * wandering through the model. */
+#define MAX_WALK 24          /* q/k/v path: Softmax's MatMuls back to the projections */
+#define MAX_SCORE_DEPTH 6    /* score MatMul behind the Softmax: scaling, mask Add, Where, Cast */
+#define MAX_REGION 4096      /* tensors between the projections and the output projection */
+#define MAX_SCORE_STEPS 8    /* score path forward from q.k to the Softmax */
+#define MAX_MASK_INPUTS 32   /* mask-shaping producers examined */
+#define MAX_PROBS_STEPS 4    /* Softmax output to the context MatMul (Dropout, Cast) */
+#define MAX_MERGE_STEPS 8    /* context to the output projection (Transpose, Reshape) */
+#define MAX_NORM_DEPTH 14    /* stream back to a block input through a decomposed norm */
+#define MAX_NORM_NODES 64    /* nodes of one decomposed norm */
+#define MAX_RESIDUAL_STEPS 6 /* block output to its residual Add */
 
 /* printf into a new heap string (reasons name nodes, whose names have any length). */
 static char *vfmt(const char *fmt, va_list ap) {
@@ -231,6 +243,7 @@ static const char *const SHAPING_OPS[] = {"Reshape", "Transpose", "Squeeze", "Un
 static const char *const PART_OPS[] = {"Split", "Slice", "Gather", NULL}; /* take one part of a packed q|k|v */
 static const char *const REPEAT_OPS[] = {"Expand", "Tile", NULL};         /* repeat kv heads for the query heads */
 static const char *const RELAYOUT_OPS[] = {"Transpose", "Reshape", "Identity", "Cast", "Dropout", NULL};
+static const char *const PASS_OPS[] = {"Identity", "Cast", "Dropout", NULL}; /* values pass unchanged */
 
 static void push_site(op_attn *at, int node, op_site_role role, bool kv) {
   for (size_t i = 0; i < at->sites.n; i++)
@@ -329,7 +342,7 @@ static bool walk_to_proj(op_analysis *a, const char *t, bool kv_path, op_attn *a
 /* The MatMul computing attention scores behind t (through scaling, mask Add, Where, Cast). */
 static int find_score_matmul(const op_analysis *a, const char *t, int depth) {
   op_value *v = op_graph_find(a->gr, t);
-  if (!v || v->producer < 0 || depth > 6) return -1;
+  if (!v || v->producer < 0 || depth > MAX_SCORE_DEPTH) return -1;
   Onnx__NodeProto *n = node_at(a, v->producer);
   if (op_node_is(n, "MatMul")) return !is_const(a, n->input[0]) && !is_const(a, n->input[1]) ? v->producer : -1;
   static const char *const through[] = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", NULL};
@@ -364,7 +377,7 @@ static void collect_region(op_analysis *a, op_attn *at) {
   int ns = at->packed ? 1 : 3;
   for (int i = 0; i < ns; i++) start[i] = at->qkv[i].y;
   for (int i = 0; i < ns; i++) OP_VEC_PUSH(at->region, start[i]);
-  for (size_t k = 0; k < at->region.n && k < 4096; k++) {
+  for (size_t k = 0; k < at->region.n && k < MAX_REGION; k++) {
     op_value *v = op_graph_find(a->gr, at->region.v[k]);
     for (size_t c = 0; v && c < v->n_consumers; c++) {
       int ci = v->consumers[c];
@@ -384,7 +397,7 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
   op_name_vec todo = {0};
   /* the score path: forward from q.k to the Softmax */
   const char *t = a->gr->g->node[qk]->output[0];
-  for (int step = 0; step < 8; step++) {
+  for (int step = 0; step < MAX_SCORE_STEPS; step++) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, t, &ci);
     if (!c || ci == at->softmax) break;
@@ -394,7 +407,7 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
   }
   static const char *const through[] = {"Reshape", "Expand", "Cast", "Where", "Mul", "Sub", "Add", "Unsqueeze",
                                         "Not", "Identity", NULL};
-  for (size_t k = 0; k < todo.n && k < 32; k++) {
+  for (size_t k = 0; k < todo.n && k < MAX_MASK_INPUTS; k++) {
     Onnx__NodeProto *n = op_graph_producer(a->gr, todo.v[k]);
     if (!n || !op_in(n, through)) continue;
     int ni = op_graph_node_index(a->gr, n);
@@ -467,12 +480,12 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
   /* probabilities -> MatMul(probs, v) */
   const char *probs = sm->output[0];
   int av = -1;
-  for (int step = 0; step < 4 && av < 0; step++) {
+  for (int step = 0; step < MAX_PROBS_STEPS && av < 0; step++) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, probs, &ci);
     if (!c) break;
     if (op_node_is(c, "MatMul") && strcmp(c->input[0], probs) == 0) av = ci;
-    else if (op_node_is(c, "Dropout") || op_node_is(c, "Cast") || op_node_is(c, "Identity")) probs = c->output[0];
+    else if (op_in(c, PASS_OPS)) probs = c->output[0];
     else break;
   }
   if (av < 0) {
@@ -512,7 +525,7 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
   /* context -> merge heads -> output projection */
   const char *t = avn->output[0];
   bool found_out = false;
-  for (int step = 0; step < 8 && !found_out; step++) {
+  for (int step = 0; step < MAX_MERGE_STEPS && !found_out; step++) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, t, &ci);
     if (!c) break;
@@ -781,15 +794,14 @@ static const char *const NORM_OPS[] = {"ReduceMean", "Sub", "Pow", "Add", "Sqrt"
  * normalisation lies on the way. */
 static bool reaches_back(const op_analysis *a, const char *x, const char *r, int depth, bool *norm) {
   if (strcmp(x, r) == 0) return true;
-  if (depth > 14) return false;
+  if (depth > MAX_NORM_DEPTH) return false;
   Onnx__NodeProto *n = op_graph_producer(a->gr, x);
-  if (!n || !(op_in(n, NORM_OPS) || op_node_is(n, "Transpose") || op_node_is(n, "Reshape"))) return false;
+  if (!n || !(op_in(n, NORM_OPS) || op_in(n, RELAYOUT_OPS))) return false;
   for (size_t i = 0; i < n->n_input; i++) {
     if (!n->input[i][0] || is_const(a, n->input[i])) continue;
     if (reaches_back(a, n->input[i], r, depth + 1, norm)) {
       /* anything but re-layout between the stream and the block input is the block's own norm */
-      if (!(op_node_is(n, "Transpose") || op_node_is(n, "Reshape") || op_node_is(n, "Identity") ||
-            op_node_is(n, "Cast")))
+      if (!op_in(n, RELAYOUT_OPS))
         *norm = true;
       return true;
     }
@@ -803,7 +815,7 @@ static const char *norm_end(const op_analysis *a, const char *t) {
   op_int_vec nodes = {0};
   OP_VEC_PUSH(region, t);
   const char *end = NULL;
-  for (size_t k = 0; k < region.n && k < 64; k++) {
+  for (size_t k = 0; k < region.n && k < MAX_NORM_NODES; k++) {
     op_value *v = op_graph_find(a->gr, region.v[k]);
     for (size_t c = 0; v && c < v->n_consumers; c++) {
       Onnx__NodeProto *n = node_at(a, v->consumers[c]);
@@ -839,7 +851,7 @@ static const char *norm_end(const op_analysis *a, const char *t) {
 /* Finds the residual Add that the block output y flows into, for a block reading x. */
 static bool find_residual(op_analysis *a, const char *x, const char *y, op_block *blk) {
   const char *t = y;
-  for (int step = 0; step < 6; step++) {
+  for (int step = 0; step < MAX_RESIDUAL_STEPS; step++) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, t, &ci);
     if (!c) return false;
@@ -860,8 +872,7 @@ static bool find_residual(op_analysis *a, const char *x, const char *y, op_block
       }
       return true;
     }
-    if (!(op_node_is(c, "Reshape") || op_node_is(c, "Transpose") || op_node_is(c, "Dropout") ||
-          op_node_is(c, "Identity") || op_node_is(c, "Cast")))
+    if (!op_in(c, RELAYOUT_OPS))
       return false;
     t = c->output[0];
   }
