@@ -42,8 +42,9 @@ int cmd_inspect(const cli_args *a) {
 }
 
 /* The options that ask for something to be removed; prune without any of them would copy the model. */
-static const char *const PRUNING_FLAGS[] = {"--head-sparsity", "--ffn-sparsity", "--width",   "--num-heads",
-                                            "--ffn-size",      "--keep-layers",  "--compact", "--config"};
+static const char *const PRUNING_FLAGS[] = {"--head-sparsity", "--ffn-sparsity",     "--width",
+                                            "--num-heads",     "--ffn-size",         "--num-kv-heads",
+                                            "--kv-head-sparsity", "--keep-layers",   "--compact", "--config"};
 
 static const cli_opt PRUNE_OPTS[] = {
     CLI_OPT("--output", "-o", "OUT", NULL, NULL, NONE, false, "where to write the pruned model")
@@ -54,6 +55,10 @@ static const cli_opt PRUNE_OPTS[] = {
             "keep fraction W of heads and FFN neurons, in (0, 1] (DynaBERT's width multiplier)")
     CLI_OPT("--num-heads", NULL, "N", NULL, "num_heads", NONE, false, "heads to keep per layer")
     CLI_OPT("--ffn-size", NULL, "N", NULL, "ffn_size", NONE, false, "FFN neurons to keep per layer")
+    CLI_OPT("--num-kv-heads", NULL, "N", NULL, "num_kv_heads", NONE, false,
+            "grouped-query attention: kv groups to keep per layer (with all their query heads)")
+    CLI_OPT("--kv-head-sparsity", NULL, "R", NULL, "kv_head_sparsity", NONE, false,
+            "grouped-query attention: fraction of kv groups to remove")
     CLI_OPT("--keep-layers", NULL, "L", NULL, "keep_layers", NONE, false,
             "comma-separated layer indices to keep; the others are removed whole")
     CLI_OPT("--config", NULL, "FILE.json", NULL, NULL, NONE, false,
@@ -87,7 +92,7 @@ static int prune_usage_checks(const cli_args *a) {
   for (size_t i = 0; i < sizeof PRUNING_FLAGS / sizeof *PRUNING_FLAGS; i++) asked |= cli_has(a, PRUNING_FLAGS[i]);
   if (!asked)
     return cli_error(a->cmd, "nothing to prune: give --head-sparsity, --ffn-sparsity, --width, --num-heads, "
-                             "--ffn-size, --keep-layers, --compact or --config");
+                             "--ffn-size, --num-kv-heads, --kv-head-sparsity, --keep-layers, --compact or --config");
   bool dry = cli_has(a, "--dry-run");
   if (!cli_has(a, "--output") && !dry) return cli_error(a->cmd, "missing -o OUT (or --dry-run)");
   if (dry && cli_has(a, "--report"))

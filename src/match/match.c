@@ -10,51 +10,126 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_WALK 24
+/* Search limits. Exporters put a handful of nodes between the landmarks each walk looks for; the
+ * limits are a few times that, so a walk ends on a graph that is not the expected form instead of
+ * wandering through the model. */
+#define MAX_WALK 24          /* q/k/v path: Softmax's MatMuls back to the projections */
+#define MAX_SCORE_DEPTH 6    /* score MatMul behind the Softmax: scaling, mask Add, Where, Cast */
+#define MAX_REGION 4096      /* tensors between the projections and the output projection */
+#define MAX_SCORE_STEPS 8    /* score path forward from q.k to the Softmax */
+#define MAX_MASK_INPUTS 32   /* mask-shaping producers examined */
+#define MAX_PROBS_STEPS 4    /* Softmax output to the context MatMul (Dropout, Cast) */
+#define MAX_MERGE_STEPS 8    /* context to the output projection (Transpose, Reshape) */
+#define MAX_NORM_DEPTH 14    /* stream back to a block input through a decomposed norm */
+#define MAX_NORM_NODES 64    /* nodes of one decomposed norm */
+#define MAX_RESIDUAL_STEPS 6 /* block output to its residual Add */
+
+/* printf into a new heap string (reasons name nodes, whose names have any length). */
+static char *vfmt(const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  char *s = op_xmalloc(n > 0 ? (size_t)n + 1 : 1);
+  vsnprintf(s, n > 0 ? (size_t)n + 1 : 1, fmt, ap);
+  return s;
+}
 
 static void unmatched(op_analysis *a, const Onnx__NodeProto *n, const char *fmt, ...) {
-  char why[512], line[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(why, sizeof why, fmt, ap);
+  char *why = vfmt(fmt, ap);
   va_end(ap);
-  snprintf(line, sizeof line, "not matched: %s: %s", op_node_name(n), why);
-  OP_VEC_PUSH(a->unmatched, op_xstrdup(line));
+  const char *name = op_node_name(n);
+  size_t len = strlen(name) + strlen(why) + 32;
+  char *line = op_xmalloc(len);
+  snprintf(line, len, "not matched: %s: %s", name, why);
+  free(why);
+  OP_VEC_PUSH(a->unmatched, line);
+}
+
+/* A reason naming a node, kept until the next one (the analysis is single-threaded). */
+static const char *why_fmt(op_analysis *a, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = vfmt(fmt, ap); /* the arguments may include the previous reason */
+  va_end(ap);
+  free(a->why);
+  a->why = s;
+  return a->why;
 }
 
 static Onnx__NodeProto *node_at(const op_analysis *a, int i) { return a->gr->g->node[i]; }
 
-static bool is_const(const op_analysis *a, const char *name) { return op_graph_const(a->gr, name) != NULL; }
-
-/* Why a weight or bias of another type is left alone: its type, not a pattern the walk did not expect. */
-static const char *not_float32(int32_t dt) {
-  switch (dt) {
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return "weight is float16; only float32 weights are pruned";
-    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return "weight is bfloat16; only float32 weights are pruned";
-    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return "weight is float64; only float32 weights are pruned";
-    case ONNX__TENSOR_PROTO__DATA_TYPE__STRING: return "weight is a string tensor";
-    default: return "weight is not a float32 matrix initializer";
+/* The constant behind name, looking through Identity/Cast (weights held in Constant nodes are often
+ * read through one); NULL when it is computed. At most MAX_CONST_HOPS hops. */
+#define MAX_CONST_HOPS 4
+static Onnx__TensorProto *const_of(const op_analysis *a, const char *name) {
+  for (int hop = 0; hop <= MAX_CONST_HOPS; hop++) {
+    Onnx__TensorProto *t = op_graph_const(a->gr, name);
+    if (t) return t;
+    Onnx__NodeProto *p = op_graph_producer(a->gr, name);
+    if (!p || !(op_node_is(p, "Identity") || op_node_is(p, "Cast")) || p->n_input < 1) return NULL;
+    name = p->input[0];
   }
+  return NULL;
 }
 
-/* A float weight initializer of rank 2 used by one consumer only (tied weights cannot be pruned
- * on one side). */
+static bool is_const(const op_analysis *a, const char *name) { return const_of(a, name) != NULL; }
+
+/* Weight element types the passes read (scored in float32) and write back in their own type. */
+bool op_weight_dtype_ok(int32_t dt) {
+  return dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ||
+         dt == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
+}
+
+/* At most this many Identity/Cast nodes between a stored weight and its user: exporters emit one or
+ * two (paddle2onnx's Identity, a Cast of a float16 weight up to float32). */
+#define MAX_WEIGHT_HOPS 4
+
+const char *op_weight_source(const op_graph *gr, const char *name, Onnx__TensorProto **tensor) {
+  *tensor = NULL;
+  for (int hop = 0; hop <= MAX_WEIGHT_HOPS; hop++) {
+    op_value *v = op_graph_find(gr, name);
+    if (!v || v->graph_output || v->n_consumers != 1) return NULL; /* shared: never sliced under another user */
+    Onnx__TensorProto *t = op_graph_const(gr, name);
+    if (t) {
+      if (op_tensor_to_raw(t) != 0) return NULL;
+      *tensor = t;
+      return name;
+    }
+    Onnx__NodeProto *p = op_graph_producer(gr, name);
+    if (!p || !(op_node_is(p, "Identity") || op_node_is(p, "Cast")) || p->n_input < 1) return NULL;
+    name = p->input[0];
+  }
+  return NULL;
+}
+
+/* A float (32, 16 or bfloat16) rank-2 weight, stored as an initializer or a Constant node, possibly
+ * behind Identity/Cast, and used by one consumer only (tied weights cannot be pruned on one side). */
 static Onnx__TensorProto *weight_init(const op_analysis *a, const char *name, const char **why) {
-  op_value *v = op_graph_find(a->gr, name);
-  Onnx__TensorProto *t = op_graph_init(a->gr, name);
-  if (t && t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
-    *why = not_float32(t->data_type);
+  Onnx__TensorProto *t;
+  const char *src = op_weight_source(a->gr, name, &t);
+  if (!src) {
+    op_value *v = op_graph_find(a->gr, name);
+    Onnx__NodeProto *p = op_graph_producer(a->gr, name);
+    if (v && (v->n_consumers != 1 || v->graph_output)) *why = "weight is shared with other nodes";
+    else if (p && (op_node_is(p, "Slice") || op_node_is(p, "Gather") || op_node_is(p, "Split")) && const_of(a, p->input[0]))
+      *why = why_fmt((op_analysis *)a, "weight is cut at run time by %s '%s' from '%s' (an in-projection packed for "
+                     "q and k/v, as torch exports cross-attention)", p->op_type, op_node_name(p), p->input[0]);
+    else *why = "weight is not a constant matrix";
     return NULL;
   }
-  if (!t || t->n_dims != 2) {
-    *why = "weight is not a float32 matrix initializer";
-    return NULL;
-  }
-  if (v->n_consumers != 1 || v->graph_output) {
-    *why = "weight is shared with other nodes";
+  if (!op_weight_dtype_ok(t->data_type) || t->n_dims != 2) {
+    *why = "weight is not a float32/float16/bfloat16 matrix";
     return NULL;
   }
   return t;
+}
+
+/* The stored tensor of a weight or bias a projection names (initializer or Constant node). */
+Onnx__TensorProto *op_proj_tensor(const op_analysis *a, const char *name) {
+  return name ? op_graph_const(a->gr, name) : NULL;
 }
 
 /* Matches the MatMul/Gemm at node index mi as a linear layer with constant weights. */
@@ -96,21 +171,22 @@ static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **
   }
   Onnx__TensorProto *w = weight_init(a, wname, why);
   if (!w) return false;
-  p->w = w->name;
+  p->w = op_weight_source(a->gr, wname, &w);
+  p->dtype = w->data_type;
   p->w_out_major = trans;
   p->in = trans ? w->dims[1] : w->dims[0];
   p->out = trans ? w->dims[0] : w->dims[1];
   p->x = n->input[0];
   p->y = n->output[0];
   if (op_node_is(n, "Gemm") && n->n_input > 2 && n->input[2][0]) {
-    Onnx__TensorProto *c = op_graph_init(a->gr, n->input[2]);
-    op_value *cv = op_graph_find(a->gr, n->input[2]);
-    if (!c || c->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || op_tensor_numel(c) != p->out ||
-        op_node_attr_float(n, "beta", 1.f) != 1.f || cv->n_consumers != 1) {
-      *why = "Gemm bias is not a private float vector of the output width";
+    Onnx__TensorProto *c;
+    const char *src = op_weight_source(a->gr, n->input[2], &c);
+    if (!src || !op_weight_dtype_ok(c->data_type) || op_tensor_numel(c) != p->out ||
+        op_node_attr_float(n, "beta", 1.f) != 1.f) {
+      *why = "Gemm bias is not a private vector of the output width";
       return false;
     }
-    p->b = c->name;
+    p->b = src;
   }
   return true;
 }
@@ -127,22 +203,19 @@ static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, cons
   Onnx__NodeProto *n = node_at(a, v->producer);
   if (op_node_is(n, "Add") && n->n_input == 2) {
     for (int s = 0; s < 2; s++) {
-      Onnx__TensorProto *b = op_graph_init(a->gr, n->input[s]);
+      Onnx__TensorProto *b;
       op_value *mv = op_graph_find(a->gr, n->input[1 - s]);
-      if (!b || !mv || mv->producer < 0) continue;
+      if (!op_weight_source(a->gr, n->input[s], &b) || !mv || mv->producer < 0 || !op_weight_dtype_ok(b->data_type))
+        continue;
       Onnx__NodeProto *mm = node_at(a, mv->producer);
       if (!(op_node_is(mm, "MatMul") || op_node_is(mm, "Gemm")) || mv->n_consumers != 1 || mv->graph_output) continue;
-      if (b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
-        *why = not_float32(b->data_type);
-        return false;
-      }
       if (!match_linear(a, mv->producer, p, why)) return false;
-      if (p->b || op_tensor_numel(b) != p->out || (b->n_dims != 1) ||
-          op_graph_find(a->gr, b->name)->n_consumers != 1) {
+      const char *bsrc = op_weight_source(a->gr, n->input[s], &b);
+      if (p->b || !bsrc || op_tensor_numel(b) != p->out || b->n_dims != 1) {
         *why = "bias is not a private vector of the output width";
         return false;
       }
-      p->b = b->name;
+      p->b = bsrc;
       p->bias_node = v->producer;
       p->y = n->output[0];
       return true;
@@ -155,53 +228,121 @@ static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, cons
 
 /* ---- attention ---- */
 
+/* Is n one of ops, in ONNX's domain or ONNX Runtime's com.microsoft (FastGelu, BiasGelu, the fused
+ * attention and normalisation ops live there)? */
 static bool op_in(const Onnx__NodeProto *n, const char *const *ops) {
+  bool ms = n->domain && strcmp(n->domain, "com.microsoft") == 0;
   for (; *ops; ops++)
-    if (op_node_is(n, *ops)) return true;
+    if (op_node_is(n, *ops) || (ms && strcmp(n->op_type, *ops) == 0)) return true;
   return false;
 }
 
+/* Op sets of the attention walkers, each named once. */
 static const char *const SHAPING_OPS[] = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast",
                                           "Dropout", "Split", "Slice", "Gather", "Contiguous", NULL};
+static const char *const PART_OPS[] = {"Split", "Slice", "Gather", NULL}; /* take one part of a packed q|k|v */
+static const char *const REPEAT_OPS[] = {"Expand", "Tile", NULL};         /* repeat kv heads for the query heads */
+static const char *const RELAYOUT_OPS[] = {"Transpose", "Reshape", "Identity", "Cast", "Dropout", NULL};
+static const char *const PASS_OPS[] = {"Identity", "Cast", "Dropout", NULL}; /* values pass unchanged */
 
-/* Walks from t back to the projection that produced it through head-shaping ops and scalar
- * scaling; records Reshapes and Split/Slice/Gather nodes. */
-static bool walk_to_proj(op_analysis *a, const char *t, op_proj *p, op_int_vec *reshapes, op_int_vec *parts,
+static void push_site(op_attn *at, int node, op_site_role role, bool kv) {
+  for (size_t i = 0; i < at->sites.n; i++)
+    if (at->sites.v[i].node == node) return; /* a packed projection's Split is reached from q, k and v */
+  OP_VEC_PUSH(at->sites, ((op_site){node, role, kv}));
+}
+
+/* The tensor a half of rotate_half() was sliced from: Slice(x) or Neg(Slice(x)). */
+static const char *half_source(const op_analysis *a, const char *t) {
+  Onnx__NodeProto *p = op_graph_producer(a->gr, t);
+  if (p && op_node_is(p, "Neg")) p = op_graph_producer(a->gr, p->input[0]);
+  return p && op_node_is(p, "Slice") ? p->input[0] : NULL;
+}
+
+/* Rotary embedding x*cos + rotate_half(x)*sin, with rotate_half = Concat(Neg(Slice(x)), Slice(x)) in
+ * either order and cos/sin from anywhere: returns x, or NULL. Rotary acts within each head, so
+ * nothing in it changes when heads are removed. */
+static const char *rotary_input(const op_analysis *a, const Onnx__NodeProto *add) {
+  if (!op_node_is(add, "Add") || add->n_input != 2) return NULL;
+  for (int s = 0; s < 2; s++) {
+    Onnx__NodeProto *m1 = op_graph_producer(a->gr, add->input[s]), *m2 = op_graph_producer(a->gr, add->input[1 - s]);
+    if (!m1 || !m2 || !op_node_is(m1, "Mul") || !op_node_is(m2, "Mul") || m1->n_input != 2 || m2->n_input != 2)
+      continue;
+    for (int j = 0; j < 2; j++) {
+      Onnx__NodeProto *cat = op_graph_producer(a->gr, m2->input[j]);
+      if (!cat || !op_node_is(cat, "Concat") || cat->n_input != 2) continue;
+      const char *x = half_source(a, cat->input[0]), *y = half_source(a, cat->input[1]);
+      if (x && y && strcmp(x, y) == 0 && (strcmp(m1->input[0], x) == 0 || strcmp(m1->input[1], x) == 0)) return x;
+    }
+  }
+  return NULL;
+}
+
+/* Walks from t (an input of the score or context MatMul) back to the projection that produced it,
+ * through head shaping, scalar scaling, rotary embeddings and (on k/v) a repeat of the kv heads, and
+ * tags every node whose constants carry a head count. Reshapes met before the repeat (walking back)
+ * fold repeated kv heads into query heads; those after it split kv heads. At most MAX_WALK nodes:
+ * exporters' head shaping is a handful of nodes, a longer path is not attention. */
+static bool walk_to_proj(op_analysis *a, const char *t, bool kv_path, op_attn *at, op_proj *p, int *repeat,
                          const char **why) {
+  op_int_vec reshapes = {0};
+  bool ok = false;
+  *why = "no projection found on the q/k/v path";
   for (int step = 0; step < MAX_WALK; step++) {
-    const char *w;
-    if (match_proj_out(a, t, p, &w)) return true;
+    const char *w = "not a projection";
+    if (match_proj_out(a, t, p, &w)) {
+      ok = true;
+      break;
+    }
     op_value *v = op_graph_find(a->gr, t);
     if (!v || v->producer < 0) break;
     Onnx__NodeProto *n = node_at(a, v->producer);
-    if (op_node_is(n, "MatMul") || op_node_is(n, "Gemm") || strncmp(w, "weight is", 9) == 0) {
-      /* the projection is here but does not qualify: say why, not that the walk went on past it */
-      *why = w;
-      return false;
+    if (op_node_is(n, "Add") && n->n_input == 2 && strcmp(w, "not a projection") == 0)
+      for (int s = 0; s < 2; s++) { /* a biased projection whose weight or bias is no plain constant */
+        Onnx__NodeProto *mm = op_graph_producer(a->gr, n->input[s]);
+        op_proj tmp;
+        if (mm && (op_node_is(mm, "MatMul") || op_node_is(mm, "Gemm")) &&
+            !match_linear(a, op_graph_node_index(a->gr, mm), &tmp, &w))
+          break;
+        w = "not a projection";
+      }
+    if (strcmp(w, "not a projection") != 0) { /* a projection, but one that cannot be pruned: say why */
+      *why = why_fmt(a, "projection behind %s '%s': %s", n->op_type, op_node_name(n), w);
+      break;
     }
-    if (op_in(n, SHAPING_OPS)) {
-      if (op_node_is(n, "Reshape")) OP_VEC_PUSH(*reshapes, v->producer);
-      if (op_node_is(n, "Split") || op_node_is(n, "Slice") || op_node_is(n, "Gather")) OP_VEC_PUSH(*parts, v->producer);
+    const char *rot = rotary_input(a, n);
+    if (rot) {
+      at->rotary = true;
+      t = rot;
+    } else if (op_in(n, SHAPING_OPS)) {
+      if (op_node_is(n, "Reshape")) OP_VEC_PUSH(reshapes, v->producer);
+      if (op_in(n, PART_OPS)) push_site(at, v->producer, OP_SITE_PARTS, false);
+      t = n->input[0];
+    } else if (kv_path && op_in(n, REPEAT_OPS) && *repeat < 0) {
+      *repeat = v->producer;
+      push_site(at, v->producer, OP_SITE_REPEAT, true);
+      for (size_t i = 0; i < reshapes.n; i++) push_site(at, reshapes.v[i], OP_SITE_HEADS, false);
+      reshapes.n = 0;
       t = n->input[0];
     } else if ((op_node_is(n, "Mul") || op_node_is(n, "Div")) && n->n_input == 2 && is_const(a, n->input[1]) &&
-               op_tensor_numel(op_graph_const(a->gr, n->input[1])) == 1) {
+               op_tensor_numel(const_of(a, n->input[1])) == 1) {
       t = n->input[0];
     } else if (op_node_is(n, "Mul") && n->n_input == 2 && is_const(a, n->input[0]) &&
-               op_tensor_numel(op_graph_const(a->gr, n->input[0])) == 1) {
+               op_tensor_numel(const_of(a, n->input[0])) == 1) {
       t = n->input[1];
     } else {
-      *why = "unexpected op on the q/k/v path";
-      return false;
+      *why = why_fmt(a, "unexpected %s '%s' on the path", n->op_type, op_node_name(n));
+      break;
     }
   }
-  *why = "no projection found on the q/k/v path";
-  return false;
+  for (size_t i = 0; ok && i < reshapes.n; i++) push_site(at, reshapes.v[i], OP_SITE_SPLIT, kv_path);
+  free(reshapes.v);
+  return ok;
 }
 
 /* The MatMul computing attention scores behind t (through scaling, mask Add, Where, Cast). */
 static int find_score_matmul(const op_analysis *a, const char *t, int depth) {
   op_value *v = op_graph_find(a->gr, t);
-  if (!v || v->producer < 0 || depth > 6) return -1;
+  if (!v || v->producer < 0 || depth > MAX_SCORE_DEPTH) return -1;
   Onnx__NodeProto *n = node_at(a, v->producer);
   if (op_node_is(n, "MatMul")) return !is_const(a, n->input[0]) && !is_const(a, n->input[1]) ? v->producer : -1;
   static const char *const through[] = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", NULL};
@@ -236,7 +377,7 @@ static void collect_region(op_analysis *a, op_attn *at) {
   int ns = at->packed ? 1 : 3;
   for (int i = 0; i < ns; i++) start[i] = at->qkv[i].y;
   for (int i = 0; i < ns; i++) OP_VEC_PUSH(at->region, start[i]);
-  for (size_t k = 0; k < at->region.n && k < 4096; k++) {
+  for (size_t k = 0; k < at->region.n && k < MAX_REGION; k++) {
     op_value *v = op_graph_find(a->gr, at->region.v[k]);
     for (size_t c = 0; v && c < v->n_consumers; c++) {
       int ci = v->consumers[c];
@@ -256,7 +397,7 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
   op_name_vec todo = {0};
   /* the score path: forward from q.k to the Softmax */
   const char *t = a->gr->g->node[qk]->output[0];
-  for (int step = 0; step < 8; step++) {
+  for (int step = 0; step < MAX_SCORE_STEPS; step++) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, t, &ci);
     if (!c || ci == at->softmax) break;
@@ -266,12 +407,12 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
   }
   static const char *const through[] = {"Reshape", "Expand", "Cast", "Where", "Mul", "Sub", "Add", "Unsqueeze",
                                         "Not", "Identity", NULL};
-  for (size_t k = 0; k < todo.n && k < 32; k++) {
+  for (size_t k = 0; k < todo.n && k < MAX_MASK_INPUTS; k++) {
     Onnx__NodeProto *n = op_graph_producer(a->gr, todo.v[k]);
     if (!n || !op_in(n, through)) continue;
     int ni = op_graph_node_index(a->gr, n);
     if (op_node_is(n, "Reshape") || op_node_is(n, "Expand")) {
-      if (!op_int_vec_has(&at->mask_nodes, ni)) OP_VEC_PUSH(at->mask_nodes, ni);
+      push_site(at, ni, OP_SITE_MASK, false);
       OP_VEC_PUSH(todo, n->input[0]);
       continue;
     }
@@ -282,11 +423,48 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
 }
 
 static void attn_free(op_attn *at) {
-  free(at->mask_nodes.v);
-  free(at->split_reshapes.v);
-  free(at->merge_reshapes.v);
-  free(at->path_nodes.v);
+  free(at->sites.v);
   free(at->region.v);
+}
+
+/* k/v heads: as many as q's, or fewer (grouped / multi-query) and repeated for the query heads by
+ * an Expand (head h reads kv head h / rep) or a Tile (h reads h % KV) on both the k and v paths. */
+static bool match_kv_heads(op_analysis *a, const Onnx__NodeProto *sm, op_attn *at, const int *repeat) {
+  int64_t Ekv = at->packed ? at->qkv[0].out / 3 : at->qkv[1].out, d = at->head_dim;
+  if (Ekv % d || !Ekv || at->heads % (Ekv / d)) {
+    unmatched(a, sm, "k/v width %lld is not a whole number of %lld-wide heads dividing %lld query heads",
+              (long long)Ekv, (long long)d, (long long)at->heads);
+    return false;
+  }
+  at->kv_heads = Ekv / d;
+  at->kv_map = OP_KV_SAME;
+  if (at->kv_heads == at->heads) return true;
+  if (at->packed) {
+    unmatched(a, sm, "packed q|k|v with fewer kv heads than query heads");
+    return false;
+  }
+  if (repeat[1] < 0 || repeat[2] < 0) {
+    unmatched(a, sm, "%lld kv heads for %lld query heads, but no Expand or Tile repeats the %s heads",
+              (long long)at->kv_heads, (long long)at->heads, repeat[1] < 0 ? "k" : "v");
+    return false;
+  }
+  bool tile = op_node_is(node_at(a, repeat[1]), "Tile");
+  if (tile != op_node_is(node_at(a, repeat[2]), "Tile")) {
+    unmatched(a, sm, "k and v heads are repeated differently (Expand on one, Tile on the other)");
+    return false;
+  }
+  at->kv_map = tile && at->kv_heads > 1 ? OP_KV_TILED : OP_KV_INTERLEAVED;
+  for (size_t i = 0; i < at->sites.n; i++) {
+    const op_site *s = &at->sites.v[i];
+    int64_t n;
+    if (s->role == OP_SITE_SPLIT && s->kv && (n = op_shape_infer_heads(a->gr, node_at(a, s->node), Ekv)) &&
+        n != at->kv_heads) {
+      unmatched(a, sm, "Reshape '%s' splits k/v into %lld heads, the widths say %lld", op_node_name(node_at(a, s->node)),
+                (long long)n, (long long)at->kv_heads);
+      return false;
+    }
+  }
+  return true;
 }
 
 static bool match_attention(op_analysis *a, int si, op_attn *at) {
@@ -302,12 +480,12 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
   /* probabilities -> MatMul(probs, v) */
   const char *probs = sm->output[0];
   int av = -1;
-  for (int step = 0; step < 4 && av < 0; step++) {
+  for (int step = 0; step < MAX_PROBS_STEPS && av < 0; step++) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, probs, &ci);
     if (!c) break;
     if (op_node_is(c, "MatMul") && strcmp(c->input[0], probs) == 0) av = ci;
-    else if (op_node_is(c, "Dropout") || op_node_is(c, "Cast") || op_node_is(c, "Identity")) probs = c->output[0];
+    else if (op_in(c, PASS_OPS)) probs = c->output[0];
     else break;
   }
   if (av < 0) {
@@ -317,8 +495,9 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
   Onnx__NodeProto *qkn = node_at(a, qk), *avn = node_at(a, av);
   const char *paths[3] = {qkn->input[0], qkn->input[1], avn->input[1]};
   static const char *const role[3] = {"q", "k", "v"};
+  int repeat[3] = {-1, -1, -1};
   for (int i = 0; i < 3; i++) {
-    if (!walk_to_proj(a, paths[i], &at->qkv[i], &at->split_reshapes, &at->path_nodes, &why)) {
+    if (!walk_to_proj(a, paths[i], i > 0, at, &at->qkv[i], &repeat[i], &why)) {
       unmatched(a, sm, "%s path: %s", role[i], why);
       goto fail;
     }
@@ -333,8 +512,8 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
              at->qkv[0].node == at->qkv[2].node) {
     unmatched(a, sm, "q, k and v share some but not all projections");
     goto fail;
-  } else if (at->qkv[0].out != at->qkv[1].out || at->qkv[1].out != at->qkv[2].out) {
-    unmatched(a, sm, "q, k, v widths differ (grouped-query attention is not supported)");
+  } else if (at->qkv[1].out != at->qkv[2].out) {
+    unmatched(a, sm, "k and v widths differ (%lld and %lld)", (long long)at->qkv[1].out, (long long)at->qkv[2].out);
     goto fail;
   }
   for (int i = 1; i < 3; i++)
@@ -346,11 +525,11 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
   /* context -> merge heads -> output projection */
   const char *t = avn->output[0];
   bool found_out = false;
-  for (int step = 0; step < 8 && !found_out; step++) {
+  for (int step = 0; step < MAX_MERGE_STEPS && !found_out; step++) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, t, &ci);
     if (!c) break;
-    if (op_node_is(c, "Reshape")) OP_VEC_PUSH(at->merge_reshapes, ci);
+    if (op_node_is(c, "Reshape")) push_site(at, ci, OP_SITE_MERGE, false);
     if ((op_node_is(c, "MatMul") || op_node_is(c, "Gemm")) && strcmp(c->input[0], t) == 0) {
       if (!match_linear(a, ci, &at->out, &why)) {
         unmatched(a, sm, "output projection: %s", why);
@@ -363,8 +542,7 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
           with_bias.node == ci)
         at->out = with_bias;
       found_out = true;
-    } else if (op_node_is(c, "Transpose") || op_node_is(c, "Reshape") || op_node_is(c, "Identity") ||
-               op_node_is(c, "Cast") || op_node_is(c, "Dropout")) {
+    } else if (op_in(c, RELAYOUT_OPS)) {
       t = c->output[0];
     } else {
       break;
@@ -378,13 +556,15 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     unmatched(a, sm, "output projection reads %lld values, q/k/v give %lld", (long long)at->out.in, (long long)E);
     goto fail;
   }
-  for (size_t i = 0; i < at->split_reshapes.n && !at->heads; i++)
-    at->heads = op_shape_infer_heads(a->gr, node_at(a, at->split_reshapes.v[i]), E);
+  for (size_t i = 0; i < at->sites.n && !at->heads; i++)
+    if (at->sites.v[i].role == OP_SITE_SPLIT && !at->sites.v[i].kv)
+      at->heads = op_shape_infer_heads(a->gr, node_at(a, at->sites.v[i].node), E);
   if (!at->heads) {
     unmatched(a, sm, "cannot read the number of heads from the head-split Reshape");
     goto fail;
   }
   at->head_dim = E / at->heads;
+  if (!match_kv_heads(a, sm, at, repeat)) goto fail;
   collect_region(a, at);
   collect_mask_nodes(a, at, qk);
   return true;
@@ -398,10 +578,10 @@ fail:
 static const char *const ELEMENTWISE_OPS[] = {"Add", "Sub", "Mul", "Div", "Pow", "Erf", "Tanh", "Sigmoid",
                                               "Relu", "Gelu", "FastGelu", "LeakyRelu", "Elu", "Selu", "Softplus",
                                               "HardSigmoid", "HardSwish", "Clip", "Cast", "Identity", "Neg",
-                                              "Mish", "Dropout", NULL};
+                                              "Mish", "Dropout", "BiasGelu", "QuickGelu", NULL};
 static const char *const NONLINEAR_OPS[] = {"Erf", "Tanh", "Sigmoid", "Relu", "Gelu", "FastGelu", "LeakyRelu",
                                             "Elu", "Selu", "Softplus", "HardSigmoid", "HardSwish", "Clip", "Mish",
-                                            NULL};
+                                            "BiasGelu", "QuickGelu", NULL};
 
 static bool has_op(const op_analysis *a, const op_int_vec *nodes, const char *op) {
   for (size_t i = 0; i < nodes->n; i++)
@@ -458,7 +638,9 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
     }
     op_value *v = op_graph_find(a->gr, t);
     if (!v || v->producer < 0 || !op_in(node_at(a, v->producer), ELEMENTWISE_OPS)) {
-      *why = "a non-element-wise op sits between the projections";
+      *why = v && v->producer >= 0 ? why_fmt(a, "%s '%s' between the projections is not element-wise",
+                                             node_at(a, v->producer)->op_type, op_node_name(node_at(a, v->producer)))
+                                   : "the activation does not come from an up projection";
       ok = false;
       break;
     }
@@ -467,10 +649,10 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
     OP_VEC_PUSH(f->region, v->producer);
     for (size_t i = 0; i < n->n_input; i++) {
       if (!n->input[i][0]) continue;
-      Onnx__TensorProto *c = op_graph_const(a->gr, n->input[i]);
+      Onnx__TensorProto *c = const_of(a, n->input[i]);
       if (c) {
         if (op_tensor_numel(c) != 1) {
-          *why = "activation uses a per-neuron constant";
+          *why = why_fmt(a, "%s '%s' in the activation uses a per-neuron constant", n->op_type, op_node_name(n));
           ok = false;
         }
         continue;
@@ -514,6 +696,94 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
   return ok;
 }
 
+/* ---- forms not (yet) recognised: said, never skipped silently ---- */
+
+/* Operators that mean the weights are already quantised, by form. */
+static const struct {
+  const char *op, *form;
+} QUANTISED_OPS[] = {
+    {"DequantizeLinear", "QDQ"},         {"QuantizeLinear", "QDQ"},          {"DynamicQuantizeLinear", "QDQ"},
+    {"QLinearMatMul", "QOperator"},      {"QLinearConv", "QOperator"},       {"MatMulInteger", "QOperator"},
+    {"ConvInteger", "QOperator"},        {"QAttention", "QOperator"},        {"QGemm", "QOperator"},
+    {"DynamicQuantizeMatMul", "QOperator"}, {"MatMulIntegerToFloat", "QOperator"}, {"QLinearAdd", "QOperator"},
+    {"MatMulNBits", "MatMulNBits"},      {"GatherBlockQuantized", "MatMulNBits"}, {"MatMulBnb4", "MatMulNBits"},
+};
+
+/* "QDQ: 12 nodes, first DequantizeLinear 'x'" when the model is already quantised, else NULL. */
+char *op_quantized_form(const op_graph *gr) {
+  int count = 0;
+  const Onnx__NodeProto *first = NULL;
+  const char *form = NULL;
+  for (size_t i = 0; i < gr->g->n_node; i++)
+    for (size_t k = 0; k < sizeof QUANTISED_OPS / sizeof *QUANTISED_OPS; k++)
+      if (strcmp(gr->g->node[i]->op_type, QUANTISED_OPS[k].op) == 0 &&
+          (op_node_is(gr->g->node[i], QUANTISED_OPS[k].op) ||
+           (gr->g->node[i]->domain && strcmp(gr->g->node[i]->domain, "com.microsoft") == 0))) {
+        if (!count++) first = gr->g->node[i], form = QUANTISED_OPS[k].form;
+        break;
+      }
+  if (!count) return NULL;
+  size_t n = strlen(form) + strlen(first->op_type) + strlen(op_node_name(first)) + 64;
+  char *s = op_xmalloc(n);
+  snprintf(s, n, "%s (%d quantisation nodes, the first %s '%s')", form, count, first->op_type, op_node_name(first));
+  return s;
+}
+
+/* Fused attention operators (ONNX Runtime's com.microsoft ones, and ONNX's own Attention). */
+static const char *const FUSED_ATTENTION_OPS[] = {"Attention", "MultiHeadAttention", "GroupQueryAttention",
+                                                  "PackedAttention", "PackedMultiHeadAttention",
+                                                  "DecoderMaskedMultiHeadAttention", "DecoderMaskedSelfAttention",
+                                                  "LongformerAttention", "SparseAttention", "PagedAttention", NULL};
+
+static void report_fused_attention(op_analysis *a) {
+  for (size_t i = 0; i < a->gr->g->n_node; i++) {
+    Onnx__NodeProto *n = node_at(a, i);
+    if (op_in(n, FUSED_ATTENTION_OPS) && ++a->unmatched_attn)
+      unmatched(a, n, "fused attention operator %s%s%s is not supported: its heads are left as they are",
+                n->domain && n->domain[0] ? n->domain : "", n->domain && n->domain[0] ? "." : "", n->op_type);
+  }
+}
+
+/* Does the linear layer at di look like an FFN's down projection: its input comes, through at most a
+ * few element-wise ops (MAX_ACT_WALK: activations are short chains), from a nonlinearity fed by
+ * another MatMul/Gemm, and its output joins a residual Add or SkipLayerNormalization? Then a
+ * failed match is worth a reason; a classifier head (no residual) is not. */
+#define MAX_ACT_WALK 12
+static bool looks_like_ffn(const op_analysis *a, int di) {
+  Onnx__NodeProto *d = node_at(a, di);
+  if (d->n_input < 2) return false;
+  bool nonlinear = false, up = false;
+  op_name_vec todo = {0};
+  OP_VEC_PUSH(todo, d->input[0]);
+  for (size_t k = 0; k < todo.n && k < MAX_ACT_WALK && !up; k++) {
+    Onnx__NodeProto *p = op_graph_producer(a->gr, todo.v[k]);
+    if (!p) continue;
+    static const char *const linear[] = {"MatMul", "Gemm", "FusedMatMul", NULL};
+    if (op_in(p, linear)) {
+      up = nonlinear;
+      continue;
+    }
+    if (!op_in(p, ELEMENTWISE_OPS)) continue;
+    nonlinear |= op_in(p, NONLINEAR_OPS);
+    for (size_t i = 0; i < p->n_input; i++)
+      if (p->input[i][0] && !is_const(a, p->input[i])) OP_VEC_PUSH(todo, p->input[i]);
+  }
+  free(todo.v);
+  if (!up) return false;
+  const char *t = d->output[0];
+  for (int step = 0; step < 3; step++) { /* bias Add, then the residual */
+    Onnx__NodeProto *c = real_consumer(a, t, NULL);
+    if (!c) return false;
+    static const char *const skip_norm[] = {"SkipLayerNormalization", "SkipSimplifiedLayerNormalization", NULL};
+    if (op_in(c, skip_norm)) return true;
+    if (!op_node_is(c, "Add")) return false;
+    const char *other = strcmp(c->input[0], t) == 0 ? c->input[1] : c->input[0];
+    if (!is_const(a, other)) return true;
+    t = c->output[0];
+  }
+  return false;
+}
+
 /* ---- residual blocks ---- */
 
 static const char *const NORM_OPS[] = {"ReduceMean", "Sub", "Pow", "Add", "Sqrt", "Div", "Mul", "Cast",
@@ -524,15 +794,14 @@ static const char *const NORM_OPS[] = {"ReduceMean", "Sub", "Pow", "Add", "Sqrt"
  * normalisation lies on the way. */
 static bool reaches_back(const op_analysis *a, const char *x, const char *r, int depth, bool *norm) {
   if (strcmp(x, r) == 0) return true;
-  if (depth > 14) return false;
+  if (depth > MAX_NORM_DEPTH) return false;
   Onnx__NodeProto *n = op_graph_producer(a->gr, x);
-  if (!n || !(op_in(n, NORM_OPS) || op_node_is(n, "Transpose") || op_node_is(n, "Reshape"))) return false;
+  if (!n || !(op_in(n, NORM_OPS) || op_in(n, RELAYOUT_OPS))) return false;
   for (size_t i = 0; i < n->n_input; i++) {
     if (!n->input[i][0] || is_const(a, n->input[i])) continue;
     if (reaches_back(a, n->input[i], r, depth + 1, norm)) {
       /* anything but re-layout between the stream and the block input is the block's own norm */
-      if (!(op_node_is(n, "Transpose") || op_node_is(n, "Reshape") || op_node_is(n, "Identity") ||
-            op_node_is(n, "Cast")))
+      if (!op_in(n, RELAYOUT_OPS))
         *norm = true;
       return true;
     }
@@ -546,7 +815,7 @@ static const char *norm_end(const op_analysis *a, const char *t) {
   op_int_vec nodes = {0};
   OP_VEC_PUSH(region, t);
   const char *end = NULL;
-  for (size_t k = 0; k < region.n && k < 64; k++) {
+  for (size_t k = 0; k < region.n && k < MAX_NORM_NODES; k++) {
     op_value *v = op_graph_find(a->gr, region.v[k]);
     for (size_t c = 0; v && c < v->n_consumers; c++) {
       Onnx__NodeProto *n = node_at(a, v->consumers[c]);
@@ -582,7 +851,7 @@ static const char *norm_end(const op_analysis *a, const char *t) {
 /* Finds the residual Add that the block output y flows into, for a block reading x. */
 static bool find_residual(op_analysis *a, const char *x, const char *y, op_block *blk) {
   const char *t = y;
-  for (int step = 0; step < 6; step++) {
+  for (int step = 0; step < MAX_RESIDUAL_STEPS; step++) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, t, &ci);
     if (!c) return false;
@@ -603,8 +872,7 @@ static bool find_residual(op_analysis *a, const char *x, const char *y, op_block
       }
       return true;
     }
-    if (!(op_node_is(c, "Reshape") || op_node_is(c, "Transpose") || op_node_is(c, "Dropout") ||
-          op_node_is(c, "Identity") || op_node_is(c, "Cast")))
+    if (!op_in(c, RELAYOUT_OPS))
       return false;
     t = c->output[0];
   }
@@ -619,14 +887,14 @@ static int cmp_blocks(const void *x, const void *y) {
 /* ---- parameters ---- */
 
 static int64_t init_params(const op_analysis *a, const char *name) {
-  Onnx__TensorProto *t = name ? op_graph_init(a->gr, name) : NULL;
+  Onnx__TensorProto *t = op_proj_tensor(a, name);
   return t && op_dtype_is_float(t->data_type) ? op_tensor_numel(t) : 0;
 }
 
 int64_t op_proj_params(const op_analysis *a, const op_proj *p) { return init_params(a, p->w) + init_params(a, p->b); }
 
 static void count_params(op_analysis *a) {
-  a->params_total = op_model_param_count(a->model);
+  a->params_total = op_graph_param_count(a->model->proto->graph);
   for (size_t i = 0; i < a->attn.n; i++) {
     const op_attn *at = &a->attn.v[i];
     for (int k = 0; k < (at->packed ? 1 : 3); k++) a->params_attn += op_proj_params(a, &at->qkv[k]);
@@ -640,9 +908,27 @@ static void count_params(op_analysis *a) {
   Onnx__GraphProto *g = a->gr->g;
   for (size_t i = 0; i < g->n_node; i++)
     if (op_node_is(g->node[i], "Gather")) {
-      Onnx__TensorProto *t = op_graph_init(a->gr, g->node[i]->input[0]);
+      Onnx__TensorProto *t = const_of(a, g->node[i]->input[0]);
       if (t && t->n_dims == 2 && op_dtype_is_float(t->data_type)) a->params_embed += op_tensor_numel(t);
     }
+}
+
+int64_t op_graph_param_count(const Onnx__GraphProto *g) {
+  int64_t n = 0;
+  for (size_t i = 0; i < g->n_initializer; i++)
+    if (op_dtype_is_float(g->initializer[i]->data_type)) n += op_tensor_numel(g->initializer[i]);
+  for (size_t i = 0; i < g->n_node; i++) {
+    if (!op_node_is(g->node[i], "Constant")) continue;
+    Onnx__AttributeProto *v = op_node_attr(g->node[i], "value");
+    int64_t k = v && v->t && op_dtype_is_float(v->t->data_type) ? op_tensor_numel(v->t) : 0;
+    if (k > 1) n += k; /* scalars are arithmetic (an epsilon, a scale), not weights */
+  }
+  return n;
+}
+
+const char *op_attn_kind(const op_attn *at) {
+  if (at->kv_heads == at->heads) return "self";
+  return at->kv_heads == 1 ? "multi-query" : "grouped";
 }
 
 const op_attn *op_layer_attn(const op_analysis *a, int layer) {
@@ -666,12 +952,17 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
   a->model = m;
   a->opset = opset;
   a->gr = op_graph_build(m->proto->graph);
+  a->quantized = op_quantized_form(a->gr);
   Onnx__GraphProto *g = m->proto->graph;
   bool *used = op_xcalloc(g->n_node, sizeof *used); /* projections already claimed by attention */
   for (size_t i = 0; i < g->n_node; i++) {
     if (!op_node_is(g->node[i], "Softmax")) continue;
     op_attn at;
-    if (!match_attention(a, (int)i, &at)) continue;
+    size_t before = a->unmatched.n;
+    if (!match_attention(a, (int)i, &at)) {
+      a->unmatched_attn += a->unmatched.n > before;
+      continue;
+    }
     op_block blk = {.kind = OP_BLOCK_ATTN, .index = (int)a->attn.n};
     if (!find_residual(a, at.qkv[0].x, at.out.y, &blk)) {
       unmatched(a, g->node[i], "attention output does not join a residual connection");
@@ -694,7 +985,10 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     if (used[i] || !(op_node_is(g->node[i], "MatMul") || op_node_is(g->node[i], "Gemm"))) continue;
     op_ffn f;
     const char *why = "";
-    if (!match_ffn(a, (int)i, &f, &why)) continue;
+    if (!match_ffn(a, (int)i, &f, &why)) {
+      if (looks_like_ffn(a, (int)i)) unmatched(a, g->node[i], "FFN down projection: %s", why);
+      continue;
+    }
     op_block blk = {.kind = OP_BLOCK_FFN, .index = (int)a->ffn.n};
     if (!find_residual(a, f.up[0].x, f.down.y, &blk)) { /* a classifier head, not a transformer FFN */
       free(f.region.v);
@@ -713,7 +1007,8 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     OP_VEC_PUSH(a->blocks, blk);
   }
   free(used);
-  if (a->blocks.n) qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks); /* qsort(NULL, 0) is UB */
+  report_fused_attention(a);
+  if (a->blocks.n) qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks); /* qsort(NULL, 0) is undefined */
   for (size_t i = 0; i < a->blocks.n; i++) {
     op_layer L = {-1, -1};
     op_block *b = &a->blocks.v[i];
@@ -741,6 +1036,8 @@ void op_analysis_free(op_analysis *a) {
   free(a->layers.v);
   free(a->unmatched.v);
   op_graph_free(a->gr);
+  free(a->why);
+  free(a->quantized);
   free(a);
 }
 

@@ -64,6 +64,10 @@ static bool view_shape(const op_graph *gr, const char *shape, shape_view *v) {
     return true;
   }
   Onnx__NodeProto *c = op_graph_producer(gr, shape);
+  /* torch's expand() flattens its Concat with Reshape(-1) before the Where that resolves -1s */
+  if (c && op_node_is(c, "Reshape") && c->n_input == 2 && const_ints(gr, c->input[1], vals, 1, NULL) == 1 &&
+      vals[0] == -1)
+    c = op_graph_producer(gr, c->input[0]);
   if (!c || !op_node_is(c, "Concat")) return false;
   v->concat = c;
   for (size_t s = 0; s < c->n_input; s++) {
@@ -181,39 +185,65 @@ static void set_input_like(op_graph *gr, Onnx__NodeProto *node, int slot, const 
   op_node_set_input(node, (size_t)slot, op_graph_add_init(gr, t));
 }
 
-static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot, op_shape_role role, int64_t H,
-                               int64_t H2, int64_t d, const op_name_vec *region, op_error *err);
+static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot, op_site_role role, bool kv,
+                               const op_head_counts *c, const op_name_vec *region, op_error *err);
 
-int op_shape_rewrite(op_graph *gr, Onnx__NodeProto *reshape, op_shape_role role, int64_t H, int64_t H2, int64_t d,
-                     const op_name_vec *region, op_error *err) {
+int op_shape_rewrite(op_graph *gr, const op_site *site, const op_head_counts *c, const op_name_vec *region,
+                     op_error *err) {
+  Onnx__NodeProto *reshape = gr->g->node[site->node];
   if (reshape->n_input < 2)
     return op_fail(err, OP_UNSUPPORTED, "node '%s': cannot read its target shape", op_node_name(reshape));
-  /* a mask shape chosen by Where(cond, a, b) (torch's expand(-1, H, -1, -1)): both candidates */
-  Onnx__NodeProto *w = role == OP_SHAPE_MASK ? op_graph_producer(gr, reshape->input[1]) : NULL;
+  /* a shape chosen by Where(cond, a, b) (torch's expand(-1, H, -1, -1)): both candidates */
+  Onnx__NodeProto *w = site->role == OP_SITE_MASK || site->role == OP_SITE_REPEAT
+                           ? op_graph_producer(gr, reshape->input[1])
+                           : NULL;
   if (w && op_node_is(w, "Where") && w->n_input == 3)
-    return rewrite_shape_input(gr, w, 1, role, H, H2, d, region, err) ||
-           rewrite_shape_input(gr, w, 2, role, H, H2, d, region, err);
-  return rewrite_shape_input(gr, reshape, 1, role, H, H2, d, region, err);
+    return rewrite_shape_input(gr, w, 1, site->role, site->kv, c, region, err) ||
+           rewrite_shape_input(gr, w, 2, site->role, site->kv, c, region, err);
+  return rewrite_shape_input(gr, reshape, 1, site->role, site->kv, c, region, err);
 }
 
-static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot, op_shape_role role, int64_t H,
-                               int64_t H2, int64_t d, const op_name_vec *region, op_error *err) {
+/* The kv-head repeat: Expand [.., KV, rep, S, d] (both may change) or Tile repeats [.., rep, ..]. */
+static void rewrite_repeat(const shape_view *v, const op_head_counts *c, bool tile, int64_t *newv, bool *changed) {
+  int64_t rep = c->H / c->kv, rep2 = c->H2 / c->kv2;
+  for (int i = 0; i < v->n; i++) {
+    if (tile) {
+      if (v->e[i].is_const && v->e[i].value == rep && rep > 1) newv[i] = rep2, changed[i] = rep != rep2;
+    } else if (i + 1 < v->n && (!v->e[i].is_const || v->e[i].value == c->kv) && v->e[i + 1].is_const &&
+               v->e[i + 1].value == rep) { /* the kv count may be read from k's shape: it follows by itself */
+      if (v->e[i].is_const) newv[i] = c->kv2, changed[i] = c->kv != c->kv2;
+      newv[i + 1] = rep2, changed[i + 1] = rep != rep2;
+      return;
+    }
+  }
+  /* one kv head broadcast straight to [B, H, S, d]: the repeat count is the head count */
+  if (!tile && c->kv == 1) rewrite_repeat(v, c, true, newv, changed);
+}
+
+static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot, op_site_role role, bool kv,
+                               const op_head_counts *c, const op_name_vec *region, op_error *err) {
   shape_view v;
   if (!view_shape(gr, reshape->input[slot], &v)) {
-    if (role == OP_SHAPE_MASK) return 0; /* a computed mask shape (ConstantOfShape, ...) carries no head count */
+    /* a computed shape (ConstantOfShape, ...) carries no head count */
+    if (role == OP_SITE_MASK || role == OP_SITE_REPEAT) return 0;
     return op_fail(err, OP_UNSUPPORTED, "node '%s': cannot read its target shape", op_node_name(reshape));
   }
+  int64_t H = kv ? c->kv : c->H, H2 = kv ? c->kv2 : c->H2, d = c->d;
   int64_t E = H * d, E2 = H2 * d;
   int64_t newv[MAX_ELEMS];
   bool changed[MAX_ELEMS] = {false};
   /* [.., H, d] or [.., H, -1]: only then is the element before the last the head count */
   const elem *tail = v.n ? &v.e[v.n - 1] : NULL;
   bool split_tail_ok = tail && (!tail->is_const || tail->value == d || tail->value == -1);
-  for (int i = 0; i < v.n; i++) {
+  if (role == OP_SITE_REPEAT) {
+    for (int i = 0; i < v.n; i++) newv[i] = v.e[i].value;
+    rewrite_repeat(&v, c, op_node_is(reshape, "Tile"), newv, changed);
+  }
+  for (int i = 0; i < v.n && role != OP_SITE_REPEAT; i++) {
     elem *e = &v.e[i];
     int from_end = v.n - i;
     newv[i] = e->value;
-    if (role == OP_SHAPE_MERGE && from_end == 1 && !(e->is_const && e->value <= 0)) {
+    if (role == OP_SITE_MERGE && from_end == 1 && !(e->is_const && e->value <= 0)) {
       newv[i] = E2; /* the merged width feeds the output projection: it is E2 whatever it was */
       changed[i] = true;
       continue;
@@ -225,10 +255,13 @@ static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot,
     } else if (e->value == 3 * E) {
       newv[i] = 3 * E2;
       changed[i] = true;
-    } else if (role == OP_SHAPE_SPLIT && from_end == 2 && e->value == H && split_tail_ok) {
+    } else if (role == OP_SITE_SPLIT && from_end == 2 && e->value == H && split_tail_ok) {
       newv[i] = H2;
       changed[i] = true;
-    } else if (role == OP_SHAPE_MASK && v.n == 4 && i == 1 && e->value == H) { /* [B, H, Sq, Sk] */
+    } else if (role == OP_SITE_HEADS && from_end >= 2 && e->value == H) { /* [B, H, S, d] */
+      newv[i] = H2;
+      changed[i] = true;
+    } else if (role == OP_SITE_MASK && v.n == 4 && i == 1 && e->value == H) { /* [B, H, Sq, Sk] */
       newv[i] = H2;
       changed[i] = true;
     }
@@ -248,16 +281,19 @@ static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot,
     }
   }
   /* dynamic elements: B*H and E/H constants */
-  for (int i = 0; i < v.n; i++) {
+  for (int i = 0; i < v.n && role != OP_SITE_REPEAT; i++) {
     if (v.e[i].is_const || changed[i]) continue;
     leaf lv[MAX_LEAVES];
     int nl = 0;
     collect_leaves(gr, v.e[i].src, region, lv, &nl, 0);
     for (int k = 0; k < nl; k++) {
       bool rewrite = lv[k].value == H && (!lv[k].is_div || lv[k].from_region);
+      /* repeated kv heads folded as (kv heads read from the shape) * rep */
+      int64_t rep = c->H / c->kv, rep2 = c->H2 / c->kv2, to = H2;
+      if (!rewrite && role == OP_SITE_HEADS && !lv[k].is_div && lv[k].value == rep && rep != H) rewrite = true, to = rep2;
       if (!rewrite) continue;
-      Onnx__TensorProto *c = op_graph_const(gr, lv[k].node->input[lv[k].slot]);
-      set_input_like(gr, lv[k].node, lv[k].slot, c, &H2, 1);
+      Onnx__TensorProto *ct = op_graph_const(gr, lv[k].node->input[lv[k].slot]);
+      set_input_like(gr, lv[k].node, lv[k].slot, ct, &to, 1);
     }
   }
   return 0;

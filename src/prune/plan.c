@@ -19,6 +19,8 @@ op_prune_config *op_prune_config_new(void) {
   op_prune_config *c = op_xcalloc(1, sizeof *c);
   c->head_sparsity = c->ffn_sparsity = c->width = -1;
   c->ffn_size = c->num_heads = -1;
+  c->kv_head_sparsity = -1;
+  c->num_kv_heads = -1;
   c->importance = OP_IMP_L2;
   c->samples = 256;
   c->batch = 8;
@@ -32,6 +34,7 @@ void op_prune_config_free(op_prune_config *c) {
   for (size_t i = 0; i < c->layers.n; i++) {
     free(c->layers.v[i].heads.v);
     free(c->layers.v[i].neurons.v);
+    free(c->layers.v[i].kv_heads.v);
   }
   free(c->layers.v);
   free(c->keep_layers.v);
@@ -83,6 +86,9 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
   if (strcmp(key, "width") == 0) return parse_fraction(key, value, 0, true, 1, false, &c->width, err);
   if (strcmp(key, "ffn_size") == 0) return parse_count(key, value, 1, &c->ffn_size, err);
   if (strcmp(key, "num_heads") == 0) return parse_count(key, value, 1, &c->num_heads, err);
+  if (strcmp(key, "kv_head_sparsity") == 0)
+    return parse_fraction(key, value, 0, false, 1, true, &c->kv_head_sparsity, err);
+  if (strcmp(key, "num_kv_heads") == 0) return parse_count(key, value, 1, &c->num_kv_heads, err);
   if (strcmp(key, "seed") == 0) {
     int64_t s = 0;
     if (parse_count(key, value, 0, &s, err)) return -1;
@@ -158,7 +164,7 @@ bool op_json_to_text(const cJSON *v, char *buf, size_t n) {
 
 static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char *path, op_error *err) {
   op_layer_cfg L = {.layer = index, .head_sparsity = -1, .ffn_sparsity = -1, .num_heads = -1, .ffn_size = -1,
-                    .attention = -1, .ffn = -1};
+                    .kv_head_sparsity = -1, .num_kv_heads = -1, .attention = -1, .ffn = -1};
   char text[4096];
   const cJSON *f;
   int rc = 0;
@@ -178,6 +184,13 @@ static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char
       rc = parse_count(key, text, 1, &L.num_heads, err);
     } else if (strcmp(k, "ffn_size") == 0) {
       rc = parse_count(key, text, 1, &L.ffn_size, err);
+    } else if (strcmp(k, "kv_head_sparsity") == 0) {
+      rc = parse_fraction(key, text, 0, false, 1, true, &L.kv_head_sparsity, err);
+    } else if (strcmp(k, "num_kv_heads") == 0) {
+      rc = parse_count(key, text, 1, &L.num_kv_heads, err);
+    } else if (strcmp(k, "kv_heads") == 0) {
+      L.kv_heads_set = true;
+      if (text[0]) rc = parse_list(key, text, &L.kv_heads, err);
     } else if (strcmp(k, "heads") == 0) {
       L.heads_set = true;
       if (text[0]) rc = parse_list(key, text, &L.heads, err);
@@ -196,6 +209,7 @@ static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char
   if (rc) {
     free(L.heads.v);
     free(L.neurons.v);
+    free(L.kv_heads.v);
     return -1;
   }
   OP_VEC_PUSH(c->layers, L);
@@ -387,9 +401,39 @@ static double row_sum(const float *w, int64_t n, bool l1, bool *any) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
-/* One channel_sums job: a [rows, cols] float weight in raw (maybe unaligned) bytes. */
+/* n elements of a float32 / float16 / bfloat16 tensor's raw (maybe unaligned) bytes as float32:
+ * weights of every float type are scored in float32. */
+static void load_f32(float *dst, const uint8_t *src, int64_t n, int32_t dtype) {
+  if (dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+    memcpy(dst, src, (size_t)n * sizeof *dst);
+    return;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    uint16_t h;
+    memcpy(&h, src + 2 * i, 2);
+    uint32_t bits;
+    if (dtype == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16) {
+      bits = (uint32_t)h << 16;
+    } else { /* IEEE half: sign, 5-bit exponent, 10-bit mantissa */
+      uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ffu;
+      if (e == 0x1f) bits = sign | 0x7f800000u | (m << 13);
+      else if (e) bits = sign | ((e + 112) << 23) | (m << 13);
+      else if (!m) bits = sign;
+      else { /* subnormal: normalise */
+        e = 113;
+        while (!(m & 0x400u)) m <<= 1, e--;
+        bits = sign | (e << 23) | ((m & 0x3ffu) << 13);
+      }
+    }
+    memcpy(&dst[i], &bits, 4);
+  }
+}
+
+/* One channel_sums job: a [rows, cols] weight in raw (maybe unaligned) bytes of its float type. */
 typedef struct sums_job {
   const uint8_t *W;
+  int32_t dtype;
+  size_t es;
   int64_t rows, cols;
   bool l1;
   double *sum;
@@ -401,7 +445,7 @@ static void row_sums(void *ctx, int64_t lo, int64_t hi) {
   const sums_job *j = ctx;
   float *w = op_xmalloc((size_t)j->cols * sizeof *w);
   for (int64_t r = lo; r < hi; r++) {
-    memcpy(w, j->W + (size_t)(r * j->cols) * sizeof *w, (size_t)j->cols * sizeof *w);
+    load_f32(w, j->W + (size_t)(r * j->cols) * j->es, j->cols, j->dtype);
     j->sum[r] = row_sum(w, j->cols, j->l1, &j->nz[r]);
   }
   free(w);
@@ -416,7 +460,7 @@ static void col_sums(void *ctx, int64_t lo, int64_t hi) {
   double *sum = j->sum + lo;
   bool *nz = j->nz + lo;
   for (int64_t r = 0; r < j->rows; r++) {
-    memcpy(w, j->W + (size_t)(r * j->cols + lo) * sizeof *w, (size_t)n * sizeof *w);
+    load_f32(w, j->W + (size_t)(r * j->cols + lo) * j->es, n, j->dtype);
     if (j->l1)
       for (int64_t c = 0; c < n; c++) sum[c] += fabsf(w[c]);
     else
@@ -432,10 +476,16 @@ static void col_sums(void *ctx, int64_t lo, int64_t hi) {
  * every weight. */
 static void channel_sums(const op_analysis *a, const op_proj *p, bool out_side, op_importance imp, double *sum,
                          bool *nz) {
-  Onnx__TensorProto *wt = op_graph_init(a->gr, p->w);
-  const float *B = p->b ? op_tensor_f32(op_graph_init(a->gr, p->b)) : NULL;
+  Onnx__TensorProto *wt = op_proj_tensor(a, p->w), *bt = op_proj_tensor(a, p->b);
   int64_t nch = out_side ? p->out : p->in;
+  float *B = NULL;
+  if (out_side && bt && op_tensor_to_raw(bt) == 0) { /* the bias belongs to the output channels */
+    B = op_xmalloc((size_t)nch * sizeof *B);
+    load_f32(B, bt->raw_data.data, nch, bt->data_type);
+  }
   sums_job j = {.W = op_tensor_to_raw(wt) == 0 ? wt->raw_data.data : NULL,
+                .dtype = wt->data_type,
+                .es = op_dtype_size(wt->data_type),
                 .rows = p->w_out_major ? p->out : p->in,
                 .cols = p->w_out_major ? p->in : p->out,
                 .l1 = imp == OP_IMP_L1,
@@ -444,13 +494,14 @@ static void channel_sums(const op_analysis *a, const op_proj *p, bool out_side, 
   memset(sum, 0, (size_t)nch * sizeof *sum);
   memset(nz, 0, (size_t)nch);
   if (out_side == p->w_out_major)
-    op_parallel_for(j.rows, j.cols * (int64_t)sizeof(float), row_sums, &j);
+    op_parallel_for(j.rows, j.cols * (int64_t)j.es, row_sums, &j);
   else
-    op_parallel_for(j.cols, j.rows * (int64_t)sizeof(float), col_sums, &j);
+    op_parallel_for(j.cols, j.rows * (int64_t)j.es, col_sums, &j);
   for (int64_t c = 0; out_side && B && c < nch; c++) {
     sum[c] += j.l1 ? fabsf(B[c]) : (double)B[c] * B[c];
     nz[c] |= B[c] != 0.f;
   }
+  free(B);
 }
 
 /* Adds channels [c0, c0+n) of sum into acc grouped by `group` channels, OR-ing nz into any. */
@@ -475,23 +526,36 @@ static void finish_scores(double *s, int64_t n, op_importance imp, uint64_t seed
   }
 }
 
-/* Head scores, and which heads contribute nothing (all output rows zero, or v all zero). */
-static void score_heads(const op_analysis *a, const op_attn *at, op_importance imp, double *score, bool *dead) {
-  int64_t H = at->heads, d = at->head_dim, E = H * d;
+/* Head scores (q columns, k/v columns when each head has its own, output rows), kv-group scores
+ * (their query heads' scores and their k/v columns) and which heads and groups contribute nothing
+ * (all output rows zero, or v all zero). kv_score and dead_kv have kv_heads entries. */
+static void score_heads(const op_analysis *a, const op_attn *at, op_importance imp, double *score, bool *dead,
+                        double *kv_score, bool *dead_kv) {
+  int64_t H = at->heads, KV = at->kv_heads, d = at->head_dim, E = H * d;
+  bool grouped = KV != H;
   double *sum = op_xmalloc((size_t)(3 * E) * sizeof *sum);
-  bool *nz = op_xmalloc((size_t)(3 * E)), *o_nz = op_xcalloc((size_t)H, 1), *v_nz = op_xcalloc((size_t)H, 1);
+  bool *nz = op_xmalloc((size_t)(3 * E)), *o_nz = op_xcalloc((size_t)H, 1), *v_nz = op_xcalloc((size_t)KV, 1);
   if (at->packed) {
     channel_sums(a, &at->qkv[0], true, imp, sum, nz);
     for (int k = 0; k < 3; k++) fold(sum, nz, k * E, E, d, score, k == 2 ? v_nz : NULL);
   } else {
     for (int k = 0; k < 3; k++) {
       channel_sums(a, &at->qkv[k], true, imp, sum, nz);
-      fold(sum, nz, 0, E, d, score, k == 2 ? v_nz : NULL);
+      fold(sum, nz, 0, at->qkv[k].out, d, k > 0 && grouped ? kv_score : score, k == 2 ? v_nz : NULL);
     }
   }
   channel_sums(a, &at->out, false, imp, sum, nz);
   fold(sum, nz, 0, E, d, score, o_nz);
-  for (int64_t h = 0; h < H; h++) dead[h] = !o_nz[h] || !v_nz[h];
+  for (int64_t h = 0; h < H; h++) dead[h] = !o_nz[h] || (!grouped && !v_nz[h]);
+  for (int64_t g = 0; g < KV; g++) dead_kv[g] = !v_nz[g];
+  if (grouped) {
+    for (int64_t g = 0; g < KV; g++) dead_kv[g] = true;
+    for (int64_t h = 0; h < H; h++) {
+      kv_score[op_attn_kv_of(at, h)] += score[h];
+      dead_kv[op_attn_kv_of(at, h)] &= dead[h];
+    }
+    for (int64_t g = 0; g < KV; g++) dead_kv[g] |= !v_nz[g];
+  }
   free(sum);
   free(nz);
   free(o_nz);
@@ -702,6 +766,13 @@ static int check_keep_counts(const op_analysis *a, const op_prune_config *c, op_
 static int validate(const op_analysis *a, const op_prune_config *c, op_error *err) {
   int n = (int)a->layers.n;
   if (op_prune_config_check(c, err) || check_keep_counts(a, c, err)) return -1;
+  bool removes_blocks = c->keep_layers_set;
+  for (size_t i = 0; i < c->layers.n; i++) removes_blocks |= c->layers.v[i].attention == 0 || c->layers.v[i].ffn == 0;
+  if (removes_blocks && a->unmatched_attn) /* an unmatched block splits a layer in two: dropping by index would cut wrong */
+    return op_fail(err, OP_UNSUPPORTED,
+                   "%s: %d attention block(s) are not matched (%s), so layers cannot be numbered reliably: removing "
+                   "layers or blocks is refused; heads and FFN neurons can still be pruned",
+                   a->model->path, a->unmatched_attn, a->unmatched.v[0]);
   for (size_t i = 0; i < c->keep_layers.n; i++)
     if (c->keep_layers.v[i] >= n)
       return op_fail(err, OP_ARG, "keep_layers: layer %d does not exist (the model has %d layers, 0-%d)",
@@ -719,6 +790,10 @@ static int validate(const op_analysis *a, const op_prune_config *c, op_error *er
     if (wants_ffn && !f) return op_fail(err, OP_ARG, "layer %d: has no FFN block to prune", lc->layer);
     if (at && check_indices(&lc->heads, at->heads, lc->layer, "head", err)) return -1;
     if (f && check_indices(&lc->neurons, f->down.in, lc->layer, "neuron", err)) return -1;
+    bool wants_kv = lc->kv_heads_set || lc->num_kv_heads >= 0 || lc->kv_head_sparsity >= 0;
+    if (wants_kv && (!at || at->kv_heads == at->heads))
+      return op_fail(err, OP_ARG, "layer %d: kv heads: the layer has no grouped-query attention", lc->layer);
+    if (at && check_indices(&lc->kv_heads, at->kv_heads, lc->layer, "kv head", err)) return -1;
     if (at && lc->heads_set && (int64_t)lc->heads.n >= at->heads && lc->attention != 0) {
       bool all = true;
       for (int64_t h = 0; h < at->heads && all; h++) {
@@ -760,6 +835,88 @@ static void select_units(const op_prune_config *c, const unit_rule *r, int layer
   }
 }
 
+/* ---- grouped attention: kv groups, and the same number of query heads in each ---- */
+
+static const double *group_rank_score;
+static const bool *group_rank_dead;
+/* dead heads first (under --compact), then by score, then by index */
+static int cmp_group_heads(const void *x, const void *y) {
+  int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
+  if (group_rank_dead && group_rank_dead[i] != group_rank_dead[j]) return group_rank_dead[i] ? -1 : 1;
+  double a = group_rank_score[i], b = group_rank_score[j];
+  return a < b ? -1 : a > b ? 1 : (i > j) - (i < j);
+}
+
+/* Keeps `per` query heads in every kept kv group: the explicit removal list must remove as many
+ * from each group; otherwise the lowest-ranked heads of each group go. Heads of removed groups go. */
+static int keep_per_group(const op_attn *at, op_layer_plan *lp, int64_t per, const op_int_vec *remove,
+                          const bool *dead, int layer, op_error *err) {
+  int64_t H = at->heads, KV = at->kv_heads, rep = H / KV;
+  int64_t *members = op_xmalloc((size_t)rep * sizeof *members);
+  int rc = 0;
+  for (int64_t g = 0; g < KV && !rc; g++) {
+    int64_t n = 0;
+    for (int64_t h = 0; h < H; h++)
+      if (op_attn_kv_of(at, h) == g) members[n++] = h;
+    if (!lp->keep_kv[g]) {
+      for (int64_t k = 0; k < n; k++) lp->keep_head[members[k]] = false;
+      continue;
+    }
+    if (remove) {
+      int64_t kept = 0;
+      for (int64_t k = 0; k < n; k++) kept += lp->keep_head[members[k]];
+      if (kept != per)
+        rc = op_fail(err, OP_ARG,
+                     "layer %d: heads: kv group %lld keeps %lld query heads, another %lld; grouped attention needs "
+                     "the same number in every group",
+                     layer, (long long)g, (long long)kept, (long long)per);
+      continue;
+    }
+    group_rank_score = lp->head_score;
+    group_rank_dead = dead;
+    qsort(members, (size_t)n, sizeof *members, cmp_group_heads);
+    for (int64_t k = 0; k < n; k++) lp->keep_head[members[k]] = k >= n - per;
+  }
+  free(members);
+  return rc;
+}
+
+/* Chooses kv groups, then `per` query heads in each kept group. want_heads: heads the layer should
+ * keep (from the head rule, or after global ranking), -1 when only groups are asked for. */
+static int select_grouped(const op_prune_config *c, const op_attn *at, op_layer_plan *lp, const unit_rule *kv_rule,
+                          const op_int_vec *remove, int64_t want_heads, const bool *dead, const bool *dead_kv,
+                          int layer, op_error *err) {
+  int64_t H = at->heads, KV = at->kv_heads, rep = H / KV;
+  if (kv_rule) select_units(c, kv_rule, layer, 2, KV, dead_kv, lp->kv_score, lp->keep_kv);
+  int64_t KV2 = op_plan_kept(lp->keep_kv, KV);
+  if (want_heads >= 0 && want_heads < KV2) { /* fewer heads than groups: one head in each of that many */
+    remove_lowest(lp->keep_kv, lp->kv_score, KV, KV - (want_heads > 0 ? want_heads : 1));
+    KV2 = op_plan_kept(lp->keep_kv, KV);
+  }
+  int64_t per = want_heads < 0 ? rep : want_heads / KV2;
+  if (per > rep) per = rep;
+  if (per < 1) per = 1;
+  if (remove) {
+    per = -1;
+    for (int64_t g = 0; g < KV && per < 0; g++) {
+      if (!lp->keep_kv[g]) continue;
+      per = 0;
+      for (int64_t h = 0; h < H; h++) per += op_attn_kv_of(at, h) == g && lp->keep_head[h];
+    }
+  }
+  if (c->compact && !remove && dead) { /* only dead heads may go: at most the fewest dead of any kept group */
+    int64_t fewest = rep;
+    for (int64_t g = 0; g < KV; g++) {
+      if (!lp->keep_kv[g]) continue;
+      int64_t nd = 0;
+      for (int64_t h = 0; h < H; h++) nd += op_attn_kv_of(at, h) == g && dead[h];
+      if (nd < fewest) fewest = nd;
+    }
+    if (want_heads < 0) per = rep - fewest > 0 ? rep - fewest : 1;
+  }
+  return keep_per_group(at, lp, per, remove, c->compact ? dead : NULL, layer, err);
+}
+
 int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
   memset(plan, 0, sizeof *plan);
   if (validate(a, c, err)) return -1;
@@ -784,20 +941,46 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
       for (size_t k = 0; k < c->keep_layers.n; k++) lp->drop_layer &= c->keep_layers.v[k] != (int)l;
     }
     if (at) {
-      lp->heads = at->heads;
+      int64_t H = at->heads, KV = at->kv_heads;
+      lp->heads = H;
+      lp->kv_heads = KV;
       lp->drop_attn = lc && lc->attention == 0;
-      lp->keep_head = op_xmalloc((size_t)at->heads * sizeof(bool));
-      lp->head_score = op_xcalloc((size_t)at->heads, sizeof(double));
-      bool *dead = op_xcalloc((size_t)at->heads, sizeof(bool));
-      score_heads(a, at, c->importance, lp->head_score, dead);
+      lp->keep_head = op_xmalloc((size_t)H * sizeof(bool));
+      lp->head_score = op_xcalloc((size_t)H, sizeof(double));
+      lp->keep_kv = op_xmalloc((size_t)KV * sizeof(bool));
+      lp->kv_score = op_xcalloc((size_t)KV, sizeof(double));
+      for (int64_t g = 0; g < KV; g++) lp->keep_kv[g] = true;
+      bool *dead = op_xcalloc((size_t)H, sizeof(bool)), *dead_kv = op_xcalloc((size_t)KV, sizeof(bool));
+      score_heads(a, at, c->importance, lp->head_score, dead, lp->kv_score, dead_kv);
       if (acts && acts[l].attn) {
-        memset(lp->head_score, 0, (size_t)at->heads * sizeof(double));
+        memset(lp->head_score, 0, (size_t)H * sizeof(double));
         activation_scores(a, &at->out, acts[l].attn, acts[l].attn_rows, at->head_dim, lp->head_score);
+        if (KV != H) {
+          memset(lp->kv_score, 0, (size_t)KV * sizeof(double));
+          for (int64_t h = 0; h < H; h++) lp->kv_score[op_attn_kv_of(at, h)] += lp->head_score[h];
+        }
       }
       unit_rule rule = {lc && lc->heads_set ? &lc->heads : NULL, lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1,
                         c->head_sparsity, c->num_heads};
-      select_units(c, &rule, (int)l, 0, at->heads, dead, lp->head_score, lp->keep_head);
+      select_units(c, &rule, (int)l, 0, H, dead, lp->head_score, lp->keep_head);
+      if (KV != H) {
+        unit_rule kv_rule = {lc && lc->kv_heads_set ? &lc->kv_heads : NULL, lc ? lc->kv_head_sparsity : -1,
+                             lc ? lc->num_kv_heads : -1, c->kv_head_sparsity, c->num_kv_heads};
+        bool head_target = rule.remove || rule.layer_sparsity >= 0 || rule.layer_keep >= 0 ||
+                           (!c->global && (c->head_sparsity >= 0 || c->num_heads >= 0 || c->width >= 0));
+        int rc = select_grouped(c, at, lp, &kv_rule, rule.remove, head_target ? op_plan_kept(lp->keep_head, H) : -1,
+                                dead, dead_kv, (int)l, err);
+        if (rc) {
+          free(dead), free(dead_kv);
+          for (size_t k = 0; acts && k < a->layers.n; k++) free(acts[k].attn), free(acts[k].ffn);
+          free(acts);
+          plan->n = l + 1;
+          op_plan_free(plan);
+          return -1;
+        }
+      }
       free(dead);
+      free(dead_kv);
     }
     if (f) {
       lp->width = f->down.in;
@@ -821,7 +1004,19 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
   if (c->global) {
     double hf = c->head_sparsity >= 0 ? c->head_sparsity : c->width >= 0 ? 1 - c->width : -1;
     double ff = c->ffn_sparsity >= 0 ? c->ffn_sparsity : c->width >= 0 ? 1 - c->width : -1;
-    if (hf > 0) remove_global(plan, c, hf, true);
+    if (hf > 0) {
+      remove_global(plan, c, hf, true);
+      for (size_t l = 0; l < plan->n; l++) { /* grouped layers: as many heads in every group as ranking left */
+        const op_attn *at = op_layer_attn(a, (int)l);
+        op_layer_plan *lp = &plan->layers[l];
+        const op_layer_cfg *lc = layer_cfg(c, (int)l);
+        if (!at || at->kv_heads == at->heads || (lc && lc->heads_set)) continue;
+        if (select_grouped(c, at, lp, NULL, NULL, op_plan_kept(lp->keep_head, lp->heads), NULL, NULL, (int)l, err)) {
+          op_plan_free(plan);
+          return -1;
+        }
+      }
+    }
     if (ff > 0) remove_global(plan, c, ff, false);
   }
   return 0;
@@ -833,6 +1028,8 @@ void op_plan_free(op_plan *plan) {
     free(plan->layers[l].keep_neuron);
     free(plan->layers[l].head_score);
     free(plan->layers[l].neuron_score);
+    free(plan->layers[l].keep_kv);
+    free(plan->layers[l].kv_score);
   }
   free(plan->layers);
   plan->layers = NULL;

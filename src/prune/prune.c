@@ -8,6 +8,12 @@
 op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) {
   op_analysis *a = op_analyze(m, err);
   if (!a) return NULL;
+  if (a->quantized) {
+    op_fail(err, OP_UNSUPPORTED, "%s: the model is already quantised, %s: prune the float model, then quantize",
+            m->path, a->quantized);
+    op_analysis_free(a);
+    return NULL;
+  }
   if (a->layers.n == 0) {
     op_fail(err, OP_UNSUPPORTED, "%s: no attention or FFN block found%s%s", m->path, a->unmatched.n ? "; " : "",
             a->unmatched.n ? a->unmatched.v[0] : "");
@@ -23,7 +29,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
   r->model = op_xstrdup(m->path);
   r->importance = c->importance;
   r->compact = c->compact;
-  r->before = op_model_param_count(m);
+  r->before = op_graph_param_count(m->proto->graph);
   for (size_t l = 0; l < plan.n; l++) {
     const op_layer_plan *lp = &plan.layers[l];
     const op_attn *at = op_layer_attn(a, (int)l);
@@ -37,6 +43,11 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
     if (at) {
       lr.heads_before = lp->heads;
       lr.heads_after = lr.attn_removed ? 0 : op_plan_kept(lp->keep_head, lp->heads);
+      lr.kv_before = lp->kv_heads;
+      lr.kv_after = lr.attn_removed ? 0 : at->kv_heads == at->heads ? lr.heads_after : op_plan_kept(lp->keep_kv, lp->kv_heads);
+      lr.attn_kind = op_attn_kind(at);
+      for (int64_t g = 0; at->kv_heads != at->heads && !lr.attn_removed && g < lp->kv_heads; g++)
+        if (!lp->keep_kv[g]) OP_VEC_PUSH(lr.removed_kv_heads, (int)g);
     }
     if (f) {
       lr.ffn_before = lp->width;
@@ -54,7 +65,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
     return NULL;
   }
   op_graph_remove_dead(m->proto->graph);
-  r->after = op_model_param_count(m);
+  r->after = op_graph_param_count(m->proto->graph);
   return r;
 }
 
@@ -68,6 +79,7 @@ void op_prune_report_free(op_prune_report *r) {
   for (size_t i = 0; i < r->layers.n; i++) {
     free(r->layers.v[i].removed_heads.v);
     free(r->layers.v[i].removed_neurons.v);
+    free(r->layers.v[i].removed_kv_heads.v);
   }
   free(r->changes.v);
   free(r->layers.v);

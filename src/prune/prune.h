@@ -11,14 +11,18 @@ typedef struct op_layer_cfg {
   int layer;
   double head_sparsity, ffn_sparsity; /* < 0: unset */
   int64_t num_heads, ffn_size;        /* < 0: unset */
-  bool heads_set, neurons_set;        /* explicit lists of heads / neurons to remove */
-  op_int_vec heads, neurons;
+  double kv_head_sparsity;            /* < 0: unset; grouped attention: fraction of kv groups */
+  int64_t num_kv_heads;               /* < 0: unset */
+  bool heads_set, neurons_set, kv_heads_set; /* explicit lists of heads / neurons / kv groups to remove */
+  op_int_vec heads, neurons, kv_heads;
   int attention, ffn;                 /* 0: remove the block, 1: keep it, -1: unset */
 } op_layer_cfg;
 
 struct op_prune_config {
   double head_sparsity, ffn_sparsity, width; /* < 0: unset */
   int64_t ffn_size, num_heads;               /* < 0: unset */
+  double kv_head_sparsity;                   /* < 0: unset */
+  int64_t num_kv_heads;                      /* < 0: unset */
   op_importance importance;
   uint64_t seed;
   bool seed_set;
@@ -35,7 +39,10 @@ struct op_prune_config {
 typedef struct op_layer_plan {
   bool drop_layer, drop_attn, drop_ffn;
   int64_t heads;      /* before */
-  bool *keep_head;    /* [heads] */
+  bool *keep_head;    /* [heads]; false for every head of a removed kv group */
+  int64_t kv_heads;   /* before; == heads unless grouped */
+  bool *keep_kv;      /* [kv_heads] */
+  double *kv_score;
   int64_t width;      /* FFN width before */
   bool *keep_neuron;  /* [width] */
   double *head_score, *neuron_score;
@@ -73,10 +80,11 @@ typedef struct op_tensor_change {
 
 typedef struct op_layer_result {
   int layer;
-  int64_t heads_before, heads_after, ffn_before, ffn_after;
+  int64_t heads_before, heads_after, ffn_before, ffn_after, kv_before, kv_after;
+  const char *attn_kind;
   bool has_attn, has_ffn, dropped, attn_removed, ffn_removed;
   char activation[24];
-  op_int_vec removed_heads, removed_neurons;
+  op_int_vec removed_heads, removed_neurons, removed_kv_heads;
 } op_layer_result;
 
 struct op_prune_report {

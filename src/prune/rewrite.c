@@ -8,8 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void record(op_prune_report *r, int layer, const Onnx__TensorProto *t, const int64_t *after) {
-  op_tensor_change ch = {.layer = layer, .name = op_xstrdup(t->name), .rank = (int)t->n_dims};
+/* name: the stored weight as the projection names it (a Constant node's tensor has no name of its own). */
+static void record(op_prune_report *r, int layer, const char *name, const Onnx__TensorProto *t, const int64_t *after) {
+  op_tensor_change ch = {.layer = layer, .name = op_xstrdup(name), .rank = (int)t->n_dims};
   for (size_t i = 0; i < t->n_dims && i < 2; i++) {
     ch.before[i] = t->dims[i];
     ch.after[i] = after ? after[i] : -1;
@@ -56,7 +57,7 @@ static void keep_cols(void *ctx, int64_t lo, int64_t hi) {
  * bias) or its input side (weight rows of [in, out]). */
 static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int64_t *keep, int64_t nk, int layer,
                       op_prune_report *r, op_error *err) {
-  Onnx__TensorProto *w = op_graph_init(a->gr, p->w);
+  Onnx__TensorProto *w = op_proj_tensor(a, p->w);
   const uint8_t *W = w && op_tensor_to_raw(w) == 0 ? w->raw_data.data : NULL;
   int64_t rows = p->w_out_major ? p->out : p->in, cols = p->w_out_major ? p->in : p->out;
   /* the weight must still have the shape it was matched with: nothing else may have sliced it */
@@ -64,69 +65,93 @@ static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int
     return op_fail(err, OP_UNSUPPORTED, "%s: weight '%s' changed shape during the rewrite", a->model->path, p->w);
   bool chan_is_row = out_side == p->w_out_major;
   int64_t nd[2] = {chan_is_row ? nk : rows, chan_is_row ? cols : nk};
-  size_t es = sizeof(float), bytes = (size_t)(nd[0] * nd[1]) * es;
+  size_t es = op_dtype_size(w->data_type), bytes = (size_t)(nd[0] * nd[1]) * es;
   slice_job j = {op_xmalloc(bytes ? bytes : 1), W, keep, nk, (size_t)cols * es, es};
   if (chan_is_row)
     op_parallel_for(nk, (int64_t)j.row_bytes, keep_rows, &j);
   else
     op_parallel_for(rows, (int64_t)j.row_bytes, keep_cols, &j);
-  record(r, layer, w, nd);
+  record(r, layer, p->w, w, nd);
   op_tensor_replace(w, nd, 2, j.dst, bytes);
   if (out_side && p->b) {
-    Onnx__TensorProto *b = op_graph_init(a->gr, p->b);
+    Onnx__TensorProto *b = op_proj_tensor(a, p->b);
     const uint8_t *B = op_tensor_to_raw(b) == 0 ? b->raw_data.data : NULL;
-    uint8_t *NB = op_xmalloc((size_t)nk * es + 1);
-    gather_row(NB, B, keep, nk, es);
+    size_t bes = op_dtype_size(b->data_type);
+    uint8_t *NB = op_xmalloc((size_t)nk * bes + 1);
+    gather_row(NB, B, keep, nk, bes);
     int64_t bd[2] = {nk, 0};
-    record(r, layer, b, bd);
-    op_tensor_replace(b, bd, 1, NB, (size_t)nk * es);
+    record(r, layer, p->b, b, bd);
+    op_tensor_replace(b, bd, 1, NB, (size_t)nk * bes);
   }
   return 0;
 }
 
-/* Channel list of the kept heads: for each part (1, or 3 for packed q|k|v), each kept head's d channels. */
-static int64_t head_channels(const bool *keep, int64_t H, int64_t d, int parts, int64_t *out) {
+/* Channels of the listed heads of size d, for each of `parts` parts of width W (1, or 3 for packed
+ * q|k|v). */
+static int64_t head_channels(const int64_t *heads, int64_t nh, int64_t d, int parts, int64_t W, int64_t *out) {
   int64_t n = 0;
   for (int p = 0; p < parts; p++)
-    for (int64_t h = 0; h < H; h++)
-      if (keep[h])
-        for (int64_t j = 0; j < d; j++) out[n++] = p * H * d + h * d + j;
+    for (int64_t i = 0; i < nh; i++)
+      for (int64_t j = 0; j < d; j++) out[n++] = p * W + heads[i] * d + j;
   return n;
 }
 
-
-static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, int layer, op_prune_report *r,
-                       op_error *err) {
-  int64_t H = at->heads, d = at->head_dim, H2 = op_plan_kept(keep, H);
-  if (H2 == H) return 0;
-  int64_t *ch = op_xmalloc((size_t)(3 * H * d) * sizeof(int64_t));
-  int rc = 0;
-  if (at->packed) {
-    int64_t n = head_channels(keep, H, d, 3, ch);
-    rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
-  } else {
-    int64_t n = head_channels(keep, H, d, 1, ch);
-    for (int k = 0; k < 3 && !rc; k++) rc = slice_proj(a, &at->qkv[k], true, ch, n, layer, r, err);
+/* The kept query heads in their new order, so that the repeat still pairs each with its kv head:
+ * interleaved (h / rep) keeps each kept group's heads together, tiled (h % KV) deals them round. */
+static int64_t kept_query_heads(const op_attn *at, const bool *keep, const bool *keep_kv, int64_t *out) {
+  int64_t H = at->heads, n = 0;
+  if (at->kv_map != OP_KV_TILED) {
+    for (int64_t h = 0; h < H; h++)
+      if (keep[h] && keep_kv[op_attn_kv_of(at, h)]) out[n++] = h;
+    return n;
   }
-  int64_t n = head_channels(keep, H, d, 1, ch);
+  for (int64_t r = 0; r < H; r++) /* r-th kept head of every kept group, group by group */
+    for (int64_t g = 0; g < at->kv_heads; g++) {
+      if (!keep_kv[g]) continue;
+      int64_t seen = 0;
+      for (int64_t h = g; h < H; h += at->kv_heads)
+        if (keep[h] && seen++ == r) out[n++] = h;
+    }
+  return n;
+}
+
+static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, const bool *keep_kv, int layer,
+                       op_prune_report *r, op_error *err) {
+  int64_t H = at->heads, d = at->head_dim, KV = at->kv_heads;
+  int64_t *qh = op_xmalloc((size_t)H * sizeof *qh), *kvh = op_xmalloc((size_t)KV * sizeof *kvh);
+  int64_t H2 = kept_query_heads(at, keep, keep_kv, qh), KV2 = 0;
+  for (int64_t g = 0; g < KV; g++)
+    if (keep_kv[g]) kvh[KV2++] = g;
+  if (KV == H) KV2 = H2; /* one kv head per query head: they go together */
+  int rc = 0;
+  if (H2 == H && KV2 == KV) goto done;
+  if (KV2 == 0 || H2 % KV2)
+    rc = op_fail(err, OP_UNSUPPORTED, "layer %d: %lld query heads cannot share %lld kv heads equally", layer,
+                 (long long)H2, (long long)KV2);
+  int64_t *ch = op_xmalloc((size_t)(3 * H * d) * sizeof(int64_t));
+  if (!rc && at->packed) {
+    int64_t n = head_channels(qh, H2, d, 3, H * d, ch);
+    rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
+  } else if (!rc) {
+    int64_t n = head_channels(qh, H2, d, 1, 0, ch);
+    rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
+    n = KV == H ? n : head_channels(kvh, KV2, d, 1, 0, ch);
+    for (int k = 1; k < 3 && !rc; k++) rc = slice_proj(a, &at->qkv[k], true, ch, n, layer, r, err);
+  }
+  int64_t n = head_channels(qh, H2, d, 1, 0, ch);
   if (!rc) rc = slice_proj(a, &at->out, false, ch, n, layer, r, err);
   free(ch);
-  op_int_vec seen = {0};
-  for (size_t i = 0; i < at->split_reshapes.n && !rc; i++) {
-    if (op_int_vec_has(&seen, at->split_reshapes.v[i])) continue;
-    OP_VEC_PUSH(seen, at->split_reshapes.v[i]);
-    rc = op_shape_rewrite(a->gr, a->gr->g->node[at->split_reshapes.v[i]], OP_SHAPE_SPLIT, H, H2, d, &at->region, err);
+  op_head_counts c = {H, H2, KV, KV2, d};
+  for (size_t i = 0; i < at->sites.n && !rc; i++) {
+    const op_site *s = &at->sites.v[i];
+    if (s->role == OP_SITE_PARTS)
+      rc = op_shape_rewrite_parts(a->gr, a->gr->g->node[s->node], H * d, H2 * d, a->opset, err);
+    else
+      rc = op_shape_rewrite(a->gr, s, &c, &at->region, err);
   }
-  for (size_t i = 0; i < at->merge_reshapes.n && !rc; i++)
-    rc = op_shape_rewrite(a->gr, a->gr->g->node[at->merge_reshapes.v[i]], OP_SHAPE_MERGE, H, H2, d, &at->region, err);
-  for (size_t i = 0; i < at->mask_nodes.n && !rc; i++)
-    rc = op_shape_rewrite(a->gr, a->gr->g->node[at->mask_nodes.v[i]], OP_SHAPE_MASK, H, H2, d, &at->region, err);
-  for (size_t i = 0; i < at->path_nodes.n && !rc; i++) {
-    if (op_int_vec_has(&seen, at->path_nodes.v[i])) continue;
-    OP_VEC_PUSH(seen, at->path_nodes.v[i]);
-    rc = op_shape_rewrite_parts(a->gr, a->gr->g->node[at->path_nodes.v[i]], H * d, H2 * d, a->opset, err);
-  }
-  free(seen.v);
+done:
+  free(qh);
+  free(kvh);
   return rc;
 }
 
@@ -147,8 +172,8 @@ static int prune_neurons(op_analysis *a, const op_ffn *f, const bool *keep, int 
 /* Records every weight of a block as removed. */
 static void record_removed(op_analysis *a, const op_proj *ps, int n, int layer, op_prune_report *r) {
   for (int i = 0; i < n; i++) {
-    record(r, layer, op_graph_init(a->gr, ps[i].w), NULL);
-    if (ps[i].b) record(r, layer, op_graph_init(a->gr, ps[i].b), NULL);
+    record(r, layer, ps[i].w, op_proj_tensor(a, ps[i].w), NULL);
+    if (ps[i].b) record(r, layer, ps[i].b, op_proj_tensor(a, ps[i].b), NULL);
   }
 }
 
@@ -186,7 +211,7 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
     const op_attn *at = op_layer_attn(a, (int)l);
     const op_ffn *f = op_layer_ffn(a, (int)l);
     if (lp->drop_layer) continue;
-    if (at && !lp->drop_attn && prune_heads(a, at, lp->keep_head, (int)l, r, err)) return -1;
+    if (at && !lp->drop_attn && prune_heads(a, at, lp->keep_head, lp->keep_kv, (int)l, r, err)) return -1;
     if (f && !lp->drop_ffn && prune_neurons(a, f, lp->keep_neuron, (int)l, r, err)) return -1;
   }
   /* 2. bypasses: the residual stream skips removed blocks and layers */

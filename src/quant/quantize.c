@@ -256,7 +256,8 @@ static bool is_activation(const op_graph *gr, const char *name) {
   return name[0] && !op_graph_const(gr, name);
 }
 
-/* The float 2-D weight initializer behind input `slot` (directly or through a 2-D Transpose). */
+/* The float 2-D weight behind input `slot` (directly or through a 2-D Transpose): an initializer or a
+ * Constant node, possibly behind Identity (op_weight_source). */
 static const char *weight_behind(const op_graph *gr, const Onnx__NodeProto *n, int slot, int *transpose) {
   *transpose = -1;
   const char *name = n->input[slot];
@@ -265,10 +266,10 @@ static const char *weight_behind(const op_graph *gr, const Onnx__NodeProto *n, i
     *transpose = op_graph_node_index(gr, p);
     name = p->input[0];
   }
-  Onnx__TensorProto *t = op_graph_init(gr, name);
-  if (!t || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims != 2) return NULL;
-  op_value *v = op_graph_find(gr, name);
-  return v->n_consumers == 1 ? t->name : NULL; /* a shared weight keeps its float copy */
+  Onnx__TensorProto *t;
+  const char *src = op_weight_source(gr, name, &t); /* a shared weight keeps its float copy */
+  if (!src || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims != 2) return NULL;
+  return src;
 }
 
 typedef OP_VEC(target) target_vec;
@@ -527,13 +528,13 @@ static int correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t,
                          int64_t rows, int64_t cols, const op_stats *xs) {
   if (!xs || !xs->chan_sum || xs->chan_rows == 0) return 0;
   Onnx__TensorProto *b = NULL;
-  if (op_node_is(n, "Gemm") && n->n_input > 2) b = op_graph_init(gr, n->input[2]);
+  if (op_node_is(n, "Gemm") && n->n_input > 2) op_weight_source(gr, n->input[2], &b); /* initializer or Constant */
   if (!b) { /* MatMul followed by Add(bias) */
     op_value *v = op_graph_find(gr, n->output[0]);
     if (v && v->n_consumers == 1) {
       Onnx__NodeProto *add = gr->g->node[v->consumers[0]];
       if (op_node_is(add, "Add"))
-        for (int s = 0; s < 2 && !b; s++) b = op_graph_init(gr, add->input[s]);
+        for (int s = 0; s < 2 && !b; s++) op_weight_source(gr, add->input[s], &b);
     }
   }
   bool w_kn = t->w_axis == 1; /* stored [K, N] */
@@ -611,7 +612,7 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     const target *t = &ts.v[i];
     if (!t->w) continue;
     Onnx__NodeProto *n = g->node[t->node];
-    Onnx__TensorProto *w = op_graph_init(gr, t->w);
+    Onnx__TensorProto *w = op_graph_const(gr, t->w);
     const float *wf = op_tensor_f32(w);
     /* a Conv kernel [M, C/group, k...] is quantised as the matrix [M, C/group * k...] */
     int64_t rows = w->dims[0], nel = op_tensor_numel(w), cols = rows ? nel / rows : 0;
@@ -689,6 +690,14 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   r->symmetric = c->symmetric || c->act_signed;
   r->bias_correction = c->bias_correction;
   op_graph *tgr = op_graph_build(m->proto->graph);
+  char *already = op_quantized_form(tgr);
+  if (already) {
+    op_fail(err, OP_UNSUPPORTED, "%s: the model is already quantised, %s: quantize the float model", m->path, already);
+    free(already);
+    op_graph_free(tgr);
+    op_quant_report_free(r);
+    return NULL;
+  }
   target_vec ts = {0};
   find_targets(tgr, c, &ts);
   if (ts.n == 0) {

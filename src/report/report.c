@@ -77,15 +77,16 @@ char *op_analysis_table(const op_analysis *a) {
   int64_t heads = 0, neurons = 0;
   sb_printf(&b, "%s: opset %lld, %zu layers, %s parameters\n", a->model->path, (long long)a->opset, a->layers.n,
             grouped(a->params_total));
-  sb_printf(&b, "%5s  %-14s %-13s %-7s %6s  %-16s %-5s %12s\n", "layer", "heads x dim", "qkv", "proj", "ffn",
-            "activation", "norm", "parameters");
+  sb_printf(&b, "%5s  %-14s %-8s %-12s %-13s %-7s %6s  %-16s %-5s %12s\n", "layer", "heads x dim", "kv", "attention",
+            "qkv", "proj", "ffn", "activation", "norm", "parameters");
   for (size_t l = 0; l < a->layers.n; l++) {
     const op_attn *at = op_layer_attn(a, (int)l);
     const op_ffn *f = op_layer_ffn(a, (int)l);
-    char hd[32] = "-", ffn[32] = "-";
+    char hd[32] = "-", ffn[32] = "-", kv[32] = "-";
     int64_t params = 0;
     if (at) {
       snprintf(hd, sizeof hd, "%lld x %lld", (long long)at->heads, (long long)at->head_dim);
+      snprintf(kv, sizeof kv, "%lld", (long long)at->kv_heads);
       heads += at->heads;
       params += attn_params(a, at);
     }
@@ -94,7 +95,7 @@ char *op_analysis_table(const op_analysis *a) {
       neurons += f->down.in;
       params += ffn_params(a, f);
     }
-    sb_printf(&b, "%5zu  %-14s %-13s %-7s %6s  %-16s %-5s %12s\n", l, hd,
+    sb_printf(&b, "%5zu  %-14s %-8s %-12s %-13s %-7s %6s  %-16s %-5s %12s\n", l, hd, kv, at ? op_attn_kind(at) : "-",
               at ? (at->packed ? "packed" : "separate") : "-", at ? proj_kind(a, &at->qkv[0]) : (f ? proj_kind(a, &f->down) : "-"),
               ffn, f ? f->activation : "-", layer_pre_norm(a, (int)l) ? "pre" : "post", grouped(params));
   }
@@ -104,6 +105,7 @@ char *op_analysis_table(const op_analysis *a) {
             grouped(a->params_embed), pct(a->params_embed, a->params_total), grouped(a->params_attn),
             pct(a->params_attn, a->params_total), grouped(a->params_ffn), pct(a->params_ffn, a->params_total),
             grouped(other), pct(other, a->params_total));
+  if (a->quantized) sb_printf(&b, "already quantised: %s\n", a->quantized);
   for (size_t i = 0; i < a->unmatched.n; i++) sb_printf(&b, "%s\n", a->unmatched.v[i]);
   return b.s;
 }
@@ -132,6 +134,8 @@ char *op_analysis_json(const op_analysis *a) {
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "model", a->model->path);
   cJSON_AddNumberToObject(root, "opset", (double)a->opset);
+  if (a->quantized) cJSON_AddStringToObject(root, "quantized", a->quantized);
+  else cJSON_AddNullToObject(root, "quantized");
   cJSON *p = cJSON_AddObjectToObject(root, "parameters");
   cJSON_AddNumberToObject(p, "total", (double)a->params_total);
   cJSON_AddNumberToObject(p, "embeddings", (double)a->params_embed);
@@ -150,6 +154,11 @@ char *op_analysis_json(const op_analysis *a) {
       cJSON *o = cJSON_AddObjectToObject(L, "attention");
       cJSON_AddNumberToObject(o, "heads", (double)at->heads);
       cJSON_AddNumberToObject(o, "head_dim", (double)at->head_dim);
+      cJSON_AddNumberToObject(o, "kv_heads", (double)at->kv_heads);
+      cJSON_AddStringToObject(o, "kind", op_attn_kind(at));
+      static const char *const kv_maps[] = {"same", "interleaved", "tiled"};
+      cJSON_AddStringToObject(o, "kv_map", kv_maps[at->kv_map]);
+      cJSON_AddBoolToObject(o, "rotary", at->rotary);
       cJSON_AddBoolToObject(o, "packed_qkv", at->packed);
       cJSON_AddStringToObject(o, "softmax", op_node_name(a->gr->g->node[at->softmax]));
       cJSON *pr = cJSON_AddArrayToObject(o, "projections");
@@ -200,6 +209,8 @@ static void layer_plan_text(sbuf *b, const op_layer_result *L) {
   if (L->has_attn) {
     if (L->attn_removed) sb_printf(b, "attention removed");
     else sb_printf(b, "heads %lld -> %lld", (long long)L->heads_before, (long long)L->heads_after);
+    if (!L->attn_removed && L->kv_before != L->heads_before)
+      sb_printf(b, " (kv heads %lld -> %lld)", (long long)L->kv_before, (long long)L->kv_after);
   }
   if (L->has_ffn) {
     sb_printf(b, "%s", L->has_attn ? ", " : "");
@@ -268,6 +279,10 @@ char *op_prune_report_json(const op_prune_report *r) {
       cJSON_AddNumberToObject(o, "heads_after", (double)L->heads_after);
       cJSON_AddBoolToObject(o, "attention_removed", L->attn_removed);
       cJSON_AddItemToObject(o, "removed_heads", int_list(&L->removed_heads));
+      cJSON_AddNumberToObject(o, "kv_heads_before", (double)L->kv_before);
+      cJSON_AddNumberToObject(o, "kv_heads_after", (double)L->kv_after);
+      cJSON_AddItemToObject(o, "removed_kv_heads", int_list(&L->removed_kv_heads));
+      cJSON_AddStringToObject(o, "attention_kind", L->attn_kind ? L->attn_kind : "self");
     }
     if (L->has_ffn) {
       cJSON_AddNumberToObject(o, "ffn_before", (double)L->ffn_before);

@@ -20,6 +20,13 @@ def params(m):
             for d in t.dims:
                 k *= d
             n += k
+    for node in m.graph.node:  # a Constant node's float tensor of more than one element is a weight
+        for a in node.attribute:
+            if node.op_type == "Constant" and a.name == "value" and a.t.data_type in floats:
+                k = 1
+                for d in a.t.dims:
+                    k *= d
+                n += k if k > 1 else 0
     return n
 
 

@@ -42,7 +42,9 @@ else bad "tensorrt profile"; fi
 # per-tensor weights, attention MatMuls and Adds too, bias correction, an excluded node
 excl=$($PY -c "
 import onnx,sys
-m=onnx.load(sys.argv[1]); print(next(n.name for n in m.graph.node if n.op_type in ('MatMul','Gemm') and any(i in {t.name for t in m.graph.initializer} for i in n.input)))" "$M")
+m=onnx.load(sys.argv[1])
+w={t.name for t in m.graph.initializer}|{n.output[0] for n in m.graph.node if n.op_type in ('Constant','Identity')}
+print(next(n.name for n in m.graph.node if n.op_type in ('MatMul','Gemm') and any(i in w for i in n.input)))" "$M")
 if "$BIN" quantize "$M" -o "$work/wide.onnx" --data "$DATA" --weight-granularity tensor --op-types MatMul,Gemm,AttentionMatMul,Add \
   --bias-correction --exclude "$excl" --method avg --report "$work/wide.json" -q &&
   $PY "$E2E/check_qdq.py" "$work/wide.onnx" "$M" "$work/wide.json" --exclude "$excl" && runs_in_ort "$work/wide.onnx"; then ok
@@ -53,8 +55,12 @@ if "$BIN" quantize "$M" -o "$work/bc.onnx" --data "$DATA" --method mse --bias-co
   $PY - "$work/mse.onnx" "$work/bc.onnx" "$work/bc.json" "$M" <<'PY'
 import json, sys
 import numpy as np, onnx, onnx.numpy_helper as nh
-a = {t.name: nh.to_array(t) for t in onnx.load(sys.argv[1]).graph.initializer if t.data_type == 1 and len(t.dims) == 1}
-b = {t.name: nh.to_array(t) for t in onnx.load(sys.argv[2]).graph.initializer if t.data_type == 1 and len(t.dims) == 1}
+def vectors(g):  # float vectors held as initializers or in Constant nodes (named by their output)
+    ts = [(t.name, t) for t in g.initializer] + [(n.output[0], x.t) for n in g.node if n.op_type == "Constant"
+                                                  for x in n.attribute if x.name == "value"]
+    return {k: nh.to_array(t) for k, t in ts if t.data_type == 1 and len(t.dims) == 1}
+a = vectors(onnx.load(sys.argv[1]).graph)
+b = vectors(onnx.load(sys.argv[2]).graph)
 changed = sum(1 for k in a if k in b and a[k].shape == b[k].shape and not np.array_equal(a[k], b[k]))
 n = json.load(open(sys.argv[3]))["biases_corrected"]
 # does the fp32 model have a biased linear layer (MatMul + Add of a vector, or Gemm with C)?

@@ -17,6 +17,9 @@ import onnx.numpy_helper as nh
 def main(model, inspect, report, out):
     m = onnx.load(model)
     inits = {t.name: t for t in m.graph.initializer}
+    for n in m.graph.node:  # weights held in Constant nodes are named by the node's output
+        if n.op_type == "Constant":
+            inits.update({n.output[0]: a.t for a in n.attribute if a.name == "value"})
     info = json.load(open(inspect))["layers"]
     rep = {L["layer"]: L for L in json.load(open(report))["layers"]}
 

@@ -25,6 +25,115 @@ static void write_file(const char *path, const char *text) {
   fclose(f);
 }
 
+/* Heads kept in each kv group of layer l (interleaved: group g holds heads g*rep .. g*rep+rep-1). */
+static void kept_per_group(const op_plan *p, int l, int64_t *out) {
+  const op_layer_plan *lp = &p->layers[l];
+  int64_t rep = lp->heads / lp->kv_heads;
+  for (int64_t g = 0; g < lp->kv_heads; g++) {
+    out[g] = 0;
+    for (int64_t k = 0; k < rep; k++) out[g] += lp->keep_head[g * rep + k];
+  }
+}
+
+/* grouped-query attention (8 query heads, 2 kv groups): heads go in equal numbers from every group,
+ * whole groups go with their heads, and lists that would unbalance the groups are refused */
+static void test_grouped(const char *fixtures, const char *tmp) {
+  op_error err;
+  op_model *m = load(fixtures, "llama_gqa_opset14");
+  CHECK(m != NULL);
+  if (!m) return;
+  op_analysis *a = op_analyze(m, &err);
+  CHECK(a != NULL);
+  if (!a) return;
+  op_plan p;
+  int64_t per[2];
+  op_prune_config *c = op_prune_config_new();
+  op_prune_config_set(c, "head_sparsity", "0.5", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  kept_per_group(&p, 0, per);
+  CHECK(per[0] == 2 && per[1] == 2 && op_plan_kept(p.layers[0].keep_kv, 2) == 2);
+  op_plan_free(&p);
+  op_prune_config_free(c);
+
+  c = op_prune_config_new();
+  op_prune_config_set(c, "num_kv_heads", "1", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  kept_per_group(&p, 1, per);
+  CHECK(op_plan_kept(p.layers[1].keep_kv, 2) == 1 && kept_heads(&p, 1) == 4);
+  CHECK((per[0] == 4 && per[1] == 0) || (per[0] == 0 && per[1] == 4));
+  op_plan_free(&p);
+  op_prune_config_free(c);
+
+  /* one head left in all: one group with one head */
+  c = op_prune_config_new();
+  op_prune_config_set(c, "num_heads", "1", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  CHECK(op_plan_kept(p.layers[0].keep_kv, 2) == 1 && kept_heads(&p, 0) == 1);
+  op_plan_free(&p);
+  op_prune_config_free(c);
+
+  /* global ranking leaves every group of a layer the same number of heads */
+  c = op_prune_config_new();
+  op_prune_config_set(c, "head_sparsity", "0.5", &err);
+  op_prune_config_set(c, "scope", "global", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  for (int l = 0; l < 2; l++) {
+    kept_per_group(&p, l, per);
+    CHECK(per[0] == per[1]);
+  }
+  op_plan_free(&p);
+  op_prune_config_free(c);
+
+  char cfg[4200];
+  snprintf(cfg, sizeof cfg, "%s/plan_gqa.json", tmp);
+  write_file(cfg, "{\"layers\": [{\"layer\": 0, \"heads\": [1, 2]}]}");
+  c = op_prune_config_new();
+  CHECK(op_prune_config_load_json(c, cfg, &err) == 0);
+  CHECK(op_plan_build(a, c, &p, &err) == -1);
+  CHECK_CONTAINS(err.message, "the same number in every group");
+  op_prune_config_free(c);
+  write_file(cfg, "{\"layers\": [{\"layer\": 0, \"kv_heads\": [2]}]}");
+  c = op_prune_config_new();
+  CHECK(op_prune_config_load_json(c, cfg, &err) == 0);
+  CHECK(op_plan_build(a, c, &p, &err) == -1);
+  CHECK_CONTAINS(err.message, "layer 0: kv head 2 does not exist (the layer has 2)");
+  op_prune_config_free(c);
+  write_file(cfg, "{\"layers\": [{\"layer\": 1, \"kv_heads\": [0], \"heads\": [5]}]}");
+  c = op_prune_config_new();
+  CHECK(op_prune_config_load_json(c, cfg, &err) == 0);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  kept_per_group(&p, 1, per);
+  CHECK(per[0] == 0 && per[1] == 3 && !p.layers[1].keep_head[5]);
+  op_plan_free(&p);
+  op_prune_config_free(c);
+
+  /* --compact: zero the output rows of group 1's heads 4 and 5 in layer 0: two heads per group go */
+  const op_attn *at = op_layer_attn(a, 0);
+  float *wo = op_tensor_f32(op_graph_init(a->gr, at->out.w));
+  int64_t cols = at->out.out;
+  CHECK(!at->out.w_out_major && at->kv_heads == 2);
+  for (int64_t r = 4 * at->head_dim; r < 6 * at->head_dim; r++)
+    for (int64_t k = 0; k < cols; k++) wo[r * cols + k] = 0;
+  c = op_prune_config_new();
+  op_prune_config_set(c, "compact", "true", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  kept_per_group(&p, 0, per);
+  CHECK(per[0] == 4 && per[1] == 4); /* group 0 has no dead head, so none can go from either */
+  op_plan_free(&p);
+  op_prune_config_free(c);
+  for (int64_t r = 0; r < 4 * at->head_dim; r++) /* now group 0 is dead whole */
+    for (int64_t k = 0; k < cols; k++) wo[r * cols + k] = 0;
+  c = op_prune_config_new();
+  op_prune_config_set(c, "compact", "true", &err);
+  CHECK(op_plan_build(a, c, &p, &err) == 0);
+  kept_per_group(&p, 0, per);
+  CHECK(per[0] == 0 && per[1] == 2 && !p.layers[0].keep_kv[0]);
+  op_plan_free(&p);
+  op_prune_config_free(c);
+  op_analysis_free(a);
+  op_model_free(m);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
   const char *fixtures = argv[1], *tmp = argv[2];
@@ -148,5 +257,6 @@ int main(int argc, char **argv) {
 
   op_analysis_free(a);
   op_model_free(m);
+  test_grouped(fixtures, tmp);
   return check_done("plan");
 }

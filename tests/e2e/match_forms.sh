@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# match_forms.sh ONNX_PRUNE FIXTURES SHARED_MODELS: forms the matcher does not prune are named with a
+# reason (never a silent empty "unmatched"), and models already quantised (QDQ, QOperator,
+# MatMulNBits) are refused by prune and quantize with one clear line.
+set -u
+BIN=$1 FIX=$2 SHARED=$3
+. "$(dirname "$0")/lib.sh"
+O=$work/out/model.onnx
+F=$FIX/bert_separate_mask_opset11
+
+# already quantised: our own QDQ output, and the two other forms
+if "$BIN" quantize "$F/model.onnx" -o "$work/qdq.onnx" --data "$F" -q; then ok; else bad "quantize the fixture"; fi
+$PY "$E2E/make_quantised_models.py" "$work/q" || { echo "cannot make quantised models"; exit 1; }
+expect prune-qdq "qdq.onnx: the model is already quantised, QDQ (.* DequantizeLinear" -- prune "$work/qdq.onnx" -o "$O" --head-sparsity 0.5
+expect quantize-qdq "qdq.onnx: the model is already quantised, QDQ" -- quantize "$work/qdq.onnx" -o "$O" --data "$F"
+expect prune-qoperator "qoperator.onnx: the model is already quantised, QOperator (1 quantisation nodes, the first MatMulInteger 'mmi')" -- prune "$work/q/qoperator.onnx" -o "$O"
+expect prune-nbits "nbits.onnx: the model is already quantised, MatMulNBits (.*'nbits')" -- prune "$work/q/nbits.onnx" -o "$O"
+expect quantize-nbits "nbits.onnx: the model is already quantised, MatMulNBits" -- quantize "$work/q/nbits.onnx" -o "$O" --data "$F"
+if "$BIN" inspect "$work/qdq.onnx" --json | grep -Eq '"quantized":\s*"QDQ'; then ok; else bad "inspect: quantised form not shown"; fi
+if "$BIN" inspect "$F/model.onnx" --json | grep -Eq '"quantized":\s*null'; then ok; else bad "inspect: float model shown as quantised"; fi
+
+# ONNX Runtime's fused GPT-2: every fused attention op and every fused-bias FFN is named with its reason
+G=$SHARED/real/gpt2_ortfused/model.onnx
+"$BIN" inspect "$G" >"$work/fused.txt"
+n_attn=$(grep -c "not matched: GptAttention_[0-4]: fused attention operator com.microsoft.Attention" "$work/fused.txt")
+n_ffn=$(grep -c "not matched: FullyConnect_MatMul_[0-9]: FFN down projection: FastGelu 'FastGelu_AddBias_[0-4]'" "$work/fused.txt")
+if [ "$n_attn" = 5 ] && [ "$n_ffn" = 5 ]; then ok; else bad "fused gpt2: $n_attn attention and $n_ffn FFN reasons, want 5 and 5"; cat "$work/fused.txt"; fi
+expect prune-fused "no attention or FFN block found; not matched: " -- prune "$G" -o "$O" --head-sparsity 0.5
+
+# torch's decoder layers: cross-attention's in-projection is cut from one packed weight at run time; it
+# is named as such, layers are not dropped by unreliable numbers, and the blocks that are matched prune
+# exactly (ONNX Runtime: equal to the original with the removed units zeroed)
+for name in torch_decoder_seqfirst_opset14 torch_transformer_prenorm_opset14; do
+  D=$FIX/$name
+  "$BIN" inspect "$D/model.onnx" --json >"$work/$name.inspect.json"
+  n=$(grep -o "multihead_attn/Softmax: q path: projection behind Add [^\"]*weight is cut at run time by Slice [^\"]*in_proj_weight" "$work/$name.inspect.json" | wc -l)
+  if [ "$n" = 2 ]; then ok; else bad "$name: $n cross-attention reasons, want 2"; fi
+  expect "$name-keep-layers" "$name/model.onnx: 2 attention block(s) are not matched .* removing layers or blocks is refused" -- \
+    prune "$D/model.onnx" -o "$O" --keep-layers 0
+  if "$BIN" prune "$D/model.onnx" -o "$work/$name.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 --report "$work/$name.json" -q &&
+    $PY "$E2E/check_model.py" "$work/$name.onnx" "$D/model.onnx" "$work/$name.json" &&
+    $PY "$E2E/zero_units.py" "$D/model.onnx" "$work/$name.inspect.json" "$work/$name.json" "$work/$name.ref.onnx" &&
+    ort compare "$work/$name.ref.onnx" "$work/$name.onnx" --data "$D" --tol 1e-4; then ok
+  else bad "$name: pruning the matched blocks"; fi
+done
+
+# a weight shared by two blocks (layer 1's q reads layer 0's q weight) is never sliced under either:
+# both attentions are unmatched with the reason, and pruning leaves the weight whole
+$PY - "$F/model.onnx" "$work/shared.onnx" <<'PY'
+import sys, onnx
+m = onnx.load(sys.argv[1])
+mm = {n.name: n for n in m.graph.node}
+mm["/layers.1/q/MatMul"].input[1] = mm["/layers.0/q/MatMul"].input[1]
+onnx.save(m, sys.argv[2])
+PY
+"$BIN" inspect "$work/shared.onnx" >"$work/shared.txt"
+if [ "$(grep -c "q path: projection behind Add '/layers.[01]/q/Add': weight is shared with other nodes" "$work/shared.txt")" = 2 ]; then ok
+else bad "shared weight: reasons"; cat "$work/shared.txt"; fi
+if "$BIN" prune "$work/shared.onnx" -o "$work/shared_p.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 -q &&
+  $PY - "$work/shared.onnx" "$work/shared_p.onnx" <<'PY'
+import sys, onnx
+a, b = ({t.name: list(t.dims) for t in onnx.load(p).graph.initializer} for p in sys.argv[1:3])
+w = next(n.input[1] for n in onnx.load(sys.argv[1]).graph.node if n.name == "/layers.0/q/MatMul")
+assert b[w] == a[w], f"shared weight {w} sliced: {a[w]} -> {b[w]}"
+PY
+then ok; else bad "shared weight: sliced or prune failed"; fi
+
+# float16 weights are written back as float16, sliced
+L=$FIX/llama_fp16_weights_opset14/model.onnx
+if "$BIN" prune "$L" -o "$work/fp16.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 -q &&
+  $PY - "$L" "$work/fp16.onnx" <<'PY'
+import sys, onnx
+a, b = ({t.name: t for t in onnx.load(p).graph.initializer} for p in sys.argv[1:3])
+sliced = [k for k in b if len(b[k].dims) == 2 and list(b[k].dims) != list(a[k].dims)]
+assert sliced and all(b[k].data_type == onnx.TensorProto.FLOAT16 for k in b if len(b[k].dims) == 2), "float16 weights"
+PY
+then ok; else bad "float16 weights: not written as float16"; fi
+
+finish
