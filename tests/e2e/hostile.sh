@@ -103,7 +103,7 @@ refuse writes-input "writes_input.onnx: node 'n1' (Relu): output 'x' has the nam
 refuse dup-init "dup_init.onnx: initializer 'c' is defined twice" -- inspect "$H/dup_init.onnx"
 
 # --- types the tool does not compute on: named as such, not as an unexpected pattern ---
-refuse float16-model "float16.onnx: no attention or FFN block found; .*weight is float16; only float32 weights are pruned" -- prune "$H/float16.onnx" -o "$O" --head-sparsity 0.5
+refuse float64-model "float64.onnx: no attention or FFN block found; .*weight is not a float32/float16/bfloat16 matrix" -- prune "$H/float64.onnx" -o "$O" --head-sparsity 0.5
 
 # --- JSON configs ---
 refuse json-layer-wrap "layer_wrap.json: layers\[0\]: layer: 4294967296 is not a whole number in \[0, " -- prune "$GOOD" -o "$O" --config "$H/layer_wrap.json"

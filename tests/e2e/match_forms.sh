@@ -13,8 +13,8 @@ if "$BIN" quantize "$F/model.onnx" -o "$work/qdq.onnx" --data "$F" -q; then ok; 
 $PY "$E2E/make_quantised_models.py" "$work/q" || { echo "cannot make quantised models"; exit 1; }
 expect prune-qdq "qdq.onnx: the model is already quantised, QDQ (.* DequantizeLinear" -- prune "$work/qdq.onnx" -o "$O" --head-sparsity 0.5
 expect quantize-qdq "qdq.onnx: the model is already quantised, QDQ" -- quantize "$work/qdq.onnx" -o "$O" --data "$F"
-expect prune-qoperator "qoperator.onnx: the model is already quantised, QOperator (1 quantisation nodes, the first MatMulInteger 'mmi')" -- prune "$work/q/qoperator.onnx" -o "$O"
-expect prune-nbits "nbits.onnx: the model is already quantised, MatMulNBits (.*'nbits')" -- prune "$work/q/nbits.onnx" -o "$O"
+expect prune-qoperator "qoperator.onnx: the model is already quantised, QOperator (1 quantisation nodes, the first MatMulInteger 'mmi')" -- prune "$work/q/qoperator.onnx" -o "$O" --head-sparsity 0.5
+expect prune-nbits "nbits.onnx: the model is already quantised, MatMulNBits (.*'nbits')" -- prune "$work/q/nbits.onnx" -o "$O" --head-sparsity 0.5
 expect quantize-nbits "nbits.onnx: the model is already quantised, MatMulNBits" -- quantize "$work/q/nbits.onnx" -o "$O" --data "$F"
 if "$BIN" inspect "$work/qdq.onnx" --json | grep -Eq '"quantized":\s*"QDQ'; then ok; else bad "inspect: quantised form not shown"; fi
 if "$BIN" inspect "$F/model.onnx" --json | grep -Eq '"quantized":\s*null'; then ok; else bad "inspect: float model shown as quantised"; fi
