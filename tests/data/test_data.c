@@ -51,6 +51,19 @@ static void test_npy_reads_every_dtype(void) {
   }
 }
 
+/* The bug: "'<f2' is not supported" for every float16 array. */
+static void test_npy_float16_array_is_read(void) {
+  uint16_t h[2] = {0x3e00, 0xc000}; /* 1.5, -2 */
+  size_t n;
+  uint8_t *b = npy("<f2", "(1, 2)", h, sizeof h, &n);
+  op_tensor t;
+  CHECK_EQ_INT(op_npy_parse(b, n, "half.npy", &t, &err), 0);
+  CHECK(t.dtype == 10 && t.rank == 2 && t.dims[1] == 2);
+  CHECK(t.data && op_f16_to_f32(((uint16_t *)t.data)[0]) == 1.5f && op_f16_to_f32(((uint16_t *)t.data)[1]) == -2.f);
+  op_tensor_clear(&t);
+  free(b);
+}
+
 static void test_npy_refuses_other_dtypes_by_name(void) {
   const char *bad[] = {">f4", "<c8", "<M8", "|S3"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -182,6 +195,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   test_npy_reads_every_dtype();
+  test_npy_float16_array_is_read();
   test_npy_refuses_other_dtypes_by_name();
   test_pb_typed_storage_of_every_type();
   test_npz_write_keeps_types_and_widens_bfloat16(argv[1]);
