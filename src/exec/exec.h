@@ -187,8 +187,8 @@ const op_op *op_exec_find_node_op(const Onnx__NodeProto *nd);
 /* Rotates the first rot values of one head (cos/sin rows of rot / 2), copies the rest up to head. */
 void op_rope_head(const float *x, const float *cos_row, const float *sin_row, int64_t rot, int64_t head, bool interleaved,
                   float *o);
-OP_KERNEL(op_k_ms_fused_matmul); OP_KERNEL(op_k_ms_fused_gemm); OP_KERNEL(op_k_ms_gelu); OP_KERNEL(op_k_ms_bias_gelu); OP_KERNEL(op_k_ms_fast_gelu);
-OP_KERNEL(op_k_ms_quick_gelu); OP_KERNEL(op_k_ms_bias_add); OP_KERNEL(op_k_ms_skip_layer_norm);
+OP_KERNEL(op_k_ms_fused_matmul); OP_KERNEL(op_k_ms_fused_gemm); OP_KERNEL(op_k_ms_gelu); OP_KERNEL(op_k_ms_bias_gelu);
+OP_KERNEL(op_k_ms_fast_gelu); OP_KERNEL(op_k_ms_quick_gelu); OP_KERNEL(op_k_ms_bias_add); OP_KERNEL(op_k_ms_skip_layer_norm);
 OP_KERNEL(op_k_ms_skip_simplified_layer_norm); OP_KERNEL(op_k_ms_simplified_layer_norm);
 OP_KERNEL(op_k_ms_embed_layer_norm); OP_KERNEL(op_k_ms_rotary);
 OP_KERNEL(op_k_ms_attention); OP_KERNEL(op_k_ms_mha); OP_KERNEL(op_k_ms_gqa);

@@ -27,10 +27,10 @@ typedef struct attn {
   int64_t B, N, NKV, S, T, Tcap, H, Hv;
   const float *q, *k, *v;
   float scale;
-  const float *mask;       /* additive [B, S, T], or NULL */
-  const op_xt *bias;       /* additive [B|1, N|1, S, T], or NULL */
-  const int64_t *lo, *hi;  /* per (b, s): only keys [lo, hi) are attended; NULL: all T */
-  float *out;              /* [B, S, N * Hv] */
+  const float *mask;      /* additive [B, S, T], or NULL */
+  const op_xt *bias;      /* additive [B|1, N|1, S, T], or NULL */
+  const int64_t *lo, *hi; /* per (b, s): only keys [lo, hi) are attended; NULL: all T */
+  float *out;             /* [B, S, N * Hv] */
 } attn;
 
 OP_VECTOR_CLONES static void softmax_span(float *row, int64_t lo, int64_t hi, int64_t T) {
@@ -49,7 +49,8 @@ static void attend(const attn *a) {
   int64_t S = a->S, T = a->T, group = a->N / a->NKV;
   float *p = fbuf(S * T);
   const float *bias = a->bias ? a->bias->data : NULL;
-  int64_t bb = a->bias && a->bias->dims[0] > 1 ? a->bias->dims[1] * S * T : 0, bn = a->bias && a->bias->dims[1] > 1 ? S * T : 0;
+  int64_t bb = a->bias && a->bias->dims[0] > 1 ? a->bias->dims[1] * S * T : 0,
+          bn = a->bias && a->bias->dims[1] > 1 ? S * T : 0;
   for (int64_t b = 0; b < a->B; b++)
     for (int64_t n = 0; n < a->N; n++) {
       int64_t kv = b * a->NKV + n / group;
@@ -93,12 +94,15 @@ static int build_mask(const op_kctx *k, const op_xt *m, bool causal, int64_t B, 
   if (!m && !(causal && S > 1)) return 0;
   if (m && m->dtype != T_INT32) return op_kfail(k, err, "the mask must be int32");
   float filter = op_kattr_float(k, "mask_filter_value", -10000.f);
-  bool d1 = m && m->rank == 1 && (m->dims[0] == B || m->dims[0] == 2 * B), d2 = m && m->rank == 2 && m->dims[0] == B && m->dims[1] == T;
+  bool d1 = m && m->rank == 1 && (m->dims[0] == B || m->dims[0] == 2 * B),
+       d2 = m && m->rank == 2 && m->dims[0] == B && m->dims[1] == T;
   bool d3 = m && m->rank == 3 && m->dims[0] == B && m->dims[1] == S && m->dims[2] == T;
   if (m && !d1 && !d2 && !d3)
-    return op_kfail(k, err, "mask of shape %d-D [%lld, ...] is not supported (expected [%lld], [%lld], [%lld, %lld] or [%lld, %lld, %lld])",
-                    m->rank, m->rank ? (long long)m->dims[0] : 0LL, (long long)B, (long long)(2 * B), (long long)B,
-                    (long long)T, (long long)B, (long long)S, (long long)T);
+    return op_kfail(
+        k, err,
+        "mask of shape %d-D [%lld, ...] is not supported (expected [%lld], [%lld], [%lld, %lld] or [%lld, %lld, %lld])",
+        m->rank, m->rank ? (long long)m->dims[0] : 0LL, (long long)B, (long long)(2 * B), (long long)B, (long long)T,
+        (long long)B, (long long)S, (long long)T);
   float *mk = fbuf(B * S * T);
   memset(mk, 0, (size_t)(B * S * T) * sizeof(float));
   const int32_t *mv = m ? m->data : NULL;
@@ -107,9 +111,12 @@ static int build_mask(const op_kctx *k, const op_xt *m, bool causal, int64_t B, 
       float *row = mk + (b * S + s) * T;
       for (int64_t j = 0; j < T && m; j++) {
         bool keep;
-        if (d1) keep = j < mv[b] && (m->dims[0] == B || j >= (mv[B + b] < T ? mv[B + b] : T));
-        else if (d2) keep = mv[b * T + j] > 0;
-        else keep = mv[(b * S + s) * T + j] > 0;
+        if (d1)
+          keep = j < mv[b] && (m->dims[0] == B || j >= (mv[B + b] < T ? mv[B + b] : T));
+        else if (d2)
+          keep = mv[b * T + j] > 0;
+        else
+          keep = mv[(b * S + s) * T + j] > 0;
         row[j] = keep ? 0.f : filter;
       }
       if (causal)
@@ -120,7 +127,8 @@ static int build_mask(const op_kctx *k, const op_xt *m, bool causal, int64_t B, 
 }
 
 /* Attention bias [B|1, N|1, S, T]. */
-static int check_attn_bias(const op_kctx *k, const op_xt *ab, int64_t B, int64_t N, int64_t S, int64_t T, op_error *err) {
+static int check_attn_bias(const op_kctx *k, const op_xt *ab, int64_t B, int64_t N, int64_t S, int64_t T,
+                           op_error *err) {
   if (!ab) return 0;
   if (!f32(ab) || ab->rank != 4 || (ab->dims[0] != 1 && ab->dims[0] != B) || (ab->dims[1] != 1 && ab->dims[1] != N) ||
       ab->dims[2] != S || ab->dims[3] != T)
@@ -147,18 +155,22 @@ OP_KERNEL(op_k_ms_attention) {
   int64_t B = x->dims[0], S = x->dims[1], Din = x->dims[2], Dt = w->dims[1], Dq, Dk, Dv;
   size_t nq;
   const int64_t *qkv = op_kattr_ints(k, "qkv_hidden_sizes", &nq);
-  if (nq == 3) Dq = qkv[0], Dk = qkv[1], Dv = qkv[2];
-  else if (nq == 0) Dq = Dk = Dv = Dt / 3;
-  else return op_kfail(k, err, "qkv_hidden_sizes must have 3 values");
+  if (nq == 3)
+    Dq = qkv[0], Dk = qkv[1], Dv = qkv[2];
+  else if (nq == 0)
+    Dq = Dk = Dv = Dt / 3;
+  else
+    return op_kfail(k, err, "qkv_hidden_sizes must have 3 values");
   if (Dq + Dk + Dv != Dt || Dq != Dk || Dq % N || Dv % N || Dq <= 0 || Dv <= 0)
     return op_kfail(k, err, "the q, k, v widths %lld, %lld, %lld do not fit weights of width %lld and %lld heads",
                     (long long)Dq, (long long)Dk, (long long)Dv, (long long)Dt, (long long)N);
   if (bias->rank != 1 || bias->dims[0] != Dt) return op_kfail(k, err, "bias must be 1-D of %lld values", (long long)Dt);
   int64_t H = Dq / N, Hv = Dv / N, P = 0;
   if (past) {
-    if (past->rank != 5 || past->dims[0] != 2 || past->dims[1] != B || past->dims[2] != N || past->dims[4] != H || H != Hv)
-      return op_kfail(k, err, "past must be [2, %lld, %lld, past, %lld] (and v as wide as k)", (long long)B, (long long)N,
-                      (long long)H);
+    if (past->rank != 5 || past->dims[0] != 2 || past->dims[1] != B || past->dims[2] != N || past->dims[4] != H ||
+        H != Hv)
+      return op_kfail(k, err, "past must be [2, %lld, %lld, past, %lld] (and v as wide as k)", (long long)B,
+                      (long long)N, (long long)H);
     P = past->dims[3];
   }
   int64_t T = P + S;
@@ -207,7 +219,8 @@ OP_KERNEL(op_k_ms_mha) {
 #define IN(i) (n_in > (i) ? in[i] : NULL)
   op_xt *qx = in[0], *kx = IN(1), *vx = IN(2), *bias = IN(3), *mask = IN(4), *ab = IN(5), *pk = IN(6), *pv = IN(7);
 #undef IN
-  if (!f32(qx) || !f32(kx) || !f32(vx) || !f32(bias) || !f32(pk) || !f32(pv)) return op_kfail(k, err, "only float32 is supported");
+  if (!f32(qx) || !f32(kx) || !f32(vx) || !f32(bias) || !f32(pk) || !f32(pv))
+    return op_kfail(k, err, "only float32 is supported");
   int64_t N = op_kattr_int(k, "num_heads", 0);
   if (N <= 0) return op_kfail(k, err, "num_heads must be positive");
   int64_t B = qx->dims[0], S, L, H, Hv;
@@ -216,19 +229,23 @@ OP_KERNEL(op_k_ms_mha) {
   int64_t q_sb, q_ss, q_sn, k_sb, k_ss, k_sn, v_sb, v_ss, v_sn;
   bool kv_bnsh = false;
   if (qx->rank == 5) { /* packed q|k|v */
-    if (kx || vx || qx->dims[2] != N || qx->dims[3] != 3) return op_kfail(k, err, "packed query must be [batch, sequence, %lld, 3, head] with no key or value", (long long)N);
+    if (kx || vx || qx->dims[2] != N || qx->dims[3] != 3)
+      return op_kfail(k, err, "packed query must be [batch, sequence, %lld, 3, head] with no key or value",
+                      (long long)N);
     S = L = qx->dims[1];
     H = Hv = qx->dims[4];
     q_sb = k_sb = v_sb = S * N * 3 * H, q_ss = k_ss = v_ss = N * 3 * H, q_sn = k_sn = v_sn = 3 * H;
     qb = qx->data, kb = qb + H, vb = qb + 2 * H;
   } else {
-    if (qx->rank != 3 || !kx || qx->dims[2] % N) return op_kfail(k, err, "query must be [batch, sequence, heads * head] with a key");
+    if (qx->rank != 3 || !kx || qx->dims[2] % N)
+      return op_kfail(k, err, "query must be [batch, sequence, heads * head] with a key");
     S = qx->dims[1];
     H = qx->dims[2] / N;
     q_sb = S * N * H, q_ss = N * H, q_sn = H, qb = qx->data;
     if (kx->rank == 5) { /* packed k|v */
       if (vx || kx->dims[0] != B || kx->dims[2] != N || kx->dims[3] != 2 || kx->dims[4] != H)
-        return op_kfail(k, err, "packed key must be [batch, kv_sequence, %lld, 2, %lld] with no value", (long long)N, (long long)H);
+        return op_kfail(k, err, "packed key must be [batch, kv_sequence, %lld, 2, %lld] with no value", (long long)N,
+                        (long long)H);
       L = kx->dims[1];
       Hv = H;
       k_sb = v_sb = L * N * 2 * H, k_ss = v_ss = N * 2 * H, k_sn = v_sn = 2 * H;
@@ -245,7 +262,8 @@ OP_KERNEL(op_k_ms_mha) {
     } else {
       if (kx->rank != 3 || !vx || vx->rank != 3 || kx->dims[0] != B || kx->dims[2] != N * H || vx->dims[0] != B ||
           vx->dims[1] != kx->dims[1] || vx->dims[2] % N)
-        return op_kfail(k, err, "key must be [batch, kv_sequence, %lld] and value [batch, kv_sequence, heads * v_head]", (long long)(N * H));
+        return op_kfail(k, err, "key must be [batch, kv_sequence, %lld] and value [batch, kv_sequence, heads * v_head]",
+                        (long long)(N * H));
       L = kx->dims[1];
       Hv = vx->dims[2] / N;
       k_sb = L * N * H, k_ss = N * H, k_sn = H, kb = kx->data;
@@ -253,13 +271,15 @@ OP_KERNEL(op_k_ms_mha) {
     }
   }
   if (bias && (qx->rank != 3 || kx->rank != 3 || bias->rank != 1 || bias->dims[0] != 2 * N * H + N * Hv))
-    return op_kfail(k, err, "bias is supported with 3-D query, key and value only, as [%lld]", (long long)(2 * N * H + N * Hv));
+    return op_kfail(k, err, "bias is supported with 3-D query, key and value only, as [%lld]",
+                    (long long)(2 * N * H + N * Hv));
   if ((pk != NULL) != (pv != NULL)) return op_kfail(k, err, "past_key and past_value come together");
   int64_t P = 0;
   if (pk) {
-    if (kv_bnsh) return op_kfail(k, err, "past_key with a key already in [batch, heads, sequence, head] form is not supported");
-    if (pk->rank != 4 || pv->rank != 4 || pk->dims[0] != B || pk->dims[1] != N || pk->dims[3] != H || pv->dims[0] != B ||
-        pv->dims[1] != N || pv->dims[2] != pk->dims[2] || pv->dims[3] != Hv)
+    if (kv_bnsh)
+      return op_kfail(k, err, "past_key with a key already in [batch, heads, sequence, head] form is not supported");
+    if (pk->rank != 4 || pv->rank != 4 || pk->dims[0] != B || pk->dims[1] != N || pk->dims[3] != H ||
+        pv->dims[0] != B || pv->dims[1] != N || pv->dims[2] != pk->dims[2] || pv->dims[3] != Hv)
       return op_kfail(k, err, "past_key and past_value must be [%lld, %lld, past, head]", (long long)B, (long long)N);
     P = pk->dims[2];
   }
@@ -316,12 +336,14 @@ OP_KERNEL(op_k_ms_gqa) {
   if (packed != !vx) return op_kfail(k, err, "key and value come together");
   if (packed) {
     H = qx->dims[2] / (N + 2 * NKV);
-    if (H * (N + 2 * NKV) != qx->dims[2]) return op_kfail(k, err, "packed query width is not (num_heads + 2 kv_num_heads) heads");
+    if (H * (N + 2 * NKV) != qx->dims[2])
+      return op_kfail(k, err, "packed query width is not (num_heads + 2 kv_num_heads) heads");
   } else {
     H = qx->dims[2] / N;
     if (H * N != qx->dims[2] || kx->rank != 3 || vx->rank != 3 || kx->dims[0] != B || kx->dims[1] != S ||
         kx->dims[2] != NKV * H || memcmp(kx->dims, vx->dims, 3 * sizeof(int64_t)))
-      return op_kfail(k, err, "query must be [batch, sequence, %lld * head] and key, value [batch, sequence, %lld * head]",
+      return op_kfail(k, err,
+                      "query must be [batch, sequence, %lld * head] and key, value [batch, sequence, %lld * head]",
                       (long long)N, (long long)NKV);
   }
   if (seqlens->dtype != T_INT32 || seqlens->numel != B || total->dtype != T_INT32 || total->numel != 1)
@@ -329,21 +351,24 @@ OP_KERNEL(op_k_ms_gqa) {
   if ((pk != NULL) != (pv != NULL)) return op_kfail(k, err, "past_key and past_value come together");
   int64_t P = 0;
   if (pk) {
-    if (pk->rank != 4 || pk->dims[0] != B || pk->dims[1] != NKV || pk->dims[3] != H || memcmp(pk->dims, pv->dims, 4 * sizeof(int64_t)))
-      return op_kfail(k, err, "past_key and past_value must be [%lld, %lld, past, %lld]", (long long)B, (long long)NKV, (long long)H);
+    if (pk->rank != 4 || pk->dims[0] != B || pk->dims[1] != NKV || pk->dims[3] != H ||
+        memcmp(pk->dims, pv->dims, 4 * sizeof(int64_t)))
+      return op_kfail(k, err, "past_key and past_value must be [%lld, %lld, past, %lld]", (long long)B, (long long)NKV,
+                      (long long)H);
     P = pk->dims[2];
   }
   int64_t total_len = ((const int32_t *)total->data)[0], Tcap = total_len > P ? total_len : P;
   bool prompt = S == total_len;
-  if (!prompt && S > 1 && B > 1) return op_kfail(k, err, "batch must be 1 when sequence_length > 1 and past context is given");
+  if (!prompt && S > 1 && B > 1)
+    return op_kfail(k, err, "batch must be 1 when sequence_length > 1 and past context is given");
   const int32_t *sl = seqlens->data;
   int64_t *past_len = op_xmalloc((size_t)B * sizeof(int64_t));
   for (int64_t b = 0; b < B; b++) {
     past_len[b] = prompt ? 0 : sl[b] + 1 - S;
     if (past_len[b] < 0 || past_len[b] > P || past_len[b] + S > Tcap || sl[b] + 1 > Tcap) {
       free(past_len);
-      return op_kfail(k, err, "seqlens_k[%lld] = %d does not fit the past (%lld) and total (%lld) lengths", (long long)b,
-                      sl[b], (long long)P, (long long)total_len);
+      return op_kfail(k, err, "seqlens_k[%lld] = %d does not fit the past (%lld) and total (%lld) lengths",
+                      (long long)b, sl[b], (long long)P, (long long)total_len);
     }
   }
   bool rotary = op_kattr_int(k, "do_rotary", 0) != 0, interleaved = op_kattr_int(k, "rotary_interleaved", 0) != 0;
@@ -352,7 +377,8 @@ OP_KERNEL(op_k_ms_gqa) {
     rot = cosc->rank == 2 ? cosc->dims[1] * 2 : 0;
     if (!sinc || sinc->rank != 2 || memcmp(cosc->dims, sinc->dims, 2 * sizeof(int64_t)) || rot <= 0 || rot > H) {
       free(past_len);
-      return op_kfail(k, err, "cos_cache and sin_cache must be [positions, rotary_dim / 2] with rotary_dim <= head size");
+      return op_kfail(k, err,
+                      "cos_cache and sin_cache must be [positions, rotary_dim / 2] with rotary_dim <= head size");
     }
   }
   int64_t odims[3] = {B, S, N * H}, pdims[4] = {B, NKV, Tcap, H};
@@ -361,7 +387,8 @@ OP_KERNEL(op_k_ms_gqa) {
     return -1;
   }
   bool want_k = n_out > 1 && k->node->output[1][0], want_v = n_out > 2 && k->node->output[2][0];
-  if ((want_k && op_xt_alloc(&out[1], T_FLOAT, pdims, 4, err)) || (want_v && op_xt_alloc(&out[2], T_FLOAT, pdims, 4, err))) {
+  if ((want_k && op_xt_alloc(&out[1], T_FLOAT, pdims, 4, err)) ||
+      (want_v && op_xt_alloc(&out[2], T_FLOAT, pdims, 4, err))) {
     free(past_len);
     return -1;
   }
@@ -379,7 +406,8 @@ OP_KERNEL(op_k_ms_gqa) {
       put_heads(vv + b * NKV * Tcap * H, Tcap, 0, 1, past_len[b], NKV, H, pvb, 0, H, P * H, NULL);
     }
     const float *kb = packed ? (const float *)qx->data + b * S * W + N * H : (const float *)kx->data + b * S * NKV * H;
-    const float *vb = packed ? (const float *)qx->data + b * S * W + (N + NKV) * H : (const float *)vx->data + b * S * NKV * H;
+    const float *vb =
+        packed ? (const float *)qx->data + b * S * W + (N + NKV) * H : (const float *)vx->data + b * S * NKV * H;
     int64_t kw = packed ? W : NKV * H;
     put_heads(kk + b * NKV * Tcap * H, Tcap, past_len[b], 1, S, NKV, H, kb, 0, kw, H, NULL);
     put_heads(vv + b * NKV * Tcap * H, Tcap, past_len[b], 1, S, NKV, H, vb, 0, kw, H, NULL);
@@ -393,7 +421,8 @@ OP_KERNEL(op_k_ms_gqa) {
       for (int64_t s = 0; s < S && !rc; s++) {
         int64_t p = past_len[b] + s;
         if (p >= cosc->dims[0]) {
-          rc = op_kfail(k, err, "position %lld is outside the caches' %lld positions", (long long)p, (long long)cosc->dims[0]);
+          rc = op_kfail(k, err, "position %lld is outside the caches' %lld positions", (long long)p,
+                        (long long)cosc->dims[0]);
           break;
         }
         for (int64_t n = 0; n < N + NKV; n++) {

@@ -46,7 +46,8 @@ static bool has_input(const Onnx__NodeProto *nd, size_t i) { return i < nd->n_in
 static bool has_output(const Onnx__NodeProto *nd, size_t i) { return i < nd->n_output && nd->output[i][0]; }
 
 static int refuse(const char *model, const Onnx__NodeProto *nd, op_error *err, const char *why) {
-  return op_fail(err, OP_UNSUPPORTED, "%s: node '%s': com.microsoft::%s: %s", model, op_node_name(nd), nd->op_type, why);
+  return op_fail(err, OP_UNSUPPORTED, "%s: node '%s': com.microsoft::%s: %s", model, op_node_name(nd), nd->op_type,
+                 why);
 }
 
 /* FusedGemm's activation attribute, by its index in GEMM_ACTIVATIONS; -1 for one we do not compute. */
@@ -65,7 +66,8 @@ static int declared_rank(const Onnx__GraphProto *g, const char *name) {
     Onnx__ValueInfoProto **vi = pass ? g->value_info : g->input;
     size_t n = pass ? g->n_value_info : g->n_input;
     for (size_t i = 0; i < n; i++)
-      if (vi[i]->name && !strcmp(vi[i]->name, name) && vi[i]->type && vi[i]->type->tensor_type && vi[i]->type->tensor_type->shape)
+      if (vi[i]->name && !strcmp(vi[i]->name, name) && vi[i]->type && vi[i]->type->tensor_type &&
+          vi[i]->type->tensor_type->shape)
         return (int)vi[i]->type->tensor_type->shape->n_dim;
   }
   return -1;
@@ -81,14 +83,17 @@ int op_exec_contrib_check(const char *model, const Onnx__GraphProto *g, const On
     return refuse(model, nd, err, why);
   }
   if (!op)
-    return refuse(model, nd, err,
-                  "not supported by the executor (it runs Attention, BiasAdd, BiasGelu, EmbedLayerNormalization, FastGelu, "
-                  "FusedGemm, FusedMatMul, Gelu, GroupQueryAttention, MultiHeadAttention, QuickGelu, RotaryEmbedding, "
-                  "SimplifiedLayerNormalization, SkipLayerNormalization, SkipSimplifiedLayerNormalization)");
+    return refuse(
+        model, nd, err,
+        "not supported by the executor (it runs Attention, BiasAdd, BiasGelu, EmbedLayerNormalization, FastGelu, "
+        "FusedGemm, FusedMatMul, Gelu, GroupQueryAttention, MultiHeadAttention, QuickGelu, RotaryEmbedding, "
+        "SimplifiedLayerNormalization, SkipLayerNormalization, SkipSimplifiedLayerNormalization)");
   if (!strcmp(t, "Attention")) {
     if (!has_input(nd, 2)) return refuse(model, nd, err, "an Attention without bias is not supported");
-    if (has_input(nd, 6)) return refuse(model, nd, err, "the past_sequence_length input (shared past/present buffer) is not supported");
-    if (op_node_attr_int(nd, "past_present_share_buffer", 0)) return refuse(model, nd, err, "past_present_share_buffer=1 is not supported");
+    if (has_input(nd, 6))
+      return refuse(model, nd, err, "the past_sequence_length input (shared past/present buffer) is not supported");
+    if (op_node_attr_int(nd, "past_present_share_buffer", 0))
+      return refuse(model, nd, err, "past_present_share_buffer=1 is not supported");
     if (op_node_attr_int(nd, "do_rotary", 0)) return refuse(model, nd, err, "do_rotary=1 is not supported");
     if (has_input(nd, 3) && declared_rank(g, nd->input[3]) == 4)
       return refuse(model, nd, err, "a 4-D mask_index is not supported (ONNX Runtime's CPU kernel has none either)");
@@ -98,15 +103,19 @@ int op_exec_contrib_check(const char *model, const Onnx__GraphProto *g, const On
     if (op_node_attr_int(nd, "do_rotary", 0) && (!has_input(nd, 7) || !has_input(nd, 8)))
       return refuse(model, nd, err, "do_rotary=1 needs the cos_cache and sin_cache inputs");
   } else if (!strcmp(t, "RotaryEmbedding")) {
-    if (op_node_attr_int(nd, "is_packed_batching", 0)) return refuse(model, nd, err, "is_packed_batching=1 is not supported");
+    if (op_node_attr_int(nd, "is_packed_batching", 0))
+      return refuse(model, nd, err, "is_packed_batching=1 is not supported");
   } else if (!strcmp(t, "EmbedLayerNormalization")) {
-    if (op_node_attr_int(nd, "mask_index_type", 1) != 1) return refuse(model, nd, err, "only mask_index_type=1 is supported");
-    if (has_input(nd, 1) != has_input(nd, 4)) return refuse(model, nd, err, "segment_ids and segment_embedding come together");
+    if (op_node_attr_int(nd, "mask_index_type", 1) != 1)
+      return refuse(model, nd, err, "only mask_index_type=1 is supported");
+    if (has_input(nd, 1) != has_input(nd, 4))
+      return refuse(model, nd, err, "segment_ids and segment_embedding come together");
   } else if (!strcmp(t, "FusedGemm")) {
     if (gemm_activation(nd) < 0)
       return refuse(model, nd, err, "activation must be Relu, Tanh, Sigmoid, LeakyRelu or HardSigmoid");
   } else if (!strcmp(t, "SkipSimplifiedLayerNormalization")) {
-    if (has_output(nd, 1)) return refuse(model, nd, err, "the mean output (output 1) is not defined for a simplified norm");
+    if (has_output(nd, 1))
+      return refuse(model, nd, err, "the mean output (output 1) is not defined for a simplified norm");
   }
   return 0;
 }
@@ -179,7 +188,8 @@ OP_KERNEL(op_k_ms_fused_matmul) {
   if (!f32(a) || !f32(b)) return op_kfail(k, err, "only float32 is supported");
   bool tba = op_kattr_int(k, "transBatchA", 0), tbb = op_kattr_int(k, "transBatchB", 0);
   if ((tba || tbb) && (a->rank != b->rank || a->rank < 3))
-    return op_kfail(k, err, "transBatchA/transBatchB need inputs of the same rank, 3 or more (got %d and %d)", a->rank, b->rank);
+    return op_kfail(k, err, "transBatchA/transBatchB need inputs of the same rank, 3 or more (got %d and %d)", a->rank,
+                    b->rank);
   /* as ONNX Runtime: a transpose flag on a vector is ignored; transA with B a vector does not give the
    * transposed product there, so that is refused */
   bool ta = op_kattr_int(k, "transA", 0) && a->rank > 1, tb = op_kattr_int(k, "transB", 0) && b->rank > 1;
@@ -211,7 +221,8 @@ OP_KERNEL(op_k_ms_fused_gemm) {
   if (act < 0) return op_kfail(k, err, "unsupported activation");
   op_kctx plain = {.node = k->node, .opset = k->opset, .model = k->model};
   if (op_k_gemm(&plain, in, n_in, out, 1, err)) return -1;
-  float alpha = op_kattr_float(k, "activation_alpha", act == 3 ? 0.01f : 0.2f), beta = op_kattr_float(k, "activation_beta", 0.5f);
+  float alpha = op_kattr_float(k, "activation_alpha", act == 3 ? 0.01f : 0.2f),
+        beta = op_kattr_float(k, "activation_beta", 0.5f);
   float *o = out->data;
   for (int64_t i = 0; i < out->numel; i++) {
     float v = o[i];
@@ -233,9 +244,12 @@ OP_VECTOR_CLONES static void activate(const float *x, const float *bias, int64_t
                                       float alpha, float *o) {
   for (int64_t i = 0; i < n; i++) {
     float v = x[i] + (bias ? bias[i % last] : 0.f);
-    if (kind == ACT_GELU_ERF) o[i] = 0.5f * v * (1.f + op_erff(v * 0.70710678118654752f));
-    else if (kind == ACT_GELU_TANH) o[i] = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-    else o[i] = v / (1.f + op_expf(-alpha * v));
+    if (kind == ACT_GELU_ERF)
+      o[i] = 0.5f * v * (1.f + op_erff(v * 0.70710678118654752f));
+    else if (kind == ACT_GELU_TANH)
+      o[i] = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    else
+      o[i] = v / (1.f + op_expf(-alpha * v));
   }
 }
 
@@ -304,14 +318,16 @@ static void norm_row(const float *x, int64_t n, const float *gamma, const float 
 static int skip_norm(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, bool rms, op_error *err) {
   op_xt *x = in[0], *skip = in[1], *gamma = in[2];
   op_xt *beta = !rms && n_in > 3 ? in[3] : NULL, *bias = rms ? (n_in > 3 ? in[3] : NULL) : (n_in > 4 ? in[4] : NULL);
-  if (!f32(x) || !f32(skip) || !f32(gamma) || !f32(beta) || !f32(bias)) return op_kfail(k, err, "only float32 is supported");
+  if (!f32(x) || !f32(skip) || !f32(gamma) || !f32(beta) || !f32(bias))
+    return op_kfail(k, err, "only float32 is supported");
   if (x->rank < 2) return op_kfail(k, err, "input must have rank 2 or 3");
   int64_t h = x->dims[x->rank - 1], rows = h ? x->numel / h : 0;
   bool skip_ok = skip->rank >= 1 && skip->rank <= x->rank && skip->numel > 0 && x->numel % skip->numel == 0;
   for (int d = 1; skip_ok && d <= skip->rank; d++)
     skip_ok = skip->dims[skip->rank - d] == x->dims[x->rank - d] || (d == skip->rank && skip->dims[0] == 1);
   if (!skip_ok) return op_kfail(k, err, "skip does not match or broadcast to the input's shape");
-  if (check_bias(k, x, gamma, "gamma", err) || check_bias(k, x, beta, "beta", err) || check_bias(k, x, bias, "bias", err))
+  if (check_bias(k, x, gamma, "gamma", err) || check_bias(k, x, beta, "beta", err) ||
+      check_bias(k, x, bias, "bias", err))
     return -1;
   int64_t stat_dims[OP_MAX_RANK];
   memcpy(stat_dims, x->dims, (size_t)x->rank * sizeof(int64_t));
@@ -373,10 +389,12 @@ OP_KERNEL(op_k_ms_embed_layer_norm) {
   if (ids->dtype != T_INT32 || (seg && seg->dtype != T_INT32) || (mask && mask->dtype != T_INT32) ||
       (pos_ids && pos_ids->dtype != T_INT32))
     return op_kfail(k, err, "input_ids, segment_ids, mask and position_ids must be int32");
-  if (!f32(word) || !f32(pos) || !f32(segw) || !f32(gamma) || !f32(beta)) return op_kfail(k, err, "only float32 is supported");
+  if (!f32(word) || !f32(pos) || !f32(segw) || !f32(gamma) || !f32(beta))
+    return op_kfail(k, err, "only float32 is supported");
   if (ids->rank != 2) return op_kfail(k, err, "input_ids must be [batch, sequence]");
   int64_t B = ids->dims[0], S = ids->dims[1];
-  if (word->rank != 2 || pos->rank != 2 || (segw && segw->rank != 2)) return op_kfail(k, err, "embedding tables must be 2-D");
+  if (word->rank != 2 || pos->rank != 2 || (segw && segw->rank != 2))
+    return op_kfail(k, err, "embedding tables must be 2-D");
   int64_t H = word->dims[1];
   if (pos->dims[1] != H || (segw && segw->dims[1] != H) || gamma->numel != H || beta->numel != H)
     return op_kfail(k, err, "embedding widths, gamma and beta must all be %lld", (long long)H);
@@ -419,8 +437,8 @@ OP_KERNEL(op_k_ms_embed_layer_norm) {
 }
 
 /* ---- RotaryEmbedding --------------------------------------------------------------------------------- */
-void op_rope_head(const float *x, const float *cos_row, const float *sin_row, int64_t rot, int64_t head, bool interleaved,
-                  float *o) {
+void op_rope_head(const float *x, const float *cos_row, const float *sin_row, int64_t rot, int64_t head,
+                  bool interleaved, float *o) {
   int64_t half = rot / 2;
   for (int64_t i = 0; i < rot; i++) {
     int64_t c, j;
@@ -446,7 +464,8 @@ OP_KERNEL(op_k_ms_rotary) {
   op_xt *x = in[0], *pos = in[1], *cosc = in[2], *sinc = in[3];
   if (!f32(x) || !f32(cosc) || !f32(sinc)) return op_kfail(k, err, "only float32 is supported");
   if (pos->dtype != T_INT64) return op_kfail(k, err, "position_ids must be int64");
-  if (x->rank != 3 && x->rank != 4) return op_kfail(k, err, "input must be [batch, sequence, hidden] or [batch, heads, sequence, head]");
+  if (x->rank != 3 && x->rank != 4)
+    return op_kfail(k, err, "input must be [batch, sequence, hidden] or [batch, heads, sequence, head]");
   if (cosc->rank != 2 || sinc->rank != 2 || memcmp(cosc->dims, sinc->dims, 2 * sizeof(int64_t)))
     return op_kfail(k, err, "cos_cache and sin_cache must be 2-D of the same shape");
   int64_t B = x->dims[0], S = x->rank == 3 ? x->dims[1] : x->dims[2];
@@ -459,10 +478,12 @@ OP_KERNEL(op_k_ms_rotary) {
   } else {
     H = N > 0 ? x->dims[2] / N : rot;
     N = H ? x->dims[2] / H : 0;
-    if (N * H != x->dims[2]) return op_kfail(k, err, "hidden size %lld is not a whole number of heads", (long long)x->dims[2]);
+    if (N * H != x->dims[2])
+      return op_kfail(k, err, "hidden size %lld is not a whole number of heads", (long long)x->dims[2]);
   }
   if (rot > H || rot % 2 || cosc->dims[1] * 2 < rot)
-    return op_kfail(k, err, "rotary dimension %lld does not fit the head size %lld and the caches", (long long)rot, (long long)H);
+    return op_kfail(k, err, "rotary dimension %lld does not fit the head size %lld and the caches", (long long)rot,
+                    (long long)H);
   if (pos->numel != 1 && pos->numel != B * S) return op_kfail(k, err, "position_ids must be [batch, sequence] or [1]");
   if (op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
   const int64_t *pid = pos->data;
@@ -472,7 +493,8 @@ OP_KERNEL(op_k_ms_rotary) {
     for (int64_t s = 0; s < S; s++) {
       int64_t p = pos->numel == 1 ? pid[0] + s : pid[b * S + s];
       if (p < 0 || p >= cosc->dims[0])
-        return op_kfail(k, err, "position %lld is outside the caches' %lld positions", (long long)p, (long long)cosc->dims[0]);
+        return op_kfail(k, err, "position %lld is outside the caches' %lld positions", (long long)p,
+                        (long long)cosc->dims[0]);
       for (int64_t n = 0; n < N; n++) {
         int64_t off = x->rank == 3 ? (b * S + s) * N * H + n * H : ((b * N + n) * S + s) * H;
         op_rope_head(a + off, cs + p * half, sn + p * half, rot, H, interleaved, (float *)out->data + off);

@@ -15,15 +15,58 @@
 
 /* Every fixture must be there: a missing one is a failure. */
 static const char *FP32_FIXTURES[] = {
-    "attention_bias_input", "attention_causal", "attention_mask1d", "attention_mask1d_start", "attention_mask2d",
-    "attention_mask3d", "attention_nomask", "attention_past", "attention_past_nomask", "attention_qkv_sizes",
-    "attention_scale_filter", "biasadd", "biasgelu", "embedlayernorm", "embedlayernorm_noseg_posids", "fastgelu",
-    "fastgelu_bias", "fusedgemm_leakyrelu", "fusedgemm_tanh", "fusedmatmul_batched", "fusedmatmul_trans", "fusedmatmul_transbatch", "fusedmatmul_transbatch_a",
-    "gelu", "gqa_local_window", "gqa_past", "gqa_past_multi", "gqa_prompt", "gqa_rotary",
-    "gqa_rotary_interleaved_packed", "mha_attn_bias", "mha_bias_mask2d", "mha_bnsh_kv", "mha_mask1d", "mha_packed_kv",
-    "mha_packed_qkv", "mha_past", "mha_past_mask", "mha_separate", "quickgelu", "quickgelu_alpha", "rotary_3d",
-    "rotary_4d_offset", "rotary_interleaved", "rotary_partial", "simplifiedlayernorm", "simplifiedlayernorm_axis",
-    "skiplayernorm", "skiplayernorm_full", "skiplayernorm_skip2d", "skiplayernorm_sum_only", "skipsimplifiedlayernorm",
+    "attention_bias_input",
+    "attention_causal",
+    "attention_mask1d",
+    "attention_mask1d_start",
+    "attention_mask2d",
+    "attention_mask3d",
+    "attention_nomask",
+    "attention_past",
+    "attention_past_nomask",
+    "attention_qkv_sizes",
+    "attention_scale_filter",
+    "biasadd",
+    "biasgelu",
+    "embedlayernorm",
+    "embedlayernorm_noseg_posids",
+    "fastgelu",
+    "fastgelu_bias",
+    "fusedgemm_leakyrelu",
+    "fusedgemm_tanh",
+    "fusedmatmul_batched",
+    "fusedmatmul_trans",
+    "fusedmatmul_transbatch",
+    "fusedmatmul_transbatch_a",
+    "gelu",
+    "gqa_local_window",
+    "gqa_past",
+    "gqa_past_multi",
+    "gqa_prompt",
+    "gqa_rotary",
+    "gqa_rotary_interleaved_packed",
+    "mha_attn_bias",
+    "mha_bias_mask2d",
+    "mha_bnsh_kv",
+    "mha_mask1d",
+    "mha_packed_kv",
+    "mha_packed_qkv",
+    "mha_past",
+    "mha_past_mask",
+    "mha_separate",
+    "quickgelu",
+    "quickgelu_alpha",
+    "rotary_3d",
+    "rotary_4d_offset",
+    "rotary_interleaved",
+    "rotary_partial",
+    "simplifiedlayernorm",
+    "simplifiedlayernorm_axis",
+    "skiplayernorm",
+    "skiplayernorm_full",
+    "skiplayernorm_skip2d",
+    "skiplayernorm_sum_only",
+    "skipsimplifiedlayernorm",
     "skipsimplifiedlayernorm_nobias",
 };
 static const char *FP16_FIXTURES[] = {
@@ -33,9 +76,12 @@ static const char *FP16_FIXTURES[] = {
 static float half_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
   float f;
-  if (exp == 0) f = ldexpf((float)man, -24);
-  else if (exp == 31) f = man ? NAN : INFINITY;
-  else f = ldexpf((float)(man | 0x400), (int)exp - 25);
+  if (exp == 0)
+    f = ldexpf((float)man, -24);
+  else if (exp == 31)
+    f = man ? NAN : INFINITY;
+  else
+    f = ldexpf((float)(man | 0x400), (int)exp - 25);
   uint32_t bits;
   memcpy(&bits, &f, 4);
   bits |= sign;
@@ -113,12 +159,18 @@ static bool run_fixture(const char *dir, const char *name, double tol) {
 
 /* Models that must be refused when the session is made, with the message naming node and op. */
 static void refusals(const char *dir) {
-  static const struct { const char *fixture, *says; } cases[] = {
+  static const struct {
+    const char *fixture, *says;
+  } cases[] = {
       {"refuse_unknown_op", "node 'refuse_unknown_op_node': com.microsoft::DecoderMaskedSelfAttention: not supported"},
-      {"refuse_attention_rotary", "node 'refuse_attention_rotary_node': com.microsoft::Attention: do_rotary=1 is not supported"},
-      {"refuse_gqa_softcap", "node 'refuse_gqa_softcap_node': com.microsoft::GroupQueryAttention: softcap is not supported"},
-      {"refuse_attention_mask4d", "node 'refuse_attention_mask4d_node': com.microsoft::Attention: a 4-D mask_index is not supported"},
-      {"refuse_gqa_head_sink", "node 'refuse_gqa_head_sink_node': com.microsoft::GroupQueryAttention: 12 inputs and 1 outputs; the executor computes at most 9"},
+      {"refuse_attention_rotary",
+       "node 'refuse_attention_rotary_node': com.microsoft::Attention: do_rotary=1 is not supported"},
+      {"refuse_gqa_softcap",
+       "node 'refuse_gqa_softcap_node': com.microsoft::GroupQueryAttention: softcap is not supported"},
+      {"refuse_attention_mask4d",
+       "node 'refuse_attention_mask4d_node': com.microsoft::Attention: a 4-D mask_index is not supported"},
+      {"refuse_gqa_head_sink", "node 'refuse_gqa_head_sink_node': com.microsoft::GroupQueryAttention: 12 inputs and 1 "
+                               "outputs; the executor computes at most 9"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char path[4096];
@@ -148,7 +200,9 @@ static void refusals(const char *dir) {
     op_tensor in[3] = {{0}}, out[1] = {{0}};
     CHECK(op_session_input_count(s) == 3 && op_dataset_batch(d, s, 0, 1, in, &err) == 0); /* the set: one run */
     CHECK(op_session_run(s, in, out, NULL, NULL, &err) != 0);
-    CHECK_CONTAINS(err.message, "node 'refuse_mha_causal_cross_node' (MultiHeadAttention): unidirectional with 4 keys for 3 queries");
+    CHECK_CONTAINS(
+        err.message,
+        "node 'refuse_mha_causal_cross_node' (MultiHeadAttention): unidirectional with 4 keys for 3 queries");
     op_tensor_clear(&out[0]);
     for (size_t i = 0; i < 3; i++) op_tensor_clear(&in[i]);
   }
@@ -175,8 +229,10 @@ static int run_npz(const char *model, const char *data, const char *out_path) {
   int rc = 0;
   for (size_t i = 0; i < n_in && !rc; i++) {
     const op_tensor *a = op_dataset_array(d, op_session_input_name(s, i));
-    if (!a) rc = fprintf(stderr, "%s: no array '%s'\n", data, op_session_input_name(s, i)) > 0;
-    else in[i] = *a;
+    if (!a)
+      rc = fprintf(stderr, "%s: no array '%s'\n", data, op_session_input_name(s, i)) > 0;
+    else
+      in[i] = *a;
   }
   for (size_t o = 0; o < n_out; o++) names[o] = op_session_output_name(s, o);
   if (!rc && (op_session_run(s, in, out, NULL, NULL, &err) || op_npz_write(out_path, names, out, n_out, &err)))
