@@ -566,9 +566,10 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
       int slot = ts.v[i].act_slots[k];
       const op_stats *st = slot < 0 ? NULL : stats_of(cal, n->input[slot]);
       if (!st || st->count == 0) continue;
-      double lo, hi;
-      op_cal_range(st, method, c->percentile, c->symmetric || c->act_signed, &lo, &hi);
-      if (!isfinite(lo) || !isfinite(hi) || (hi - lo) / 255.0 > FLT_MAX || fmax(fabs(lo), fabs(hi)) / 127.0 > FLT_MAX)
+      /* every method's range lies within the observed [min, max], so checking those (cheaply) covers all */
+      double lo = st->min, hi = st->max;
+      if (!isfinite(lo) || !isfinite(hi) || !(lo <= hi) || !isfinite(st->absmax) || (hi - lo) / 255.0 > FLT_MAX ||
+          fmax(fabs(lo), fabs(hi)) / 127.0 > FLT_MAX)
         bad = n->input[slot], what = "activation";
     }
     Onnx__TensorProto *w = !bad && ts.v[i].w ? op_graph_init(gr, ts.v[i].w) : NULL;
