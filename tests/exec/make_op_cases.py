@@ -127,6 +127,30 @@ for name, C, M, group, strides, pads, dil in [('conv_groups_dilations', 4, 6, 2,
     save(name, [helper.make_node('Conv', ['x', 'w', 'b'], ['y'], group=group, strides=list(strides), pads=list(pads), dilations=list(dil))],
          [('x', x), ('w', w), ('b', b)], [('y', conv_ref(x, w, b, strides, pads, dil, group))], 11)
 
+# ---- Conv of any rank (1-D with auto_pad, 3-D): sums of shifted slices, per group ----
+import itertools
+def conv_nd(x, w, b, strides, pb, pe, dil, group):
+    sp = x.ndim - 2
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + [(pb[i], pe[i]) for i in range(sp)])
+    K = w.shape[2:]
+    out = [(xp.shape[2 + i] - ((K[i] - 1) * dil[i] + 1)) // strides[i] + 1 for i in range(sp)]
+    M, Cg = w.shape[0], w.shape[1]
+    y = np.zeros((x.shape[0], M) + tuple(out))
+    for g in range(group):
+        for kpos in itertools.product(*[range(k) for k in K]):
+            sl = tuple(slice(kpos[i] * dil[i], kpos[i] * dil[i] + (out[i] - 1) * strides[i] + 1, strides[i]) for i in range(sp))
+            xs = xp[(slice(None), slice(g * Cg, (g + 1) * Cg)) + sl]
+            wk = w[(slice(g * (M // group), (g + 1) * (M // group)), slice(None)) + kpos]
+            y[:, g * (M // group):(g + 1) * (M // group)] += np.einsum('nc...,mc->nm...', xs, wk)
+    return (y + b.reshape((1, M) + (1,) * sp)).astype(np.float32)
+x, w, b = rand(2, 4, 9), rand(6, 2, 3), rand(6)
+# SAME_UPPER with stride 2: output ceil(9/2) = 5, total pad (5-1)*2+3-9 = 2, 1 before and 1 after
+save('conv1d_same_upper_stride2', [helper.make_node('Conv', ['x', 'w', 'b'], ['y'], group=2, strides=[2], auto_pad='SAME_UPPER')],
+     [('x', x), ('w', w), ('b', b)], [('y', conv_nd(x, w, b, [2], [1], [1], [1], 2))], 11)
+x, w, b = rand(1, 2, 5, 6, 4), rand(3, 2, 2, 3, 2), rand(3)
+save('conv3d_pads_dilations', [helper.make_node('Conv', ['x', 'w', 'b'], ['y'], pads=[1, 0, 1, 0, 1, 1], dilations=[2, 1, 1], strides=[1, 2, 1])],
+     [('x', x), ('w', w), ('b', b)], [('y', conv_nd(x, w, b, [1, 2, 1], [1, 0, 1], [0, 1, 1], [2, 1, 1], 1))], 11)
+
 # ---- ONNX Runtime's SimplifiedLayerNormalization and opset 23's RMSNormalization ----
 def rms(x, s, axis, eps):
     axes = tuple(range(axis % x.ndim, x.ndim))
