@@ -125,11 +125,12 @@ OP_KERNEL(op_k_cumsum);
 /* ops_index.c */
 OP_KERNEL(op_k_trilu); OP_KERNEL(op_k_tile); OP_KERNEL(op_k_pad); OP_KERNEL(op_k_gather_elements);
 OP_KERNEL(op_k_scatter_elements); OP_KERNEL(op_k_scatter_nd); OP_KERNEL(op_k_gather_nd); OP_KERNEL(op_k_nonzero);
-OP_KERNEL(op_k_one_hot);
+OP_KERNEL(op_k_one_hot); OP_KERNEL(op_k_depth_to_space); OP_KERNEL(op_k_space_to_depth); OP_KERNEL(op_k_eye_like);
+OP_KERNEL(op_k_compress); OP_KERNEL(op_k_reverse_sequence);
 /* ops_conv.c */
 OP_KERNEL(op_k_conv); OP_KERNEL(op_k_conv_transpose); OP_KERNEL(op_k_batch_norm); OP_KERNEL(op_k_max_pool);
 OP_KERNEL(op_k_average_pool); OP_KERNEL(op_k_global_average_pool); OP_KERNEL(op_k_global_max_pool);
-OP_KERNEL(op_k_resize);
+OP_KERNEL(op_k_resize); OP_KERNEL(op_k_instance_norm); OP_KERNEL(op_k_mean_variance_norm); OP_KERNEL(op_k_lrn);
 /* ops_einsum.c */
 OP_KERNEL(op_k_einsum);
 /* ops_attn.c */
