@@ -58,6 +58,7 @@ static const op_op OPS[] = {
     {"GlobalMaxPool", op_k_global_max_pool, 1, 1, 1},
     {"Greater", op_k_greater, 2, 2, 1},
     {"GreaterOrEqual", op_k_greater_equal, 2, 2, 1},
+    {"GroupNormalization", op_k_group_norm, 3, 3, 1},
     {"HardSigmoid", op_k_hard_sigmoid, 1, 1, 1},
     {"HardSwish", op_k_hard_swish, 1, 1, 1},
     {"Hardmax", op_k_hardmax, 1, 1, 1},

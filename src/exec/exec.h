@@ -131,6 +131,7 @@ OP_KERNEL(op_k_compress); OP_KERNEL(op_k_reverse_sequence);
 OP_KERNEL(op_k_conv); OP_KERNEL(op_k_conv_transpose); OP_KERNEL(op_k_batch_norm); OP_KERNEL(op_k_max_pool);
 OP_KERNEL(op_k_average_pool); OP_KERNEL(op_k_global_average_pool); OP_KERNEL(op_k_global_max_pool);
 OP_KERNEL(op_k_resize); OP_KERNEL(op_k_instance_norm); OP_KERNEL(op_k_mean_variance_norm); OP_KERNEL(op_k_lrn);
+OP_KERNEL(op_k_group_norm);
 /* ops_einsum.c */
 OP_KERNEL(op_k_einsum);
 /* ops_attn.c */

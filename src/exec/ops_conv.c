@@ -555,3 +555,36 @@ OP_KERNEL(op_k_lrn) {
   }
   return 0;
 }
+
+/* GroupNormalization: statistics over each group of channels and the spatial axes; scale and bias
+ * per group before opset 21, per channel since. */
+OP_KERNEL(op_k_group_norm) {
+  (void)n_in, (void)n_out;
+  op_xt *x = in[0], *sc = in[1], *bi = in[2];
+  for (int i = 0; i < 3; i++)
+    if (ou_want(k, in[i], "input", true, false, false, err)) return -1;
+  int64_t G = op_kattr_int(k, "num_groups", 0);
+  if (x->rank < 2 || G < 1 || x->dims[1] % G) return op_kfail(k, err, "num_groups must divide the channels");
+  int64_t N = x->dims[0], C = x->dims[1], inner = ou_prod(x->dims, 2, x->rank), per = C / G * inner;
+  int64_t want = k->opset < 21 ? G : C;
+  if (sc->numel != want || bi->numel != want)
+    return op_kfail(k, err, "scale and bias must hold %lld values at opset %lld", (long long)want, (long long)k->opset);
+  float eps = op_kattr_float(k, "epsilon", 1e-5f);
+  if (op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
+  const float *a = x->data, *s = sc->data, *b = bi->data;
+  float *o = out->data;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t g = 0; g < G; g++) {
+      const float *p = a + (n * G + g) * per;
+      double mean = 0, var = 0;
+      for (int64_t j = 0; j < per; j++) mean += p[j];
+      mean /= (double)(per ? per : 1);
+      for (int64_t j = 0; j < per; j++) var += (p[j] - mean) * (p[j] - mean);
+      double inv = 1.0 / sqrt(var / (double)(per ? per : 1) + eps);
+      for (int64_t j = 0; j < per; j++) {
+        int64_t c = g * (C / G) + j / (inner ? inner : 1), q = want == G ? g : c;
+        o[(n * G + g) * per + j] = (float)((p[j] - mean) * inv) * s[q] + b[q];
+      }
+    }
+  return 0;
+}

@@ -2,7 +2,7 @@
 """make_op_cases.py OUTDIR - writes node tests in ONNX's layout (test_NAME/model.onnx,
 test_data_set_0/input_N.pb, output_N.pb) for the kernels ONNX 1.12's conformance data covers thinly
 or not at all: Einsum forms exports use, If reading outer-scope values, Trilu with k, Conv with
-groups and dilations, and opset 23's RMSNormalization, RotaryEmbedding and Attention, plus ONNX
+groups and dilations, GroupNormalization, and opset 23's RMSNormalization, RotaryEmbedding and Attention, plus ONNX
 Runtime's SimplifiedLayerNormalization. Expected outputs are computed here with numpy from the
 operators' definitions; tests/e2e/ort.js checks them against ONNX Runtime, and test_conformance
 checks our executor against them."""
@@ -244,3 +244,15 @@ sp = lambda t, h: t.reshape(B, S, h, D).transpose(0, 2, 1, 3)
 y, _, _ = attn_ref(sp(q3, 4), sp(k3, 2), sp(v3, 2))
 save('attention_3d', [helper.make_node('Attention', ['q', 'k', 'v'], ['y'], q_num_heads=4, kv_num_heads=2)],
      [('q', q3), ('k', k3), ('v', v3)], [('y', y.transpose(0, 2, 1, 3).reshape(B, S, 4 * D))], 23)
+
+# ---- GroupNormalization: per-group scale and bias at opset 18, per-channel at 21 ----
+x = rand(2, 6, 3, 4)
+for opset, G in ((18, 3), (21, 3), (21, 2)):
+    n = G if opset < 21 else 6
+    sc, bi = rand(n), rand(n)
+    xg = x.reshape(2, G, -1).astype(np.float64)
+    y = ((xg - xg.mean(-1, keepdims=True)) / np.sqrt(xg.var(-1, keepdims=True) + 1e-5)).reshape(x.shape)
+    rep = (lambda v: np.repeat(v, 6 // G)) if opset < 21 else (lambda v: v)
+    y = y * rep(sc)[None, :, None, None] + rep(bi)[None, :, None, None]
+    save('group_norm_opset%d_g%d' % (opset, G), [helper.make_node('GroupNormalization', ['x', 's', 'b'], ['y'], num_groups=G)],
+         [('x', x), ('s', sc), ('b', bi)], [('y', y.astype(np.float32))], opset)
