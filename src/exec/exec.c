@@ -74,6 +74,7 @@ static const op_op OPS[] = {
     {"LessOrEqual", op_k_less_equal, 2, 2, 1},
     {"Log", op_k_log, 1, 1, 1},
     {"LogSoftmax", op_k_log_softmax, 1, 1, 1},
+    {"Loop", op_k_loop, 2, 255, 64},
     {"MatMul", op_k_matmul, 2, 2, 1},
     {"MatMulInteger", op_k_matmul_integer, 2, 4, 1},
     {"Max", op_k_max, 1, 255, 1},
@@ -242,7 +243,7 @@ static int check_tensor_values(const op_model *m, const Onnx__GraphProto *g, op_
 static int prepare_subgraphs(op_session *s, op_if_aux **subs, bool sub, op_error *err) {
   const Onnx__GraphProto *g = s->gr->g;
   for (size_t i = 0; i < g->n_node; i++) {
-    if (!op_node_is(g->node[i], "If")) continue;
+    if (!op_node_is(g->node[i], "If") && !op_node_is(g->node[i], "Loop")) continue;
     if (!(subs[i] = op_if_prepare(s->m, g->node[i], err))) return -1;
     for (size_t c = 0; c < op_if_capture_count(subs[i]); c++)
       if (!op_graph_find(s->gr, op_if_capture_name(subs[i], c))) free(op_graph_fresh_name(s->gr, op_if_capture_name(subs[i], c)));
@@ -375,14 +376,15 @@ op_session *op_session_new_sub(const op_model *m, Onnx__GraphProto *g, op_error 
 static _Thread_local const op_session *outer_session;
 static _Thread_local const op_xt *const *outer_values;
 
-int op_session_run_sub(op_session *s, const op_xt *const *captured, op_xt *outputs, size_t n_outputs, op_error *err) {
+int op_session_run_sub(op_session *s, const op_tensor *inputs, const op_xt *const *captured, op_xt *outputs,
+                       size_t n_outputs, op_error *err) {
   if (n_outputs != s->n_outputs)
     return op_fail(err, OP_INVALID, "%s: a branch has %zu outputs, its node %zu", s->m->path, s->n_outputs, n_outputs);
   const op_session *saved_s = outer_session;
   const op_xt *const *saved_v = outer_values;
   outer_session = s, outer_values = captured;
   op_tensor *t = op_xcalloc(n_outputs ? n_outputs : 1, sizeof *t);
-  int rc = op_session_run(s, NULL, t, NULL, NULL, err);
+  int rc = op_session_run(s, inputs, t, NULL, NULL, err);
   outer_session = saved_s, outer_values = saved_v;
   for (size_t i = 0; i < n_outputs && !rc; i++) {
     op_xt *o = &outputs[i];

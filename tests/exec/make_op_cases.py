@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """make_op_cases.py OUTDIR - writes node tests in ONNX's layout (test_NAME/model.onnx,
 test_data_set_0/input_N.pb, output_N.pb) for the kernels ONNX 1.12's conformance data covers thinly
-or not at all: Einsum forms exports use, If reading outer-scope values, Trilu with k, Conv with
+or not at all: Einsum forms exports use, If and Loop reading outer-scope values, Trilu with k, Conv with
 groups and dilations, GroupNormalization, and opset 23's RMSNormalization, RotaryEmbedding and Attention, plus ONNX
 Runtime's SimplifiedLayerNormalization. Expected outputs are computed here with numpy from the
 operators' definitions; tests/e2e/ort.js checks them against ONNX Runtime, and test_conformance
@@ -256,3 +256,33 @@ for opset, G in ((18, 3), (21, 3), (21, 2)):
     y = y * rep(sc)[None, :, None, None] + rep(bi)[None, :, None, None]
     save('group_norm_opset%d_g%d' % (opset, G), [helper.make_node('GroupNormalization', ['x', 's', 'b'], ['y'], num_groups=G)],
          [('x', x), ('s', sc), ('b', bi)], [('y', y.astype(np.float32))], opset)
+
+# ---- Loop: a trip count and a condition the body computes, a carried value, a scan output, and an
+# outer-scope value read by the body ----
+def loop_case(name, trips, limit, with_trips):
+    w = np.abs(rand(3)) + 0.5  # positive, so the condition turns false
+    body = helper.make_graph(
+        [helper.make_node('Add', ['acc_in', 'w'], ['acc_out']),             # w comes from the outer graph
+         helper.make_node('Cast', ['i'], ['i_f'], to=TensorProto.FLOAT),
+         helper.make_node('Mul', ['acc_out', 'i_f'], ['scan']),
+         helper.make_node('ReduceSum', ['acc_out'], ['total'], keepdims=0),
+         helper.make_node('Less', ['total', 'limit'], ['cond_out'])],
+        'body', [helper.make_tensor_value_info('i', TensorProto.INT64, []),
+                 helper.make_tensor_value_info('cond_in', TensorProto.BOOL, []),
+                 helper.make_tensor_value_info('acc_in', TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info('cond_out', TensorProto.BOOL, []),
+         helper.make_tensor_value_info('acc_out', TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info('scan', TensorProto.FLOAT, [3])])
+    acc, scans, i, go = np.zeros(3, np.float32), [], 0, True
+    while go and (not with_trips or i < trips):
+        acc = (acc + w).astype(np.float32)
+        scans.append(acc * np.float32(i))
+        go = bool(acc.sum() < limit)
+        i += 1
+    ins = [('w', w), ('limit', np.array(limit, np.float32)), ('acc0', np.zeros(3, np.float32)), ('c', np.array(True))]
+    if with_trips:
+        ins.append(('M', np.array(trips, np.int64)))
+    nodes = [helper.make_node('Loop', ['M' if with_trips else '', 'c', 'acc0'], ['acc_final', 'scans'], body=body)]
+    save(name, nodes, ins, [('acc_final', acc), ('scans', np.stack(scans).astype(np.float32))], 13)
+loop_case('loop_trip_count', 4, 1e9, True)
+loop_case('loop_condition_only', 0, 5.0, False)
