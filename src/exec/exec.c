@@ -74,7 +74,7 @@ static const op_op OPS[] = {
     {"LessOrEqual", op_k_less_equal, 2, 2, 1},
     {"Log", op_k_log, 1, 1, 1},
     {"LogSoftmax", op_k_log_softmax, 1, 1, 1},
-    {"Loop", op_k_loop, 2, 255, 64},
+    {"Loop", op_k_loop, 0, 255, 64},
     {"MatMul", op_k_matmul, 2, 2, 1},
     {"MatMulInteger", op_k_matmul_integer, 2, 4, 1},
     {"Max", op_k_max, 1, 255, 1},

@@ -34,7 +34,7 @@ op_if_aux *op_if_prepare(const op_model *m, const Onnx__NodeProto *nd, op_error 
       op_fail(err, OP_INVALID, "%s: node '%s' (If): attribute '%s' is missing", m->path, op_node_name(nd), attr[b]);
       goto fail;
     }
-    if (loop && (at->g->n_input != nd->n_input || at->g->n_output < at->g->n_input - 1 || nd->n_output != at->g->n_output - 1)) {
+    if (loop && (nd->n_input < 2 || at->g->n_input != nd->n_input || at->g->n_output < at->g->n_input - 1 || nd->n_output != at->g->n_output - 1)) {
       op_fail(err, OP_INVALID, "%s: node '%s' (Loop): body has %zu inputs and %zu outputs for %zu inputs and %zu outputs",
               m->path, op_node_name(nd), at->g->n_input, at->g->n_output, nd->n_input, nd->n_output);
       goto fail;
