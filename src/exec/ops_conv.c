@@ -168,13 +168,12 @@ OP_KERNEL(op_k_conv_transpose) {
         for (int64_t kp = 0; kp < kvol; kp++) {
           int64_t off = 0, t2 = kp;
           bool inside = true;
-          for (int a = sp - 1, mul = 1; a >= 0; a--) {
+          for (int a = sp - 1; a >= 0; a--) {
             int64_t ka = t2 % kk[a];
             t2 /= kk[a];
             int64_t p = ii[a] * s[a] - pb[a] + ka * d[a];
             if (p < 0 || p >= outd[a]) inside = false;
             off += p * ou_prod(outd, a + 1, sp);
-            (void)mul;
           }
           if (!inside) continue;
           for (int64_t m = 0; m < Mg; m++)
