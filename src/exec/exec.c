@@ -27,6 +27,7 @@ static const op_op OPS[] = {
     {"Ceil", op_k_ceil, 1, 1, 1},
     {"Celu", op_k_celu, 1, 1, 1},
     {"Clip", op_k_clip, 1, 3, 1},
+    {"Compress", op_k_compress, 2, 2, 1},
     {"Concat", op_k_concat, 1, 255, 1},
     {"Constant", op_k_constant, 0, 0, 1},
     {"ConstantOfShape", op_k_constant_of_shape, 1, 1, 1},
@@ -35,6 +36,7 @@ static const op_op OPS[] = {
     {"Cos", op_k_cos, 1, 1, 1},
     {"Cosh", op_k_cosh, 1, 1, 1},
     {"CumSum", op_k_cumsum, 2, 2, 1},
+    {"DepthToSpace", op_k_depth_to_space, 1, 1, 1},
     {"DequantizeLinear", op_k_dequantize_linear, 2, 3, 1},
     {"Div", op_k_div, 2, 2, 1},
     {"Dropout", op_k_dropout, 1, 3, 2},
@@ -44,6 +46,7 @@ static const op_op OPS[] = {
     {"Erf", op_k_erf, 1, 1, 1},
     {"Exp", op_k_exp, 1, 1, 1},
     {"Expand", op_k_expand, 2, 2, 1},
+    {"EyeLike", op_k_eye_like, 1, 1, 1},
     {"Flatten", op_k_flatten, 1, 1, 1},
     {"Floor", op_k_floor, 1, 1, 1},
     {"Gather", op_k_gather, 2, 2, 1},
@@ -55,24 +58,29 @@ static const op_op OPS[] = {
     {"GlobalMaxPool", op_k_global_max_pool, 1, 1, 1},
     {"Greater", op_k_greater, 2, 2, 1},
     {"GreaterOrEqual", op_k_greater_equal, 2, 2, 1},
+    {"GroupNormalization", op_k_group_norm, 3, 3, 1},
     {"HardSigmoid", op_k_hard_sigmoid, 1, 1, 1},
     {"HardSwish", op_k_hard_swish, 1, 1, 1},
     {"Hardmax", op_k_hardmax, 1, 1, 1},
     {"Identity", op_k_identity, 1, 1, 1},
     {"If", op_k_if, 1, 1, 64},
+    {"InstanceNormalization", op_k_instance_norm, 3, 3, 1},
     {"IsInf", op_k_isinf, 1, 1, 1},
     {"IsNaN", op_k_isnan, 1, 1, 1},
+    {"LRN", op_k_lrn, 1, 1, 1},
     {"LayerNormalization", op_k_layer_norm, 2, 3, 3},
     {"LeakyRelu", op_k_leaky_relu, 1, 1, 1},
     {"Less", op_k_less, 2, 2, 1},
     {"LessOrEqual", op_k_less_equal, 2, 2, 1},
     {"Log", op_k_log, 1, 1, 1},
     {"LogSoftmax", op_k_log_softmax, 1, 1, 1},
+    {"Loop", op_k_loop, 0, 255, 64},
     {"MatMul", op_k_matmul, 2, 2, 1},
     {"MatMulInteger", op_k_matmul_integer, 2, 4, 1},
     {"Max", op_k_max, 1, 255, 1},
     {"MaxPool", op_k_max_pool, 1, 1, 2},
     {"Mean", op_k_mean, 1, 255, 1},
+    {"MeanVarianceNormalization", op_k_mean_variance_norm, 1, 1, 1},
     {"Min", op_k_min, 1, 255, 1},
     {"Mod", op_k_mod, 2, 2, 1},
     {"Mul", op_k_mul, 2, 2, 1},
@@ -101,6 +109,7 @@ static const op_op OPS[] = {
     {"Relu", op_k_relu, 1, 1, 1},
     {"Reshape", op_k_reshape, 2, 2, 1},
     {"Resize", op_k_resize, 1, 4, 1},
+    {"ReverseSequence", op_k_reverse_sequence, 2, 2, 1},
     {"RotaryEmbedding", op_k_rotary_embedding, 3, 4, 1},
     {"Round", op_k_round, 1, 1, 1},
     {"ScatterElements", op_k_scatter_elements, 3, 3, 1},
@@ -118,6 +127,7 @@ static const op_op OPS[] = {
     {"Softmax", op_k_softmax, 1, 1, 1},
     {"Softplus", op_k_softplus, 1, 1, 1},
     {"Softsign", op_k_softsign, 1, 1, 1},
+    {"SpaceToDepth", op_k_space_to_depth, 1, 1, 1},
     {"Split", op_k_split, 1, 2, 64},
     {"Sqrt", op_k_sqrt, 1, 1, 1},
     {"Squeeze", op_k_squeeze, 1, 2, 1},
@@ -262,7 +272,7 @@ static int check_tensor_values(const op_model *m, const Onnx__GraphProto *g, op_
 static int prepare_subgraphs(op_session *s, op_if_aux **subs, bool sub, op_error *err) {
   const Onnx__GraphProto *g = s->gr->g;
   for (size_t i = 0; i < g->n_node; i++) {
-    if (!op_node_is(g->node[i], "If")) continue;
+    if (!op_node_is(g->node[i], "If") && !op_node_is(g->node[i], "Loop")) continue;
     if (!(subs[i] = op_if_prepare(s->m, g->node[i], err))) return -1;
     for (size_t c = 0; c < op_if_capture_count(subs[i]); c++)
       if (!op_graph_find(s->gr, op_if_capture_name(subs[i], c))) free(op_graph_fresh_name(s->gr, op_if_capture_name(subs[i], c)));
@@ -427,14 +437,15 @@ op_session *op_session_new_sub(const op_model *m, Onnx__GraphProto *g, op_error 
 static _Thread_local const op_session *outer_session;
 static _Thread_local const op_xt *const *outer_values;
 
-int op_session_run_sub(op_session *s, const op_xt *const *captured, op_xt *outputs, size_t n_outputs, op_error *err) {
+int op_session_run_sub(op_session *s, const op_tensor *inputs, const op_xt *const *captured, op_xt *outputs,
+                       size_t n_outputs, op_error *err) {
   if (n_outputs != s->n_outputs)
     return op_fail(err, OP_INVALID, "%s: a branch has %zu outputs, its node %zu", s->m->path, s->n_outputs, n_outputs);
   const op_session *saved_s = outer_session;
   const op_xt *const *saved_v = outer_values;
   outer_session = s, outer_values = captured;
   op_tensor *t = op_xcalloc(n_outputs ? n_outputs : 1, sizeof *t);
-  int rc = op_session_run(s, NULL, t, NULL, NULL, err);
+  int rc = op_session_run(s, inputs, t, NULL, NULL, err);
   outer_session = saved_s, outer_values = saved_v;
   for (size_t i = 0; i < n_outputs && !rc; i++) {
     op_xt *o = &outputs[i];

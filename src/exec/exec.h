@@ -147,22 +147,25 @@ OP_KERNEL(op_k_cumsum);
 /* ops_index.c */
 OP_KERNEL(op_k_trilu); OP_KERNEL(op_k_tile); OP_KERNEL(op_k_pad); OP_KERNEL(op_k_gather_elements);
 OP_KERNEL(op_k_scatter_elements); OP_KERNEL(op_k_scatter_nd); OP_KERNEL(op_k_gather_nd); OP_KERNEL(op_k_nonzero);
-OP_KERNEL(op_k_one_hot);
+OP_KERNEL(op_k_one_hot); OP_KERNEL(op_k_depth_to_space); OP_KERNEL(op_k_space_to_depth); OP_KERNEL(op_k_eye_like);
+OP_KERNEL(op_k_compress); OP_KERNEL(op_k_reverse_sequence);
 /* ops_conv.c */
 OP_KERNEL(op_k_conv); OP_KERNEL(op_k_conv_transpose); OP_KERNEL(op_k_batch_norm); OP_KERNEL(op_k_max_pool);
 OP_KERNEL(op_k_average_pool); OP_KERNEL(op_k_global_average_pool); OP_KERNEL(op_k_global_max_pool);
-OP_KERNEL(op_k_resize);
+OP_KERNEL(op_k_resize); OP_KERNEL(op_k_instance_norm); OP_KERNEL(op_k_mean_variance_norm); OP_KERNEL(op_k_lrn);
+OP_KERNEL(op_k_group_norm);
 /* ops_einsum.c */
 OP_KERNEL(op_k_einsum);
 /* ops_attn.c */
 OP_KERNEL(op_k_rms_norm); OP_KERNEL(op_k_simplified_layer_norm); OP_KERNEL(op_k_rotary_embedding);
 OP_KERNEL(op_k_attention);
-/* ops_control.c: If. A node with subgraphs gets its branches built as sessions of their own when its
- * session is made; the values a branch reads from outer scopes are appended to the node's inputs
+/* ops_control.c: If and Loop. A node with subgraphs gets them built as sessions of their own when its
+ * session is made; the values a subgraph reads from outer scopes are appended to the node's inputs
  * (after its declared ones) so they live until it runs. */
-OP_KERNEL(op_k_if);
+OP_KERNEL(op_k_if); OP_KERNEL(op_k_loop);
 typedef struct op_if_aux op_if_aux;
-/* Builds the branches of If node nd; NULL and err on failure (an unsupported operator inside names it). */
+/* Builds the subgraphs of If or Loop node nd; NULL and err on failure (an unsupported operator inside
+ * names it). */
 op_if_aux *op_if_prepare(const op_model *m, const Onnx__NodeProto *nd, op_error *err);
 void op_if_free(op_if_aux *a);
 /* The outer-scope names the branches read, in the order the kernel expects them after the condition. */
@@ -172,8 +175,10 @@ const char *op_if_capture_name(const op_if_aux *a, size_t i);
 op_session *op_session_new_sub(const op_model *m, Onnx__GraphProto *g, op_error *err);
 size_t op_session_capture_count(const op_session *s);
 const char *op_session_capture_name(const op_session *s, size_t i);
-/* Runs a subgraph session with its captures (in capture order); outputs become owned runtime tensors. */
-int op_session_run_sub(op_session *s, const op_xt *const *captured, op_xt *outputs, size_t n_outputs, op_error *err);
+/* Runs a subgraph session on its inputs (a Loop body's; NULL for If branches) with its captures (in
+ * capture order); outputs become owned runtime tensors. */
+int op_session_run_sub(op_session *s, const op_tensor *inputs, const op_xt *const *captured, op_xt *outputs,
+                       size_t n_outputs, op_error *err);
 
 /* ONNX Runtime's fused operators (domain com.microsoft): ops_contrib.c, ops_attention.c. */
 /* The com.microsoft table entry for an op type, or NULL. */

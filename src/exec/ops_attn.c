@@ -176,37 +176,39 @@ OP_KERNEL(op_k_attention) {
           V[((b * Hk + h) * T + t) * Dv + d] = t < P ? ((float *)pv->data)[((b * Hk + h) * P + t) * Dv + d]
                                                      : ((float *)v->data)[bhsd(three, b, h, t - P, d, Hk, Skv, Dv)];
       }
-  float *w = op_xmalloc((size_t)(T ? T : 1) * sizeof(float));
+  /* per (batch, query head): scores = scale * Q K^T through the BLAS, masked softmax, then P V */
+  float *w = op_xmalloc((size_t)(Sq && T ? Sq * T : 1) * sizeof(float));
   const float *Q = q->data;
   float *Y = out[0].data;
+  int64_t qld = three ? Hq * D : D, yld = three ? Hq * Dv : Dv;
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < Hq; h++) {
       int64_t hk = h / (Hq / Hk);
+      const float *Kh = K + (b * Hk + hk) * T * D, *Vh = V + (b * Hk + hk) * T * Dv;
+      const float *Qh = Q + bhsd(three, b, h, 0, 0, Hq, Sq, D);
+      float *Yh = Y + bhsd(three, b, h, 0, 0, Hq, Sq, Dv);
+      if (D) op_sgemm(false, true, Sq, T, D, scale, Qh, qld, Kh, D, 0.f, w, T);
+      else memset(w, 0, (size_t)(Sq * T) * sizeof(float));
       for (int64_t s = 0; s < Sq; s++) {
-        float m = -INFINITY;
+        float *row = w + s * T, m = -INFINITY;
         for (int64_t t = 0; t < T; t++) {
-          const float *kr = K + ((b * Hk + hk) * T + t) * D;
-          float acc = 0;
-          for (int64_t d = 0; d < D; d++) acc += Q[bhsd(three, b, h, s, d, Hq, Sq, D)] * kr[d];
-          acc *= scale;
+          float acc = row[t];
           if (causal && t > s) acc = -INFINITY;
           if (mask) {
             int64_t mo = ou_bcast_off(&mb, 1, ((b * Hq + h) * Sq + s) * T + t);
             if (mask->dtype == T_BOOL) acc = ((uint8_t *)mask->data)[mo] ? acc : -INFINITY;
             else acc += ((float *)mask->data)[mo];
           }
-          w[t] = acc;
+          row[t] = acc;
           m = acc > m ? acc : m;
         }
         double sum = 0;
-        for (int64_t t = 0; t < T; t++) sum += w[t] = isinf(m) && m < 0 ? 0.f : expf(w[t] - m);
-        for (int64_t t = 0; t < T; t++) w[t] = sum > 0 ? (float)(w[t] / sum) : 0.f;
-        for (int64_t d = 0; d < Dv; d++) {
-          float acc = 0;
-          for (int64_t t = 0; t < T; t++) acc += w[t] * V[((b * Hk + hk) * T + t) * Dv + d];
-          Y[bhsd(three, b, h, s, d, Hq, Sq, Dv)] = acc;
-        }
+        for (int64_t t = 0; t < T; t++) sum += row[t] = isinf(m) && m < 0 ? 0.f : expf(row[t] - m);
+        for (int64_t t = 0; t < T; t++) row[t] = sum > 0 ? (float)(row[t] / sum) : 0.f;
       }
+      if (T) op_sgemm(false, false, Sq, Dv, T, 1.f, w, T, Vh, Dv, 0.f, Yh, yld);
+      else
+        for (int64_t s = 0; s < Sq; s++) memset(Yh + s * yld, 0, (size_t)Dv * sizeof(float));
     }
   free(w);
   if (n_out <= 1) free(K);

@@ -168,13 +168,12 @@ OP_KERNEL(op_k_conv_transpose) {
         for (int64_t kp = 0; kp < kvol; kp++) {
           int64_t off = 0, t2 = kp;
           bool inside = true;
-          for (int a = sp - 1, mul = 1; a >= 0; a--) {
+          for (int a = sp - 1; a >= 0; a--) {
             int64_t ka = t2 % kk[a];
             t2 /= kk[a];
             int64_t p = ii[a] * s[a] - pb[a] + ka * d[a];
             if (p < 0 || p >= outd[a]) inside = false;
             off += p * ou_prod(outd, a + 1, sp);
-            (void)mul;
           }
           if (!inside) continue;
           for (int64_t m = 0; m < Mg; m++)
@@ -460,5 +459,131 @@ OP_KERNEL(op_k_resize) {
     }
   }
   for (int d = 0; d < rank; d++) free(t[d].idx), free(t[d].w), free(t[d].outside);
+  return 0;
+}
+
+/* ---- normalisations of CNN front-ends ---- */
+
+OP_KERNEL(op_k_instance_norm) {
+  (void)n_in, (void)n_out;
+  op_xt *x = in[0], *sc = in[1], *bi = in[2];
+  for (int i = 0; i < 3; i++)
+    if (ou_want(k, in[i], "input", true, false, false, err)) return -1;
+  if (x->rank < 3) return op_kfail(k, err, "input must have spatial axes");
+  int64_t C = x->dims[1], planes = x->dims[0] * C, n = ou_prod(x->dims, 2, x->rank);
+  if (sc->numel != C || bi->numel != C) return op_kfail(k, err, "scale and B must hold one value per channel");
+  float eps = op_kattr_float(k, "epsilon", 1e-5f);
+  if (op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
+  const float *a = x->data;
+  float *o = out->data;
+  for (int64_t p = 0; p < planes; p++) {
+    double mean = 0, var = 0;
+    for (int64_t j = 0; j < n; j++) mean += a[p * n + j];
+    mean /= (double)(n ? n : 1);
+    for (int64_t j = 0; j < n; j++) var += (a[p * n + j] - mean) * (a[p * n + j] - mean);
+    double inv = 1.0 / sqrt(var / (double)(n ? n : 1) + eps);
+    int64_t c = p % C;
+    for (int64_t j = 0; j < n; j++)
+      o[p * n + j] = (float)((a[p * n + j] - mean) * inv) * ((float *)sc->data)[c] + ((float *)bi->data)[c];
+  }
+  return 0;
+}
+
+/* MeanVarianceNormalization: (x - mean) / (std + 1e-9) over `axes` (default N and spatial axes). */
+OP_KERNEL(op_k_mean_variance_norm) {
+  (void)n_in, (void)n_out;
+  op_xt *x = in[0];
+  if (ou_want(k, x, "input", true, false, false, err)) return -1;
+  bool red[OP_MAX_RANK] = {false};
+  size_t na;
+  const int64_t *ax = op_kattr_ints(k, "axes", &na);
+  if (!ax) {
+    for (int d = 0; d < x->rank; d++) red[d] = d != 1;
+  } else {
+    for (size_t i = 0; i < na; i++) {
+      int a = op_axis(ax[i], x->rank);
+      if (a < 0) return op_kfail(k, err, "axis out of range");
+      red[a] = true;
+    }
+  }
+  int64_t kd[OP_MAX_RANK], groups = 1, count = 1;
+  for (int d = 0; d < x->rank; d++) {
+    kd[d] = red[d] ? 1 : x->dims[d];
+    groups *= kd[d];
+    if (red[d]) count *= x->dims[d];
+  }
+  if (op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
+  double *sum = op_xcalloc((size_t)(groups ? groups : 1), sizeof(double)), *sq = op_xcalloc((size_t)(groups ? groups : 1), sizeof(double));
+  int64_t *gi = op_xmalloc((size_t)(x->numel ? x->numel : 1) * sizeof(int64_t)), idx[OP_MAX_RANK] = {0};
+  const float *a = x->data;
+  for (int64_t i = 0; i < x->numel; i++) {
+    int64_t g = 0;
+    for (int d = 0; d < x->rank; d++) g = g * kd[d] + (red[d] ? 0 : idx[d]);
+    gi[i] = g;
+    sum[g] += a[i], sq[g] += (double)a[i] * a[i];
+    for (int d = x->rank - 1; d >= 0; d--) {
+      if (++idx[d] < x->dims[d]) break;
+      idx[d] = 0;
+    }
+  }
+  for (int64_t i = 0; i < x->numel; i++) {
+    double m = sum[gi[i]] / (double)count, var = sq[gi[i]] / (double)count - m * m;
+    ((float *)out->data)[i] = (float)((a[i] - m) / (sqrt(var > 0 ? var : 0) + 1e-9));
+  }
+  free(sum), free(sq), free(gi);
+  return 0;
+}
+
+/* LRN across channels: x / (bias + alpha / size * sum of squares over the window)^beta. */
+OP_KERNEL(op_k_lrn) {
+  (void)n_in, (void)n_out;
+  op_xt *x = in[0];
+  if (ou_want(k, x, "input", true, false, false, err)) return -1;
+  int64_t size = op_kattr_int(k, "size", 0);
+  if (size < 1 || x->rank < 3) return op_kfail(k, err, "size must be positive and the input have a channel axis");
+  float alpha = op_kattr_float(k, "alpha", 1e-4f), beta = op_kattr_float(k, "beta", 0.75f), bias = op_kattr_float(k, "bias", 1.f);
+  if (op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
+  int64_t C = x->dims[1], inner = ou_prod(x->dims, 2, x->rank), lo = (size - 1) / 2, hi = size - 1 - lo;
+  const float *a = x->data;
+  for (int64_t i = 0; i < x->numel; i++) {
+    int64_t c = (i / inner) % C, base = i - c * inner;
+    double s = 0;
+    for (int64_t j = c - lo; j <= c + hi; j++)
+      if (j >= 0 && j < C) s += (double)a[base + j * inner] * a[base + j * inner];
+    ((float *)out->data)[i] = (float)(a[i] / pow(bias + alpha / (double)size * s, beta));
+  }
+  return 0;
+}
+
+/* GroupNormalization: statistics over each group of channels and the spatial axes; scale and bias
+ * per group before opset 21, per channel since. */
+OP_KERNEL(op_k_group_norm) {
+  (void)n_in, (void)n_out;
+  op_xt *x = in[0], *sc = in[1], *bi = in[2];
+  for (int i = 0; i < 3; i++)
+    if (ou_want(k, in[i], "input", true, false, false, err)) return -1;
+  int64_t G = op_kattr_int(k, "num_groups", 0);
+  if (x->rank < 2 || G < 1 || x->dims[1] % G) return op_kfail(k, err, "num_groups must divide the channels");
+  int64_t N = x->dims[0], C = x->dims[1], inner = ou_prod(x->dims, 2, x->rank), per = C / G * inner;
+  int64_t want = k->opset < 21 ? G : C;
+  if (sc->numel != want || bi->numel != want)
+    return op_kfail(k, err, "scale and bias must hold %lld values at opset %lld", (long long)want, (long long)k->opset);
+  float eps = op_kattr_float(k, "epsilon", 1e-5f);
+  if (op_xt_alloc(out, T_FLOAT, x->dims, x->rank, err)) return -1;
+  const float *a = x->data, *s = sc->data, *b = bi->data;
+  float *o = out->data;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t g = 0; g < G; g++) {
+      const float *p = a + (n * G + g) * per;
+      double mean = 0, var = 0;
+      for (int64_t j = 0; j < per; j++) mean += p[j];
+      mean /= (double)(per ? per : 1);
+      for (int64_t j = 0; j < per; j++) var += (p[j] - mean) * (p[j] - mean);
+      double inv = 1.0 / sqrt(var / (double)(per ? per : 1) + eps);
+      for (int64_t j = 0; j < per; j++) {
+        int64_t c = g * (C / G) + j / (inner ? inner : 1), q = want == G ? g : c;
+        o[(n * G + g) * per + j] = (float)((p[j] - mean) * inv) * s[q] + b[q];
+      }
+    }
   return 0;
 }

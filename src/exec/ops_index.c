@@ -357,3 +357,109 @@ OP_KERNEL(op_k_one_hot) {
       }
   return 0;
 }
+
+/* DepthToSpace (DCR or CRD) and SpaceToDepth on [N, C, H, W]. */
+static int depth_space(const op_kctx *k, op_xt *x, op_xt *out, bool to_space, op_error *err) {
+  int64_t b = op_kattr_int(k, "blocksize", 0);
+  if (x->rank != 4 || b < 1) return op_kfail(k, err, "input must be 4-D and blocksize positive");
+  int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+  bool crd = false;
+  if (to_space) {
+    Onnx__AttributeProto *m = op_node_attr(k->node, "mode");
+    crd = m && m->s.len == 3 && !memcmp(m->s.data, "CRD", 3);
+    if (m && !crd && !(m->s.len == 3 && !memcmp(m->s.data, "DCR", 3))) return ou_unsupported(k, err, "mode '%.*s'", (int)m->s.len, (const char *)m->s.data);
+    if (C % (b * b)) return op_kfail(k, err, "channels %lld are not a multiple of blocksize^2", (long long)C);
+  } else if (H % b || W % b) {
+    return op_kfail(k, err, "height and width must be multiples of blocksize");
+  }
+  int64_t dims[4] = {N, to_space ? C / (b * b) : C * b * b, to_space ? H * b : H / b, to_space ? W * b : W / b};
+  if (op_xt_alloc(out, x->dtype, dims, 4, err)) return -1;
+  size_t es = esz(x);
+  int64_t Cs = to_space ? dims[1] : C, Hs = to_space ? H : dims[2], Ws = to_space ? W : dims[3]; /* the depth side's sizes */
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = 0; c < Cs; c++)
+      for (int64_t h = 0; h < Hs; h++)
+        for (int64_t w = 0; w < Ws; w++)
+          for (int64_t i = 0; i < b; i++)
+            for (int64_t j = 0; j < b; j++) {
+              int64_t dc = crd ? c * b * b + i * b + j : (i * b + j) * Cs + c; /* channel on the depth side */
+              int64_t depth = ((n * (Cs * b * b) + dc) * Hs + h) * Ws + w;
+              int64_t space = ((n * Cs + c) * (Hs * b) + h * b + i) * (Ws * b) + w * b + j;
+              int64_t src = to_space ? depth : space, dst = to_space ? space : depth;
+              memcpy((char *)out->data + dst * (int64_t)es, (char *)x->data + src * (int64_t)es, es);
+            }
+  return 0;
+}
+
+OP_KERNEL(op_k_depth_to_space) {
+  (void)n_in, (void)n_out;
+  return depth_space(k, in[0], out, true, err);
+}
+
+OP_KERNEL(op_k_space_to_depth) {
+  (void)n_in, (void)n_out;
+  return depth_space(k, in[0], out, false, err);
+}
+
+OP_KERNEL(op_k_eye_like) {
+  (void)n_in, (void)n_out;
+  op_xt *x = in[0];
+  if (x->rank != 2) return op_kfail(k, err, "input must be 2-D");
+  int32_t dt = (int32_t)op_kattr_int(k, "dtype", x->dtype);
+  if (dt != T_FLOAT && dt != T_INT64 && dt != T_INT32 && dt != T_BOOL) return ou_unsupported(k, err, "dtype %d", dt);
+  int64_t diag = op_kattr_int(k, "k", 0);
+  if (op_xt_alloc(out, dt, x->dims, 2, err)) return -1;
+  memset(out->data, 0, (size_t)out->numel * esz(out));
+  for (int64_t i = 0; i < x->dims[0]; i++)
+    if (i + diag >= 0 && i + diag < x->dims[1]) ou_set(out, i * x->dims[1] + i + diag, 1);
+  return 0;
+}
+
+OP_KERNEL(op_k_compress) {
+  (void)n_in, (void)n_out;
+  op_xt *x = in[0], *cond = in[1];
+  if (ou_want(k, cond, "condition", false, false, true, err)) return -1;
+  Onnx__AttributeProto *ax = op_node_attr(k->node, "axis");
+  int axis = ax ? op_axis(ax->i, x->rank) : 0;
+  if (axis < 0) return op_kfail(k, err, "axis out of range");
+  int64_t dim = ax ? x->dims[axis] : x->numel, outer = ax ? ou_prod(x->dims, 0, axis) : 1;
+  int64_t inner = ax ? ou_prod(x->dims, axis + 1, x->rank) : 1, kept = 0;
+  if (cond->rank != 1 || cond->numel > dim) return op_kfail(k, err, "condition must be 1-D and no longer than the axis");
+  for (int64_t i = 0; i < cond->numel; i++) kept += ((uint8_t *)cond->data)[i] != 0;
+  int64_t dims[OP_MAX_RANK];
+  int rank = ax ? x->rank : 1;
+  if (ax) memcpy(dims, x->dims, sizeof dims);
+  dims[ax ? axis : 0] = kept;
+  if (op_xt_alloc(out, x->dtype, dims, rank, err)) return -1;
+  size_t es = esz(x);
+  int64_t o = 0;
+  for (int64_t q = 0; q < outer; q++)
+    for (int64_t i = 0; i < cond->numel; i++)
+      if (((uint8_t *)cond->data)[i]) {
+        memcpy((char *)out->data + o * inner * (int64_t)es, (char *)x->data + (q * dim + i) * inner * (int64_t)es, (size_t)inner * es);
+        o++;
+      }
+  return 0;
+}
+
+OP_KERNEL(op_k_reverse_sequence) {
+  (void)n_in, (void)n_out;
+  op_xt *x = in[0], *lens = in[1];
+  if (ou_want(k, lens, "sequence_lens", false, true, false, err)) return -1;
+  int ba = op_axis(op_kattr_int(k, "batch_axis", 1), x->rank), ta = op_axis(op_kattr_int(k, "time_axis", 0), x->rank);
+  if (x->rank < 2 || ba < 0 || ta < 0 || ba == ta || (ba > 1 || ta > 1)) return op_kfail(k, err, "batch_axis and time_axis must be 0 and 1");
+  if (lens->numel != x->dims[ba]) return op_kfail(k, err, "sequence_lens must hold one length per batch entry");
+  if (copy_of(out, x, err)) return -1;
+  int64_t T = x->dims[ta], Bn = x->dims[ba], inner = ou_prod(x->dims, 2, x->rank);
+  size_t es = esz(x);
+  for (int64_t b = 0; b < Bn; b++) {
+    int64_t L = op_xt_int(lens, b);
+    if (L < 0 || L > T) return op_kfail(k, err, "sequence length %lld outside [0, %lld]", (long long)L, (long long)T);
+    for (int64_t t = 0; t < L; t++) {
+      int64_t s = L - 1 - t;
+      int64_t dst = ta == 0 ? t * Bn + b : b * T + t, src = ta == 0 ? s * Bn + b : b * T + s;
+      memcpy((char *)out->data + dst * inner * (int64_t)es, (char *)x->data + src * inner * (int64_t)es, (size_t)inner * es);
+    }
+  }
+  return 0;
+}

@@ -79,9 +79,9 @@ static int reduce(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, enum re
     }
   }
   for (int64_t i = 0; i < out->numel; i++) {
-    if (!fl) {
-      ou_set(out, i, (double)iacc[i]);
+    if (!fl) { /* exact: int64 stores without a trip through double */
       if (x->dtype == T_INT64) ((int64_t *)out->data)[i] = iacc[i];
+      else ((int32_t *)out->data)[i] = (int32_t)iacc[i];
       continue;
     }
     double v = acc[i];

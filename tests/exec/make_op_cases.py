@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """make_op_cases.py OUTDIR - writes node tests in ONNX's layout (test_NAME/model.onnx,
 test_data_set_0/input_N.pb, output_N.pb) for the kernels ONNX 1.12's conformance data covers thinly
-or not at all: Einsum forms exports use, If reading outer-scope values, Trilu with k, Conv with
-groups and dilations, and opset 23's RMSNormalization, RotaryEmbedding and Attention, plus ONNX
+or not at all: Einsum forms exports use, If and Loop reading outer-scope values, Trilu with k, Conv with
+groups and dilations, GroupNormalization, and opset 23's RMSNormalization, RotaryEmbedding and Attention, plus ONNX
 Runtime's SimplifiedLayerNormalization. Expected outputs are computed here with numpy from the
 operators' definitions; tests/e2e/ort.js checks them against ONNX Runtime, and test_conformance
 checks our executor against them."""
@@ -127,6 +127,30 @@ for name, C, M, group, strides, pads, dil in [('conv_groups_dilations', 4, 6, 2,
     save(name, [helper.make_node('Conv', ['x', 'w', 'b'], ['y'], group=group, strides=list(strides), pads=list(pads), dilations=list(dil))],
          [('x', x), ('w', w), ('b', b)], [('y', conv_ref(x, w, b, strides, pads, dil, group))], 11)
 
+# ---- Conv of any rank (1-D with auto_pad, 3-D): sums of shifted slices, per group ----
+import itertools
+def conv_nd(x, w, b, strides, pb, pe, dil, group):
+    sp = x.ndim - 2
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + [(pb[i], pe[i]) for i in range(sp)])
+    K = w.shape[2:]
+    out = [(xp.shape[2 + i] - ((K[i] - 1) * dil[i] + 1)) // strides[i] + 1 for i in range(sp)]
+    M, Cg = w.shape[0], w.shape[1]
+    y = np.zeros((x.shape[0], M) + tuple(out))
+    for g in range(group):
+        for kpos in itertools.product(*[range(k) for k in K]):
+            sl = tuple(slice(kpos[i] * dil[i], kpos[i] * dil[i] + (out[i] - 1) * strides[i] + 1, strides[i]) for i in range(sp))
+            xs = xp[(slice(None), slice(g * Cg, (g + 1) * Cg)) + sl]
+            wk = w[(slice(g * (M // group), (g + 1) * (M // group)), slice(None)) + kpos]
+            y[:, g * (M // group):(g + 1) * (M // group)] += np.einsum('nc...,mc->nm...', xs, wk)
+    return (y + b.reshape((1, M) + (1,) * sp)).astype(np.float32)
+x, w, b = rand(2, 4, 9), rand(6, 2, 3), rand(6)
+# SAME_UPPER with stride 2: output ceil(9/2) = 5, total pad (5-1)*2+3-9 = 2, 1 before and 1 after
+save('conv1d_same_upper_stride2', [helper.make_node('Conv', ['x', 'w', 'b'], ['y'], group=2, strides=[2], auto_pad='SAME_UPPER')],
+     [('x', x), ('w', w), ('b', b)], [('y', conv_nd(x, w, b, [2], [1], [1], [1], 2))], 11)
+x, w, b = rand(1, 2, 5, 6, 4), rand(3, 2, 2, 3, 2), rand(3)
+save('conv3d_pads_dilations', [helper.make_node('Conv', ['x', 'w', 'b'], ['y'], pads=[1, 0, 1, 0, 1, 1], dilations=[2, 1, 1], strides=[1, 2, 1])],
+     [('x', x), ('w', w), ('b', b)], [('y', conv_nd(x, w, b, [1, 2, 1], [1, 0, 1], [0, 1, 1], [2, 1, 1], 1))], 11)
+
 # ---- ONNX Runtime's SimplifiedLayerNormalization and opset 23's RMSNormalization ----
 def rms(x, s, axis, eps):
     axes = tuple(range(axis % x.ndim, x.ndim))
@@ -220,3 +244,45 @@ sp = lambda t, h: t.reshape(B, S, h, D).transpose(0, 2, 1, 3)
 y, _, _ = attn_ref(sp(q3, 4), sp(k3, 2), sp(v3, 2))
 save('attention_3d', [helper.make_node('Attention', ['q', 'k', 'v'], ['y'], q_num_heads=4, kv_num_heads=2)],
      [('q', q3), ('k', k3), ('v', v3)], [('y', y.transpose(0, 2, 1, 3).reshape(B, S, 4 * D))], 23)
+
+# ---- GroupNormalization: per-group scale and bias at opset 18, per-channel at 21 ----
+x = rand(2, 6, 3, 4)
+for opset, G in ((18, 3), (21, 3), (21, 2)):
+    n = G if opset < 21 else 6
+    sc, bi = rand(n), rand(n)
+    xg = x.reshape(2, G, -1).astype(np.float64)
+    y = ((xg - xg.mean(-1, keepdims=True)) / np.sqrt(xg.var(-1, keepdims=True) + 1e-5)).reshape(x.shape)
+    rep = (lambda v: np.repeat(v, 6 // G)) if opset < 21 else (lambda v: v)
+    y = y * rep(sc)[None, :, None, None] + rep(bi)[None, :, None, None]
+    save('group_norm_opset%d_g%d' % (opset, G), [helper.make_node('GroupNormalization', ['x', 's', 'b'], ['y'], num_groups=G)],
+         [('x', x), ('s', sc), ('b', bi)], [('y', y.astype(np.float32))], opset)
+
+# ---- Loop: a trip count and a condition the body computes, a carried value, a scan output, and an
+# outer-scope value read by the body ----
+def loop_case(name, trips, limit, with_trips):
+    w = np.abs(rand(3)) + 0.5  # positive, so the condition turns false
+    body = helper.make_graph(
+        [helper.make_node('Add', ['acc_in', 'w'], ['acc_out']),             # w comes from the outer graph
+         helper.make_node('Cast', ['i'], ['i_f'], to=TensorProto.FLOAT),
+         helper.make_node('Mul', ['acc_out', 'i_f'], ['scan']),
+         helper.make_node('ReduceSum', ['acc_out'], ['total'], keepdims=0),
+         helper.make_node('Less', ['total', 'limit'], ['cond_out'])],
+        'body', [helper.make_tensor_value_info('i', TensorProto.INT64, []),
+                 helper.make_tensor_value_info('cond_in', TensorProto.BOOL, []),
+                 helper.make_tensor_value_info('acc_in', TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info('cond_out', TensorProto.BOOL, []),
+         helper.make_tensor_value_info('acc_out', TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info('scan', TensorProto.FLOAT, [3])])
+    acc, scans, i, go = np.zeros(3, np.float32), [], 0, True
+    while go and (not with_trips or i < trips):
+        acc = (acc + w).astype(np.float32)
+        scans.append(acc * np.float32(i))
+        go = bool(acc.sum() < limit)
+        i += 1
+    ins = [('w', w), ('limit', np.array(limit, np.float32)), ('acc0', np.zeros(3, np.float32)), ('c', np.array(True))]
+    if with_trips:
+        ins.append(('M', np.array(trips, np.int64)))
+    nodes = [helper.make_node('Loop', ['M' if with_trips else '', 'c', 'acc0'], ['acc_final', 'scans'], body=body)]
+    save(name, nodes, ins, [('acc_final', acc), ('scans', np.stack(scans).astype(np.float32))], 13)
+loop_case('loop_trip_count', 4, 1e9, True)
+loop_case('loop_condition_only', 0, 5.0, False)
