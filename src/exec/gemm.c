@@ -130,7 +130,10 @@ static dnnl_status_t md_2d(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, 
 }
 
 /* One product through a matmul primitive made for it (oneDNN's primitive cache keeps the compiled
- * kernel, so a repeated shape costs a lookup). bias is [1, N] or NULL; alpha/beta as in GEMM. */
+ * kernel, so a repeated shape costs a lookup); with keep, the primitive is kept or reused there.
+ * bias is [1, N] or NULL; alpha/beta as in GEMM. The scratchpad is ours, one per call: oneDNN's own
+ * (library mode) is shared per thread and would tie a kept primitive to the thread that made it,
+ * while sessions may run on any thread, and concurrently. */
 static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd, const dnnl_memory_desc_t *cmd,
                               const float *A, const void *B, float *C, const float *bias, float alpha, float beta,
                               dnnl_primitive_t *keep) {
@@ -138,10 +141,11 @@ static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_d
   dnnl_post_ops_t po = NULL;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t p = keep ? *keep : NULL;
-  dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL;
+  dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL, mscratch = NULL;
   dnnl_stream_t st = NULL;
   dnnl_status_t rc = dnnl_success;
   dnnl_memory_desc_t biasmd;
+  void *scratch = NULL;
   int nd = cmd->ndims;
   if (bias) {
     dnnl_dims_t bd = {1, 1, 1};
@@ -152,6 +156,7 @@ static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_d
   if (made && !rc) {
     if (!(rc = dnnl_primitive_attr_create(&attr)) && alpha != 1.f)
       rc = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha);
+    if (!rc) rc = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (!rc && beta != 0.f && !(rc = dnnl_post_ops_create(&po)) && !(rc = dnnl_post_ops_append_sum(po, beta)))
       rc = dnnl_primitive_attr_set_post_ops(attr, po);
     dnnl_matmul_desc_t d;
@@ -159,17 +164,30 @@ static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_d
     if (!rc) rc = dnnl_primitive_desc_create(&pd, &d, attr, G.eng, NULL);
     if (!rc) rc = dnnl_primitive_create(&p, pd);
   }
+  const_dnnl_primitive_desc_t ppd = NULL;
+  if (!rc) rc = dnnl_primitive_get_primitive_desc(p, &ppd);
+  const dnnl_memory_desc_t *smd = rc ? NULL : dnnl_primitive_desc_query_md(ppd, dnnl_query_scratchpad_md, 0);
+  size_t sbytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
+  if (!rc && sbytes) {
+    if (posix_memalign(&scratch, 64, sbytes)) rc = dnnl_out_of_memory;
+    else rc = dnnl_memory_create(&mscratch, smd, G.eng, scratch);
+  }
   if (!rc) rc = dnnl_memory_create(&ma, amd, G.eng, (void *)A);
   if (!rc) rc = dnnl_memory_create(&mb, bmd, G.eng, (void *)B);
   if (!rc) rc = dnnl_memory_create(&mc, cmd, G.eng, C);
   if (!rc && bias) rc = dnnl_memory_create(&mbias, &biasmd, G.eng, (void *)bias);
   if (!rc) rc = dnnl_stream_create(&st, G.eng, dnnl_stream_default_flags);
   if (!rc) {
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_BIAS, mbias}};
-    rc = dnnl_primitive_execute(p, st, bias ? 4 : 3, args);
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+    int n = 3;
+    if (bias) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mbias};
+    if (mscratch) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mscratch};
+    rc = dnnl_primitive_execute(p, st, n, args);
     if (!rc) rc = dnnl_stream_wait(st);
   }
   if (st) dnnl_stream_destroy(st);
+  if (mscratch) dnnl_memory_destroy(mscratch);
+  free(scratch);
   if (mbias) dnnl_memory_destroy(mbias);
   if (mc) dnnl_memory_destroy(mc);
   if (mb) dnnl_memory_destroy(mb);
