@@ -186,9 +186,9 @@ int main(int argc, char **argv) {
     return 0;
   }
   printf("kernel: %s\n", op_gemm_kernel());
-  static const int64_t sizes[][3] = {{1, 1, 1}, {1, 17, 5}, {7, 3, 1}, {5, 33, 17}, {64, 64, 64}, {131, 70, 257}, {128, 200, 96}};
+  static const int64_t sizes[][3] = {{1, 1, 1}, {1, 17, 5}, {7, 3, 1}, {5, 33, 17}, {64, 64, 64}, {131, 70, 257}, {64, 200, 96}};
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) general(sizes[i][0], sizes[i][1], sizes[i][2]);
-  static const int64_t wsizes[][3] = {{1, 768, 64}, {3, 17, 5}, {128, 96, 768}, {131, 1000, 70}, {256, 64, 64}};
+  static const int64_t wsizes[][3] = {{1, 768, 64}, {3, 17, 5}, {64, 96, 768}, {131, 300, 70}, {256, 64, 64}};
   int32_t dts[] = {T_F32, T_F16, T_BF16};
   for (size_t i = 0; i < sizeof wsizes / sizeof *wsizes; i++)
     for (int d = 0; d < 3; d++)
