@@ -4,8 +4,9 @@
  * Constant weights are packed once per session into the layout the chosen kernel reads. */
 #include "exec/exec.h"
 
-#include <dnnl.h>
 #include <cblas.h>
+#include <dnnl.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,9 +135,9 @@ static dnnl_status_t md_2d(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, 
  * bias is [1, N] or NULL; alpha/beta as in GEMM. The scratchpad is ours, one per call: oneDNN's own
  * (library mode) is shared per thread and would tie a kept primitive to the thread that made it,
  * while sessions may run on any thread, and concurrently. */
-static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd, const dnnl_memory_desc_t *cmd,
-                              const float *A, const void *B, float *C, const float *bias, float alpha, float beta,
-                              dnnl_primitive_t *keep) {
+static dnnl_status_t dnnl_run_here(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd,
+                                   const dnnl_memory_desc_t *cmd, const float *A, const void *B, float *C,
+                                   const float *bias, float alpha, float beta, dnnl_primitive_t *keep) {
   dnnl_primitive_attr_t attr = NULL;
   dnnl_post_ops_t po = NULL;
   dnnl_primitive_desc_t pd = NULL;
@@ -197,6 +198,26 @@ static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_d
   if (pd) dnnl_primitive_desc_destroy(pd);
   if (po) dnnl_post_ops_destroy(po);
   if (attr) dnnl_primitive_attr_destroy(attr);
+  return rc;
+}
+
+/* Products under SMALL_FLOPS multiply-adds run on the calling thread alone: waking and joining the
+ * other threads costs more than the work (and far more on a loaded machine, where every parallel
+ * region waits for a descheduled thread). Decided by size alone, so a kept primitive (oneDNN fixes its
+ * thread count when made) always meets the same setting. */
+#define SMALL_FLOPS (1 << 24)
+
+static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd, const dnnl_memory_desc_t *cmd,
+                              const float *A, const void *B, float *C, const float *bias, float alpha, float beta,
+                              dnnl_primitive_t *keep) {
+  int nd = cmd->ndims;
+  double flops = (double)cmd->dims[nd - 1] * (double)amd->dims[nd - 1];
+  for (int d = 0; d < nd - 1; d++) flops *= (double)cmd->dims[d];
+  if (flops >= SMALL_FLOPS) return dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
+  int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  dnnl_status_t rc = dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
+  omp_set_num_threads(threads);
   return rc;
 }
 
