@@ -6,7 +6,9 @@
 
 #include <cblas.h>
 #include <dnnl.h>
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,12 +215,18 @@ static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_d
   int nd = cmd->ndims;
   double flops = (double)cmd->dims[nd - 1] * (double)amd->dims[nd - 1];
   for (int d = 0; d < nd - 1; d++) flops *= (double)cmd->dims[d];
-  if (flops >= SMALL_FLOPS) return dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
-  int threads = omp_get_max_threads();
-  omp_set_num_threads(1);
-  dnnl_status_t rc = dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
-  omp_set_num_threads(threads);
-  return rc;
+#ifdef _OPENMP /* (a compiler without OpenMP support, e.g. clang without libomp for fuzzing, leaves it to oneDNN) */
+  if (flops < SMALL_FLOPS) {
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    dnnl_status_t rc = dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
+    omp_set_num_threads(threads);
+    return rc;
+  }
+#else
+  (void)flops;
+#endif
+  return dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
 }
 
 /* ---- general products (activations x activations, and weights that are not constant) ---- */
