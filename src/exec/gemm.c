@@ -1,7 +1,7 @@
 /* gemm.c - the one place float matrix products are computed (the "BLAS shim"). It picks the kernel
- * path once per process: oneDNN, which dispatches AVX2 / AVX-512 / AMX from the CPU's feature bits
- * (never its model name), capped by ONNX_PRUNE_ISA; OpenBLAS for comparison; or a portable loop.
- * Constant weights are packed once per session into the layout the chosen kernel reads. */
+ * path once per process from the CPU's feature bits (never its model name) or ONNX_PRUNE_ISA: oneDNN,
+ * which dispatches AVX2 / AVX-512 / AMX by feature bits; OpenBLAS where its own guess uses the CPU's
+ * AVX2; or a portable loop. Constant weights are packed once per session for the chosen kernel. */
 #include "exec/exec.h"
 
 #include <cblas.h>
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef enum { PATH_DNNL, PATH_OPENBLAS, PATH_REF } gemm_path;
 
@@ -48,10 +49,35 @@ static const char *isa_name(dnnl_cpu_isa_t isa) {
   }
 }
 
+/* What the CPU supports, from its cpuid feature bits (never its model name). */
+static bool cpu_avx2(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+static bool cpu_avx512(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq");
+}
+
+/* Whether the kernel set OpenBLAS picked for itself uses AVX2 and FMA. */
+static bool openblas_runs_avx2(void) {
+  static const char *const cores[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"};
+  const char *c = openblas_get_corename();
+  for (size_t i = 0; c && i < sizeof cores / sizeof *cores; i++)
+    if (!strcasecmp(c, cores[i])) return true;
+  return false;
+}
+
 static void gemm_init(void) {
   const char *want = getenv("ONNX_PRUNE_ISA");
   if (!want || !*want) want = "native";
   G.path = PATH_DNNL;
+  /* native: on an AVX2 CPU without AVX-512, OpenBLAS when its own guess did land on its AVX2 kernels
+   * (as fast as oneDNN's AVX2 gemm on one thread, and it loses far less to a loaded machine); oneDNN
+   * wherever the CPU has more than OpenBLAS uses (an AVX-512 VM it calls "Prescott") and on AVX-512,
+   * where oneDNN's matmul reads weights packed once instead of repacking them on every call */
+  if (!strcmp(want, "native") && cpu_avx2() && !cpu_avx512() && openblas_runs_avx2()) want = "openblas";
   if (!strcmp(want, "ref")) {
     G.path = PATH_REF;
   } else if (!strcmp(want, "openblas")) {
@@ -90,13 +116,8 @@ const char *op_gemm_kernel(void) {
 }
 
 void op_gemm_paths(char *buf, size_t n) {
-  pthread_once(&G.once, gemm_init);
-  /* what the CPU supports (cpuid feature bits), whatever ONNX_PRUNE_ISA caps */
-  __builtin_cpu_init();
-  bool sse = __builtin_cpu_supports("sse4.1"), avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
-       avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  snprintf(buf, n, "ref openblas%s%s%s", sse ? " sse" : "", avx2 ? " avx2" : "", avx512 ? " avx512" : "");
+  snprintf(buf, n, "ref openblas%s%s%s", __builtin_cpu_supports("sse4.1") ? " sse" : "", cpu_avx2() ? " avx2" : "",
+           cpu_avx512() ? " avx512" : "");
 }
 
 /* ---- portable reference: C[i,j] = alpha * sum_k A(i,k) B(k,j) + beta * C[i,j] ---- */
