@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # exec_bench.sh [BUILD_DIR]: the executor on a BERT-base-sized model (sequence 128, 2 threads) against
 # ONNX Runtime measured in the same run, batch 1 and batch 8, on each kernel path (BENCH_PATHS,
-# default "native avx2 openblas": the widest path oneDNN finds by cpuid, AVX2 forced, and OpenBLAS
-# with its own CPU guess for comparison), REPEAT times (default 3), printing every ratio and the
+# default "native avx2 openblas": what ONNX_PRUNE_ISA unset picks from cpuid, oneDNN with AVX2
+# forced, and OpenBLAS with its own CPU guess), REPEAT times (default 3), printing every ratio and the
 # spread; then a session's peak RSS against the file, and `quantize` (16 calibration samples) against
 # a plain `run` over the same samples. Targets: ours <= 1.2x ORT, RSS <= 1.3x the file, quantize
 # <= 1.5x run. Not a test: it asserts nothing. OPENBLAS_CORETYPE is left as the caller set it.

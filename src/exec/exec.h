@@ -75,8 +75,8 @@ float op_kattr_float(const op_kctx *k, const char *name, float dflt);
 /* The ints of an attribute (NULL, *n = 0 when absent). */
 const int64_t *op_kattr_ints(const op_kctx *k, const char *name, size_t *n);
 
-/* Matrix products (gemm.c, the one place the kernel path is chosen: oneDNN by CPU feature bits, capped
- * by ONNX_PRUNE_ISA = native | avx512 | avx2 | sse; or openblas, or ref, the portable loops). */
+/* Matrix products (gemm.c, the one place the kernel path is chosen from CPU feature bits: oneDNN or
+ * OpenBLAS; ONNX_PRUNE_ISA = native | avx512 | avx2 | sse (oneDNN capped) | openblas | ref (portable loops)). */
 /* Reads ONNX_PRUNE_ISA once; an unknown value is an error. */
 int op_gemm_init(op_error *err);
 /* What runs the products, e.g. "oneDNN 2.6 avx2". */

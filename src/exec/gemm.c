@@ -1,15 +1,19 @@
 /* gemm.c - the one place float matrix products are computed (the "BLAS shim"). It picks the kernel
- * path once per process: oneDNN, which dispatches AVX2 / AVX-512 / AMX from the CPU's feature bits
- * (never its model name), capped by ONNX_PRUNE_ISA; OpenBLAS for comparison; or a portable loop.
- * Constant weights are packed once per session into the layout the chosen kernel reads. */
+ * path once per process from the CPU's feature bits (never its model name) or ONNX_PRUNE_ISA: oneDNN,
+ * which dispatches AVX2 / AVX-512 / AMX by feature bits; OpenBLAS where its own guess uses the CPU's
+ * AVX2; or a portable loop. Constant weights are packed once per session for the chosen kernel. */
 #include "exec/exec.h"
 
-#include <dnnl.h>
 #include <cblas.h>
+#include <dnnl.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef enum { PATH_DNNL, PATH_OPENBLAS, PATH_REF } gemm_path;
 
@@ -45,10 +49,35 @@ static const char *isa_name(dnnl_cpu_isa_t isa) {
   }
 }
 
+/* What the CPU supports, from its cpuid feature bits (never its model name). */
+static bool cpu_avx2(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+static bool cpu_avx512(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq");
+}
+
+/* Whether the kernel set OpenBLAS picked for itself uses AVX2 and FMA. */
+static bool openblas_runs_avx2(void) {
+  static const char *const cores[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"};
+  const char *c = openblas_get_corename();
+  for (size_t i = 0; c && i < sizeof cores / sizeof *cores; i++)
+    if (!strcasecmp(c, cores[i])) return true;
+  return false;
+}
+
 static void gemm_init(void) {
   const char *want = getenv("ONNX_PRUNE_ISA");
   if (!want || !*want) want = "native";
   G.path = PATH_DNNL;
+  /* native: on an AVX2 CPU without AVX-512, OpenBLAS when its own guess did land on its AVX2 kernels
+   * (as fast as oneDNN's AVX2 gemm on one thread, and it loses far less to a loaded machine); oneDNN
+   * wherever the CPU has more than OpenBLAS uses (an AVX-512 VM it calls "Prescott") and on AVX-512,
+   * where oneDNN's matmul reads weights packed once instead of repacking them on every call */
+  if (!strcmp(want, "native") && cpu_avx2() && !cpu_avx512() && openblas_runs_avx2()) want = "openblas";
   if (!strcmp(want, "ref")) {
     G.path = PATH_REF;
   } else if (!strcmp(want, "openblas")) {
@@ -87,13 +116,8 @@ const char *op_gemm_kernel(void) {
 }
 
 void op_gemm_paths(char *buf, size_t n) {
-  pthread_once(&G.once, gemm_init);
-  /* what the CPU supports (cpuid feature bits), whatever ONNX_PRUNE_ISA caps */
-  __builtin_cpu_init();
-  bool sse = __builtin_cpu_supports("sse4.1"), avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
-       avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  snprintf(buf, n, "ref openblas%s%s%s", sse ? " sse" : "", avx2 ? " avx2" : "", avx512 ? " avx512" : "");
+  snprintf(buf, n, "ref openblas%s%s%s", __builtin_cpu_supports("sse4.1") ? " sse" : "", cpu_avx2() ? " avx2" : "",
+           cpu_avx512() ? " avx512" : "");
 }
 
 /* ---- portable reference: C[i,j] = alpha * sum_k A(i,k) B(k,j) + beta * C[i,j] ---- */
@@ -130,18 +154,22 @@ static dnnl_status_t md_2d(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, 
 }
 
 /* One product through a matmul primitive made for it (oneDNN's primitive cache keeps the compiled
- * kernel, so a repeated shape costs a lookup). bias is [1, N] or NULL; alpha/beta as in GEMM. */
-static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd, const dnnl_memory_desc_t *cmd,
-                              const float *A, const void *B, float *C, const float *bias, float alpha, float beta,
-                              dnnl_primitive_t *keep) {
+ * kernel, so a repeated shape costs a lookup); with keep, the primitive is kept or reused there.
+ * bias is [1, N] or NULL; alpha/beta as in GEMM. The scratchpad is ours, one per call: oneDNN's own
+ * (library mode) is shared per thread and would tie a kept primitive to the thread that made it,
+ * while sessions may run on any thread, and concurrently. */
+static dnnl_status_t dnnl_run_here(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd,
+                                   const dnnl_memory_desc_t *cmd, const float *A, const void *B, float *C,
+                                   const float *bias, float alpha, float beta, dnnl_primitive_t *keep) {
   dnnl_primitive_attr_t attr = NULL;
   dnnl_post_ops_t po = NULL;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t p = keep ? *keep : NULL;
-  dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL;
+  dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL, mscratch = NULL;
   dnnl_stream_t st = NULL;
   dnnl_status_t rc = dnnl_success;
   dnnl_memory_desc_t biasmd;
+  void *scratch = NULL;
   int nd = cmd->ndims;
   if (bias) {
     dnnl_dims_t bd = {1, 1, 1};
@@ -152,6 +180,7 @@ static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_d
   if (made && !rc) {
     if (!(rc = dnnl_primitive_attr_create(&attr)) && alpha != 1.f)
       rc = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha);
+    if (!rc) rc = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (!rc && beta != 0.f && !(rc = dnnl_post_ops_create(&po)) && !(rc = dnnl_post_ops_append_sum(po, beta)))
       rc = dnnl_primitive_attr_set_post_ops(attr, po);
     dnnl_matmul_desc_t d;
@@ -159,17 +188,30 @@ static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_d
     if (!rc) rc = dnnl_primitive_desc_create(&pd, &d, attr, G.eng, NULL);
     if (!rc) rc = dnnl_primitive_create(&p, pd);
   }
+  const_dnnl_primitive_desc_t ppd = NULL;
+  if (!rc) rc = dnnl_primitive_get_primitive_desc(p, &ppd);
+  const dnnl_memory_desc_t *smd = rc ? NULL : dnnl_primitive_desc_query_md(ppd, dnnl_query_scratchpad_md, 0);
+  size_t sbytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
+  if (!rc && sbytes) {
+    if (posix_memalign(&scratch, 64, sbytes)) rc = dnnl_out_of_memory;
+    else rc = dnnl_memory_create(&mscratch, smd, G.eng, scratch);
+  }
   if (!rc) rc = dnnl_memory_create(&ma, amd, G.eng, (void *)A);
   if (!rc) rc = dnnl_memory_create(&mb, bmd, G.eng, (void *)B);
   if (!rc) rc = dnnl_memory_create(&mc, cmd, G.eng, C);
   if (!rc && bias) rc = dnnl_memory_create(&mbias, &biasmd, G.eng, (void *)bias);
   if (!rc) rc = dnnl_stream_create(&st, G.eng, dnnl_stream_default_flags);
   if (!rc) {
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_BIAS, mbias}};
-    rc = dnnl_primitive_execute(p, st, bias ? 4 : 3, args);
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+    int n = 3;
+    if (bias) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mbias};
+    if (mscratch) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mscratch};
+    rc = dnnl_primitive_execute(p, st, n, args);
     if (!rc) rc = dnnl_stream_wait(st);
   }
   if (st) dnnl_stream_destroy(st);
+  if (mscratch) dnnl_memory_destroy(mscratch);
+  free(scratch);
   if (mbias) dnnl_memory_destroy(mbias);
   if (mc) dnnl_memory_destroy(mc);
   if (mb) dnnl_memory_destroy(mb);
@@ -180,6 +222,32 @@ static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_d
   if (po) dnnl_post_ops_destroy(po);
   if (attr) dnnl_primitive_attr_destroy(attr);
   return rc;
+}
+
+/* Products under SMALL_FLOPS multiply-adds run on the calling thread alone: waking and joining the
+ * other threads costs more than the work (and far more on a loaded machine, where every parallel
+ * region waits for a descheduled thread). Decided by size alone, so a kept primitive (oneDNN fixes its
+ * thread count when made) always meets the same setting. */
+#define SMALL_FLOPS (1 << 24)
+
+static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd, const dnnl_memory_desc_t *cmd,
+                              const float *A, const void *B, float *C, const float *bias, float alpha, float beta,
+                              dnnl_primitive_t *keep) {
+  int nd = cmd->ndims;
+  double flops = (double)cmd->dims[nd - 1] * (double)amd->dims[nd - 1];
+  for (int d = 0; d < nd - 1; d++) flops *= (double)cmd->dims[d];
+#ifdef _OPENMP /* (a compiler without OpenMP support, e.g. clang without libomp for fuzzing, leaves it to oneDNN) */
+  if (flops < SMALL_FLOPS) {
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    dnnl_status_t rc = dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
+    omp_set_num_threads(threads);
+    return rc;
+  }
+#else
+  (void)flops;
+#endif
+  return dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
 }
 
 /* ---- general products (activations x activations, and weights that are not constant) ---- */

@@ -26,7 +26,7 @@ for p in $paths native; do
   kernel=$(ONNX_PRUNE_ISA=$p "$TEST_GEMM" kernel)
   # a forced path must be the one that runs (native: whatever is widest)
   case "$p:$kernel" in
-    native:oneDNN*|openblas:OpenBLAS*|sse:oneDNN*sse*|avx2:oneDNN*avx2*|avx512:oneDNN*avx512*) ok ;;
+    native:oneDNN*|native:OpenBLAS*|openblas:OpenBLAS*|sse:oneDNN*sse*|avx2:oneDNN*avx2*|avx512:oneDNN*avx512*) ok ;;
     *) bad "ONNX_PRUNE_ISA=$p runs '$kernel'" ;;
   esac
   if ONNX_PRUNE_ISA=$p "$BIN" run "$M" --data "$DATA" --samples "$ROWS" --batch 4 -o "$work/$p.npz" &&

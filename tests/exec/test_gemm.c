@@ -6,6 +6,7 @@
 #include "exec/exec.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #define T_F32 ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT
@@ -130,6 +131,44 @@ static void packed(int64_t M, int64_t N, int64_t K, int32_t dt, bool trans, bool
   free(W), free(A), free(C), free(bv), free(h), free(want), free(scale), free(ones);
 }
 
+/* One pack used from two threads at once, neither of which made it (sessions run on any thread). */
+typedef struct {
+  op_wpack *p;
+  const float *A, *W;
+  int64_t M, N, K;
+  bool ok;
+} job;
+
+static void *worker(void *arg) {
+  job *j = arg;
+  float *C = malloc(nz(j->M * j->N) * 4);
+  double *want = malloc(nz(j->M * j->N) * 8), *scale = malloc(nz(j->M * j->N) * 8);
+  ref(false, false, j->M, j->N, j->K, 1.f, j->A, j->K, j->W, j->N, 0.f, NULL, j->N, want, scale);
+  j->ok = true;
+  for (int r = 0; r < 20; r++) j->ok &= !op_wpack_gemm(j->p, j->M, j->A, C, NULL) && close_to(C, j->N, want, scale, j->M, j->N);
+  free(C), free(want), free(scale);
+  return NULL;
+}
+
+static void concurrent(void) {
+  int64_t N = 96, K = 200, Ms[2] = {64, 33};
+  float *W = rnd_buf(K * N), *A[2] = {rnd_buf(Ms[0] * K), rnd_buf(Ms[1] * K)};
+  op_xt w = {.dtype = T_F32, .rank = 2, .dims = {K, N}, .numel = K * N, .data = W};
+  op_wpack *p = op_wpack_new(&w, false);
+  job jobs[4];
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) {
+    jobs[i] = (job){p, A[i % 2], W, Ms[i % 2], N, K, false};
+    CHECK(pthread_create(&t[i], NULL, worker, &jobs[i]) == 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(t[i], NULL);
+    CHECK(jobs[i].ok);
+  }
+  op_wpack_free(p);
+  free(W), free(A[0]), free(A[1]);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "paths")) {
     char buf[256];
@@ -147,12 +186,13 @@ int main(int argc, char **argv) {
     return 0;
   }
   printf("kernel: %s\n", op_gemm_kernel());
-  static const int64_t sizes[][3] = {{1, 1, 1}, {1, 17, 5}, {7, 3, 1}, {5, 33, 17}, {64, 64, 64}, {131, 70, 257}, {128, 200, 96}};
+  static const int64_t sizes[][3] = {{1, 1, 1}, {1, 17, 5}, {7, 3, 1}, {5, 33, 17}, {64, 64, 64}, {131, 70, 257}, {64, 200, 96}};
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) general(sizes[i][0], sizes[i][1], sizes[i][2]);
-  static const int64_t wsizes[][3] = {{1, 768, 64}, {3, 17, 5}, {128, 96, 768}, {131, 1000, 70}, {256, 64, 64}};
+  static const int64_t wsizes[][3] = {{1, 768, 64}, {3, 17, 5}, {64, 96, 768}, {131, 300, 70}, {256, 64, 64}};
   int32_t dts[] = {T_F32, T_F16, T_BF16};
   for (size_t i = 0; i < sizeof wsizes / sizeof *wsizes; i++)
     for (int d = 0; d < 3; d++)
       for (int v = 0; v < 4; v++) packed(wsizes[i][0], wsizes[i][1], wsizes[i][2], dts[d], v & 1, v & 2);
+  concurrent();
   return check_done("gemm");
 }
