@@ -256,8 +256,31 @@ static int pool(const op_kctx *k, op_xt *x, op_xt *out, size_t n_out, bool max, 
   return 0;
 }
 
+/* Integer images (uint8, int8, int16 arrive widened to int64) pool exactly in float32 while their values
+ * stay within 2^24; the result goes back to int64 for the type adapter to narrow. */
+static int max_pool_int(const op_kctx *k, op_xt *x, op_xt *out, size_t n_out, op_error *err) {
+  op_xt f;
+  if (op_xt_alloc(&f, T_FLOAT, x->dims, x->rank, err)) return -1;
+  const int64_t *v = x->data;
+  for (int64_t i = 0; i < x->numel; i++) {
+    if (v[i] > (1 << 24) || v[i] < -(1 << 24)) {
+      op_xt_release(&f);
+      return ou_unsupported(k, err, "integer values beyond 2^24 (%lld)", (long long)v[i]);
+    }
+    ((float *)f.data)[i] = (float)v[i];
+  }
+  int rc = pool(k, &f, out, n_out, true, err);
+  op_xt_release(&f);
+  op_xt y;
+  if (rc || op_xt_convert(&y, &out[0], T_INT64, err)) return -1;
+  op_xt_release(&out[0]);
+  out[0] = y;
+  return 0;
+}
+
 OP_KERNEL(op_k_max_pool) {
   (void)n_in;
+  if (in[0]->dtype == T_INT64) return max_pool_int(k, in[0], out, n_out, err);
   return pool(k, in[0], out, n_out, true, err);
 }
 

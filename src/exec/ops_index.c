@@ -406,13 +406,21 @@ OP_KERNEL(op_k_eye_like) {
   op_xt *x = in[0];
   if (x->rank != 2) return op_kfail(k, err, "input must be 2-D");
   int32_t dt = (int32_t)op_kattr_int(k, "dtype", x->dtype);
-  if (dt != T_FLOAT && dt != T_INT64 && dt != T_INT32 && dt != T_BOOL) return ou_unsupported(k, err, "dtype %d", dt);
+  if (!op_dtype_numeric(dt)) return ou_unsupported(k, err, "dtype %d", dt);
+  bool direct = dt == T_FLOAT || dt == T_INT64 || dt == T_INT32 || dt == T_BOOL;
   int64_t diag = op_kattr_int(k, "k", 0);
-  if (op_xt_alloc(out, dt, x->dims, 2, err)) return -1;
-  memset(out->data, 0, (size_t)out->numel * esz(out));
+  op_xt eye; /* 0 and 1 are exact in every type: other types are converted from float32 */
+  if (op_xt_alloc(&eye, direct ? dt : T_FLOAT, x->dims, 2, err)) return -1;
+  memset(eye.data, 0, (size_t)eye.numel * esz(&eye));
   for (int64_t i = 0; i < x->dims[0]; i++)
-    if (i + diag >= 0 && i + diag < x->dims[1]) ou_set(out, i * x->dims[1] + i + diag, 1);
-  return 0;
+    if (i + diag >= 0 && i + diag < x->dims[1]) ou_set(&eye, i * x->dims[1] + i + diag, 1);
+  if (direct) {
+    *out = eye;
+    return 0;
+  }
+  int rc = op_xt_convert(out, &eye, dt, err);
+  op_xt_release(&eye);
+  return rc;
 }
 
 OP_KERNEL(op_k_compress) {

@@ -252,6 +252,7 @@ static const type_rule RULES[] = {
     {"Less", K_COMPUTE, ARITH, 0, 0},
     {"LessOrEqual", K_COMPUTE, ARITH, 0, 0},
     {"MatMulInteger", K_COMPUTE, Q8, 0, 0},
+    {"MaxPool", K_COMPUTE, 0, 0, 2},
     {"MatMulIntegerToFloat", K_COMPUTE, Q8, 2, 0},
     {"Max", K_COMPUTE, ARITH, 0, 0},
     {"Min", K_COMPUTE, ARITH, 0, 0},

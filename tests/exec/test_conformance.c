@@ -157,6 +157,7 @@ typedef struct tally {
   int passed, refused, failed;
   str_vec pending;  /* refused a type the generic type adapter brings (float16, float64, int8, ...) */
   str_vec declined; /* claimed operators refusing, by name, a value they do not compute (OP_UNSUPPORTED) */
+  int quirks;       /* test data that contradict the operator's definition (QUIRKS) */
 } tally;
 
 static void note(str_vec *v, const char *name, int32_t type, const char *why) {
@@ -167,6 +168,12 @@ static void note(str_vec *v, const char *name, int32_t type, const char *why) {
 }
 
 /* Runs every test_data_set_* of dir with s; returns 0 when all agree, else -1 with why. */
+/* ONNX 1.12's generator had no bfloat16 numpy type: it stores bfloat16 tensors as uint16 bits. Read
+ * them as the bfloat16 the model declares (input) or our output has (expected output). */
+static void bf16_bits(op_xt *x, int32_t want) {
+  if (x->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__UINT16 && want == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16) x->dtype = want;
+}
+
 static int run_sets(const char *dir, op_session *s, char *why, size_t wn, op_status *refused) {
   *refused = OP_OK;
   int sets = 0;
@@ -189,6 +196,11 @@ static int run_sets(const char *dir, op_session *s, char *why, size_t wn, op_sta
       char *p = cat3(set, num, "");
       if ((rc = read_pb(p, &xin[i], &e))) snprintf(why, wn, "%s", e.message), *refused = e.code;
       free(p);
+      int32_t dt;
+      int rank;
+      int64_t dims[OP_MAX_DIMS];
+      op_session_input_info(s, i, &dt, &rank, dims);
+      bf16_bits(&xin[i], dt);
       op_xt_to_tensor(&tin[i], &xin[i]);
     }
     for (size_t i = 0; i < no && !rc; i++) {
@@ -203,6 +215,7 @@ static int run_sets(const char *dir, op_session *s, char *why, size_t wn, op_sta
     }
     for (size_t i = 0; i < no && !rc; i++) {
       char w[512];
+      bf16_bits(&xout[i], tout[i].dtype);
       if (!same(&tout[i], &xout[i], w, sizeof w)) {
         snprintf(why, wn, "set %d: output '%s': %s", sets, op_session_output_name(s, i), w);
         rc = -1;
@@ -223,7 +236,30 @@ static int run_sets(const char *dir, op_session *s, char *why, size_t wn, op_sta
   return 0;
 }
 
+/* Tests whose data contradict the operator's definition, as ONNX Runtime and later ONNX releases read
+ * it; printed with the reason, counted apart, never as passed. */
+static const struct {
+  const char *test, *why;
+} QUIRKS[] = {
+    {"test_cast_FLOAT_to_BFLOAT16", "ONNX 1.12's data truncate to bfloat16; ONNX >= 1.14 and ONNX Runtime round to nearest even"},
+    {"test_castlike_FLOAT_to_BFLOAT16", "truncated bfloat16 expected (see test_cast_FLOAT_to_BFLOAT16); 'like' is [1] where the model declares [3, 4]"},
+    {"test_castlike_FLOAT_to_BFLOAT16_expanded", "as test_castlike_FLOAT_to_BFLOAT16"},
+    {"test_castlike_BFLOAT16_to_FLOAT", "'like' is [1] where the model declares [3, 4] (a shape check refuses it)"},
+    {"test_castlike_BFLOAT16_to_FLOAT_expanded", "as test_castlike_BFLOAT16_to_FLOAT"},
+};
+
+static const char *quirk(const char *name) {
+  for (size_t i = 0; i < sizeof QUIRKS / sizeof *QUIRKS; i++)
+    if (!strcmp(QUIRKS[i].test, name)) return QUIRKS[i].why;
+  return NULL;
+}
+
 static void run_test(const char *root, const char *name, tally *t) {
+  if (quirk(name)) {
+    printf("QUIRK %s: %s\n", name, quirk(name));
+    t->quirks++;
+    return;
+  }
   char why[1400];
   char *dir = cat3(root, "/", name), *path = cat3(dir, "/model.onnx", "");
   op_error e = {0};
@@ -298,8 +334,9 @@ int main(int argc, char **argv) {
   printf("declined (%zu tests of claimed operators refused by name: a value or attribute they do not compute):\n",
          t.declined.n);
   for (size_t i = 0; i < t.declined.n; i++) printf("  DECLINED %s\n", t.declined.v[i]);
-  printf("conformance: %zu tests: %d passed, %d refused (operator not claimed), %zu types pending, %zu declined, %d failed\n",
-         names.n, t.passed, t.refused, t.pending.n, t.declined.n, t.failed);
+  printf("conformance: %zu tests: %d passed, %d refused (operator not claimed), %zu types pending, %zu declined, "
+         "%d data quirks, %d failed\n",
+         names.n, t.passed, t.refused, t.pending.n, t.declined.n, t.quirks, t.failed);
   CHECK_EQ_INT(t.failed, 0);
   if (strict) CHECK_EQ_INT(t.pending.n, 0);
   CHECK(t.passed > 0);
