@@ -8,6 +8,24 @@ set -u
 BIN=$1 DIR=$2 DATA=$3 ACC=${4:-} SIZE=${5:-}
 . "$(dirname "$0")/lib.sh"
 M=$DIR/model.onnx
+# a fixture's ONNX test data is one run of a batch of samples: as stacked samples (an .npz along the batch
+# axis) it can be cut into calibration batches and held-out rows, which a method search needs
+if [ -d "$DATA" ]; then
+  $PY - "$M" "$DATA/test_data_set_0" "$work/data.npz" <<'PY' || { echo "FAIL: cannot stack $DATA"; exit 1; }
+import sys, glob, numpy as np, onnx
+from onnx import numpy_helper
+m = onnx.load(sys.argv[1])
+inits = {t.name for t in m.graph.initializer}
+names = [i.name for i in m.graph.input if i.name not in inits]
+arrays = {}
+for i, name in enumerate(names):
+    t = onnx.TensorProto()
+    t.ParseFromString(open(f"{sys.argv[2]}/input_{i}.pb", "rb").read())
+    arrays[name] = numpy_helper.to_array(t)
+np.savez(sys.argv[3], **arrays)
+PY
+  DATA=$work/data.npz
+fi
 runs_in_ort() { node "$E2E/ort.js" compare "$M" "$1" --data "$DATA" --rows 16 --tol 1e30 >"$work/ort.log" 2>&1 || { cat "$work/ort.log"; return 1; }; }
 fp32_acc=
 [ "$ACC" = --accuracy ] && fp32_acc=$(node "$E2E/ort.js" accuracy "$M" --data "$DATA" 2>/dev/null | awk '{print $2}')
