@@ -355,6 +355,22 @@ static int find_score_matmul(const op_analysis *a, const char *t, int depth) {
   return -1;
 }
 
+/* A fused operator of another domain (ONNX Runtime's FusedMatMul, ...) that computes the scores behind t
+ * instead of a MatMul, for the reason a Softmax is not matched; NULL when there is none. */
+static const Onnx__NodeProto *fused_score_op(const op_analysis *a, const char *t, int depth) {
+  op_value *v = op_graph_find(a->gr, t);
+  if (!v || v->producer < 0 || depth > MAX_SCORE_DEPTH) return NULL;
+  const Onnx__NodeProto *n = node_at(a, v->producer);
+  if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx")) return n;
+  static const char *const through[] = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", NULL};
+  if (!op_in(n, through)) return NULL;
+  for (size_t i = 0; i < n->n_input; i++) {
+    const Onnx__NodeProto *f = n->input[i][0] ? fused_score_op(a, n->input[i], depth + 1) : NULL;
+    if (f) return f;
+  }
+  return NULL;
+}
+
 /* Follows the single real consumer (ignoring Shape readers) of t through the given ops. */
 static Onnx__NodeProto *real_consumer(const op_analysis *a, const char *t, int *idx) {
   op_value *v = op_graph_find(a->gr, t);
@@ -474,7 +490,12 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
   const char *why = "";
   int qk = find_score_matmul(a, sm->input[0], 0);
   if (qk < 0) {
-    unmatched(a, sm, "no score MatMul(q, k) before the Softmax");
+    const Onnx__NodeProto *f = fused_score_op(a, sm->input[0], 0);
+    if (f)
+      unmatched(a, sm, "the scores come from %s::%s '%s' (a fused graph of ONNX Runtime's optimizer): its attention is not pruned",
+                f->domain, f->op_type, op_node_name(f));
+    else
+      unmatched(a, sm, "no score MatMul(q, k) before the Softmax");
     return false;
   }
   /* probabilities -> MatMul(probs, v) */

@@ -682,6 +682,27 @@ static void report_reset(op_quant_report *r) {
   r->entries.n = 0;
 }
 
+/* The first 2-D float16/bfloat16 weight of a graph whose matrices are all 16-bit (a model.half() export),
+ * or NULL: such a model has nothing quantize computes on, and is told so rather than "no node". */
+static const char *half_weights(const Onnx__GraphProto *g) {
+  const char *half = NULL;
+  for (size_t i = 0; i < g->n_initializer; i++) {
+    const Onnx__TensorProto *t = g->initializer[i];
+    if (t->n_dims != 2) continue;
+    if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) return NULL;
+    if (!half && (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 || t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16))
+      half = t->name;
+  }
+  return half;
+}
+
+static const char *half_weight_type(const Onnx__GraphProto *g, const char *name) {
+  for (size_t i = 0; i < g->n_initializer; i++)
+    if (!strcmp(g->initializer[i]->name, name))
+      return g->initializer[i]->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 ? "bfloat16" : "float16";
+  return "float16";
+}
+
 op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_config *c, op_error *err) {
   if (op_quant_config_check(c, err)) return NULL;
   op_quant_report *r = op_xcalloc(1, sizeof *r);
@@ -702,8 +723,14 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   target_vec ts = {0};
   find_targets(tgr, c, &ts);
   if (ts.n == 0) {
+    const char *half = half_weights(m->proto->graph);
     op_graph_free(tgr);
     op_quant_report_free(r);
+    if (half)
+      return op_fail_null(err, OP_UNSUPPORTED,
+                          "%s: the weights are %s (e.g. '%s'); quantize takes float32 models (QuantizeLinear and "
+                          "DequantizeLinear of 16-bit floats need opset 19): quantise the float32 model",
+                          m->path, half_weight_type(m->proto->graph, half), half);
     return op_fail_null(err, OP_UNSUPPORTED, "%s: no node to quantise (op_types, include and exclude leave none)", m->path);
   }
   int n_b = c->n_batches ? c->n_batches : 1;

@@ -238,8 +238,7 @@ static int run_npz(const char *model, const char *data, const char *out_path) {
   if (!rc && (op_session_run(s, in, out, NULL, NULL, &err) || op_npz_write(out_path, names, out, n_out, &err)))
     rc = fprintf(stderr, "%s\n", err.message) > 0;
   for (size_t o = 0; o < n_out; o++) op_tensor_clear(&out[o]);
-  for (size_t i = 0; i < n_in; i++) op_tensor_clear(&in[i]);
-  free(in);
+  free(in); /* the inputs are the data set's arrays, borrowed */
   free(out);
   free(names);
   op_dataset_free(d);
