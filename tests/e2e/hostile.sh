@@ -75,6 +75,7 @@ refuse config-fifo "config_fifo.json: not a regular file (it is a FIFO)" -- prun
 refuse data-fifo "data_fifo.npz: not a regular file (it is a FIFO)" -- run "$GOOD" --data "$H/data_fifo.npz" -o "$work/out/o.npz"
 refuse npy-fifo "npy_fifo/input_ids.npy: not a regular file (it is a FIFO)" -- run "$GOOD" --data "$H/npy_fifo" -o "$work/out/o.npz"
 refuse npy-devzero "npy_zero/input_ids.npy: not a regular file (it is a character device)" -- run "$GOOD" --data "$H/npy_zero" -o "$work/out/o.npz"
+refuse pb-corrupt "pb_bad/input_0.pb: not a valid ONNX TensorProto" -- run "$GOOD" --data "$H/pb_bad" -o "$work/out/o.npz"
 refuse pb-fifo "pb_fifo/input_0.pb: not a regular file (it is a FIFO)" -- run "$GOOD" --data "$H/pb_fifo" -o "$work/out/o.npz"
 
 # --- crashes ---

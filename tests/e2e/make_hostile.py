@@ -116,6 +116,8 @@ def main(good, out):
     os.symlink("/dev/zero", os.path.join(out, "npy_zero", "input_ids.npy"))
     os.mkdir(os.path.join(out, "npy_fifo"))
     os.mkfifo(os.path.join(out, "npy_fifo", "input_ids.npy"))
+    os.mkdir(os.path.join(out, "pb_bad"))
+    w(os.path.join("pb_bad", "input_0.pb"), b"\x0a\xff\xff\xff\xff\x0f")  # a field longer than the file
     os.mkdir(os.path.join(out, "pb_fifo"))
     os.mkfifo(os.path.join(out, "pb_fifo", "input_0.pb"))
 
