@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const cli_opt RUN_OPTS[] = {
     CLI_OPT("--output", "-o", "OUT.npz", NULL, NULL, NONE, false,
@@ -19,6 +20,68 @@ static const cli_opt RUN_OPTS[] = {
 const cli_cmd CMD_RUN = {"run", "MODEL --data PATH -o OUT.npz [options]",
                          "run the model on the data with onnx-prune's CPU executor and save its outputs", 1, 1, "MODEL",
                          RUN_OPTS, sizeof RUN_OPTS / sizeof *RUN_OPTS};
+
+/* Writes OUT/SET/output_I.pb for every set, as ONNX lays out test data: first into a temporary folder
+ * beside OUT, renamed into place once every file is written, so that a failure leaves nothing behind
+ * (OUT is new or empty: check_out_folder). */
+static int write_set_folder(const char *out, const op_dataset *ds, char **names, const op_tensor *all, size_t n_out,
+                            op_error *err) {
+  char final[PATH_MAX], tmp[PATH_MAX + 16];
+  size_t len = strlen(out);
+  while (len > 1 && out[len - 1] == '/') len--;
+  if (len >= sizeof final) {
+    err->code = OP_IO;
+    snprintf(err->message, sizeof err->message, "%.900s: path too long", out);
+    return -1;
+  }
+  memcpy(final, out, len);
+  final[len] = 0;
+  snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", final);
+  if (!mkdtemp(tmp)) {
+    err->code = OP_IO;
+    snprintf(err->message, sizeof err->message, "%.900s: %s", final, strerror(errno));
+    return -1;
+  }
+  size_t sets = op_dataset_set_count(ds);
+  int rc = 0;
+  for (size_t k = 0; k < sets && !rc; k++) {
+    const char *set = op_dataset_set_name(ds, k);
+    char dir[2 * PATH_MAX + 32], path[2 * PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/%s", tmp, set[0] ? set : "test_data_set_0");
+    if (mkdir(dir, 0777) && errno != EEXIST) {
+      err->code = OP_IO;
+      snprintf(err->message, sizeof err->message, "%.900s: %s", final, strerror(errno));
+      rc = -1;
+    }
+    for (size_t i = 0; i < n_out && !rc; i++) {
+      snprintf(path, sizeof path, "%s/output_%zu.pb", dir, i);
+      const char *name = strrchr(names[k * n_out + i], '/') ? strrchr(names[k * n_out + i], '/') + 1 : names[k * n_out + i];
+      rc = op_pb_write(path, name, &all[k * n_out + i], err);
+    }
+  }
+  struct stat st;
+  if (!rc && stat(final, &st) == 0 && rmdir(final)) { /* an empty folder given as OUT is replaced */
+    err->code = OP_IO;
+    snprintf(err->message, sizeof err->message, "%.900s: %s", final, strerror(errno));
+    rc = -1;
+  }
+  if (!rc && rename(tmp, final)) {
+    err->code = OP_IO;
+    snprintf(err->message, sizeof err->message, "%.900s: %s", final, strerror(errno));
+    rc = -1;
+  }
+  if (rc) { /* remove what was written: the set folders and their output_I.pb */
+    for (size_t k = 0; k < sets; k++) {
+      const char *set = op_dataset_set_name(ds, k);
+      char dir[2 * PATH_MAX + 32], path[2 * PATH_MAX + 64];
+      snprintf(dir, sizeof dir, "%s/%s", tmp, set[0] ? set : "test_data_set_0");
+      for (size_t i = 0; i < n_out; i++) snprintf(path, sizeof path, "%s/output_%zu.pb", dir, i), unlink(path);
+      rmdir(dir);
+    }
+    rmdir(tmp);
+  }
+  return rc;
+}
 
 /* ONNX test data: each set is one complete run. Its outputs go to OUT.npz as arrays named SET/OUTPUT
  * (plain OUTPUT for input_N.pb given directly), or, when OUT is a folder (it exists or ends in '/'), to
@@ -37,9 +100,11 @@ static int run_sets(const op_model *m, const op_dataset *ds, const char *out, bo
     for (size_t i = 0; i < n_out && !rc; i++) {
       const char *set = op_dataset_set_name(ds, k), *name = op_session_output_name(s, i);
       size_t len = strlen(set) + strlen(name) + 2;
-      all = realloc(all, (n + 1) * sizeof *all);
-      names = realloc(names, (n + 1) * sizeof *names);
-      if (!all || !names || !(names[n] = malloc(len))) {
+      op_tensor *grown_all = realloc(all, (n + 1) * sizeof *all);
+      char **grown_names = grown_all ? realloc(names, (n + 1) * sizeof *names) : NULL;
+      if (grown_all) all = grown_all;
+      if (grown_names) names = grown_names;
+      if (!grown_all || !grown_names || !(names[n] = malloc(len))) {
         err->code = OP_NOMEM;
         snprintf(err->message, sizeof err->message, "%s: out of memory", out);
         rc = -1;
@@ -57,21 +122,7 @@ static int run_sets(const op_model *m, const op_dataset *ds, const char *out, bo
   struct stat st;
   bool folder = (len && out[len - 1] == '/') || (stat(out, &st) == 0 && S_ISDIR(st.st_mode));
   if (!rc && !folder) rc = op_npz_write(out, (const char *const *)names, all, n, err);
-  for (size_t k = 0; k < sets && !rc && folder; k++) { /* OUT/test_data_set_K/output_I.pb */
-    const char *set = op_dataset_set_name(ds, k);
-    char dir[PATH_MAX], path[PATH_MAX + 32];
-    bool fits = snprintf(dir, sizeof dir, "%s/%s", out, set[0] ? set : "test_data_set_0") < (int)sizeof dir;
-    if (!fits || (mkdir(out, 0777) && errno != EEXIST) || (mkdir(dir, 0777) && errno != EEXIST)) {
-      err->code = OP_IO;
-      snprintf(err->message, sizeof err->message, "%.900s: %s", dir, fits ? strerror(errno) : "path too long");
-      rc = -1;
-    }
-    for (size_t i = 0; i < n_out && !rc; i++) {
-      snprintf(path, sizeof path, "%s/output_%zu.pb", dir, i);
-      const char *name = strrchr(names[k * n_out + i], '/') ? strrchr(names[k * n_out + i], '/') + 1 : names[k * n_out + i];
-      rc = op_pb_write(path, name, &all[k * n_out + i], err);
-    }
-  }
+  if (!rc && folder) rc = write_set_folder(out, ds, names, all, n_out, err);
   for (size_t i = 0; i < n; i++) op_tensor_clear(&all[i]), free(names[i]);
   free(all);
   free(names);
