@@ -151,8 +151,6 @@ const op_op *op_exec_find_op(const char *op_type) {
   return bsearch(op_type, OPS, sizeof OPS / sizeof *OPS, sizeof *OPS, cmp_op);
 }
 
-size_t op_exec_op_count(void) { return sizeof OPS / sizeof *OPS; }
-const char *op_exec_op_name(size_t i) { return i < op_exec_op_count() ? OPS[i].name : NULL; }
 
 /* Default-domain ops first; ONNX Runtime also registers SimplifiedLayerNormalization in the default
  * domain, so it falls back to the com.microsoft kernel of that name. */

@@ -125,11 +125,7 @@ OP_KERNEL(op_k_range);
 OP_KERNEL(op_k_softmax); OP_KERNEL(op_k_layer_norm); OP_KERNEL(op_k_reduce_mean); OP_KERNEL(op_k_reduce_sum);
 OP_KERNEL(op_k_quantize_linear); OP_KERNEL(op_k_dequantize_linear);
 
-/* Operators for real exports (issue 8, ops): the claimed list and the kernel families. */
-/* The number of operators in the table and the name of the i-th, in table (sorted) order: the one
- * list of claimed operators that the README and the conformance test are checked against. */
-size_t op_exec_op_count(void);
-const char *op_exec_op_name(size_t i);
+/* Operators for real exports: the kernel families (the claimed list is op_exec_ops, below). */
 /* ops_math.c */
 OP_KERNEL(op_k_sin); OP_KERNEL(op_k_cos); OP_KERNEL(op_k_tan); OP_KERNEL(op_k_asin); OP_KERNEL(op_k_acos);
 OP_KERNEL(op_k_atan); OP_KERNEL(op_k_sinh); OP_KERNEL(op_k_cosh); OP_KERNEL(op_k_asinh); OP_KERNEL(op_k_acosh);
@@ -198,7 +194,8 @@ OP_KERNEL(op_k_ms_skip_simplified_layer_norm); OP_KERNEL(op_k_ms_simplified_laye
 OP_KERNEL(op_k_ms_embed_layer_norm); OP_KERNEL(op_k_ms_rotary);
 OP_KERNEL(op_k_ms_attention); OP_KERNEL(op_k_ms_mha); OP_KERNEL(op_k_ms_gqa);
 
-/* The whole operator table, for the test that checks its order (bsearch needs it sorted). */
+/* The whole default-domain operator table, in its (sorted) order: the one list of claimed operators that
+ * the README and the conformance test are checked against, and whose order bsearch needs. */
 const op_op *op_exec_ops(size_t *n);
 
 /* Checks t against session input i: type, rank, and the fixed axes from first_axis on. Data arrays
