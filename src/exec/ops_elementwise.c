@@ -4,6 +4,7 @@
  * Broadcasting walks the output in rows of its last axis. Integer arithmetic wraps (computed unsigned). */
 #include "exec/exec.h"
 #include "exec/fastmath.h"
+#include "exec/ops_util.h" /* ou_bcast: numpy broadcasting, shared with the other kernel families */
 
 #include <math.h>
 #include <stdlib.h>
@@ -16,45 +17,6 @@
 #define T_DOUBLE ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE
 #define T_UINT64 ONNX__TENSOR_PROTO__DATA_TYPE__UINT64
 #define T_UINT32 ONNX__TENSOR_PROTO__DATA_TYPE__UINT32
-
-/* Broadcast layout of up to 3 inputs against the output shape. */
-typedef struct bcast {
-  int rank;
-  int64_t dims[OP_MAX_RANK];
-  int64_t stride[3][OP_MAX_RANK]; /* element strides per input, 0 on broadcast axes */
-  int64_t numel;
-} bcast;
-
-static int bcast_init(const op_kctx *k, op_xt *const *in, int n, bcast *b, op_error *err) {
-  memset(b, 0, sizeof *b);
-  for (int i = 0; i < n; i++) b->rank = in[i]->rank > b->rank ? in[i]->rank : b->rank;
-  for (int d = 0; d < b->rank; d++) {
-    int64_t dim = 1;
-    for (int i = 0; i < n; i++) {
-      int off = b->rank - in[i]->rank;
-      int64_t di = d < off ? 1 : in[i]->dims[d - off];
-      if (di != 1) {
-        if (dim != 1 && dim != di)
-          return op_kfail(k, err, "shapes do not broadcast (axis %d: %lld vs %lld)", d, (long long)dim, (long long)di);
-        dim = di;
-      }
-      if (di == 0) dim = 0;
-    }
-    b->dims[d] = dim;
-  }
-  for (int i = 0; i < n; i++) {
-    int off = b->rank - in[i]->rank;
-    int64_t s = 1;
-    for (int d = b->rank - 1; d >= 0; d--) {
-      int64_t di = d < off ? 1 : in[i]->dims[d - off];
-      b->stride[i][d] = di == 1 ? 0 : s;
-      s *= di;
-    }
-  }
-  b->numel = 1;
-  for (int d = 0; d < b->rank; d++) b->numel *= b->dims[d];
-  return 0;
-}
 
 /* Calls row(offsets, n) for every row of the output's last axis; offsets are per input. */
 #define BCAST_ROWS(b, nin, ...)                                                                   \
@@ -149,8 +111,8 @@ static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_er
   if (!logic && dt != T_FLOAT && dt != T_INT64 && dt != T_INT32 && dt != T_DOUBLE && dt != T_UINT64 &&
       !(cmp && dt == T_BOOL))
     return op_kfail(k, err, "unsupported input type %s", op_dtype_name(dt));
-  bcast bc;
-  if (bcast_init(k, in, 2, &bc, err) || op_xt_alloc(out, cmp ? T_BOOL : dt, bc.dims, bc.rank, err)) return -1;
+  ou_bcast bc;
+  if (ou_bcast_init(k, in, 2, &bc, err) || op_xt_alloc(out, cmp ? T_BOOL : dt, bc.dims, bc.rank, err)) return -1;
   size_t es = op_xt_elem_size(dt);
   const char *A = a->data, *B = b->data;
   char *O = out->data;
@@ -309,8 +271,8 @@ OP_KERNEL(op_k_where) {
   op_xt *c = in[0], *x = in[1], *y = in[2];
   if (c->dtype != T_BOOL) return op_kfail(k, err, "condition is not bool");
   if (x->dtype != y->dtype) return op_kfail(k, err, "branch types differ");
-  bcast bc;
-  if (bcast_init(k, in, 3, &bc, err) || op_xt_alloc(out, x->dtype, bc.dims, bc.rank, err)) return -1;
+  ou_bcast bc;
+  if (ou_bcast_init(k, in, 3, &bc, err) || op_xt_alloc(out, x->dtype, bc.dims, bc.rank, err)) return -1;
   size_t es = op_xt_elem_size(x->dtype);
   const uint8_t *C = c->data;
   const char *X = x->data, *Y = y->data;
