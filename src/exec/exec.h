@@ -6,6 +6,8 @@
 
 #include "model/graph.h"
 
+#include <stdarg.h>
+
 #define OP_MAX_RANK 8
 
 typedef struct op_xt {
@@ -66,8 +68,10 @@ int64_t op_xt_int(const op_xt *t, int64_t i);
 /* Normalises a possibly negative axis against rank; -1 when out of range. */
 int op_axis(int64_t axis, int rank);
 
-/* Errors with the node in context: "model: node 'x' (Op): ...". */
+/* Errors with the node in context: "model: node 'x' (Op): ...", as OP_INVALID (bad data); op_kvfail
+ * takes the status (OP_UNSUPPORTED for what the executor does not compute). */
 int op_kfail(const op_kctx *k, op_error *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int op_kvfail(const op_kctx *k, op_error *err, op_status code, const char *fmt, va_list ap);
 
 /* Attributes. */
 int64_t op_kattr_int(const op_kctx *k, const char *name, int64_t dflt);

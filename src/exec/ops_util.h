@@ -35,12 +35,11 @@ static inline int ou_want(const op_kctx *k, const op_xt *x, const char *what, bo
 static inline int ou_unsupported(const op_kctx *k, op_error *err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static inline int ou_unsupported(const op_kctx *k, op_error *err, const char *fmt, ...) {
-  char why[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(why, sizeof why, fmt, ap);
+  int rc = op_kvfail(k, err, OP_UNSUPPORTED, fmt, ap);
   va_end(ap);
-  return op_fail(err, OP_UNSUPPORTED, "%s: node '%s' (%s): %s", k->model, op_node_name(k->node), k->node->op_type, why);
+  return rc;
 }
 
 /* Element i of a float/int64/int32/bool tensor as double, and a store of a double into one. */

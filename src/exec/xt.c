@@ -150,13 +150,18 @@ int op_axis(int64_t axis, int rank) {
   return axis < 0 || axis >= (rank ? rank : 1) ? -1 : (int)axis;
 }
 
-int op_kfail(const op_kctx *k, op_error *err, const char *fmt, ...) {
+int op_kvfail(const op_kctx *k, op_error *err, op_status code, const char *fmt, va_list ap) {
   char why[768];
+  vsnprintf(why, sizeof why, fmt, ap);
+  return op_fail(err, code, "%s: node '%s' (%s): %s", k->model, op_node_name(k->node), k->node->op_type, why);
+}
+
+int op_kfail(const op_kctx *k, op_error *err, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(why, sizeof why, fmt, ap);
+  int rc = op_kvfail(k, err, OP_INVALID, fmt, ap);
   va_end(ap);
-  return op_fail(err, OP_INVALID, "%s: node '%s' (%s): %s", k->model, op_node_name(k->node), k->node->op_type, why);
+  return rc;
 }
 
 int64_t op_kattr_int(const op_kctx *k, const char *name, int64_t dflt) { return op_node_attr_int(k->node, name, dflt); }
