@@ -91,7 +91,7 @@ const char *op_weight_source(const op_graph *gr, const char *name, Onnx__TensorP
   *tensor = NULL;
   for (int hop = 0; hop <= MAX_WEIGHT_HOPS; hop++) {
     op_value *v = op_graph_find(gr, name);
-    if (!v || v->graph_output || v->n_consumers != 1) return NULL; /* shared: never sliced under another user */
+    if (!v || v->graph_output || v->n_consumers != 1 || v->n_outer_users) return NULL; /* shared: never sliced under another user */
     Onnx__TensorProto *t = op_graph_const(gr, name);
     if (t) {
       if (op_tensor_to_raw(t) != 0) return NULL;

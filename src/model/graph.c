@@ -32,7 +32,70 @@ op_value *op_graph_find(const op_graph *gr, const char *name) {
   return NULL;
 }
 
+static op_graph *build_index(Onnx__GraphProto *g);
+
+static void push_int(int **v, size_t *n, size_t *cap, int x) {
+  if (*n == *cap) {
+    *cap = *cap ? *cap * 2 : 4;
+    *v = op_xrealloc(*v, *cap * sizeof(int));
+  }
+  (*v)[(*n)++] = x;
+}
+
+typedef OP_VEC(char *) name_list;
+
+/* Names a subgraph (and the subgraphs nested in it) reads without defining them: values of the
+ * scopes around it. */
+static void collect_outer_refs(Onnx__GraphProto *sg, name_list *out) {
+  op_graph *sgr = build_index(sg);
+  for (size_t i = 0; i < sgr->cap; i++) {
+    op_value *v = &sgr->values[i];
+    if (v->name && v->producer < 0 && v->init < 0 && v->graph_input < 0 && v->n_consumers > 0)
+      OP_VEC_PUSH(*out, op_xstrdup(v->name));
+  }
+  for (size_t i = 0; i < sg->n_node; i++)
+    for (size_t a = 0; a < sg->node[i]->n_attribute; a++) {
+      Onnx__AttributeProto *at = sg->node[i]->attribute[a];
+      name_list inner = {0};
+      if (at->g) collect_outer_refs(at->g, &inner);
+      for (size_t k = 0; k < at->n_graphs; k++) collect_outer_refs(at->graphs[k], &inner);
+      for (size_t k = 0; k < inner.n; k++) {
+        op_value *v = op_graph_find(sgr, inner.v[k]);
+        if (v && (v->producer >= 0 || v->init >= 0 || v->graph_input >= 0)) free(inner.v[k]); /* defined here */
+        else OP_VEC_PUSH(*out, inner.v[k]);
+      }
+      free(inner.v);
+    }
+  op_graph_free(sgr);
+}
+
+/* Records node i as an outer user of every value of gr its subgraphs read: a real dependency that
+ * ordering, dead-node removal and "is this weight private" must see. */
+static void record_outer_users(op_graph *gr, int i) {
+  Onnx__NodeProto *n = gr->g->node[i];
+  for (size_t a = 0; a < n->n_attribute; a++) {
+    Onnx__AttributeProto *at = n->attribute[a];
+    if (!at->g && !at->n_graphs) continue;
+    name_list refs = {0};
+    if (at->g) collect_outer_refs(at->g, &refs);
+    for (size_t k = 0; k < at->n_graphs; k++) collect_outer_refs(at->graphs[k], &refs);
+    for (size_t k = 0; k < refs.n; k++) {
+      op_value *v = op_graph_find(gr, refs.v[k]); /* absent: a value of a scope further out */
+      if (v && !(v->n_outer_users && v->outer_users[v->n_outer_users - 1] == i))
+        push_int(&v->outer_users, &v->n_outer_users, &v->cap_outer_users, i);
+      free(refs.v[k]);
+    }
+    free(refs.v);
+  }
+}
+
 op_graph *op_graph_build(Onnx__GraphProto *g) {
+  op_graph *gr = build_index(g);
+  for (size_t i = 0; i < g->n_node; i++) record_outer_users(gr, (int)i);
+  return gr;
+}
+
+static op_graph *build_index(Onnx__GraphProto *g) {
   op_graph *gr = op_xcalloc(1, sizeof *gr);
   gr->g = g;
   size_t want = g->n_input + g->n_output + g->n_initializer + 1;
@@ -49,11 +112,7 @@ op_graph *op_graph_build(Onnx__GraphProto *g) {
     for (size_t j = 0; j < n->n_input; j++) {
       if (!n->input[j][0]) continue;
       op_value *v = slot_for(gr, n->input[j]);
-      if (v->n_consumers == v->cap_consumers) {
-        v->cap_consumers = v->cap_consumers ? v->cap_consumers * 2 : 4;
-        v->consumers = op_xrealloc(v->consumers, v->cap_consumers * sizeof(int));
-      }
-      v->consumers[v->n_consumers++] = (int)i;
+      push_int(&v->consumers, &v->n_consumers, &v->cap_consumers, (int)i);
     }
   }
   for (size_t i = 0; i < g->n_output; i++) slot_for(gr, g->output[i]->name)->graph_output = true;
@@ -64,6 +123,7 @@ void op_graph_free(op_graph *gr) {
   if (!gr) return;
   for (size_t i = 0; i < gr->cap; i++) {
     free(gr->values[i].consumers);
+    free(gr->values[i].outer_users);
     free((char *)gr->values[i].name);
   }
   free(gr->values);
@@ -156,6 +216,7 @@ static void reserve_slot(op_graph *gr) {
   op_graph *fresh = op_graph_build(gr->g);
   for (size_t i = 0; i < gr->cap; i++) {
     free(gr->values[i].consumers);
+    free(gr->values[i].outer_users);
     free((char *)gr->values[i].name);
   }
   free(gr->values);
@@ -248,6 +309,11 @@ size_t op_graph_order(const op_graph *gr, int *order) {
       op_value *v = nd->input[j][0] ? op_graph_find(gr, nd->input[j]) : NULL;
       if (v && !ready[v - gr->values]) waiting[i]++;
     }
+  }
+  for (size_t i = 0; i < gr->cap; i++) /* a subgraph's reads of values produced here wait like inputs */
+    if (gr->values[i].name && !ready[i] && gr->values[i].producer >= 0)
+      for (size_t c = 0; c < gr->values[i].n_outer_users; c++) waiting[gr->values[i].outer_users[c]]++;
+  for (size_t i = 0; i < n; i++) {
     if (!waiting[i]) heap_push(heap, &heap_n, (int)i);
   }
   while (heap_n) {
@@ -260,6 +326,8 @@ size_t op_graph_order(const op_graph *gr, int *order) {
       ready[v - gr->values] = true;
       for (size_t c = 0; c < v->n_consumers; c++) /* a consumer appears once per input slot it uses */
         if (--waiting[v->consumers[c]] == 0) heap_push(heap, &heap_n, v->consumers[c]);
+      for (size_t c = 0; c < v->n_outer_users; c++)
+        if (--waiting[v->outer_users[c]] == 0) heap_push(heap, &heap_n, v->outer_users[c]);
     }
   }
   free(ready);
@@ -333,7 +401,7 @@ void op_graph_remove_dead(Onnx__GraphProto *g) {
       bool used = false;
       for (size_t j = 0; j < n->n_output && !used; j++) {
         op_value *v = n->output[j][0] ? op_graph_find(gr, n->output[j]) : NULL;
-        used = v && (v->n_consumers > 0 || v->graph_output);
+        used = v && (v->n_consumers > 0 || v->n_outer_users > 0 || v->graph_output);
       }
       dead[i] = !used;
     }
@@ -354,7 +422,7 @@ void op_graph_remove_dead(Onnx__GraphProto *g) {
   bool *dead_init = op_xcalloc(g->n_initializer, sizeof(bool)), *dead_vi = op_xcalloc(g->n_value_info, sizeof(bool));
   for (size_t i = 0; i < g->n_initializer; i++) {
     op_value *v = op_graph_find(gr, g->initializer[i]->name);
-    dead_init[i] = !(v->n_consumers > 0 || v->graph_output || v->graph_input >= 0);
+    dead_init[i] = !(v->n_consumers > 0 || v->n_outer_users > 0 || v->graph_output || v->graph_input >= 0);
   }
   for (size_t i = 0; i < g->n_value_info; i++) {
     op_value *v = g->value_info[i]->name ? op_graph_find(gr, g->value_info[i]->name) : NULL;

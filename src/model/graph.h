@@ -13,6 +13,8 @@ typedef struct op_value {
   bool graph_output;
   int *consumers;   /* node indices (a node appears once per input slot it uses) */
   size_t n_consumers, cap_consumers;
+  int *outer_users; /* If/Loop/Scan nodes whose subgraphs read this value from the outer scope (once each) */
+  size_t n_outer_users, cap_outer_users;
 } op_value;
 
 typedef struct op_graph {
