@@ -15,6 +15,10 @@ $PY "$E2E/make_bad_data.py" "$work/d" || { echo "cannot make the data"; exit 1; 
 mkdir -p "$work/in" "$work/keep"
 cp "$GOOD" "$work/in/model.onnx"
 echo '{"head_sparsity": 0.5}' >"$work/d/cfg.json"
+# inputs named like the OUT.data an --external-data save writes beside OUT
+echo '{"head_sparsity": 0.5}' >"$work/d/c.onnx.data"
+echo '{"prune": {"head_sparsity": 0.5}}' >"$work/d/cc.onnx.data"
+cp "$GOOD" "$work/in/m.onnx.data"
 ln "$work/in/model.onnx" "$work/keep/hardlink.onnx"
 ln -s "$work/in/model.onnx" "$work/keep/symlink.onnx"
 D=$work/d/good.npz IN=$work/in/model.onnx O=$work/out/o.onnx
@@ -129,6 +133,10 @@ refuse quantize-o-data "good.npz: refusing to overwrite the input --data" -- qua
 refuse quantize-report-data "good.npz: refusing to overwrite the input --data" -- quantize "$IN" -o "$O" --data "$D" --report "$D"
 refuse config-is-output "refusing to overwrite the input --config" -- prune "$IN" -o "$work/d/cfg.json" --config "$work/d/cfg.json"
 refuse ext-data-is-input "o.onnx.data: refusing to overwrite the input model's external data" -- prune "$H/extdir/model.onnx" -o "$H/extdir/o.onnx" --external-data --head-sparsity 0.5
+refuse ext-data-is-model "m.onnx.data: refusing to overwrite the input model" -- prune "$work/in/m.onnx.data" -o "$work/in/m.onnx" --external-data --head-sparsity 0.5
+refuse ext-data-is-config "c.onnx.data: refusing to overwrite the input --config .*(-o's external data names the same file)" -- prune "$IN" -o "$work/d/c.onnx" --config "$work/d/c.onnx.data" --external-data
+refuse ext-data-is-compress-config "cc.onnx.data: refusing to overwrite the input --config" -- compress "$IN" -o "$work/d/cc.onnx" --config "$work/d/cc.onnx.data" --data "$D" --external-data
+refuse ext-data-is-report "o.onnx.data: .*name the same file" -- prune "$IN" -o "$O" --report "$O.data" --external-data --head-sparsity 0.5
 refuse hard-link "hardlink.onnx: refusing to overwrite the input model" -- prune "$IN" -o "$work/keep/hardlink.onnx" --head-sparsity 0.5
 refuse symlink "symlink.onnx: refusing to overwrite the input model" -- prune "$IN" -o "$work/keep/symlink.onnx" --head-sparsity 0.5
 refuse output-fifo "fifo.onnx: -o is a FIFO, not a file that can be replaced" -- prune "$IN" -o "$H/fifo.onnx" --head-sparsity 0.5
