@@ -127,6 +127,28 @@ int op_budget_check(uint64_t bytes, const char *what, op_error *err) {
   return op_fail(err, OP_NOMEM, "%s exceeds the memory budget of %s (--max-memory)", need, have);
 }
 
+static _Atomic uint64_t held; /* bytes taken by live allocations (op_budget_take), shared by every thread */
+
+int op_budget_take(uint64_t bytes, const char *what, op_error *err) {
+  uint64_t b = op_memory_budget(), cur = atomic_load(&held);
+  if (bytes > b) return op_budget_check(bytes, what, err);
+  do {
+    if (cur > b - bytes) {
+      char need[32], have[32], other[32];
+      op_bytes_text(bytes, need, sizeof need);
+      op_bytes_text(b, have, sizeof have);
+      op_bytes_text(cur, other, sizeof other);
+      return op_fail(err, OP_NOMEM, "%s%s%s exceeds what the memory budget of %s has left (--max-memory; %s held by other values)",
+                     what ? what : "", what ? ": " : "", need, have, other);
+    }
+  } while (!atomic_compare_exchange_weak(&held, &cur, cur + bytes));
+  return 0;
+}
+
+void op_budget_give(uint64_t bytes) { atomic_fetch_sub(&held, bytes); }
+
+uint64_t op_budget_held(void) { return atomic_load(&held); }
+
 /* ---- inputs and outputs of one command ---- */
 
 typedef struct path_entry {

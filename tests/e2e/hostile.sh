@@ -94,6 +94,9 @@ handled long-output-name -- verify "$H/long_name.onnx" "$H/long_name.onnx" --dat
 refuse wrap-inline "wrap_inline.onnx: tensor 'wrap': dims need more bytes than can be addressed" -- inspect "$H/wrap_inline.onnx"
 refuse wrap-external "wrap_external.onnx: tensor .*: dims need more bytes than can be addressed" -- inspect "$H/wrap_external.onnx"
 refuse constant-of-shape "constant_of_shape.onnx: node 'cos' (ConstantOfShape): 4 TiB for output 'big' exceeds the memory budget of 1 GiB (--max-memory)" -- run "$H/constant_of_shape.onnx" --data "$H/x.npz" -o "$work/out/o.npz" --max-memory 1G
+# a running total: every value fits 14 MiB, the four live negations of the 4 MiB constant do not
+refuse live-set "live_set.onnx: node 'neg3' (Neg): 4 MiB for output 'y3' exceeds what the memory budget of 14 MiB has left (--max-memory; 12.* MiB held by other values)" -- run "$H/live_set.onnx" --data "$H/x.npz" -o "$work/out/o.npz" --max-memory 14M
+handled live-set-fits -- run "$H/live_set.onnx" --data "$H/x.npz" -o "$work/out/o.npz" --max-memory 24M -q
 refuse constant-of-shape-default "constant_of_shape.onnx: node 'cos' (ConstantOfShape): 4 TiB for output 'big' exceeds the memory budget of" -- run "$H/constant_of_shape.onnx" --data "$H/x.npz" -o "$work/out/o.npz"
 refuse expand "expand.onnx: node 'expand' (Expand): 4 TiB for output 'y' exceeds the memory budget of 512 MiB" -- run "$H/expand.onnx" --data "$H/x11.npz" -o "$work/out/o.npz" --max-memory 512M
 refuse npz-bomb "bomb.npz: x14.npy: decompressing it (64.0 MiB) brings the arrays over the memory budget of 1 GiB" -- run "$H/no_attention.onnx" --data "$H/bomb.npz" -o "$work/out/o.npz" --max-memory 1G

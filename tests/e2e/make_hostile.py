@@ -157,6 +157,14 @@ def main(good, out):
                [ints("shape", [2**20, 2**20])]), out, "constant_of_shape.onnx")
     save(small([helper.make_node("Expand", ["x", "shape"], ["y"], name="expand")], [fvi("x", [1, 1])],
                [fvi("y", None)], [ints("shape", [2**20, 2**20])]), out, "expand.onnx")
+    # the memory budget is a running total: each value is 4 MiB, but the constant and four negations of it live
+    # together (20 MiB) before Sum reads them
+    negs = [helper.make_node("Neg", ["c"], [f"y{i}"], name=f"neg{i}") for i in range(1, 5)]
+    save(small([helper.make_node("ConstantOfShape", ["shape"], ["c"], name="cos")] + negs +
+               [helper.make_node("Sum", [f"y{i}" for i in range(1, 5)], ["s"], name="sum"),
+                helper.make_node("ReduceSum", ["s"], ["r"], name="reduce", keepdims=0),
+                helper.make_node("Add", ["x", "r"], ["y"], name="add")], [x], [fvi("y", ["N", 3])],
+               [ints("shape", [2**20])]), out, "live_set.onnx")
     np.savez(os.path.join(out, "x.npz"), x=np.ones([2, 3], np.float32))
     np.savez(os.path.join(out, "x11.npz"), x=np.ones([2, 1], np.float32))
 
