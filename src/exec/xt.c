@@ -192,7 +192,8 @@ int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin,
   int32_t dt = t->data_type;
   size_t es = op_dtype_size(dt);
   if (!es || dt == ONNX__TENSOR_PROTO__DATA_TYPE__STRING)
-    return op_fail(err, OP_UNSUPPORTED, "%s: tensor '%s': data type %d", origin, t->name ? t->name : "", dt);
+    return op_fail(err, OP_UNSUPPORTED, "%s: tensor '%s': %s tensors are not supported (data type %d)", origin,
+                   t->name ? t->name : "", op_dtype_name(dt), dt);
   if (op_xt_alloc(out, dt, t->dims, (int)t->n_dims, err)) {
     char why[sizeof err->message];
     snprintf(why, sizeof why, "%s", err ? err->message : "");

@@ -30,6 +30,9 @@ const char *op_file_kind(unsigned mode) {
 
 int op_open_regular(const char *path, const char *what, uint64_t *size, dev_t *dev, ino_t *ino, op_error *err) {
   if (!what) what = path;
+  struct stat pre; /* a socket cannot be opened at all (ENXIO): name what it is first */
+  if (stat(path, &pre) == 0 && S_ISSOCK(pre.st_mode))
+    return op_fail(err, OP_IO, "%s: not a regular file (it is %s)", what, op_file_kind(pre.st_mode));
   /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever */
   int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return op_fail(err, OP_IO, "%s: %s", what, strerror(errno));

@@ -73,6 +73,10 @@ handled() {
 # --- special files where a file is expected: refused by name, never waited on ---
 refuse fifo-model "fifo.onnx: not a regular file (it is a FIFO)" -- inspect "$H/fifo.onnx"
 refuse folder-model "folder.onnx: not a regular file (it is a folder)" -- prune "$H/folder.onnx" -o "$O" --head-sparsity 0.5
+refuse socket-model "socket.onnx: not a regular file (it is a socket)" -- inspect "$H/socket.onnx"
+refuse device-model "null: not a regular file (it is a character device)" -- inspect /dev/null
+refuse fifo-behind-symlink "fifo_link.onnx: not a regular file (it is a FIFO)" -- inspect "$H/fifo_link.onnx"
+refuse folder-config "folder.onnx: not a regular file (it is a folder)" -- prune "$GOOD" -o "$O" --config "$H/folder.onnx"
 refuse ext-fifo "ext_fifo.onnx: tensor .* external data 'weights_fifo.bin': not a regular file (it is a FIFO)" -- inspect "$H/ext_fifo.onnx"
 refuse ext-devzero "ext_devzero.onnx: tensor .* 'weights_zero.bin' escapes the model directory" -- inspect "$H/ext_devzero.onnx"
 refuse config-fifo "config_fifo.json: not a regular file (it is a FIFO)" -- prune "$GOOD" -o "$O" --config "$H/config_fifo.json"
@@ -86,6 +90,10 @@ refuse pb-fifo "pb_fifo/input_0.pb: not a regular file (it is a FIFO)" -- run "$
 refuse deep-if "deep_if.onnx: messages nest deeper than 256 levels" -- inspect "$H/deep_if.onnx"
 refuse deep-if-prune "deep_if.onnx: messages nest deeper than 256 levels" -- prune "$H/deep_if.onnx" -o "$O" --head-sparsity 0.5
 refuse slice-axis "slice_axis.onnx: node 'slice' (Slice): axis 5 is outside rank 2" -- run "$H/slice_axis.onnx" --data "$H/x.npz" -o "$work/out/o.npz"
+refuse string-tensor "string.onnx: tensor 's': string tensors are not supported" -- run "$H/string.onnx" --data "$H/x.npz" -o "$work/out/o.npz"
+# a flag repeated far beyond any fixed option array (48 once overflowed main.c's)
+many=(); for _ in $(seq 100); do many+=(--head-sparsity 0.5); done
+handled many-flags -- prune "$GOOD" -o "$O" "${many[@]}" -q
 handled no-attention -- inspect "$H/no_attention.onnx"
 handled no-attention-json -- inspect "$H/no_attention.onnx" --json
 handled long-output-name -- verify "$H/long_name.onnx" "$H/long_name.onnx" --data "$H/x.npz"
