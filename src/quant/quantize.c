@@ -748,16 +748,23 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     Onnx__TensorProto *w = !bad && ts.v[i].w ? op_graph_const(gr, ts.v[i].w) : NULL;
     float *wf = w ? tensor_as_f32(w) : NULL;
     int64_t nel = wf ? op_tensor_numel(w) : 0;
-    if (w && !wf) bad = ts.v[i].w, what = "weight (not stored as raw bytes)";
+    bool unread = w && !wf;
     for (int64_t k = 0; k < nel && !bad; k++)
       if (!isfinite(wf[k])) bad = ts.v[i].w, what = "weight";
     free(wf);
+    if (unread) { /* op_weight_source made it raw; its size was checked at load: a defect if reached */
+      op_fail(err, OP_INVALID, "%s: node '%s' (%s): weight '%s' is not stored as raw bytes", m->path, op_node_name(n),
+              n->op_type, ts.v[i].w);
+      bad = ts.v[i].w;
+    } else if (bad) {
+      op_fail(err, OP_INVALID, "%s: node '%s' (%s): %s '%s' holds NaN, infinity or values beyond float range: it has no int8 scale",
+              m->path, op_node_name(n), n->op_type, what, bad);
+    }
     if (bad) {
       for (size_t j = 0; j < ts.n; j++) free(ts.v[j].act);
       free(ts.v);
       op_graph_free(gr);
-      return op_fail(err, OP_INVALID, "%s: node '%s' (%s): %s '%s' holds NaN, infinity or values beyond float range: it has no int8 scale",
-                     m->path, op_node_name(n), n->op_type, what, bad);
+      return -1;
     }
   }
   int64_t opset = op_model_opset(m->proto);
