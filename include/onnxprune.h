@@ -79,6 +79,9 @@ typedef struct op_save_options {
 /* Writes the model to path through a temporary file and a rename; refuses to overwrite the file
  * the model was loaded from. opts may be NULL. Returns 0, or -1 and sets *err. */
 OP_API int op_model_save(const op_model *m, const char *path, const op_save_options *opts, op_error *err);
+/* 1 when op_model_save would put m's tensors (as they are now) into PATH.data without being asked, because
+ * they come near protobuf's 2 GiB limit; 0 otherwise. For checking PATH.data against inputs beforehand. */
+OP_API int op_model_saves_external(const op_model *m);
 
 /* Frees a model. Accepts NULL. */
 OP_API void op_model_free(op_model *m);

@@ -133,7 +133,7 @@ int cmd_prune(const cli_args *a) {
   op_prune_config_set_data(c, ds);
   op_model *m = op_model_load(model, &err);
   if (m) cli_note(a, "loaded %s", model);
-  char *out_data = dry ? NULL : cli_external_data_path(a, out);
+  char *out_data = dry ? NULL : cli_external_data_path(a, m, out);
   cli_path ins[] = {{"--config", cli_get(a, "--config")}, {"--data", cli_get(a, "--data")}};
   cli_path outs[] = {{"-o", dry ? NULL : out}, {"-o's external data", out_data}, {"--report", dry ? NULL : report}};
   if (m && cli_check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;

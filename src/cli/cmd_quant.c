@@ -83,7 +83,7 @@ static int quantize_or_compress(const cli_args *a, bool compress) {
   if (ds && compress && op_prune_config_uses_data(pc)) op_prune_config_set_data(pc, ds);
   op_model *m = ds ? op_model_load(model, &err) : NULL;
   if (m) cli_note(a, "loaded %s", model);
-  char *out_data = cli_external_data_path(a, out);
+  char *out_data = cli_external_data_path(a, m, out);
   cli_path ins[] = {{"--config", compress ? cli_get(a, "--config") : NULL}, {"--data", cli_get(a, "--data")}};
   cli_path outs[] = {{"-o", out}, {"-o's external data", out_data}, {"--report", report}};
   if (m && cli_check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;

@@ -49,8 +49,9 @@ typedef struct cli_path {
 } cli_path;
 int cli_check_paths(const op_model *m, const cli_path *ins, size_t n_in, const cli_path *outs, size_t n_out,
                     op_error *err);
-/* OUT.data, which --external-data writes beside OUT (NULL when not asked for); free with free(). */
-char *cli_external_data_path(const cli_args *a, const char *out);
+/* OUT.data, which --external-data writes beside OUT, and so does saving a model whose weights reach 2 GiB
+ * (judged on m as loaded: pruning and quantising only shrink it); NULL when neither; free with free(). */
+char *cli_external_data_path(const cli_args *a, const op_model *m, const char *out);
 /* With -v: "onnx-prune CMD: MESSAGE (0.12 s)" on stderr, the time since the previous note. */
 void cli_clock_start(void);
 void cli_note(const cli_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

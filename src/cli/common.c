@@ -51,8 +51,8 @@ int cli_check_paths(const op_model *m, const cli_path *ins, size_t n_in, const c
   return rc;
 }
 
-char *cli_external_data_path(const cli_args *a, const char *out) {
-  if (!out || !cli_has(a, "--external-data")) return NULL;
+char *cli_external_data_path(const cli_args *a, const op_model *m, const char *out) {
+  if (!out || !(cli_has(a, "--external-data") || (m && op_model_saves_external(m)))) return NULL;
   size_t n = strlen(out) + 6;
   char *p = malloc(n);
   if (p) snprintf(p, n, "%s.data", out);

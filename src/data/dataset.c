@@ -43,6 +43,7 @@ static void named_vec_free(op_named_vec *v) {
   for (size_t i = 0; i < v->n; i++) {
     free(v->v[i].name);
     op_tensor_clear(&v->v[i].t);
+    op_budget_give(v->v[i].budgeted);
   }
   free(v->v);
   memset(v, 0, sizeof *v);
@@ -100,6 +101,7 @@ static int load_pb_file(op_named_vec *out, const char *path, int index, op_error
     return -1;
   }
   op_xt_to_tensor(&a.t, &x); /* the dataset owns the storage from here */
+  a.budgeted = x.owned ? x.cap : 0; /* still counted in the budget's running total, until named_vec_free */
   OP_VEC_PUSH(*out, a);
   return 0;
 }

@@ -126,7 +126,6 @@ int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_v
   if (u32(buf + eocd) != 0x06054b50) return op_fail(err, OP_PARSE, "%s: not a .npz (zip) archive", origin);
   uint32_t count = u16(buf + eocd + 10), cd = u32(buf + eocd + 16);
   if (count == 0xffff || cd == 0xffffffffu) return op_fail(err, OP_UNSUPPORTED, "%s: zip64 archives are not supported", origin);
-  uint64_t total = 0; /* bytes the arrays decompressed so far hold: a zip bomb stops at the budget */
   for (uint32_t k = 0; k < count; k++) {
     if ((size_t)cd + 46 > size || u32(buf + cd) != 0x02014b50) return op_fail(err, OP_PARSE, "%s: corrupt zip directory", origin);
     uint32_t method = u16(buf + cd + 10), crc = u32(buf + cd + 16), csize = u32(buf + cd + 20), usize = u32(buf + cd + 24);
@@ -138,18 +137,22 @@ int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_v
     if ((size_t)local + 30 > size || u32(buf + local) != 0x04034b50) return op_fail(err, OP_PARSE, "%s: %s: corrupt zip entry", origin, name);
     size_t start = (size_t)local + 30 + u16(buf + local + 26) + u16(buf + local + 28);
     if (start + csize > size) return op_fail(err, OP_PARSE, "%s: %s: truncated zip entry", origin, name);
-    /* the member and its parsed copy live together for a moment */
-    if ((uint64_t)usize * 2 + total > op_memory_budget()) {
+    /* the member and its parsed copy live together for a moment; the arrays decompressed so far stay in
+     * the budget's running total (with the executor's values), so a zip bomb stops at the budget */
+    op_error why;
+    if (op_budget_take((uint64_t)usize * 2, NULL, &why)) {
       char a[32], b[32];
       return op_fail(err, OP_NOMEM, "%s: %s: decompressing it (%s) brings the arrays over the memory budget of %s (--max-memory)",
                      origin, name, op_bytes_text(usize, a, sizeof a), op_bytes_text(op_memory_budget(), b, sizeof b));
     }
-    total += usize;
     uint8_t *data = malloc(usize ? usize : 1);
-    if (!data) return op_fail(err, OP_NOMEM, "%s: %s: out of memory for %u bytes", origin, name, usize);
+    if (!data) {
+      op_budget_give((uint64_t)usize * 2);
+      return op_fail(err, OP_NOMEM, "%s: %s: out of memory for %u bytes", origin, name, usize);
+    }
     if (method == 0) {
       if (csize != usize) {
-        free(data);
+        free(data), op_budget_give((uint64_t)usize * 2);
         return op_fail(err, OP_PARSE, "%s: %s: corrupt zip entry", origin, name);
       }
       memcpy(data, buf + start, usize);
@@ -164,22 +167,23 @@ int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_v
       bool ok = zr == Z_STREAM_END && z.total_out == usize;
       inflateEnd(&z);
       if (!ok) {
-        free(data);
+        free(data), op_budget_give((uint64_t)usize * 2);
         return op_fail(err, OP_PARSE, "%s: %s: corrupt deflate data", origin, name);
       }
     } else {
-      free(data);
+      free(data), op_budget_give((uint64_t)usize * 2);
       return op_fail(err, OP_UNSUPPORTED, "%s: %s: zip compression method %u", origin, name, method);
     }
     if ((uint32_t)crc32(0L, data, usize) != crc) {
-      free(data);
+      free(data), op_budget_give((uint64_t)usize * 2);
       return op_fail(err, OP_PARSE, "%s: %s: CRC mismatch (corrupt archive)", origin, name);
     }
-    op_named t = {0};
+    op_named t = {.budgeted = usize};
     char where[600];
     snprintf(where, sizeof where, "%s: %s", origin, name);
     int rc = op_npy_parse(data, usize, where, &t.t, err);
     free(data);
+    op_budget_give(rc ? (uint64_t)usize * 2 : usize); /* the member is gone; its array stays counted */
     if (rc) return -1;
     size_t len = strlen(name);
     if (len > 4 && strcmp(name + len - 4, ".npy") == 0) name[len - 4] = 0;

@@ -618,7 +618,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
       *v = copy;
     }
     op_xt_to_tensor(&outputs[i], v);
-    v->owned = false; /* ownership moved to outputs[i] */
+    op_xt_disown(v); /* ownership moved to outputs[i], out of the budget's running total */
   }
   for (size_t i = 0; i < s->gr->cap; i++) op_xt_release(&vals[i]);
   if (pooled) op_xt_pool_leave(s->pool);

@@ -48,6 +48,9 @@ int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error
 /* out becomes a view of src's storage with another shape (same element count). */
 void op_xt_view(op_xt *out, const op_xt *src, const int64_t *dims, int rank);
 void op_xt_release(op_xt *t);
+/* Budget (issue 10, running total): t's storage leaves the executor (a session output handed to the
+ * caller, freed with op_tensor_clear): its bytes go back to the budget and t no longer owns it. */
+void op_xt_disown(op_xt *t);
 
 /* A session's reusable buffers. While a pool is entered on a thread, op_xt_alloc there takes a freed
  * buffer of fitting size from it and op_xt_release gives buffers back to it instead of to free():

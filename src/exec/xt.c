@@ -37,7 +37,7 @@ op_xt_pool *op_xt_pool_new(void) {
 
 void op_xt_pool_free(op_xt_pool *p) {
   if (!p) return;
-  for (size_t i = 0; i < p->free.n; i++) free(p->free.v[i].p);
+  for (size_t i = 0; i < p->free.n; i++) free(p->free.v[i].p), op_budget_give(p->free.v[i].cap);
   free(p->free.v);
   free(p);
 }
@@ -86,13 +86,23 @@ int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error
   t->numel = n;
   size_t need = (size_t)(n ? n : 1) * op_xt_elem_size(dtype);
   t->data = current_pool ? pool_take(current_pool, need, &t->cap) : NULL;
-  if (!t->data) {
+  if (!t->data) { /* a pooled buffer is already counted in the budget's running total */
+    if (op_budget_take(need, NULL, err)) return -1;
     t->data = malloc(need); /* sized by the data: running out is an error, not an abort */
-    if (!t->data) return op_fail(err, OP_NOMEM, "out of memory for a tensor of %zu bytes", need);
+    if (!t->data) {
+      op_budget_give(need);
+      return op_fail(err, OP_NOMEM, "out of memory for a tensor of %zu bytes", need);
+    }
     t->cap = need;
   }
   t->owned = true;
   return 0;
+}
+
+void op_xt_disown(op_xt *t) {
+  if (t->owned) op_budget_give(t->cap);
+  t->owned = false;
+  t->cap = 0;
 }
 
 void op_xt_view(op_xt *out, const op_xt *src, const int64_t *dims, int rank) {
@@ -118,7 +128,7 @@ void op_xt_release(op_xt *t) {
   if (t->owned && current_pool && t->cap)
     OP_VEC_PUSH(current_pool->free, ((pooled){t->data, t->cap}));
   else if (t->owned)
-    free(t->data);
+    free(t->data), op_budget_give(t->cap); /* cap 0: memory the budget never counted (op_xt_disown) */
   memset(t, 0, sizeof *t);
 }
 
@@ -182,7 +192,8 @@ int op_xt_from_proto(op_xt *out, const Onnx__TensorProto *t, const char *origin,
   int32_t dt = t->data_type;
   size_t es = op_dtype_size(dt);
   if (!es || dt == ONNX__TENSOR_PROTO__DATA_TYPE__STRING)
-    return op_fail(err, OP_UNSUPPORTED, "%s: tensor '%s': data type %d", origin, t->name ? t->name : "", dt);
+    return op_fail(err, OP_UNSUPPORTED, "%s: tensor '%s': %s tensors are not supported (data type %d)", origin,
+                   t->name ? t->name : "", op_dtype_name(dt), dt);
   if (op_xt_alloc(out, dt, t->dims, (int)t->n_dims, err)) {
     char why[sizeof err->message];
     snprintf(why, sizeof why, "%s", err ? err->message : "");

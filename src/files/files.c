@@ -30,6 +30,9 @@ const char *op_file_kind(unsigned mode) {
 
 int op_open_regular(const char *path, const char *what, uint64_t *size, dev_t *dev, ino_t *ino, op_error *err) {
   if (!what) what = path;
+  struct stat pre; /* a socket cannot be opened at all (ENXIO): name what it is first */
+  if (stat(path, &pre) == 0 && S_ISSOCK(pre.st_mode))
+    return op_fail(err, OP_IO, "%s: not a regular file (it is %s)", what, op_file_kind(pre.st_mode));
   /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever */
   int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return op_fail(err, OP_IO, "%s: %s", what, strerror(errno));
@@ -126,6 +129,28 @@ int op_budget_check(uint64_t bytes, const char *what, op_error *err) {
   if (what) return op_fail(err, OP_NOMEM, "%s: %s exceeds the memory budget of %s (--max-memory)", what, need, have);
   return op_fail(err, OP_NOMEM, "%s exceeds the memory budget of %s (--max-memory)", need, have);
 }
+
+static _Atomic uint64_t held; /* bytes taken by live allocations (op_budget_take), shared by every thread */
+
+int op_budget_take(uint64_t bytes, const char *what, op_error *err) {
+  uint64_t b = op_memory_budget(), cur = atomic_load(&held);
+  if (bytes > b) return op_budget_check(bytes, what, err);
+  do {
+    if (cur > b - bytes) {
+      char need[32], have[32], other[32];
+      op_bytes_text(bytes, need, sizeof need);
+      op_bytes_text(b, have, sizeof have);
+      op_bytes_text(cur, other, sizeof other);
+      return op_fail(err, OP_NOMEM, "%s%s%s exceeds what the memory budget of %s has left (--max-memory; %s held by other values)",
+                     what ? what : "", what ? ": " : "", need, have, other);
+    }
+  } while (!atomic_compare_exchange_weak(&held, &cur, cur + bytes));
+  return 0;
+}
+
+void op_budget_give(uint64_t bytes) { atomic_fetch_sub(&held, bytes); }
+
+uint64_t op_budget_held(void) { return atomic_load(&held); }
 
 /* ---- inputs and outputs of one command ---- */
 

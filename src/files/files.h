@@ -28,4 +28,13 @@ uint64_t op_memory_budget(void);
  * of <budget> (--max-memory)". what may be NULL. */
 int op_budget_check(uint64_t bytes, const char *what, op_error *err);
 
+/* The running total (issue 10): allocations that live together (executor tensors and intermediate values,
+ * decompressed .npz arrays) take their bytes from the budget and give them back when freed, so values that
+ * each fit but together do not are refused. op_budget_take: 0, or -1 and *err (OP_NOMEM): "<what>: <size>
+ * exceeds the memory budget of <budget> (--max-memory)" when alone too big, else "<what>: <size> exceeds
+ * what the memory budget of <budget> has left (--max-memory; <held> held by other values)". */
+int op_budget_take(uint64_t bytes, const char *what, op_error *err);
+void op_budget_give(uint64_t bytes);
+uint64_t op_budget_held(void); /* bytes taken and not given back */
+
 #endif

@@ -764,6 +764,12 @@ static int check_target(const op_model *m, const char *path, op_error *err) {
   return 0;
 }
 
+int op_model_saves_external(const op_model *m) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < m->proto->graph->n_initializer; i++) total += m->proto->graph->initializer[i]->raw_data.len;
+  return total >= TWO_GIB - (64u << 20);
+}
+
 int op_model_save(const op_model *cm, const char *path, const op_save_options *opts, op_error *err) {
   op_model *m = (op_model *)cm; /* external data is swapped in and out; the model is restored */
   if (check_target(m, path, err)) return -1;
@@ -772,9 +778,7 @@ int op_model_save(const op_model *cm, const char *path, const op_save_options *o
   int cyc = check_acyclic(path, gr, err);
   op_graph_free(gr);
   if (cyc) return -1;
-  uint64_t total = 0;
-  for (size_t i = 0; i < g->n_initializer; i++) total += g->initializer[i]->raw_data.len;
-  bool external = (opts && opts->external_data) || total >= TWO_GIB - (64u << 20);
+  bool external = (opts && opts->external_data) || op_model_saves_external(m);
   size_t min_bytes = opts && opts->external_min_bytes ? opts->external_min_bytes : 1024;
 
   char tmp[PATH_MAX], data_tmp[PATH_MAX], data_path[PATH_MAX], location[PATH_MAX];

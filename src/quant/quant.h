@@ -54,6 +54,7 @@ struct op_quant_report {
   bool reduce_range;
   bool act_signed, symmetric, bias_correction, per_tensor_fallback;
   int biases_corrected;
+  const char *half_form; /* a float16 model: how its QDQ is written (static text), else NULL */
   OP_VEC(op_quant_entry) entries;
   OP_VEC(op_quant_trial) trials;
 };

@@ -241,6 +241,7 @@ typedef struct target {
   char *act;        /* the activation input's name before the rewrite (owned), for bias correction */
   int transpose;    /* Transpose node between the initializer and the node, or -1 */
   int w_axis;       /* output-channel axis of the stored weight */
+  int32_t dtype;    /* the float type the node reads the weight in (a weight's DequantizeLinear writes it) */
 } target;
 
 static bool excluded(const op_quant_config *c, const Onnx__NodeProto *n) {
@@ -268,8 +269,23 @@ static const char *weight_behind(const op_graph *gr, const Onnx__NodeProto *n, i
   }
   Onnx__TensorProto *t;
   const char *src = op_weight_source(gr, name, &t); /* a shared weight keeps its float copy */
-  if (!src || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims != 2) return NULL;
+  if (!src || !op_weight_dtype_ok(t->data_type) || t->n_dims != 2) return NULL;
   return src;
+}
+
+/* The type a node reads from `name` when it is a stored weight behind Identity / Cast / Transpose: the
+ * last Cast's `to`, else the stored type; 0 when the chain is anything else. */
+static int32_t consumed_type(const op_graph *gr, const char *name) {
+  for (int hop = 0; hop < 8; hop++) {
+    const Onnx__TensorProto *t = op_graph_const(gr, name);
+    if (t) return t->data_type;
+    const Onnx__NodeProto *p = op_graph_producer(gr, name);
+    if (!p || p->n_input < 1) return 0;
+    if (op_node_is(p, "Cast")) return (int32_t)op_node_attr_int(p, "to", 0);
+    if (!op_node_is(p, "Identity") && !op_node_is(p, "Transpose")) return 0;
+    name = p->input[0];
+  }
+  return 0;
 }
 
 typedef OP_VEC(target) target_vec;
@@ -277,9 +293,16 @@ typedef OP_VEC(target) target_vec;
 /* A Conv's float weight initializer [M, C/group, k...], read by this node only, or NULL. */
 static const char *conv_weight(const op_graph *gr, const Onnx__NodeProto *n) {
   Onnx__TensorProto *t = op_graph_init(gr, n->input[1]);
-  if (!t || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims < 3 || t->dims[0] < 1) return NULL;
+  if (!t || !op_weight_dtype_ok(t->data_type) || t->n_dims < 3 || t->dims[0] < 1) return NULL;
   op_value *v = op_graph_find(gr, n->input[1]);
   return v->n_consumers == 1 ? t->name : NULL;
+}
+
+/* A weight read as float32 or float16 gets QDQ; bfloat16 is a target only to be refused by name (bf16_target);
+ * float64 and anything else stay as they are. */
+static bool quantizable_type(int32_t dt) {
+  return dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ||
+         dt == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
 }
 
 static void find_targets(const op_graph *gr, const op_quant_config *c, target_vec *out) {
@@ -300,7 +323,8 @@ static void find_targets(const op_graph *gr, const op_quant_config *c, target_ve
         bool trans_b = gemm && op_node_attr_int(n, "transB", 0);
         bool via_transpose = t.transpose >= 0;
         t.w_axis = (trans_b != via_transpose) ? 0 : 1;
-        OP_VEC_PUSH(*out, t);
+        t.dtype = consumed_type(gr, n->input[1]);
+        if (quantizable_type(t.dtype)) OP_VEC_PUSH(*out, t);
         continue;
       }
     }
@@ -311,7 +335,8 @@ static void find_targets(const op_graph *gr, const op_quant_config *c, target_ve
         t.w_slot = 1;
         t.act_slots[0] = 0;
         t.w_axis = 0;
-        OP_VEC_PUSH(*out, t);
+        t.dtype = consumed_type(gr, n->input[1]);
+        if (quantizable_type(t.dtype)) OP_VEC_PUSH(*out, t);
       }
       continue;
     }
@@ -327,7 +352,8 @@ static void find_targets(const op_graph *gr, const op_quant_config *c, target_ve
         t.w = w;
         t.w_slot = 0;
         t.w_axis = 1;
-        OP_VEC_PUSH(*out, t);
+        t.dtype = consumed_type(gr, n->input[0]);
+        if (quantizable_type(t.dtype)) OP_VEC_PUSH(*out, t);
       }
     } else if (op_node_is(n, "Add") && (c->op_types & OP_Q_ADD) && is_activation(gr, n->input[0]) &&
                is_activation(gr, n->input[1])) {
@@ -345,6 +371,7 @@ typedef struct calib {
   op_stats **by_slot; /* per value slot of gr: stats of a calibrated tensor, or NULL */
   op_name_vec names;  /* calibrated tensors (owned copies) */
   op_stats *stats;
+  int32_t *dtypes; /* per calibrated tensor: the type it was computed in (float16 is measured as float32) */
   int pass;
 } calib;
 
@@ -353,6 +380,7 @@ static void observe(void *user, const char *name, const op_tensor *t) {
   op_value *v = op_graph_find(c->gr, name);
   op_stats *s = v ? c->by_slot[v - c->gr->values] : NULL;
   if (!s || !op_dtype_is_float(t->dtype)) return;
+  c->dtypes[s - c->stats] = t->dtype;
   int64_t n = (int64_t)(t->nbytes / op_dtype_size(t->dtype)), ch = t->rank ? t->dims[t->rank - 1] : 1;
   const float *x = t->data;
   op_xt wide = {0};
@@ -402,6 +430,7 @@ static void calib_init(calib *cal, const op_model *m, const op_graph *tgr, const
       if (!seen) OP_VEC_PUSH(cal->names, op_xstrdup(name)); /* owned: the rewrite frees the graph's copy */
     }
   cal->stats = op_xcalloc(cal->names.n ? cal->names.n : 1, sizeof *cal->stats);
+  cal->dtypes = op_xcalloc(cal->names.n ? cal->names.n : 1, sizeof *cal->dtypes);
   for (size_t j = 0; j < cal->names.n; j++) {
     op_stats_init(&cal->stats[j]);
     op_value *v = op_graph_find(cal->gr, cal->names.v[j]);
@@ -415,6 +444,7 @@ static void calib_free(calib *cal) {
     free((char *)cal->names.v[j]);
   }
   free(cal->stats);
+  free(cal->dtypes);
   free(cal->names.v);
   free(cal->by_slot);
   op_graph_free(cal->gr);
@@ -424,6 +454,12 @@ static const op_stats *stats_of(const calib *cal, const char *name) {
   for (size_t j = 0; j < cal->names.n; j++)
     if (!strcmp(cal->names.v[j], name)) return &cal->stats[j];
   return NULL;
+}
+
+static int32_t dtype_of(const calib *cal, const char *name) {
+  for (size_t j = 0; j < cal->names.n; j++)
+    if (!strcmp(cal->names.v[j], name)) return cal->dtypes[j];
+  return 0;
 }
 
 /* ---- rewrite ---- */
@@ -446,6 +482,70 @@ static const char *add_tensor(op_graph *gr, const char *name, int32_t dt, const 
   return op_graph_add_init(gr, t);
 }
 
+/* ---- float16 models ----
+ * A float16 model is calibrated in float32 (the executor measures float16 values as float32) and its
+ * QDQ is written in one of two forms. Opset >= 19: QuantizeLinear and DequantizeLinear read and write
+ * float16 themselves, with float16 scales (legal ONNX since 19). Below 19: the QDQ pair stays float32
+ * between Casts (Cast to float32 -> QuantizeLinear -> DequantizeLinear -> Cast to float16; a weight's
+ * DequantizeLinear -> Cast to float16), legal at every opset and run as written by ONNX Runtime. The
+ * opset is never raised: ReduceX, Split, Squeeze/Unsqueeze, Softmax and Pad changed meaning on the way
+ * (README, quantize). bfloat16 is refused before calibration (op_quantize). */
+typedef enum qform { Q_F32, Q_F16_NATIVE, Q_F16_CAST } qform;
+#define HALF_NATIVE "float16 QuantizeLinear/DequantizeLinear with float16 scales (opset >= 19)"
+#define HALF_CAST "float32 QuantizeLinear/DequantizeLinear between Casts from and to float16 (opset < 19)"
+
+static qform form_of(int32_t dtype, int64_t opset) {
+  if (dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16) return Q_F32;
+  return opset >= 19 ? Q_F16_NATIVE : Q_F16_CAST;
+}
+
+/* A scale rounded to float16, at least float16's smallest normal, so that it stays > 0; quantising
+ * with the rounded scale keeps the stored int8 values consistent with what DequantizeLinear reads. */
+static float half_scale(float s) {
+  float h = op_f16_to_f32(op_f32_to_f16(s));
+  return h >= 0x1p-14f ? h : 0x1p-14f;
+}
+
+/* Adds n scales as a float32 or (Q_F16_NATIVE) float16 initializer of rank nd (0 or 1). */
+static const char *add_scales(op_graph *gr, const char *name, qform f, const int64_t *n, size_t nd, const float *scales) {
+  if (f != Q_F16_NATIVE) return add_tensor(gr, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, n, nd, scales);
+  uint16_t *h = op_xmalloc((size_t)*n * sizeof *h);
+  for (int64_t i = 0; i < *n; i++) h[i] = op_f32_to_f16(scales[i]);
+  const char *r = add_tensor(gr, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, n, nd, h);
+  free(h);
+  return r;
+}
+
+/* Appends `out = Cast(in, to)` (out: a fresh name from in + suffix when NULL); returns out's name (owned). */
+static char *add_cast(op_graph *gr, const char *in, int32_t to, const char *out, const char *suffix) {
+  char *o = out ? op_xstrdup(out) : fmt_name(gr, in, suffix), *nn = fmt_name(gr, o, "_cast");
+  const char *ins[1] = {in}, *outs[1] = {o};
+  Onnx__NodeProto *c = op_node_new("Cast", nn, ins, 1, outs, 1);
+  op_node_add_int(c, "to", to);
+  op_graph_append(gr->g, c);
+  free(nn);
+  return o;
+}
+
+/* A float32 copy of a float32 / float16 / bfloat16 tensor held in raw bytes (maybe borrowed and
+ * unaligned), or NULL when it is stored otherwise. */
+static float *tensor_as_f32(const Onnx__TensorProto *t) {
+  int64_t n = op_tensor_numel(t);
+  size_t es = op_dtype_size(t->data_type);
+  if (!t->has_raw_data || n < 0 || !op_weight_dtype_ok(t->data_type) || t->raw_data.len != (size_t)n * es) return NULL;
+  float *f = op_xmalloc(n ? (size_t)n * sizeof *f : 1);
+  if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+    if (n) memcpy(f, t->raw_data.data, (size_t)n * sizeof *f);
+    return f;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    uint16_t h;
+    memcpy(&h, t->raw_data.data + 2 * i, 2);
+    f[i] = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ? op_f16_to_f32(h) : op_bf16_to_f32(h);
+  }
+  return f;
+}
+
 /* Adds a report entry and returns it. */
 static op_quant_entry *record(op_quant_report *r, const char *name, const char *kind, const char *method, double lo, double hi,
                    const float *scales, int64_t n_scales, int axis, int zero_point, int32_t qtype) {
@@ -464,7 +564,7 @@ static op_quant_entry *record(op_quant_report *r, const char *name, const char *
  * [-levels, levels]: 127, or 63 for reduce_range (7 bits, so that u8 x s8 products summed in pairs
  * cannot saturate int16 on CPUs without VNNI). */
 static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis, bool per_channel, int levels,
-                            int8_t *q, float *scales, float *dq) {
+                            bool half, int8_t *q, float *scales, float *dq) {
   const float L = (float)levels;
   int64_t nch = per_channel ? (axis == 0 ? rows : cols) : 1;
   for (int64_t c = 0; c < nch; c++) scales[c] = 0;
@@ -473,7 +573,10 @@ static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis
       int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
       scales[ch] = fmaxf(scales[ch], fabsf(w[r * cols + c]));
     }
-  for (int64_t c = 0; c < nch; c++) scales[c] = scales[c] > 0 ? scales[c] / L : 1.f; /* scales stay > 0 */
+  for (int64_t c = 0; c < nch; c++) {
+    scales[c] = scales[c] > 0 ? scales[c] / L : 1.f; /* scales stay > 0 */
+    if (half) scales[c] = half_scale(scales[c]);       /* the float16 scale DequantizeLinear will read */
+  }
   for (int64_t r = 0; r < rows; r++)
     for (int64_t c = 0; c < cols; c++) {
       int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
@@ -486,7 +589,7 @@ static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis
 
 /* One QuantizeLinear -> DequantizeLinear pair on an activation; returns the dequantized name (owned). */
 static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, const op_quant_config *c,
-                                  op_cal_method m, op_quant_report *r) {
+                            op_cal_method m, qform f, op_quant_report *r) {
   double lo, hi;
   bool symmetric = c->symmetric || c->act_signed || m == OP_CAL_ABS_MAX; /* abs_max: [-max|x|, max|x|] */
   op_cal_range(s, m, c->percentile, symmetric, &lo, &hi);
@@ -494,31 +597,38 @@ static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, c
   float scale;
   int zp;
   /* apply() refused ranges beyond float; a range narrower than the smallest normal float gets that scale */
-  if (c->act_signed) { /* int8 activations are symmetric: zero point 0, as TensorRT requires */
+  if (symmetric) { /* int8: zero point 0, as TensorRT requires; uint8: the centre 128 */
     double T = fmax(fabs(lo), fabs(hi));
     scale = T > 0 ? (float)fmax(T / 127.0, FLT_MIN) : 1.f;
-    zp = 0;
-  } else if (symmetric) { /* uint8 symmetric: the centre 128 */
-    double T = fmax(fabs(lo), fabs(hi));
-    scale = T > 0 ? (float)fmax(T / 127.0, FLT_MIN) : 1.f;
-    zp = 128;
   } else {
     scale = hi > lo ? (float)fmax((hi - lo) / 255.0, FLT_MIN) : 1.f;
+  }
+  if (f == Q_F16_NATIVE) scale = half_scale(scale); /* the zero point follows the scale as stored */
+  if (c->act_signed) {
+    zp = 0;
+  } else if (symmetric) {
+    zp = 128;
+  } else {
     double z = nearbyint(-lo / scale);
     zp = !(z > 0) ? 0 : z > 255 ? 255 : (int)z; /* clamped as a double: no out-of-range conversion */
   }
   char *sn = fmt_name(gr, name, "_scale"), *zn = fmt_name(gr, name, "_zero_point"), *qn = fmt_name(gr, name, "_quantized"),
        *dn = fmt_name(gr, name, "_dequantized");
-  const char *scale_name = add_tensor(gr, sn, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, NULL, 0, &scale);
+  int64_t one = 1;
+  const char *scale_name = add_scales(gr, sn, f, &one, 0, &scale);
   uint8_t zpb = (uint8_t)(c->act_signed ? (uint8_t)(int8_t)zp : (uint8_t)zp);
   const char *zp_name = add_tensor(gr, zn, qt, NULL, 0, &zpb);
-  const char *qin[3] = {name, scale_name, zp_name}, *qout[1] = {qn};
+  /* Q_F16_CAST: float32 QDQ between Casts */
+  char *x = f == Q_F16_CAST ? add_cast(gr, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, NULL, "_float32") : op_xstrdup(name);
+  char *d = f == Q_F16_CAST ? fmt_name(gr, dn, "_float32") : op_xstrdup(dn);
+  const char *qin[3] = {x, scale_name, zp_name}, *qout[1] = {qn};
   op_graph_append(gr->g, op_node_new("QuantizeLinear", qn, qin, 3, qout, 1));
-  const char *din[3] = {qn, scale_name, zp_name}, *dout[1] = {dn};
+  const char *din[3] = {qn, scale_name, zp_name}, *dout[1] = {d};
   op_graph_append(gr->g, op_node_new("DequantizeLinear", dn, din, 3, dout, 1));
+  if (f == Q_F16_CAST) free(add_cast(gr, d, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, dn, NULL));
   op_quant_entry *e = record(r, name, "activation", op_cal_method_name(m), s->min, s->max, &scale, 1, -1, zp, qt);
   e->range_lo = lo, e->range_hi = hi;
-  free(sn), free(zn), free(qn);
+  free(sn), free(zn), free(qn), free(x), free(d);
   return dn;
 }
 
@@ -539,8 +649,12 @@ static int correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t,
   }
   bool w_kn = t->w_axis == 1; /* stored [K, N] */
   int64_t K = w_kn ? rows : cols, N = w_kn ? cols : rows;
-  if (!b || b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || op_tensor_numel(b) != N || xs->channels != K) return 0;
-  float *bias = op_tensor_f32(b);
+  bool half = b && b->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16; /* a float16 model's bias */
+  if (!b || (b->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT && !half) || op_tensor_numel(b) != N ||
+      xs->channels != K)
+    return 0;
+  float *bias = half ? tensor_as_f32(b) : op_tensor_f32(b);
+  if (!bias) return 0;
   for (int64_t o = 0; o < N; o++) {
     double delta = 0;
     for (int64_t k = 0; k < K; k++) {
@@ -549,7 +663,48 @@ static int correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t,
     }
     bias[o] -= (float)delta;
   }
+  if (half) { /* written back as float16 (own bytes: the stored ones may be a read-only mapping) */
+    uint16_t *h = op_xmalloc((size_t)N * sizeof *h);
+    for (int64_t o = 0; o < N; o++) h[o] = op_f32_to_f16(bias[o]);
+    int64_t *dims = op_xmalloc((b->n_dims ? b->n_dims : 1) * sizeof *dims);
+    if (b->n_dims) memcpy(dims, b->dims, b->n_dims * sizeof *dims);
+    op_tensor_replace(b, dims, b->n_dims, h, (size_t)N * sizeof *h);
+    free(dims);
+    free(bias);
+  }
   return 1;
+}
+
+/* bfloat16 is refused by name: ONNX Runtime's CPU provider has no bfloat16 kernels (not even Gather or
+ * MatMul), so a bfloat16 QDQ model could be neither run nor checked by the peer. The first target that
+ * computes in bfloat16 (a weight read as bfloat16, or with cal, a calibrated activation), or NULL. */
+static const Onnx__NodeProto *bf16_target(const op_graph *gr, const target *ts, size_t nt, const calib *cal,
+                                           const char **what) {
+  for (size_t i = 0; i < nt; i++) {
+    const Onnx__NodeProto *n = gr->g->node[ts[i].node];
+    if (ts[i].w && ts[i].dtype == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16) return *what = ts[i].w, n;
+    for (int k = 0; k < 2 && cal; k++)
+      if (ts[i].act_slots[k] >= 0 && dtype_of(cal, n->input[ts[i].act_slots[k]]) == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16)
+        return *what = n->input[ts[i].act_slots[k]], n;
+  }
+  return NULL;
+}
+
+/* A 2-D bfloat16 initializer, or NULL: names the weights of a bfloat16 model whose storage (typed
+ * int32_data) kept find_targets from seeing them. */
+static const char *bf16_matrix(const Onnx__GraphProto *g) {
+  for (size_t i = 0; i < g->n_initializer; i++)
+    if (g->initializer[i]->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 && g->initializer[i]->n_dims == 2)
+      return g->initializer[i]->name;
+  return NULL;
+}
+
+static void *fail_bf16(op_error *err, const char *path, const Onnx__NodeProto *n, const char *what) {
+  return op_fail_null(err, OP_UNSUPPORTED,
+                      "%s: node '%s' (%s) computes in bfloat16 ('%s'): quantize writes float32 and float16 QDQ "
+                      "only (ONNX Runtime's CPU provider has no bfloat16 kernels to run a bfloat16 QDQ model): "
+                      "quantise the float32 or float16 model",
+                      path, op_node_name(n), n->op_type, what);
 }
 
 static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal_method method, op_quant_report *r,
@@ -558,6 +713,24 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
   op_graph *gr = op_graph_build(g);
   target_vec ts = {0};
   find_targets(gr, c, &ts);
+  const char *bf16_what = NULL;
+  const Onnx__NodeProto *bf16 = bf16_target(gr, ts.v, ts.n, cal, &bf16_what);
+  const Onnx__NodeProto *att16 = NULL; /* float16 QDQ on both inputs of attention's MatMuls */
+  for (size_t i = 0; i < ts.n && !bf16 && !att16; i++)
+    if (ts.v[i].kind == T_ATTENTION &&
+        dtype_of(cal, g->node[ts.v[i].node]->input[0]) == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16)
+      att16 = g->node[ts.v[i].node];
+  if (bf16 || att16) {
+    if (bf16) fail_bf16(err, m->path, bf16, bf16_what);
+    else /* seen with onnxruntime-node 1.30 on tests/fixtures/export_half_encoder, in both float16 forms */
+      op_fail(err, OP_UNSUPPORTED, "%s: node '%s' (MatMul): AttentionMatMul is refused on float16 models: ONNX Runtime's "
+              "CPU provider crashes creating a session (optimisation level 'all') for such a model; quantise the "
+              "projections only (the default op types)", m->path, op_node_name(att16));
+    for (size_t j = 0; j < ts.n; j++) free(ts.v[j].act);
+    free(ts.v);
+    op_graph_free(gr);
+    return -1;
+  }
   /* a range or weight that is not finite has no int8 scale: refuse before any rewrite, never write NaN scales */
   for (size_t i = 0; i < ts.n; i++) {
     Onnx__NodeProto *n = g->node[ts.v[i].node];
@@ -572,20 +745,30 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
           fmax(fabs(lo), fabs(hi)) / 127.0 > FLT_MAX)
         bad = n->input[slot], what = "activation";
     }
-    Onnx__TensorProto *w = !bad && ts.v[i].w ? op_graph_init(gr, ts.v[i].w) : NULL;
-    const float *wf = w ? op_tensor_f32(w) : NULL;
+    Onnx__TensorProto *w = !bad && ts.v[i].w ? op_graph_const(gr, ts.v[i].w) : NULL;
+    float *wf = w ? tensor_as_f32(w) : NULL;
     int64_t nel = wf ? op_tensor_numel(w) : 0;
+    bool unread = w && !wf;
     for (int64_t k = 0; k < nel && !bad; k++)
       if (!isfinite(wf[k])) bad = ts.v[i].w, what = "weight";
+    free(wf);
+    if (unread) { /* op_weight_source made it raw; its size was checked at load: a defect if reached */
+      op_fail(err, OP_INVALID, "%s: node '%s' (%s): weight '%s' is not stored as raw bytes", m->path, op_node_name(n),
+              n->op_type, ts.v[i].w);
+      bad = ts.v[i].w;
+    } else if (bad) {
+      op_fail(err, OP_INVALID, "%s: node '%s' (%s): %s '%s' holds NaN, infinity or values beyond float range: it has no int8 scale",
+              m->path, op_node_name(n), n->op_type, what, bad);
+    }
     if (bad) {
       for (size_t j = 0; j < ts.n; j++) free(ts.v[j].act);
       free(ts.v);
       op_graph_free(gr);
-      return op_fail(err, OP_INVALID, "%s: node '%s' (%s): %s '%s' holds NaN, infinity or values beyond float range: it has no int8 scale",
-                     m->path, op_node_name(n), n->op_type, what, bad);
+      return -1;
     }
   }
-  bool per_axis_ok = op_model_opset(m->proto) >= 13;
+  int64_t opset = op_model_opset(m->proto);
+  bool per_axis_ok = opset >= 13;
   r->per_tensor_fallback = c->per_channel && !per_axis_ok;
   /* activations: one QDQ pair per tensor, shared by every quantised consumer */
   OP_VEC(char *) src_names = {0}, dq_names = {0};
@@ -598,8 +781,9 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
       for (size_t j = 0; j < src_names.n && !dq; j++)
         if (!strcmp(src_names.v[j], name)) dq = dq_names.v[j];
       const op_stats *st = dq ? NULL : stats_of(cal, name);
-      if (st && st->count > 0) {
-        char *made = qdq_activation(gr, name, st, c, method, r);
+      int32_t adt = dtype_of(cal, name); /* float64 activations stay float */
+      if (st && st->count > 0 && (adt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || adt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16)) {
+        char *made = qdq_activation(gr, name, st, c, method, form_of(dtype_of(cal, name), opset), r);
         OP_VEC_PUSH(src_names, op_xstrdup(name));
         OP_VEC_PUSH(dq_names, made);
         dq = made;
@@ -614,44 +798,53 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     if (!t->w) continue;
     Onnx__NodeProto *n = g->node[t->node];
     Onnx__TensorProto *w = op_graph_const(gr, t->w);
-    const float *wf = op_tensor_f32(w);
+    float *wf = tensor_as_f32(w); /* checked above */
+    qform f = form_of(t->dtype, opset);
     /* a Conv kernel [M, C/group, k...] is quantised as the matrix [M, C/group * k...] */
     int64_t rows = w->dims[0], nel = op_tensor_numel(w), cols = rows ? nel / rows : 0;
     bool pc = c->per_channel && per_axis_ok;
     int64_t nch = pc ? (t->w_axis == 0 ? rows : cols) : 1;
     int8_t *q = op_xmalloc((size_t)nel);
     float *scales = op_xmalloc((size_t)nch * sizeof(float)), *dqw = op_xmalloc((size_t)nel * sizeof(float));
-    quantize_weight(wf, rows, cols, t->w_axis, pc, c->reduce_range ? 63 : 127, q, scales, dqw);
+    quantize_weight(wf, rows, cols, t->w_axis, pc, c->reduce_range ? 63 : 127, f == Q_F16_NATIVE, q, scales, dqw);
     if (c->bias_correction && t->kind == T_LINEAR && t->act)
       r->biases_corrected += correct_bias(gr, n, t, wf, dqw, rows, cols, stats_of(cal, t->act));
     char *qn = fmt_name(gr, t->w, "_quantized"), *sn = fmt_name(gr, t->w, "_scale"),
          *zn = fmt_name(gr, t->w, "_zero_point"), *dn = fmt_name(gr, t->w, "_dequantized");
     int8_t *zeros = op_xcalloc((size_t)nch, 1);
     const char *q_name = add_tensor(gr, qn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, w->dims, w->n_dims, q);
-    const char *s_name = add_tensor(gr, sn, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &nch, pc ? 1 : 0, scales);
+    const char *s_name = add_scales(gr, sn, f, &nch, pc ? 1 : 0, scales);
     const char *z_name = add_tensor(gr, zn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, &nch, pc ? 1 : 0, zeros);
     float lo = INFINITY, hi = -INFINITY;
     for (int64_t k = 0; k < nel; k++) lo = fminf(lo, wf[k]), hi = fmaxf(hi, wf[k]);
     record(r, t->w, t->kind == T_GATHER ? "embedding" : "weight", pc ? "abs_max per channel" : "abs_max per tensor", lo, hi,
            scales, nch, pc ? t->w_axis : -1, 0, ONNX__TENSOR_PROTO__DATA_TYPE__INT8);
+    /* Q_F16_CAST: DequantizeLinear writes float32, a Cast the float16 the node reads */
     if (t->kind == T_GATHER) { /* Gather(int8 table) -> DequantizeLinear over the hidden axis */
       char *gathered = fmt_name(gr, n->output[0], "_int8");
-      const char *din[3] = {gathered, s_name, z_name}, *dout[1] = {n->output[0]};
+      char *d = f == Q_F16_CAST ? fmt_name(gr, n->output[0], "_float32") : op_xstrdup(n->output[0]);
+      const char *din[3] = {gathered, s_name, z_name}, *dout[1] = {d};
       Onnx__NodeProto *dqn = op_node_new("DequantizeLinear", dn, din, 3, dout, 1);
       if (pc) op_node_add_int(dqn, "axis", -1);
+      op_graph_append(g, dqn);
+      if (f == Q_F16_CAST) free(add_cast(gr, d, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, n->output[0], NULL));
       free(n->output[0]);
       n->output[0] = gathered;
       op_node_set_input(n, 0, q_name);
-      op_graph_append(g, dqn);
+      free(d);
     } else {
-      const char *din[3] = {q_name, s_name, z_name}, *dout[1] = {dn};
+      char *d = f == Q_F16_CAST ? fmt_name(gr, dn, "_float32") : op_xstrdup(dn);
+      const char *din[3] = {q_name, s_name, z_name}, *dout[1] = {d};
       Onnx__NodeProto *dqn = op_node_new("DequantizeLinear", dn, din, 3, dout, 1);
       if (pc) op_node_add_int(dqn, "axis", t->w_axis);
       op_graph_append(g, dqn);
+      if (f == Q_F16_CAST) free(add_cast(gr, d, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, dn, NULL));
       if (t->transpose >= 0) op_node_set_input(g->node[t->transpose], 0, dn);
       else op_node_set_input(n, (size_t)t->w_slot, dn);
+      free(d);
     }
-    free(q), free(scales), free(dqw), free(zeros);
+    if (f != Q_F32) r->half_form = f == Q_F16_NATIVE ? HALF_NATIVE : HALF_CAST;
+    free(wf), free(q), free(scales), free(dqw), free(zeros);
     free(qn), free(sn), free(zn), free(dn);
   }
   for (size_t i = 0; i < ts.n; i++) free(ts.v[i].act);
@@ -682,27 +875,6 @@ static void report_reset(op_quant_report *r) {
   r->entries.n = 0;
 }
 
-/* The first 2-D float16/bfloat16 weight of a graph whose matrices are all 16-bit (a model.half() export),
- * or NULL: such a model has nothing quantize computes on, and is told so rather than "no node". */
-static const char *half_weights(const Onnx__GraphProto *g) {
-  const char *half = NULL;
-  for (size_t i = 0; i < g->n_initializer; i++) {
-    const Onnx__TensorProto *t = g->initializer[i];
-    if (t->n_dims != 2) continue;
-    if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) return NULL;
-    if (!half && (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 || t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16))
-      half = t->name;
-  }
-  return half;
-}
-
-static const char *half_weight_type(const Onnx__GraphProto *g, const char *name) {
-  for (size_t i = 0; i < g->n_initializer; i++)
-    if (!strcmp(g->initializer[i]->name, name))
-      return g->initializer[i]->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 ? "bfloat16" : "float16";
-  return "float16";
-}
-
 op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_config *c, op_error *err) {
   if (op_quant_config_check(c, err)) return NULL;
   op_quant_report *r = op_xcalloc(1, sizeof *r);
@@ -722,16 +894,20 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   }
   target_vec ts = {0};
   find_targets(tgr, c, &ts);
-  if (ts.n == 0) {
-    const char *half = half_weights(m->proto->graph);
+  const char *bf16_what = NULL;
+  const Onnx__NodeProto *bf16 = bf16_target(tgr, ts.v, ts.n, NULL, &bf16_what);
+  const char *bf16_weight = ts.n ? NULL : bf16_matrix(m->proto->graph);
+  if (ts.n == 0 || bf16) {
+    if (bf16) fail_bf16(err, m->path, bf16, bf16_what);
+    else if (bf16_weight)
+      op_fail(err, OP_UNSUPPORTED, "%s: the weights are bfloat16 (e.g. '%s'): quantize writes float32 and float16 QDQ only "
+              "(ONNX Runtime's CPU provider has no bfloat16 kernels to run a bfloat16 QDQ model): quantise the float32 "
+              "or float16 model", m->path, bf16_weight);
+    else op_fail(err, OP_UNSUPPORTED, "%s: no node to quantise (op_types, include and exclude leave none)", m->path);
+    free(ts.v);
     op_graph_free(tgr);
     op_quant_report_free(r);
-    if (half)
-      return op_fail_null(err, OP_UNSUPPORTED,
-                          "%s: the weights are %s (e.g. '%s'); quantize takes float32 models (QuantizeLinear and "
-                          "DequantizeLinear of 16-bit floats need opset 19): quantise the float32 model",
-                          m->path, half_weight_type(m->proto->graph, half), half);
-    return op_fail_null(err, OP_UNSUPPORTED, "%s: no node to quantise (op_types, include and exclude leave none)", m->path);
+    return NULL;
   }
   int n_b = c->n_batches ? c->n_batches : 1;
   bool search = c->n_methods > 1 || n_b > 1;
@@ -858,6 +1034,7 @@ char *op_quant_report_text(const op_quant_report *r) {
     r->act_signed ? "int8" : "uint8", r->symmetric ? "symmetric" : "asymmetric", op_cal_method_name(r->method),
     r->bias_correction ? ", biases corrected: " : "\n", "");
   if (r->bias_correction) P("%d\n", r->biases_corrected);
+  if (r->half_form) P("float16 model: %s\n", r->half_form);
 #undef P
   return s;
 }
@@ -873,6 +1050,7 @@ char *op_quant_report_json(const op_quant_report *r) {
   cJSON_AddBoolToObject(root, "reduce_range", r->reduce_range);
   if (r->calib_cap) cJSON_AddNumberToObject(root, "calibration_capped_at", (double)r->calib_cap);
   cJSON_AddNumberToObject(root, "biases_corrected", r->biases_corrected);
+  if (r->half_form) cJSON_AddStringToObject(root, "float16_form", r->half_form);
   cJSON *tr = cJSON_AddArrayToObject(root, "trials");
   for (size_t i = 0; i < r->trials.n; i++) {
     const op_quant_trial *t = &r->trials.v[i];

@@ -59,7 +59,20 @@ def main(binary, good):
             print(f"{'ok' if ok else 'FAIL'} {name}: exit {rc}, peak RSS {rss / 2**20:.0f} MiB for {BIG >> 30} GiB "
                   f"of external data (limit {LIMIT >> 20} MiB) {err.strip()[:300]}")
             failed += not ok
-    print(f"{2 - failed} passed, {failed} failed")
+        # the automatic OUT.data (weights over 2 GiB, no --external-data) is checked against every input before
+        # any work: here it would replace the --config file
+        cfg = os.path.join(d, "out.onnx.data")
+        with open(cfg, "w") as f:
+            f.write('{"head_sparsity": 0.5}')
+        rc, err, rss = peak_rss([binary, "prune", model, "-o", os.path.join(d, "out.onnx"), "--config", cfg])
+        with open(cfg) as f:
+            kept = f.read() == '{"head_sparsity": 0.5}'
+        ok = rc == 2 and kept and "refusing to overwrite the input --config" in err and err.count("\n") == 1 and \
+            not os.path.exists(os.path.join(d, "out.onnx"))
+        print(f"{'ok' if ok else 'FAIL'} automatic external data named like the config: exit {rc}, config kept {kept}, "
+              f"{err.strip()[:300]}")
+        failed += not ok
+    print(f"{3 - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 

@@ -15,6 +15,10 @@ $PY "$E2E/make_bad_data.py" "$work/d" || { echo "cannot make the data"; exit 1; 
 mkdir -p "$work/in" "$work/keep"
 cp "$GOOD" "$work/in/model.onnx"
 echo '{"head_sparsity": 0.5}' >"$work/d/cfg.json"
+# inputs named like the OUT.data an --external-data save writes beside OUT
+echo '{"head_sparsity": 0.5}' >"$work/d/c.onnx.data"
+echo '{"prune": {"head_sparsity": 0.5}}' >"$work/d/cc.onnx.data"
+cp "$GOOD" "$work/in/m.onnx.data"
 ln "$work/in/model.onnx" "$work/keep/hardlink.onnx"
 ln -s "$work/in/model.onnx" "$work/keep/symlink.onnx"
 D=$work/d/good.npz IN=$work/in/model.onnx O=$work/out/o.onnx
@@ -69,6 +73,10 @@ handled() {
 # --- special files where a file is expected: refused by name, never waited on ---
 refuse fifo-model "fifo.onnx: not a regular file (it is a FIFO)" -- inspect "$H/fifo.onnx"
 refuse folder-model "folder.onnx: not a regular file (it is a folder)" -- prune "$H/folder.onnx" -o "$O" --head-sparsity 0.5
+refuse socket-model "socket.onnx: not a regular file (it is a socket)" -- inspect "$H/socket.onnx"
+refuse device-model "null: not a regular file (it is a character device)" -- inspect /dev/null
+refuse fifo-behind-symlink "fifo_link.onnx: not a regular file (it is a FIFO)" -- inspect "$H/fifo_link.onnx"
+refuse folder-config "folder.onnx: not a regular file (it is a folder)" -- prune "$GOOD" -o "$O" --config "$H/folder.onnx"
 refuse ext-fifo "ext_fifo.onnx: tensor .* external data 'weights_fifo.bin': not a regular file (it is a FIFO)" -- inspect "$H/ext_fifo.onnx"
 refuse ext-devzero "ext_devzero.onnx: tensor .* 'weights_zero.bin' escapes the model directory" -- inspect "$H/ext_devzero.onnx"
 refuse config-fifo "config_fifo.json: not a regular file (it is a FIFO)" -- prune "$GOOD" -o "$O" --config "$H/config_fifo.json"
@@ -82,6 +90,10 @@ refuse pb-fifo "pb_fifo/input_0.pb: not a regular file (it is a FIFO)" -- run "$
 refuse deep-if "deep_if.onnx: messages nest deeper than 256 levels" -- inspect "$H/deep_if.onnx"
 refuse deep-if-prune "deep_if.onnx: messages nest deeper than 256 levels" -- prune "$H/deep_if.onnx" -o "$O" --head-sparsity 0.5
 refuse slice-axis "slice_axis.onnx: node 'slice' (Slice): axis 5 is outside rank 2" -- run "$H/slice_axis.onnx" --data "$H/x.npz" -o "$work/out/o.npz"
+refuse string-tensor "string.onnx: tensor 's': string tensors are not supported" -- run "$H/string.onnx" --data "$H/x.npz" -o "$work/out/o.npz"
+# a flag repeated far beyond any fixed option array (48 once overflowed main.c's)
+many=(); for _ in $(seq 100); do many+=(--head-sparsity 0.5); done
+handled many-flags -- prune "$GOOD" -o "$O" "${many[@]}" -q
 handled no-attention -- inspect "$H/no_attention.onnx"
 handled no-attention-json -- inspect "$H/no_attention.onnx" --json
 handled long-output-name -- verify "$H/long_name.onnx" "$H/long_name.onnx" --data "$H/x.npz"
@@ -90,6 +102,9 @@ handled long-output-name -- verify "$H/long_name.onnx" "$H/long_name.onnx" --dat
 refuse wrap-inline "wrap_inline.onnx: tensor 'wrap': dims need more bytes than can be addressed" -- inspect "$H/wrap_inline.onnx"
 refuse wrap-external "wrap_external.onnx: tensor .*: dims need more bytes than can be addressed" -- inspect "$H/wrap_external.onnx"
 refuse constant-of-shape "constant_of_shape.onnx: node 'cos' (ConstantOfShape): 4 TiB for output 'big' exceeds the memory budget of 1 GiB (--max-memory)" -- run "$H/constant_of_shape.onnx" --data "$H/x.npz" -o "$work/out/o.npz" --max-memory 1G
+# a running total: every value fits 14 MiB, the four live negations of the 4 MiB constant do not
+refuse live-set "live_set.onnx: node 'neg3' (Neg): 4 MiB for output 'y3' exceeds what the memory budget of 14 MiB has left (--max-memory; 12.* MiB held by other values)" -- run "$H/live_set.onnx" --data "$H/x.npz" -o "$work/out/o.npz" --max-memory 14M
+handled live-set-fits -- run "$H/live_set.onnx" --data "$H/x.npz" -o "$work/out/o.npz" --max-memory 24M -q
 refuse constant-of-shape-default "constant_of_shape.onnx: node 'cos' (ConstantOfShape): 4 TiB for output 'big' exceeds the memory budget of" -- run "$H/constant_of_shape.onnx" --data "$H/x.npz" -o "$work/out/o.npz"
 refuse expand "expand.onnx: node 'expand' (Expand): 4 TiB for output 'y' exceeds the memory budget of 512 MiB" -- run "$H/expand.onnx" --data "$H/x11.npz" -o "$work/out/o.npz" --max-memory 512M
 refuse npz-bomb "bomb.npz: x14.npy: decompressing it (64.0 MiB) brings the arrays over the memory budget of 1 GiB" -- run "$H/no_attention.onnx" --data "$H/bomb.npz" -o "$work/out/o.npz" --max-memory 1G
@@ -129,6 +144,10 @@ refuse quantize-o-data "good.npz: refusing to overwrite the input --data" -- qua
 refuse quantize-report-data "good.npz: refusing to overwrite the input --data" -- quantize "$IN" -o "$O" --data "$D" --report "$D"
 refuse config-is-output "refusing to overwrite the input --config" -- prune "$IN" -o "$work/d/cfg.json" --config "$work/d/cfg.json"
 refuse ext-data-is-input "o.onnx.data: refusing to overwrite the input model's external data" -- prune "$H/extdir/model.onnx" -o "$H/extdir/o.onnx" --external-data --head-sparsity 0.5
+refuse ext-data-is-model "m.onnx.data: refusing to overwrite the input model" -- prune "$work/in/m.onnx.data" -o "$work/in/m.onnx" --external-data --head-sparsity 0.5
+refuse ext-data-is-config "c.onnx.data: refusing to overwrite the input --config .*(-o's external data names the same file)" -- prune "$IN" -o "$work/d/c.onnx" --config "$work/d/c.onnx.data" --external-data
+refuse ext-data-is-compress-config "cc.onnx.data: refusing to overwrite the input --config" -- compress "$IN" -o "$work/d/cc.onnx" --config "$work/d/cc.onnx.data" --data "$D" --external-data
+refuse ext-data-is-report "o.onnx.data: .*name the same file" -- prune "$IN" -o "$O" --report "$O.data" --external-data --head-sparsity 0.5
 refuse hard-link "hardlink.onnx: refusing to overwrite the input model" -- prune "$IN" -o "$work/keep/hardlink.onnx" --head-sparsity 0.5
 refuse symlink "symlink.onnx: refusing to overwrite the input model" -- prune "$IN" -o "$work/keep/symlink.onnx" --head-sparsity 0.5
 refuse output-fifo "fifo.onnx: -o is a FIFO, not a file that can be replaced" -- prune "$IN" -o "$H/fifo.onnx" --head-sparsity 0.5

@@ -120,6 +120,11 @@ def main(good, out):
     w(os.path.join("pb_bad", "input_0.pb"), b"\x0a\xff\xff\xff\xff\x0f")  # a field longer than the file
     os.mkdir(os.path.join(out, "pb_fifo"))
     os.mkfifo(os.path.join(out, "pb_fifo", "input_0.pb"))
+    import socket  # a socket and a symlink to a FIFO given as a model
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(os.path.join(out, "socket.onnx"))
+    sock.close()
+    os.symlink("fifo.onnx", os.path.join(out, "fifo_link.onnx"))
 
     # nesting that overflows protobuf-c's recursive unpack
     w("deep_if.onnx", deep_if_model(3000))
@@ -157,6 +162,18 @@ def main(good, out):
                [ints("shape", [2**20, 2**20])]), out, "constant_of_shape.onnx")
     save(small([helper.make_node("Expand", ["x", "shape"], ["y"], name="expand")], [fvi("x", [1, 1])],
                [fvi("y", None)], [ints("shape", [2**20, 2**20])]), out, "expand.onnx")
+    # the memory budget is a running total: each value is 4 MiB, but the constant and four negations of it live
+    # together (20 MiB) before Sum reads them
+    negs = [helper.make_node("Neg", ["c"], [f"y{i}"], name=f"neg{i}") for i in range(1, 5)]
+    save(small([helper.make_node("ConstantOfShape", ["shape"], ["c"], name="cos")] + negs +
+               [helper.make_node("Sum", [f"y{i}" for i in range(1, 5)], ["s"], name="sum"),
+                helper.make_node("ReduceSum", ["s"], ["r"], name="reduce", keepdims=0),
+                helper.make_node("Add", ["x", "r"], ["y"], name="add")], [x], [fvi("y", ["N", 3])],
+               [ints("shape", [2**20])]), out, "live_set.onnx")
+    # a string tensor on a path the executor computes
+    s = helper.make_tensor("s", TensorProto.STRING, [1], [b"a"])
+    save(small([helper.make_node("Identity", ["s"], ["t"], name="ident"), helper.make_node("Relu", ["x"], ["y"], name="relu")],
+               [x], [fvi("y", ["N", 3]), helper.make_tensor_value_info("t", TensorProto.STRING, [1])], [s]), out, "string.onnx")
     np.savez(os.path.join(out, "x.npz"), x=np.ones([2, 3], np.float32))
     np.savez(os.path.join(out, "x11.npz"), x=np.ones([2, 1], np.float32))
 

@@ -358,10 +358,44 @@ async function exportsMain(argv) {
   else await optimize(argv[1], argv[2], argv[3]);
 }
 
+// Two models of different float types (a float32 original and a float16 model, quantised or not) ----------
+// node ort.js cosine REF.onnx REF_DATA.npz CAND.onnx CAND_DATA.npz [--min-cosine C]: runs each model on its own
+// data (the same samples, in each model's input types) and prints, per output, the mean cosine per sample
+// (axis 0) and the max abs diff relative to the reference's scale; exit 1 when a mean cosine is below C.
+async function cosineMain(argv) {
+  const so = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+  const i = argv.indexOf('--min-cosine'), min = i >= 0 ? Number(argv[i + 1]) : -1;
+  const ref = await ort.InferenceSession.create(argv[1], so), cand = await ort.InferenceSession.create(argv[3], so);
+  const a = await ref.run(loadFeeds(argv[2], ref, 1 << 30).feeds), b = await cand.run(loadFeeds(argv[4], cand, 1 << 30).feeds);
+  let ok = true;
+  for (const n of ref.outputNames) {
+    if (!b[n] || a[n].dims.join() !== b[n].dims.join()) { console.log(`${n}: missing or shape differs`); ok = false; continue; }
+    const x = valuesOf(a[n]), y = valuesOf(b[n]), rows = a[n].dims[0] || 1, per = x.length / rows;
+    let cos = 0, maxDiff = 0, scale = 0;
+    for (let r = 0; r < rows; r++) {
+      let dot = 0, na = 0, nb = 0;
+      for (let j = r * per; j < (r + 1) * per; j++) {
+        const p = Number(x[j]), q = Number(y[j]);
+        dot += p * q, na += p * p, nb += q * q;
+        maxDiff = Math.max(maxDiff, Math.abs(p - q)), scale = Math.max(scale, Math.abs(p));
+      }
+      cos += na === 0 && nb === 0 ? 1 : na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
+    }
+    cos /= rows;
+    const good = Number.isFinite(cos) && cos >= min;
+    console.log(`${n}: mean cosine ${cos.toFixed(6)} over ${rows} samples, max abs diff ${maxDiff.toExponential(3)} ` +
+                `(relative ${(maxDiff / Math.max(1, scale)).toExponential(3)})${good ? '' : `  BELOW ${min}`}`);
+    ok = ok && good;
+  }
+  process.exit(ok ? 0 : 1);
+}
+
 // bench/ort_bench.js reuses the npz reader
 function readNpzForBench(data, session, rows) { return loadFeeds(data, session, rows).feeds; }
 module.exports = { readNpzForBench };
 
-if (require.main === module && ['write-outputs', 'optimize'].includes(process.argv[2]))
+if (require.main === module && process.argv[2] === 'cosine')
+  cosineMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && ['write-outputs', 'optimize'].includes(process.argv[2]))
   exportsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
 else if (require.main === module) main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });

@@ -2,6 +2,7 @@
  * the shape the run produces; inputs are checked by name, type and shape; an unsupported operator
  * fails when the session is made, before any work. */
 #include "check.h"
+#include "files/files.h"
 #include "model/model.h"
 
 #include <stdlib.h>
@@ -36,6 +37,7 @@ int main(int argc, char **argv) {
   snprintf(path, sizeof path, "%s/bert_separate_mask_opset11/model.onnx", argv[1]);
   snprintf(data, sizeof data, "%s/bert_separate_mask_opset11", argv[1]);
   op_error err;
+  uint64_t held0 = op_budget_held(); /* the memory budget's running total before any value exists */
   op_model *m = op_model_load(path, &err);
   CHECK(m != NULL);
   if (!m) return check_done("session");
@@ -62,6 +64,7 @@ int main(int argc, char **argv) {
   CHECK(obs.saw_softmax && obs.softmax_rank == 4 && obs.softmax_last == 6);
   CHECK(out[0].rank == 2 && out[0].dims[0] == 2 && out[0].dims[1] == 3);
   op_tensor_clear(&out[0]);
+  CHECK(op_budget_held() > held0); /* the session's kept buffers count against the budget */
 
   /* a second run of the same session gives the same outputs (nothing stale survives a run) */
   op_tensor again[1];
@@ -85,6 +88,7 @@ int main(int argc, char **argv) {
   op_tensor_clear(&in[1]);
   op_dataset_free(d);
   op_session_free(s);
+  CHECK_EQ_INT(op_budget_held(), held0); /* every byte taken was given back: no false OP_NOMEM in long runs */
 
   /* an unsupported operator fails when the session is made */
   free(m->proto->graph->node[5]->op_type);
