@@ -5,6 +5,7 @@
 #define OP_CALIB_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define OP_HIST_BINS 2048
@@ -40,6 +41,10 @@ typedef struct op_stats {
   /* pass 2 */
   double hist[OP_HIST_BINS]; /* |x| over [0, hist_max] */
   double hist_max;
+  /* the threshold op_cal_prepare computed, for the method, levels and percentile it was asked */
+  double thr, thr_percentile;
+  int thr_method, thr_levels;
+  bool thr_valid;
 } op_stats;
 
 void op_stats_init(op_stats *s);
@@ -52,6 +57,13 @@ void op_stats_hist(op_stats *s, const float *x, int64_t n);
 /* Threshold T for symmetric quantisation to [-levels, levels] (127 for int8): the clipping point
  * each method chooses. Reference implementations; percentile is for OP_CAL_HIST (e.g. 99.99). */
 double op_cal_threshold_ref(const op_stats *s, op_cal_method m, double percentile, int levels);
+
+/* The same thresholds, fast (what op_cal_range uses): kl from prefix sums over the histogram (the
+ * reference's definition, every candidate); mse and emd on a grid of every 8th candidate refined
+ * around the best. Tested against the reference in tests/quant/test_calib.c. */
+double op_cal_threshold(const op_stats *s, op_cal_method m, double percentile, int levels);
+/* Computes the threshold of n tensors at once, in parallel, and keeps it in each for op_cal_range. */
+void op_cal_prepare(op_stats *const *s, size_t n, op_cal_method m, double percentile, int levels);
 
 /* The quantisation range [lo, hi] of a tensor: symmetric methods give [-T, T] (clamped to what was
  * seen when the target is asymmetric), min_max gives [min, max]; zero always lies inside. */

@@ -555,6 +555,13 @@ static int correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t,
 static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal_method method, op_quant_report *r,
                  op_error *err) {
   Onnx__GraphProto *g = m->proto->graph;
+  if (cal->names.n) { /* every calibrated tensor's threshold at once, in parallel (the rewrite then reads them) */
+    op_stats **all = op_xmalloc(cal->names.n * sizeof *all);
+    for (size_t j = 0; j < cal->names.n; j++) all[j] = &cal->stats[j];
+    bool symmetric = c->symmetric || c->act_signed || method == OP_CAL_ABS_MAX; /* as qdq_activation decides */
+    op_cal_prepare(all, cal->names.n, method, c->percentile, symmetric ? 127 : 255);
+    free(all);
+  }
   op_graph *gr = op_graph_build(g);
   target_vec ts = {0};
   find_targets(gr, c, &ts);
