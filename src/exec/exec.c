@@ -194,6 +194,7 @@ struct op_session {
   int *captures;    /* a subgraph's values defined in outer scopes (value ids), given by op_session_run_sub */
   size_t n_captures;
   size_t n_fused;   /* products with a fused epilogue */
+  bool observe_fused; /* an observer sees only what fused epilogues leave (op_session_observe_fused) */
 };
 
 static int value_id(const op_graph *gr, const char *name) {
@@ -344,6 +345,21 @@ static void plan_epilogues(op_session *s) {
 }
 
 size_t op_session_fused_count(const op_session *s) { return s->n_fused; }
+
+void op_session_observe_fused(op_session *s, bool on) { s->observe_fused = on; }
+
+bool op_session_value_fused_away(const op_session *s, const char *name) {
+  op_value *v = op_graph_find(s->gr, name);
+  int id = v ? (int)(v - s->gr->values) : -1;
+  for (size_t i = 0; i < s->n_nodes && id >= 0; i++) {
+    const xnode *x = &s->nodes[i];
+    if (!x->ep) continue;
+    if (x->out[0] == id) return true; /* the product's own output, before its epilogue */
+    for (size_t k = 0; k < x->ep->n_skip; k++)
+      if (s->nodes[x->ep_skip[k]].out[0] == id && id != x->ep->out) return true;
+  }
+  return false;
+}
 
 const char *op_session_fused_act(const op_session *s, size_t i, const char **node, bool *bias) {
   for (size_t j = 0; j < s->n_nodes; j++) {
@@ -674,13 +690,19 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
   op_xt *ins[256];
   op_xt outs[64];
   /* fused epilogues run unless an observer must see every value; skip marks the nodes they replaced */
-  bool *skip = s->n_fused && !observer ? op_xcalloc(s->n_nodes, 1) : NULL;
+  bool *skip = s->n_fused && (!observer || s->observe_fused) ? op_xcalloc(s->n_nodes, 1) : NULL;
   for (size_t ni = 0; ni < s->n_nodes && !rc; ni++) {
     xnode *x = &s->nodes[ni];
     int fused = skip && skip[ni] ? 1 : skip && x->ep ? run_fused(s, x, vals, err) : 0;
     if (fused < 0) rc = -1;
-    if (fused > 0 && !skip[ni])
+    if (fused > 0 && !skip[ni]) {
       for (size_t j = 0; j < x->ep->n_skip; j++) skip[x->ep_skip[j]] = true;
+      if (observer) { /* the chain's value, under the name its last node gives it */
+        op_tensor pub;
+        op_xt_to_tensor(&pub, &vals[x->ep->out]);
+        observer(user, s->gr->values[x->ep->out].name, &pub);
+      }
+    }
     if (fused) { /* a replaced node, or a product that wrote its chain's value: only its inputs' uses end */
       for (size_t j = 0; j < x->n_in; j++)
         if (x->in[j] >= 0 && --left[x->in[j]] == 0) op_xt_release(&vals[x->in[j]]);

@@ -148,6 +148,11 @@ void op_epilogue_free(op_epilogue *ep);
  * and whether it adds a bias (NULL past the last). */
 size_t op_session_fused_count(const op_session *s);
 const char *op_session_fused_act(const op_session *s, size_t i, const char **node, bool *bias);
+/* By default an observer sees every value, so a run with one goes unfused. With this on, epilogues stay
+ * fused and the observer sees what they leave (a caller watching only values for which
+ * op_session_value_fused_away is false misses nothing: calibration). */
+void op_session_observe_fused(op_session *s, bool on);
+bool op_session_value_fused_away(const op_session *s, const char *name);
 
 /* Kernels, by family. */
 #define OP_KERNEL(fn) int fn(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err)

@@ -37,6 +37,8 @@ void op_stats_init(op_stats *s) {
 void op_stats_free(op_stats *s) {
   free(s->chan_sum);
   s->chan_sum = NULL;
+  free(s->fine);
+  s->fine = NULL;
 }
 
 void op_stats_range(op_stats *s, const float *x, int64_t n, int64_t channels) {
@@ -76,6 +78,48 @@ void op_stats_hist(op_stats *s, const float *x, int64_t n) {
     if (!isfinite(v)) continue;
     int64_t b = (int64_t)(v * scale);
     s->hist[b >= OP_HIST_BINS ? OP_HIST_BINS - 1 : b] += 1;
+  }
+}
+
+/* ---- one pass: range and histogram together ----
+ * The histogram's range cannot be the final |x| maximum before every batch is seen, so it is kept
+ * finer (OP_FINE_BINS over [0, fine_max]) with fine_max doubling whenever a batch goes beyond it:
+ * each doubling merges pairs of bins, exactly, since their edges align. op_stats_finish then gives
+ * each fine bin to the OP_HIST_BINS bin over [0, absmax] that holds its centre, so a value moves by at
+ * most half a fine bin (an eighth of a final bin at worst, after the last doubling). */
+
+void op_stats_observe(op_stats *s, const float *x, int64_t n, int64_t channels) {
+  op_stats_range(s, x, n, channels);
+  if (s->absmax <= 0) return;
+  if (!s->fine) {
+    s->fine = calloc(OP_FINE_BINS, sizeof *s->fine);
+    if (!s->fine) abort();
+    s->fine_max = s->absmax;
+  }
+  while (s->absmax > s->fine_max) {
+    for (int j = 0; j < OP_FINE_BINS / 2; j++) s->fine[j] = s->fine[2 * j] + s->fine[2 * j + 1];
+    memset(s->fine + OP_FINE_BINS / 2, 0, OP_FINE_BINS / 2 * sizeof *s->fine);
+    s->fine_max *= 2;
+  }
+  double scale = OP_FINE_BINS / s->fine_max;
+  for (int64_t i = 0; i < n; i++) {
+    double v = fabs((double)x[i]);
+    if (!isfinite(v)) continue;
+    int64_t b = (int64_t)(v * scale);
+    s->fine[b >= OP_FINE_BINS ? OP_FINE_BINS - 1 : b] += 1;
+  }
+}
+
+void op_stats_finish(op_stats *s) {
+  s->thr_valid = false;
+  memset(s->hist, 0, sizeof s->hist);
+  s->hist_max = s->absmax;
+  if (!s->fine || s->absmax <= 0) return;
+  double fw = s->fine_max / OP_FINE_BINS, scale = OP_HIST_BINS / s->absmax;
+  for (int f = 0; f < OP_FINE_BINS; f++) {
+    if (s->fine[f] == 0) continue;
+    int64_t b = (int64_t)((f + 0.5) * fw * scale);
+    s->hist[b >= OP_HIST_BINS ? OP_HIST_BINS - 1 : b] += s->fine[f];
   }
 }
 

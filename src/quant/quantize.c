@@ -345,7 +345,7 @@ typedef struct calib {
   op_stats **by_slot; /* per value slot of gr: stats of a calibrated tensor, or NULL */
   op_name_vec names;  /* calibrated tensors (owned copies) */
   op_stats *stats;
-  int pass;
+  bool hist; /* the methods need histograms, not only ranges */
 } calib;
 
 static void observe(void *user, const char *name, const op_tensor *t) {
@@ -362,8 +362,8 @@ static void observe(void *user, const char *name, const op_tensor *t) {
     if (op_xt_convert(&wide, &src, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &e)) return;
     x = wide.data;
   }
-  if (c->pass == 1) op_stats_range(s, x, n, ch);
-  else op_stats_hist(s, x, n);
+  if (c->hist) op_stats_observe(s, x, n, ch); /* range and histogram in the same pass */
+  else op_stats_range(s, x, n, ch);
   op_xt_release(&wide);
 }
 
@@ -373,19 +373,23 @@ static bool needs_hist(const op_quant_config *c) {
   return false;
 }
 
-/* Streams `batches` batches (or the calibration samples) through the model's session s, one or two
- * passes (one session for every pass and trial: its weights are packed once); cap > 0: never beyond
- * sample cap (the rows a search holds out). */
+/* Streams `batches` batches (or the calibration samples) through the model's session s once: ranges
+ * and histograms together (one session for every calibration and trial: its weights are packed once);
+ * cap > 0: never beyond sample cap (the rows a search holds out). */
 static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *c, int64_t batches, int64_t cap,
                      calib *cal, op_error *err) {
   int64_t asked = batches > 0 ? batches * c->batch : c->calib_samples;
   if (cap > 0 && asked > cap) asked = cap;
   int64_t first, want = op_sample_window(d, s, 0, asked, &first, err);
   int rc = want < 0 ? -1 : 0;
-  int passes = needs_hist(c) ? 2 : 1;
-  for (cal->pass = 1; cal->pass <= passes && !rc; cal->pass++)
-    rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, c->progress,
-                   cal->pass == 1 ? (passes == 2 ? "calibrate 1/2" : "calibrate") : "calibrate 2/2", err);
+  cal->hist = needs_hist(c);
+  /* the products keep their fused epilogues unless a tensor to calibrate exists only unfused */
+  bool fused = true;
+  for (size_t j = 0; j < cal->names.n && fused; j++) fused = !op_session_value_fused_away(s, cal->names.v[j]);
+  op_session_observe_fused(s, fused);
+  if (!rc) rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, c->progress, "calibrate", err);
+  op_session_observe_fused(s, false);
+  for (size_t j = 0; j < cal->names.n && !rc && cal->hist; j++) op_stats_finish(&cal->stats[j]);
   return rc;
 }
 

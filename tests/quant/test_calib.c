@@ -110,6 +110,38 @@ int main(void) {
     CHECK(!s.thr_valid);
   }
 
+  /* one pass (op_stats_observe, what quantize runs) against two (range, then histogram): batches that
+   * grow (the fine histogram's range doubles three times) give the same range, and a histogram whose
+   * every value lies within a bin of where two passes put it (cumulative counts at most two bins apart) */
+  for (int i = 0; i < N; i++) x[i] = (float)(laplace() * (1 + i / (N / 10)));
+  op_stats two, one;
+  op_stats_init(&two);
+  op_stats_init(&one);
+  for (int64_t i = 0; i < N; i += N / 10) op_stats_range(&two, x + i, N / 10, 1);
+  for (int64_t i = 0; i < N; i += N / 10) op_stats_hist(&two, x + i, N / 10);
+  for (int64_t i = 0; i < N; i += N / 10) op_stats_observe(&one, x + i, N / 10, 1);
+  op_stats_finish(&one);
+  CHECK(one.min == two.min && one.max == two.max && one.absmax == two.absmax && one.hist_max == two.hist_max);
+  CHECK(one.fine_max > one.absmax && one.fine_max < 2 * one.absmax);
+  double c1 = 0, c2 = 0, c2_prev = 0, total = 0;
+  bool within = true;
+  for (int b = 0; b < OP_HIST_BINS; b++) total += two.hist[b];
+  for (int b = 0; b < OP_HIST_BINS; b++) {
+    c1 += one.hist[b];
+    double c2_next = c2 + two.hist[b] + (b + 1 < OP_HIST_BINS ? two.hist[b + 1] : 0);
+    c2 += two.hist[b];
+    within &= c1 >= c2_prev && c1 <= c2_next;
+    c2_prev = c2 - two.hist[b];
+  }
+  CHECK(within && c1 == total);
+  double w1 = one.hist_max / OP_HIST_BINS;
+  CHECK(fabs(op_cal_threshold(&one, OP_CAL_HIST, 99.99, 127) - op_cal_threshold(&two, OP_CAL_HIST, 99.99, 127)) <= 1.01 * w1);
+  CHECK(fabs(op_cal_threshold(&one, OP_CAL_MSE, 0, 127) - op_cal_threshold(&two, OP_CAL_MSE, 0, 127)) <= 16 * w1);
+  fprintf(stderr, "one pass vs two: kl %.3f vs %.3f, mse %.3f vs %.3f\n", op_cal_threshold(&one, OP_CAL_KL, 0, 127),
+          op_cal_threshold(&two, OP_CAL_KL, 0, 127), op_cal_threshold(&one, OP_CAL_MSE, 0, 127), op_cal_threshold(&two, OP_CAL_MSE, 0, 127));
+  op_stats_free(&one);
+  op_stats_free(&two);
+
   /* avg: mean of per-batch abs max; min_max: the observed range, zero included */
   op_stats_free(&s);
   op_stats_init(&s);
