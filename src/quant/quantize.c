@@ -556,6 +556,16 @@ static int correct_bias(op_graph *gr, const Onnx__NodeProto *n, const target *t,
   return 1;
 }
 
+/* A float32 weight's values, read only: its bytes in place when they are raw, aligned and complete (a
+ * weight borrowed from the file mapping stays there, its pages given back once it is quantised), else
+ * op_tensor_f32's own copy. */
+static const float *weight_values(Onnx__TensorProto *w) {
+  if (w->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT && w->has_raw_data && (uintptr_t)w->raw_data.data % sizeof(float) == 0 &&
+      w->raw_data.len == (size_t)op_tensor_numel(w) * sizeof(float))
+    return (const float *)w->raw_data.data;
+  return op_tensor_f32(w);
+}
+
 static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal_method method, op_quant_report *r,
                  op_error *err) {
   Onnx__GraphProto *g = m->proto->graph;
@@ -584,10 +594,11 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
         bad = n->input[slot], what = "activation";
     }
     Onnx__TensorProto *w = !bad && ts.v[i].w ? op_graph_init(gr, ts.v[i].w) : NULL;
-    const float *wf = w ? op_tensor_f32(w) : NULL;
+    const float *wf = w ? weight_values(w) : NULL;
     int64_t nel = wf ? op_tensor_numel(w) : 0;
     for (int64_t k = 0; k < nel && !bad; k++)
       if (!isfinite(wf[k])) bad = ts.v[i].w, what = "weight";
+    if (w && op_tensor_is_borrowed(w)) op_release_pages(w->raw_data.data, w->raw_data.len); /* read again below, one at a time */
     if (bad) {
       for (size_t j = 0; j < ts.n; j++) free(ts.v[j].act);
       free(ts.v);
@@ -625,7 +636,7 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     if (!t->w) continue;
     Onnx__NodeProto *n = g->node[t->node];
     Onnx__TensorProto *w = op_graph_const(gr, t->w);
-    const float *wf = op_tensor_f32(w);
+    const float *wf = weight_values(w);
     /* a Conv kernel [M, C/group, k...] is quantised as the matrix [M, C/group * k...] */
     int64_t rows = w->dims[0], nel = op_tensor_numel(w), cols = rows ? nel / rows : 0;
     bool pc = c->per_channel && per_axis_ok;
@@ -664,6 +675,9 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     }
     free(q), free(scales), free(dqw), free(zeros);
     free(qn), free(sn), free(zn), free(dn);
+    /* its int8 copy is made: the float weight's pages of the file mapping can go (read again from the
+     * file should anything touch them), so peak memory is not the whole file plus its int8 copy */
+    if (op_tensor_is_borrowed(w)) op_release_pages(w->raw_data.data, w->raw_data.len);
   }
   for (size_t i = 0; i < ts.n; i++) free(ts.v[i].act);
   for (size_t i = 0; i < dq_names.n; i++) free(dq_names.v[i]), free(src_names.v[i]);
