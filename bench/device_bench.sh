@@ -13,6 +13,7 @@ tar xJf "$PACK" -C "$W"
 D=$W/devpack
 HERE=$(cd "$(dirname "$0")" && pwd)
 ours() { "$D/lib/ld-linux-x86-64.so.2" --library-path "$D/lib" "$@"; }
+pin() { if command -v taskset >/dev/null; then taskset -c 0,1 "$@"; else "$@"; fi; } # cores 0 and 1
 unset OPENBLAS_CORETYPE
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "flags (vector): $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx|fma|amx|f16c)' | sort | tr '\n' ' ')"
@@ -42,13 +43,13 @@ echo "fused epilogues: $(ours "$D/bin/exec_bench" "$M" "$X" 1 | sed -n 's/^fused
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 ONNX_PRUNE_THREADS=2
 bench_paths=${BENCH_PATHS:-native avx2 openblas native-unfused}
 for batch in 1 8; do
-  runs=$([ "$batch" = 1 ] && echo 20 || echo 6)
+  runs=$([ "$batch" = 1 ] && echo "${RUNS:-20}" || echo "${RUNS8:-6}")
   for r in $(seq "${REPEAT:-3}"); do
-    theirs=$(taskset -c 0,1 python3 "$HERE/ort_bench.py" "$M" "$X" "$runs" 2 "$batch" | awk '/^ort_ms/ {print $2}')
+    theirs=$(pin python3 "$HERE/ort_bench.py" "$M" "$X" "$runs" 2 "$batch" | awk '/^ort_ms/ {print $2}')
     line="batch $batch, repeat $r: ORT $theirs ms"
     for p in $bench_paths; do
       isa=${p%-unfused} fuse=$([ "$p" = "$isa" ] && echo 1 || echo 0)
-      o=$(ONNX_PRUNE_FUSE=$fuse ONNX_PRUNE_ISA=$isa taskset -c 0,1 "$D/lib/ld-linux-x86-64.so.2" --library-path "$D/lib" \
+      o=$(ONNX_PRUNE_FUSE=$fuse ONNX_PRUNE_ISA=$isa pin "$D/lib/ld-linux-x86-64.so.2" --library-path "$D/lib" \
         "$D/bin/exec_bench" "$M" "$X" "$runs" "$batch" | awk '/^ours_ms/ {print $2}')
       line="$line | $p $o ms ($(awk -v a="$o" -v b="$theirs" 'BEGIN { printf "%.2f", a / b }')x)"
     done
@@ -57,12 +58,12 @@ for batch in 1 8; do
 done
 echo "ORT: $(python3 -c 'import onnxruntime as o; print(o.__version__)')"
 echo "== quantize (16 samples, batch 8, kl and min_max) against run over the same samples, 2 threads"
-ours() { taskset -c 0,1 "$D/lib/ld-linux-x86-64.so.2" --library-path "$D/lib" "$@"; }
+ours() { pin "$D/lib/ld-linux-x86-64.so.2" --library-path "$D/lib" "$@"; }
 now() { date +%s.%N; }
 for r in 1 2; do
-  t0=$(now); ours "$D/bin/onnx-prune" run "$M" --data "$X" --samples 16 --batch 8 -o "$W/o.npz" -q; run_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
+  t0=$(now); ours "$D/bin/onnx-prune" run "$M" --data "$X" --samples 16 --batch 8 --batch-axis 0 -o "$W/o.npz" -q; run_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
   for meth in kl min_max; do
-    t0=$(now); ours "$D/bin/onnx-prune" quantize "$M" -o "$W/q.onnx" --data "$X" --samples 16 --batch 8 --method $meth -q
+    t0=$(now); ours "$D/bin/onnx-prune" quantize "$M" -o "$W/q.onnx" --data "$X" --samples 16 --batch 8 --batch-axis 0 --method $meth -q
     awk -v a="$t0" -v b="$(now)" -v r="$run_s" -v m="$meth" 'BEGIN { printf "quantize %-7s %.2f s, run %.2f s: %.2fx\n", m, b - a, r, (b - a) / r }'
   done
 done

@@ -8,12 +8,12 @@ set -euo pipefail
 FULL=$1 BUILD=${2:-build}
 HERE=$(cd "$(dirname "$0")" && pwd)
 D=devpack
-rm -rf "$D" devpack.tar.xz
+rm -rf "$D/bin" "$D/lib" devpack.tar.xz # the model part is kept when there (it takes minutes to make)
 mkdir -p "$D/bin" "$D/lib" "$D/model"
 cp "$BUILD/onnx-prune" "$BUILD/exec_bench" "$BUILD/tests/test_gemm" "$D/bin/"
 for b in "$BUILD/onnx-prune" "$BUILD/exec_bench" "$BUILD/tests/test_gemm"; do ldd "$b" | awk '/=>/ {print $3}'; done | sort -u | while read -r l; do cp -L "$l" "$D/lib/"; done
 cp -L /lib64/ld-linux-x86-64.so.2 "$D/lib/"
-/usr/bin/python3 "$HERE/extern_weights.py" "$FULL" "$D/model/bert_base.onnx" >"$D/model/weights_bytes"
+[ -s "$D/model/weights_bytes" ] || /usr/bin/python3 "$HERE/extern_weights.py" "$FULL" "$D/model/bert_base.onnx" >"$D/model/weights_bytes"
 /usr/bin/python3 -c "
 import numpy as np, sys
 ids = np.random.RandomState(0).randint(0, 30522, (16, 128)).astype(np.int64)
