@@ -62,7 +62,8 @@ void op_stats_range(op_stats *s, const float *x, int64_t n, int64_t channels) {
     if (!s->chan_sum) s->chan_sum = calloc((size_t)channels, sizeof(double));
     if (s->chan_sum) {
       s->channels = channels;
-      for (int64_t i = 0; i < n; i++) s->chan_sum[i % channels] += x[i];
+      for (int64_t r = 0; r < n / channels; r++) /* row by row: no division per element */
+        for (int64_t c = 0; c < channels; c++) s->chan_sum[c] += x[r * channels + c];
       s->chan_rows += n / channels;
     }
   }
