@@ -514,7 +514,6 @@ static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool su
     if (!plain_uses[id] && op_wpack_owns_copy(x->wpack)) release_borrowed(g, s->consts[id].data);
   }
   free(plain_uses);
-  if (op_fuse_enabled()) plan_epilogues(s);
   s->inputs = op_xmalloc((g->n_input ? g->n_input : 1) * sizeof(int));
   for (size_t i = 0; i < g->n_input; i++) {
     int id = value_id(s->gr, g->input[i]->name);
@@ -525,6 +524,7 @@ static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool su
     s->outputs[s->n_outputs] = value_id(s->gr, g->output[i]->name);
     s->uses[s->outputs[s->n_outputs++]]++;
   }
+  if (op_fuse_enabled()) plan_epilogues(s); /* once every use is counted, graph outputs included */
   return s;
 }
 
