@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double clock_ms(clockid_t c) {
@@ -35,6 +36,15 @@ int main(int argc, char **argv) {
     return 2;
   }
   printf("kernel %s\n", op_gemm_kernel());
+  size_t n_fused = op_session_fused_count(s);
+  printf("fused epilogues %zu%s", n_fused, n_fused ? ":" : " (ONNX_PRUNE_FUSE=0, or nothing to fuse)");
+  for (size_t i = 0; i < n_fused; i++) {
+    const char *node;
+    bool bias;
+    const char *act = op_session_fused_act(s, i, &node, &bias);
+    printf(" %s%s%s", bias ? "bias" : "", bias && strcmp(act, "none") ? "+" : "", strcmp(act, "none") ? act : "");
+  }
+  printf("\n");
   int64_t batch = argc > 4 ? atoll(argv[4]) : 1;
   size_t n_in = op_session_input_count(s), n_out = op_session_output_count(s);
   op_tensor *in = calloc(n_in, sizeof *in), *out = calloc(n_out, sizeof *out);

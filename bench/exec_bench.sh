@@ -2,7 +2,7 @@
 # exec_bench.sh [BUILD_DIR]: the executor on a BERT-base-sized model (sequence 128, 2 threads) against
 # ONNX Runtime measured in the same run, batch 1 and batch 8, on each kernel path (BENCH_PATHS,
 # default "native avx2 openblas": what ONNX_PRUNE_ISA unset picks from cpuid, oneDNN with AVX2
-# forced, and OpenBLAS with its own CPU guess), REPEAT times (default 3), printing every ratio and the
+# forced, and OpenBLAS with its own CPU guess; NAME-unfused: that path with ONNX_PRUNE_FUSE=0), REPEAT times (default 3), printing every ratio and the
 # spread; then a session's peak RSS against the file, and `quantize` (16 calibration samples) against
 # a plain `run` over the same samples. Targets: ours <= 1.2x ORT, RSS <= 1.3x the file, quantize
 # <= 1.5x run. Not a test: it asserts nothing. OPENBLAS_CORETYPE is left as the caller set it.
@@ -21,7 +21,8 @@ paths=${BENCH_PATHS:-native avx2 openblas}
 repeat=${REPEAT:-3}
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}"
-for p in $paths; do echo "ONNX_PRUNE_ISA=$p: $(ONNX_PRUNE_ISA=$p "$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^kernel //p')"; done
+for p in $paths; do echo "ONNX_PRUNE_ISA=${p%-unfused}: $(ONNX_PRUNE_ISA=${p%-unfused} "$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^kernel //p')"; done
+echo "fused epilogues: $("$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^fused epilogues \([0-9]*\).*/\1/p') products (ONNX_PRUNE_FUSE=0 turns them off; a path NAME-unfused in BENCH_PATHS runs so)"
 : >"$work/ratios"
 for batch in 1 8; do
   runs=$([ "$batch" = 1 ] && echo "${RUNS:-10}" || echo "${RUNS8:-4}")
@@ -29,7 +30,8 @@ for batch in 1 8; do
     theirs=$(node "$HERE/ort_bench.js" "$model" "$work/seq128.npz" "$runs" 2 "$batch" | awk '/^ort_ms/ {print $2}')
     line="batch $batch, repeat $r: ORT $theirs ms"
     for p in $paths; do
-      ours=$(ONNX_PRUNE_ISA=$p "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" "$batch" | awk '/^ours_ms/ {print $2}')
+      isa=${p%-unfused} fuse=$([ "$p" = "${p%-unfused}" ] && echo 1 || echo 0)
+      ours=$(ONNX_PRUNE_FUSE=$fuse ONNX_PRUNE_ISA=$isa "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" "$batch" | awk '/^ours_ms/ {print $2}')
       ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f", a / b }')
       line="$line | $p $ours ms (${ratio}x)"
       echo "$batch $p $ratio" >>"$work/ratios"
@@ -51,9 +53,9 @@ awk -v r="$rss" -v s="$size" 'BEGIN { printf "session peak RSS (batch 1, one run
 
 BIN=$BUILD/onnx-prune
 for r in $(seq "$repeat"); do
-  run_s=$(/usr/bin/time -f %e "$BIN" run "$model" --data "$work/seq128.npz" --samples 16 --batch 8 -o "$work/out.npz" 2>&1 | tail -1)
+  run_s=$(/usr/bin/time -f %e "$BIN" run "$model" --data "$work/seq128.npz" --samples 16 --batch 8 --batch-axis 0 -o "$work/out.npz" 2>&1 | tail -1)
   for method in kl min_max; do
-    q=$(/usr/bin/time -f "%e %M" "$BIN" quantize "$model" -o "$work/q.onnx" --data "$work/seq128.npz" --samples 16 --batch 8 \
+    q=$(/usr/bin/time -f "%e %M" "$BIN" quantize "$model" -o "$work/q.onnx" --data "$work/seq128.npz" --samples 16 --batch 8 --batch-axis 0 \
       --method "$method" -q 2>&1 | tail -1)
     awk -v q="${q% *}" -v rss="${q#* }" -v r="$run_s" -v m="$method" -v s="$size" 'BEGIN {
       printf "quantize --method %-7s %.1f s vs run %.1f s over the same 16 samples: %.2fx (target <= 1.5x); peak RSS %.2fx the file\n", m, q, r, q / r, rss * 1024 / s }'

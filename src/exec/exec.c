@@ -174,6 +174,10 @@ typedef struct xnode {
   op_if_aux *sub;  /* If: its branch sessions */
   int *in, *out; /* value ids, -1 for an omitted optional */
   size_t n_in, n_out;
+  /* epilogue fusion (fuse.c): the bias and activation this product applies itself, and the schedule
+   * positions of the nodes that then do not run; NULL when none */
+  op_epilogue *ep;
+  size_t *ep_skip;
 } xnode;
 
 struct op_session {
@@ -189,6 +193,8 @@ struct op_session {
   op_xt_pool *pool; /* intermediate buffers, kept from run to run */
   int *captures;    /* a subgraph's values defined in outer scopes (value ids), given by op_session_run_sub */
   size_t n_captures;
+  size_t n_fused;   /* products with a fused epilogue */
+  bool observe_fused; /* an observer sees only what fused epilogues leave (op_session_observe_fused) */
 };
 
 static int value_id(const op_graph *gr, const char *name) {
@@ -203,6 +209,9 @@ void op_session_free(op_session *s) {
     free(s->nodes[i].out);
     if (s->nodes[i].wpack_owner) op_wpack_free(s->nodes[i].wpack);
     op_if_free(s->nodes[i].sub);
+    if (s->nodes[i].ep) op_epilogue_free(s->nodes[i].ep);
+    free(s->nodes[i].ep);
+    free(s->nodes[i].ep_skip);
   }
   free(s->captures);
   if (s->consts)
@@ -289,6 +298,99 @@ static int prepare_subgraphs(op_session *s, op_if_aux **subs, bool sub, op_error
 
 size_t op_session_capture_count(const op_session *s) { return s->n_captures; }
 const char *op_session_capture_name(const op_session *s, size_t i) { return s->gr->values[s->captures[i]].name; }
+
+/* ---- epilogue fusion: which products apply their bias and activation themselves ---- */
+
+/* Attaches to each product with a packed weight the epilogue fuse.c finds after it, when every value
+ * the replaced nodes (and the product) write, but the last, is read by those nodes alone: uses counts
+ * what an If or Loop body reads too, which the graph index does not see. */
+static void plan_epilogues(op_session *s) {
+  const Onnx__GraphProto *g = s->gr->g;
+  size_t *pos = op_xmalloc((g->n_node ? g->n_node : 1) * sizeof *pos); /* graph index -> schedule position */
+  for (size_t i = 0; i < s->n_nodes; i++) pos[op_graph_node_index(s->gr, s->nodes[i].node)] = i;
+  int *reads = op_xcalloc(s->gr->cap, sizeof *reads);
+  for (size_t i = 0; i < s->n_nodes; i++) {
+    xnode *x = &s->nodes[i];
+    op_epilogue ep;
+    if (!x->wpack || !op_fuse_find(s->gr, op_graph_node_index(s->gr, x->node), op_wpack_n(x->wpack), s->consts, &ep))
+      continue;
+    bool ok = x->n_out == 1 && x->out[0] >= 0;
+    for (size_t k = 0; k < ep.n_skip && ok; k++) { /* reads of each value from inside the chain */
+      const xnode *y = &s->nodes[pos[ep.skip[k]]];
+      ok = pos[ep.skip[k]] > i && y->n_out == 1;
+      for (size_t j = 0; j < y->n_in && ok; j++)
+        if (y->in[j] >= 0) reads[y->in[j]]++;
+    }
+    for (size_t k = 0; k <= ep.n_skip && ok; k++) {
+      int v = k == 0 ? x->out[0] : s->nodes[pos[ep.skip[k - 1]]].out[0];
+      ok = v == ep.out || (v >= 0 && reads[v] == s->uses[v]);
+    }
+    for (size_t k = 0; k < ep.n_skip; k++) { /* reset the counts for the next product */
+      const xnode *y = &s->nodes[pos[ep.skip[k]]];
+      for (size_t j = 0; j < y->n_in; j++)
+        if (y->in[j] >= 0) reads[y->in[j]] = 0;
+    }
+    if (!ok) {
+      op_epilogue_free(&ep);
+      continue;
+    }
+    x->ep = op_xmalloc(sizeof *x->ep);
+    *x->ep = ep;
+    x->ep_skip = op_xmalloc(ep.n_skip * sizeof *x->ep_skip);
+    for (size_t k = 0; k < ep.n_skip; k++) x->ep_skip[k] = pos[ep.skip[k]];
+    s->n_fused++;
+  }
+  free(reads);
+  free(pos);
+}
+
+size_t op_session_fused_count(const op_session *s) { return s->n_fused; }
+
+void op_session_observe_fused(op_session *s, bool on) { s->observe_fused = on; }
+
+bool op_session_value_fused_away(const op_session *s, const char *name) {
+  op_value *v = op_graph_find(s->gr, name);
+  int id = v ? (int)(v - s->gr->values) : -1;
+  for (size_t i = 0; i < s->n_nodes && id >= 0; i++) {
+    const xnode *x = &s->nodes[i];
+    if (!x->ep) continue;
+    if (x->out[0] == id) return true; /* the product's own output, before its epilogue */
+    for (size_t k = 0; k < x->ep->n_skip; k++)
+      if (s->nodes[x->ep_skip[k]].out[0] == id && id != x->ep->out) return true;
+  }
+  return false;
+}
+
+const char *op_session_fused_act(const op_session *s, size_t i, const char **node, bool *bias) {
+  for (size_t j = 0; j < s->n_nodes; j++) {
+    if (!s->nodes[j].ep || i--) continue;
+    *node = op_node_name(s->nodes[j].node);
+    *bias = s->nodes[j].ep->bias >= 0;
+    return op_act_name(s->nodes[j].ep->act);
+  }
+  return NULL;
+}
+
+/* Runs product x with its epilogue into the chain's last value: 1 when done, 0 when this run's
+ * inputs are not the form planned for (float32, K columns), so the nodes run one by one instead. */
+static int run_fused(op_session *s, const xnode *x, op_xt *vals, op_error *err) {
+  const op_xt *a = &vals[x->in[0]];
+  int64_t K = op_wpack_k(x->wpack), N = op_wpack_n(x->wpack);
+  bool gemm = op_node_is(x->node, "Gemm");
+  if (a->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || a->rank < 1 || (gemm && a->rank != 2) || a->dims[a->rank - 1] != K)
+    return 0;
+  const op_xt *bias = x->ep->bias >= 0 ? &s->consts[x->ep->bias] : NULL;
+  int64_t dims[OP_MAX_RANK];
+  int rank = a->rank;
+  memcpy(dims, a->dims, (size_t)rank * sizeof *dims);
+  dims[rank - 1] = N;
+  if (bias && bias->rank > rank) return 0; /* the Add would widen the output's rank */
+  op_xt *o = &vals[x->ep->out];
+  if (op_xt_alloc(o, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, dims, rank, err)) return -1;
+  if (op_wpack_gemm_act(x->wpack, K ? a->numel / K : 0, a->data, o->data, bias ? bias->data : NULL, x->ep->act))
+    return op_fail(err, OP_NOMEM, "%s: node '%s' (%s): out of memory", s->m->path, op_node_name(x->node), x->node->op_type);
+  return 1;
+}
 
 static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool sub, op_error *err) {
   if (op_gemm_init(err)) return NULL;
@@ -422,6 +524,7 @@ static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool su
     s->outputs[s->n_outputs] = value_id(s->gr, g->output[i]->name);
     s->uses[s->outputs[s->n_outputs++]]++;
   }
+  if (op_fuse_enabled()) plan_epilogues(s); /* once every use is counted, graph outputs included */
   return s;
 }
 
@@ -586,8 +689,25 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
   int rc = 0;
   op_xt *ins[256];
   op_xt outs[64];
+  /* fused epilogues run unless an observer must see every value; skip marks the nodes they replaced */
+  bool *skip = s->n_fused && (!observer || s->observe_fused) ? op_xcalloc(s->n_nodes, 1) : NULL;
   for (size_t ni = 0; ni < s->n_nodes && !rc; ni++) {
     xnode *x = &s->nodes[ni];
+    int fused = skip && skip[ni] ? 1 : skip && x->ep ? run_fused(s, x, vals, err) : 0;
+    if (fused < 0) rc = -1;
+    if (fused > 0 && !skip[ni]) {
+      for (size_t j = 0; j < x->ep->n_skip; j++) skip[x->ep_skip[j]] = true;
+      if (observer) { /* the chain's value, under the name its last node gives it */
+        op_tensor pub;
+        op_xt_to_tensor(&pub, &vals[x->ep->out]);
+        observer(user, s->gr->values[x->ep->out].name, &pub);
+      }
+    }
+    if (fused) { /* a replaced node, or a product that wrote its chain's value: only its inputs' uses end */
+      for (size_t j = 0; j < x->n_in; j++)
+        if (x->in[j] >= 0 && --left[x->in[j]] == 0) op_xt_release(&vals[x->in[j]]);
+      continue;
+    }
     op_kctx k = {x->node, s->opset, s->m->path, x->wpack, x->sub};
     for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
     memset(outs, 0, x->n_out * sizeof *outs);
@@ -621,6 +741,7 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
     op_xt_disown(v); /* ownership moved to outputs[i], out of the budget's running total */
   }
   for (size_t i = 0; i < s->gr->cap; i++) op_xt_release(&vals[i]);
+  free(skip);
   if (pooled) op_xt_pool_leave(s->pool);
   free(vals);
   free(left);

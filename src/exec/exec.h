@@ -111,6 +111,52 @@ bool op_wpack_owns_copy(const op_wpack *p);
 /* C[M, N] = A[M, K] * W (+ bias[N] when given); -1 only when out of memory. Safe to call concurrently. */
 int op_wpack_gemm(op_wpack *p, int64_t M, const float *A, float *C, const float *bias);
 
+/* ---- epilogues fused into a product with a packed weight (gemm.c runs them, fuse.c finds them) ---- */
+#define OP_ACTS(X)            \
+  X(NONE, "none")             \
+  X(RELU, "relu")             \
+  X(GELU_ERF, "gelu(erf)")    \
+  X(GELU_TANH, "gelu(tanh)")  \
+  X(SILU, "silu")
+typedef enum op_act {
+#define OP_ACT_ENUM(name, str) OP_ACT_##name,
+  OP_ACTS(OP_ACT_ENUM)
+#undef OP_ACT_ENUM
+      OP_ACT_COUNT
+} op_act;
+const char *op_act_name(op_act a);
+/* x[i] = act(x[i]): the portable epilogue, the same formulas as the unfused kernels. */
+void op_act_apply(op_act a, float *x, int64_t n);
+/* C[M, N] = act(A[M, K] * W + bias[N]) in the product's own output pass where the kernel can (oneDNN's
+ * bias and eltwise post-op), else in one pass over C right after it; -1 only when out of memory. */
+int op_wpack_gemm_act(op_wpack *p, int64_t M, const float *A, float *C, const float *bias, op_act act);
+
+/* What the planner found after one product node: a constant bias row and an activation, and the nodes
+ * they replace. The product then writes `out` (the chain's last value) itself. */
+typedef struct op_epilogue {
+  int bias;     /* value id of a constant float32 bias of N elements (last axis), -1 when none */
+  op_act act;
+  int out;      /* value id the chain's last node writes */
+  int *skip;    /* graph node indices (into g->node) of the replaced nodes */
+  size_t n_skip;
+} op_epilogue;
+/* Whether epilogue fusion is on: ONNX_PRUNE_FUSE=0 turns it off (the unfused path, for comparison). */
+bool op_fuse_enabled(void);
+/* The epilogue that follows product node `node` (a graph node index: MatMul, or Gemm without transA,
+ * whose weight is packed with N columns); consts holds the initializers by value id. False when
+ * there is nothing to fuse. */
+bool op_fuse_find(const op_graph *gr, int node, int64_t N, const op_xt *consts, op_epilogue *ep);
+void op_epilogue_free(op_epilogue *ep);
+/* How many products of a session apply a fused epilogue; the i-th one's activation name, node name
+ * and whether it adds a bias (NULL past the last). */
+size_t op_session_fused_count(const op_session *s);
+const char *op_session_fused_act(const op_session *s, size_t i, const char **node, bool *bias);
+/* By default an observer sees every value, so a run with one goes unfused. With this on, epilogues stay
+ * fused and the observer sees what they leave (a caller watching only values for which
+ * op_session_value_fused_away is false misses nothing: calibration). */
+void op_session_observe_fused(op_session *s, bool on);
+bool op_session_value_fused_away(const op_session *s, const char *name);
+
 /* Kernels, by family. */
 #define OP_KERNEL(fn) int fn(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err)
 /* ops_elementwise.c */

@@ -3,12 +3,15 @@
  * which dispatches AVX2 / AVX-512 / AMX by feature bits; OpenBLAS where its own guess uses the CPU's
  * AVX2; or a portable loop. Constant weights are packed once per session for the chosen kernel. */
 #include "exec/exec.h"
+#include "exec/fastmath.h"
+#include "parallel/parallel.h"
 
 #include <cblas.h>
 #include <dnnl.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +145,17 @@ static void ref_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
 
 /* ---- oneDNN ---- */
 
+/* oneDNN's post-op for an epilogue activation (swish with alpha 1 is SiLU). */
+static dnnl_alg_kind_t dnnl_act(op_act a) {
+  switch (a) {
+  case OP_ACT_RELU: return dnnl_eltwise_relu;
+  case OP_ACT_GELU_ERF: return dnnl_eltwise_gelu_erf;
+  case OP_ACT_GELU_TANH: return dnnl_eltwise_gelu_tanh;
+  case OP_ACT_SILU: return dnnl_eltwise_swish;
+  default: return dnnl_alg_kind_undef;
+  }
+}
+
 static dnnl_status_t md_2d(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, int64_t cols, bool trans, int64_t ld,
                            int64_t bstride) {
   /* the logical [rows, cols] matrix; stored transposed when trans (ld is then the stride of a column) */
@@ -160,7 +174,7 @@ static dnnl_status_t md_2d(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, 
  * while sessions may run on any thread, and concurrently. */
 static dnnl_status_t dnnl_run_here(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd,
                                    const dnnl_memory_desc_t *cmd, const float *A, const void *B, float *C,
-                                   const float *bias, float alpha, float beta, dnnl_primitive_t *keep) {
+                                   const float *bias, float alpha, float beta, op_act act, dnnl_primitive_t *keep) {
   dnnl_primitive_attr_t attr = NULL;
   dnnl_post_ops_t po = NULL;
   dnnl_primitive_desc_t pd = NULL;
@@ -181,8 +195,11 @@ static dnnl_status_t dnnl_run_here(const dnnl_memory_desc_t *amd, const dnnl_mem
     if (!(rc = dnnl_primitive_attr_create(&attr)) && alpha != 1.f)
       rc = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha);
     if (!rc) rc = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (!rc && beta != 0.f && !(rc = dnnl_post_ops_create(&po)) && !(rc = dnnl_post_ops_append_sum(po, beta)))
-      rc = dnnl_primitive_attr_set_post_ops(attr, po);
+    if (!rc && (beta != 0.f || act != OP_ACT_NONE)) rc = dnnl_post_ops_create(&po);
+    if (!rc && beta != 0.f) rc = dnnl_post_ops_append_sum(po, beta);
+    /* alpha: swish's sigmoid scale (1: SiLU); relu's negative slope (0) */
+    if (!rc && act != OP_ACT_NONE) rc = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_act(act), act == OP_ACT_SILU ? 1.f : 0.f, 0.f);
+    if (!rc && po) rc = dnnl_primitive_attr_set_post_ops(attr, po);
     dnnl_matmul_desc_t d;
     if (!rc) rc = dnnl_matmul_desc_init(&d, amd, bmd, bias ? &biasmd : NULL, cmd);
     if (!rc) rc = dnnl_primitive_desc_create(&pd, &d, attr, G.eng, NULL);
@@ -232,7 +249,7 @@ static dnnl_status_t dnnl_run_here(const dnnl_memory_desc_t *amd, const dnnl_mem
 
 static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_desc_t *bmd, const dnnl_memory_desc_t *cmd,
                               const float *A, const void *B, float *C, const float *bias, float alpha, float beta,
-                              dnnl_primitive_t *keep) {
+                              op_act act, dnnl_primitive_t *keep) {
   int nd = cmd->ndims;
   double flops = (double)cmd->dims[nd - 1] * (double)amd->dims[nd - 1];
   for (int d = 0; d < nd - 1; d++) flops *= (double)cmd->dims[d];
@@ -240,14 +257,14 @@ static dnnl_status_t dnnl_run(const dnnl_memory_desc_t *amd, const dnnl_memory_d
   if (flops < SMALL_FLOPS) {
     int threads = omp_get_max_threads();
     omp_set_num_threads(1);
-    dnnl_status_t rc = dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
+    dnnl_status_t rc = dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, act, keep);
     omp_set_num_threads(threads);
     return rc;
   }
 #else
   (void)flops;
 #endif
-  return dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, keep);
+  return dnnl_run_here(amd, bmd, cmd, A, B, C, bias, alpha, beta, act, keep);
 }
 
 /* ---- general products (activations x activations, and weights that are not constant) ---- */
@@ -261,7 +278,7 @@ void op_sgemm_batch(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_
     dnnl_memory_desc_t amd, bmd, cmd;
     if (!md_2d(&amd, batch, M, K, trans_a, lda, stride_a) && !md_2d(&bmd, batch, K, N, trans_b, ldb, stride_b) &&
         !md_2d(&cmd, batch, M, N, false, ldc, stride_c) &&
-        !dnnl_run(&amd, &bmd, &cmd, A, B, C, NULL, alpha, beta, NULL))
+        !dnnl_run(&amd, &bmd, &cmd, A, B, C, NULL, alpha, beta, OP_ACT_NONE, NULL))
       return;
     /* a shape oneDNN turns down: the loops below are right for every shape */
   }
@@ -281,9 +298,59 @@ void op_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   op_sgemm_batch(trans_a, trans_b, 1, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
 }
 
+/* ---- epilogues: bias and activation over a product's output ---- */
+
+const char *op_act_name(op_act a) {
+  switch (a) {
+#define OP_ACT_STR(name, str) \
+  case OP_ACT_##name: return str;
+    OP_ACTS(OP_ACT_STR)
+#undef OP_ACT_STR
+  default: return "?";
+  }
+}
+
+/* The same formulas (and fastmath's erf and exp) as the unfused kernels in ops_elementwise.c, so the
+ * fused path differs from them by rounding only. */
+OP_VECTOR_CLONES void op_act_apply(op_act a, float *x, int64_t n) {
+  switch (a) {
+  case OP_ACT_RELU: for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.f ? x[i] : 0.f; break;
+  case OP_ACT_GELU_ERF: for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.f + op_erff(x[i] * (float)M_SQRT1_2)); break;
+  case OP_ACT_GELU_TANH:
+    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.f + tanhf(0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+    break;
+  case OP_ACT_SILU: for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.f + op_expf(-x[i])); break;
+  default: break;
+  }
+}
+
+typedef struct epi_job {
+  float *C;
+  int64_t N;
+  const float *bias;
+  op_act act;
+} epi_job;
+
+static void epi_rows(void *ctx, int64_t lo, int64_t hi) {
+  const epi_job *j = ctx;
+  for (int64_t i = lo; i < hi; i++) {
+    float *c = j->C + i * j->N;
+    if (j->bias)
+      for (int64_t k = 0; k < j->N; k++) c[k] += j->bias[k];
+    op_act_apply(j->act, c, j->N); /* the row is still in cache from the bias add */
+  }
+}
+
+/* Bias and activation in one pass over C[M, N] (rows split across threads when it is large). */
+static void epilogue_pass(float *C, int64_t M, int64_t N, const float *bias, op_act act) {
+  if (!bias && act == OP_ACT_NONE) return;
+  epi_job j = {C, N, bias, act};
+  op_parallel_for(M, N * (int64_t)sizeof(float), epi_rows, &j);
+}
+
 /* ---- constant weights, packed once per session ---- */
 
-#define WPACK_CACHE 16 /* primitives kept per weight, one per row count M seen */
+#define WPACK_CACHE 16 /* primitives kept per weight, one per (row count M, bias, activation) seen */
 
 struct op_wpack {
   int64_t K, N;
@@ -296,6 +363,7 @@ struct op_wpack {
   struct {
     int64_t M;
     bool bias;
+    op_act act;
     dnnl_primitive_t p;
   } cache[WPACK_CACHE];
 };
@@ -452,6 +520,10 @@ bool op_wpack_owns_copy(const op_wpack *p) { return p->owned != NULL; }
 int64_t op_wpack_n(const op_wpack *p) { return p->N; }
 
 int op_wpack_gemm(op_wpack *p, int64_t M, const float *A, float *C, const float *bias) {
+  return op_wpack_gemm_act(p, M, A, C, bias, OP_ACT_NONE);
+}
+
+int op_wpack_gemm_act(op_wpack *p, int64_t M, const float *A, float *C, const float *bias, op_act act) {
   if (M <= 0 || p->N <= 0) return 0;
   if (G.path == PATH_DNNL && p->K > 0) {
     dnnl_memory_desc_t amd, cmd;
@@ -459,18 +531,19 @@ int op_wpack_gemm(op_wpack *p, int64_t M, const float *A, float *C, const float 
     dnnl_primitive_t prim = NULL;
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < p->n_cache && !prim; i++)
-      if (p->cache[i].M == M && p->cache[i].bias == (bias != NULL)) prim = p->cache[i].p;
+      if (p->cache[i].M == M && p->cache[i].bias == (bias != NULL) && p->cache[i].act == act) prim = p->cache[i].p;
     pthread_mutex_unlock(&p->mu);
     bool fresh = !prim;
     const void *wdata = p->plain ? (const void *)p->plain : p->owned;
     if (!dnnl_memory_desc_init_by_tag(&amd, 2, ad, dnnl_f32, dnnl_ab) &&
         !dnnl_memory_desc_init_by_tag(&cmd, 2, cd, dnnl_f32, dnnl_ab) &&
-        !dnnl_run(&amd, &p->wmd, &cmd, A, wdata, C, bias, 1.f, 0.f, &prim)) {
+        !dnnl_run(&amd, &p->wmd, &cmd, A, wdata, C, bias, 1.f, 0.f, act, &prim)) {
       if (fresh) { /* keep it for the next run (a primitive never leaves the cache while the session lives) */
         pthread_mutex_lock(&p->mu);
         if (p->n_cache < WPACK_CACHE) {
           p->cache[p->n_cache].M = M;
           p->cache[p->n_cache].bias = bias != NULL;
+          p->cache[p->n_cache].act = act;
           p->cache[p->n_cache++].p = prim;
           prim = NULL;
         }
@@ -490,8 +563,6 @@ int op_wpack_gemm(op_wpack *p, int64_t M, const float *A, float *C, const float 
   }
   op_sgemm_batch(false, trans, 1, M, p->N, p->K, 1.f, A, p->K, 0, W, trans ? p->K : p->N, 0, 0.f, C, p->N, 0);
   free(tmp);
-  if (bias)
-    for (int64_t i = 0; i < M; i++)
-      for (int64_t j = 0; j < p->N; j++) C[i * p->N + j] += bias[j];
+  epilogue_pass(C, M, p->N, bias, act);
   return 0;
 }

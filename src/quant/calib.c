@@ -4,6 +4,7 @@
  * entropy calibration (2048 bins, reference distribution with outliers folded into the last bin,
  * 128-level quantised candidate, minimum KL divergence). */
 #include "quant/calib.h"
+#include "parallel/parallel.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -36,6 +37,8 @@ void op_stats_init(op_stats *s) {
 void op_stats_free(op_stats *s) {
   free(s->chan_sum);
   s->chan_sum = NULL;
+  free(s->fine);
+  s->fine = NULL;
 }
 
 void op_stats_range(op_stats *s, const float *x, int64_t n, int64_t channels) {
@@ -46,6 +49,7 @@ void op_stats_range(op_stats *s, const float *x, int64_t n, int64_t channels) {
     lo = v < lo ? v : lo;
     hi = v > hi ? v : hi;
   }
+  s->thr_valid = false;
   if (lo > hi) return; /* nothing finite */
   s->min = lo < s->min ? lo : s->min;
   s->max = hi > s->max ? hi : s->max;
@@ -58,13 +62,15 @@ void op_stats_range(op_stats *s, const float *x, int64_t n, int64_t channels) {
     if (!s->chan_sum) s->chan_sum = calloc((size_t)channels, sizeof(double));
     if (s->chan_sum) {
       s->channels = channels;
-      for (int64_t i = 0; i < n; i++) s->chan_sum[i % channels] += x[i];
+      for (int64_t r = 0; r < n / channels; r++) /* row by row: no division per element */
+        for (int64_t c = 0; c < channels; c++) s->chan_sum[c] += x[r * channels + c];
       s->chan_rows += n / channels;
     }
   }
 }
 
 void op_stats_hist(op_stats *s, const float *x, int64_t n) {
+  s->thr_valid = false;
   s->hist_max = s->absmax;
   if (s->hist_max <= 0) return;
   double scale = OP_HIST_BINS / s->hist_max;
@@ -73,6 +79,48 @@ void op_stats_hist(op_stats *s, const float *x, int64_t n) {
     if (!isfinite(v)) continue;
     int64_t b = (int64_t)(v * scale);
     s->hist[b >= OP_HIST_BINS ? OP_HIST_BINS - 1 : b] += 1;
+  }
+}
+
+/* ---- one pass: range and histogram together ----
+ * The histogram's range cannot be the final |x| maximum before every batch is seen, so it is kept
+ * finer (OP_FINE_BINS over [0, fine_max]) with fine_max doubling whenever a batch goes beyond it:
+ * each doubling merges pairs of bins, exactly, since their edges align. op_stats_finish then gives
+ * each fine bin to the OP_HIST_BINS bin over [0, absmax] that holds its centre, so a value moves by at
+ * most half a fine bin (an eighth of a final bin at worst, after the last doubling). */
+
+void op_stats_observe(op_stats *s, const float *x, int64_t n, int64_t channels) {
+  op_stats_range(s, x, n, channels);
+  if (s->absmax <= 0) return;
+  if (!s->fine) {
+    s->fine = calloc(OP_FINE_BINS, sizeof *s->fine);
+    if (!s->fine) abort();
+    s->fine_max = s->absmax;
+  }
+  while (s->absmax > s->fine_max) {
+    for (int j = 0; j < OP_FINE_BINS / 2; j++) s->fine[j] = s->fine[2 * j] + s->fine[2 * j + 1];
+    memset(s->fine + OP_FINE_BINS / 2, 0, OP_FINE_BINS / 2 * sizeof *s->fine);
+    s->fine_max *= 2;
+  }
+  double scale = OP_FINE_BINS / s->fine_max;
+  for (int64_t i = 0; i < n; i++) {
+    double v = fabs((double)x[i]);
+    if (!isfinite(v)) continue;
+    int64_t b = (int64_t)(v * scale);
+    s->fine[b >= OP_FINE_BINS ? OP_FINE_BINS - 1 : b] += 1;
+  }
+}
+
+void op_stats_finish(op_stats *s) {
+  s->thr_valid = false;
+  memset(s->hist, 0, sizeof s->hist);
+  s->hist_max = s->absmax;
+  if (!s->fine || s->absmax <= 0) return;
+  double fw = s->fine_max / OP_FINE_BINS, scale = OP_HIST_BINS / s->absmax;
+  for (int f = 0; f < OP_FINE_BINS; f++) {
+    if (s->fine[f] == 0) continue;
+    int64_t b = (int64_t)((f + 0.5) * fw * scale);
+    s->hist[b >= OP_HIST_BINS ? OP_HIST_BINS - 1 : b] += s->fine[f];
   }
 }
 
@@ -154,6 +202,145 @@ static double kl_threshold(const op_stats *s, int levels) {
   return best > s->hist_max ? s->hist_max : best;
 }
 
+/* ---- fast paths (op_cal_threshold): the same definitions as the reference above, computed from
+ * prefix sums instead of a pass over the histogram per candidate ---- */
+
+typedef struct hist_sums {
+  double *mass;  /* mass[i]: sum of hist[0..i) */
+  double *nz;    /* nonzero bins among hist[0..i) */
+  double *hlogh; /* sum of h log h over hist[0..i) */
+} hist_sums;
+
+static void sums_make(const op_stats *s, hist_sums *p) {
+  p->mass = malloc((OP_HIST_BINS + 1) * sizeof(double));
+  p->nz = malloc((OP_HIST_BINS + 1) * sizeof(double));
+  p->hlogh = malloc((OP_HIST_BINS + 1) * sizeof(double));
+  if (!p->mass || !p->nz || !p->hlogh) abort();
+  p->mass[0] = p->nz[0] = p->hlogh[0] = 0;
+  for (int i = 0; i < OP_HIST_BINS; i++) {
+    double h = s->hist[i];
+    p->mass[i + 1] = p->mass[i] + h;
+    p->nz[i + 1] = p->nz[i] + (h != 0);
+    p->hlogh[i + 1] = p->hlogh[i] + (h > 0 ? h * log(h) : 0);
+  }
+}
+
+static void sums_free(hist_sums *p) {
+  free(p->mass);
+  free(p->nz);
+  free(p->hlogh);
+}
+
+/* KL(P || Q) of candidate i, exactly as kl_threshold defines it: within a merged level the reference
+ * bins are h_j and the candidate bins mass / nonzero, so the level's sum of p log(p / q) is
+ * (sum h log h - H log(mass / nonzero)) / ps plus the normalisations, all from prefix sums; the last
+ * bin (which also holds the outliers) is taken on its own. */
+static double kl_at(const op_stats *s, const hist_sums *p, int i, int nq, double total) {
+  double ps = total, qs = p->mass[i];
+  if (ps <= 0 || qs <= 0) return INFINITY;
+  double lps = log(ps), lqs = log(qs), kl = 0;
+  double last_h = s->hist[i - 1], last_p = last_h + (total - p->mass[i]), last_q = 0;
+  for (int k = 0; k < nq; k++) {
+    int start = (int)((int64_t)k * i / nq), end = (int)((int64_t)(k + 1) * i / nq);
+    if (end <= start) continue;
+    double mass = p->mass[end] - p->mass[start], nz = p->nz[end] - p->nz[start];
+    if (mass <= 0 || nz <= 0) continue; /* every p_j of the level is 0 (the last bin is handled below) */
+    double lq = log(mass / nz), H = mass, S = p->hlogh[end] - p->hlogh[start];
+    if (end == i) { /* the last bin leaves the level's sums; it is added with its outliers below */
+      if (last_h > 0) H -= last_h, S -= last_h * log(last_h), last_q = mass / nz;
+    }
+    kl += (S - H * (lps + lq - lqs)) / ps;
+  }
+  if (last_p > 0) {
+    double pj = last_p / ps, qj = last_q > 0 ? last_q / qs : 1e-12;
+    kl += pj * log(pj / qj);
+  }
+  return kl;
+}
+
+static double kl_threshold_fast(const op_stats *s, int levels) {
+  hist_sums p;
+  sums_make(s, &p);
+  int nq = levels + 1;
+  double total = p.mass[OP_HIST_BINS], w = s->hist_max / OP_HIST_BINS, best_kl = INFINITY;
+  int best = -1;
+  for (int i = nq; i <= OP_HIST_BINS; i++) {
+    double kl = kl_at(s, &p, i, nq, total);
+    if (kl < best_kl) best_kl = kl, best = i;
+  }
+  sums_free(&p);
+  double T = best < 0 ? s->hist_max : (best + 0.5) * w;
+  return T > s->hist_max ? s->hist_max : T;
+}
+
+/* mse / emd: the error of a threshold is not a prefix sum (each bin's rounding error depends on the
+ * step), so the candidates are searched on a grid of every GRID-th one, then every one around the
+ * best of the grid; only the nonzero bins are visited. */
+#define GRID 8
+
+static double sparse_error(const int *bins, int n, const double *h, double w, double T, int levels, int p) {
+  double e = 0;
+  for (int k = 0; k < n; k++) {
+    double c = (bins[k] + 0.5) * w, d = fabs(c - qdq(c, T, levels));
+    e += h[bins[k]] * (p == 2 ? d * d : d);
+  }
+  return e;
+}
+
+static double min_error_threshold_fast(const op_stats *s, int levels, int p) {
+  int *bins = malloc(OP_HIST_BINS * sizeof *bins), n = 0;
+  if (!bins) abort();
+  for (int b = 0; b < OP_HIST_BINS; b++)
+    if (s->hist[b] != 0) bins[n++] = b;
+  double w = s->hist_max / OP_HIST_BINS, best_e = INFINITY;
+  int best = OP_HIST_BINS;
+  for (int i = levels; i <= OP_HIST_BINS; i += GRID) {
+    double e = sparse_error(bins, n, s->hist, w, i * w, levels, p);
+    if (e < best_e) best_e = e, best = i;
+  }
+  int lo = best - GRID + 1 < levels ? levels : best - GRID + 1, hi = best + GRID - 1 > OP_HIST_BINS ? OP_HIST_BINS : best + GRID - 1;
+  for (int i = lo; i <= hi; i++) {
+    double e = sparse_error(bins, n, s->hist, w, i * w, levels, p);
+    if (e < best_e || (e == best_e && i < best)) best_e = e, best = i; /* the reference keeps the first minimum */
+  }
+  free(bins);
+  return best * w;
+}
+
+double op_cal_threshold(const op_stats *s, op_cal_method m, double percentile, int levels) {
+  if (s->absmax <= 0 || s->hist_max <= 0) return op_cal_threshold_ref(s, m, percentile, levels);
+  switch (m) {
+    case OP_CAL_KL: return kl_threshold_fast(s, levels);
+    case OP_CAL_MSE: return min_error_threshold_fast(s, levels, 2);
+    case OP_CAL_EMD: return min_error_threshold_fast(s, levels, 1);
+    default: return op_cal_threshold_ref(s, m, percentile, levels);
+  }
+}
+
+typedef struct prep_job {
+  op_stats *const *s;
+  op_cal_method m;
+  double percentile;
+  int levels;
+} prep_job;
+
+static void prep_range(void *ctx, int64_t lo, int64_t hi) {
+  const prep_job *j = ctx;
+  for (int64_t i = lo; i < hi; i++) {
+    op_stats *s = j->s[i];
+    if (s->thr_valid && s->thr_method == (int)j->m && s->thr_levels == j->levels && s->thr_percentile == j->percentile)
+      continue;
+    s->thr = op_cal_threshold(s, j->m, j->percentile, j->levels);
+    s->thr_method = (int)j->m, s->thr_levels = j->levels, s->thr_percentile = j->percentile, s->thr_valid = true;
+  }
+}
+
+void op_cal_prepare(op_stats *const *s, size_t n, op_cal_method m, double percentile, int levels) {
+  prep_job j = {s, m, percentile, levels};
+  /* a tensor's search is about a histogram's worth of work many times over: one tensor per grain */
+  op_parallel_for((int64_t)n, OP_PARALLEL_GRAIN, prep_range, &j);
+}
+
 double op_cal_threshold_ref(const op_stats *s, op_cal_method m, double percentile, int levels) {
   if (s->absmax <= 0) return 0;
   switch (m) {
@@ -181,7 +368,9 @@ void op_cal_range(const op_stats *s, op_cal_method m, double percentile, bool sy
     *lo = s->min;
     *hi = s->max;
   } else {
-    double T = op_cal_threshold_ref(s, m, percentile, symmetric ? 127 : 255);
+    int levels = symmetric ? 127 : 255;
+    bool cached = s->thr_valid && s->thr_method == (int)m && s->thr_levels == levels && s->thr_percentile == percentile;
+    double T = cached ? s->thr : op_cal_threshold(s, m, percentile, levels);
     *lo = symmetric ? -T : fmax(s->min, -T);
     *hi = symmetric ? T : fmin(s->max, T);
   }

@@ -372,7 +372,7 @@ typedef struct calib {
   op_name_vec names;  /* calibrated tensors (owned copies) */
   op_stats *stats;
   int32_t *dtypes; /* per calibrated tensor: the type it was computed in (float16 is measured as float32) */
-  int pass;
+  bool hist; /* the methods need histograms, not only ranges */
 } calib;
 
 static void observe(void *user, const char *name, const op_tensor *t) {
@@ -390,8 +390,8 @@ static void observe(void *user, const char *name, const op_tensor *t) {
     if (op_xt_convert(&wide, &src, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &e)) return;
     x = wide.data;
   }
-  if (c->pass == 1) op_stats_range(s, x, n, ch);
-  else op_stats_hist(s, x, n);
+  if (c->hist) op_stats_observe(s, x, n, ch); /* range and histogram in the same pass */
+  else op_stats_range(s, x, n, ch);
   op_xt_release(&wide);
 }
 
@@ -401,19 +401,23 @@ static bool needs_hist(const op_quant_config *c) {
   return false;
 }
 
-/* Streams `batches` batches (or the calibration samples) through the model's session s, one or two
- * passes (one session for every pass and trial: its weights are packed once); cap > 0: never beyond
- * sample cap (the rows a search holds out). */
+/* Streams `batches` batches (or the calibration samples) through the model's session s once: ranges
+ * and histograms together (one session for every calibration and trial: its weights are packed once);
+ * cap > 0: never beyond sample cap (the rows a search holds out). */
 static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *c, int64_t batches, int64_t cap,
                      calib *cal, op_error *err) {
   int64_t asked = batches > 0 ? batches * c->batch : c->calib_samples;
   if (cap > 0 && asked > cap) asked = cap;
   int64_t first, want = op_sample_window(d, s, 0, asked, &first, err);
   int rc = want < 0 ? -1 : 0;
-  int passes = needs_hist(c) ? 2 : 1;
-  for (cal->pass = 1; cal->pass <= passes && !rc; cal->pass++)
-    rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, c->progress,
-                   cal->pass == 1 ? (passes == 2 ? "calibrate 1/2" : "calibrate") : "calibrate 2/2", err);
+  cal->hist = needs_hist(c);
+  /* the products keep their fused epilogues unless a tensor to calibrate exists only unfused */
+  bool fused = true;
+  for (size_t j = 0; j < cal->names.n && fused; j++) fused = !op_session_value_fused_away(s, cal->names.v[j]);
+  op_session_observe_fused(s, fused);
+  if (!rc) rc = op_stream(s, d, first, want, c->batch, observe, cal, true, NULL, NULL, c->progress, "calibrate", err);
+  op_session_observe_fused(s, false);
+  for (size_t j = 0; j < cal->names.n && !rc && cal->hist; j++) op_stats_finish(&cal->stats[j]);
   return rc;
 }
 
@@ -707,9 +711,27 @@ static void *fail_bf16(op_error *err, const char *path, const Onnx__NodeProto *n
                       path, op_node_name(n), n->op_type, what);
 }
 
+/* A float32 weight's values, read only: its bytes in place when they are raw, aligned and complete (a
+ * weight borrowed from the file mapping stays there, its pages given back once it is quantised), else
+ * op_tensor_f32's own copy. */
+static const float *weight_values(Onnx__TensorProto *w, float **owned) {
+  *owned = NULL;
+  if (w->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT && w->has_raw_data && (uintptr_t)w->raw_data.data % sizeof(float) == 0 &&
+      w->raw_data.len == (size_t)op_tensor_numel(w) * sizeof(float))
+    return (const float *)w->raw_data.data;
+  return *owned = tensor_as_f32(w); /* float16/bfloat16 widened, or unaligned bytes copied */
+}
+
 static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal_method method, op_quant_report *r,
                  op_error *err) {
   Onnx__GraphProto *g = m->proto->graph;
+  if (cal->names.n) { /* every calibrated tensor's threshold at once, in parallel (the rewrite then reads them) */
+    op_stats **all = op_xmalloc(cal->names.n * sizeof *all);
+    for (size_t j = 0; j < cal->names.n; j++) all[j] = &cal->stats[j];
+    bool symmetric = c->symmetric || c->act_signed || method == OP_CAL_ABS_MAX; /* as qdq_activation decides */
+    op_cal_prepare(all, cal->names.n, method, c->percentile, symmetric ? 127 : 255);
+    free(all);
+  }
   op_graph *gr = op_graph_build(g);
   target_vec ts = {0};
   find_targets(gr, c, &ts);
@@ -746,12 +768,13 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
         bad = n->input[slot], what = "activation";
     }
     Onnx__TensorProto *w = !bad && ts.v[i].w ? op_graph_const(gr, ts.v[i].w) : NULL;
-    float *wf = w ? tensor_as_f32(w) : NULL;
+    float *wf_owned = NULL;
+    const float *wf = w ? weight_values(w, &wf_owned) : NULL;
     int64_t nel = wf ? op_tensor_numel(w) : 0;
     bool unread = w && !wf;
     for (int64_t k = 0; k < nel && !bad; k++)
       if (!isfinite(wf[k])) bad = ts.v[i].w, what = "weight";
-    free(wf);
+    free(wf_owned);
     if (unread) { /* op_weight_source made it raw; its size was checked at load: a defect if reached */
       op_fail(err, OP_INVALID, "%s: node '%s' (%s): weight '%s' is not stored as raw bytes", m->path, op_node_name(n),
               n->op_type, ts.v[i].w);
@@ -760,6 +783,7 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
       op_fail(err, OP_INVALID, "%s: node '%s' (%s): %s '%s' holds NaN, infinity or values beyond float range: it has no int8 scale",
               m->path, op_node_name(n), n->op_type, what, bad);
     }
+    if (w && op_tensor_is_borrowed(w)) op_release_pages(w->raw_data.data, w->raw_data.len); /* read again below, one at a time */
     if (bad) {
       for (size_t j = 0; j < ts.n; j++) free(ts.v[j].act);
       free(ts.v);
@@ -798,7 +822,8 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     if (!t->w) continue;
     Onnx__NodeProto *n = g->node[t->node];
     Onnx__TensorProto *w = op_graph_const(gr, t->w);
-    float *wf = tensor_as_f32(w); /* checked above */
+    float *wf_owned;
+    const float *wf = weight_values(w, &wf_owned); /* checked above */
     qform f = form_of(t->dtype, opset);
     /* a Conv kernel [M, C/group, k...] is quantised as the matrix [M, C/group * k...] */
     int64_t rows = w->dims[0], nel = op_tensor_numel(w), cols = rows ? nel / rows : 0;
@@ -844,8 +869,11 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
       free(d);
     }
     if (f != Q_F32) r->half_form = f == Q_F16_NATIVE ? HALF_NATIVE : HALF_CAST;
-    free(wf), free(q), free(scales), free(dqw), free(zeros);
+    free(wf_owned), free(q), free(scales), free(dqw), free(zeros);
     free(qn), free(sn), free(zn), free(dn);
+    /* its int8 copy is made: the float weight's pages of the file mapping can go (read again from the
+     * file should anything touch them), so peak memory is not the whole file plus its int8 copy */
+    if (op_tensor_is_borrowed(w)) op_release_pages(w->raw_data.data, w->raw_data.len);
   }
   for (size_t i = 0; i < ts.n; i++) free(ts.v[i].act);
   for (size_t i = 0; i < dq_names.n; i++) free(dq_names.v[i]), free(src_names.v[i]);

@@ -3,7 +3,8 @@
 # (ONNX_PRUNE_ISA; `test_gemm paths` lists them from cpuid) against the portable reference path: the
 # model's `run` outputs within 1e-5 relative. With MODEL_DIR "shim": the shim's own checks
 # (test_gemm) under each path instead. Whatever paths exist are run (AVX2 here, AVX-512 where CI has
-# it); results are never compared by bytes.
+# it); results are never compared by bytes. Each path also runs with its epilogues unfused
+# (ONNX_PRUNE_FUSE=0), its fused outputs within 1e-5 relative of those.
 set -u
 BIN=$1 TEST_GEMM=$2 DIR=$3 DATA=$4 ROWS=$5
 . "$(dirname "$0")/lib.sh"
@@ -37,6 +38,17 @@ for p in $paths native; do
     echo "$p ($kernel): $(cat "$work/rel.log")"
   else
     bad "$p ($kernel): outputs differ from the reference path: $(cat "$work/rel.log" 2>/dev/null)"
+  fi
+done
+# fused epilogues (bias, GELU, SiLU in the product's output pass) against the same path unfused
+# (ONNX_PRUNE_FUSE=0: every node runs on its own), on every path
+for p in $paths native; do
+  if ONNX_PRUNE_FUSE=0 ONNX_PRUNE_ISA=$p "$BIN" run "$M" --data "$DATA" "${WINDOW[@]}" -o "$work/$p.unfused.npz" &&
+    $PY "$E2E/npz_rel.py" "$work/$p.unfused.npz" "$work/$p.npz" 1e-5 >"$work/rel.log" 2>&1; then
+    ok
+    echo "$p fused vs unfused: $(cat "$work/rel.log")"
+  else
+    bad "$p: fused outputs differ from the unfused ones: $(cat "$work/rel.log" 2>/dev/null)"
   fi
 done
 # an unknown path is refused, one line, exit 2

@@ -131,6 +131,44 @@ static void packed(int64_t M, int64_t N, int64_t K, int32_t dt, bool trans, bool
   free(W), free(A), free(C), free(bv), free(h), free(want), free(scale), free(ones);
 }
 
+static double act_ref(op_act a, double x) {
+  switch (a) {
+  case OP_ACT_RELU: return x > 0 ? x : 0;
+  case OP_ACT_GELU_ERF: return 0.5 * x * (1 + erf(x * M_SQRT1_2));
+  case OP_ACT_GELU_TANH: return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+  case OP_ACT_SILU: return x / (1 + exp(-x));
+  default: return x;
+  }
+}
+
+/* Fused epilogues (op_wpack_gemm_act): act(A W + bias) against double precision, with the product's
+ * own tolerance carried through the activation (slope at most 1.13) plus the activation's own
+ * approximation (2e-6 relative). Sizes on both sides of the single-thread threshold. */
+static void epilogue(int64_t M, int64_t N, int64_t K, bool trans, bool bias, op_act act) {
+  int64_t rows = trans ? N : K, cols = trans ? K : N;
+  float *W = rnd_buf(rows * cols), *A = rnd_buf(M * K), *C = malloc((size_t)nz(M * N) * 4), *bv = rnd_buf(N);
+  for (int64_t i = 0; i < M * K; i++) A[i] *= 4.f; /* pre-activations over about [-8, 8]: both tails */
+  op_xt w = {.dtype = T_F32, .rank = 2, .dims = {rows, cols}, .numel = rows * cols, .data = W};
+  op_wpack *p = op_wpack_new(&w, trans);
+  double *want = malloc((size_t)nz(M * N) * 8), *scale = malloc((size_t)nz(M * N) * 8);
+  ref(false, trans, M, N, K, 1.f, A, K, W, cols, 0.f, NULL, N, want, scale);
+  for (int rep = 0; rep < 2; rep++) {
+    CHECK(op_wpack_gemm_act(p, M, A, C, bias ? bv : NULL, act) == 0);
+    bool ok = true;
+    for (int64_t i = 0; i < M * N && ok; i++) {
+      double pre = want[i] + (bias ? bv[i % N] : 0), y = act_ref(act, pre);
+      double tol = 1.2e-5 * (scale[i] + (bias ? fabs(bv[i % N]) : 0)) + 2e-6 * (1 + fabs(y));
+      ok = fabs(C[i] - y) <= tol;
+      if (!ok)
+        fprintf(stderr, "  op_wpack_gemm_act %s M=%lld N=%lld K=%lld trans %d bias %d: [%lld] %.9g, want %.9g\n",
+                op_act_name(act), (long long)M, (long long)N, (long long)K, trans, bias, (long long)i, C[i], y);
+    }
+    CHECK(ok);
+  }
+  op_wpack_free(p);
+  free(W), free(A), free(C), free(bv), free(want), free(scale);
+}
+
 /* One pack used from two threads at once, neither of which made it (sessions run on any thread). */
 typedef struct {
   op_wpack *p;
@@ -194,5 +232,9 @@ int main(int argc, char **argv) {
     for (int d = 0; d < 3; d++)
       for (int v = 0; v < 4; v++) packed(wsizes[i][0], wsizes[i][1], wsizes[i][2], dts[d], v & 1, v & 2);
   concurrent();
+  static const int64_t esizes[][3] = {{1, 33, 17}, {37, 96, 64}, {256, 128, 768}};
+  for (size_t i = 0; i < sizeof esizes / sizeof *esizes; i++)
+    for (int a = 0; a < OP_ACT_COUNT; a++)
+      for (int v = 0; v < 4; v++) epilogue(esizes[i][0], esizes[i][1], esizes[i][2], v & 1, v & 2, (op_act)a);
   return check_done("gemm");
 }

@@ -78,6 +78,67 @@ int main(void) {
     CHECK(t > 0.9 && t <= 1.0 + 1e-9);
   }
 
+  /* the fast thresholds (what quantize uses) against the reference definitions: kl is the same
+   * search from prefix sums (same threshold up to rounding ties), mse and emd search a grid refined
+   * locally (within 16 bins of the reference's) */
+  for (int dist = 0; dist < 2; dist++) { /* Laplace, then max(Laplace, 0) (one-sided, as after GELU), with outliers */
+    for (int i = 0; i < N; i++) x[i] = (float)(dist == 0 ? laplace() : fmax(laplace(), 0));
+    for (int i = 0; i < 8; i++) x[i * 997] = (i % 2 ? -40.f : 40.f);
+    op_stats_free(&s);
+    fill(&s, x, N);
+    double w = s.hist_max / OP_HIST_BINS;
+    { /* one target per distribution (the reference searches are slow under the sanitizers) */
+      int levels = dist == 1 ? 255 : 127;
+      double kr = op_cal_threshold_ref(&s, OP_CAL_KL, 0, levels), kf = op_cal_threshold(&s, OP_CAL_KL, 0, levels);
+      if (fabs(kr - kf) > 1e-9 * kr) fprintf(stderr, "kl dist %d levels %d: ref %.6f fast %.6f\n", dist, levels, kr, kf);
+      CHECK(fabs(kr - kf) <= 1e-9 * kr);
+      for (int m = OP_CAL_MSE; m <= OP_CAL_EMD; m += OP_CAL_EMD - OP_CAL_MSE) {
+        double r = op_cal_threshold_ref(&s, (op_cal_method)m, 0, levels), f = op_cal_threshold(&s, (op_cal_method)m, 0, levels);
+        if (fabs(r - f) > 16 * w) fprintf(stderr, "%s dist %d levels %d: ref %.6f fast %.6f\n", op_cal_method_name(m), dist, levels, r, f);
+        CHECK(fabs(r - f) <= 16 * w);
+      }
+      CHECK(op_cal_threshold(&s, OP_CAL_HIST, 99.9, levels) == op_cal_threshold_ref(&s, OP_CAL_HIST, 99.9, levels));
+    }
+    /* op_cal_prepare keeps what op_cal_range then reads, and a new batch forgets it */
+    op_stats *one = &s;
+    op_cal_prepare(&one, 1, OP_CAL_KL, 99.99, 127);
+    CHECK(s.thr_valid && s.thr == op_cal_threshold(&s, OP_CAL_KL, 99.99, 127));
+    op_stats_range(&s, x, 16, 1);
+    CHECK(!s.thr_valid);
+  }
+
+  /* one pass (op_stats_observe, what quantize runs) against two (range, then histogram): batches that
+   * grow (the fine histogram's range doubles three times) give the same range, and a histogram whose
+   * every value lies within a bin of where two passes put it (cumulative counts at most two bins apart) */
+  for (int i = 0; i < N; i++) x[i] = (float)(laplace() * (1 + i / (N / 10)));
+  op_stats two, one;
+  op_stats_init(&two);
+  op_stats_init(&one);
+  for (int64_t i = 0; i < N; i += N / 10) op_stats_range(&two, x + i, N / 10, 1);
+  for (int64_t i = 0; i < N; i += N / 10) op_stats_hist(&two, x + i, N / 10);
+  for (int64_t i = 0; i < N; i += N / 10) op_stats_observe(&one, x + i, N / 10, 1);
+  op_stats_finish(&one);
+  CHECK(one.min == two.min && one.max == two.max && one.absmax == two.absmax && one.hist_max == two.hist_max);
+  CHECK(one.fine_max > one.absmax && one.fine_max < 2 * one.absmax);
+  double c1 = 0, c2 = 0, c2_prev = 0, total = 0;
+  bool within = true;
+  for (int b = 0; b < OP_HIST_BINS; b++) total += two.hist[b];
+  for (int b = 0; b < OP_HIST_BINS; b++) {
+    c1 += one.hist[b];
+    double c2_next = c2 + two.hist[b] + (b + 1 < OP_HIST_BINS ? two.hist[b + 1] : 0);
+    c2 += two.hist[b];
+    within &= c1 >= c2_prev && c1 <= c2_next;
+    c2_prev = c2 - two.hist[b];
+  }
+  CHECK(within && c1 == total);
+  double w1 = one.hist_max / OP_HIST_BINS;
+  CHECK(fabs(op_cal_threshold(&one, OP_CAL_HIST, 99.99, 127) - op_cal_threshold(&two, OP_CAL_HIST, 99.99, 127)) <= 1.01 * w1);
+  CHECK(fabs(op_cal_threshold(&one, OP_CAL_MSE, 0, 127) - op_cal_threshold(&two, OP_CAL_MSE, 0, 127)) <= 16 * w1);
+  fprintf(stderr, "one pass vs two: kl %.3f vs %.3f, mse %.3f vs %.3f\n", op_cal_threshold(&one, OP_CAL_KL, 0, 127),
+          op_cal_threshold(&two, OP_CAL_KL, 0, 127), op_cal_threshold(&one, OP_CAL_MSE, 0, 127), op_cal_threshold(&two, OP_CAL_MSE, 0, 127));
+  op_stats_free(&one);
+  op_stats_free(&two);
+
   /* avg: mean of per-batch abs max; min_max: the observed range, zero included */
   op_stats_free(&s);
   op_stats_init(&s);
