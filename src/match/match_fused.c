@@ -414,10 +414,11 @@ void op_fused_match_attention(op_analysis *a, bool *used) {
     else
       why = op_match_why(a, "fused attention operator %s%s%s is not supported: its heads are left as they are",
                          n->domain && n->domain[0] ? n->domain : "", n->domain && n->domain[0] ? "." : "", n->op_type);
-    if (!why && at.out.in != at.heads * (at.packed ? op_attn_part(&at, 2, NULL) / at.heads : at.qkv[2].out / at.heads))
-      why = op_match_why(a, "%s '%s': the output projection reads %lld values, v gives %lld", n->op_type,
-                         op_node_name(n), (long long)at.out.in,
-                         (long long)(at.packed ? op_attn_part(&at, 2, NULL) : at.qkv[2].out));
+    int64_t vw = why ? 0 : at.packed ? op_attn_part(&at, 2, NULL) : at.qkv[2].out; /* v: kv heads of dv */
+    if (!why && at.out.in != at.heads * (vw / at.kv_heads))
+      why = op_match_why(a, "%s '%s': the output projection reads %lld values, %lld heads of v's %lld give %lld",
+                         n->op_type, op_node_name(n), (long long)at.out.in, (long long)at.heads,
+                         (long long)(vw / at.kv_heads), (long long)(at.heads * (vw / at.kv_heads)));
     op_block blk = {.kind = OP_BLOCK_ATTN, .index = (int)a->attn.n};
     if (!why && !op_match_residual(a, at.qkv[0].x, at.out.y, &blk))
       why = op_match_why(a, "%s '%s': its output does not join a residual connection", n->op_type, op_node_name(n));

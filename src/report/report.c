@@ -129,6 +129,7 @@ static cJSON *proj_json(const op_analysis *a, const op_proj *p) {
 static void fused_state_json(const op_analysis *a, const op_attn *at, cJSON *o) {
   if (!at->fused_op) return;
   cJSON_AddStringToObject(o, "fused_op", at->fused_op);
+  cJSON_AddNumberToObject(o, "v_head_dim", (double)op_attn_v_head_dim(at)); /* qkv_hidden_sizes may differ */
   op_fused_state st[4];
   int ns = op_fused_states(a, at, st);
   cJSON *arr = cJSON_AddArrayToObject(o, "state");

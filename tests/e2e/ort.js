@@ -94,6 +94,7 @@ function parseNpy(b, name) {
 }
 
 function rowsOf(arr, n) {
+  if (!arr.shape.length) return new ort.Tensor(arr.dtype, arr.data, []); // a scalar has no rows
   const per = arr.shape.slice(1).reduce((a, b) => a * b, 1);
   const rows = Math.min(n, arr.shape[0]);
   return new ort.Tensor(arr.dtype, arr.data.slice(0, rows * per), [rows, ...arr.shape.slice(1)]);
