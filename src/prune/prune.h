@@ -87,6 +87,15 @@ typedef struct op_layer_result {
   op_int_vec removed_heads, removed_neurons, removed_kv_heads;
 } op_layer_result;
 
+/* A past/present graph interface of a fused attention op whose head axis followed the pruning. */
+typedef struct op_state_change {
+  int layer;
+  char *name;
+  bool input;
+  int axis;
+  int64_t before, after;
+} op_state_change;
+
 struct op_prune_report {
   char *model;
   op_importance importance;
@@ -95,6 +104,8 @@ struct op_prune_report {
   OP_VEC(op_layer_result) layers;
   OP_VEC(op_tensor_change) changes;
   OP_VEC(char *) unmatched;
+  /* ---- fused attention (rewrite_fused.c): graph inputs/outputs whose head axis changed ---- */
+  OP_VEC(op_state_change) state;
 };
 
 /* ---- ONNX Runtime's fused graphs (rewrite_fused.c) ---- */

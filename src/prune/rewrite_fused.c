@@ -89,7 +89,12 @@ int op_fused_rewrite_heads(op_analysis *a, const op_attn *at, const int64_t *qh,
   for (int k = 0; qs && k < 3 && (size_t)k < qs->n_ints; k++) qs->ints[k] = qs->ints[k] / H * H2;
   op_fused_state st[4];
   int ns = op_fused_states(a, at, st);
-  for (int i = 0; i < ns; i++) set_state_heads(g, st[i].name, st[i].input, st[i].axis, st[i].kv ? KV2 : H2);
+  for (int i = 0; i < ns; i++) {
+    int64_t after = st[i].kv ? KV2 : H2;
+    set_state_heads(g, st[i].name, st[i].input, st[i].axis, after);
+    OP_VEC_PUSH(r->state, ((op_state_change){layer, op_xstrdup(st[i].name), st[i].input, st[i].axis,
+                                             st[i].kv ? KV : H, after}));
+  }
   if (at->packed_bias) { /* MultiHeadAttention's [q | k | v] biases of the separate projections */
     int64_t total = 0;
     for (int k = 0; k < 3; k++) total += at->qkv[k].out;

@@ -276,6 +276,12 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
     dims_text(ad, sizeof ad, c->after, c->rank);
     sb_printf(&b, "  %s => %s %s\n", bd, ad, c->name);
   }
+  for (size_t i = 0; i < r->state.n; i++) { /* fused attention's past/present state follows the head count */
+    const op_state_change *s = &r->state.v[i];
+    sb_printf(&b, "state: layer %d: graph %s '%s' now holds %lld heads on axis %d (was %lld)%s\n", s->layer,
+              s->input ? "input" : "output", s->name, (long long)s->after, s->axis, (long long)s->before,
+              s->input ? ": feed it past state of that width (the present output of the pruned model)" : "");
+  }
   for (size_t i = 0; i < r->unmatched.n; i++) sb_printf(&b, "%s\n", r->unmatched.v[i]);
   return b.s;
 }
@@ -338,6 +344,18 @@ char *op_prune_report_json(const op_prune_report *r) {
     cJSON_AddItemToObject(o, "before", dims_json(c->before, c->rank));
     cJSON_AddItemToObject(o, "after", dims_json(c->after, c->rank));
     cJSON_AddItemToArray(ch, o);
+  }
+  cJSON *st = cJSON_AddArrayToObject(root, "state");
+  for (size_t i = 0; i < r->state.n; i++) {
+    const op_state_change *s = &r->state.v[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", s->name);
+    cJSON_AddNumberToObject(o, "layer", s->layer);
+    cJSON_AddStringToObject(o, "interface", s->input ? "input" : "output");
+    cJSON_AddNumberToObject(o, "head_axis", s->axis);
+    cJSON_AddNumberToObject(o, "before", (double)s->before);
+    cJSON_AddNumberToObject(o, "after", (double)s->after);
+    cJSON_AddItemToArray(st, o);
   }
   cJSON *um = cJSON_AddArrayToObject(root, "unmatched");
   for (size_t i = 0; i < r->unmatched.n; i++) cJSON_AddItemToArray(um, cJSON_CreateString(r->unmatched.v[i]));
