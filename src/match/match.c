@@ -927,6 +927,7 @@ static void count_params(op_analysis *a) {
       Onnx__TensorProto *t = const_of(a, g->node[i]->input[0]);
       if (t && t->n_dims == 2 && op_dtype_is_float(t->data_type)) a->params_embed += op_tensor_numel(t);
     }
+  a->params_embed += op_fused_embed_params(a); /* tables inside EmbedLayerNormalization */
 }
 
 int64_t op_graph_param_count(const Onnx__GraphProto *g) {

@@ -183,6 +183,8 @@ typedef struct op_fused_state {
 } op_fused_state;
 /* Fills out[4]; returns how many there are (0 for a decomposed block). */
 int op_fused_states(const op_analysis *a, const op_attn *at, op_fused_state *out);
+/* Elements of the embedding tables EmbedLayerNormalization nodes hold (word, position, segment). */
+int64_t op_fused_embed_params(const op_analysis *a);
 /* "fused op (Attention)" etc. for a fused block, NULL otherwise. */
 const char *op_fused_kind(const op_attn *at);
 /* Activation name of a fused FFN activation op ("gelu(BiasGelu)"), NULL when the region has none. */

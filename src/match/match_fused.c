@@ -86,6 +86,19 @@ const char *op_fused_activation(const op_analysis *a, const op_ffn *f) {
   return NULL;
 }
 
+int64_t op_fused_embed_params(const op_analysis *a) {
+  int64_t n = 0;
+  for (size_t i = 0; i < a->gr->g->n_node; i++) {
+    const Onnx__NodeProto *e = a->gr->g->node[i];
+    if (!is_ms(e, "EmbedLayerNormalization")) continue;
+    for (size_t k = 2; k <= 4; k++) { /* word, position, segment embeddings */
+      Onnx__TensorProto *t = has_input(e, k) ? op_graph_const(a->gr, e->input[k]) : NULL;
+      if (t && t->n_dims == 2 && op_dtype_is_float(t->data_type)) n += op_tensor_numel(t);
+    }
+  }
+  return n;
+}
+
 /* ---- SkipLayerNormalization as the residual ---- */
 
 static bool skip_norm(const Onnx__NodeProto *n) {
