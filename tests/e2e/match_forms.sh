@@ -40,6 +40,17 @@ if grep -q "not matched: GptAttention_0: Attention 'GptAttention_0': attribute '
   [ "$($PY -c "import json,sys;print(len(json.load(open(sys.argv[1]))['unmatched']))" "$work/fused_odd.json")" = 2 ]; then ok
 else bad "fused attention not understood: reasons"; cat "$work/fused_odd.json"; fi
 expect prune-fused-odd-drop "2 attention block(s) are not matched" -- prune "$work/fused_odd.onnx" -o "$O" --keep-layers 0,1
+# a lone fused attention op (tests/fixtures/contrib: no projections around it) is listed with its reason
+for d in "$FIX"/contrib/attention_* "$FIX"/contrib/mha_* "$FIX"/contrib/gqa_* "$FIX"/contrib/refuse_*attention* \
+  "$FIX"/contrib/refuse_gqa_* "$FIX"/contrib/refuse_mha_*; do
+  op=$($PY -c "import onnx,sys;print(onnx.load(sys.argv[1]).graph.node[-1].op_type)" "$d/model.onnx")
+  "$BIN" inspect "$d/model.onnx" --json >"$work/lone.json" 2>&1
+  if $PY -c "
+import json, sys
+u = json.load(open(sys.argv[1]))['unmatched']
+sys.exit(not (len(u) == 1 and sys.argv[2] in u[0]))" "$work/lone.json" "$op '"; then ok
+  else bad "$(basename "$d"): no reason naming $op: $(head -c 300 "$work/lone.json")"; fi
+done
 
 # torch's decoder layers: cross-attention's in-projection is cut from one packed weight at run time; it
 # is named as such, layers are not dropped by unreliable numbers, and the blocks that are matched prune
