@@ -928,6 +928,7 @@ static void count_params(op_analysis *a) {
       if (t && t->n_dims == 2 && op_dtype_is_float(t->data_type)) a->params_embed += op_tensor_numel(t);
     }
   a->params_embed += op_fused_embed_params(a); /* tables inside EmbedLayerNormalization */
+  op_fused_count_biases(a);
 }
 
 int64_t op_graph_param_count(const Onnx__GraphProto *g) {

@@ -183,6 +183,9 @@ typedef struct op_fused_state {
 } op_fused_state;
 /* Fills out[4]; returns how many there are (0 for a decomposed block). */
 int op_fused_states(const op_analysis *a, const op_attn *at, op_fused_state *out);
+/* Corrects the attention / FFN parameter counts for biases fused ops hold: MultiHeadAttention's packed
+ * bias is added, a bias several blocks share (ONNX Runtime's test GPT-2) is counted once. */
+void op_fused_count_biases(op_analysis *a);
 /* Elements of the embedding tables EmbedLayerNormalization nodes hold (word, position, segment). */
 int64_t op_fused_embed_params(const op_analysis *a);
 /* "fused op (Attention)" etc. for a fused block, NULL otherwise. */

@@ -86,6 +86,37 @@ const char *op_fused_activation(const op_analysis *a, const op_ffn *f) {
   return NULL;
 }
 
+/* counted: the blocks' counts include name already, so a repeat is taken back; otherwise name is added
+ * the first time it is seen. */
+static void count_bias(const op_analysis *a, op_name_vec *seen, const char *name, bool counted, int64_t *count) {
+  if (!name) return;
+  for (size_t i = 0; i < seen->n; i++)
+    if (strcmp(seen->v[i], name) == 0) {
+      Onnx__TensorProto *t = counted ? op_graph_const(a->gr, name) : NULL;
+      if (t && op_dtype_is_float(t->data_type)) *count -= op_tensor_numel(t);
+      return;
+    }
+  OP_VEC_PUSH(*seen, name);
+  Onnx__TensorProto *t = counted ? NULL : op_graph_const(a->gr, name);
+  if (t && op_dtype_is_float(t->data_type)) *count += op_tensor_numel(t);
+}
+
+void op_fused_count_biases(op_analysis *a) {
+  op_name_vec seen = {0};
+  for (size_t i = 0; i < a->attn.n; i++) {
+    const op_attn *at = &a->attn.v[i];
+    for (int k = 0; k < (at->packed ? 1 : 3); k++) count_bias(a, &seen, at->qkv[k].b, true, &a->params_attn);
+    count_bias(a, &seen, at->out.b, true, &a->params_attn);
+    count_bias(a, &seen, at->packed_bias, false, &a->params_attn);
+  }
+  for (size_t i = 0; i < a->ffn.n; i++) {
+    const op_ffn *f = &a->ffn.v[i];
+    for (int k = 0; k < f->n_up; k++) count_bias(a, &seen, f->up[k].b, true, &a->params_ffn);
+    count_bias(a, &seen, f->down.b, true, &a->params_ffn);
+  }
+  free(seen.v);
+}
+
 int64_t op_fused_embed_params(const op_analysis *a) {
   int64_t n = 0;
   for (size_t i = 0; i < a->gr->g->n_node; i++) {

@@ -113,8 +113,8 @@ struct op_prune_report {
 /* Refuses (OP_UNSUPPORTED) removing a block or layer whose residual is a SkipLayerNormalization: the
  * fused op also computes the next block's norm, so it cannot be bypassed. */
 int op_fused_check_plan(const op_analysis *a, const op_plan *plan, op_error *err);
-/* The bias tensor `name` as node `node` alone reads it: when other nodes share it, a copy is added
- * and the node repointed to it (the others keep the original). */
+/* The bias tensor `name` as node `node` alone reads it: when `node` reads it directly and other nodes
+ * share it, a copy is added and the node repointed to it (the others keep the original). */
 Onnx__TensorProto *op_fused_own_bias(op_analysis *a, int node, const char *name);
 /* After the projections of a fused attention op were sliced: its head-count attributes
  * (num_heads, kv_num_heads, qkv_hidden_sizes), MultiHeadAttention's packed bias input, and the head

@@ -80,7 +80,7 @@ static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int
     uint8_t *NB = op_xmalloc((size_t)nk * bes + 1);
     gather_row(NB, B, keep, nk, bes);
     int64_t bd[2] = {nk, 0};
-    record(r, layer, p->b, b, bd);
+    record(r, layer, b != op_proj_tensor(a, p->b) ? b->name : p->b, b, bd); /* a private copy: its own name */
     op_tensor_replace(b, bd, 1, NB, (size_t)nk * bes);
   }
   return 0;

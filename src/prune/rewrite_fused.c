@@ -34,7 +34,8 @@ Onnx__TensorProto *op_fused_own_bias(op_analysis *a, int node, const char *name)
   Onnx__NodeProto *n = a->gr->g->node[node];
   size_t own = 0;
   for (size_t i = 0; i < n->n_input; i++) own += strcmp(n->input[i], name) == 0;
-  if (v->n_consumers <= own || op_tensor_to_raw(t) != 0) return t; /* this node's alone */
+  /* own == 0: read through Identity/Cast, which the matcher accepts only unshared */
+  if (own == 0 || v->n_consumers <= own || op_tensor_to_raw(t) != 0) return t; /* this node's alone */
   Onnx__TensorProto *c = op_tensor_new(name, t->data_type, t->dims, t->n_dims);
   memcpy(c->raw_data.data, t->raw_data.data, c->raw_data.len);
   const char *nm = op_graph_add_init(a->gr, c);
@@ -71,7 +72,8 @@ static void slice_vector(op_analysis *a, int node, const char *name, const int64
   size_t es = op_dtype_size(b->data_type);
   uint8_t *nb = op_xmalloc((size_t)nk * es + 1);
   for (int64_t i = 0; i < nk; i++) memcpy(nb + (size_t)i * es, b->raw_data.data + (size_t)keep[i] * es, es);
-  op_tensor_change ch = {.layer = layer, .name = op_xstrdup(name), .rank = 1, .before = {b->dims[0], 0}, .after = {nk, 0}};
+  const char *shown = b != op_proj_tensor(a, name) ? b->name : name; /* a private copy: its own name */
+  op_tensor_change ch = {.layer = layer, .name = op_xstrdup(shown), .rank = 1, .before = {b->dims[0], 0}, .after = {nk, 0}};
   OP_VEC_PUSH(r->changes, ch);
   int64_t d = nk;
   op_tensor_replace(b, &d, 1, nb, (size_t)nk * es);
