@@ -146,8 +146,11 @@ static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **
     }
     trans = op_node_attr_int(n, "transB", 0) != 0;
   } else if (!op_node_is(n, "MatMul")) {
-    *why = "not MatMul or Gemm";
-    return false;
+    int fm = op_fused_matmul_linear(n, &trans, why); /* ONNX Runtime's FusedMatMul (transB, alpha) */
+    if (fm <= 0) {
+      if (!fm) *why = "not MatMul or Gemm";
+      return false;
+    }
   }
   if (n->n_input < 2 || is_const(a, n->input[0])) {
     *why = "no activation input";
@@ -208,7 +211,7 @@ static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, cons
       if (!op_weight_source(a->gr, n->input[s], &b) || !mv || mv->producer < 0 || !op_weight_dtype_ok(b->data_type))
         continue;
       Onnx__NodeProto *mm = node_at(a, mv->producer);
-      if (!(op_node_is(mm, "MatMul") || op_node_is(mm, "Gemm")) || mv->n_consumers != 1 || mv->graph_output) continue;
+      if (!op_fused_is_linear(mm) || mv->n_consumers != 1 || mv->graph_output) continue;
       if (!match_linear(a, mv->producer, p, why)) return false;
       const char *bsrc = op_weight_source(a->gr, n->input[s], &b);
       if (p->b || !bsrc || op_tensor_numel(b) != p->out || b->n_dims != 1) {
@@ -221,7 +224,7 @@ static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, cons
       return true;
     }
   }
-  if (op_node_is(n, "MatMul") || op_node_is(n, "Gemm")) return match_linear(a, v->producer, p, why);
+  if (op_fused_is_linear(n)) return match_linear(a, v->producer, p, why);
   *why = "not a projection";
   return false;
 }
@@ -344,7 +347,8 @@ static int find_score_matmul(const op_analysis *a, const char *t, int depth) {
   op_value *v = op_graph_find(a->gr, t);
   if (!v || v->producer < 0 || depth > MAX_SCORE_DEPTH) return -1;
   Onnx__NodeProto *n = node_at(a, v->producer);
-  if (op_node_is(n, "MatMul")) return !is_const(a, n->input[0]) && !is_const(a, n->input[1]) ? v->producer : -1;
+  if (op_node_is(n, "MatMul") || op_fused_matmul_activations(n))
+    return !is_const(a, n->input[0]) && !is_const(a, n->input[1]) ? v->producer : -1;
   static const char *const through[] = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", NULL};
   if (!op_in(n, through)) return -1;
   for (size_t i = 0; i < n->n_input; i++) {
@@ -505,7 +509,7 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     int ci;
     Onnx__NodeProto *c = real_consumer(a, probs, &ci);
     if (!c) break;
-    if (op_node_is(c, "MatMul") && strcmp(c->input[0], probs) == 0) av = ci;
+    if ((op_node_is(c, "MatMul") || op_fused_matmul_activations(c)) && strcmp(c->input[0], probs) == 0) av = ci;
     else if (op_in(c, PASS_OPS)) probs = c->output[0];
     else break;
   }
@@ -551,7 +555,7 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     Onnx__NodeProto *c = real_consumer(a, t, &ci);
     if (!c) break;
     if (op_node_is(c, "Reshape")) push_site(at, ci, OP_SITE_MERGE, false);
-    if ((op_node_is(c, "MatMul") || op_node_is(c, "Gemm")) && strcmp(c->input[0], t) == 0) {
+    if (op_fused_is_linear(c) && strcmp(c->input[0], t) == 0) {
       if (!match_linear(a, ci, &at->out, &why)) {
         unmatched(a, sm, "output projection: %s", why);
         goto fail;
@@ -613,7 +617,9 @@ static bool has_op(const op_analysis *a, const op_int_vec *nodes, const char *op
 static void name_activation(const op_analysis *a, op_ffn *f) {
   const char *act = "unknown";
   bool zero = true;
-  if (has_op(a, &f->region, "Gelu") || has_op(a, &f->region, "FastGelu")) act = "gelu";
+  const char *fused = op_fused_activation(a, f);
+  if (fused) act = fused;
+  else if (has_op(a, &f->region, "Gelu") || has_op(a, &f->region, "FastGelu")) act = "gelu";
   else if (has_op(a, &f->region, "Erf")) act = "gelu(erf)";
   else if (has_op(a, &f->region, "Tanh") && has_op(a, &f->region, "Pow")) act = "gelu(tanh)";
   else if (has_op(a, &f->region, "Tanh") && has_op(a, &f->region, "Mul") && f->region.n > 3) act = "gelu(tanh)";
@@ -671,6 +677,7 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
     for (size_t i = 0; i < n->n_input; i++) {
       if (!n->input[i][0]) continue;
       Onnx__TensorProto *c = const_of(a, n->input[i]);
+      if (c && op_fused_act_bias(n, i)) continue; /* the up projection's bias, attached below */
       if (c) {
         if (op_tensor_numel(c) != 1) {
           *why = why_fmt(a, "%s '%s' in the activation uses a per-neuron constant", n->op_type, op_node_name(n));
@@ -684,6 +691,7 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
   }
   free(todo.v);
   if (ok && f->n_up == 0) *why = "no up projection", ok = false;
+  if (ok) ok = op_fused_ffn_bias(a, f, why);
   if (ok) {
     bool nonlinear = false;
     for (size_t i = 0; i < f->region.n; i++) nonlinear |= op_in(node_at(a, f->region.v[i]), NONLINEAR_OPS);
@@ -748,21 +756,6 @@ char *op_quantized_form(const op_graph *gr) {
   char *s = op_xmalloc(n);
   snprintf(s, n, "%s (%d quantisation nodes, the first %s '%s')", form, count, first->op_type, op_node_name(first));
   return s;
-}
-
-/* Fused attention operators (ONNX Runtime's com.microsoft ones, and ONNX's own Attention). */
-static const char *const FUSED_ATTENTION_OPS[] = {"Attention", "MultiHeadAttention", "GroupQueryAttention",
-                                                  "PackedAttention", "PackedMultiHeadAttention",
-                                                  "DecoderMaskedMultiHeadAttention", "DecoderMaskedSelfAttention",
-                                                  "LongformerAttention", "SparseAttention", "PagedAttention", NULL};
-
-static void report_fused_attention(op_analysis *a) {
-  for (size_t i = 0; i < a->gr->g->n_node; i++) {
-    Onnx__NodeProto *n = node_at(a, i);
-    if (op_in(n, FUSED_ATTENTION_OPS) && ++a->unmatched_attn)
-      unmatched(a, n, "fused attention operator %s%s%s is not supported: its heads are left as they are",
-                n->domain && n->domain[0] ? n->domain : "", n->domain && n->domain[0] ? "." : "", n->op_type);
-  }
 }
 
 /* Does the linear layer at di look like an FFN's down projection: its input comes, through at most a
@@ -876,6 +869,8 @@ static bool find_residual(op_analysis *a, const char *x, const char *y, op_block
     int ci;
     Onnx__NodeProto *c = real_consumer(a, t, &ci);
     if (!c) return false;
+    int fr = op_fused_residual(a, x, t, c, ci, blk); /* ONNX Runtime's SkipLayerNormalization */
+    if (fr) return fr > 0;
     if (op_node_is(c, "Add") && c->n_input == 2) {
       const char *r = strcmp(c->input[0], t) == 0 ? c->input[1] : c->input[0];
       bool norm = false;
@@ -932,6 +927,8 @@ static void count_params(op_analysis *a) {
       Onnx__TensorProto *t = const_of(a, g->node[i]->input[0]);
       if (t && t->n_dims == 2 && op_dtype_is_float(t->data_type)) a->params_embed += op_tensor_numel(t);
     }
+  a->params_embed += op_fused_embed_params(a); /* tables inside EmbedLayerNormalization */
+  op_fused_count_biases(a);
 }
 
 int64_t op_graph_param_count(const Onnx__GraphProto *g) {
@@ -948,6 +945,7 @@ int64_t op_graph_param_count(const Onnx__GraphProto *g) {
 }
 
 const char *op_attn_kind(const op_attn *at) {
+  if (at->fused_op) return op_fused_kind(at);
   if (at->kv_heads == at->heads) return "self";
   return at->kv_heads == 1 ? "multi-query" : "grouped";
 }
@@ -1002,8 +1000,9 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     OP_VEC_PUSH(a->attn, at);
     OP_VEC_PUSH(a->blocks, blk);
   }
+  op_fused_match_attention(a, used); /* ONNX Runtime's Attention, MultiHeadAttention, GroupQueryAttention */
   for (size_t i = 0; i < g->n_node; i++) {
-    if (used[i] || !(op_node_is(g->node[i], "MatMul") || op_node_is(g->node[i], "Gemm"))) continue;
+    if (used[i] || !op_fused_is_linear(g->node[i])) continue;
     op_ffn f;
     const char *why = "";
     if (!match_ffn(a, (int)i, &f, &why)) {
@@ -1028,7 +1027,6 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     OP_VEC_PUSH(a->blocks, blk);
   }
   free(used);
-  report_fused_attention(a);
   if (a->blocks.n) qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks); /* qsort(NULL, 0) is undefined */
   for (size_t i = 0; i < a->blocks.n; i++) {
     op_layer L = {-1, -1};
@@ -1063,3 +1061,22 @@ void op_analysis_free(op_analysis *a) {
 }
 
 int op_analysis_layer_count(const op_analysis *a) { return (int)a->layers.n; }
+
+/* ---- shared with match_fused.c ---- */
+
+bool op_match_linear(const op_analysis *a, int node, op_proj *p, const char **why) { return match_linear(a, node, p, why); }
+bool op_match_proj_out(const op_analysis *a, const char *t, op_proj *p, const char **why) {
+  return match_proj_out(a, t, p, why);
+}
+bool op_match_residual(op_analysis *a, const char *x, const char *y, op_block *blk) { return find_residual(a, x, y, blk); }
+Onnx__NodeProto *op_match_real_consumer(const op_analysis *a, const char *t, int *idx) { return real_consumer(a, t, idx); }
+void op_match_unmatched(op_analysis *a, const Onnx__NodeProto *n, const char *why) { unmatched(a, n, "%s", why); }
+const char *op_match_why(op_analysis *a, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = vfmt(fmt, ap);
+  va_end(ap);
+  free(a->why);
+  a->why = s;
+  return a->why;
+}

@@ -63,7 +63,23 @@ typedef struct op_attn {
   int softmax;
   OP_VEC(op_site) sites;     /* every node whose constants carry a head count */
   op_name_vec region;        /* tensors whose width scales with the number of heads */
+  /* ---- ONNX Runtime's fused attention operators (match_fused.c) ---- */
+  const char *fused_op;      /* "Attention", "MultiHeadAttention", "GroupQueryAttention"; NULL: decomposed */
+  int fused_node;            /* that node (valid when fused_op is set) */
+  int64_t part[3];           /* widths of q, k, v in a packed projection; 0: three equal parts */
+  const char *packed_bias;   /* MultiHeadAttention's bias input [Dq + Dk + Dv] for separate q/k/v, or NULL */
 } op_attn;
+
+/* Width of part k (q, k, v) of a packed projection and its offset in it. */
+static inline int64_t op_attn_part(const op_attn *at, int k, int64_t *offset) {
+  int64_t w[3];
+  for (int i = 0; i < 3; i++) w[i] = at->part[i] ? at->part[i] : at->qkv[0].out / 3;
+  if (offset) *offset = k == 0 ? 0 : k == 1 ? w[0] : w[0] + w[1];
+  return w[k];
+}
+/* Size of one head of v, i.e. of the output projection's input groups (Attention's qkv_hidden_sizes may
+ * give v another head size than q and k). */
+static inline int64_t op_attn_v_head_dim(const op_attn *at) { return at->out.in / at->heads; }
 
 /* The kv head that query head h reads. */
 static inline int64_t op_attn_kv_of(const op_attn *at, int64_t h) {
@@ -94,6 +110,8 @@ typedef struct op_block {
   const char *stream_out; /* add_out, or the post-norm output after it */
   bool pre_norm;
   bool stream_out_known;  /* post-norm end found, so the block can be bypassed whole */
+  /* ---- fused residual (match_fused.c) ---- */
+  bool fused_residual;    /* the residual is ONNX Runtime's SkipLayerNormalization (residual_add is that node) */
 } op_block;
 
 typedef struct op_layer {
@@ -133,6 +151,56 @@ int64_t op_proj_params(const op_analysis *a, const op_proj *p);
 /* The block of a layer as attention / FFN, or NULL. */
 const op_attn *op_layer_attn(const op_analysis *a, int layer);
 const op_ffn *op_layer_ffn(const op_analysis *a, int layer);
+
+/* ---- ONNX Runtime's fused graphs (match_fused.c) ---- */
+
+/* Is n a linear node: MatMul, Gemm or com.microsoft FusedMatMul? */
+bool op_fused_is_linear(const Onnx__NodeProto *n);
+/* FusedMatMul as a linear layer: 1 and *trans (weight stored [out, in]) when usable, 0 when n is no
+ * FusedMatMul, -1 with *why when it is one that cannot be a projection (transA, batch transposes). */
+int op_fused_matmul_linear(const Onnx__NodeProto *n, bool *trans, const char **why);
+/* FusedMatMul of two activations usable as the score (q.k) or context (probs.v) product. */
+bool op_fused_matmul_activations(const Onnx__NodeProto *n);
+/* Is input slot i of n the bias a fused activation holds (BiasGelu, FastGelu's second input)? */
+bool op_fused_act_bias(const Onnx__NodeProto *n, size_t i);
+/* Attaches the biases held by fused activations of an FFN's region to its up projection; false with
+ * *why when one does not belong to it. */
+bool op_fused_ffn_bias(op_analysis *a, op_ffn *f, const char **why);
+/* Finds a residual that is a SkipLayerNormalization after y (through c, its first real consumer,
+ * at index ci), for a block reading x. 1: found, blk filled; 0: c is no SkipLayerNormalization;
+ * -1: it is one that is no residual of this block. */
+int op_fused_residual(op_analysis *a, const char *x, const char *y, const Onnx__NodeProto *c, int ci, op_block *blk);
+/* Matches every fused attention operator as a block (pushed to a->attn and a->blocks), or lists it in
+ * a->unmatched with the op and the attribute or input at fault. used: projection nodes claimed. */
+void op_fused_match_attention(op_analysis *a, bool *used);
+/* A graph input (past) or output (present) holding a fused attention op's state, whose head axis
+ * follows the (kv) head count: pruning heads changes that interface's width. */
+typedef struct op_fused_state {
+  const char *name;
+  bool input;
+  int axis;
+  bool kv; /* counts kv heads (GroupQueryAttention) */
+} op_fused_state;
+/* Fills out[4]; returns how many there are (0 for a decomposed block). */
+int op_fused_states(const op_analysis *a, const op_attn *at, op_fused_state *out);
+/* Corrects the attention / FFN parameter counts for biases fused ops hold: MultiHeadAttention's packed
+ * bias is added, a bias several blocks share (ONNX Runtime's test GPT-2) is counted once. */
+void op_fused_count_biases(op_analysis *a);
+/* Elements of the embedding tables EmbedLayerNormalization nodes hold (word, position, segment). */
+int64_t op_fused_embed_params(const op_analysis *a);
+/* "fused op (Attention)" etc. for a fused block, NULL otherwise. */
+const char *op_fused_kind(const op_attn *at);
+/* Activation name of a fused FFN activation op ("gelu(BiasGelu)"), NULL when the region has none. */
+const char *op_fused_activation(const op_analysis *a, const op_ffn *f);
+
+/* The matcher's walkers, for match_fused.c (match.c). */
+bool op_match_linear(const op_analysis *a, int node, op_proj *p, const char **why);
+bool op_match_proj_out(const op_analysis *a, const char *t, op_proj *p, const char **why);
+bool op_match_residual(op_analysis *a, const char *x, const char *y, op_block *blk);
+Onnx__NodeProto *op_match_real_consumer(const op_analysis *a, const char *t, int *idx);
+void op_match_unmatched(op_analysis *a, const Onnx__NodeProto *n, const char *why);
+/* A reason kept in a->why until the next one. */
+const char *op_match_why(op_analysis *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- shape expressions (shape_expr.c) ---- */
 

@@ -526,26 +526,50 @@ static void finish_scores(double *s, int64_t n, op_importance imp, uint64_t seed
   }
 }
 
+/* ---- fused attention (match_fused.c): MultiHeadAttention's bias input packs the q, k and v biases of
+ * separate projections ---- */
+static void add_packed_bias(const op_analysis *a, const op_attn *at, int k, op_importance imp, double *sum, bool *nz) {
+  Onnx__TensorProto *bt = at->packed_bias ? op_proj_tensor(a, at->packed_bias) : NULL;
+  if (!bt || op_tensor_to_raw(bt) != 0) return;
+  int64_t off, w = op_attn_part(at, k, &off);
+  float *B = op_xmalloc((size_t)(off + w) * sizeof *B);
+  load_f32(B, bt->raw_data.data, off + w, bt->data_type);
+  for (int64_t c = 0; c < w; c++) {
+    float x = B[off + c];
+    sum[c] += imp == OP_IMP_L1 ? fabsf(x) : (double)x * x;
+    nz[c] |= x != 0.f;
+  }
+  free(B);
+}
+
 /* Head scores (q columns, k/v columns when each head has its own, output rows), kv-group scores
  * (their query heads' scores and their k/v columns) and which heads and groups contribute nothing
  * (all output rows zero, or v all zero). kv_score and dead_kv have kv_heads entries. */
 static void score_heads(const op_analysis *a, const op_attn *at, op_importance imp, double *score, bool *dead,
                         double *kv_score, bool *dead_kv) {
-  int64_t H = at->heads, KV = at->kv_heads, d = at->head_dim, E = H * d;
+  int64_t H = at->heads, KV = at->kv_heads, E = H * at->head_dim, cap = 3 * E;
   bool grouped = KV != H;
-  double *sum = op_xmalloc((size_t)(3 * E) * sizeof *sum);
-  bool *nz = op_xmalloc((size_t)(3 * E)), *o_nz = op_xcalloc((size_t)H, 1), *v_nz = op_xcalloc((size_t)KV, 1);
-  if (at->packed) {
+  for (int k = 0; k < 3; k++) cap = at->qkv[k].out > cap ? at->qkv[k].out : cap; /* parts of other widths */
+  cap = at->out.in > cap ? at->out.in : cap;
+  double *sum = op_xmalloc((size_t)cap * sizeof *sum);
+  bool *nz = op_xmalloc((size_t)cap), *o_nz = op_xcalloc((size_t)H, 1), *v_nz = op_xcalloc((size_t)KV, 1);
+  if (at->packed) { /* q of H heads, k and v of KV heads each (Attention's qkv_hidden_sizes: widths differ) */
     channel_sums(a, &at->qkv[0], true, imp, sum, nz);
-    for (int k = 0; k < 3; k++) fold(sum, nz, k * E, E, d, score, k == 2 ? v_nz : NULL);
+    for (int k = 0; k < 3; k++) {
+      int64_t off, w = op_attn_part(at, k, &off);
+      bool kv = k > 0 && grouped;
+      fold(sum, nz, off, w, w / (kv ? KV : H), kv ? kv_score : score, k == 2 ? v_nz : NULL);
+    }
   } else {
     for (int k = 0; k < 3; k++) {
+      bool kv = k > 0 && grouped;
       channel_sums(a, &at->qkv[k], true, imp, sum, nz);
-      fold(sum, nz, 0, at->qkv[k].out, d, k > 0 && grouped ? kv_score : score, k == 2 ? v_nz : NULL);
+      add_packed_bias(a, at, k, imp, sum, nz);
+      fold(sum, nz, 0, at->qkv[k].out, at->qkv[k].out / (kv ? KV : H), kv ? kv_score : score, k == 2 ? v_nz : NULL);
     }
   }
   channel_sums(a, &at->out, false, imp, sum, nz);
-  fold(sum, nz, 0, E, d, score, o_nz);
+  fold(sum, nz, 0, at->out.in, op_attn_v_head_dim(at), score, o_nz);
   for (int64_t h = 0; h < H; h++) dead[h] = !o_nz[h] || (!grouped && !v_nz[h]);
   for (int64_t g = 0; g < KV; g++) dead_kv[g] = !v_nz[g];
   if (grouped) {
@@ -954,7 +978,7 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
       score_heads(a, at, c->importance, lp->head_score, dead, lp->kv_score, dead_kv);
       if (acts && acts[l].attn) {
         memset(lp->head_score, 0, (size_t)H * sizeof(double));
-        activation_scores(a, &at->out, acts[l].attn, acts[l].attn_rows, at->head_dim, lp->head_score);
+        activation_scores(a, &at->out, acts[l].attn, acts[l].attn_rows, op_attn_v_head_dim(at), lp->head_score);
         if (KV != H) {
           memset(lp->kv_score, 0, (size_t)KV * sizeof(double));
           for (int64_t h = 0; h < H; h++) lp->kv_score[op_attn_kv_of(at, h)] += lp->head_score[h];

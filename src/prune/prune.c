@@ -81,6 +81,8 @@ void op_prune_report_free(op_prune_report *r) {
     free(r->layers.v[i].removed_neurons.v);
     free(r->layers.v[i].removed_kv_heads.v);
   }
+  for (size_t i = 0; i < r->state.n; i++) free(r->state.v[i].name);
+  free(r->state.v);
   free(r->changes.v);
   free(r->layers.v);
   free(r->unmatched.v);

@@ -87,6 +87,15 @@ typedef struct op_layer_result {
   op_int_vec removed_heads, removed_neurons, removed_kv_heads;
 } op_layer_result;
 
+/* A past/present graph interface of a fused attention op whose head axis followed the pruning. */
+typedef struct op_state_change {
+  int layer;
+  char *name;
+  bool input;
+  int axis;
+  int64_t before, after;
+} op_state_change;
+
 struct op_prune_report {
   char *model;
   op_importance importance;
@@ -95,7 +104,23 @@ struct op_prune_report {
   OP_VEC(op_layer_result) layers;
   OP_VEC(op_tensor_change) changes;
   OP_VEC(char *) unmatched;
+  /* ---- fused attention (rewrite_fused.c): graph inputs/outputs whose head axis changed ---- */
+  OP_VEC(op_state_change) state;
 };
+
+/* ---- ONNX Runtime's fused graphs (rewrite_fused.c) ---- */
+
+/* Refuses (OP_UNSUPPORTED) removing a block or layer whose residual is a SkipLayerNormalization: the
+ * fused op also computes the next block's norm, so it cannot be bypassed. */
+int op_fused_check_plan(const op_analysis *a, const op_plan *plan, op_error *err);
+/* The bias tensor `name` as node `node` alone reads it: when `node` reads it directly and other nodes
+ * share it, a copy is added and the node repointed to it (the others keep the original). */
+Onnx__TensorProto *op_fused_own_bias(op_analysis *a, int node, const char *name);
+/* After the projections of a fused attention op were sliced: its head-count attributes
+ * (num_heads, kv_num_heads, qkv_hidden_sizes), MultiHeadAttention's packed bias input, and the head
+ * axis of its past/present graph inputs and outputs. qh: kept query heads, kvh: kept kv heads. */
+int op_fused_rewrite_heads(op_analysis *a, const op_attn *at, const int64_t *qh, int64_t H2, const int64_t *kvh,
+                           int64_t KV2, int layer, op_prune_report *r, op_error *err);
 
 /* Applies the plan to the model the analysis was made on; records changes in r. */
 int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error *err);

@@ -74,13 +74,13 @@ static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int
   record(r, layer, p->w, w, nd);
   op_tensor_replace(w, nd, 2, j.dst, bytes);
   if (out_side && p->b) {
-    Onnx__TensorProto *b = op_proj_tensor(a, p->b);
+    Onnx__TensorProto *b = op_fused_own_bias(a, p->bias_node, p->b); /* a shared bias: this node's own copy */
     const uint8_t *B = op_tensor_to_raw(b) == 0 ? b->raw_data.data : NULL;
     size_t bes = op_dtype_size(b->data_type);
     uint8_t *NB = op_xmalloc((size_t)nk * bes + 1);
     gather_row(NB, B, keep, nk, bes);
     int64_t bd[2] = {nk, 0};
-    record(r, layer, p->b, b, bd);
+    record(r, layer, b != op_proj_tensor(a, p->b) ? b->name : p->b, b, bd); /* a private copy: its own name */
     op_tensor_replace(b, bd, 1, NB, (size_t)nk * bes);
   }
   return 0;
@@ -128,17 +128,28 @@ static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, cons
   if (KV2 == 0 || H2 % KV2)
     rc = op_fail(err, OP_UNSUPPORTED, "layer %d: %lld query heads cannot share %lld kv heads equally", layer,
                  (long long)H2, (long long)KV2);
-  int64_t *ch = op_xmalloc((size_t)(3 * H * d) * sizeof(int64_t));
-  if (!rc && at->packed) {
-    int64_t n = head_channels(qh, H2, d, 3, H * d, ch);
+  int64_t cap = 3 * H * d;
+  for (int k = 0; k < 3; k++) cap = at->qkv[k].out > cap ? at->qkv[k].out : cap;
+  cap = at->out.in > cap ? at->out.in : cap;
+  int64_t *ch = op_xmalloc((size_t)cap * sizeof(int64_t));
+  if (!rc && at->packed) { /* q of H heads, then k and v of KV heads (their widths may differ) */
+    int64_t n = 0;
+    for (int k = 0; k < 3; k++) {
+      int64_t off, w = op_attn_part(at, k, &off);
+      bool kv = k > 0 && KV != H;
+      int64_t nh = head_channels(kv ? kvh : qh, kv ? KV2 : H2, w / (kv ? KV : H), 1, 0, ch + n);
+      for (int64_t i = 0; i < nh; i++) ch[n + i] += off;
+      n += nh;
+    }
     rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
   } else if (!rc) {
-    int64_t n = head_channels(qh, H2, d, 1, 0, ch);
-    rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
-    n = KV == H ? n : head_channels(kvh, KV2, d, 1, 0, ch);
-    for (int k = 1; k < 3 && !rc; k++) rc = slice_proj(a, &at->qkv[k], true, ch, n, layer, r, err);
+    for (int k = 0; k < 3 && !rc; k++) {
+      bool kv = k > 0 && KV != H;
+      int64_t n = head_channels(kv ? kvh : qh, kv ? KV2 : H2, at->qkv[k].out / (kv ? KV : H), 1, 0, ch);
+      rc = slice_proj(a, &at->qkv[k], true, ch, n, layer, r, err);
+    }
   }
-  int64_t n = head_channels(qh, H2, d, 1, 0, ch);
+  int64_t n = head_channels(qh, H2, op_attn_v_head_dim(at), 1, 0, ch);
   if (!rc) rc = slice_proj(a, &at->out, false, ch, n, layer, r, err);
   free(ch);
   op_head_counts c = {H, H2, KV, KV2, d};
@@ -149,6 +160,7 @@ static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, cons
     else
       rc = op_shape_rewrite(a->gr, s, &c, &at->region, err);
   }
+  if (!rc && at->fused_op) rc = op_fused_rewrite_heads(a, at, qh, H2, kvh, KV2, layer, r, err);
 done:
   free(qh);
   free(kvh);
@@ -205,6 +217,7 @@ static void bypass_to(op_analysis *a, bypass_vec *done, const char *from, const 
 }
 
 int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error *err) {
+  if (op_fused_check_plan(a, plan, err)) return -1; /* before anything changes */
   /* 1. weights and shape constants (no node is added or removed, so indices hold) */
   for (size_t l = 0; l < plan->n; l++) {
     const op_layer_plan *lp = &plan->layers[l];

@@ -52,7 +52,7 @@ static double pct(int64_t part, int64_t total) { return total ? 100.0 * (double)
 
 static const char *proj_kind(const op_analysis *a, const op_proj *p) {
   const Onnx__NodeProto *n = a->gr->g->node[p->node];
-  return op_node_is(n, "Gemm") ? "Gemm" : "MatMul";
+  return op_node_is(n, "Gemm") ? "Gemm" : op_node_is(n, "MatMul") ? "MatMul" : n->op_type; /* FusedMatMul, Attention */
 }
 
 static int64_t attn_params(const op_analysis *a, const op_attn *at) {
@@ -71,6 +71,8 @@ static bool layer_pre_norm(const op_analysis *a, int l) {
   const op_layer *L = &a->layers.v[l];
   return a->blocks.v[L->attn_block >= 0 ? L->attn_block : L->ffn_block].pre_norm;
 }
+
+static void fused_state_text(const op_analysis *a, sbuf *b);
 
 char *op_analysis_table(const op_analysis *a) {
   sbuf b = {0};
@@ -105,6 +107,7 @@ char *op_analysis_table(const op_analysis *a) {
             grouped(a->params_embed), pct(a->params_embed, a->params_total), grouped(a->params_attn),
             pct(a->params_attn, a->params_total), grouped(a->params_ffn), pct(a->params_ffn, a->params_total),
             grouped(other), pct(other, a->params_total));
+  fused_state_text(a, &b);
   if (a->quantized) sb_printf(&b, "already quantised: %s\n", a->quantized);
   for (size_t i = 0; i < a->unmatched.n; i++) sb_printf(&b, "%s\n", a->unmatched.v[i]);
   return b.s;
@@ -120,6 +123,38 @@ static cJSON *proj_json(const op_analysis *a, const op_proj *p) {
   cJSON_AddNumberToObject(o, "in", (double)p->in);
   cJSON_AddNumberToObject(o, "out", (double)p->out);
   return o;
+}
+
+/* ---- fused attention (match_fused.c): the op and the state interfaces that carry its heads ---- */
+static void fused_state_json(const op_analysis *a, const op_attn *at, cJSON *o) {
+  if (!at->fused_op) return;
+  cJSON_AddStringToObject(o, "fused_op", at->fused_op);
+  cJSON_AddNumberToObject(o, "v_head_dim", (double)op_attn_v_head_dim(at)); /* qkv_hidden_sizes may differ */
+  op_fused_state st[4];
+  int ns = op_fused_states(a, at, st);
+  cJSON *arr = cJSON_AddArrayToObject(o, "state");
+  for (int i = 0; i < ns; i++) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "name", st[i].name);
+    cJSON_AddStringToObject(e, "interface", st[i].input ? "input" : "output");
+    cJSON_AddNumberToObject(e, "head_axis", st[i].axis);
+    cJSON_AddBoolToObject(e, "kv", st[i].kv);
+    cJSON_AddItemToArray(arr, e);
+  }
+}
+
+static void fused_state_text(const op_analysis *a, sbuf *b) {
+  for (size_t l = 0; l < a->layers.n; l++) {
+    const op_attn *at = op_layer_attn(a, (int)l);
+    op_fused_state st[4];
+    int ns = at ? op_fused_states(a, at, st) : 0;
+    if (!ns) continue;
+    sb_printf(b, "state: layer %zu:", l);
+    for (int i = 0; i < ns; i++)
+      sb_printf(b, "%s %s (graph %s, %s axis %d)", i ? "," : "", st[i].name, st[i].input ? "input" : "output",
+                st[i].kv ? "kv-head" : "head", st[i].axis);
+    sb_printf(b, ": pruning heads changes this axis\n");
+  }
 }
 
 char *op_json_finish(cJSON *root) {
@@ -160,7 +195,8 @@ char *op_analysis_json(const op_analysis *a) {
       cJSON_AddStringToObject(o, "kv_map", kv_maps[at->kv_map]);
       cJSON_AddBoolToObject(o, "rotary", at->rotary);
       cJSON_AddBoolToObject(o, "packed_qkv", at->packed);
-      cJSON_AddStringToObject(o, "softmax", op_node_name(a->gr->g->node[at->softmax]));
+      cJSON_AddStringToObject(o, "softmax", op_node_name(a->gr->g->node[at->fused_op ? at->fused_node : at->softmax]));
+      fused_state_json(a, at, o);
       cJSON *pr = cJSON_AddArrayToObject(o, "projections");
       for (int k = 0; k < (at->packed ? 1 : 3); k++) cJSON_AddItemToArray(pr, proj_json(a, &at->qkv[k]));
       cJSON_AddItemToObject(o, "output", proj_json(a, &at->out));
@@ -240,6 +276,12 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
     dims_text(ad, sizeof ad, c->after, c->rank);
     sb_printf(&b, "  %s => %s %s\n", bd, ad, c->name);
   }
+  for (size_t i = 0; i < r->state.n; i++) { /* fused attention's past/present state follows the head count */
+    const op_state_change *s = &r->state.v[i];
+    sb_printf(&b, "state: layer %d: graph %s '%s' now holds %lld heads on axis %d (was %lld)%s\n", s->layer,
+              s->input ? "input" : "output", s->name, (long long)s->after, s->axis, (long long)s->before,
+              s->input ? ": feed it past state of that width (the present output of the pruned model)" : "");
+  }
   for (size_t i = 0; i < r->unmatched.n; i++) sb_printf(&b, "%s\n", r->unmatched.v[i]);
   return b.s;
 }
@@ -302,6 +344,18 @@ char *op_prune_report_json(const op_prune_report *r) {
     cJSON_AddItemToObject(o, "before", dims_json(c->before, c->rank));
     cJSON_AddItemToObject(o, "after", dims_json(c->after, c->rank));
     cJSON_AddItemToArray(ch, o);
+  }
+  cJSON *st = cJSON_AddArrayToObject(root, "state");
+  for (size_t i = 0; i < r->state.n; i++) {
+    const op_state_change *s = &r->state.v[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", s->name);
+    cJSON_AddNumberToObject(o, "layer", s->layer);
+    cJSON_AddStringToObject(o, "interface", s->input ? "input" : "output");
+    cJSON_AddNumberToObject(o, "head_axis", s->axis);
+    cJSON_AddNumberToObject(o, "before", (double)s->before);
+    cJSON_AddNumberToObject(o, "after", (double)s->after);
+    cJSON_AddItemToArray(st, o);
   }
   cJSON *um = cJSON_AddArrayToObject(root, "unmatched");
   for (size_t i = 0; i < r->unmatched.n; i++) cJSON_AddItemToArray(um, cJSON_CreateString(r->unmatched.v[i]));

@@ -94,6 +94,7 @@ function parseNpy(b, name) {
 }
 
 function rowsOf(arr, n) {
+  if (!arr.shape.length) return new ort.Tensor(arr.dtype, arr.data, []); // a scalar has no rows
   const per = arr.shape.slice(1).reduce((a, b) => a * b, 1);
   const rows = Math.min(n, arr.shape[0]);
   return new ort.Tensor(arr.dtype, arr.data.slice(0, rows * per), [rows, ...arr.shape.slice(1)]);
@@ -295,7 +296,8 @@ async function main() {
     }
     process.exit(ok ? 0 : 1);
   }
-  if (argv[0] !== 'compare') throw new Error('usage: ort.js compare|expect|ours|verify ...');
+  if (argv[0] === 'compare-state') return compareState(argv, so, tol);
+  if (argv[0] !== 'compare') throw new Error('usage: ort.js compare|compare-state|expect|ours|verify ...');
   const [refPath, candPath] = [argv[1], argv[2]];
   const ref = await ort.InferenceSession.create(refPath, so);
   const cand = await ort.InferenceSession.create(candPath, so);
@@ -311,6 +313,42 @@ async function main() {
     let line = r.line;
     if (a[n].dims.length === 2) line += `, top-1 agreement ${(100 * argmaxAgree(a[n], b[n])).toFixed(1)}%`;
     console.log(line);
+    ok = ok && r.ok;
+  }
+  process.exit(ok ? 0 : 1);
+}
+
+// Fused attention with past state (tests/e2e/fused_state.py) ---------------------------------------
+// node ort.js compare-state REF.onnx CAND.onnx --data D.npz --cand-data D2.npz --slices S.json [--tol T]:
+// CAND was pruned by heads, so its past inputs (D2) and present outputs hold fewer heads: each output
+// named in S.json ({"axis", "keep"}) of REF is cut to the kept heads before the comparison.
+function takeAxis(t, axis, keep) {
+  const dims = t.dims, outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
+  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1), n = dims[axis];
+  const out = new t.data.constructor(outer * keep.length * inner);
+  for (let o = 0; o < outer; o++)
+    keep.forEach((h, k) => out.set(t.data.subarray((o * n + h) * inner, (o * n + h + 1) * inner), (o * keep.length + k) * inner));
+  const nd = dims.slice();
+  nd[axis] = keep.length;
+  return new ort.Tensor(t.type, out, nd);
+}
+
+async function compareState(argv, so, tol) {
+  const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
+  const ref = await ort.InferenceSession.create(argv[1], so), cand = await ort.InferenceSession.create(argv[2], so);
+  if (ref.inputNames.join() !== cand.inputNames.join() || ref.outputNames.join() !== cand.outputNames.join()) {
+    console.log(`input/output names differ: ${ref.inputNames}/${ref.outputNames} vs ${cand.inputNames}/${cand.outputNames}`);
+    process.exit(1);
+  }
+  const rows = Number(opt('--rows', '64'));
+  const a = await ref.run(loadFeeds(opt('--data'), ref, rows).feeds);
+  const b = await cand.run(loadFeeds(opt('--cand-data'), cand, rows).feeds);
+  const slices = JSON.parse(fs.readFileSync(opt('--slices'), 'utf8'));
+  let ok = true;
+  for (const n of ref.outputNames) {
+    const want = slices[n] ? takeAxis(a[n], slices[n].axis, slices[n].keep) : a[n];
+    const r = compare(n, want, b[n], tol);
+    console.log(r.line + (slices[n] ? ` (reference cut to heads ${slices[n].keep})` : ''));
     ok = ok && r.ok;
   }
   process.exit(ok ? 0 : 1);

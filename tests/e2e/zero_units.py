@@ -44,7 +44,7 @@ def main(model, inspect, report, out):
             if r["dropped"] or r["attention_removed"]:
                 zero_rows(a["output"], None, bias=True)
             else:
-                d = a["head_dim"]
+                d = a.get("v_head_dim", a["head_dim"])  # output rows per head: v's head size
                 chans = [h * d + j for h in r["removed_heads"] for j in range(d)]
                 if chans:
                     zero_rows(a["output"], chans)
