@@ -23,6 +23,7 @@
 #define MAX_NORM_DEPTH 14    /* stream back to a block input through a decomposed norm */
 #define MAX_NORM_NODES 64    /* nodes of one decomposed norm */
 #define MAX_RESIDUAL_STEPS 6 /* block output to its residual Add */
+#define MAX_STREAM_HOPS 4    /* re-layouts between one block's stream end and the next's start */
 
 /* printf into a new heap string (reasons name nodes, whose names have any length). */
 static char *vfmt(const char *fmt, va_list ap) {
@@ -900,6 +901,21 @@ static bool find_residual(op_analysis *a, const char *x, const char *y, op_block
   return false;
 }
 
+/* Does the stream `in` continue `out` through value-preserving re-layouts only (a float-to-float Cast of
+ * an RMSNorm, OPT's flatten of the stream to [B*S, E] around its FFN)? Then the blocks are one layer. */
+static const char *const STREAM_OPS[] = {"Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", NULL};
+
+static bool continues_stream(const op_analysis *a, const char *out, const char *in) {
+  out = op_graph_canonical(a->gr, out);
+  for (int hop = 0; hop <= MAX_STREAM_HOPS; hop++) {
+    if (strcmp(op_graph_canonical(a->gr, in), out) == 0) return true;
+    Onnx__NodeProto *n = op_graph_producer(a->gr, in);
+    if (!n || !op_in(n, STREAM_OPS) || n->n_input < 1) return false;
+    in = n->input[0];
+  }
+  return false;
+}
+
 static int cmp_blocks(const void *x, const void *y) {
   const op_block *a = x, *b = y;
   return a->residual_add - b->residual_add;
@@ -1036,7 +1052,7 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     if (b->kind == OP_BLOCK_ATTN) {
       L.attn_block = (int)i;
       op_block *nx = i + 1 < a->blocks.n ? &a->blocks.v[i + 1] : NULL;
-      if (nx && nx->kind == OP_BLOCK_FFN && strcmp(nx->stream_in, b->stream_out) == 0) L.ffn_block = (int)++i;
+      if (nx && nx->kind == OP_BLOCK_FFN && continues_stream(a, b->stream_out, nx->stream_in)) L.ffn_block = (int)++i;
     } else {
       L.ffn_block = (int)i;
     }

@@ -32,11 +32,66 @@ op_value *op_graph_find(const op_graph *gr, const char *name) {
   return NULL;
 }
 
+/* Names a node's subgraphs may add to the index (inputs read in them, their outputs). */
+static size_t subgraph_names(const Onnx__NodeProto *n) {
+  size_t k = 0;
+  for (size_t a = 0; a < n->n_attribute; a++) {
+    const Onnx__AttributeProto *at = n->attribute[a];
+    for (size_t m = 0; m < at->n_graphs + (at->g != NULL); m++) {
+      const Onnx__GraphProto *sub = m < at->n_graphs ? at->graphs[m] : at->g;
+      k += sub->n_output;
+      for (size_t i = 0; i < sub->n_node; i++) k += sub->node[i]->n_input + subgraph_names(sub->node[i]);
+    }
+  }
+  return k;
+}
+
+static void add_consumer(op_graph *gr, const char *name, int node) {
+  op_value *v = slot_for(gr, name);
+  if (v->n_consumers == v->cap_consumers) {
+    v->cap_consumers = v->cap_consumers ? v->cap_consumers * 2 : 4;
+    v->consumers = op_xrealloc(v->consumers, v->cap_consumers * sizeof(int));
+  }
+  v->consumers[v->n_consumers++] = node;
+}
+
+/* Values a subgraph (If, Loop, Scan bodies) reads from outside it count as inputs of the node that holds
+ * it, so that a value used only inside a branch stays alive and is ordered before that node. `local`
+ * holds the names the enclosing subgraphs define. */
+typedef OP_VEC(const char *) name_vec;
+
+static bool name_in(const name_vec *v, const char *s) {
+  for (size_t i = 0; i < v->n; i++)
+    if (strcmp(v->v[i], s) == 0) return true;
+  return false;
+}
+
+static void add_subgraph_uses(op_graph *gr, const Onnx__GraphProto *sub, int node, name_vec *local) {
+  size_t mark = local->n;
+  for (size_t i = 0; i < sub->n_input; i++) OP_VEC_PUSH(*local, sub->input[i]->name);
+  for (size_t i = 0; i < sub->n_initializer; i++) OP_VEC_PUSH(*local, sub->initializer[i]->name);
+  for (size_t i = 0; i < sub->n_node; i++)
+    for (size_t j = 0; j < sub->node[i]->n_output; j++) OP_VEC_PUSH(*local, sub->node[i]->output[j]);
+  for (size_t i = 0; i < sub->n_node; i++) {
+    const Onnx__NodeProto *n = sub->node[i];
+    for (size_t j = 0; j < n->n_input; j++)
+      if (n->input[j][0] && !name_in(local, n->input[j])) add_consumer(gr, n->input[j], node);
+    for (size_t k = 0; k < n->n_attribute; k++) {
+      if (n->attribute[k]->g) add_subgraph_uses(gr, n->attribute[k]->g, node, local);
+      for (size_t m = 0; m < n->attribute[k]->n_graphs; m++)
+        add_subgraph_uses(gr, n->attribute[k]->graphs[m], node, local);
+    }
+  }
+  for (size_t i = 0; i < sub->n_output; i++)
+    if (!name_in(local, sub->output[i]->name)) add_consumer(gr, sub->output[i]->name, node);
+  local->n = mark;
+}
+
 op_graph *op_graph_build(Onnx__GraphProto *g) {
   op_graph *gr = op_xcalloc(1, sizeof *gr);
   gr->g = g;
   size_t want = g->n_input + g->n_output + g->n_initializer + 1;
-  for (size_t i = 0; i < g->n_node; i++) want += g->node[i]->n_input + g->node[i]->n_output;
+  for (size_t i = 0; i < g->n_node; i++) want += g->node[i]->n_input + g->node[i]->n_output + subgraph_names(g->node[i]);
   gr->cap = 64;
   while (gr->cap < 2 * want) gr->cap *= 2;
   gr->values = op_xcalloc(gr->cap, sizeof *gr->values);
@@ -46,15 +101,15 @@ op_graph *op_graph_build(Onnx__GraphProto *g) {
     Onnx__NodeProto *n = g->node[i];
     for (size_t j = 0; j < n->n_output; j++)
       if (n->output[j][0]) slot_for(gr, n->output[j])->producer = (int)i;
-    for (size_t j = 0; j < n->n_input; j++) {
-      if (!n->input[j][0]) continue;
-      op_value *v = slot_for(gr, n->input[j]);
-      if (v->n_consumers == v->cap_consumers) {
-        v->cap_consumers = v->cap_consumers ? v->cap_consumers * 2 : 4;
-        v->consumers = op_xrealloc(v->consumers, v->cap_consumers * sizeof(int));
-      }
-      v->consumers[v->n_consumers++] = (int)i;
+    for (size_t j = 0; j < n->n_input; j++)
+      if (n->input[j][0]) add_consumer(gr, n->input[j], (int)i);
+    name_vec local = {0};
+    for (size_t k = 0; k < n->n_attribute; k++) {
+      if (n->attribute[k]->g) add_subgraph_uses(gr, n->attribute[k]->g, (int)i, &local);
+      for (size_t m = 0; m < n->attribute[k]->n_graphs; m++)
+        add_subgraph_uses(gr, n->attribute[k]->graphs[m], (int)i, &local);
     }
+    free(local.v);
   }
   for (size_t i = 0; i < g->n_output; i++) slot_for(gr, g->output[i]->name)->graph_output = true;
   return gr;
@@ -242,14 +297,12 @@ size_t op_graph_order(const op_graph *gr, int *order) {
   for (size_t i = 0; i < gr->cap; i++)
     if (gr->values[i].name && (gr->values[i].init >= 0 || gr->values[i].graph_input >= 0)) ready[i] = true;
   int *waiting = op_xcalloc(n ? n : 1, sizeof(int)), *heap = op_xmalloc((n ? n : 1) * sizeof(int));
-  for (size_t i = 0; i < n; i++) {
-    const Onnx__NodeProto *nd = g->node[i];
-    for (size_t j = 0; j < nd->n_input; j++) {
-      op_value *v = nd->input[j][0] ? op_graph_find(gr, nd->input[j]) : NULL;
-      if (v && !ready[v - gr->values]) waiting[i]++;
-    }
+  /* counted from the consumer lists, as they are released below (they include a subgraph's outer reads) */
+  for (size_t i = 0; i < gr->cap; i++)
+    for (size_t c = 0; gr->values[i].name && !ready[i] && c < gr->values[i].n_consumers; c++)
+      waiting[gr->values[i].consumers[c]]++;
+  for (size_t i = 0; i < n; i++)
     if (!waiting[i]) heap_push(heap, &heap_n, (int)i);
-  }
   while (heap_n) {
     int i = heap_pop(heap, &heap_n);
     const Onnx__NodeProto *nd = g->node[i];

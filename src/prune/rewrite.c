@@ -229,7 +229,17 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
       }
       if (L->attn_block >= 0) record_block_removed(a, &a->blocks.v[L->attn_block], (int)l, r);
       if (L->ffn_block >= 0) record_block_removed(a, &a->blocks.v[L->ffn_block], (int)l, r);
-      bypass_to(a, &done, last->stream_out, first->stream_in);
+      if (first != last && strcmp(first->stream_out, last->stream_in) != 0) {
+        /* the blocks are joined through re-layouts of the stream (a Cast, a Reshape): skip each */
+        if (!first->stream_out_known) {
+          rc = op_fail(err, OP_UNSUPPORTED, "layer %zu: cannot find where its post-norm ends, so it cannot be dropped", l);
+          break;
+        }
+        bypass_to(a, &done, first->stream_out, first->stream_in);
+        bypass_to(a, &done, last->stream_out, last->stream_in);
+      } else {
+        bypass_to(a, &done, last->stream_out, first->stream_in);
+      }
       continue;
     }
     for (int k = 0; k < 2; k++) {

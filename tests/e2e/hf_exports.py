@@ -11,8 +11,11 @@ its folder or a missing file is a failure):
 - a model with matched blocks is pruned (50% heads, 50% FFN neurons): ONNX Runtime runs it with the
   original's input/output names and it equals the original with the removed units zeroed
   (tests/e2e/zero_units.py; 1e-4, 1e-2 for float16); `prune --compact` of that zeroed original removes the
-  same parameters and computes the same outputs. The last column is `exact`, or `known: TEXT` for a known
-  defect of another area: those comparisons must then fail with TEXT, so that its fix shows here.
+  same parameters and computes the same outputs; grouped-query attention pruned differently per layer (a kv
+  group, one head per group) equals its zeroed original; in a pre-norm model, dropping every layer but the first
+  (`--keep-layers`) equals the original with those layers zeroed. The last column is `exact`, or `known: TEXT`
+  for a known defect: the pruned and compacted models must then fail in ONNX Runtime with TEXT, so that its fix
+  shows here.
 All ONNX Runtime comparisons run in one node process (ort.js compare-list)."""
 import json
 import os
@@ -89,7 +92,6 @@ def main(bin_, hf):
         fails.append(f"{d}: model folder without a row in expect.tsv")
     work = tempfile.mkdtemp(prefix="hf_exports.")
     pairs = []  # ONNX Runtime comparisons, run together at the end
-    compact_params = {}
     for name, want in rows.items():
         d = os.path.join(hf, name)
         model, inputs, ref = (os.path.join(d, f) for f in ("model.onnx", "inputs.npz", "ort.npz"))
@@ -143,8 +145,32 @@ def main(bin_, hf):
         after = [json.load(open(f"{w}/{r}.json"))["parameters"]["after"] for r in ("p", "c")]
         if after[0] != after[1]:
             fails.append(f"{name}: --compact keeps {after[1]} parameters, the pruned model {after[0]}")
-        compact_params[name] = after
         pairs.append({"id": f"{name}/compact", "ref": f"{w}/ref.onnx", "cand": f"{w}/c.onnx", "data": inputs, "tol": tol})
+        # grouped-query attention pruned differently per layer (a whole kv group in layer 0, one query head of
+        # every group in layer 1): shapes shared between layers must not carry one layer's counts to the other
+        a0 = j["layers"][0]["attention"]
+        if len(j["layers"]) > 1 and a0 and 1 < a0["kv_heads"] < a0["heads"] and j["layers"][1]["attention"]:
+            with open(f"{w}/kv.json", "w") as f:
+                json.dump({"layers": [{"layer": 0, "kv_heads": [0]},
+                                      {"layer": 1, "num_heads": j["layers"][1]["attention"]["kv_heads"]}]}, f)
+            rc, err = sh([bin_, "prune", model, "-o", f"{w}/kv.onnx", "--config", f"{w}/kv.json", "--report",
+                          f"{w}/kvr.json", "-q"])
+            if rc or subprocess.run([PY, f"{E2E}/zero_units.py", model, f"{w}/inspect.json", f"{w}/kvr.json",
+                                     f"{w}/kvref.onnx"]).returncode:
+                fails.append(f"{name}: prune of kv groups / heads per layer failed: {err}")
+            else:
+                pairs.append({"id": f"{name}/kv-per-layer", "ref": f"{w}/kvref.onnx", "cand": f"{w}/kv.onnx",
+                              "data": inputs, "tol": tol})
+        # pre-norm layers dropped whole (all but the first): exactly the zeroed original
+        if len(j["layers"]) > 1 and not j["unmatched"] and all(L["norm"] == "pre" for L in j["layers"]):
+            keep = ",".join(str(L["layer"]) for L in j["layers"][1:])
+            rc, err = sh([bin_, "prune", model, "-o", f"{w}/k.onnx", "--keep-layers", keep, "--report", f"{w}/k.json", "-q"])
+            if rc or subprocess.run([PY, f"{E2E}/zero_units.py", model, f"{w}/inspect.json", f"{w}/k.json",
+                                     f"{w}/kref.onnx"]).returncode:
+                fails.append(f"{name}: prune --keep-layers {keep} failed: {err}")
+            else:
+                pairs.append({"id": f"{name}/keep-layers", "ref": f"{w}/kref.onnx", "cand": f"{w}/k.onnx", "data": inputs,
+                              "tol": tol})
     with open(f"{work}/pairs.json", "w") as f:
         json.dump(pairs, f)
     p = subprocess.run(["node", f"{E2E}/ort.js", "compare-list", f"{work}/pairs.json"], capture_output=True, text=True,
@@ -153,7 +179,8 @@ def main(bin_, hf):
     for line in p.stdout.splitlines():
         ident, _, verdict = line.partition(" ")
         seen += 1
-        known = rows[ident.split("/")[0]][3]
+        model, case = ident.split("/")
+        known = rows[model][3] if case in ("pruned", "compact") else None
         if known is None and verdict != "ok":
             fails.append(f"{ident}: ONNX Runtime: {verdict}")
         elif known is not None and known not in verdict:  # fixed, or failing differently: the table says which
