@@ -106,6 +106,36 @@ const char *op_weight_source(const op_graph *gr, const char *name, Onnx__TensorP
   return NULL;
 }
 
+/* The stored constant behind name through Identity nodes only, however many users it has (a shared
+ * bias, copied on write); NULL otherwise. A Cast on the way would have to be copied too: not done. */
+static const char *shared_source(const op_graph *gr, const char *name, Onnx__TensorProto **tensor) {
+  *tensor = NULL;
+  for (int hop = 0; hop <= MAX_WEIGHT_HOPS; hop++) {
+    Onnx__TensorProto *t = op_graph_const(gr, name);
+    if (t) {
+      if (op_tensor_to_raw(t) != 0) return NULL;
+      *tensor = t;
+      return name;
+    }
+    Onnx__NodeProto *p = op_graph_producer(gr, name);
+    if (!p || !op_node_is(p, "Identity") || p->n_input < 1) return NULL;
+    name = p->input[0];
+  }
+  return NULL;
+}
+
+/* The bias read by input slot of node ni: private (op_weight_source) or shared (copied on write);
+ * NULL when it is neither. */
+static const char *bias_source(const op_analysis *a, int ni, int slot, op_proj *p, Onnx__TensorProto **tensor) {
+  const char *name = node_at(a, ni)->input[slot];
+  const char *src = op_weight_source(a->gr, name, tensor);
+  p->b_user = -1;
+  if (src) return src;
+  src = shared_source(a->gr, name, tensor);
+  if (src) p->b_user = ni, p->b_slot = slot;
+  return src;
+}
+
 /* A float (32, 16 or bfloat16) rank-2 weight, stored as an initializer or a Constant node, possibly
  * behind Identity/Cast, and used by one consumer only (tied weights cannot be pruned on one side). */
 static Onnx__TensorProto *weight_init(const op_analysis *a, const char *name, const char **why) {
@@ -139,6 +169,7 @@ static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **
   memset(p, 0, sizeof *p);
   p->node = mi;
   p->bias_node = -1;
+  p->b_user = -1;
   bool trans = false;
   if (op_node_is(n, "Gemm")) {
     if (op_node_attr_int(n, "transA", 0) != 0 || op_node_attr_float(n, "alpha", 1.f) != 1.f) {
@@ -181,7 +212,7 @@ static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **
   p->y = n->output[0];
   if (op_node_is(n, "Gemm") && n->n_input > 2 && n->input[2][0]) {
     Onnx__TensorProto *c;
-    const char *src = op_weight_source(a->gr, n->input[2], &c);
+    const char *src = bias_source(a, mi, 2, p, &c);
     if (!src || !op_weight_dtype_ok(c->data_type) || op_tensor_numel(c) != p->out ||
         op_node_attr_float(n, "beta", 1.f) != 1.f) {
       *why = "Gemm bias is not a private vector of the output width";
@@ -206,13 +237,18 @@ static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, cons
     for (int s = 0; s < 2; s++) {
       Onnx__TensorProto *b;
       op_value *mv = op_graph_find(a->gr, n->input[1 - s]);
-      if (!op_weight_source(a->gr, n->input[s], &b) || !mv || mv->producer < 0 || !op_weight_dtype_ok(b->data_type))
+      op_proj probe;
+      if (!bias_source(a, v->producer, s, &probe, &b) || !mv || mv->producer < 0 || !op_weight_dtype_ok(b->data_type))
         continue;
       Onnx__NodeProto *mm = node_at(a, mv->producer);
       if (!(op_node_is(mm, "MatMul") || op_node_is(mm, "Gemm")) || mv->n_consumers != 1 || mv->graph_output) continue;
       if (!match_linear(a, mv->producer, p, why)) return false;
-      const char *bsrc = op_weight_source(a->gr, n->input[s], &b);
-      if (p->b || !bsrc || op_tensor_numel(b) != p->out || b->n_dims != 1) {
+      if (p->b) { /* a Gemm bias and an Add bias */
+        *why = "bias is not a private vector of the output width";
+        return false;
+      }
+      const char *bsrc = bias_source(a, v->producer, s, p, &b);
+      if ( !bsrc || op_tensor_numel(b) != p->out || b->n_dims != 1) {
         *why = "bias is not a private vector of the output width";
         return false;
       }
@@ -629,6 +665,20 @@ static void name_activation(const op_analysis *a, op_ffn *f) {
 }
 
 
+/* A Reshape between the FFN projections that keeps the width on the last axis (transformers' Conv1D
+ * flattens tokens to [B*S, F] around each Gemm): part of the region, its constant width rewritten with the
+ * neurons. */
+static bool ffn_relayout(op_analysis *a, op_ffn *f, const op_value *v, op_name_vec *todo) {
+  if (!v || v->producer < 0) return false;
+  Onnx__NodeProto *n = node_at(a, v->producer);
+  if (!op_node_is(n, "Reshape") || n->n_input < 2 || !op_shape_keeps_width(a->gr, n, f->down.in)) return false;
+  if (!op_int_vec_has(&f->region, v->producer)) {
+    OP_VEC_PUSH(f->region, v->producer);
+    OP_VEC_PUSH(*todo, n->input[0]);
+  }
+  return true;
+}
+
 /* Tries the linear layer at node di as an FFN's down projection. */
 static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
   memset(f, 0, sizeof *f);
@@ -659,6 +709,7 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
       continue;
     }
     op_value *v = op_graph_find(a->gr, t);
+    if (ffn_relayout(a, f, v, &todo)) continue;
     if (!v || v->producer < 0 || !op_in(node_at(a, v->producer), ELEMENTWISE_OPS)) {
       *why = v && v->producer >= 0 ? why_fmt(a, "%s '%s' between the projections is not element-wise",
                                              node_at(a, v->producer)->op_type, op_node_name(node_at(a, v->producer)))
@@ -699,7 +750,9 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
     Onnx__NodeProto *n = node_at(a, f->region.v[i]);
     op_value *v = op_graph_find(a->gr, n->output[0]);
     for (size_t c = 0; ok && v && c < v->n_consumers; c++)
-      if (v->consumers[c] != di && !op_int_vec_has(&f->region, v->consumers[c])) *why = "an activation value is used outside the FFN", ok = false;
+      if (v->consumers[c] != di && !op_int_vec_has(&f->region, v->consumers[c]) &&
+          !op_node_is(node_at(a, v->consumers[c]), "Shape")) /* a size read at run time follows the width */
+        *why = "an activation value is used outside the FFN", ok = false;
     if (v && v->graph_output) *why = "an activation value is a graph output", ok = false;
   }
   if (ok && f->n_up == 2) {
@@ -930,17 +983,23 @@ static int64_t init_params(const op_analysis *a, const char *name) {
 
 int64_t op_proj_params(const op_analysis *a, const op_proj *p) { return init_params(a, p->w) + init_params(a, p->b); }
 
+/* A projection's own parameters: a bias shared with other users (copied on write) counts as "other",
+ * once, not once per user. */
+static int64_t owned_params(const op_analysis *a, const op_proj *p) {
+  return init_params(a, p->w) + (p->b_user < 0 ? init_params(a, p->b) : 0);
+}
+
 static void count_params(op_analysis *a) {
   a->params_total = op_graph_param_count(a->model->proto->graph);
   for (size_t i = 0; i < a->attn.n; i++) {
     const op_attn *at = &a->attn.v[i];
-    for (int k = 0; k < (at->packed ? 1 : 3); k++) a->params_attn += op_proj_params(a, &at->qkv[k]);
-    a->params_attn += op_proj_params(a, &at->out);
+    for (int k = 0; k < (at->packed ? 1 : 3); k++) a->params_attn += owned_params(a, &at->qkv[k]);
+    a->params_attn += owned_params(a, &at->out);
   }
   for (size_t i = 0; i < a->ffn.n; i++) {
     const op_ffn *f = &a->ffn.v[i];
-    for (int k = 0; k < f->n_up; k++) a->params_ffn += op_proj_params(a, &f->up[k]);
-    a->params_ffn += op_proj_params(a, &f->down);
+    for (int k = 0; k < f->n_up; k++) a->params_ffn += owned_params(a, &f->up[k]);
+    a->params_ffn += owned_params(a, &f->down);
   }
   Onnx__GraphProto *g = a->gr->g;
   for (size_t i = 0; i < g->n_node; i++)

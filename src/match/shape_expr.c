@@ -321,6 +321,36 @@ static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot,
   return 0;
 }
 
+bool op_shape_keeps_width(const op_graph *gr, const Onnx__NodeProto *reshape, int64_t F) {
+  shape_view v;
+  if (reshape->n_input < 2 || !view_shape(gr, reshape->input[1], &v) || v.n < 1) return false;
+  const elem *last = &v.e[v.n - 1];
+  return !last->is_const || last->value == F;
+}
+
+int op_shape_rewrite_width(op_graph *gr, Onnx__NodeProto *reshape, int64_t F, int64_t F2, op_error *err) {
+  shape_view v;
+  if (reshape->n_input < 2 || !view_shape(gr, reshape->input[1], &v) || v.n < 1)
+    return op_fail(err, OP_UNSUPPORTED, "node '%s': cannot read its target shape", op_node_name(reshape));
+  const elem *last = &v.e[v.n - 1];
+  if (!last->is_const || F == F2) return 0; /* a size read at run time follows the new width */
+  if (last->value != F)
+    return op_fail(err, OP_UNSUPPORTED, "node '%s': last axis %lld is not the FFN width %lld", op_node_name(reshape),
+                   (long long)last->value, (long long)F);
+  int64_t newv[MAX_ELEMS];
+  for (int i = 0; i < v.n; i++) newv[i] = v.e[i].value;
+  newv[v.n - 1] = F2;
+  if (!v.concat) {
+    set_input_ints(gr, reshape, 1, reshape->input[1], newv, v.n);
+    return 0;
+  }
+  Onnx__NodeProto *c = private_concat(gr, reshape, 1, v.concat);
+  int i = v.n - 1;
+  while (i > 0 && v.e[i - 1].slot == last->slot) i--;
+  set_input_ints(gr, c, last->slot, last->src, &newv[i], v.n - i);
+  return 0;
+}
+
 int op_shape_rewrite_parts(op_graph *gr, Onnx__NodeProto *n, int64_t E, int64_t E2, int64_t opset, op_error *err) {
   int64_t vals[MAX_ELEMS];
   Onnx__TensorProto *src = NULL;

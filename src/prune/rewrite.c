@@ -81,7 +81,14 @@ static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int
     gather_row(NB, B, keep, nk, bes);
     int64_t bd[2] = {nk, 0};
     record(r, layer, p->b, b, bd);
-    op_tensor_replace(b, bd, 1, NB, (size_t)nk * bes);
+    if (p->b_user >= 0) { /* shared with other users: this projection gets its own copy */
+      Onnx__TensorProto *mine = op_tensor_new(p->b, b->data_type, bd, 1);
+      memcpy(mine->raw_data.data, NB, (size_t)nk * bes);
+      free(NB);
+      op_node_set_input(a->gr->g->node[p->b_user], (size_t)p->b_slot, op_graph_add_init(a->gr, mine));
+    } else {
+      op_tensor_replace(b, bd, 1, NB, (size_t)nk * bes);
+    }
   }
   return 0;
 }
@@ -165,6 +172,9 @@ static int prune_neurons(op_analysis *a, const op_ffn *f, const bool *keep, int 
   int rc = 0;
   for (int u = 0; u < f->n_up && !rc; u++) rc = slice_proj(a, &f->up[u], true, ch, n, layer, r, err);
   if (!rc) rc = slice_proj(a, &f->down, false, ch, n, layer, r, err);
+  for (size_t i = 0; i < f->region.n && !rc; i++) /* Reshapes between the projections carry the width */
+    if (op_node_is(a->gr->g->node[f->region.v[i]], "Reshape"))
+      rc = op_shape_rewrite_width(a->gr, a->gr->g->node[f->region.v[i]], F, n, err);
   free(ch);
   return rc;
 }

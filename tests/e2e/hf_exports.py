@@ -6,7 +6,7 @@ For every row of expect.tsv (and every model folder must have one: a folder with
 its folder or a missing file is a failure):
 - `run` on inputs.npz agrees with ort.npz (ONNX Runtime's outputs): rtol 1e-3 / atol 1e-4, or 1e-2 for a
   model whose weights are float16;
-- `inspect --json` finds the expected layers, heads / KV heads per layer, and exactly the expected
+- `inspect --json` finds the expected layers, heads / KV heads and FFN width per layer, and exactly the expected
   unmatched blocks, each with its reason;
 - a model with matched blocks is pruned (50% heads, 50% FFN neurons): ONNX Runtime runs it with the
   original's input/output names and it equals the original with the removed units zeroed
@@ -32,7 +32,7 @@ PY = sys.executable
 
 
 def parse_expect(path):
-    """{model: (layers, [\"H/KV\" or \"-\" per layer], [(count, reason substring)])}"""
+    """{model: (layers, ["H/KV:F" per layer, '-' for a missing block], [(count, reason substring)], known failure)}"""
     rows = {}
     for ln, line in enumerate(open(path), 1):
         line = line.rstrip("\n")
@@ -69,9 +69,10 @@ def check_inspect(name, j, want, fails):
     got = j["layers"]
     if len(got) != layers:
         fails.append(f"{name}: inspect: {len(got)} layers, expected {layers}")
-    got_attn = [f"{L['attention']['heads']}/{L['attention']['kv_heads']}" if L["attention"] else "-" for L in got]
+    got_attn = [(f"{L['attention']['heads']}/{L['attention']['kv_heads']}" if L["attention"] else "-") + ":" +
+                (str(L["ffn"]["width"]) if L["ffn"] else "-") for L in got]
     if got_attn != attn:
-        fails.append(f"{name}: inspect: heads/kv per layer {','.join(got_attn)}, expected {','.join(attn)}")
+        fails.append(f"{name}: inspect: heads/kv:ffn per layer {','.join(got_attn)}, expected {','.join(attn)}")
     left = list(j["unmatched"])
     for count, reason in reasons:
         pattern = re.compile(re.escape(reason).replace(re.escape("'*'"), "'[^']*'"))
