@@ -475,6 +475,80 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
   free(todo.v);
 }
 
+/* ---- score terms that carry heads (not pruned yet: refused by name) ---- */
+
+#define MAX_TERM_NODES 24 /* producers examined behind one term added to the scores */
+
+/* A float constant of more than one element with an axis of size heads, at most MAX_TERM_NODES producers
+ * behind t: a relative position bias table ([buckets, H], Swin's [1, H, N, N]) or ALiBi's slopes [H, 1]. */
+static const char *head_constant_behind(const op_analysis *a, const char *t, int64_t heads) {
+  op_name_vec todo = {0};
+  const char *found = NULL;
+  OP_VEC_PUSH(todo, t);
+  for (size_t k = 0; k < todo.n && k < MAX_TERM_NODES && !found; k++) {
+    Onnx__TensorProto *c = op_graph_const(a->gr, todo.v[k]);
+    if (c) {
+      for (size_t d = 0; d < c->n_dims && op_dtype_is_float(c->data_type) && op_tensor_numel(c) > 1; d++)
+        if (c->dims[d] == heads) found = todo.v[k];
+      continue;
+    }
+    Onnx__NodeProto *n = op_graph_producer(a->gr, todo.v[k]);
+    for (size_t i = 0; n && i < n->n_input; i++)
+      if (n->input[i][0]) OP_VEC_PUSH(todo, n->input[i]);
+  }
+  free(todo.v);
+  return found;
+}
+
+/* The per-head constant behind a term added to the scores between q.k and the Softmax, or NULL. */
+static const char *head_score_term(const op_analysis *a, const op_attn *at, int qk) {
+  if (at->heads < 2) return NULL;
+  const char *t = node_at(a, qk)->output[0];
+  for (int step = 0; step < MAX_SCORE_STEPS; step++) {
+    int ci;
+    Onnx__NodeProto *c = real_consumer(a, t, &ci);
+    if (!c || ci == at->softmax) break;
+    for (size_t i = 0; i < c->n_input; i++) {
+      if (!c->input[i][0] || strcmp(c->input[i], t) == 0) continue;
+      const char *h = head_constant_behind(a, c->input[i], at->heads);
+      if (h) return h;
+    }
+    t = c->output[0];
+  }
+  return NULL;
+}
+
+/* Why no score MatMul(q, k) was found before Softmax sm, when the scores have a known other form. */
+static const char *diagnose_scores(op_analysis *a, const Onnx__NodeProto *sm) {
+  static const char *const through[] = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", "Reshape",
+                                        "Transpose", "Unsqueeze", "Squeeze", "Expand", "GatherElements", NULL};
+  op_name_vec todo = {0};
+  int products = 0;
+  const char *reshape = NULL, *product = NULL;
+  OP_VEC_PUSH(todo, sm->input[0]);
+  for (size_t k = 0; k < todo.n && k < MAX_TERM_NODES; k++) {
+    Onnx__NodeProto *n = op_graph_producer(a->gr, todo.v[k]);
+    if (!n) continue;
+    if (op_node_is(n, "MatMul") && !is_const(a, n->input[0]) && !is_const(a, n->input[1])) {
+      products++;
+      product = op_node_name(n);
+      continue;
+    }
+    if (!op_in(n, through)) continue;
+    if (op_node_is(n, "Reshape") && !reshape) reshape = op_node_name(n);
+    for (size_t i = 0; i < n->n_input; i++)
+      if (n->input[i][0] && !is_const(a, n->input[i]) && !(op_node_is(n, "Reshape") && i > 0)) OP_VEC_PUSH(todo, n->input[i]);
+  }
+  free(todo.v);
+  if (products >= 2)
+    return why_fmt(a, "disentangled attention: scores are a sum of %d products (relative-position terms, as "
+                      "DeBERTa's c2c + c2p + p2c)", products);
+  if (products == 1 && reshape)
+    return why_fmt(a, "scores of MatMul '%s' reach the Softmax through Reshape '%s' with a term added on "
+                      "[B*H, S, S] (as ALiBi's baddbmm)", product, reshape);
+  return NULL;
+}
+
 static void attn_free(op_attn *at) {
   free(at->sites.v);
   free(at->region.v);
@@ -531,6 +605,8 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     if (f)
       unmatched(a, sm, "the scores come from %s::%s '%s' (a fused graph of ONNX Runtime's optimizer): its attention is not pruned",
                 f->domain, f->op_type, op_node_name(f));
+    else if (diagnose_scores(a, sm))
+      unmatched(a, sm, "%s", a->why);
     else
       unmatched(a, sm, "no score MatMul(q, k) before the Softmax");
     return false;
@@ -622,6 +698,12 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     goto fail;
   }
   at->head_dim = E / at->heads;
+  const char *hterm = head_score_term(a, at, qk);
+  if (hterm) {
+    unmatched(a, sm, "the scores add a term computed from per-head constant '%s' (a relative position bias or "
+                     "ALiBi slopes): slicing it with the heads is not supported", hterm);
+    goto fail;
+  }
   if (!match_kv_heads(a, sm, at, repeat)) goto fail;
   collect_region(a, at);
   collect_mask_nodes(a, at, qk);
