@@ -1169,6 +1169,11 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     }
     op_block blk = {.kind = OP_BLOCK_FFN, .index = (int)a->ffn.n};
     if (!find_residual(a, f.up[0].x, f.down.y, &blk)) { /* a classifier head, not a transformer FFN */
+      Onnx__NodeProto *c = real_consumer(a, f.down.y, NULL);
+      if (c && op_node_is(c, "Add")) /* but an FFN whose output is summed with something else is one */
+        unmatched(a, g->node[i], "FFN output joins Add '%s', which is not a residual connection of its input "
+                                 "(attention and FFN in parallel on one residual, as in Falcon and GPT-NeoX)",
+                  op_node_name(c));
       free(f.region.v);
       continue;
     }
