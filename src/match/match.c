@@ -23,6 +23,7 @@
 #define MAX_NORM_DEPTH 14    /* stream back to a block input through a decomposed norm */
 #define MAX_NORM_NODES 64    /* nodes of one decomposed norm */
 #define MAX_RESIDUAL_STEPS 6 /* block output to its residual Add */
+#define MAX_STREAM_HOPS 4    /* re-layouts between one block's stream end and the next's start */
 
 /* printf into a new heap string (reasons name nodes, whose names have any length). */
 static char *vfmt(const char *fmt, va_list ap) {
@@ -105,6 +106,36 @@ const char *op_weight_source(const op_graph *gr, const char *name, Onnx__TensorP
   return NULL;
 }
 
+/* The stored constant behind name through Identity nodes only, however many users it has (a shared
+ * bias, copied on write); NULL otherwise. A Cast on the way would have to be copied too: not done. */
+static const char *shared_source(const op_graph *gr, const char *name, Onnx__TensorProto **tensor) {
+  *tensor = NULL;
+  for (int hop = 0; hop <= MAX_WEIGHT_HOPS; hop++) {
+    Onnx__TensorProto *t = op_graph_const(gr, name);
+    if (t) {
+      if (op_tensor_to_raw(t) != 0) return NULL;
+      *tensor = t;
+      return name;
+    }
+    Onnx__NodeProto *p = op_graph_producer(gr, name);
+    if (!p || !op_node_is(p, "Identity") || p->n_input < 1) return NULL;
+    name = p->input[0];
+  }
+  return NULL;
+}
+
+/* The bias read by input slot of node ni: private (op_weight_source) or shared (copied on write);
+ * NULL when it is neither. */
+static const char *bias_source(const op_analysis *a, int ni, int slot, op_proj *p, Onnx__TensorProto **tensor) {
+  const char *name = node_at(a, ni)->input[slot];
+  const char *src = op_weight_source(a->gr, name, tensor);
+  p->b_user = -1;
+  if (src) return src;
+  src = shared_source(a->gr, name, tensor);
+  if (src) p->b_user = ni, p->b_slot = slot;
+  return src;
+}
+
 /* A float (32, 16 or bfloat16) rank-2 weight, stored as an initializer or a Constant node, possibly
  * behind Identity/Cast, and used by one consumer only (tied weights cannot be pruned on one side). */
 static Onnx__TensorProto *weight_init(const op_analysis *a, const char *name, const char **why) {
@@ -138,6 +169,7 @@ static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **
   memset(p, 0, sizeof *p);
   p->node = mi;
   p->bias_node = -1;
+  p->b_user = -1;
   bool trans = false;
   if (op_node_is(n, "Gemm")) {
     if (op_node_attr_int(n, "transA", 0) != 0 || op_node_attr_float(n, "alpha", 1.f) != 1.f) {
@@ -183,7 +215,7 @@ static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **
   p->y = n->output[0];
   if (op_node_is(n, "Gemm") && n->n_input > 2 && n->input[2][0]) {
     Onnx__TensorProto *c;
-    const char *src = op_weight_source(a->gr, n->input[2], &c);
+    const char *src = bias_source(a, mi, 2, p, &c);
     if (!src || !op_weight_dtype_ok(c->data_type) || op_tensor_numel(c) != p->out ||
         op_node_attr_float(n, "beta", 1.f) != 1.f) {
       *why = "Gemm bias is not a private vector of the output width";
@@ -208,13 +240,18 @@ static bool match_proj_out(const op_analysis *a, const char *t, op_proj *p, cons
     for (int s = 0; s < 2; s++) {
       Onnx__TensorProto *b;
       op_value *mv = op_graph_find(a->gr, n->input[1 - s]);
-      if (!op_weight_source(a->gr, n->input[s], &b) || !mv || mv->producer < 0 || !op_weight_dtype_ok(b->data_type))
+      op_proj probe;
+      if (!bias_source(a, v->producer, s, &probe, &b) || !mv || mv->producer < 0 || !op_weight_dtype_ok(b->data_type))
         continue;
       Onnx__NodeProto *mm = node_at(a, mv->producer);
       if (!op_fused_is_linear(mm) || mv->n_consumers != 1 || mv->graph_output) continue;
       if (!match_linear(a, mv->producer, p, why)) return false;
-      const char *bsrc = op_weight_source(a->gr, n->input[s], &b);
-      if (p->b || !bsrc || op_tensor_numel(b) != p->out || b->n_dims != 1) {
+      if (p->b) { /* a Gemm bias and an Add bias */
+        *why = "bias is not a private vector of the output width";
+        return false;
+      }
+      const char *bsrc = bias_source(a, v->producer, s, p, &b);
+      if ( !bsrc || op_tensor_numel(b) != p->out || b->n_dims != 1) {
         *why = "bias is not a private vector of the output width";
         return false;
       }
@@ -442,6 +479,80 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
   free(todo.v);
 }
 
+/* ---- score terms that carry heads (not pruned yet: refused by name) ---- */
+
+#define MAX_TERM_NODES 24 /* producers examined behind one term added to the scores */
+
+/* A float constant of more than one element with an axis of size heads, at most MAX_TERM_NODES producers
+ * behind t: a relative position bias table ([buckets, H], Swin's [1, H, N, N]) or ALiBi's slopes [H, 1]. */
+static const char *head_constant_behind(const op_analysis *a, const char *t, int64_t heads) {
+  op_name_vec todo = {0};
+  const char *found = NULL;
+  OP_VEC_PUSH(todo, t);
+  for (size_t k = 0; k < todo.n && k < MAX_TERM_NODES && !found; k++) {
+    Onnx__TensorProto *c = op_graph_const(a->gr, todo.v[k]);
+    if (c) {
+      for (size_t d = 0; d < c->n_dims && op_dtype_is_float(c->data_type) && op_tensor_numel(c) > 1; d++)
+        if (c->dims[d] == heads) found = todo.v[k];
+      continue;
+    }
+    Onnx__NodeProto *n = op_graph_producer(a->gr, todo.v[k]);
+    for (size_t i = 0; n && i < n->n_input; i++)
+      if (n->input[i][0]) OP_VEC_PUSH(todo, n->input[i]);
+  }
+  free(todo.v);
+  return found;
+}
+
+/* The per-head constant behind a term added to the scores between q.k and the Softmax, or NULL. */
+static const char *head_score_term(const op_analysis *a, const op_attn *at, int qk) {
+  if (at->heads < 2) return NULL;
+  const char *t = node_at(a, qk)->output[0];
+  for (int step = 0; step < MAX_SCORE_STEPS; step++) {
+    int ci;
+    Onnx__NodeProto *c = real_consumer(a, t, &ci);
+    if (!c || ci == at->softmax) break;
+    for (size_t i = 0; i < c->n_input; i++) {
+      if (!c->input[i][0] || strcmp(c->input[i], t) == 0) continue;
+      const char *h = head_constant_behind(a, c->input[i], at->heads);
+      if (h) return h;
+    }
+    t = c->output[0];
+  }
+  return NULL;
+}
+
+/* Why no score MatMul(q, k) was found before Softmax sm, when the scores have a known other form. */
+static const char *diagnose_scores(op_analysis *a, const Onnx__NodeProto *sm) {
+  static const char *const through[] = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", "Reshape",
+                                        "Transpose", "Unsqueeze", "Squeeze", "Expand", "GatherElements", NULL};
+  op_name_vec todo = {0};
+  int products = 0;
+  const char *reshape = NULL, *product = NULL;
+  OP_VEC_PUSH(todo, sm->input[0]);
+  for (size_t k = 0; k < todo.n && k < MAX_TERM_NODES; k++) {
+    Onnx__NodeProto *n = op_graph_producer(a->gr, todo.v[k]);
+    if (!n) continue;
+    if (op_node_is(n, "MatMul") && !is_const(a, n->input[0]) && !is_const(a, n->input[1])) {
+      products++;
+      product = op_node_name(n);
+      continue;
+    }
+    if (!op_in(n, through)) continue;
+    if (op_node_is(n, "Reshape") && !reshape) reshape = op_node_name(n);
+    for (size_t i = 0; i < n->n_input; i++)
+      if (n->input[i][0] && !is_const(a, n->input[i]) && !(op_node_is(n, "Reshape") && i > 0)) OP_VEC_PUSH(todo, n->input[i]);
+  }
+  free(todo.v);
+  if (products >= 2)
+    return why_fmt(a, "disentangled attention: scores are a sum of %d products (relative-position terms, as "
+                      "DeBERTa's c2c + c2p + p2c)", products);
+  if (products == 1 && reshape)
+    return why_fmt(a, "scores of MatMul '%s' reach the Softmax through Reshape '%s' with a term added on "
+                      "[B*H, S, S] (as ALiBi's baddbmm)", product, reshape);
+  return NULL;
+}
+
 static void attn_free(op_attn *at) {
   free(at->sites.v);
   free(at->region.v);
@@ -498,6 +609,8 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     if (f)
       unmatched(a, sm, "the scores come from %s::%s '%s' (a fused graph of ONNX Runtime's optimizer): its attention is not pruned",
                 f->domain, f->op_type, op_node_name(f));
+    else if (diagnose_scores(a, sm))
+      unmatched(a, sm, "%s", a->why);
     else
       unmatched(a, sm, "no score MatMul(q, k) before the Softmax");
     return false;
@@ -589,6 +702,12 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     goto fail;
   }
   at->head_dim = E / at->heads;
+  const char *hterm = head_score_term(a, at, qk);
+  if (hterm) {
+    unmatched(a, sm, "the scores add a term computed from per-head constant '%s' (a relative position bias or "
+                     "ALiBi slopes): slicing it with the heads is not supported", hterm);
+    goto fail;
+  }
   if (!match_kv_heads(a, sm, at, repeat)) goto fail;
   collect_region(a, at);
   collect_mask_nodes(a, at, qk);
@@ -634,6 +753,20 @@ static void name_activation(const op_analysis *a, op_ffn *f) {
 }
 
 
+/* A Reshape between the FFN projections that keeps the width on the last axis (transformers' Conv1D
+ * flattens tokens to [B*S, F] around each Gemm): part of the region, its constant width rewritten with the
+ * neurons. */
+static bool ffn_relayout(op_analysis *a, op_ffn *f, const op_value *v, op_name_vec *todo) {
+  if (!v || v->producer < 0) return false;
+  Onnx__NodeProto *n = node_at(a, v->producer);
+  if (!op_node_is(n, "Reshape") || n->n_input < 2 || !op_shape_keeps_width(a->gr, n, f->down.in)) return false;
+  if (!op_int_vec_has(&f->region, v->producer)) {
+    OP_VEC_PUSH(f->region, v->producer);
+    OP_VEC_PUSH(*todo, n->input[0]);
+  }
+  return true;
+}
+
 /* Tries the linear layer at node di as an FFN's down projection. */
 static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
   memset(f, 0, sizeof *f);
@@ -664,6 +797,7 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
       continue;
     }
     op_value *v = op_graph_find(a->gr, t);
+    if (ffn_relayout(a, f, v, &todo)) continue;
     if (!v || v->producer < 0 || !op_in(node_at(a, v->producer), ELEMENTWISE_OPS)) {
       *why = v && v->producer >= 0 ? why_fmt(a, "%s '%s' between the projections is not element-wise",
                                              node_at(a, v->producer)->op_type, op_node_name(node_at(a, v->producer)))
@@ -706,7 +840,9 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
     Onnx__NodeProto *n = node_at(a, f->region.v[i]);
     op_value *v = op_graph_find(a->gr, n->output[0]);
     for (size_t c = 0; ok && v && c < v->n_consumers; c++)
-      if (v->consumers[c] != di && !op_int_vec_has(&f->region, v->consumers[c])) *why = "an activation value is used outside the FFN", ok = false;
+      if (v->consumers[c] != di && !op_int_vec_has(&f->region, v->consumers[c]) &&
+          !op_node_is(node_at(a, v->consumers[c]), "Shape")) /* a size read at run time follows the width */
+        *why = "an activation value is used outside the FFN", ok = false;
     if (v && v->graph_output) *why = "an activation value is a graph output", ok = false;
   }
   if (ok && f->n_up == 2) {
@@ -895,6 +1031,21 @@ static bool find_residual(op_analysis *a, const char *x, const char *y, op_block
   return false;
 }
 
+/* Does the stream `in` continue `out` through value-preserving re-layouts only (a float-to-float Cast of
+ * an RMSNorm, OPT's flatten of the stream to [B*S, E] around its FFN)? Then the blocks are one layer. */
+static const char *const STREAM_OPS[] = {"Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", NULL};
+
+static bool continues_stream(const op_analysis *a, const char *out, const char *in) {
+  out = op_graph_canonical(a->gr, out);
+  for (int hop = 0; hop <= MAX_STREAM_HOPS; hop++) {
+    if (strcmp(op_graph_canonical(a->gr, in), out) == 0) return true;
+    Onnx__NodeProto *n = op_graph_producer(a->gr, in);
+    if (!n || !op_in(n, STREAM_OPS) || n->n_input < 1) return false;
+    in = n->input[0];
+  }
+  return false;
+}
+
 static int cmp_blocks(const void *x, const void *y) {
   const op_block *a = x, *b = y;
   return a->residual_add - b->residual_add;
@@ -909,17 +1060,23 @@ static int64_t init_params(const op_analysis *a, const char *name) {
 
 int64_t op_proj_params(const op_analysis *a, const op_proj *p) { return init_params(a, p->w) + init_params(a, p->b); }
 
+/* A projection's own parameters: a bias shared with other users (copied on write) counts as "other",
+ * once, not once per user. */
+static int64_t owned_params(const op_analysis *a, const op_proj *p) {
+  return init_params(a, p->w) + (p->b_user < 0 ? init_params(a, p->b) : 0);
+}
+
 static void count_params(op_analysis *a) {
   a->params_total = op_graph_param_count(a->model->proto->graph);
   for (size_t i = 0; i < a->attn.n; i++) {
     const op_attn *at = &a->attn.v[i];
-    for (int k = 0; k < (at->packed ? 1 : 3); k++) a->params_attn += op_proj_params(a, &at->qkv[k]);
-    a->params_attn += op_proj_params(a, &at->out);
+    for (int k = 0; k < (at->packed ? 1 : 3); k++) a->params_attn += owned_params(a, &at->qkv[k]);
+    a->params_attn += owned_params(a, &at->out);
   }
   for (size_t i = 0; i < a->ffn.n; i++) {
     const op_ffn *f = &a->ffn.v[i];
-    for (int k = 0; k < f->n_up; k++) a->params_ffn += op_proj_params(a, &f->up[k]);
-    a->params_ffn += op_proj_params(a, &f->down);
+    for (int k = 0; k < f->n_up; k++) a->params_ffn += owned_params(a, &f->up[k]);
+    a->params_ffn += owned_params(a, &f->down);
   }
   Onnx__GraphProto *g = a->gr->g;
   for (size_t i = 0; i < g->n_node; i++)
@@ -1011,6 +1168,11 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     }
     op_block blk = {.kind = OP_BLOCK_FFN, .index = (int)a->ffn.n};
     if (!find_residual(a, f.up[0].x, f.down.y, &blk)) { /* a classifier head, not a transformer FFN */
+      Onnx__NodeProto *c = real_consumer(a, f.down.y, NULL);
+      if (c && op_node_is(c, "Add")) /* but an FFN whose output is summed with something else is one */
+        unmatched(a, g->node[i], "FFN output joins Add '%s', which is not a residual connection of its input "
+                                 "(attention and FFN in parallel on one residual, as in Falcon and GPT-NeoX)",
+                  op_node_name(c));
       free(f.region.v);
       continue;
     }
@@ -1034,7 +1196,7 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
     if (b->kind == OP_BLOCK_ATTN) {
       L.attn_block = (int)i;
       op_block *nx = i + 1 < a->blocks.n ? &a->blocks.v[i + 1] : NULL;
-      if (nx && nx->kind == OP_BLOCK_FFN && strcmp(nx->stream_in, b->stream_out) == 0) L.ffn_block = (int)++i;
+      if (nx && nx->kind == OP_BLOCK_FFN && continues_stream(a, b->stream_out, nx->stream_in)) L.ffn_block = (int)++i;
     } else {
       L.ffn_block = (int)i;
     }

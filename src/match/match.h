@@ -16,6 +16,10 @@ typedef struct op_proj {
   int64_t in, out;
   const char *x;     /* input */
   const char *y;     /* output, after the bias */
+  /* A bias shared with other users (torch deduplicates equal constants, e.g. the all-zero biases of an
+   * untrained model, behind Identity): copy on write, the sliced bias becomes a new initializer read by
+   * input b_slot of node b_user, and the shared one stays for the others. b_user is -1 when private. */
+  int b_user, b_slot;
 } op_proj;
 
 typedef OP_VEC(int) op_int_vec;
@@ -220,6 +224,12 @@ int64_t op_shape_infer_heads(const op_graph *gr, const Onnx__NodeProto *reshape,
  * other nodes. */
 int op_shape_rewrite(op_graph *gr, const op_site *site, const op_head_counts *c, const op_name_vec *region,
                      op_error *err);
+/* FFN activations re-laid out between the projections (transformers' Conv1D: Reshape to [B*S, F] and back
+ * to [B, S, F]): does the Reshape keep F on its last axis (a constant F, or a size read at run time)? */
+bool op_shape_keeps_width(const op_graph *gr, const Onnx__NodeProto *reshape, int64_t F);
+/* Rewrites such a Reshape's constant width F to F2 (in a private copy of a shared Concat). */
+int op_shape_rewrite_width(op_graph *gr, Onnx__NodeProto *reshape, int64_t F, int64_t F2, op_error *err);
+
 /* Rewrites Split sizes / constant Slice bounds on a packed projection output from E to E2 per part. */
 int op_shape_rewrite_parts(op_graph *gr, Onnx__NodeProto *n, int64_t E, int64_t E2, int64_t opset, op_error *err);
 

@@ -206,18 +206,37 @@ int op_shape_rewrite(op_graph *gr, const op_site *site, const op_head_counts *c,
 /* The kv-head repeat: Expand [.., KV, rep, S, d] (both may change) or Tile repeats [.., rep, ..]. */
 static void rewrite_repeat(const shape_view *v, const op_head_counts *c, bool tile, int64_t *newv, bool *changed) {
   int64_t rep = c->H / c->kv, rep2 = c->H2 / c->kv2;
-  for (int i = 0; i < v->n; i++) {
-    if (tile) {
-      if (v->e[i].is_const && v->e[i].value == rep && rep > 1) newv[i] = rep2, changed[i] = rep != rep2;
-    } else if (i + 1 < v->n && (!v->e[i].is_const || v->e[i].value == c->kv) && v->e[i + 1].is_const &&
-               v->e[i + 1].value == rep) { /* the kv count may be read from k's shape: it follows by itself */
+  for (int i = 0; tile && i < v->n; i++)
+    if (v->e[i].is_const && v->e[i].value == rep && rep > 1) newv[i] = rep2, changed[i] = rep != rep2;
+  /* [.., KV, rep, ..]: a constant kv count first, so that [B, 2, 2, S, d] (KV == rep, B read from a shape)
+   * is not taken as [KV=B, rep=2]; then a kv count read from k's shape (it follows by itself) */
+  for (int pass = 0; !tile && pass < 2; pass++)
+    for (int i = 0; i + 1 < v->n; i++) {
+      bool kv_here = pass == 0 ? v->e[i].is_const && v->e[i].value == c->kv : !v->e[i].is_const;
+      if (!kv_here || !v->e[i + 1].is_const || v->e[i + 1].value != rep) continue;
       if (v->e[i].is_const) newv[i] = c->kv2, changed[i] = c->kv != c->kv2;
       newv[i + 1] = rep2, changed[i + 1] = rep != rep2;
       return;
     }
-  }
   /* one kv head broadcast straight to [B, H, S, d]: the repeat count is the head count */
   if (!tile && c->kv == 1) rewrite_repeat(v, c, true, newv, changed);
+}
+
+/* The Concat that builds user's input slot, made private to user when other nodes read it too (the
+ * dynamo exporter builds one [B, KV, rep, S, d] for the repeat of every layer's k and v): each block
+ * rewrites its own copy, so layers pruned differently never change each other's shapes. */
+static Onnx__NodeProto *private_concat(op_graph *gr, Onnx__NodeProto *user, int slot, Onnx__NodeProto *concat) {
+  op_value *v = op_graph_find(gr, concat->output[0]);
+  if (strcmp(user->input[slot], concat->output[0]) != 0 || !v || (v->n_consumers <= 1 && !v->graph_output))
+    return concat;
+  char *out = op_graph_fresh_name(gr, concat->output[0]); /* unique, so also the node's name */
+  const char *outs[1] = {out};
+  Onnx__NodeProto *c = op_node_new("Concat", out, (const char *const *)concat->input, concat->n_input, outs, 1);
+  op_node_add_int(c, "axis", op_node_attr_int(concat, "axis", 0));
+  op_graph_append(gr->g, c); /* placed by the topological sort after pruning */
+  op_node_set_input(user, (size_t)slot, out);
+  free(out);
+  return c;
 }
 
 static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot, op_site_role role, bool kv,
@@ -272,6 +291,9 @@ static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot,
     for (int i = 0; i < v.n; i++) any |= changed[i];
     if (any) set_input_ints(gr, reshape, slot, reshape->input[slot], newv, v.n);
   } else {
+    bool any_change = false;
+    for (int i = 0; i < v.n; i++) any_change |= changed[i];
+    if (any_change) v.concat = private_concat(gr, reshape, slot, v.concat);
     for (int i = 0; i < v.n;) {
       int j = i;
       bool any = false;
@@ -296,6 +318,36 @@ static int rewrite_shape_input(op_graph *gr, Onnx__NodeProto *reshape, int slot,
       set_input_like(gr, lv[k].node, lv[k].slot, ct, &to, 1);
     }
   }
+  return 0;
+}
+
+bool op_shape_keeps_width(const op_graph *gr, const Onnx__NodeProto *reshape, int64_t F) {
+  shape_view v;
+  if (reshape->n_input < 2 || !view_shape(gr, reshape->input[1], &v) || v.n < 1) return false;
+  const elem *last = &v.e[v.n - 1];
+  return !last->is_const || last->value == F;
+}
+
+int op_shape_rewrite_width(op_graph *gr, Onnx__NodeProto *reshape, int64_t F, int64_t F2, op_error *err) {
+  shape_view v;
+  if (reshape->n_input < 2 || !view_shape(gr, reshape->input[1], &v) || v.n < 1)
+    return op_fail(err, OP_UNSUPPORTED, "node '%s': cannot read its target shape", op_node_name(reshape));
+  const elem *last = &v.e[v.n - 1];
+  if (!last->is_const || F == F2) return 0; /* a size read at run time follows the new width */
+  if (last->value != F)
+    return op_fail(err, OP_UNSUPPORTED, "node '%s': last axis %lld is not the FFN width %lld", op_node_name(reshape),
+                   (long long)last->value, (long long)F);
+  int64_t newv[MAX_ELEMS];
+  for (int i = 0; i < v.n; i++) newv[i] = v.e[i].value;
+  newv[v.n - 1] = F2;
+  if (!v.concat) {
+    set_input_ints(gr, reshape, 1, reshape->input[1], newv, v.n);
+    return 0;
+  }
+  Onnx__NodeProto *c = private_concat(gr, reshape, 1, v.concat);
+  int i = v.n - 1;
+  while (i > 0 && v.e[i - 1].slot == last->slot) i--;
+  set_input_ints(gr, c, last->slot, last->src, &newv[i], v.n - i);
   return 0;
 }
 

@@ -313,9 +313,8 @@ size_t op_graph_order(const op_graph *gr, int *order) {
   for (size_t i = 0; i < gr->cap; i++) /* a subgraph's reads of values produced here wait like inputs */
     if (gr->values[i].name && !ready[i] && gr->values[i].producer >= 0)
       for (size_t c = 0; c < gr->values[i].n_outer_users; c++) waiting[gr->values[i].outer_users[c]]++;
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < n; i++)
     if (!waiting[i]) heap_push(heap, &heap_n, (int)i);
-  }
   while (heap_n) {
     int i = heap_pop(heap, &heap_n);
     const Onnx__NodeProto *nd = g->node[i];

@@ -65,6 +65,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
     return NULL;
   }
   op_graph_remove_dead(m->proto->graph);
+  op_graph_toposort(m->proto->graph); /* nodes the rewrite added (private copies of shared shapes) */
   r->after = op_graph_param_count(m->proto->graph);
   return r;
 }

@@ -74,14 +74,23 @@ static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int
   record(r, layer, p->w, w, nd);
   op_tensor_replace(w, nd, 2, j.dst, bytes);
   if (out_side && p->b) {
-    Onnx__TensorProto *b = op_fused_own_bias(a, p->bias_node, p->b); /* a shared bias: this node's own copy */
+    /* a bias shared with other nodes: this node's own copy (made here, or below when read through Identity) */
+    Onnx__TensorProto *b = p->b_user >= 0 ? op_proj_tensor(a, p->b) : op_fused_own_bias(a, p->bias_node, p->b);
     const uint8_t *B = op_tensor_to_raw(b) == 0 ? b->raw_data.data : NULL;
     size_t bes = op_dtype_size(b->data_type);
     uint8_t *NB = op_xmalloc((size_t)nk * bes + 1);
     gather_row(NB, B, keep, nk, bes);
     int64_t bd[2] = {nk, 0};
-    record(r, layer, b != op_proj_tensor(a, p->b) ? b->name : p->b, b, bd); /* a private copy: its own name */
-    op_tensor_replace(b, bd, 1, NB, (size_t)nk * bes);
+    if (p->b_user >= 0) { /* read through Identity from a constant other users share: this projection's own copy */
+      record(r, layer, p->b, b, bd);
+      Onnx__TensorProto *mine = op_tensor_new(p->b, b->data_type, bd, 1);
+      memcpy(mine->raw_data.data, NB, (size_t)nk * bes);
+      free(NB);
+      op_node_set_input(a->gr->g->node[p->b_user], (size_t)p->b_slot, op_graph_add_init(a->gr, mine));
+    } else {
+      record(r, layer, b != op_proj_tensor(a, p->b) ? b->name : p->b, b, bd); /* a private copy: its own name */
+      op_tensor_replace(b, bd, 1, NB, (size_t)nk * bes);
+    }
   }
   return 0;
 }
@@ -177,6 +186,9 @@ static int prune_neurons(op_analysis *a, const op_ffn *f, const bool *keep, int 
   int rc = 0;
   for (int u = 0; u < f->n_up && !rc; u++) rc = slice_proj(a, &f->up[u], true, ch, n, layer, r, err);
   if (!rc) rc = slice_proj(a, &f->down, false, ch, n, layer, r, err);
+  for (size_t i = 0; i < f->region.n && !rc; i++) /* Reshapes between the projections carry the width */
+    if (op_node_is(a->gr->g->node[f->region.v[i]], "Reshape"))
+      rc = op_shape_rewrite_width(a->gr, a->gr->g->node[f->region.v[i]], F, n, err);
   free(ch);
   return rc;
 }
@@ -242,7 +254,17 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
       }
       if (L->attn_block >= 0) record_block_removed(a, &a->blocks.v[L->attn_block], (int)l, r);
       if (L->ffn_block >= 0) record_block_removed(a, &a->blocks.v[L->ffn_block], (int)l, r);
-      bypass_to(a, &done, last->stream_out, first->stream_in);
+      if (first != last && strcmp(first->stream_out, last->stream_in) != 0) {
+        /* the blocks are joined through re-layouts of the stream (a Cast, a Reshape): skip each */
+        if (!first->stream_out_known) {
+          rc = op_fail(err, OP_UNSUPPORTED, "layer %zu: cannot find where its post-norm ends, so it cannot be dropped", l);
+          break;
+        }
+        bypass_to(a, &done, first->stream_out, first->stream_in);
+        bypass_to(a, &done, last->stream_out, last->stream_in);
+      } else {
+        bypass_to(a, &done, last->stream_out, first->stream_in);
+      }
       continue;
     }
     for (int k = 0; k < 2; k++) {

@@ -436,4 +436,31 @@ if (require.main === module && process.argv[2] === 'cosine')
   cosineMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
 else if (require.main === module && ['write-outputs', 'optimize'].includes(process.argv[2]))
   exportsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
-else if (require.main === module) main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && process.argv[2] !== 'compare-list') main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+
+// Many comparisons in one process (tests/e2e/hf_exports.py; one ONNX Runtime start for a whole corpus) ---
+// node ort.js compare-list LIST.json: LIST is [{"id", "ref", "cand", "data", "tol"}, ...]; prints one line
+// per entry, "ID ok|FAIL <first failing output's line>", and exits 0 when every entry agrees.
+async function compareList(listPath) {
+  const so = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+  let allOk = true;
+  for (const e of JSON.parse(fs.readFileSync(listPath, 'utf8'))) {
+    let line;
+    try {
+      const ref = await ort.InferenceSession.create(e.ref, so), cand = await ort.InferenceSession.create(e.cand, so);
+      if (ref.inputNames.join() !== cand.inputNames.join() || ref.outputNames.join() !== cand.outputNames.join())
+        throw new Error(`input/output names differ: ${ref.inputNames}/${ref.outputNames} vs ${cand.inputNames}/${cand.outputNames}`);
+      const { feeds } = loadFeeds(e.data, ref, 1 << 30);
+      const a = await ref.run(feeds), b = await cand.run(feeds);
+      const bad = ref.outputNames.map(n => compare(n, a[n], b[n], e.tol)).filter(r => !r.ok);
+      line = bad.length ? `FAIL ${bad[0].line}` : 'ok';
+    } catch (err) {
+      line = `FAIL ${err.message.split('\n')[0]}`;
+    }
+    if (line !== 'ok') allOk = false;
+    console.log(`${e.id} ${line}`);
+  }
+  process.exit(allOk ? 0 : 1);
+}
+if (require.main === module && process.argv[2] === 'compare-list')
+  compareList(process.argv[3]).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });

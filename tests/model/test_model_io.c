@@ -96,6 +96,50 @@ static void test_borrowed(const char *fixture_path, const char *tmpdir) {
   op_model_free(m);
 }
 
+/* Regression (hfgen, DeBERTa-v2's TorchScript export): a value read only inside an If branch was deleted as
+ * dead by the prune's cleanup and the If could be ordered before its producer. The branch's reads count as
+ * the If node's: the producer survives op_graph_remove_dead and is ordered first. */
+static void test_if_branch_reads_outer_value(void) {
+  Onnx__GraphProto *g = calloc(1, sizeof *g), *branch = calloc(1, sizeof *branch);
+  onnx__graph_proto__init(g);
+  onnx__graph_proto__init(branch);
+  const char *in_c[] = {"x"}, *out_c[] = {"c"}, *in_b[] = {"c"}, *out_b[] = {"t"}, *in_if[] = {"cond"}, *out_if[] = {"y"};
+  op_graph_append(branch, op_node_new("Identity", "inner", in_b, 1, out_b, 1));
+  branch->output = malloc(sizeof *branch->output);
+  branch->output[0] = malloc(sizeof *branch->output[0]);
+  onnx__value_info_proto__init(branch->output[0]);
+  branch->output[0]->name = strdup("t");
+  branch->n_output = 1;
+  Onnx__NodeProto *iff = op_node_new("If", "if", in_if, 1, out_if, 1);
+  Onnx__AttributeProto *at = malloc(sizeof *at);
+  onnx__attribute_proto__init(at);
+  at->name = strdup("then_branch");
+  at->has_type = 1;
+  at->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH;
+  at->g = branch;
+  iff->attribute = malloc(sizeof *iff->attribute);
+  iff->attribute[iff->n_attribute++] = at;
+  op_graph_append(g, iff); /* listed before the producer of what its branch reads */
+  op_graph_append(g, op_node_new("Identity", "outer", in_c, 1, out_c, 1));
+  g->output = malloc(sizeof *g->output);
+  g->output[0] = malloc(sizeof *g->output[0]);
+  onnx__value_info_proto__init(g->output[0]);
+  g->output[0]->name = strdup("y");
+  g->n_output = 1;
+  g->input = malloc(2 * sizeof *g->input);
+  for (int i = 0; i < 2; i++) {
+    g->input[i] = malloc(sizeof *g->input[i]);
+    onnx__value_info_proto__init(g->input[i]);
+    g->input[i]->name = strdup(i ? "cond" : "x");
+  }
+  g->n_input = 2;
+  op_graph_remove_dead(g);
+  CHECK_EQ_INT(g->n_node, 2);
+  CHECK(op_graph_toposort(g) == 0);
+  CHECK(g->n_node == 2 && strcmp(op_node_name(g->node[0]), "outer") == 0);
+  protobuf_c_message_free_unpacked(&g->base, NULL);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
   const char *fixture = argv[1], *tmpdir = argv[2];
@@ -211,5 +255,6 @@ int main(int argc, char **argv) {
   op_model_free(m);
   op_model_free(NULL);
   test_borrowed(path, tmpdir);
+  test_if_branch_reads_outer_value();
   return check_done("model_io");
 }
