@@ -234,6 +234,20 @@ OP_API int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_e
 OP_API int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, int64_t count, op_tensor *inputs,
                      op_error *err);
 
+/* Which file rows the samples are (stacked rows and test data sets alike): order "first" (file order,
+ * the default), "spread" (over the whole file, in a seeded bit-reversal order, so the first N samples
+ * are spread too and the next M are spread and never the same rows) or "random" (seeded).
+ * Returns 0, or -1 and sets *err (OP_ARG) for an unknown order. */
+OP_API int op_dataset_set_order(op_dataset *d, const char *order, uint64_t seed, op_error *err);
+/* Holds these file rows out of every sample (rows another step calibrated or searched on). */
+OP_API void op_dataset_hold_out(op_dataset *d, const int64_t *rows, size_t n);
+/* Holds out every row a prune / quantize / compress report (JSON) lists as calibration or evaluation rows.
+ * Returns 0, or -1 and sets *err when the file cannot be read or lists none. */
+OP_API int op_dataset_hold_out_report(op_dataset *d, const char *report_path, op_error *err);
+/* The file row of sample k under the order and the rows held out (valid after op_dataset_samples;
+ * -1 when k is past the samples). Labels are read at this row. */
+OP_API int64_t op_dataset_row(const op_dataset *d, int64_t k);
+
 /* An array of the data by name (e.g. "labels"), or NULL. */
 OP_API const op_tensor *op_dataset_array(const op_dataset *d, const char *name);
 
@@ -253,6 +267,9 @@ typedef struct op_run_options {
   bool progress;   /* progress bar on stderr */
   /* verify: an element passes when |candidate - reference| <= atol + rtol * |reference| */
   double atol, rtol;
+  /* verify, language models: tokens whose label is the ignore index are not scored (-100 unless set) */
+  bool ignore_index_set;
+  int64_t ignore_index;
 } op_run_options;
 
 /* Runs m over the data set and returns its outputs concatenated over samples (one tensor per output,
@@ -272,6 +289,12 @@ OP_API char *op_verify_report_json(const op_verify_report *r);
 /* Worst mean cosine and worst top-1 agreement over the outputs (1 where not applicable). */
 OP_API double op_verify_min_cosine(const op_verify_report *r);
 OP_API double op_verify_min_agreement(const op_verify_report *r);
+/* Language models ([samples, seq, vocab] logits, next-token labels [rows, seq] in the data): the
+ * perplexity of the reference (candidate false) or the candidate over the scored tokens, or -1 when no
+ * output is scored so. */
+OP_API double op_verify_perplexity(const op_verify_report *r, bool candidate);
+/* The reference's accuracy on the labels, or -1 when the data has none. */
+OP_API double op_verify_reference_accuracy(const op_verify_report *r);
 /* The candidate's accuracy on the labels, or -1 when the data has none. */
 OP_API double op_verify_candidate_accuracy(const op_verify_report *r);
 /* Per output: its name, its element count over the samples, and how many elements were outside the
