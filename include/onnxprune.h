@@ -156,6 +156,10 @@ OP_API op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error
 OP_API char *op_prune_report_text(const op_prune_report *r, int with_plan);
 OP_API char *op_prune_report_json(const op_prune_report *r);
 
+/* The file rows calibration used, one by one ("calibration rows: 5,933,...\n"), or NULL when no data
+ * was used. Release with op_free. */
+OP_API char *op_prune_report_rows(const op_prune_report *r);
+
 /* Parameter counts before and after pruning. */
 OP_API int64_t op_prune_report_params_before(const op_prune_report *r);
 OP_API int64_t op_prune_report_params_after(const op_prune_report *r);
@@ -339,6 +343,8 @@ OP_API int op_compress_config_load(const char *path, op_prune_config *p, op_quan
 OP_API char *op_quant_report_text(const op_quant_report *r);
 OP_API char *op_quant_report_json(const op_quant_report *r);
 OP_API void op_quant_report_free(op_quant_report *r);
+/* The file rows calibration and the search's scoring used, one by one, or NULL. Release with op_free. */
+OP_API char *op_quant_report_rows(const op_quant_report *r);
 
 /* ---- File safety and the memory budget ---------------------------------------------------------- */
 

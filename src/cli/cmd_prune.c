@@ -66,7 +66,9 @@ static const cli_opt PRUNE_OPTS[] = {
     CLI_OPT("--importance", NULL, "M", "l2", "importance", NONE, false,
             "how units are ranked: l2, l1, random, or activation (needs --data)")
     CLI_DATA_OPTS("calibration data for --importance activation (" CLI_DATA_HELP ")", "8", "batch", "256", "samples")
-    CLI_OPT("--seed", NULL, "N", "0", "seed", NONE, false, "seed for --importance random")
+    CLI_SAMPLE_OPTS
+    CLI_OPT("--seed", NULL, "N", "0", "seed", NONE, false,
+            "seed for --importance random and for the --sample-order of --data")
     CLI_OPT("--scope", NULL, "S", "layer", "scope", NONE, false,
             "layer: each layer loses the same fraction; global: rank the units of all layers together")
     CLI_OPT("--compact", NULL, NULL, NULL, "compact", NONE, false,
@@ -97,8 +99,8 @@ static int prune_usage_checks(const cli_args *a) {
   if (!cli_has(a, "--output") && !dry) return cli_error(a->cmd, "missing -o OUT (or --dry-run)");
   if (dry && cli_has(a, "--report"))
     return cli_error(a->cmd, "--report and --dry-run contradict each other (--dry-run writes nothing)");
-  const char *needs_data[] = {"--batch", "--samples", "--fill"};
-  for (size_t i = 0; i < 3; i++)
+  const char *needs_data[] = {"--batch", "--samples", "--fill", "--sample-order"};
+  for (size_t i = 0; i < 4; i++)
     if (cli_has(a, needs_data[i]) && !cli_has(a, "--data"))
       return cli_error(a->cmd, "%s applies only with --data (for --importance activation)", cli_typed(a, needs_data[i]));
   return 0;
@@ -130,6 +132,11 @@ int cmd_prune(const cli_args *a) {
     op_prune_config_free(c);
     return cli_fail(a, &err);
   }
+  if (ds && cli_sample_order(a, ds, &err)) {
+    op_dataset_free(ds);
+    op_prune_config_free(c);
+    return cli_fail(a, &err);
+  }
   op_prune_config_set_data(c, ds);
   op_model *m = op_model_load(model, &err);
   if (m) cli_note(a, "loaded %s", model);
@@ -146,6 +153,7 @@ int cmd_prune(const cli_args *a) {
     return cli_fail(a, &err);
   }
   cli_note(a, "pruned");
+  cli_note_rows(a, op_prune_report_rows(r));
   op_save_options save = {.external_data = cli_has(a, "--external-data")};
   char *json = op_prune_report_json(r);
   op_staged *staged = NULL; /* the report appears only once the model is in place */

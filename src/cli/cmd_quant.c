@@ -8,6 +8,8 @@
 #define QUANT_OPTS                                                                                           \
   CLI_OPT("--output", "-o", "OUT", NULL, NULL, NONE, false, "where to write the quantised model")          \
   CLI_DATA_OPTS("calibration data (" CLI_DATA_HELP ")", "8", "batch", "256", "calibration_samples")        \
+  CLI_SAMPLE_OPTS                                                                                          \
+  CLI_OPT("--seed", NULL, "N", "0", NULL, NATURAL, false, "seed of --sample-order spread|random")          \
   CLI_OPT("--method", NULL, "M[,M...]", "kl", "method", NONE, false,                                       \
           "abs_max, min_max, avg, hist, mse, kl, emd; several: try each, keep the best")                  \
   CLI_OPT("--batches", NULL, "B[,B...]", NULL, "batches", NONE, false,                                     \
@@ -80,6 +82,7 @@ static int quantize_or_compress(const cli_args *a, bool compress) {
   if (!rc) rc = op_quant_config_check(qc, &err);
   if (!rc && compress) rc = op_prune_config_check(pc, &err);
   op_dataset *ds = rc ? NULL : cli_open_data(a, &err);
+  if (ds && cli_sample_order(a, ds, &err)) op_dataset_free(ds), ds = NULL;
   if (ds && compress && op_prune_config_uses_data(pc)) op_prune_config_set_data(pc, ds);
   op_model *m = ds ? op_model_load(model, &err) : NULL;
   if (m) cli_note(a, "loaded %s", model);
@@ -92,6 +95,7 @@ static int quantize_or_compress(const cli_args *a, bool compress) {
   if (pr) cli_note(a, "pruned");
   op_quant_report *qr = m && (!compress || pr) ? op_quantize(m, ds, qc, &err) : NULL;
   if (qr) cli_note(a, "quantised");
+  if (qr) cli_note_rows(a, op_quant_report_rows(qr));
   op_save_options save = {.external_data = cli_has(a, "--external-data")};
   rc = qr ? 0 : -1;
   op_staged *staged = NULL; /* the report appears only once the model is in place */

@@ -100,7 +100,11 @@ void op_row_set_capture(op_row_set *rs, const op_dataset *d, int64_t first, int6
   rs->held_out = op_dataset_held_out_count(d);
   rs->first = first;
   rs->rows = op_xmalloc((size_t)(count > 0 ? count : 1) * sizeof *rs->rows);
-  for (int64_t k = 0; k < count; k++) rs->rows[rs->n++] = op_dataset_row(d, first + k);
+  for (int64_t k = 0; k < count; k++) {
+    int64_t row = op_dataset_row(d, first + k);
+    if (row < 0 || (rs->file_rows >= 0 && row >= rs->file_rows)) break; /* past the samples */
+    rs->rows[rs->n++] = row;
+  }
 }
 
 void op_row_set_free(op_row_set *rs) {

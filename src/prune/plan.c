@@ -130,7 +130,8 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
 }
 
 int op_prune_config_check(const op_prune_config *c, op_error *err) {
-  if (c->seed_set && c->importance != OP_IMP_RANDOM)
+  /* the seed also orders the rows of calibration data (data/rows.c) */
+  if (c->seed_set && c->importance != OP_IMP_RANDOM && !op_prune_config_uses_data(c))
     return op_fail(err, OP_ARG, "seed: applies only to importance random (importance is '%s')",
                    c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation" : "l2");
   return 0;

@@ -3,6 +3,7 @@
 #ifndef OP_PRUNE_H
 #define OP_PRUNE_H
 
+#include "data/data.h"
 #include "match/match.h"
 
 typedef enum op_importance { OP_IMP_L2, OP_IMP_L1, OP_IMP_RANDOM, OP_IMP_ACTIVATION } op_importance;
@@ -95,6 +96,8 @@ struct op_prune_report {
   OP_VEC(op_layer_result) layers;
   OP_VEC(op_tensor_change) changes;
   OP_VEC(char *) unmatched;
+  /* issue 12: the file rows calibration used (data-aware importance) */
+  op_row_set calib_rows;
 };
 
 /* Applies the plan to the model the analysis was made on; records changes in r. */

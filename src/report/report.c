@@ -241,6 +241,11 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
     sb_printf(&b, "  %s => %s %s\n", bd, ad, c->name);
   }
   for (size_t i = 0; i < r->unmatched.n; i++) sb_printf(&b, "%s\n", r->unmatched.v[i]);
+  if (r->calib_rows.n) { /* issue 12: which file rows calibrated */
+    char *rule = op_row_set_rule(&r->calib_rows);
+    sb_printf(&b, "calibration rows: %s\n", rule);
+    free(rule);
+  }
   return b.s;
 }
 
@@ -305,5 +310,17 @@ char *op_prune_report_json(const op_prune_report *r) {
   }
   cJSON *um = cJSON_AddArrayToObject(root, "unmatched");
   for (size_t i = 0; i < r->unmatched.n; i++) cJSON_AddItemToArray(um, cJSON_CreateString(r->unmatched.v[i]));
+  if (r->calib_rows.n) /* issue 12: which file rows calibrated */
+    cJSON_AddItemToObject(cJSON_AddObjectToObject(root, "rows"), "calibration", op_row_set_json(&r->calib_rows));
   return op_json_finish(root);
+}
+
+/* issue 12: the calibration rows one by one, for -v */
+char *op_prune_report_rows(const op_prune_report *r) {
+  if (!r->calib_rows.n) return NULL;
+  char *list = op_row_set_list(&r->calib_rows);
+  sbuf b = {0};
+  sb_printf(&b, "calibration rows: %s\n", list);
+  free(list);
+  return b.s;
 }
