@@ -44,7 +44,8 @@ int cmd_inspect(const cli_args *a) {
 /* The options that ask for something to be removed; prune without any of them would copy the model. */
 static const char *const PRUNING_FLAGS[] = {"--head-sparsity", "--ffn-sparsity",     "--width",
                                             "--num-heads",     "--ffn-size",         "--num-kv-heads",
-                                            "--kv-head-sparsity", "--keep-layers",   "--compact", "--config"};
+                                            "--kv-head-sparsity", "--keep-layers",   "--compact", "--config",
+                                            "--target-flops",  "--target-params"};
 
 static const cli_opt PRUNE_OPTS[] = {
     CLI_OPT("--output", "-o", "OUT", NULL, NULL, NONE, false, "where to write the pruned model")
@@ -63,6 +64,15 @@ static const cli_opt PRUNE_OPTS[] = {
             "comma-separated layer indices to keep; the others are removed whole")
     CLI_OPT("--config", NULL, "FILE.json", NULL, NULL, NONE, false,
             "per-layer control (see README); flags given too override its top level")
+    CLI_OPT("--target-flops", NULL, "R", NULL, "target_flops", NONE, false,
+            "keep the fraction R, in (0, 1], of the attention and FFN blocks' FLOPs per token, removing heads and "
+            "neurons where the importance is lowest per FLOP")
+    CLI_OPT("--target-params", NULL, "R", NULL, "target_params", NONE, false,
+            "the same for the attention and FFN blocks' parameters")
+    CLI_OPT("--flops-seq", NULL, "N", "128", "flops_seq", NONE, false,
+            "sequence length at which attention scores and context are counted in FLOPs")
+    CLI_OPT("--multiple-of", NULL, "N", "1", "multiple_of", NONE, false,
+            "round each kept FFN width (and heads x head size) to a multiple of N, so the products stay fast")
     CLI_OPT("--importance", NULL, "M", "l2", "importance", NONE, false,
             "how units are ranked: l2, l1, random, or activation (needs --data)")
     CLI_DATA_OPTS("calibration data for --importance activation (" CLI_DATA_HELP ")", "8", "batch", "256", "samples")
@@ -94,7 +104,8 @@ static int prune_usage_checks(const cli_args *a) {
   for (size_t i = 0; i < sizeof PRUNING_FLAGS / sizeof *PRUNING_FLAGS; i++) asked |= cli_has(a, PRUNING_FLAGS[i]);
   if (!asked)
     return cli_error(a->cmd, "nothing to prune: give --head-sparsity, --ffn-sparsity, --width, --num-heads, "
-                             "--ffn-size, --num-kv-heads, --kv-head-sparsity, --keep-layers, --compact or --config");
+                             "--ffn-size, --num-kv-heads, --kv-head-sparsity, --keep-layers, --compact, --target-flops, "
+                             "--target-params or --config");
   bool dry = cli_has(a, "--dry-run");
   if (!cli_has(a, "--output") && !dry) return cli_error(a->cmd, "missing -o OUT (or --dry-run)");
   if (dry && cli_has(a, "--report"))

@@ -35,6 +35,10 @@ struct op_prune_config {
   OP_VEC(op_layer_cfg) layers;
   const op_dataset *data; /* for OP_IMP_ACTIVATION */
   int64_t samples, batch;
+  /* issue 12: a target instead of ratios (fraction kept of the blocks' FLOPs per token or parameters,
+   * < 0: unset), the sequence length FLOPs are counted at, kept widths rounded to a multiple */
+  double target_flops, target_params;
+  int64_t flops_seq, multiple_of;
 };
 
 typedef struct op_layer_plan {
@@ -98,6 +102,12 @@ struct op_prune_report {
   OP_VEC(char *) unmatched;
   /* issue 12: the file rows calibration used (data-aware importance) */
   op_row_set calib_rows;
+  /* issue 12: FLOPs per token (at flops_seq) and parameters of the attention and FFN blocks (target.h) */
+  double flops_before, flops_after, block_params_before, block_params_after;
+  int64_t flops_seq, multiple_of;
+  double target_flops, target_params; /* < 0: none */
+  /* issue 12: per layer, the scores units were ranked by (for the HTML report); NULL when none */
+  double **head_scores, **neuron_scores;
 };
 
 /* Applies the plan to the model the analysis was made on; records changes in r. */

@@ -231,6 +231,12 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
   double factor = r->after ? (double)r->before / (double)r->after : 0;
   sb_printf(&b, "parameters: %s -> %s (%.2fx reduction, -%.1f%%)\n", grouped(r->before), grouped(r->after), factor,
             pct(r->before - r->after, r->before));
+  if (r->flops_before > 0) /* issue 12: what a target counts */
+    sb_printf(&b, "attention + FFN blocks: FLOPs per token (sequence %lld) %.4g -> %.4g (%.1f%% kept), parameters %s -> %s (%.1f%% kept)%s\n",
+              (long long)r->flops_seq, r->flops_before, r->flops_after, 100 * r->flops_after / r->flops_before,
+              grouped((int64_t)r->block_params_before), grouped((int64_t)r->block_params_after),
+              r->block_params_before > 0 ? 100 * r->block_params_after / r->block_params_before : 0,
+              r->target_flops > 0 ? " (target: FLOPs)" : r->target_params > 0 ? " (target: parameters)" : "");
   int layer = -2;
   for (size_t i = 0; i < r->changes.n; i++) {
     const op_tensor_change *c = &r->changes.v[i];
@@ -273,6 +279,19 @@ char *op_prune_report_json(const op_prune_report *r) {
   cJSON_AddNumberToObject(p, "before", (double)r->before);
   cJSON_AddNumberToObject(p, "after", (double)r->after);
   cJSON_AddNumberToObject(p, "reduction_factor", r->after ? (double)r->before / (double)r->after : 0);
+  { /* issue 12: FLOPs per token and parameters of the attention and FFN blocks, the target */
+    cJSON *bk = cJSON_AddObjectToObject(root, "blocks");
+    cJSON_AddNumberToObject(bk, "flops_per_token_before", r->flops_before);
+    cJSON_AddNumberToObject(bk, "flops_per_token_after", r->flops_after);
+    cJSON_AddNumberToObject(bk, "flops_kept", r->flops_before > 0 ? r->flops_after / r->flops_before : 1);
+    cJSON_AddNumberToObject(bk, "flops_sequence_length", (double)r->flops_seq);
+    cJSON_AddNumberToObject(bk, "parameters_before", r->block_params_before);
+    cJSON_AddNumberToObject(bk, "parameters_after", r->block_params_after);
+    cJSON_AddNumberToObject(bk, "parameters_kept", r->block_params_before > 0 ? r->block_params_after / r->block_params_before : 1);
+    cJSON_AddNumberToObject(bk, "multiple_of", (double)r->multiple_of);
+    if (r->target_flops > 0) cJSON_AddNumberToObject(bk, "target_flops", r->target_flops);
+    if (r->target_params > 0) cJSON_AddNumberToObject(bk, "target_params", r->target_params);
+  }
   cJSON *layers = cJSON_AddArrayToObject(root, "layers");
   for (size_t i = 0; i < r->layers.n; i++) {
     const op_layer_result *L = &r->layers.v[i];
@@ -296,6 +315,11 @@ char *op_prune_report_json(const op_prune_report *r) {
       cJSON_AddItemToObject(o, "removed_neurons", int_list(&L->removed_neurons));
       cJSON_AddStringToObject(o, "activation", L->activation);
     }
+    /* issue 12: the scores units were ranked by (the HTML report's histograms) */
+    if (L->has_attn && r->head_scores && r->head_scores[i])
+      cJSON_AddItemToObject(o, "head_scores", cJSON_CreateDoubleArray(r->head_scores[i], (int)L->heads_before));
+    if (L->has_ffn && r->neuron_scores && r->neuron_scores[i])
+      cJSON_AddItemToObject(o, "neuron_scores", cJSON_CreateDoubleArray(r->neuron_scores[i], (int)L->ffn_before));
     cJSON_AddItemToArray(layers, o);
   }
   cJSON *ch = cJSON_AddArrayToObject(root, "tensors");
