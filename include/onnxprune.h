@@ -146,11 +146,32 @@ OP_API bool op_prune_config_uses_data(const op_prune_config *c);
 /* Frees a config. Accepts NULL. */
 OP_API void op_prune_config_free(op_prune_config *c);
 
+/* Whether the config sets an accuracy floor (max_drop, min_agreement, min_cosine, max_ppl_increase), to be
+ * met by op_prune_search rather than op_prune. */
+OP_API bool op_prune_config_has_floor(const op_prune_config *c);
+
 typedef struct op_prune_report op_prune_report;
 
 /* Prunes m in place as c says. Returns the report, or NULL and sets *err; on failure m is left
  * unchanged only if err->code is OP_ARG (validation happens before any rewrite). */
 OP_API op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err);
+
+typedef struct op_quant_config op_quant_config;
+typedef struct op_quant_report op_quant_report;
+/* The accuracy floor (issue 12): searches the target (target_flops, or target_params when that is set;
+ * the value given, if any, is the least fraction tried) by bisection over search_steps candidates, each
+ * pruned from a copy of m (and quantised as q says when q is not NULL) and judged against m on the
+ * config's data: eval_samples rows taken after the calibration rows in the data's sample order. Keeps the
+ * smallest candidate that passes in *best (with its quantisation report in *qbest when q is given).
+ * Returns the report of the kept candidate with the whole curve, or NULL and sets *err; when no
+ * candidate passes, returns the report with *best NULL (op_prune_report_passed says so). */
+OP_API op_prune_report *op_prune_search(const op_model *m, const op_prune_config *c, const op_quant_config *q,
+                                        op_model **best, op_quant_report **qbest, op_error *err);
+/* Whether a search kept a candidate (true also for a report of op_prune, which has no floor). */
+OP_API bool op_prune_report_passed(const op_prune_report *r);
+/* The search curve as a table (target, FLOPs kept, parameters kept, accuracy or agreement, perplexity),
+ * or NULL when there was no search. Release with op_free. */
+OP_API char *op_prune_report_curve(const op_prune_report *r);
 
 /* The report as the printed summary / as JSON. Returns a string to release with op_free. */
 OP_API char *op_prune_report_text(const op_prune_report *r, int with_plan);

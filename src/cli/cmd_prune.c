@@ -45,7 +45,8 @@ int cmd_inspect(const cli_args *a) {
 static const char *const PRUNING_FLAGS[] = {"--head-sparsity", "--ffn-sparsity",     "--width",
                                             "--num-heads",     "--ffn-size",         "--num-kv-heads",
                                             "--kv-head-sparsity", "--keep-layers",   "--compact", "--config",
-                                            "--target-flops",  "--target-params"};
+                                            "--target-flops",  "--target-params",    "--max-drop",
+                                            "--min-agreement", "--min-cosine",       "--max-ppl-increase"};
 
 static const cli_opt PRUNE_OPTS[] = {
     CLI_OPT("--output", "-o", "OUT", NULL, NULL, NONE, false, "where to write the pruned model")
@@ -73,6 +74,7 @@ static const cli_opt PRUNE_OPTS[] = {
             "sequence length at which attention scores and context are counted in FLOPs")
     CLI_OPT("--multiple-of", NULL, "N", "1", "multiple_of", NONE, false,
             "round each kept FFN width (and heads x head size) to a multiple of N, so the products stay fast")
+    CLI_FLOOR_OPTS
     CLI_OPT("--importance", NULL, "M", "l2", "importance", NONE, false,
             "how units are ranked: l2, l1, random, or activation (needs --data)")
     CLI_DATA_OPTS("calibration data for --importance activation (" CLI_DATA_HELP ")", "8", "batch", "256", "samples")
@@ -110,11 +112,24 @@ static int prune_usage_checks(const cli_args *a) {
   if (!cli_has(a, "--output") && !dry) return cli_error(a->cmd, "missing -o OUT (or --dry-run)");
   if (dry && cli_has(a, "--report"))
     return cli_error(a->cmd, "--report and --dry-run contradict each other (--dry-run writes nothing)");
-  const char *needs_data[] = {"--batch", "--samples", "--fill", "--sample-order"};
-  for (size_t i = 0; i < 4; i++)
+  const char *needs_data[] = {"--batch", "--samples", "--fill", "--sample-order", "--max-drop", "--min-agreement",
+                              "--min-cosine", "--max-ppl-increase", "--eval-samples", "--search-steps"};
+  for (size_t i = 0; i < sizeof needs_data / sizeof *needs_data; i++)
     if (cli_has(a, needs_data[i]) && !cli_has(a, "--data"))
-      return cli_error(a->cmd, "%s applies only with --data (for --importance activation)", cli_typed(a, needs_data[i]));
+      return cli_error(a->cmd, "%s applies only with --data (for --importance activation or an accuracy floor)",
+                       cli_typed(a, needs_data[i]));
   return 0;
+}
+
+/* issue 12: prints the search curve; a floor no candidate met is exit 1 (a threshold not met), nothing written. */
+static int cli_search_outcome(const cli_args *a, const op_prune_report *r) {
+  char *curve = op_prune_report_curve(r);
+  bool passed = op_prune_report_passed(r);
+  if (curve && (a->verbosity >= 0 || !passed)) fputs(curve, passed ? stdout : stderr);
+  op_free(curve);
+  if (passed) return 0;
+  cli_error(a->cmd, "no candidate met the accuracy floor: nothing written");
+  return 1;
 }
 
 int cmd_prune(const cli_args *a) {
@@ -156,14 +171,22 @@ int cmd_prune(const cli_args *a) {
   cli_path outs[] = {{"-o", dry ? NULL : out}, {"-o's external data", out_data}, {"--report", dry ? NULL : report}};
   if (m && cli_check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;
   free(out_data);
-  op_prune_report *r = m ? op_prune(m, c, &err) : NULL;
+  op_model *best = NULL; /* the accuracy floor's kept candidate (issue 12) */
+  bool floor = op_prune_config_has_floor(c);
+  op_prune_report *r = !m ? NULL : floor ? op_prune_search(m, c, NULL, &best, NULL, &err) : op_prune(m, c, &err);
   op_prune_config_free(c);
   op_dataset_free(ds);
   if (!r) {
     op_model_free(m);
     return cli_fail(a, &err);
   }
-  cli_note(a, "pruned");
+  cli_note(a, floor ? "searched" : "pruned");
+  if (floor && (rc = cli_search_outcome(a, r))) {
+    op_prune_report_free(r);
+    op_model_free(m);
+    return rc;
+  }
+  if (best) op_model_free(m), m = best;
   cli_note_rows(a, op_prune_report_rows(r));
   op_save_options save = {.external_data = cli_has(a, "--external-data")};
   char *json = op_prune_report_json(r);

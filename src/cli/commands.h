@@ -40,6 +40,21 @@ int cmd_compress(const cli_args *a);
           "which rows calibrate: spread over the whole file, the first ones, or random (seeded by --seed); " \
           "rows that score a search are taken after them in the same order, so never the same")
 
+/* The accuracy floor (issue 12): prune and compress search the target and keep the smallest model that passes. */
+#define CLI_FLOOR_OPTS                                                                                    \
+  CLI_OPT("--max-drop", NULL, "P", NULL, "max_drop", NONE, false,                                         \
+          "accuracy floor: at most P points of task accuracy below the original (data with labels)")      \
+  CLI_OPT("--min-agreement", NULL, "A", NULL, "min_agreement", NONE, false,                               \
+          "accuracy floor: top-1 agreement with the original at least A (a fraction)")                    \
+  CLI_OPT("--min-cosine", NULL, "C", NULL, "min_cosine", NONE, false,                                     \
+          "accuracy floor: mean cosine similarity with the original's outputs at least C")                \
+  CLI_OPT("--max-ppl-increase", NULL, "P", NULL, "max_ppl_increase", NONE, false,                         \
+          "accuracy floor: perplexity at most P percent above the original's (language models)")          \
+  CLI_OPT("--eval-samples", NULL, "N", "256", "eval_samples", NONE, false,                                \
+          "rows that judge the floor, taken after the calibration rows in the same order")                \
+  CLI_OPT("--search-steps", NULL, "N", "6", "search_steps", NONE, false,                                  \
+          "candidates the floor's bisection tries")
+
 #define CLI_DATA_HELP                                                                                     \
   ".npz (arrays named after the graph inputs), a folder of NAME.npy, or ONNX test data (input_N.pb, "   \
   "test_data_set_*/: each set one complete run); samples are cut along the model's batch axis"

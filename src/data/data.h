@@ -48,6 +48,8 @@ int64_t *op_rows_sequence(int64_t total, op_sample_order order, uint64_t seed, c
 op_sample_order op_dataset_order(const op_dataset *d, uint64_t *seed);
 int64_t op_dataset_file_rows(const op_dataset *d);
 int64_t op_dataset_held_out_count(const op_dataset *d);
+/* The path the data was opened from, for messages. */
+const char *op_dataset_path_of(const op_dataset *d);
 
 /* The rows one step used (calibration, evaluation), kept for its report. */
 typedef struct op_row_set {

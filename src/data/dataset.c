@@ -545,6 +545,8 @@ int64_t op_dataset_file_rows(const op_dataset *d) { return d->seq_total_seen; }
 
 int64_t op_dataset_held_out_count(const op_dataset *d) { return (int64_t)d->held_out.n; }
 
+const char *op_dataset_path_of(const op_dataset *d) { return d->path; }
+
 /* One --fill value in the input's type (the one conversion Cast makes). */
 static void put_value(void *p, int32_t dt, double v) {
   op_xt one = {.dtype = ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE, .numel = 1, .data = &v}, conv;

@@ -28,6 +28,10 @@ op_prune_config *op_prune_config_new(void) {
   c->target_flops = c->target_params = -1;
   c->flops_seq = 128;
   c->multiple_of = 1;
+  c->max_drop = c->min_agreement = c->max_ppl_increase = -1;
+  c->min_cosine = -2; /* a cosine floor may be -1 */
+  c->eval_samples = 256;
+  c->search_steps = 6;
   return c;
 }
 
@@ -105,6 +109,13 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
   if (strcmp(key, "target_params") == 0) return parse_fraction(key, value, 0, true, 1, false, &c->target_params, err);
   if (strcmp(key, "flops_seq") == 0) return parse_count(key, value, 1, &c->flops_seq, err);
   if (strcmp(key, "multiple_of") == 0) return parse_count(key, value, 1, &c->multiple_of, err);
+  /* issue 12: the accuracy floor */
+  if (strcmp(key, "max_drop") == 0) return parse_fraction(key, value, 0, false, 100, false, &c->max_drop, err);
+  if (strcmp(key, "min_agreement") == 0) return parse_fraction(key, value, 0, false, 1, false, &c->min_agreement, err);
+  if (strcmp(key, "min_cosine") == 0) return parse_fraction(key, value, -1, false, 1, false, &c->min_cosine, err);
+  if (strcmp(key, "max_ppl_increase") == 0) return parse_fraction(key, value, 0, false, 1e9, false, &c->max_ppl_increase, err);
+  if (strcmp(key, "eval_samples") == 0) return parse_count(key, value, 1, &c->eval_samples, err);
+  if (strcmp(key, "search_steps") == 0) return parse_count(key, value, 1, &c->search_steps, err);
   if (strcmp(key, "samples") == 0) return parse_count(key, value, 1, &c->samples, err);
   if (strcmp(key, "batch") == 0) return parse_count(key, value, 1, &c->batch, err);
   if (strcmp(key, "keep_layers") == 0) {
@@ -161,7 +172,14 @@ int op_prune_config_check(const op_prune_config *c, op_error *err) {
   return 0;
 }
 
-bool op_prune_config_uses_data(const op_prune_config *c) { return c->importance == OP_IMP_ACTIVATION; }
+bool op_prune_config_has_floor(const op_prune_config *c) {
+  return c->max_drop >= 0 || c->min_agreement >= 0 || c->min_cosine >= -1 ||
+         c->max_ppl_increase >= 0;
+}
+
+bool op_prune_config_uses_data(const op_prune_config *c) {
+  return c->importance == OP_IMP_ACTIVATION || op_prune_config_has_floor(c);
+}
 
 /* JSON scalar or list -> the text form op_prune_config_set takes. */
 bool op_json_to_text(const cJSON *v, char *buf, size_t n) {

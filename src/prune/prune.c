@@ -58,7 +58,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
   }
   op_prune_report *r = op_xcalloc(1, sizeof *r);
   r->model = op_xstrdup(m->path);
-  if (c->data && op_prune_config_uses_data(c)) op_row_set_capture(&r->calib_rows, c->data, 0, c->samples);
+  if (c->data && c->importance == OP_IMP_ACTIVATION) op_row_set_capture(&r->calib_rows, c->data, 0, c->samples);
   r->importance = c->importance;
   r->compact = c->compact;
   r->before = op_graph_param_count(m->proto->graph);
@@ -125,5 +125,7 @@ void op_prune_report_free(op_prune_report *r) {
   }
   free(r->head_scores);
   free(r->neuron_scores);
+  free(r->curve.v);
+  op_row_set_free(&r->eval_rows);
   free(r);
 }

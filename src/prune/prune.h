@@ -39,6 +39,10 @@ struct op_prune_config {
    * < 0: unset), the sequence length FLOPs are counted at, kept widths rounded to a multiple */
   double target_flops, target_params;
   int64_t flops_seq, multiple_of;
+  /* issue 12: an accuracy floor judged on evaluation rows after the calibration rows (search.c);
+   * < 0 (min_cosine < -1): unset. max_drop in points of accuracy, max_ppl_increase in percent */
+  double max_drop, min_agreement, min_cosine, max_ppl_increase;
+  int64_t eval_samples, search_steps;
 };
 
 typedef struct op_layer_plan {
@@ -83,6 +87,16 @@ typedef struct op_tensor_change {
   int rank;
 } op_tensor_change;
 
+/* issue 12: one candidate of the accuracy-floor search */
+typedef struct op_search_point {
+  double target;                /* fraction of FLOPs (or parameters) asked */
+  double flops_kept, params_kept; /* of the attention and FFN blocks, as pruned */
+  double accuracy, ref_accuracy;  /* on labels, -1 without */
+  double agreement, cosine;
+  double ppl, ref_ppl;            /* language models, -1 otherwise */
+  bool pass;
+} op_search_point;
+
 typedef struct op_layer_result {
   int layer;
   int64_t heads_before, heads_after, ffn_before, ffn_after, kv_before, kv_after;
@@ -108,6 +122,11 @@ struct op_prune_report {
   double target_flops, target_params; /* < 0: none */
   /* issue 12: per layer, the scores units were ranked by (for the HTML report); NULL when none */
   double **head_scores, **neuron_scores;
+  /* issue 12: the accuracy-floor search (search.c): every candidate tried, the rows that judged them */
+  OP_VEC(op_search_point) curve;
+  bool searched;
+  char floor_text[160]; /* "top-1 accuracy at most 1 point below the reference" */
+  op_row_set eval_rows;
 };
 
 /* Applies the plan to the model the analysis was made on; records changes in r. */

@@ -268,6 +268,65 @@ static cJSON *int_list(const op_int_vec *v) {
   return a;
 }
 
+/* ---- issue 12: the accuracy-floor search's curve ---- */
+
+static const op_search_point *kept_point(const op_prune_report *r) {
+  const op_search_point *k = NULL; /* the smallest target that passed */
+  for (size_t i = 0; i < r->curve.n; i++)
+    if (r->curve.v[i].pass && (!k || r->curve.v[i].target < k->target)) k = &r->curve.v[i];
+  return k;
+}
+
+static cJSON *search_json(const op_prune_report *r) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "floor", r->floor_text);
+  cJSON_AddStringToObject(o, "target", r->target_params > 0 ? "parameters" : "flops");
+  const op_search_point *k = kept_point(r);
+  if (k) cJSON_AddNumberToObject(o, "kept_target", k->target);
+  else cJSON_AddNullToObject(o, "kept_target");
+  cJSON_AddBoolToObject(o, "passed", k != NULL);
+  cJSON *curve = cJSON_AddArrayToObject(o, "curve");
+  for (size_t i = 0; i < r->curve.n; i++) {
+    const op_search_point *p = &r->curve.v[i];
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "target", p->target);
+    cJSON_AddNumberToObject(c, "flops_kept", p->flops_kept);
+    cJSON_AddNumberToObject(c, "params_kept", p->params_kept);
+#define OPT(key, v) (v) >= 0 ? cJSON_AddNumberToObject(c, key, v) : cJSON_AddNullToObject(c, key)
+    OPT("accuracy", p->accuracy);
+    OPT("reference_accuracy", p->ref_accuracy);
+    OPT("perplexity", p->ppl);
+    OPT("reference_perplexity", p->ref_ppl);
+#undef OPT
+    cJSON_AddNumberToObject(c, "agreement", p->agreement);
+    cJSON_AddNumberToObject(c, "cosine", p->cosine);
+    cJSON_AddBoolToObject(c, "pass", p->pass);
+    cJSON_AddItemToArray(curve, c);
+  }
+  return o;
+}
+
+char *op_prune_report_curve(const op_prune_report *r) {
+  if (!r->searched) return NULL;
+  sbuf b = {0};
+  char *rule = r->eval_rows.n ? op_row_set_rule(&r->eval_rows) : NULL;
+  sb_printf(&b, "floor: %s\njudged on %s\n", r->floor_text, rule ? rule : "no rows");
+  free(rule);
+  sb_printf(&b, "%8s %11s %12s %20s %10s %9s %24s  %s\n", "target", "flops_kept", "params_kept",
+            "accuracy (reference)", "agreement", "cosine", "perplexity (reference)", "pass");
+  const op_search_point *k = kept_point(r);
+  for (size_t i = 0; i < r->curve.n; i++) {
+    const op_search_point *p = &r->curve.v[i];
+    char acc[48] = "-", ppl[48] = "-";
+    if (p->accuracy >= 0) snprintf(acc, sizeof acc, "%.2f%% (%.2f%%)", 100 * p->accuracy, 100 * p->ref_accuracy);
+    if (p->ppl >= 0) snprintf(ppl, sizeof ppl, "%.3f (%.3f)", p->ppl, p->ref_ppl);
+    sb_printf(&b, "%8.4f %11.4f %12.4f %20s %9.2f%% %9.6f %24s  %s%s\n", p->target, p->flops_kept, p->params_kept, acc,
+              100 * p->agreement, p->cosine, ppl, p->pass ? "yes" : "no", p == k ? "  <- kept" : "");
+  }
+  if (!k) sb_printf(&b, "no candidate passed: nothing written\n");
+  return b.s;
+}
+
 char *op_prune_report_json(const op_prune_report *r) {
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "model", r->model);
@@ -334,8 +393,12 @@ char *op_prune_report_json(const op_prune_report *r) {
   }
   cJSON *um = cJSON_AddArrayToObject(root, "unmatched");
   for (size_t i = 0; i < r->unmatched.n; i++) cJSON_AddItemToArray(um, cJSON_CreateString(r->unmatched.v[i]));
-  if (r->calib_rows.n) /* issue 12: which file rows calibrated */
-    cJSON_AddItemToObject(cJSON_AddObjectToObject(root, "rows"), "calibration", op_row_set_json(&r->calib_rows));
+  if (r->calib_rows.n || r->eval_rows.n) { /* issue 12: which file rows calibrated and judged */
+    cJSON *rows = cJSON_AddObjectToObject(root, "rows");
+    if (r->calib_rows.n) cJSON_AddItemToObject(rows, "calibration", op_row_set_json(&r->calib_rows));
+    if (r->eval_rows.n) cJSON_AddItemToObject(rows, "evaluation", op_row_set_json(&r->eval_rows));
+  }
+  if (r->searched) cJSON_AddItemToObject(root, "search", search_json(r));
   return op_json_finish(root);
 }
 

@@ -6,6 +6,7 @@
 //   node ort.js accuracy MODEL.onnx --data D.npz [--rows N]   (top-1 accuracy on the labels, run by ORT)
 //   node ort.js lm MODEL.onnx --data D.npz --rows-list R,R,... [--ignore-index N]   (perplexity and next-token
 //     accuracy of [batch, seq, vocab] logits against labels [batch, seq], on those file rows; prints JSON)
+//   node ort.js accuracy-rows MODEL.onnx --data D.npz --rows-list R,R,...   (top-1 accuracy on those file rows; JSON)
 //   node ort.js record MODEL.onnx FIXTURE_DIR   (writes ORT's outputs as test_data_set_0/output_N.pb)
 //   node ort.js optimize MODEL.onnx OUT.onnx [LEVEL]   (the graph ORT's optimizer writes, level 'extended' by default)
 // D is a .npz (arrays named after graph inputs) or an ONNX test-data directory (input_N.pb).
@@ -397,7 +398,25 @@ async function lmMain(argv) {
   console.log(JSON.stringify({ perplexity: Math.exp(nll / tokens), next_token_accuracy: right / tokens, tokens }));
 }
 
-if (require.main === module && process.argv[2] === 'lm')
+async function accuracyRowsMain(argv) {
+  const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
+  const s = await ort.InferenceSession.create(argv[1], { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const npz = readNpz(opt('--data')), rows = opt('--rows-list').split(',').map(Number), feeds = {};
+  for (const n of s.inputNames) { const a = pickRows(npz[n], rows); feeds[n] = new ort.Tensor(a.dtype, a.data, a.shape); }
+  const labels = pickRows(npz.labels, rows).data, out = (await s.run(feeds))[s.outputNames[0]];
+  const c = out.dims[out.dims.length - 1];
+  let right = 0;
+  for (let r = 0; r < rows.length; r++) {
+    let best = 0;
+    for (let k = 1; k < c; k++) if (out.data[r * c + k] > out.data[r * c + best]) best = k;
+    right += best === Number(labels[r]);
+  }
+  console.log(JSON.stringify({ accuracy: right / rows.length, rows: rows.length }));
+}
+
+if (require.main === module && process.argv[2] === 'accuracy-rows')
+  accuracyRowsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && process.argv[2] === 'lm')
   lmMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
 else if (require.main === module && ['write-outputs', 'optimize'].includes(process.argv[2]))
   exportsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
