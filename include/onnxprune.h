@@ -173,6 +173,12 @@ OP_API bool op_prune_report_passed(const op_prune_report *r);
  * or NULL when there was no search. Release with op_free. */
 OP_API char *op_prune_report_curve(const op_prune_report *r);
 
+/* The report as one self-contained HTML page (inline SVG and CSS, no script, no network): per layer the
+ * kept and removed heads and the FFN width kept, the distribution of the scores units were ranked by,
+ * predicted vs measured reconstruction error per block where the report has them, the search curve.
+ * note (or NULL): a line under the title. Returns a string to release with op_free. */
+OP_API char *op_prune_report_html(const op_prune_report *r, const char *note);
+
 /* The report as the printed summary / as JSON. Returns a string to release with op_free. */
 OP_API char *op_prune_report_text(const op_prune_report *r, int with_plan);
 OP_API char *op_prune_report_json(const op_prune_report *r);

@@ -86,6 +86,8 @@ static const cli_opt PRUNE_OPTS[] = {
     CLI_OPT("--compact", NULL, NULL, NULL, "compact", NONE, false,
             "remove heads and neurons whose weights are already all zero (exact)")
     CLI_OPT("--report", NULL, "FILE.json", NULL, NULL, NONE, false, "write the report as JSON")
+    CLI_OPT("--html", NULL, "FILE.html", NULL, NULL, NONE, false,
+            "write the report as one self-contained page (head grids, FFN widths, score histograms, search curve)")
     CLI_OPT("--dry-run", NULL, NULL, NULL, NULL, NONE, false, "print the plan and the report; write nothing")
     CLI_OPT("--external-data", NULL, NULL, NULL, NULL, NONE, false,
             "store tensors of 1 KiB and more in OUT.data (automatic over 2 GiB)")
@@ -110,8 +112,9 @@ static int prune_usage_checks(const cli_args *a) {
                              "--target-params or --config");
   bool dry = cli_has(a, "--dry-run");
   if (!cli_has(a, "--output") && !dry) return cli_error(a->cmd, "missing -o OUT (or --dry-run)");
-  if (dry && cli_has(a, "--report"))
-    return cli_error(a->cmd, "--report and --dry-run contradict each other (--dry-run writes nothing)");
+  if (dry && (cli_has(a, "--report") || cli_has(a, "--html")))
+    return cli_error(a->cmd, "%s and --dry-run contradict each other (--dry-run writes nothing)",
+                     cli_has(a, "--report") ? "--report" : "--html");
   const char *needs_data[] = {"--batch", "--samples", "--fill", "--sample-order", "--max-drop", "--min-agreement",
                               "--min-cosine", "--max-ppl-increase", "--eval-samples", "--search-steps"};
   for (size_t i = 0; i < sizeof needs_data / sizeof *needs_data; i++)
@@ -168,8 +171,10 @@ int cmd_prune(const cli_args *a) {
   if (m) cli_note(a, "loaded %s", model);
   char *out_data = dry ? NULL : cli_external_data_path(a, out);
   cli_path ins[] = {{"--config", cli_get(a, "--config")}, {"--data", cli_get(a, "--data")}};
-  cli_path outs[] = {{"-o", dry ? NULL : out}, {"-o's external data", out_data}, {"--report", dry ? NULL : report}};
-  if (m && cli_check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;
+  const char *html = cli_get(a, "--html");
+  cli_path outs[] = {{"-o", dry ? NULL : out}, {"-o's external data", out_data}, {"--report", dry ? NULL : report},
+                     {"--html", dry ? NULL : html}};
+  if (m && cli_check_paths(m, ins, 2, outs, 4, &err)) op_model_free(m), m = NULL;
   free(out_data);
   op_model *best = NULL; /* the accuracy floor's kept candidate (issue 12) */
   bool floor = op_prune_config_has_floor(c);
@@ -192,9 +197,16 @@ int cmd_prune(const cli_args *a) {
   char *json = op_prune_report_json(r);
   op_staged *staged = NULL; /* the report appears only once the model is in place */
   if (report && !dry && !(staged = op_stage_text(report, json, &err))) rc = -1;
+  op_staged *page = NULL; /* the HTML report, committed with the JSON one */
+  if (!rc && html && !dry) {
+    char *text = op_prune_report_html(r, NULL);
+    if (!(page = op_stage_text(html, text, &err))) rc = -1;
+    op_free(text);
+  }
   if (!rc && !dry && op_model_save(m, out, &save, &err)) rc = -1;
-  if (rc) op_staged_abort(staged);
-  else if (op_staged_commit(staged, &err)) rc = -1;
+  if (rc) op_staged_abort(staged), op_staged_abort(page);
+  else if (op_staged_commit(staged, &err)) op_staged_abort(page), rc = -1;
+  else if (op_staged_commit(page, &err)) rc = -1;
   if (!rc && !dry) cli_note(a, "wrote %s", out);
   if (!rc && (a->verbosity >= 0 || dry)) {
     char *text = op_prune_report_text(r, dry);

@@ -49,6 +49,8 @@ static const cli_opt COMPRESS_OPTS[] = {
     CLI_OPT("--min-cosine", NULL, "C", NULL, NULL, NONE, false, "accuracy floor: mean cosine similarity at least C")
     CLI_OPT("--max-ppl-increase", NULL, "P", NULL, NULL, NONE, false,
             "accuracy floor: perplexity at most P percent above the original's (language models)")
+    CLI_OPT("--html", NULL, "FILE.html", NULL, NULL, NONE, false,
+            "write the pruning report as one self-contained page (head grids, FFN widths, score histograms, search curve)")
     QUANT_OPTS
 };
 
@@ -111,8 +113,9 @@ static int quantize_or_compress(const cli_args *a, bool compress) {
   if (m) cli_note(a, "loaded %s", model);
   char *out_data = cli_external_data_path(a, out);
   cli_path ins[] = {{"--config", compress ? cli_get(a, "--config") : NULL}, {"--data", cli_get(a, "--data")}};
-  cli_path outs[] = {{"-o", out}, {"-o's external data", out_data}, {"--report", report}};
-  if (m && cli_check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;
+  const char *html = compress ? cli_get(a, "--html") : NULL;
+  cli_path outs[] = {{"-o", out}, {"-o's external data", out_data}, {"--report", report}, {"--html", html}};
+  if (m && cli_check_paths(m, ins, 2, outs, 4, &err)) op_model_free(m), m = NULL;
   free(out_data);
   bool floor = compress && op_prune_config_has_floor(pc);
   op_model *best = NULL;
@@ -144,9 +147,16 @@ static int quantize_or_compress(const cli_args *a, bool compress) {
     if (!(staged = op_stage_text(report, pj ? both : qj, &err))) rc = -1;
     op_free(qj), op_free(pj), free(both);
   }
+  op_staged *page = NULL; /* the HTML report (issue 12), committed with the JSON one */
+  if (!rc && html && pr) {
+    char *text = op_prune_report_html(pr, "then quantised to int8 (QDQ); every candidate of a search was judged quantised");
+    if (!(page = op_stage_text(html, text, &err))) rc = -1;
+    op_free(text);
+  }
   if (!rc) rc = op_model_save(m, out, &save, &err);
-  if (rc) op_staged_abort(staged);
-  else rc = op_staged_commit(staged, &err);
+  if (rc) op_staged_abort(staged), op_staged_abort(page);
+  else if ((rc = op_staged_commit(staged, &err))) op_staged_abort(page);
+  else rc = op_staged_commit(page, &err);
   if (!rc) cli_note(a, "wrote %s", out);
   if (!rc && a->verbosity >= 0) {
     printf("%s -> %s\n", model, out);

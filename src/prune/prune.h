@@ -126,6 +126,8 @@ struct op_prune_report {
   OP_VEC(op_search_point) curve;
   bool searched;
   char floor_text[160]; /* "top-1 accuracy at most 1 point below the reference" */
+  const char *floor_metric; /* "accuracy", "agreement", "cosine" or "perplexity": the first floor given */
+  double floor_threshold;   /* the value of that metric a candidate must reach (at most, for perplexity) */
   op_row_set eval_rows;
 };
 

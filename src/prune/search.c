@@ -179,6 +179,11 @@ op_prune_report *op_prune_search(const op_model *m, const op_prune_config *c, co
   r->searched = true;
   r->curve.v = curve.v, r->curve.n = curve.n, r->curve.cap = curve.cap;
   floor_text(c, r->floor_text, sizeof r->floor_text);
+  const op_search_point *p0 = &r->curve.v[0];
+  if (c->max_drop >= 0) r->floor_metric = "accuracy", r->floor_threshold = p0->ref_accuracy - c->max_drop / 100;
+  else if (c->max_ppl_increase >= 0) r->floor_metric = "perplexity", r->floor_threshold = p0->ref_ppl * (1 + c->max_ppl_increase / 100);
+  else if (c->min_agreement >= 0) r->floor_metric = "agreement", r->floor_threshold = c->min_agreement;
+  else r->floor_metric = "cosine", r->floor_threshold = c->min_cosine;
   op_row_set_capture(&r->eval_rows, c->data, eval_first, eval_n);
   if (kept.r) {
     *best = kept.m;

@@ -281,6 +281,10 @@ static cJSON *search_json(const op_prune_report *r) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "floor", r->floor_text);
   cJSON_AddStringToObject(o, "target", r->target_params > 0 ? "parameters" : "flops");
+  if (r->floor_metric) {
+    cJSON_AddStringToObject(o, "metric", r->floor_metric);
+    cJSON_AddNumberToObject(o, "threshold", r->floor_threshold);
+  }
   const op_search_point *k = kept_point(r);
   if (k) cJSON_AddNumberToObject(o, "kept_target", k->target);
   else cJSON_AddNullToObject(o, "kept_target");
