@@ -153,7 +153,7 @@ int cmd_prune(const cli_args *a) {
   }
   if (cli_has(a, "--data") && !op_prune_config_uses_data(c)) {
     op_prune_config_free(c);
-    return cli_error(a->cmd, "%s applies only to --importance activation (the data would not be used)",
+    return cli_error(a->cmd, "%s applies only to --importance activation or an accuracy floor (the data would not be used)",
                      cli_typed(a, "--data"));
   }
   op_dataset *ds = cli_has(a, "--data") ? cli_open_data(a, &err) : NULL;
