@@ -161,8 +161,11 @@ op_prune_report *op_prune_search(const op_model *m, const op_prune_config *c, co
       kept = k;
       hi = t;
       if (given && step == 0) break; /* the least fraction asked already passes */
-    } else {
+    } else { /* only its report is kept (the curve's carrier if nothing passes): memory holds one model more */
       candidate_free(&last);
+      op_model_free(k.m);
+      op_quant_report_free(k.q);
+      k.m = NULL, k.q = NULL;
       last = k;
       lo = t;
     }
