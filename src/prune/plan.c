@@ -158,7 +158,7 @@ static int check_target(const op_prune_config *c, op_error *err) {
   const char *other = c->head_sparsity >= 0 ? "head_sparsity" : c->ffn_sparsity >= 0 ? "ffn_sparsity"
                       : c->width >= 0 ? "width" : c->num_heads >= 0 ? "num_heads" : c->ffn_size >= 0 ? "ffn_size"
                       : c->kv_head_sparsity >= 0 ? "kv_head_sparsity" : c->num_kv_heads >= 0 ? "num_kv_heads"
-                      : c->global ? "scope" : c->layers.n ? "layers" : NULL;
+                      : c->global ? "scope" : c->layers.n ? "layers" : c->compact ? "compact" : NULL;
   if (other) return op_fail(err, OP_ARG, "%s: decides the heads and FFN widths itself; %s contradicts it", key, other);
   return 0;
 }
