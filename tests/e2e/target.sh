@@ -73,6 +73,7 @@ $PY -c "import json,sys; sys.exit(not all(L['ffn_after'] == 704 for L in json.lo
   && ok || bad "ratio + multiple-of: widths"
 expect target-and-ratio "--target-flops: decides the heads and FFN widths itself; --head-sparsity contradicts it" -- \
   prune "$M" -o "$work/out/x.onnx" --target-flops 0.5 --head-sparsity 0.5
+expect target-and-compact "decides the heads and FFN widths itself; --compact contradicts it" -- prune "$M" -o "$work/out/x.onnx" --target-flops 0.5 --compact
 expect two-targets "contradict each other" -- prune "$M" -o "$work/out/x.onnx" --target-flops 0.5 --target-params 0.5
 expect target-range "outside (0, 1]" -- prune "$M" -o "$work/out/x.onnx" --target-flops 0
 finish
