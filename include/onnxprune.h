@@ -149,15 +149,46 @@ OP_API bool op_prune_config_uses_data(const op_prune_config *c);
 /* Frees a config. Accepts NULL. */
 OP_API void op_prune_config_free(op_prune_config *c);
 
+/* Whether the config sets an accuracy floor (max_drop, min_agreement, min_cosine, max_ppl_increase), to be
+ * met by op_prune_search rather than op_prune. */
+OP_API bool op_prune_config_has_floor(const op_prune_config *c);
+
 typedef struct op_prune_report op_prune_report;
 
 /* Prunes m in place as c says. Returns the report, or NULL and sets *err; on failure m is left
  * unchanged only if err->code is OP_ARG (validation happens before any rewrite). */
 OP_API op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err);
 
+typedef struct op_quant_config op_quant_config;
+typedef struct op_quant_report op_quant_report;
+/* The accuracy floor (issue 12): searches the target (target_flops, or target_params when that is set;
+ * the value given, if any, is the least fraction tried) by bisection over search_steps candidates, each
+ * pruned from a copy of m (and quantised as q says when q is not NULL) and judged against m on the
+ * config's data: eval_samples rows taken after the calibration rows in the data's sample order. Keeps the
+ * smallest candidate that passes in *best (with its quantisation report in *qbest when q is given).
+ * Returns the report of the kept candidate with the whole curve, or NULL and sets *err; when no
+ * candidate passes, returns the report with *best NULL (op_prune_report_passed says so). */
+OP_API op_prune_report *op_prune_search(const op_model *m, const op_prune_config *c, const op_quant_config *q,
+                                        op_model **best, op_quant_report **qbest, op_error *err);
+/* Whether a search kept a candidate (true also for a report of op_prune, which has no floor). */
+OP_API bool op_prune_report_passed(const op_prune_report *r);
+/* The search curve as a table (target, FLOPs kept, parameters kept, accuracy or agreement, perplexity),
+ * or NULL when there was no search. Release with op_free. */
+OP_API char *op_prune_report_curve(const op_prune_report *r);
+
+/* The report as one self-contained HTML page (inline SVG and CSS, no script, no network): per layer the
+ * kept and removed heads and the FFN width kept, the distribution of the scores units were ranked by,
+ * predicted vs measured reconstruction error per block where the report has them, the search curve.
+ * note (or NULL): a line under the title. Returns a string to release with op_free. */
+OP_API char *op_prune_report_html(const op_prune_report *r, const char *note);
+
 /* The report as the printed summary / as JSON. Returns a string to release with op_free. */
 OP_API char *op_prune_report_text(const op_prune_report *r, int with_plan);
 OP_API char *op_prune_report_json(const op_prune_report *r);
+
+/* The file rows calibration used, one by one ("calibration rows: 5,933,...\n"), or NULL when no data
+ * was used. Release with op_free. */
+OP_API char *op_prune_report_rows(const op_prune_report *r);
 
 /* Parameter counts before and after pruning. */
 OP_API int64_t op_prune_report_params_before(const op_prune_report *r);
@@ -237,6 +268,20 @@ OP_API int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_e
 OP_API int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, int64_t count, op_tensor *inputs,
                      op_error *err);
 
+/* Which file rows the samples are (stacked rows and test data sets alike): order "first" (file order,
+ * the default), "spread" (over the whole file, in a seeded bit-reversal order, so the first N samples
+ * are spread too and the next M are spread and never the same rows) or "random" (seeded).
+ * Returns 0, or -1 and sets *err (OP_ARG) for an unknown order. */
+OP_API int op_dataset_set_order(op_dataset *d, const char *order, uint64_t seed, op_error *err);
+/* Holds these file rows out of every sample (rows another step calibrated or searched on). */
+OP_API void op_dataset_hold_out(op_dataset *d, const int64_t *rows, size_t n);
+/* Holds out every row a prune / quantize / compress report (JSON) lists as calibration or evaluation rows.
+ * Returns 0, or -1 and sets *err when the file cannot be read or lists none. */
+OP_API int op_dataset_hold_out_report(op_dataset *d, const char *report_path, op_error *err);
+/* The file row of sample k under the order and the rows held out (valid after op_dataset_samples;
+ * -1 when k is past the samples). Labels are read at this row. */
+OP_API int64_t op_dataset_row(const op_dataset *d, int64_t k);
+
 /* An array of the data by name (e.g. "labels"), or NULL. */
 OP_API const op_tensor *op_dataset_array(const op_dataset *d, const char *name);
 
@@ -256,6 +301,9 @@ typedef struct op_run_options {
   bool progress;   /* progress bar on stderr */
   /* verify: an element passes when |candidate - reference| <= atol + rtol * |reference| */
   double atol, rtol;
+  /* verify, language models: tokens whose label is the ignore index are not scored (-100 unless set) */
+  bool ignore_index_set;
+  int64_t ignore_index;
 } op_run_options;
 
 /* Runs m over the data set and returns its outputs concatenated over samples (one tensor per output,
@@ -275,6 +323,12 @@ OP_API char *op_verify_report_json(const op_verify_report *r);
 /* Worst mean cosine and worst top-1 agreement over the outputs (1 where not applicable). */
 OP_API double op_verify_min_cosine(const op_verify_report *r);
 OP_API double op_verify_min_agreement(const op_verify_report *r);
+/* Language models ([samples, seq, vocab] logits, next-token labels [rows, seq] in the data): the
+ * perplexity of the reference (candidate false) or the candidate over the scored tokens, or -1 when no
+ * output is scored so. */
+OP_API double op_verify_perplexity(const op_verify_report *r, bool candidate);
+/* The reference's accuracy on the labels, or -1 when the data has none. */
+OP_API double op_verify_reference_accuracy(const op_verify_report *r);
 /* The candidate's accuracy on the labels, or -1 when the data has none. */
 OP_API double op_verify_candidate_accuracy(const op_verify_report *r);
 /* Per output: its name, its element count over the samples, and how many elements were outside the
@@ -319,6 +373,8 @@ OP_API int op_compress_config_load(const char *path, op_prune_config *p, op_quan
 OP_API char *op_quant_report_text(const op_quant_report *r);
 OP_API char *op_quant_report_json(const op_quant_report *r);
 OP_API void op_quant_report_free(op_quant_report *r);
+/* The file rows calibration and the search's scoring used, one by one, or NULL. Release with op_free. */
+OP_API char *op_quant_report_rows(const op_quant_report *r);
 
 /* ---- File safety and the memory budget ---------------------------------------------------------- */
 

@@ -11,7 +11,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential pkg-config meson ninja-build \
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev libopenblas-dev libdnnl-dev libcjson-dev \
-  python3-onnx python3-numpy time \
+  python3-onnx python3-numpy time chromium \
   libonnx-testdata >/dev/null
 # Node.js for the ONNX Runtime peer; an image may already carry its own build (with npm bundled),
 # which Debian's npm package conflicts with

@@ -44,7 +44,9 @@ int cmd_inspect(const cli_args *a) {
 /* The options that ask for something to be removed; prune without any of them would copy the model. */
 static const char *const PRUNING_FLAGS[] = {"--head-sparsity", "--ffn-sparsity",     "--width",
                                             "--num-heads",     "--ffn-size",         "--num-kv-heads",
-                                            "--kv-head-sparsity", "--keep-layers",   "--compact", "--config"};
+                                            "--kv-head-sparsity", "--keep-layers",   "--compact", "--config",
+                                            "--target-flops",  "--target-params",    "--max-drop",
+                                            "--min-agreement", "--min-cosine",       "--max-ppl-increase"};
 
 static const cli_opt PRUNE_OPTS[] = {
     CLI_OPT("--output", "-o", "OUT", NULL, NULL, NONE, false, "where to write the pruned model")
@@ -63,15 +65,29 @@ static const cli_opt PRUNE_OPTS[] = {
             "comma-separated layer indices to keep; the others are removed whole")
     CLI_OPT("--config", NULL, "FILE.json", NULL, NULL, NONE, false,
             "per-layer control (see README); flags given too override its top level")
+    CLI_OPT("--target-flops", NULL, "R", NULL, "target_flops", NONE, false,
+            "keep the fraction R, in (0, 1], of the attention and FFN blocks' FLOPs per token, removing heads and "
+            "neurons where the importance is lowest per FLOP")
+    CLI_OPT("--target-params", NULL, "R", NULL, "target_params", NONE, false,
+            "the same for the attention and FFN blocks' parameters")
+    CLI_OPT("--flops-seq", NULL, "N", "128", "flops_seq", NONE, false,
+            "sequence length at which attention scores and context are counted in FLOPs")
+    CLI_OPT("--multiple-of", NULL, "N", "1", "multiple_of", NONE, false,
+            "round each kept FFN width (and heads x head size) to a multiple of N, so the products stay fast")
+    CLI_FLOOR_OPTS
     CLI_OPT("--importance", NULL, "M", "l2", "importance", NONE, false,
             "how units are ranked: l2, l1, random, or activation (needs --data)")
     CLI_DATA_OPTS("calibration data for --importance activation (" CLI_DATA_HELP ")", "8", "batch", "256", "samples")
-    CLI_OPT("--seed", NULL, "N", "0", "seed", NONE, false, "seed for --importance random")
+    CLI_SAMPLE_OPTS
+    CLI_OPT("--seed", NULL, "N", "0", "seed", NONE, false,
+            "seed for --importance random and for the --sample-order of --data")
     CLI_OPT("--scope", NULL, "S", "layer", "scope", NONE, false,
             "layer: each layer loses the same fraction; global: rank the units of all layers together")
     CLI_OPT("--compact", NULL, NULL, NULL, "compact", NONE, false,
             "remove heads and neurons whose weights are already all zero (exact)")
     CLI_OPT("--report", NULL, "FILE.json", NULL, NULL, NONE, false, "write the report as JSON")
+    CLI_OPT("--html", NULL, "FILE.html", NULL, NULL, NONE, false,
+            "write the report as one self-contained page (head grids, FFN widths, score histograms, search curve)")
     CLI_OPT("--dry-run", NULL, NULL, NULL, NULL, NONE, false, "print the plan and the report; write nothing")
     CLI_OPT("--external-data", NULL, NULL, NULL, NULL, NONE, false,
             "store tensors of 1 KiB and more in OUT.data (automatic over 2 GiB)")
@@ -92,16 +108,31 @@ static int prune_usage_checks(const cli_args *a) {
   for (size_t i = 0; i < sizeof PRUNING_FLAGS / sizeof *PRUNING_FLAGS; i++) asked |= cli_has(a, PRUNING_FLAGS[i]);
   if (!asked)
     return cli_error(a->cmd, "nothing to prune: give --head-sparsity, --ffn-sparsity, --width, --num-heads, "
-                             "--ffn-size, --num-kv-heads, --kv-head-sparsity, --keep-layers, --compact or --config");
+                             "--ffn-size, --num-kv-heads, --kv-head-sparsity, --keep-layers, --compact, --target-flops, "
+                             "--target-params or --config");
   bool dry = cli_has(a, "--dry-run");
   if (!cli_has(a, "--output") && !dry) return cli_error(a->cmd, "missing -o OUT (or --dry-run)");
-  if (dry && cli_has(a, "--report"))
-    return cli_error(a->cmd, "--report and --dry-run contradict each other (--dry-run writes nothing)");
-  const char *needs_data[] = {"--batch", "--samples", "--fill"};
-  for (size_t i = 0; i < 3; i++)
+  if (dry && (cli_has(a, "--report") || cli_has(a, "--html")))
+    return cli_error(a->cmd, "%s and --dry-run contradict each other (--dry-run writes nothing)",
+                     cli_has(a, "--report") ? "--report" : "--html");
+  const char *needs_data[] = {"--batch", "--samples", "--fill", "--sample-order", "--max-drop", "--min-agreement",
+                              "--min-cosine", "--max-ppl-increase", "--eval-samples", "--search-steps"};
+  for (size_t i = 0; i < sizeof needs_data / sizeof *needs_data; i++)
     if (cli_has(a, needs_data[i]) && !cli_has(a, "--data"))
-      return cli_error(a->cmd, "%s applies only with --data (for --importance activation)", cli_typed(a, needs_data[i]));
+      return cli_error(a->cmd, "%s applies only with --data (for --importance activation or an accuracy floor)",
+                       cli_typed(a, needs_data[i]));
   return 0;
+}
+
+/* issue 12: prints the search curve; a floor no candidate met is exit 1 (a threshold not met), nothing written. */
+static int cli_search_outcome(const cli_args *a, const op_prune_report *r) {
+  char *curve = op_prune_report_curve(r);
+  bool passed = op_prune_report_passed(r);
+  if (curve && (a->verbosity >= 0 || !passed)) fputs(curve, passed ? stdout : stderr);
+  op_free(curve);
+  if (passed) return 0;
+  cli_error(a->cmd, "no candidate met the accuracy floor: nothing written");
+  return 1;
 }
 
 int cmd_prune(const cli_args *a) {
@@ -122,11 +153,16 @@ int cmd_prune(const cli_args *a) {
   }
   if (cli_has(a, "--data") && !op_prune_config_uses_data(c)) {
     op_prune_config_free(c);
-    return cli_error(a->cmd, "%s applies only to --importance activation (the data would not be used)",
+    return cli_error(a->cmd, "%s applies only to --importance activation or an accuracy floor (the data would not be used)",
                      cli_typed(a, "--data"));
   }
   op_dataset *ds = cli_has(a, "--data") ? cli_open_data(a, &err) : NULL;
   if (cli_has(a, "--data") && !ds) {
+    op_prune_config_free(c);
+    return cli_fail(a, &err);
+  }
+  if (ds && cli_sample_order(a, ds, &err)) {
+    op_dataset_free(ds);
     op_prune_config_free(c);
     return cli_fail(a, &err);
   }
@@ -135,24 +171,42 @@ int cmd_prune(const cli_args *a) {
   if (m) cli_note(a, "loaded %s", model);
   char *out_data = dry ? NULL : cli_external_data_path(a, m, out);
   cli_path ins[] = {{"--config", cli_get(a, "--config")}, {"--data", cli_get(a, "--data")}};
-  cli_path outs[] = {{"-o", dry ? NULL : out}, {"-o's external data", out_data}, {"--report", dry ? NULL : report}};
-  if (m && cli_check_paths(m, ins, 2, outs, 3, &err)) op_model_free(m), m = NULL;
+  const char *html = cli_get(a, "--html");
+  cli_path outs[] = {{"-o", dry ? NULL : out}, {"-o's external data", out_data}, {"--report", dry ? NULL : report},
+                     {"--html", dry ? NULL : html}};
+  if (m && cli_check_paths(m, ins, 2, outs, 4, &err)) op_model_free(m), m = NULL;
   free(out_data);
-  op_prune_report *r = m ? op_prune(m, c, &err) : NULL;
+  op_model *best = NULL; /* the accuracy floor's kept candidate (issue 12) */
+  bool floor = op_prune_config_has_floor(c);
+  op_prune_report *r = !m ? NULL : floor ? op_prune_search(m, c, NULL, &best, NULL, &err) : op_prune(m, c, &err);
   op_prune_config_free(c);
   op_dataset_free(ds);
   if (!r) {
     op_model_free(m);
     return cli_fail(a, &err);
   }
-  cli_note(a, "pruned");
+  cli_note(a, floor ? "searched" : "pruned");
+  if (floor && (rc = cli_search_outcome(a, r))) {
+    op_prune_report_free(r);
+    op_model_free(m);
+    return rc;
+  }
+  if (best) op_model_free(m), m = best;
+  cli_note_rows(a, op_prune_report_rows(r));
   op_save_options save = {.external_data = cli_has(a, "--external-data")};
   char *json = op_prune_report_json(r);
   op_staged *staged = NULL; /* the report appears only once the model is in place */
   if (report && !dry && !(staged = op_stage_text(report, json, &err))) rc = -1;
+  op_staged *page = NULL; /* the HTML report, committed with the JSON one */
+  if (!rc && html && !dry) {
+    char *text = op_prune_report_html(r, NULL);
+    if (!(page = op_stage_text(html, text, &err))) rc = -1;
+    op_free(text);
+  }
   if (!rc && !dry && op_model_save(m, out, &save, &err)) rc = -1;
-  if (rc) op_staged_abort(staged);
-  else if (op_staged_commit(staged, &err)) rc = -1;
+  if (rc) op_staged_abort(staged), op_staged_abort(page);
+  else if (op_staged_commit(staged, &err)) op_staged_abort(page), rc = -1;
+  else if (op_staged_commit(page, &err)) rc = -1;
   if (!rc && !dry) cli_note(a, "wrote %s", out);
   if (!rc && (a->verbosity >= 0 || dry)) {
     char *text = op_prune_report_text(r, dry);

@@ -189,6 +189,10 @@ static const cli_opt VERIFY_OPTS[] = {
     CLI_OPT("--atol", NULL, "X", "0 with --rtol", NULL, NONNEG, false,
             "exit 1 when an output has an element with |candidate - reference| > atol + rtol * |reference|")
     CLI_OPT("--rtol", NULL, "X", "0 with --atol", NULL, NONNEG, false, "relative tolerance of that test")
+    CLI_OPT("--ignore-index", NULL, "N", "-100", NULL, NONE, false,
+            "language models: next-token labels equal to N are not scored")
+    CLI_OPT("--holdout", NULL, "REPORT.json", NULL, NULL, NONE, false,
+            "leave out every row a prune / quantize / compress report lists (calibration and search rows)")
     CLI_OPT("--dump", NULL, "NAME[,NAME...]", NULL, NULL, NONE, true,
             "save these intermediate values of both models on the first batch")
     CLI_OPT("--dump-to", NULL, "FILE.npz", NULL, NULL, NONE, false,
@@ -303,11 +307,24 @@ int cmd_verify(const cli_args *a) {
   op_error err = {0};
   op_model *ref = op_model_load(a->pos[0], &err);
   op_model *cand = ref ? op_model_load(a->pos[1], &err) : NULL;
-  cli_path ins[] = {{"CANDIDATE", a->pos[1]}, {"--data", cli_get(a, "--data")}}, outs[] = {{"--dump-to", cli_get(a, "--dump-to")}};
-  if (cand && cli_has(a, "--dump-to") && cli_check_paths(ref, ins, 2, outs, 1, &err)) op_model_free(cand), cand = NULL;
+  cli_path ins[] = {{"CANDIDATE", a->pos[1]}, {"--data", cli_get(a, "--data")}, {"--holdout", cli_get(a, "--holdout")}},
+           outs[] = {{"--dump-to", cli_get(a, "--dump-to")}};
+  if (cand && cli_has(a, "--dump-to") && cli_check_paths(ref, ins, 3, outs, 1, &err)) op_model_free(cand), cand = NULL;
   op_dataset *ds = cand ? cli_open_data(a, &err) : NULL;
   if (ds) cli_note(a, "loaded both models and the data");
+  if (ds && cli_has(a, "--holdout") && op_dataset_hold_out_report(ds, cli_get(a, "--holdout"), &err)) op_dataset_free(ds), ds = NULL;
   op_run_options ro = cli_run_options(a, 1);
+  if (cli_has(a, "--ignore-index")) {
+    char *end;
+    ro.ignore_index_set = true;
+    ro.ignore_index = strtoll(cli_get(a, "--ignore-index"), &end, 10);
+    if (*end || end == cli_get(a, "--ignore-index")) {
+      op_dataset_free(ds);
+      op_model_free(cand);
+      op_model_free(ref);
+      return cli_error(a->cmd, "%s: '%s' is not a whole number", cli_typed(a, "--ignore-index"), cli_get(a, "--ignore-index"));
+    }
+  }
   bool tol = cli_has(a, "--atol") || cli_has(a, "--rtol");
   ro.atol = cli_real(a, "--atol", 0);
   ro.rtol = cli_real(a, "--rtol", 0);

@@ -34,12 +34,37 @@ int cmd_compress(const cli_args *a);
           "the axis that holds the samples where the model's dimension names do not say (NAME=N per "    \
           "input; NAME=none: the input has none and is passed whole)")
 
+/* Which rows calibrate (issue 12): prune, quantize, compress. */
+#define CLI_SAMPLE_OPTS                                                                                   \
+  CLI_OPT("--sample-order", NULL, "first|spread|random", "spread", NULL, NONE, false,                     \
+          "which rows calibrate: spread over the whole file, the first ones, or random (seeded by --seed); " \
+          "rows that score a search are taken after them in the same order, so never the same")
+
+/* The accuracy floor (issue 12): prune and compress search the target and keep the smallest model that passes. */
+#define CLI_FLOOR_OPTS                                                                                    \
+  CLI_OPT("--max-drop", NULL, "P", NULL, "max_drop", NONE, false,                                         \
+          "accuracy floor: at most P points of task accuracy below the original (data with labels)")      \
+  CLI_OPT("--min-agreement", NULL, "A", NULL, "min_agreement", NONE, false,                               \
+          "accuracy floor: top-1 agreement with the original at least A (a fraction)")                    \
+  CLI_OPT("--min-cosine", NULL, "C", NULL, "min_cosine", NONE, false,                                     \
+          "accuracy floor: mean cosine similarity with the original's outputs at least C")                \
+  CLI_OPT("--max-ppl-increase", NULL, "P", NULL, "max_ppl_increase", NONE, false,                         \
+          "accuracy floor: perplexity at most P percent above the original's (language models)")          \
+  CLI_OPT("--eval-samples", NULL, "N", "256", "eval_samples", NONE, false,                                \
+          "rows that judge the floor, taken after the calibration rows in the same order")                \
+  CLI_OPT("--search-steps", NULL, "N", "6", "search_steps", NONE, false,                                  \
+          "candidates the floor's bisection tries")
+
 #define CLI_DATA_HELP                                                                                     \
   ".npz (arrays named after the graph inputs), a folder of NAME.npy, or ONNX test data (input_N.pb, "   \
   "test_data_set_*/: each set one complete run); samples are cut along the model's batch axis"
 
 /* Opens --data with its --fill values; NULL and *err on failure. */
 op_dataset *cli_open_data(const cli_args *a, op_error *err);
+/* Sets the data's sample order from --sample-order (default spread) and --seed (default 0). */
+int cli_sample_order(const cli_args *a, op_dataset *ds, op_error *err);
+/* With -v: the rows text (op_*_report_rows) on stderr; frees it. */
+void cli_note_rows(const cli_args *a, char *rows);
 /* The run options of the data flags (progress on unless -q). */
 op_run_options cli_run_options(const cli_args *a, int64_t default_batch);
 /* File safety, before any work: every output path given (NULL entries are skipped) is compared with

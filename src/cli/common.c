@@ -32,6 +32,21 @@ op_dataset *cli_open_data(const cli_args *a, op_error *err) {
   return ds;
 }
 
+int cli_sample_order(const cli_args *a, op_dataset *ds, op_error *err) {
+  const char *order = cli_has(a, "--sample-order") ? cli_get(a, "--sample-order") : "spread";
+  if (op_dataset_set_order(ds, order, (uint64_t)cli_int(a, "--seed", 0), err)) {
+    snprintf(err->message, sizeof err->message, "%s: '%s' is not one of first, spread, random",
+             cli_typed(a, "--sample-order"), order);
+    return -1;
+  }
+  return 0;
+}
+
+void cli_note_rows(const cli_args *a, char *rows) {
+  if (rows && a->verbosity > 0) fprintf(stderr, "onnx-prune %s: %s", a->cmd->name, rows);
+  op_free(rows);
+}
+
 op_run_options cli_run_options(const cli_args *a, int64_t default_batch) {
   return (op_run_options){.batch = cli_int(a, "--batch", default_batch),
                           .samples = cli_int(a, "--samples", 0),

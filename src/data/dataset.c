@@ -37,6 +37,13 @@ struct op_dataset {
   OP_VEC(pb_set) sets; /* ONNX test data: one complete run each */
   OP_VEC(fill) fills;
   OP_VEC(axis_opt) axes;
+  /* which file rows the samples are (rows.c): order, seed, rows held out, and the sequence for a
+   * file of seq_total rows, a cache filled on first use (hence mutable through const) */
+  op_sample_order order;
+  uint64_t seed;
+  OP_VEC(int64_t) held_out;
+  int64_t *seq, seq_n, seq_total;
+  int64_t seq_total_seen; /* the file's rows at the last op_dataset_samples, -1 before */
 };
 
 static void named_vec_free(op_named_vec *v) {
@@ -61,6 +68,8 @@ void op_dataset_free(op_dataset *d) {
   free(d->sets.v);
   free(d->fills.v);
   free(d->axes.v);
+  free(d->held_out.v);
+  free(d->seq);
   free(d->path);
   free(d);
 }
@@ -179,6 +188,7 @@ static int load_dir(op_dataset *d, const char *path, op_error *err) {
 op_dataset *op_dataset_open(const char *path, op_error *err) {
   op_dataset *d = op_xcalloc(1, sizeof *d);
   d->path = op_xstrdup(path);
+  d->seq_total = d->seq_total_seen = -1;
   struct stat st;
   int rc;
   if (stat(path, &st) != 0) {
@@ -437,7 +447,8 @@ static int missing_input(const op_dataset *d, const op_session *s, size_t i, op_
   return -1;
 }
 
-int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_error *err) {
+/* The rows of the file (sets of ONNX test data) for the session's inputs, before any order. */
+static int64_t file_rows(const op_dataset *d, const op_session *s, op_error *err) {
   size_t n_in = op_session_input_count(s);
   int *axes = op_xcalloc(n_in ? n_in : 1, sizeof *axes);
   int64_t n = -1;
@@ -484,6 +495,59 @@ fail:
   free(axes);
   return -1;
 }
+
+/* The sample sequence for a file of `total` rows, or NULL when the samples are the rows in file order. */
+static const int64_t *sequence(const op_dataset *d, int64_t total) {
+  if (d->order == OP_ORDER_FIRST && !d->held_out.n) return NULL;
+  if (!d->seq || d->seq_total != total) {
+    op_dataset *m = (op_dataset *)d; /* a cache: the sequence is a function of (order, seed, held out, total) */
+    free(m->seq);
+    m->seq = op_rows_sequence(total, d->order, d->seed, d->held_out.v, d->held_out.n, &m->seq_n);
+    m->seq_total = total;
+  }
+  return d->seq;
+}
+
+int64_t op_dataset_samples(const op_dataset *d, const op_session *s, op_error *err) {
+  int64_t total = file_rows(d, s, err);
+  if (total < 0) return -1;
+  ((op_dataset *)d)->seq_total_seen = total; /* for reports: the file's rows */
+  if (!sequence(d, total)) return total;
+  if (d->seq_n == 0)
+    return op_fail(err, OP_ARG, "%s: every one of its %lld rows is held out: no sample is left", d->path, (long long)total);
+  return d->seq_n;
+}
+
+int op_dataset_set_order(op_dataset *d, const char *order, uint64_t seed, op_error *err) {
+  op_sample_order o;
+  if (op_sample_order_parse(order, &o))
+    return op_fail(err, OP_ARG, "sample order: '%s' is not one of first, spread, random", order);
+  d->order = o;
+  d->seed = seed;
+  d->seq_total = -1;
+  return 0;
+}
+
+void op_dataset_hold_out(op_dataset *d, const int64_t *rows, size_t n) {
+  for (size_t i = 0; i < n; i++) OP_VEC_PUSH(d->held_out, rows[i]);
+  d->seq_total = -1;
+}
+
+int64_t op_dataset_row(const op_dataset *d, int64_t k) {
+  if (d->order == OP_ORDER_FIRST && !d->held_out.n) return k;
+  return d->seq && k >= 0 && k < d->seq_n ? d->seq[k] : -1;
+}
+
+op_sample_order op_dataset_order(const op_dataset *d, uint64_t *seed) {
+  if (seed) *seed = d->seed;
+  return d->order;
+}
+
+int64_t op_dataset_file_rows(const op_dataset *d) { return d->seq_total_seen; }
+
+int64_t op_dataset_held_out_count(const op_dataset *d) { return (int64_t)d->held_out.n; }
+
+const char *op_dataset_path_of(const op_dataset *d) { return d->path; }
 
 /* One --fill value in the input's type (the one conversion Cast makes). */
 static void put_value(void *p, int32_t dt, double v) {
@@ -586,18 +650,48 @@ static int cut(const op_tensor *src, int axis, int64_t start, int64_t count, op_
   return 0;
 }
 
+/* Copies the samples rows[0..count) of src along `axis` into t (the rows a sample order picked). */
+static int cut_rows(const op_tensor *src, int axis, const int64_t *rows, int64_t count, op_tensor *t, const char *what,
+                    op_error *err) {
+  *t = *src;
+  int64_t outer = 1, n = src->dims[axis];
+  for (int a = 0; a < axis; a++) outer *= src->dims[a];
+  size_t inner = outer && n ? src->nbytes / (size_t)(outer * n) : 0;
+  t->dims[axis] = count;
+  t->nbytes = (size_t)(outer * count) * inner;
+  t->data = malloc(t->nbytes ? t->nbytes : 1);
+  if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, t->nbytes);
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t k = 0; k < count; k++)
+      memcpy((char *)t->data + (size_t)(o * count + k) * inner, (const char *)src->data + (size_t)(o * n + rows[k]) * inner,
+             inner);
+  return 0;
+}
+
 int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, int64_t count, op_tensor *inputs,
                      op_error *err) {
   size_t n_in = op_session_input_count(s);
   memset(inputs, 0, n_in * sizeof *inputs);
   int *axes = op_xcalloc(n_in ? n_in : 1, sizeof *axes);
-  int64_t set = d->sets.n ? start : -1;
+  const int64_t *seq = NULL; /* samples -> file rows, when an order or held-out rows apply */
+  if (d->order != OP_ORDER_FIRST || d->held_out.n) {
+    int64_t total = file_rows(d, s, err);
+    if (total < 0) goto fail;
+    seq = sequence(d, total);
+    if (start < 0 || start >= d->seq_n) {
+      op_fail(err, OP_ARG, "%s: sample %lld is past the %lld samples of its order", d->path, (long long)start,
+              (long long)d->seq_n);
+      goto fail;
+    }
+    if (start + count > d->seq_n) count = d->seq_n - start;
+  }
+  int64_t set = d->sets.n ? (seq ? seq[start] : start) : -1;
   if (op_dataset_axes(d, s, axes, NULL, err)) goto fail;
-  if (set >= 0 && (count != 1 || start < 0 || (size_t)start >= d->sets.n)) {
+  if (set >= 0 && (count != 1 || set < 0 || (size_t)set >= d->sets.n)) {
     op_fail(err, OP_ARG, "%s: ONNX test data: each test data set is one complete run; sets cannot be batched", d->path);
     goto fail;
   }
-  for (size_t i = 0; i < n_in; i++) { /* the run's extent along the batch axis, which a short last batch cuts */
+  for (size_t i = 0; i < n_in && !seq; i++) { /* the run's extent along the batch axis, which a short last batch cuts */
     const op_named *a = set < 0 ? input_array(d, s, i, -1) : NULL;
     if (a && axes[i] >= 0 && axes[i] < a->t.rank && start + count > a->t.dims[axes[i]]) count = a->t.dims[axes[i]] - start;
   }
@@ -615,7 +709,9 @@ int op_dataset_batch(const op_dataset *d, const op_session *s, int64_t start, in
     if (check_array(d, s, i, &a->t, axis, err)) goto fail;
     char what[300];
     snprintf(what, sizeof what, "%s: input '%.200s'", d->path, op_session_input_name(s, i));
-    if (cut(&a->t, axis, start, count, &inputs[i], what, err)) goto fail;
+    if (seq && axis >= 0 ? cut_rows(&a->t, axis, seq + start, count, &inputs[i], what, err)
+                         : cut(&a->t, axis, start, count, &inputs[i], what, err))
+      goto fail;
   }
   free(axes);
   return 0;

@@ -2,6 +2,7 @@
  * per layer, which heads and FFN neurons stay, chosen by importance (L2/L1 norm of each unit's
  * weights, or random) or by being all zero already (--compact). */
 #include "prune/prune.h"
+#include "prune/target.h"
 #include "parallel/parallel.h"
 #include "verify/stream.h"
 
@@ -24,6 +25,13 @@ op_prune_config *op_prune_config_new(void) {
   c->importance = OP_IMP_L2;
   c->samples = 256;
   c->batch = 8;
+  c->target_flops = c->target_params = -1;
+  c->flops_seq = 128;
+  c->multiple_of = 1;
+  c->max_drop = c->min_agreement = c->max_ppl_increase = -1;
+  c->min_cosine = -2; /* a cosine floor may be -1 */
+  c->eval_samples = 256;
+  c->search_steps = 6;
   return c;
 }
 
@@ -96,6 +104,18 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
     c->seed_set = true;
     return 0;
   }
+  /* issue 12: targets */
+  if (strcmp(key, "target_flops") == 0) return parse_fraction(key, value, 0, true, 1, false, &c->target_flops, err);
+  if (strcmp(key, "target_params") == 0) return parse_fraction(key, value, 0, true, 1, false, &c->target_params, err);
+  if (strcmp(key, "flops_seq") == 0) return parse_count(key, value, 1, &c->flops_seq, err);
+  if (strcmp(key, "multiple_of") == 0) return parse_count(key, value, 1, &c->multiple_of, err);
+  /* issue 12: the accuracy floor */
+  if (strcmp(key, "max_drop") == 0) return parse_fraction(key, value, 0, false, 100, false, &c->max_drop, err);
+  if (strcmp(key, "min_agreement") == 0) return parse_fraction(key, value, 0, false, 1, false, &c->min_agreement, err);
+  if (strcmp(key, "min_cosine") == 0) return parse_fraction(key, value, -1, false, 1, false, &c->min_cosine, err);
+  if (strcmp(key, "max_ppl_increase") == 0) return parse_fraction(key, value, 0, false, 1e9, false, &c->max_ppl_increase, err);
+  if (strcmp(key, "eval_samples") == 0) return parse_count(key, value, 1, &c->eval_samples, err);
+  if (strcmp(key, "search_steps") == 0) return parse_count(key, value, 1, &c->search_steps, err);
   if (strcmp(key, "samples") == 0) return parse_count(key, value, 1, &c->samples, err);
   if (strcmp(key, "batch") == 0) return parse_count(key, value, 1, &c->batch, err);
   if (strcmp(key, "keep_layers") == 0) {
@@ -129,14 +149,37 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
   return op_fail(err, OP_ARG, "unknown option '%s'", key);
 }
 
+/* issue 12: a target decides every count itself, so a ratio or count beside it would be silently overridden */
+static int check_target(const op_prune_config *c, op_error *err) {
+  if (c->target_flops < 0 && c->target_params < 0) return 0;
+  const char *key = c->target_flops >= 0 ? "target_flops" : "target_params";
+  if (c->target_flops >= 0 && c->target_params >= 0)
+    return op_fail(err, OP_ARG, "target_flops and target_params contradict each other: give one");
+  const char *other = c->head_sparsity >= 0 ? "head_sparsity" : c->ffn_sparsity >= 0 ? "ffn_sparsity"
+                      : c->width >= 0 ? "width" : c->num_heads >= 0 ? "num_heads" : c->ffn_size >= 0 ? "ffn_size"
+                      : c->kv_head_sparsity >= 0 ? "kv_head_sparsity" : c->num_kv_heads >= 0 ? "num_kv_heads"
+                      : c->global ? "scope" : c->layers.n ? "layers" : c->compact ? "compact" : NULL;
+  if (other) return op_fail(err, OP_ARG, "%s: decides the heads and FFN widths itself; %s contradicts it", key, other);
+  return 0;
+}
+
 int op_prune_config_check(const op_prune_config *c, op_error *err) {
-  if (c->seed_set && c->importance != OP_IMP_RANDOM)
+  if (check_target(c, err)) return -1;
+  /* the seed also orders the rows of calibration data (data/rows.c) */
+  if (c->seed_set && c->importance != OP_IMP_RANDOM && !op_prune_config_uses_data(c))
     return op_fail(err, OP_ARG, "seed: applies only to importance random (importance is '%s')",
                    c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation" : "l2");
   return 0;
 }
 
-bool op_prune_config_uses_data(const op_prune_config *c) { return c->importance == OP_IMP_ACTIVATION; }
+bool op_prune_config_has_floor(const op_prune_config *c) {
+  return c->max_drop >= 0 || c->min_agreement >= 0 || c->min_cosine >= -1 ||
+         c->max_ppl_increase >= 0;
+}
+
+bool op_prune_config_uses_data(const op_prune_config *c) {
+  return c->importance == OP_IMP_ACTIVATION || op_prune_config_has_floor(c);
+}
 
 /* JSON scalar or list -> the text form op_prune_config_set takes. */
 bool op_json_to_text(const cJSON *v, char *buf, size_t n) {
@@ -941,6 +984,75 @@ static int select_grouped(const op_prune_config *c, const op_attn *at, op_layer_
   return keep_per_group(at, lp, per, remove, c->compact ? dead : NULL, layer, err);
 }
 
+/* ---- issue 12: a target instead of ratios, and kept widths rounded to a multiple (target.h) ---- */
+
+/* Heads are rounded so that the kept heads' width (heads x head size) is a multiple of N, when that
+ * step fits in the layer; otherwise not at all. */
+static int64_t head_multiple(const op_attn *at, int64_t multiple) {
+  int64_t a = multiple, b = at->head_dim;
+  while (b) {
+    int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  int64_t step = multiple / a;
+  return step <= at->heads && at->kv_heads == at->heads ? step : 1;
+}
+
+static void round_plan(const op_analysis *a, const op_prune_config *c, op_plan *plan) {
+  for (size_t l = 0; l < plan->n; l++) {
+    op_layer_plan *lp = &plan->layers[l];
+    const op_attn *at = op_layer_attn(a, (int)l);
+    if (lp->keep_neuron) op_round_kept(lp->keep_neuron, lp->neuron_score, lp->width, c->multiple_of);
+    if (at && lp->keep_head) op_round_kept(lp->keep_head, lp->head_score, lp->heads, head_multiple(at, c->multiple_of));
+  }
+}
+
+/* Allocates the removals that keep the fraction asked of the blocks' FLOPs or parameters, by the scores
+ * the plan ranked units with; grouped layers then keep the same number of query heads per kv group. */
+static int apply_target(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
+  bool params = c->target_params > 0;
+  double keep = params ? c->target_params : c->target_flops, total = 0;
+  op_alloc_block *b = op_xcalloc(2 * plan->n + 1, sizeof *b);
+  size_t nb = 0;
+  for (size_t l = 0; l < plan->n; l++) {
+    op_layer_plan *lp = &plan->layers[l];
+    op_unit_cost ca, cf;
+    op_block_costs(a, (int)l, c->flops_seq, &ca, &cf);
+    if (lp->drop_layer) continue;
+    const op_attn *at = op_layer_attn(a, (int)l);
+    if (at && !lp->drop_attn) {
+      b[nb++] = (op_alloc_block){(int)l, 0, lp->heads, lp->head_score, params ? ca.unit_params : ca.unit_flops,
+                                 params ? ca.fixed_params : ca.fixed_flops, head_multiple(at, c->multiple_of),
+                                 lp->keep_head};
+      total += op_cost_of(&ca, lp->heads, params);
+    }
+    if (lp->keep_neuron && !lp->drop_ffn) {
+      b[nb++] = (op_alloc_block){(int)l, 1, lp->width, lp->neuron_score, params ? cf.unit_params : cf.unit_flops,
+                                 params ? cf.fixed_params : cf.fixed_flops, c->multiple_of, lp->keep_neuron};
+      total += op_cost_of(&cf, lp->width, params);
+    }
+  }
+  op_allocate_removals(b, nb, (1 - keep) * total);
+  int rc = 0;
+  for (size_t i = 0; i < nb && !rc; i++) {
+    op_layer_plan *lp = &plan->layers[b[i].layer];
+    bool *k = b[i].keep;
+    if (op_plan_kept(k, b[i].n) == 0) { /* the target emptied the block: it is removed whole */
+      if (b[i].kind == 0) lp->drop_attn = true;
+      else lp->drop_ffn = true;
+      for (int64_t u = 0; u < b[i].n; u++) k[u] = true;
+      continue;
+    }
+    const op_attn *at = op_layer_attn(a, b[i].layer);
+    if (b[i].kind == 0 && at->kv_heads != at->heads)
+      rc = select_grouped(c, at, lp, NULL, NULL, op_plan_kept(lp->keep_head, lp->heads), NULL, NULL, b[i].layer, err);
+  }
+  free(b);
+  if (rc) op_plan_free(plan);
+  return rc;
+}
+
 int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
   memset(plan, 0, sizeof *plan);
   if (validate(a, c, err)) return -1;
@@ -1043,6 +1155,8 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
     }
     if (ff > 0) remove_global(plan, c, ff, false);
   }
+  if (c->target_flops > 0 || c->target_params > 0) return apply_target(a, c, plan, err);
+  if (c->multiple_of > 1) round_plan(a, c, plan);
   return 0;
 }
 

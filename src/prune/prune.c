@@ -1,9 +1,40 @@
 /* prune.c - the pruning entry point: analyse, plan, rewrite, clean up, and fill the report. */
 #include "prune/prune.h"
+#include "prune/target.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* issue 12: the blocks' FLOPs per token and parameters before and after, the target, and the scores units
+ * were ranked by (the HTML report draws their distribution). */
+static void record_costs(const op_analysis *a, const op_prune_config *c, const op_plan *plan, op_prune_report *r) {
+  r->flops_seq = c->flops_seq;
+  r->multiple_of = c->multiple_of;
+  r->target_flops = c->target_flops;
+  r->target_params = c->target_params;
+  r->head_scores = op_xcalloc(plan->n + 1, sizeof *r->head_scores);
+  r->neuron_scores = op_xcalloc(plan->n + 1, sizeof *r->neuron_scores);
+  for (size_t l = 0; l < plan->n; l++) {
+    const op_layer_plan *lp = &plan->layers[l];
+    op_unit_cost ca, cf;
+    op_block_costs(a, (int)l, c->flops_seq, &ca, &cf);
+    int64_t heads = lp->drop_layer || lp->drop_attn ? 0 : lp->keep_head ? op_plan_kept(lp->keep_head, lp->heads) : 0;
+    int64_t width = lp->drop_layer || lp->drop_ffn ? 0 : lp->keep_neuron ? op_plan_kept(lp->keep_neuron, lp->width) : 0;
+    r->flops_before += op_cost_of(&ca, ca.units, false) + op_cost_of(&cf, cf.units, false);
+    r->flops_after += op_cost_of(&ca, heads, false) + op_cost_of(&cf, width, false);
+    r->block_params_before += op_cost_of(&ca, ca.units, true) + op_cost_of(&cf, cf.units, true);
+    r->block_params_after += op_cost_of(&ca, heads, true) + op_cost_of(&cf, width, true);
+    if (lp->head_score) {
+      r->head_scores[l] = op_xmalloc((size_t)(lp->heads + 1) * sizeof(double));
+      memcpy(r->head_scores[l], lp->head_score, (size_t)lp->heads * sizeof(double));
+    }
+    if (lp->neuron_score) {
+      r->neuron_scores[l] = op_xmalloc((size_t)(lp->width + 1) * sizeof(double));
+      memcpy(r->neuron_scores[l], lp->neuron_score, (size_t)lp->width * sizeof(double));
+    }
+  }
+}
 
 op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) {
   op_analysis *a = op_analyze(m, err);
@@ -27,6 +58,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
   }
   op_prune_report *r = op_xcalloc(1, sizeof *r);
   r->model = op_xstrdup(m->path);
+  if (c->data && c->importance == OP_IMP_ACTIVATION) op_row_set_capture(&r->calib_rows, c->data, 0, c->samples);
   r->importance = c->importance;
   r->compact = c->compact;
   r->before = op_graph_param_count(m->proto->graph);
@@ -57,6 +89,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
     OP_VEC_PUSH(r->layers, lr);
   }
   for (size_t i = 0; i < a->unmatched.n; i++) OP_VEC_PUSH(r->unmatched, op_xstrdup(a->unmatched.v[i]));
+  record_costs(a, c, &plan, r);
   int rc = op_rewrite(a, &plan, r, err);
   op_plan_free(&plan);
   op_analysis_free(a);
@@ -88,5 +121,14 @@ void op_prune_report_free(op_prune_report *r) {
   free(r->layers.v);
   free(r->unmatched.v);
   free(r->model);
+  op_row_set_free(&r->calib_rows);
+  for (size_t i = 0; i < r->layers.n; i++) {
+    if (r->head_scores) free(r->head_scores[i]);
+    if (r->neuron_scores) free(r->neuron_scores[i]);
+  }
+  free(r->head_scores);
+  free(r->neuron_scores);
+  free(r->curve.v);
+  op_row_set_free(&r->eval_rows);
   free(r);
 }

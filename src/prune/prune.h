@@ -3,6 +3,7 @@
 #ifndef OP_PRUNE_H
 #define OP_PRUNE_H
 
+#include "data/data.h"
 #include "match/match.h"
 
 typedef enum op_importance { OP_IMP_L2, OP_IMP_L1, OP_IMP_RANDOM, OP_IMP_ACTIVATION } op_importance;
@@ -34,6 +35,14 @@ struct op_prune_config {
   OP_VEC(op_layer_cfg) layers;
   const op_dataset *data; /* for OP_IMP_ACTIVATION */
   int64_t samples, batch;
+  /* issue 12: a target instead of ratios (fraction kept of the blocks' FLOPs per token or parameters,
+   * < 0: unset), the sequence length FLOPs are counted at, kept widths rounded to a multiple */
+  double target_flops, target_params;
+  int64_t flops_seq, multiple_of;
+  /* issue 12: an accuracy floor judged on evaluation rows after the calibration rows (search.c);
+   * < 0 (min_cosine < -1): unset. max_drop in points of accuracy, max_ppl_increase in percent */
+  double max_drop, min_agreement, min_cosine, max_ppl_increase;
+  int64_t eval_samples, search_steps;
 };
 
 typedef struct op_layer_plan {
@@ -78,6 +87,16 @@ typedef struct op_tensor_change {
   int rank;
 } op_tensor_change;
 
+/* issue 12: one candidate of the accuracy-floor search */
+typedef struct op_search_point {
+  double target;                /* fraction of FLOPs (or parameters) asked */
+  double flops_kept, params_kept; /* of the attention and FFN blocks, as pruned */
+  double accuracy, ref_accuracy;  /* on labels, -1 without */
+  double agreement, cosine;
+  double ppl, ref_ppl;            /* language models, -1 otherwise */
+  bool pass;
+} op_search_point;
+
 typedef struct op_layer_result {
   int layer;
   int64_t heads_before, heads_after, ffn_before, ffn_after, kv_before, kv_after;
@@ -106,6 +125,21 @@ struct op_prune_report {
   OP_VEC(char *) unmatched;
   /* ---- fused attention (rewrite_fused.c): graph inputs/outputs whose head axis changed ---- */
   OP_VEC(op_state_change) state;
+  /* issue 12: the file rows calibration used (data-aware importance) */
+  op_row_set calib_rows;
+  /* issue 12: FLOPs per token (at flops_seq) and parameters of the attention and FFN blocks (target.h) */
+  double flops_before, flops_after, block_params_before, block_params_after;
+  int64_t flops_seq, multiple_of;
+  double target_flops, target_params; /* < 0: none */
+  /* issue 12: per layer, the scores units were ranked by (for the HTML report); NULL when none */
+  double **head_scores, **neuron_scores;
+  /* issue 12: the accuracy-floor search (search.c): every candidate tried, the rows that judged them */
+  OP_VEC(op_search_point) curve;
+  bool searched;
+  char floor_text[160]; /* "top-1 accuracy at most 1 point below the reference" */
+  const char *floor_metric; /* "accuracy", "agreement", "cosine" or "perplexity": the first floor given */
+  double floor_threshold;   /* the value of that metric a candidate must reach (at most, for perplexity) */
+  op_row_set eval_rows;
 };
 
 /* ---- ONNX Runtime's fused graphs (rewrite_fused.c) ---- */

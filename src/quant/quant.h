@@ -57,6 +57,8 @@ struct op_quant_report {
   const char *half_form; /* a float16 model: how its QDQ is written (static text), else NULL */
   OP_VEC(op_quant_entry) entries;
   OP_VEC(op_quant_trial) trials;
+  /* issue 12: the file rows calibration and the search's scoring used (data/rows.c) */
+  op_row_set calib_rows, eval_rows;
 };
 
 #endif

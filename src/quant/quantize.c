@@ -405,11 +405,12 @@ static bool needs_hist(const op_quant_config *c) {
  * and histograms together (one session for every calibration and trial: its weights are packed once);
  * cap > 0: never beyond sample cap (the rows a search holds out). */
 static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *c, int64_t batches, int64_t cap,
-                     calib *cal, op_error *err) {
+                     calib *cal, op_row_set *rows, op_error *err) {
   int64_t asked = batches > 0 ? batches * c->batch : c->calib_samples;
   if (cap > 0 && asked > cap) asked = cap;
   int64_t first, want = op_sample_window(d, s, 0, asked, &first, err);
   int rc = want < 0 ? -1 : 0;
+  if (!rc && rows) op_row_set_capture(rows, d, first, want);
   cal->hist = needs_hist(c);
   /* the products keep their fused epilogues unless a tensor to calibrate exists only unfused */
   bool fused = true;
@@ -970,7 +971,7 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   for (int b = 0; b < n_b && search; b++) {
     calib cal;
     calib_init(&cal, m, tgr, ts.v, ts.n);
-    if (calibrate(s, d, c, c->n_batches ? c->batches[b] : 0, cap, &cal, err)) {
+    if (calibrate(s, d, c, c->n_batches ? c->batches[b] : 0, cap, &cal, NULL, err)) {
       calib_free(&cal);
       goto fail;
     }
@@ -1004,7 +1005,8 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
   r->eval_samples = search ? eval_n : 0;
   calib cal;
   calib_init(&cal, m, tgr, ts.v, ts.n);
-  int rc = calibrate(s, d, c, r->batches, cap, &cal, err);
+  if (search) op_row_set_capture(&r->eval_rows, d, eval_first, eval_n);
+  int rc = calibrate(s, d, c, r->batches, cap, &cal, &r->calib_rows, err);
   op_session_free(s);
   s = NULL;
   if (!rc) rc = apply(m, c, &cal, r->method, r, err);
@@ -1027,6 +1029,8 @@ void op_quant_report_free(op_quant_report *r) {
   free(r->entries.v);
   free(r->trials.v);
   free(r->model);
+  op_row_set_free(&r->calib_rows);
+  op_row_set_free(&r->eval_rows);
   free(r);
 }
 
@@ -1052,6 +1056,13 @@ char *op_quant_report_text(const op_quant_report *r) {
       P("(scored against the fp32 model on samples %lld..%lld, held out of calibration)\n", (long long)r->eval_first,
         (long long)(r->eval_first + r->eval_samples - 1));
   }
+  for (int k = 0; k < 2; k++) { /* which file rows calibrated and scored */
+    const op_row_set *rs = k ? &r->eval_rows : &r->calib_rows;
+    if (!rs->n) continue;
+    char *rule = op_row_set_rule(rs);
+    P("%s rows: %.300s\n", k ? "evaluation" : "calibration", rule);
+    free(rule);
+  }
   int nw = 0, na = 0;
   for (size_t i = 0; i < r->entries.n; i++) {
     if (strcmp(r->entries.v[i].kind, "activation")) nw++;
@@ -1071,6 +1082,11 @@ char *op_quant_report_json(const op_quant_report *r) {
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "model", r->model);
   cJSON_AddStringToObject(root, "method", op_cal_method_name(r->method));
+  if (r->calib_rows.n) {
+    cJSON *rows = cJSON_AddObjectToObject(root, "rows");
+    cJSON_AddItemToObject(rows, "calibration", op_row_set_json(&r->calib_rows));
+    if (r->eval_rows.n) cJSON_AddItemToObject(rows, "evaluation", op_row_set_json(&r->eval_rows));
+  }
   if (r->batches) cJSON_AddNumberToObject(root, "calibration_batches", (double)r->batches);
   cJSON_AddStringToObject(root, "activation_type", r->act_signed ? "int8" : "uint8");
   cJSON_AddBoolToObject(root, "symmetric_activations", r->symmetric);
@@ -1116,4 +1132,16 @@ char *op_quant_report_json(const op_quant_report *r) {
     cJSON_AddItemToArray(ts, o);
   }
   return op_json_finish(root);
+}
+
+/* issue 12: the calibration and evaluation rows one by one, for -v */
+char *op_quant_report_rows(const op_quant_report *r) {
+  if (!r->calib_rows.n) return NULL;
+  char *c = op_row_set_list(&r->calib_rows), *e = op_row_set_list(&r->eval_rows);
+  size_t n = strlen(c) + strlen(e) + 64;
+  char *s = op_xmalloc(n);
+  snprintf(s, n, "calibration rows: %s\n%s%s%s", c, r->eval_rows.n ? "evaluation rows: " : "", e, r->eval_rows.n ? "\n" : "");
+  free(c);
+  free(e);
+  return s;
 }

@@ -267,6 +267,12 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
   double factor = r->after ? (double)r->before / (double)r->after : 0;
   sb_printf(&b, "parameters: %s -> %s (%.2fx reduction, -%.1f%%)\n", grouped(r->before), grouped(r->after), factor,
             pct(r->before - r->after, r->before));
+  if (r->flops_before > 0) /* issue 12: what a target counts */
+    sb_printf(&b, "attention + FFN blocks: FLOPs per token (sequence %lld) %.4g -> %.4g (%.1f%% kept), parameters %s -> %s (%.1f%% kept)%s\n",
+              (long long)r->flops_seq, r->flops_before, r->flops_after, 100 * r->flops_after / r->flops_before,
+              grouped((int64_t)r->block_params_before), grouped((int64_t)r->block_params_after),
+              r->block_params_before > 0 ? 100 * r->block_params_after / r->block_params_before : 0,
+              r->target_flops > 0 ? " (target: FLOPs)" : r->target_params > 0 ? " (target: parameters)" : "");
   int layer = -2;
   for (size_t i = 0; i < r->changes.n; i++) {
     const op_tensor_change *c = &r->changes.v[i];
@@ -283,6 +289,11 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
               s->input ? ": feed it past state of that width (the present output of the pruned model)" : "");
   }
   for (size_t i = 0; i < r->unmatched.n; i++) sb_printf(&b, "%s\n", r->unmatched.v[i]);
+  if (r->calib_rows.n) { /* issue 12: which file rows calibrated */
+    char *rule = op_row_set_rule(&r->calib_rows);
+    sb_printf(&b, "calibration rows: %s\n", rule);
+    free(rule);
+  }
   return b.s;
 }
 
@@ -299,6 +310,69 @@ static cJSON *int_list(const op_int_vec *v) {
   return a;
 }
 
+/* ---- issue 12: the accuracy-floor search's curve ---- */
+
+static const op_search_point *kept_point(const op_prune_report *r) {
+  const op_search_point *k = NULL; /* the smallest target that passed */
+  for (size_t i = 0; i < r->curve.n; i++)
+    if (r->curve.v[i].pass && (!k || r->curve.v[i].target < k->target)) k = &r->curve.v[i];
+  return k;
+}
+
+static cJSON *search_json(const op_prune_report *r) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "floor", r->floor_text);
+  cJSON_AddStringToObject(o, "target", r->target_params > 0 ? "parameters" : "flops");
+  if (r->floor_metric) {
+    cJSON_AddStringToObject(o, "metric", r->floor_metric);
+    cJSON_AddNumberToObject(o, "threshold", r->floor_threshold);
+  }
+  const op_search_point *k = kept_point(r);
+  if (k) cJSON_AddNumberToObject(o, "kept_target", k->target);
+  else cJSON_AddNullToObject(o, "kept_target");
+  cJSON_AddBoolToObject(o, "passed", k != NULL);
+  cJSON *curve = cJSON_AddArrayToObject(o, "curve");
+  for (size_t i = 0; i < r->curve.n; i++) {
+    const op_search_point *p = &r->curve.v[i];
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "target", p->target);
+    cJSON_AddNumberToObject(c, "flops_kept", p->flops_kept);
+    cJSON_AddNumberToObject(c, "params_kept", p->params_kept);
+#define OPT(key, v) (v) >= 0 ? cJSON_AddNumberToObject(c, key, v) : cJSON_AddNullToObject(c, key)
+    OPT("accuracy", p->accuracy);
+    OPT("reference_accuracy", p->ref_accuracy);
+    OPT("perplexity", p->ppl);
+    OPT("reference_perplexity", p->ref_ppl);
+#undef OPT
+    cJSON_AddNumberToObject(c, "agreement", p->agreement);
+    cJSON_AddNumberToObject(c, "cosine", p->cosine);
+    cJSON_AddBoolToObject(c, "pass", p->pass);
+    cJSON_AddItemToArray(curve, c);
+  }
+  return o;
+}
+
+char *op_prune_report_curve(const op_prune_report *r) {
+  if (!r->searched) return NULL;
+  sbuf b = {0};
+  char *rule = r->eval_rows.n ? op_row_set_rule(&r->eval_rows) : NULL;
+  sb_printf(&b, "floor: %s\njudged on %s\n", r->floor_text, rule ? rule : "no rows");
+  free(rule);
+  sb_printf(&b, "%8s %11s %12s %20s %10s %9s %24s  %s\n", "target", "flops_kept", "params_kept",
+            "accuracy (reference)", "agreement", "cosine", "perplexity (reference)", "pass");
+  const op_search_point *k = kept_point(r);
+  for (size_t i = 0; i < r->curve.n; i++) {
+    const op_search_point *p = &r->curve.v[i];
+    char acc[48] = "-", ppl[48] = "-";
+    if (p->accuracy >= 0) snprintf(acc, sizeof acc, "%.2f%% (%.2f%%)", 100 * p->accuracy, 100 * p->ref_accuracy);
+    if (p->ppl >= 0) snprintf(ppl, sizeof ppl, "%.3f (%.3f)", p->ppl, p->ref_ppl);
+    sb_printf(&b, "%8.4f %11.4f %12.4f %20s %9.2f%% %9.6f %24s  %s%s\n", p->target, p->flops_kept, p->params_kept, acc,
+              100 * p->agreement, p->cosine, ppl, p->pass ? "yes" : "no", p == k ? "  <- kept" : "");
+  }
+  if (!k) sb_printf(&b, "no candidate passed: nothing written\n");
+  return b.s;
+}
+
 char *op_prune_report_json(const op_prune_report *r) {
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "model", r->model);
@@ -310,6 +384,19 @@ char *op_prune_report_json(const op_prune_report *r) {
   cJSON_AddNumberToObject(p, "before", (double)r->before);
   cJSON_AddNumberToObject(p, "after", (double)r->after);
   cJSON_AddNumberToObject(p, "reduction_factor", r->after ? (double)r->before / (double)r->after : 0);
+  { /* issue 12: FLOPs per token and parameters of the attention and FFN blocks, the target */
+    cJSON *bk = cJSON_AddObjectToObject(root, "blocks");
+    cJSON_AddNumberToObject(bk, "flops_per_token_before", r->flops_before);
+    cJSON_AddNumberToObject(bk, "flops_per_token_after", r->flops_after);
+    cJSON_AddNumberToObject(bk, "flops_kept", r->flops_before > 0 ? r->flops_after / r->flops_before : 1);
+    cJSON_AddNumberToObject(bk, "flops_sequence_length", (double)r->flops_seq);
+    cJSON_AddNumberToObject(bk, "parameters_before", r->block_params_before);
+    cJSON_AddNumberToObject(bk, "parameters_after", r->block_params_after);
+    cJSON_AddNumberToObject(bk, "parameters_kept", r->block_params_before > 0 ? r->block_params_after / r->block_params_before : 1);
+    cJSON_AddNumberToObject(bk, "multiple_of", (double)r->multiple_of);
+    if (r->target_flops > 0) cJSON_AddNumberToObject(bk, "target_flops", r->target_flops);
+    if (r->target_params > 0) cJSON_AddNumberToObject(bk, "target_params", r->target_params);
+  }
   cJSON *layers = cJSON_AddArrayToObject(root, "layers");
   for (size_t i = 0; i < r->layers.n; i++) {
     const op_layer_result *L = &r->layers.v[i];
@@ -333,6 +420,11 @@ char *op_prune_report_json(const op_prune_report *r) {
       cJSON_AddItemToObject(o, "removed_neurons", int_list(&L->removed_neurons));
       cJSON_AddStringToObject(o, "activation", L->activation);
     }
+    /* issue 12: the scores units were ranked by (the HTML report's histograms) */
+    if (L->has_attn && r->head_scores && r->head_scores[i])
+      cJSON_AddItemToObject(o, "head_scores", cJSON_CreateDoubleArray(r->head_scores[i], (int)L->heads_before));
+    if (L->has_ffn && r->neuron_scores && r->neuron_scores[i])
+      cJSON_AddItemToObject(o, "neuron_scores", cJSON_CreateDoubleArray(r->neuron_scores[i], (int)L->ffn_before));
     cJSON_AddItemToArray(layers, o);
   }
   cJSON *ch = cJSON_AddArrayToObject(root, "tensors");
@@ -359,5 +451,21 @@ char *op_prune_report_json(const op_prune_report *r) {
   }
   cJSON *um = cJSON_AddArrayToObject(root, "unmatched");
   for (size_t i = 0; i < r->unmatched.n; i++) cJSON_AddItemToArray(um, cJSON_CreateString(r->unmatched.v[i]));
+  if (r->calib_rows.n || r->eval_rows.n) { /* issue 12: which file rows calibrated and judged */
+    cJSON *rows = cJSON_AddObjectToObject(root, "rows");
+    if (r->calib_rows.n) cJSON_AddItemToObject(rows, "calibration", op_row_set_json(&r->calib_rows));
+    if (r->eval_rows.n) cJSON_AddItemToObject(rows, "evaluation", op_row_set_json(&r->eval_rows));
+  }
+  if (r->searched) cJSON_AddItemToObject(root, "search", search_json(r));
   return op_json_finish(root);
+}
+
+/* issue 12: the calibration rows one by one, for -v */
+char *op_prune_report_rows(const op_prune_report *r) {
+  if (!r->calib_rows.n) return NULL;
+  char *list = op_row_set_list(&r->calib_rows);
+  sbuf b = {0};
+  sb_printf(&b, "calibration rows: %s\n", list);
+  free(list);
+  return b.s;
 }

@@ -21,6 +21,10 @@ typedef struct vout {
   bool logits; /* [samples, classes] float */
   int64_t agree, ref_correct, cand_correct;
   int64_t elements, mismatches; /* elements outside atol + rtol * |reference| */
+  /* language model: [samples, seq, vocab] logits scored against next-token labels [samples, seq] */
+  bool lm;
+  double ref_nll, cand_nll; /* summed over the scored tokens */
+  int64_t tokens, ref_tok_correct, cand_tok_correct;
 } vout;
 
 struct op_verify_report {
@@ -29,7 +33,9 @@ struct op_verify_report {
   int64_t sets; /* ONNX test data: the number of sets compared (each one complete run), else 0 */
   bool has_labels;
   int label_output; /* the output scored against labels, or -1 */
+  int lm_output;    /* the output scored as a language model against next-token labels, or -1 */
   double atol, rtol;
+  int64_t ignore_index; /* label value of tokens not scored (language models) */
   OP_VEC(vout) outs;
 };
 
@@ -71,10 +77,51 @@ static int64_t argmax(const op_tensor *t, int64_t first, int64_t n) {
   return best;
 }
 
+/* log(sum(exp(x))) - x[y] and whether x[y] is the (first) largest, over n logits from `at`. */
+static double token_nll(const op_tensor *t, int64_t at, int64_t n, int64_t y, bool *top) {
+  double mx = -INFINITY;
+  int64_t best = 0;
+  for (int64_t j = 0; j < n; j++) {
+    double x = as_double(t, at + j);
+    if (x > mx) mx = x, best = j;
+  }
+  double sum = 0;
+  for (int64_t j = 0; j < n; j++) sum += exp(as_double(t, at + j) - mx);
+  *top = best == y;
+  return mx + log(sum) - as_double(t, at + y);
+}
+
+/* Language-model figures of one batch: logits [count, seq, vocab] against labels [rows, seq] read at each
+ * sample's file row; tokens labelled with the ignore index are skipped, any other label must be a token. */
+static int score_lm(vout *v, const op_tensor *a, const op_tensor *b, const op_tensor *labels, const op_dataset *d,
+                    int64_t first, const op_verify_report *r, op_error *err) {
+  int64_t rows = a->dims[0], seq = a->dims[1], vocab = a->dims[2];
+  for (int64_t i = 0; i < rows; i++) {
+    int64_t row = op_dataset_row(d, first + i);
+    for (int64_t t = 0; t < seq; t++) {
+      int64_t y = (int64_t)as_double(labels, row * seq + t);
+      if (y == r->ignore_index) continue;
+      if (y < 0 || y >= vocab)
+        return op_fail(err, OP_ARG,
+                       "labels: %lld at row %lld, position %lld is not a token of output '%s' (vocabulary %lld) nor the "
+                       "ignore index %lld",
+                       (long long)y, (long long)row, (long long)t, v->name, (long long)vocab, (long long)r->ignore_index);
+      bool ta, tb;
+      int64_t at = (i * seq + t) * vocab;
+      v->ref_nll += token_nll(a, at, vocab, y, &ta);
+      v->cand_nll += token_nll(b, at, vocab, y, &tb);
+      v->ref_tok_correct += ta;
+      v->cand_tok_correct += tb;
+      v->tokens++;
+    }
+  }
+  return 0;
+}
+
 /* Folds one batch of one output into its figures: one sample per entry along the output's batch axis
  * (the whole tensor is one sample when it has none, e.g. a test data set's output of unknown layout). */
-static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_tensor *labels, int64_t first,
-                   bool score, int axis, const op_verify_report *r, op_error *err) {
+static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_tensor *labels, const op_dataset *d,
+                   int64_t first, bool score, int axis, const op_verify_report *r, op_error *err) {
   /* outputs of two float types (a float16 export against its float32 original) compare as doubles */
   bool same = (a->dtype == b->dtype || (op_dtype_is_float(a->dtype) && op_dtype_is_float(b->dtype))) &&
               a->rank == b->rank && a->rank >= 1;
@@ -100,7 +147,7 @@ static int compare(vout *v, const op_tensor *a, const op_tensor *b, const op_ten
       int64_t pa = argmax(a, r0 * inner, inner), pb = argmax(b, r0 * inner, inner);
       v->agree += pa == pb;
       if (score && labels) {
-        int64_t y = (int64_t)as_double(labels, first + r0);
+        int64_t y = (int64_t)as_double(labels, op_dataset_row(d, first + r0));
         v->ref_correct += pa == y;
         v->cand_correct += pb == y;
       }
@@ -122,8 +169,10 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
   r->reference = op_xstrdup(ref->path);
   r->candidate = op_xstrdup(cand->path);
   r->label_output = -1;
+  r->lm_output = -1;
   r->atol = o ? o->atol : 0;
   r->rtol = o ? o->rtol : 0;
+  r->ignore_index = o && o->ignore_index_set ? o->ignore_index : -100;
   size_t na_in = op_session_input_count(sa), nb_in = op_session_input_count(sb), n_out = op_session_output_count(sa);
   int64_t first, first_b;
   int64_t total = op_sample_window(d, sa, o ? o->first : 0, o ? o->samples : 0, &first, err);
@@ -158,7 +207,14 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
   }
   r->sets = (int64_t)op_dataset_set_count(d) ? total : 0;
   const op_tensor *labels = op_dataset_array(d, "labels");
-  r->has_labels = labels && labels->rank >= 1 && labels->dims[0] >= first + total;
+  /* classes: one label per row; language model: one per row and position ([rows, seq]) */
+  r->has_labels = labels && labels->rank >= 1;
+  for (int64_t k = 0; r->has_labels && k < total; k++) {
+    int64_t row = op_dataset_row(d, first + k);
+    r->has_labels = row >= 0 && row < labels->dims[0];
+  }
+  bool class_labels = r->has_labels && (int64_t)(labels->nbytes / op_dtype_size(labels->dtype)) == labels->dims[0];
+  bool token_labels = r->has_labels && labels->rank == 2;
   int64_t batch = o && o->batch > 0 && !r->sets ? o->batch : 1; /* a test data set is one complete run */
   op_tensor *ia = op_xcalloc(na_in ? na_in : 1, sizeof *ia), *ib = op_xcalloc(nb_in ? nb_in : 1, sizeof *ib);
   op_tensor *oa = op_xcalloc(n_out, sizeof *oa), *ob = op_xcalloc(n_out, sizeof *ob);
@@ -181,9 +237,17 @@ op_verify_report *op_verify(const op_model *ref, const op_model *cand, const op_
         break;
       }
       bool logits = op_dtype_is_float(oa[i].dtype) && oa[i].rank == 2 && out_axes[i] == 0 && oa[i].dims[1] > 1;
-      if (r->label_output < 0 && logits && r->has_labels) r->label_output = (int)i;
-      rc = compare(v, &oa[i], &ob[i], r->has_labels ? labels : NULL, first + start, (int)i == r->label_output,
+      if (r->label_output < 0 && logits && class_labels) r->label_output = (int)i;
+      rc = compare(v, &oa[i], &ob[i], class_labels ? labels : NULL, d, first + start, (int)i == r->label_output,
                    r->sets ? out_axes[i] : out_axes[i] >= 0 ? out_axes[i] : OP_AXIS_NONE, r, err);
+      /* [samples, seq, vocab] logits against [rows, seq] next-token labels: perplexity, next-token accuracy */
+      bool lm = token_labels && !r->sets && op_dtype_is_float(oa[i].dtype) && oa[i].rank == 3 && out_axes[i] == 0 &&
+                oa[i].dims[2] > 1 && oa[i].dims[1] == labels->dims[1];
+      if (!rc && lm && (r->lm_output < 0 || r->lm_output == (int)i)) {
+        r->lm_output = (int)i;
+        v->lm = true;
+        rc = score_lm(v, &oa[i], &ob[i], labels, d, first + start, r, err);
+      }
     }
     for (size_t i = 0; i < na_in; i++) op_tensor_clear(&ia[i]);
     for (size_t i = 0; i < nb_in; i++) op_tensor_clear(&ib[i]);
@@ -230,13 +294,13 @@ double op_verify_min_agreement(const op_verify_report *r) {
 char *op_verify_report_text(const op_verify_report *r) {
   /* sized from the names it prints: output names and paths have no length limit */
   size_t cap = 1024 + strlen(r->reference) + strlen(r->candidate), off = 0;
-  for (size_t i = 0; i < r->outs.n; i++) cap += 256 + strlen(r->outs.v[i].name);
+  for (size_t i = 0; i < r->outs.n; i++) cap += 768 + strlen(r->outs.v[i].name);
   char *s = op_xmalloc(cap);
   off += (size_t)snprintf(s + off, cap - off, "reference: %s\ncandidate: %s\nsamples:   %lld\n", r->reference, r->candidate,
                           (long long)r->samples);
   if (r->sets) off += (size_t)snprintf(s + off, cap - off, "sets:      %lld (ONNX test data, compared set by set)\n", (long long)r->sets);
   off += (size_t)snprintf(s + off, cap - off, "%-24s %14s %12s %15s  %s\n", "output", "max_abs_diff", "mean_cosine",
-                          "top1_agreement", r->has_labels ? "accuracy (reference -> candidate)" : "");
+                          "top1_agreement", r->label_output >= 0 ? "accuracy (reference -> candidate)" : "");
   for (size_t i = 0; i < r->outs.n; i++) {
     const vout *v = &r->outs.v[i];
     double n = v->n ? (double)v->n : 1;
@@ -247,7 +311,30 @@ char *op_verify_report_text(const op_verify_report *r) {
     off += (size_t)snprintf(s + off, cap - off, "%-24s %14.6g %12.6f %15s  %s\n", v->name, v->max_abs, v->cos_sum / n,
                             agree, acc);
   }
+  if (r->lm_output >= 0) { /* language model: perplexity and next-token accuracy */
+    const vout *v = &r->outs.v[r->lm_output];
+    double t = v->tokens ? (double)v->tokens : 1;
+    off += (size_t)snprintf(s + off, cap - off,
+                            "language model (%s against next-token labels, ignore index %lld): %lld tokens\n"
+                            "  perplexity:          %.4f -> %.4f (%+.2f%%)\n"
+                            "  next-token accuracy: %.2f%% -> %.2f%%\n",
+                            v->name, (long long)r->ignore_index, (long long)v->tokens, exp(v->ref_nll / t),
+                            exp(v->cand_nll / t), 100.0 * (exp((v->cand_nll - v->ref_nll) / t) - 1),
+                            100.0 * (double)v->ref_tok_correct / t, 100.0 * (double)v->cand_tok_correct / t);
+  }
   return s;
+}
+
+double op_verify_perplexity(const op_verify_report *r, bool candidate) {
+  if (r->lm_output < 0 || !r->outs.v[r->lm_output].tokens) return -1;
+  const vout *v = &r->outs.v[r->lm_output];
+  return exp((candidate ? v->cand_nll : v->ref_nll) / (double)v->tokens);
+}
+
+double op_verify_reference_accuracy(const op_verify_report *r) {
+  if (r->label_output < 0) return -1;
+  const vout *v = &r->outs.v[r->label_output];
+  return v->n ? (double)v->ref_correct / (double)v->n : -1;
 }
 
 char *op_verify_report_json(const op_verify_report *r) {
@@ -271,6 +358,15 @@ char *op_verify_report_json(const op_verify_report *r) {
     if ((int)i == r->label_output) {
       cJSON_AddNumberToObject(o, "reference_accuracy", (double)v->ref_correct / n);
       cJSON_AddNumberToObject(o, "candidate_accuracy", (double)v->cand_correct / n);
+    }
+    if (v->lm) {
+      double t = v->tokens ? (double)v->tokens : 1;
+      cJSON_AddNumberToObject(o, "tokens", (double)v->tokens);
+      cJSON_AddNumberToObject(o, "ignore_index", (double)r->ignore_index);
+      cJSON_AddNumberToObject(o, "reference_perplexity", exp(v->ref_nll / t));
+      cJSON_AddNumberToObject(o, "candidate_perplexity", exp(v->cand_nll / t));
+      cJSON_AddNumberToObject(o, "reference_next_token_accuracy", (double)v->ref_tok_correct / t);
+      cJSON_AddNumberToObject(o, "candidate_next_token_accuracy", (double)v->cand_tok_correct / t);
     }
     cJSON_AddNumberToObject(o, "elements", (double)v->elements);
     cJSON_AddNumberToObject(o, "outside_tolerance", (double)v->mismatches); /* |c - r| > atol + rtol |r| */

@@ -4,6 +4,9 @@
 //   node ort.js ours MODEL.onnx OURS.npz --data D [--rows N] [--tol T]   (onnx-prune run's outputs vs ORT's)
 //   node ort.js verify REF.onnx CAND.onnx VERIFY.json --data D [--rows N]  (onnx-prune verify's figures vs ORT's)
 //   node ort.js accuracy MODEL.onnx --data D.npz [--rows N]   (top-1 accuracy on the labels, run by ORT)
+//   node ort.js lm MODEL.onnx --data D.npz --rows-list R,R,... [--ignore-index N]   (perplexity and next-token
+//     accuracy of [batch, seq, vocab] logits against labels [batch, seq], on those file rows; prints JSON)
+//   node ort.js accuracy-rows MODEL.onnx --data D.npz --rows-list R,R,...   (top-1 accuracy on those file rows; JSON)
 //   node ort.js record MODEL.onnx FIXTURE_DIR   (writes ORT's outputs as test_data_set_0/output_N.pb)
 //   node ort.js optimize MODEL.onnx OUT.onnx [LEVEL]   (the graph ORT's optimizer writes, level 'extended' by default)
 // D is a .npz (arrays named after graph inputs) or an ONNX test-data directory (input_N.pb).
@@ -432,7 +435,60 @@ async function cosineMain(argv) {
 function readNpzForBench(data, session, rows) { return loadFeeds(data, session, rows).feeds; }
 module.exports = { readNpzForBench };
 
-if (require.main === module && process.argv[2] === 'cosine')
+// Language models (issue 12): ORT's logits on chosen file rows, log-softmax in doubles here.
+function pickRows(arr, rows) {
+  const per = arr.shape.slice(1).reduce((a, b) => a * b, 1);
+  const data = new arr.data.constructor(rows.length * per);
+  rows.forEach((r, k) => data.set(arr.data.subarray(r * per, (r + 1) * per), k * per));
+  return { dtype: arr.dtype, data, shape: [rows.length, ...arr.shape.slice(1)] };
+}
+
+async function lmMain(argv) {
+  const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
+  const s = await ort.InferenceSession.create(argv[1], { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const npz = readNpz(opt('--data'));
+  const rows = opt('--rows-list').split(',').map(Number), ignore = Number(opt('--ignore-index', '-100'));
+  let nll = 0, right = 0, tokens = 0;
+  for (let b = 0; b < rows.length; b += 8) { // batches of 8 rows keep the logits small
+    const part = rows.slice(b, b + 8), feeds = {};
+    for (const n of s.inputNames) { const a = pickRows(npz[n], part); feeds[n] = new ort.Tensor(a.dtype, a.data, a.shape); }
+    const labels = pickRows(npz.labels, part).data;
+    const out = (await s.run(feeds))[s.outputNames[0]], [, seq, vocab] = out.dims;
+    for (let i = 0; i < part.length * seq; i++) {
+      const y = Number(labels[i]);
+      if (y === ignore) continue;
+      let mx = -Infinity, best = 0, sum = 0;
+      for (let k = 0; k < vocab; k++) if (out.data[i * vocab + k] > mx) { mx = out.data[i * vocab + k]; best = k; }
+      for (let k = 0; k < vocab; k++) sum += Math.exp(out.data[i * vocab + k] - mx);
+      nll += mx + Math.log(sum) - out.data[i * vocab + y];
+      right += best === y;
+      tokens++;
+    }
+  }
+  console.log(JSON.stringify({ perplexity: Math.exp(nll / tokens), next_token_accuracy: right / tokens, tokens }));
+}
+
+async function accuracyRowsMain(argv) {
+  const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
+  const s = await ort.InferenceSession.create(argv[1], { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const npz = readNpz(opt('--data')), rows = opt('--rows-list').split(',').map(Number), feeds = {};
+  for (const n of s.inputNames) { const a = pickRows(npz[n], rows); feeds[n] = new ort.Tensor(a.dtype, a.data, a.shape); }
+  const labels = pickRows(npz.labels, rows).data, out = (await s.run(feeds))[s.outputNames[0]];
+  const c = out.dims[out.dims.length - 1];
+  let right = 0;
+  for (let r = 0; r < rows.length; r++) {
+    let best = 0;
+    for (let k = 1; k < c; k++) if (out.data[r * c + k] > out.data[r * c + best]) best = k;
+    right += best === Number(labels[r]);
+  }
+  console.log(JSON.stringify({ accuracy: right / rows.length, rows: rows.length }));
+}
+
+if (require.main === module && process.argv[2] === 'accuracy-rows')
+  accuracyRowsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && process.argv[2] === 'lm')
+  lmMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && process.argv[2] === 'cosine')
   cosineMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
 else if (require.main === module && ['write-outputs', 'optimize'].includes(process.argv[2]))
   exportsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
