@@ -59,6 +59,24 @@ if node "$E2E/ort.js" compare "$M" "$work/heads-ffn50.onnx" --data "$DIR" --tol 
   bad "heads-ffn50: the pruned model computes what the original does"; else ok; fi
 prune_case global --head-sparsity 0.5 --ffn-sparsity 0.25 --scope global --importance l1
 prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$DIR"
+# activation importance on samples cut along each input's batch axis (axis 1 of a sequence-first
+# model, named by its dynamic axes): the test data's two rows as an .npz, run one sample at a time
+$PY - "$M" "$DIR/test_data_set_0" "$work/rows.npz" <<'PY' || bad "cannot stack the test data"
+import sys, numpy as np, onnx, onnx.numpy_helper as nh
+m = onnx.load(sys.argv[1])
+names = [i.name for i in m.graph.input]
+arrays = {names[k]: nh.to_array(onnx.load_tensor(f"{sys.argv[2]}/input_{k}.pb")) for k in range(len(names))}
+np.savez(sys.argv[3], **arrays)
+PY
+prune_case activation-rows --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$work/rows.npz" --batch 1
+# the same tokens as the one run of both rows, so the same units go (a cut along the sequence axis would
+# see other tokens)
+if $PY - "$work/activation.json" "$work/activation-rows.json" <<'PY'; then ok; else bad "activation: rows cut on the wrong axis"; fi
+import json, sys
+a, b = ({l["name"]: l for l in json.load(open(p))["layers"]} for p in sys.argv[1:3])
+for k in ("removed_heads", "removed_cross_heads", "removed_neurons"):
+    assert all(a[n].get(k) == b[n].get(k) for n in a), k
+PY
 
 # --compact on the zeroed original finds exactly the removed units
 if "$BIN" prune "$work/heads-ffn50.ref.onnx" -o "$work/compact.onnx" --compact --report "$work/compact.json" -q &&
