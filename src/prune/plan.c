@@ -797,10 +797,25 @@ static void remove_global(op_plan *plan, const op_prune_config *c, double frac, 
   free(all.v);
 }
 
-static int check_indices(const op_int_vec *v, int64_t n, int layer, const char *what, op_error *err) {
+/* Does v list every index in [0, n)? */
+static bool lists_all(const op_int_vec *v, int64_t n) {
+  for (int64_t h = 0; h < n; h++)
+    if (!op_int_vec_has(v, (int)h)) return false;
+  return true;
+}
+
+/* A layer as the user addresses it ("3", "decoder.1"), for messages: a rotating buffer, enough for
+ * one message (planning is single-threaded). */
+static const char *lbl(const op_analysis *a, int l) {
+  static char bufs[4][40];
+  static int k;
+  return op_layer_label(a, l, bufs[k++ & 3], sizeof bufs[0]);
+}
+
+static int check_indices(const op_int_vec *v, int64_t n, const char *layer, const char *what, op_error *err) {
   for (size_t i = 0; i < v->n; i++)
     if (v->v[i] >= n)
-      return op_fail(err, OP_ARG, "layer %d: %s %d does not exist (the layer has %lld)", layer, what, v->v[i],
+      return op_fail(err, OP_ARG, "layer %s: %s %d does not exist (the layer has %lld)", layer, what, v->v[i],
                      (long long)n);
   return 0;
 }
@@ -816,11 +831,15 @@ static int check_keep_counts(const op_analysis *a, const op_prune_config *c, op_
     const char *hk = lc && lc->num_heads >= 0 ? "layers: num_heads" : "num_heads";
     const char *fk = lc && lc->ffn_size >= 0 ? "layers: ffn_size" : "ffn_size";
     if (at && heads > at->heads)
-      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld heads of layer %zu", hk, (long long)heads,
-                     (long long)at->heads, l);
+      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld heads of layer %s", hk, (long long)heads,
+                     (long long)at->heads, lbl(a, (int)l));
+    const op_attn *cr = op_layer_cross(a, (int)l); /* cross-attention heads take the same count */
+    if (cr && heads > cr->heads)
+      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld cross-attention heads of layer %s", hk,
+                     (long long)heads, (long long)cr->heads, lbl(a, (int)l));
     if (f && width > f->down.in)
-      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld FFN neurons of layer %zu", fk, (long long)width,
-                     (long long)f->down.in, l);
+      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld FFN neurons of layer %s", fk, (long long)width,
+                     (long long)f->down.in, lbl(a, (int)l));
   }
   return 0;
 }
@@ -848,21 +867,21 @@ static int validate(const op_analysis *a, const op_prune_config *c, op_error *er
     const op_ffn *f = op_layer_ffn(a, lc->layer);
     bool wants_attn = lc->heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0 || lc->attention == 0;
     bool wants_ffn = lc->neurons_set || lc->ffn_size >= 0 || lc->ffn_sparsity >= 0 || lc->ffn == 0;
-    if (wants_attn && !at && !op_layer_cross(a, lc->layer)) return op_fail(err, OP_ARG, "layer %d: has no attention block to prune", lc->layer);
-    if (wants_ffn && !f) return op_fail(err, OP_ARG, "layer %d: has no FFN block to prune", lc->layer);
-    if (at && check_indices(&lc->heads, at->heads, lc->layer, "head", err)) return -1;
-    if (f && check_indices(&lc->neurons, f->down.in, lc->layer, "neuron", err)) return -1;
+    if (wants_attn && !at && !op_layer_cross(a, lc->layer)) return op_fail(err, OP_ARG, "layer %s: has no attention block to prune", lbl(a, lc->layer));
+    if (wants_ffn && !f) return op_fail(err, OP_ARG, "layer %s: has no FFN block to prune", lbl(a, lc->layer));
+    if (at && check_indices(&lc->heads, at->heads, lbl(a, lc->layer), "head", err)) return -1;
+    if (f && check_indices(&lc->neurons, f->down.in, lbl(a, lc->layer), "neuron", err)) return -1;
     const op_attn *cr = op_layer_cross(a, lc->layer); /* a decoder layer's cross-attention (issue 9) */
     if ((lc->cross_heads_set || lc->cross_attention == 0) && !cr)
-      return op_fail(err, OP_ARG, "layer %d: has no cross-attention block to prune", lc->layer);
-    if (cr && check_indices(&lc->cross_heads, cr->heads, lc->layer, "cross-attention head", err)) return -1;
-    if (cr && lc->cross_heads_set && (int64_t)lc->cross_heads.n >= cr->heads && lc->cross_attention != 0)
-      return op_fail(err, OP_ARG, "layer %d: removing every cross-attention head needs \"cross_attention\": false",
-                     lc->layer);
+      return op_fail(err, OP_ARG, "layer %s: has no cross-attention block to prune", lbl(a, lc->layer));
+    if (cr && check_indices(&lc->cross_heads, cr->heads, lbl(a, lc->layer), "cross-attention head", err)) return -1;
+    if (cr && lc->cross_heads_set && lists_all(&lc->cross_heads, cr->heads) && lc->cross_attention != 0)
+      return op_fail(err, OP_ARG, "layer %s: removing every cross-attention head needs \"cross_attention\": false",
+                     lbl(a, lc->layer));
     bool wants_kv = lc->kv_heads_set || lc->num_kv_heads >= 0 || lc->kv_head_sparsity >= 0;
     if (wants_kv && (!at || at->kv_heads == at->heads))
-      return op_fail(err, OP_ARG, "layer %d: kv heads: the layer has no grouped-query attention", lc->layer);
-    if (at && check_indices(&lc->kv_heads, at->kv_heads, lc->layer, "kv head", err)) return -1;
+      return op_fail(err, OP_ARG, "layer %s: kv heads: the layer has no grouped-query attention", lbl(a, lc->layer));
+    if (at && check_indices(&lc->kv_heads, at->kv_heads, lbl(a, lc->layer), "kv head", err)) return -1;
     if (at && lc->heads_set && (int64_t)lc->heads.n >= at->heads && lc->attention != 0) {
       bool all = true;
       for (int64_t h = 0; h < at->heads && all; h++) {
@@ -871,10 +890,10 @@ static int validate(const op_analysis *a, const op_prune_config *c, op_error *er
         all = listed;
       }
       if (all)
-        return op_fail(err, OP_ARG, "layer %d: removing every head needs \"attention\": false", lc->layer);
+        return op_fail(err, OP_ARG, "layer %s: removing every head needs \"attention\": false", lbl(a, lc->layer));
     }
     if (f && lc->neurons_set && (int64_t)lc->neurons.n >= f->down.in && lc->ffn != 0)
-      return op_fail(err, OP_ARG, "layer %d: removing every neuron needs \"ffn\": false", lc->layer);
+      return op_fail(err, OP_ARG, "layer %s: removing every neuron needs \"ffn\": false", lbl(a, lc->layer));
   }
   return 0;
 }

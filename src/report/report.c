@@ -266,7 +266,14 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
   int layer = -2;
   for (size_t i = 0; i < r->changes.n; i++) {
     const op_tensor_change *c = &r->changes.v[i];
-    if (c->layer != layer) sb_printf(&b, "layer %d\n", layer = c->layer);
+    if (c->layer != layer) { /* by the name configs use: "3", "decoder.1" */
+      layer = c->layer;
+      const char *name = NULL;
+      for (size_t k = 0; k < r->layers.n && !name; k++)
+        if (r->layers.v[k].layer == layer && r->layers.v[k].name[0]) name = r->layers.v[k].name;
+      if (name) sb_printf(&b, "layer %s\n", name);
+      else sb_printf(&b, "layer %d\n", layer);
+    }
     char bd[48], ad[48];
     dims_text(bd, sizeof bd, c->before, c->rank);
     dims_text(ad, sizeof ad, c->after, c->rank);
