@@ -174,8 +174,9 @@ static bool eval(const op_graph *gr, const char *name, ival *out, int depth) {
 static bool weight_slice(const op_graph *gr, const Onnx__NodeProto *n, Onnx__TensorProto **w, int *axis,
                          int64_t *lo, int64_t *hi) {
   if (!op_node_is(n, "Slice") || n->n_input < 3 || n->n_output != 1) return false;
-  *w = op_graph_const(gr, n->input[0]);
-  if (!*w || !op_weight_dtype_ok((*w)->data_type) || (*w)->n_dims < 1 || (*w)->n_dims > 2) return false;
+  *w = op_graph_init(gr, n->input[0]); /* an initializer (a Constant node's copy would count twice) */
+  op_value *src = op_graph_find(gr, n->input[0]);
+  if (!*w || !src || src->graph_input >= 0 || !op_weight_dtype_ok((*w)->data_type) || (*w)->n_dims < 1 || (*w)->n_dims > 2) return false;
   int64_t s, e, ax = 0, st = 1;
   if (!eval_int(gr, n->input[1], &s, 0) || !eval_int(gr, n->input[2], &e, 0)) return false;
   if (n->n_input > 3 && n->input[3][0] && !eval_int(gr, n->input[3], &ax, 0)) return false;
