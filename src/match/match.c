@@ -483,6 +483,18 @@ static bool match_kv_heads(op_analysis *a, const Onnx__NodeProto *sm, op_attn *a
   return true;
 }
 
+/* The tensor name is a copy of, through Identity / Cast / Dropout: q and k of self-attention may
+ * read one stream through such a node on one side only, which does not make them cross-attention. */
+#define MAX_PASS_HOPS 4
+static const char *pass_source(const op_analysis *a, const char *name) {
+  for (int hop = 0; hop < MAX_PASS_HOPS; hop++) {
+    Onnx__NodeProto *p = op_graph_producer(a->gr, name);
+    if (!p || !op_in(p, PASS_OPS) || p->n_input < 1) break;
+    name = p->input[0];
+  }
+  return name;
+}
+
 static bool match_attention(op_analysis *a, int si, op_attn *at) {
   Onnx__NodeProto *sm = node_at(a, si);
   memset(at, 0, sizeof *at);
@@ -548,7 +560,7 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     unmatched(a, sm, "k and v read different inputs ('%s' and '%s')", at->qkv[1].x, at->qkv[2].x);
     goto fail;
   }
-  at->cross = strcmp(at->qkv[1].x, at->qkv[0].x) != 0;
+  at->cross = strcmp(pass_source(a, at->qkv[1].x), pass_source(a, at->qkv[0].x)) != 0;
   int64_t E = at->packed ? at->qkv[0].out / 3 : at->qkv[0].out;
   /* context -> merge heads -> output projection */
   const char *t = avn->output[0];
