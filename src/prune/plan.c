@@ -771,13 +771,13 @@ static void remove_global(op_plan *plan, const op_prune_config *c, double frac, 
     op_layer_plan *lp = &plan->layers[l];
     const op_layer_cfg *lc = layer_cfg(c, (int)l);
     if (lp->drop_layer) continue;
-    if (lc && (heads ? (lc->heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0)
-                     : (lc->neurons_set || lc->ffn_size >= 0 || lc->ffn_sparsity >= 0)))
-      continue;
-    if (heads && lp->cross && !lp->drop_cross && !(lc && lc->cross_heads_set)) /* cross-attention heads rank too */
+    bool own = lc && (heads ? (lc->heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0)
+                            : (lc->neurons_set || lc->ffn_size >= 0 || lc->ffn_sparsity >= 0));
+    bool own_cross = lc && (lc->cross_heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0);
+    if (heads && lp->cross && !lp->drop_cross && !own_cross) /* cross-attention heads rank too */
       for (int64_t i = 0; i < lp->cross->heads; i++)
         if (lp->cross->keep_head[i]) OP_VEC_PUSH(all, ((unit){lp->cross->head_score[i], (int)l, i, true}));
-    if (heads ? lp->drop_attn : lp->drop_ffn) continue;
+    if (own || (heads ? lp->drop_attn : lp->drop_ffn)) continue;
     int64_t n = heads ? lp->heads : lp->width;
     for (int64_t i = 0; i < n && (heads ? lp->keep_head != NULL : lp->keep_neuron != NULL); i++)
       if ((heads ? lp->keep_head : lp->keep_neuron)[i])
