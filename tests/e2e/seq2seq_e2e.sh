@@ -58,6 +58,14 @@ PY
 if node "$E2E/ort.js" compare "$M" "$work/heads-ffn50.onnx" --data "$DIR" --tol 1e-4 >/dev/null 2>&1; then
   bad "heads-ffn50: the pruned model computes what the original does"; else ok; fi
 prune_case global --head-sparsity 0.5 --ffn-sparsity 0.25 --scope global --importance l1
+# global ranking takes half of all heads, self- and cross-attention's together
+if $PY - "$work/global.json" <<'PY'; then ok; else bad "global: cross-attention heads not ranked with the others"; fi
+import json, sys
+L = json.load(open(sys.argv[1]))["layers"]
+total = sum(l["heads_before"] + l.get("cross_heads_before", 0) for l in L)
+removed = sum(len(l["removed_heads"]) + len(l.get("removed_cross_heads", [])) for l in L)
+assert removed == total // 2, (removed, total)
+PY
 prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$DIR"
 # activation importance on samples cut along each input's batch axis (axis 1 of a sequence-first
 # model, named by its dynamic axes): the test data's two rows as an .npz, run one sample at a time
