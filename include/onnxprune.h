@@ -97,7 +97,9 @@ OP_API const char *op_model_path(const op_model *m);
 typedef struct op_analysis op_analysis;
 
 /* Finds attention and FFN blocks and the residual layers they form.
- * Returns NULL and sets *err on failure; blocks it cannot match are listed, not fatal. */
+ * Returns NULL and sets *err on failure; blocks it cannot match are listed, not fatal.
+ * It first folds Slices of stored weights whose bounds it can compute (torch's cross-attention
+ * in-projection) into stored weights, in m itself: the model computes exactly what it did. */
 OP_API op_analysis *op_analyze(const op_model *m, op_error *err);
 
 /* Frees an analysis. Accepts NULL. */

@@ -62,7 +62,7 @@ static const cli_opt PRUNE_OPTS[] = {
     CLI_OPT("--kv-head-sparsity", NULL, "R", NULL, "kv_head_sparsity", NONE, false,
             "grouped-query attention: fraction of kv groups to remove")
     CLI_OPT("--keep-layers", NULL, "L", NULL, "keep_layers", NONE, false,
-            "comma-separated layer indices to keep; the others are removed whole")
+            "comma-separated layers to keep (0,2; encoder.0,decoder.1 with two stacks); the others are removed whole")
     CLI_OPT("--config", NULL, "FILE.json", NULL, NULL, NONE, false,
             "per-layer control (see README); flags given too override its top level")
     CLI_OPT("--target-flops", NULL, "R", NULL, "target_flops", NONE, false,

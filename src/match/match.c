@@ -431,7 +431,7 @@ static Onnx__NodeProto *real_consumer(const op_analysis *a, const char *t, int *
 static void collect_region(op_analysis *a, op_attn *at) {
   /* forward from the projection outputs to the output projection */
   const char *start[3];
-  int ns = at->packed ? 1 : 3;
+  int ns = at->packed ? 1 : at->kv_packed ? 2 : 3;
   for (int i = 0; i < ns; i++) start[i] = at->qkv[i].y;
   for (int i = 0; i < ns; i++) OP_VEC_PUSH(at->region, start[i]);
   for (size_t k = 0; k < at->region.n && k < MAX_REGION; k++) {
@@ -561,7 +561,7 @@ static void attn_free(op_attn *at) {
 /* k/v heads: as many as q's, or fewer (grouped / multi-query) and repeated for the query heads by
  * an Expand (head h reads kv head h / rep) or a Tile (h reads h % KV) on both the k and v paths. */
 static bool match_kv_heads(op_analysis *a, const Onnx__NodeProto *sm, op_attn *at, const int *repeat) {
-  int64_t Ekv = at->packed ? at->qkv[0].out / 3 : at->qkv[1].out, d = at->head_dim;
+  int64_t Ekv = at->packed ? at->qkv[0].out / 3 : at->kv_packed ? at->qkv[1].out / 2 : at->qkv[1].out, d = at->head_dim;
   if (Ekv % d || !Ekv || at->heads % (Ekv / d)) {
     unmatched(a, sm, "k/v width %lld is not a whole number of %lld-wide heads dividing %lld query heads",
               (long long)Ekv, (long long)d, (long long)at->heads);
@@ -570,8 +570,8 @@ static bool match_kv_heads(op_analysis *a, const Onnx__NodeProto *sm, op_attn *a
   at->kv_heads = Ekv / d;
   at->kv_map = OP_KV_SAME;
   if (at->kv_heads == at->heads) return true;
-  if (at->packed) {
-    unmatched(a, sm, "packed q|k|v with fewer kv heads than query heads");
+  if (at->packed || at->kv_packed) {
+    unmatched(a, sm, "packed q|k|v or k|v with fewer kv heads than query heads");
     return false;
   }
   if (repeat[1] < 0 || repeat[2] < 0) {
@@ -596,6 +596,18 @@ static bool match_kv_heads(op_analysis *a, const Onnx__NodeProto *sm, op_attn *a
     }
   }
   return true;
+}
+
+/* The tensor name is a copy of, through Identity / Cast / Dropout: q and k of self-attention may
+ * read one stream through such a node on one side only, which does not make them cross-attention. */
+#define MAX_PASS_HOPS 4
+static const char *pass_source(const op_analysis *a, const char *name) {
+  for (int hop = 0; hop < MAX_PASS_HOPS; hop++) {
+    Onnx__NodeProto *p = op_graph_producer(a->gr, name);
+    if (!p || !op_in(p, PASS_OPS) || p->n_input < 1) break;
+    name = p->input[0];
+  }
+  return name;
 }
 
 static bool match_attention(op_analysis *a, int si, op_attn *at) {
@@ -646,6 +658,12 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
       unmatched(a, sm, "packed projection width %lld is not 3 equal parts", (long long)at->qkv[0].out);
       goto fail;
     }
+  } else if (at->qkv[1].node == at->qkv[2].node && at->qkv[0].node != at->qkv[1].node) {
+    at->kv_packed = true; /* k|v in one projection, cut in two (torch's cross-attention) */
+    if (at->qkv[1].out % 2) {
+      unmatched(a, sm, "packed k|v projection width %lld is not 2 equal parts", (long long)at->qkv[1].out);
+      goto fail;
+    }
   } else if (at->qkv[0].node == at->qkv[1].node || at->qkv[1].node == at->qkv[2].node ||
              at->qkv[0].node == at->qkv[2].node) {
     unmatched(a, sm, "q, k and v share some but not all projections");
@@ -654,11 +672,12 @@ static bool match_attention(op_analysis *a, int si, op_attn *at) {
     unmatched(a, sm, "k and v widths differ (%lld and %lld)", (long long)at->qkv[1].out, (long long)at->qkv[2].out);
     goto fail;
   }
-  for (int i = 1; i < 3; i++)
-    if (strcmp(at->qkv[i].x, at->qkv[0].x) != 0) {
-      unmatched(a, sm, "q, k, v read different inputs (cross-attention is not supported)");
-      goto fail;
-    }
+  /* cross-attention: k and v read one other stream (an encoder's memory); q the block's own */
+  if (strcmp(at->qkv[1].x, at->qkv[2].x) != 0) {
+    unmatched(a, sm, "k and v read different inputs ('%s' and '%s')", at->qkv[1].x, at->qkv[2].x);
+    goto fail;
+  }
+  at->cross = strcmp(pass_source(a, at->qkv[1].x), pass_source(a, at->qkv[0].x)) != 0;
   int64_t E = at->packed ? at->qkv[0].out / 3 : at->qkv[0].out;
   /* context -> merge heads -> output projection */
   const char *t = avn->output[0];
@@ -1035,7 +1054,7 @@ static bool find_residual(op_analysis *a, const char *x, const char *y, op_block
  * an RMSNorm, OPT's flatten of the stream to [B*S, E] around its FFN)? Then the blocks are one layer. */
 static const char *const STREAM_OPS[] = {"Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", NULL};
 
-static bool continues_stream(const op_analysis *a, const char *out, const char *in) {
+bool op_match_continues_stream(const op_analysis *a, const char *out, const char *in) {
   out = op_graph_canonical(a->gr, out);
   for (int hop = 0; hop <= MAX_STREAM_HOPS; hop++) {
     if (strcmp(op_graph_canonical(a->gr, in), out) == 0) return true;
@@ -1070,7 +1089,7 @@ static void count_params(op_analysis *a) {
   a->params_total = op_graph_param_count(a->model->proto->graph);
   for (size_t i = 0; i < a->attn.n; i++) {
     const op_attn *at = &a->attn.v[i];
-    for (int k = 0; k < (at->packed ? 1 : 3); k++) a->params_attn += owned_params(a, &at->qkv[k]);
+    for (int k = 0; k < (at->packed ? 1 : at->kv_packed ? 2 : 3); k++) a->params_attn += owned_params(a, &at->qkv[k]);
     a->params_attn += owned_params(a, &at->out);
   }
   for (size_t i = 0; i < a->ffn.n; i++) {
@@ -1103,7 +1122,8 @@ int64_t op_graph_param_count(const Onnx__GraphProto *g) {
 
 const char *op_attn_kind(const op_attn *at) {
   if (at->fused_op) return op_fused_kind(at);
-  if (at->kv_heads == at->heads) return "self";
+  if (at->kv_heads == at->heads) return at->cross ? "cross" : "self";
+  if (at->cross) return at->kv_heads == 1 ? "cross-multi-query" : "cross-grouped";
   return at->kv_heads == 1 ? "multi-query" : "grouped";
 }
 
@@ -1127,6 +1147,7 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
   op_analysis *a = op_xcalloc(1, sizeof *a);
   a->model = m;
   a->opset = opset;
+  op_fold_weight_slices(m->proto->graph); /* torch's run-time cut of a packed in-projection */
   a->gr = op_graph_build(m->proto->graph);
   a->quantized = op_quantized_form(a->gr);
   Onnx__GraphProto *g = m->proto->graph;
@@ -1190,18 +1211,7 @@ op_analysis *op_analyze(const op_model *m, op_error *err) {
   }
   free(used);
   if (a->blocks.n) qsort(a->blocks.v, a->blocks.n, sizeof *a->blocks.v, cmp_blocks); /* qsort(NULL, 0) is undefined */
-  for (size_t i = 0; i < a->blocks.n; i++) {
-    op_layer L = {-1, -1};
-    op_block *b = &a->blocks.v[i];
-    if (b->kind == OP_BLOCK_ATTN) {
-      L.attn_block = (int)i;
-      op_block *nx = i + 1 < a->blocks.n ? &a->blocks.v[i + 1] : NULL;
-      if (nx && nx->kind == OP_BLOCK_FFN && continues_stream(a, b->stream_out, nx->stream_in)) L.ffn_block = (int)++i;
-    } else {
-      L.ffn_block = (int)i;
-    }
-    OP_VEC_PUSH(a->layers, L);
-  }
+  op_layers_assemble(a);
   count_params(a);
   return a;
 }

@@ -72,6 +72,9 @@ typedef struct op_attn {
   int fused_node;            /* that node (valid when fused_op is set) */
   int64_t part[3];           /* widths of q, k, v in a packed projection; 0: three equal parts */
   const char *packed_bias;   /* MultiHeadAttention's bias input [Dq + Dk + Dv] for separate q/k/v, or NULL */
+  /* cross-attention (issue 9): k and v read another stream than q (an encoder's memory) */
+  bool cross;         /* qkv[1].x, the memory, is not qkv[0].x */
+  bool kv_packed;     /* qkv[1] and qkv[2] are one projection to 2*E_kv, cut into k|v (torch's kv chunk) */
 } op_attn;
 
 /* Width of part k (q, k, v) of a packed projection and its offset in it. */
@@ -90,7 +93,8 @@ static inline int64_t op_attn_kv_of(const op_attn *at, int64_t h) {
   if (at->kv_map == OP_KV_TILED) return h % at->kv_heads;
   return h / (at->heads / at->kv_heads);
 }
-/* "self", "grouped" (k/v narrower than q) or "multi-query" (one kv head). */
+/* "self", "grouped" (k/v narrower than q), "multi-query" (one kv head) or "cross" (k/v from another
+ * stream; "cross-grouped" / "cross-multi-query" when also narrower). */
 const char *op_attn_kind(const op_attn *at);
 
 typedef struct op_ffn {
@@ -118,8 +122,17 @@ typedef struct op_block {
   bool fused_residual;    /* the residual is ONNX Runtime's SkipLayerNormalization (residual_add is that node) */
 } op_block;
 
+/* Which stack of an encoder-decoder model a layer belongs to (issue 9). A model with cross-attention
+ * has a decoder stack (its layers hold a cross-attention block) and, when it has other layers, an
+ * encoder stack; other models have one stack (OP_STACK_NONE) numbered plainly. */
+typedef enum op_stack { OP_STACK_NONE, OP_STACK_ENCODER, OP_STACK_DECODER } op_stack;
+
 typedef struct op_layer {
   int attn_block, ffn_block; /* indices into blocks, or -1 */
+  /* encoder-decoder layers (issue 9) */
+  int cross_block;           /* a decoder layer's cross-attention block, between attn and ffn, or -1 */
+  op_stack stack;
+  int stack_index;           /* index within its stack (== the layer index without stacks) */
 } op_layer;
 
 struct op_analysis {
@@ -205,6 +218,43 @@ Onnx__NodeProto *op_match_real_consumer(const op_analysis *a, const char *t, int
 void op_match_unmatched(op_analysis *a, const Onnx__NodeProto *n, const char *why);
 /* A reason kept in a->why until the next one. */
 const char *op_match_why(op_analysis *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* ---- encoder-decoder layers and stacks (layers.c, issue 9) ---- */
+
+/* The cross-attention block of a decoder layer, or NULL. */
+const op_attn *op_layer_cross(const op_analysis *a, int layer);
+/* The first and last block of a layer (the stream enters / leaves the layer there). */
+int op_layer_first_block(const op_analysis *a, int layer);
+int op_layer_last_block(const op_analysis *a, int layer);
+/* Does the model have two stacks (layers then are addressed as encoder.N / decoder.N)? */
+bool op_analysis_has_stacks(const op_analysis *a);
+/* "encoder" / "decoder", or NULL for a single-stack model. */
+const char *op_stack_name(op_stack s);
+/* A layer's address as configs and the CLI name it: "3", "encoder.3", "decoder.1" (buf of 32). */
+const char *op_layer_label(const op_analysis *a, int layer, char *buf, size_t n);
+/* Groups the sorted residual blocks into layers (self-attention, cross-attention, FFN) and numbers
+ * them per stack. */
+void op_layers_assemble(op_analysis *a);
+/* Does the stream entering a block (in) continue the one leaving another (out), through re-layouts only
+ * (the float32 Cast of RMSNorm, a flatten to [B*S, E])? (match.c) */
+bool op_match_continues_stream(const op_analysis *a, const char *out, const char *in);
+/* Folds Slices of stored weights whose bounds are computable (torch's cross-attention in-projection)
+ * into stored weights, removing the Slices and weights nothing reads any more (fold.c). The graph
+ * computes the same. Returns how many were folded. */
+int op_fold_weight_slices(Onnx__GraphProto *g);
+
+/* Layer references in configs and options: a plain index, or a stack and an index within it,
+ * encoded as -1 - (stack << 24 | index) so plain indices keep their meaning. */
+#define OP_LAYER_REF(stack, index) (-1 - (int)(((unsigned)(stack) << 24) | (unsigned)(index)))
+static inline bool op_layer_ref_is_stacked(int ref) { return ref < 0; }
+static inline op_stack op_layer_ref_stack(int ref) { return (op_stack)((unsigned)(-1 - ref) >> 24); }
+static inline int op_layer_ref_index(int ref) { return (int)((unsigned)(-1 - ref) & 0xffffffu); }
+/* Parses "3", "encoder.3" or "decoder.1" into a reference; -1 (and nothing set) when malformed. */
+int op_layer_ref_parse(const char *s, const char **end, int *ref);
+/* The layer a reference names, or -1 with *err saying why (a plain number in a two-stack model, a
+ * stack the model lacks, an index beyond the stack). what names the option in the message. */
+int op_layer_resolve(const op_analysis *a, int ref, const char *what, op_error *err);
+/* The reference as text ("3", "decoder.1") in buf. */
+const char *op_layer_ref_text(int ref, char *buf, size_t n);
 
 /* ---- shape expressions (shape_expr.c) ---- */
 

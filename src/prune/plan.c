@@ -43,6 +43,7 @@ void op_prune_config_free(op_prune_config *c) {
     free(c->layers.v[i].heads.v);
     free(c->layers.v[i].neurons.v);
     free(c->layers.v[i].kv_heads.v);
+    free(c->layers.v[i].cross_heads.v);
   }
   free(c->layers.v);
   free(c->keep_layers.v);
@@ -88,6 +89,22 @@ static int parse_list(const char *key, const char *s, op_int_vec *out, op_error 
   return 0;
 }
 
+/* Layer references "0,3" or "encoder.0,decoder.1" (resolved against the model when planning). */
+static int parse_layer_list(const char *key, const char *s, op_int_vec *out, op_error *err) {
+  out->n = 0;
+  const char *p = s;
+  while (*p) {
+    const char *e;
+    int ref;
+    if (op_layer_ref_parse(p, &e, &ref) || (*e && *e != ','))
+      return op_fail(err, OP_ARG, "%s: '%s' is not a comma-separated list of layers (N, encoder.N or decoder.N)", key, s);
+    OP_VEC_PUSH(*out, ref);
+    p = *e ? e + 1 : e;
+  }
+  if (out->n == 0) return op_fail(err, OP_ARG, "%s: empty list", key);
+  return 0;
+}
+
 int op_prune_config_set(op_prune_config *c, const char *key, const char *value, op_error *err) {
   if (strcmp(key, "head_sparsity") == 0) return parse_fraction(key, value, 0, false, 1, true, &c->head_sparsity, err);
   if (strcmp(key, "ffn_sparsity") == 0) return parse_fraction(key, value, 0, false, 1, true, &c->ffn_sparsity, err);
@@ -120,7 +137,7 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
   if (strcmp(key, "batch") == 0) return parse_count(key, value, 1, &c->batch, err);
   if (strcmp(key, "keep_layers") == 0) {
     c->keep_layers_set = true;
-    return parse_list(key, value, &c->keep_layers, err);
+    return parse_layer_list(key, value, &c->keep_layers, err);
   }
   if (strcmp(key, "importance") == 0) {
     if (strcmp(value, "l2") == 0) c->importance = OP_IMP_L2;
@@ -195,8 +212,11 @@ bool op_json_to_text(const cJSON *v, char *buf, size_t n) {
     buf[0] = 0;
     const cJSON *x;
     cJSON_ArrayForEach(x, v) {
-      if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble)) return false;
-      int w = snprintf(buf + off, n - off, "%s%lld", off ? "," : "", (long long)x->valuedouble);
+      int w;
+      if (cJSON_IsString(x)) /* layer names: "decoder.1" */
+        w = snprintf(buf + off, n - off, "%s%s", off ? "," : "", x->valuestring);
+      else if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble)) return false;
+      else w = snprintf(buf + off, n - off, "%s%lld", off ? "," : "", (long long)x->valuedouble);
       if (w < 0 || (size_t)w >= n - off) return false;
       off += (size_t)w;
     }
@@ -207,14 +227,16 @@ bool op_json_to_text(const cJSON *v, char *buf, size_t n) {
 
 static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char *path, op_error *err) {
   op_layer_cfg L = {.layer = index, .head_sparsity = -1, .ffn_sparsity = -1, .num_heads = -1, .ffn_size = -1,
-                    .kv_head_sparsity = -1, .num_kv_heads = -1, .attention = -1, .ffn = -1};
+                    .kv_head_sparsity = -1, .num_kv_heads = -1, .attention = -1, .ffn = -1, .cross_attention = -1};
+  char shown[40];
+  op_layer_ref_text(index, shown, sizeof shown);
   char text[4096];
   const cJSON *f;
   int rc = 0;
   cJSON_ArrayForEach(f, e) {
     const char *k = f->string;
     char key[96];
-    snprintf(key, sizeof key, "%s: layers[%d].%s", path, index, k);
+    snprintf(key, sizeof key, "%s: layers[%s].%s", path, shown, k);
     if (!op_json_to_text(f, text, sizeof text)) {
       rc = op_fail(err, OP_ARG, "%s: unsupported value", key);
     } else if (strcmp(k, "layer") == 0) {
@@ -240,9 +262,13 @@ static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char
     } else if (strcmp(k, "neurons") == 0) {
       L.neurons_set = true;
       if (text[0]) rc = parse_list(key, text, &L.neurons, err);
-    } else if (strcmp(k, "attention") == 0 || strcmp(k, "ffn") == 0) {
+    } else if (strcmp(k, "cross_heads") == 0) {
+      L.cross_heads_set = true;
+      if (text[0]) rc = parse_list(key, text, &L.cross_heads, err);
+    } else if (strcmp(k, "attention") == 0 || strcmp(k, "ffn") == 0 || strcmp(k, "cross_attention") == 0) {
       if (!cJSON_IsBool(f)) rc = op_fail(err, OP_ARG, "%s: expected true or false", key);
       else if (k[0] == 'a') L.attention = cJSON_IsTrue(f);
+      else if (k[0] == 'c') L.cross_attention = cJSON_IsTrue(f);
       else L.ffn = cJSON_IsTrue(f);
     } else {
       rc = op_fail(err, OP_ARG, "%s: unknown key", key);
@@ -253,6 +279,7 @@ static int layer_entry(op_prune_config *c, const cJSON *e, int index, const char
     free(L.heads.v);
     free(L.neurons.v);
     free(L.kv_heads.v);
+    free(L.cross_heads.v);
     return -1;
   }
   OP_VEC_PUSH(c->layers, L);
@@ -274,7 +301,14 @@ int op_prune_config_from_json(op_prune_config *c, const cJSON *root, const char 
         int idx = pos;
         if (cJSON_IsArray(e)) {
           const cJSON *li = cJSON_GetObjectItemCaseSensitive(l, "layer");
-          if (li) { /* a layer index: a whole number that fits, never clamped or wrapped */
+          const char *e = NULL;
+          if (li && cJSON_IsString(li)) { /* a layer name: "decoder.1" */
+            if (op_layer_ref_parse(li->valuestring, &e, &idx) || *e) {
+              rc = op_fail(err, OP_ARG, "%s: layers[%d]: layer: '%.200s' is not N, encoder.N or decoder.N", path, pos,
+                           li->valuestring);
+              break;
+            }
+          } else if (li) { /* a layer index: a whole number that fits, never clamped or wrapped */
             double v = cJSON_IsNumber(li) ? li->valuedouble : -1;
             if (!cJSON_IsNumber(li) || v != floor(v) || v < 0 || v > INT_MAX) {
               char shown[64] = "not a number";
@@ -290,16 +324,21 @@ int op_prune_config_from_json(op_prune_config *c, const cJSON *root, const char 
           char *end;
           errno = 0;
           long v = strtol(l->string, &end, 10);
-          if (errno || end == l->string || *end || v < 0 || v > INT_MAX) {
+          const char *e2;
+          if (!op_layer_ref_parse(l->string, &e2, &idx) && !*e2 && op_layer_ref_is_stacked(idx)) {
+            /* "decoder.1": a layer name */
+          } else if (errno || end == l->string || *end || v < 0 || v > INT_MAX) {
             rc = op_fail(err, OP_ARG, "%s: layers: key '%.200s' is not a layer index", path, l->string);
             break;
+          } else {
+            idx = (int)v;
           }
-          idx = (int)v;
         }
         bool seen = false; /* one entry per layer: a second would silently win */
         for (size_t k = first_layer; k < c->layers.n; k++) seen |= c->layers.v[k].layer == idx;
         if (seen) {
-          rc = op_fail(err, OP_ARG, "%s: layers: layer %d appears twice", path, idx);
+          char shown[40];
+          rc = op_fail(err, OP_ARG, "%s: layers: layer %s appears twice", path, op_layer_ref_text(idx, shown, sizeof shown));
           break;
         }
         if (!cJSON_IsObject(l)) {
@@ -603,6 +642,12 @@ static void score_heads(const op_analysis *a, const op_attn *at, op_importance i
       bool kv = k > 0 && grouped;
       fold(sum, nz, off, w, w / (kv ? KV : H), kv ? kv_score : score, k == 2 ? v_nz : NULL);
     }
+  } else if (at->kv_packed) { /* q, then k|v in one projection (never grouped) */
+    int64_t d = at->head_dim;
+    channel_sums(a, &at->qkv[0], true, imp, sum, nz);
+    fold(sum, nz, 0, E, d, score, NULL);
+    channel_sums(a, &at->qkv[1], true, imp, sum, nz);
+    for (int k = 0; k < 2; k++) fold(sum, nz, k * E, E, d, score, k == 1 ? v_nz : NULL);
   } else {
     for (int k = 0; k < 3; k++) {
       bool kv = k > 0 && grouped;
@@ -655,12 +700,17 @@ static void score_neurons(const op_analysis *a, const op_ffn *f, op_importance i
 typedef struct act_sums {
   double *attn, *ffn;
   int64_t attn_rows, ffn_rows;
+  double *cross; /* a decoder layer's cross-attention context (issue 9) */
+  int64_t cross_rows;
 } act_sums;
+
+/* What an observed value is to the activation importance: layer * ACT_KINDS + one of these. */
+enum { ACT_ATTN, ACT_FFN, ACT_CROSS, ACT_KINDS };
 
 typedef struct act_obs {
   const op_analysis *a;
   act_sums *by_layer;
-  int *slot_layer; /* value slot -> layer * 2 + kind, or -1 */
+  int *slot_layer; /* value slot -> layer * ACT_KINDS + kind, or -1 */
 } act_obs;
 
 static void observe_act(void *user, const char *name, const op_tensor *t) {
@@ -668,13 +718,15 @@ static void observe_act(void *user, const char *name, const op_tensor *t) {
   op_value *v = op_graph_find(o->a->gr, name);
   int code = v ? o->slot_layer[v - o->a->gr->values] : -1;
   if (code < 0 || t->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->rank < 1) return;
-  act_sums *s = &o->by_layer[code / 2];
+  act_sums *s = &o->by_layer[code / ACT_KINDS];
+  int kind = code % ACT_KINDS;
   int64_t ch = t->dims[t->rank - 1], n = (int64_t)(t->nbytes / sizeof(float)), rows = ch ? n / ch : 0;
-  double *acc = code % 2 ? s->ffn : s->attn;
+  double *acc = kind == ACT_FFN ? s->ffn : kind == ACT_CROSS ? s->cross : s->attn;
   const float *x = t->data;
   for (int64_t r = 0; r < rows; r++)
     for (int64_t c2 = 0; c2 < ch; c2++) acc[c2] += (double)x[r * ch + c2] * x[r * ch + c2];
-  if (code % 2) s->ffn_rows += rows;
+  if (kind == ACT_FFN) s->ffn_rows += rows;
+  else if (kind == ACT_CROSS) s->cross_rows += rows;
   else s->attn_rows += rows;
 }
 
@@ -688,11 +740,16 @@ static int collect_activations(const op_analysis *a, const op_prune_config *c, a
     op_value *v;
     if (at && (v = op_graph_find(a->gr, at->out.x))) {
       acts[l].attn = op_xcalloc((size_t)at->out.in, sizeof(double));
-      o.slot_layer[v - a->gr->values] = (int)l * 2;
+      o.slot_layer[v - a->gr->values] = (int)l * ACT_KINDS + ACT_ATTN;
     }
     if (f && (v = op_graph_find(a->gr, f->down.x))) {
       acts[l].ffn = op_xcalloc((size_t)f->down.in, sizeof(double));
-      o.slot_layer[v - a->gr->values] = (int)l * 2 + 1;
+      o.slot_layer[v - a->gr->values] = (int)l * ACT_KINDS + ACT_FFN;
+    }
+    const op_attn *cr = op_layer_cross(a, (int)l);
+    if (cr && (v = op_graph_find(a->gr, cr->out.x))) {
+      acts[l].cross = op_xcalloc((size_t)cr->out.in, sizeof(double));
+      o.slot_layer[v - a->gr->values] = (int)l * ACT_KINDS + ACT_CROSS;
     }
   }
   op_session *s = op_session_new(a->model, err);
@@ -767,6 +824,7 @@ typedef struct unit {
   double score;
   int layer;
   int64_t index;
+  bool cross; /* a head of the layer's cross-attention */
 } unit;
 
 static int cmp_units(const void *x, const void *y) {
@@ -780,19 +838,24 @@ static void remove_global(op_plan *plan, const op_prune_config *c, double frac, 
   for (size_t l = 0; l < plan->n; l++) {
     op_layer_plan *lp = &plan->layers[l];
     const op_layer_cfg *lc = layer_cfg(c, (int)l);
-    if (lp->drop_layer || (heads ? lp->drop_attn : lp->drop_ffn)) continue;
-    if (lc && (heads ? (lc->heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0)
-                     : (lc->neurons_set || lc->ffn_size >= 0 || lc->ffn_sparsity >= 0)))
-      continue;
+    if (lp->drop_layer) continue;
+    bool own = lc && (heads ? (lc->heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0)
+                            : (lc->neurons_set || lc->ffn_size >= 0 || lc->ffn_sparsity >= 0));
+    bool own_cross = lc && (lc->cross_heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0);
+    if (heads && lp->cross && !lp->drop_cross && !own_cross) /* cross-attention heads rank too */
+      for (int64_t i = 0; i < lp->cross->heads; i++)
+        if (lp->cross->keep_head[i]) OP_VEC_PUSH(all, ((unit){lp->cross->head_score[i], (int)l, i, true}));
+    if (own || (heads ? lp->drop_attn : lp->drop_ffn)) continue;
     int64_t n = heads ? lp->heads : lp->width;
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n && (heads ? lp->keep_head != NULL : lp->keep_neuron != NULL); i++)
       if ((heads ? lp->keep_head : lp->keep_neuron)[i])
-        OP_VEC_PUSH(all, ((unit){(heads ? lp->head_score : lp->neuron_score)[i], (int)l, i}));
+        OP_VEC_PUSH(all, ((unit){(heads ? lp->head_score : lp->neuron_score)[i], (int)l, i, false}));
   }
   int64_t target = round_count(frac, (int64_t)all.n);
   if (all.n) qsort(all.v, all.n, sizeof *all.v, cmp_units);
   for (size_t i = 0; i < all.n && target > 0; i++) {
     op_layer_plan *lp = &plan->layers[all.v[i].layer];
+    if (all.v[i].cross) lp = lp->cross;
     bool *keep = heads ? lp->keep_head : lp->keep_neuron;
     int64_t n = heads ? lp->heads : lp->width;
     if (op_plan_kept(keep, n) <= 1) continue;
@@ -802,10 +865,25 @@ static void remove_global(op_plan *plan, const op_prune_config *c, double frac, 
   free(all.v);
 }
 
-static int check_indices(const op_int_vec *v, int64_t n, int layer, const char *what, op_error *err) {
+/* Does v list every index in [0, n)? */
+static bool lists_all(const op_int_vec *v, int64_t n) {
+  for (int64_t h = 0; h < n; h++)
+    if (!op_int_vec_has(v, (int)h)) return false;
+  return true;
+}
+
+/* A layer as the user addresses it ("3", "decoder.1"), for messages: a rotating buffer, enough for
+ * one message (planning is single-threaded). */
+static const char *lbl(const op_analysis *a, int l) {
+  static char bufs[4][40];
+  static int k;
+  return op_layer_label(a, l, bufs[k++ & 3], sizeof bufs[0]);
+}
+
+static int check_indices(const op_int_vec *v, int64_t n, const char *layer, const char *what, op_error *err) {
   for (size_t i = 0; i < v->n; i++)
     if (v->v[i] >= n)
-      return op_fail(err, OP_ARG, "layer %d: %s %d does not exist (the layer has %lld)", layer, what, v->v[i],
+      return op_fail(err, OP_ARG, "layer %s: %s %d does not exist (the layer has %lld)", layer, what, v->v[i],
                      (long long)n);
   return 0;
 }
@@ -821,11 +899,15 @@ static int check_keep_counts(const op_analysis *a, const op_prune_config *c, op_
     const char *hk = lc && lc->num_heads >= 0 ? "layers: num_heads" : "num_heads";
     const char *fk = lc && lc->ffn_size >= 0 ? "layers: ffn_size" : "ffn_size";
     if (at && heads > at->heads)
-      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld heads of layer %zu", hk, (long long)heads,
-                     (long long)at->heads, l);
+      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld heads of layer %s", hk, (long long)heads,
+                     (long long)at->heads, lbl(a, (int)l));
+    const op_attn *cr = op_layer_cross(a, (int)l); /* cross-attention heads take the same count */
+    if (cr && heads > cr->heads)
+      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld cross-attention heads of layer %s", hk,
+                     (long long)heads, (long long)cr->heads, lbl(a, (int)l));
     if (f && width > f->down.in)
-      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld FFN neurons of layer %zu", fk, (long long)width,
-                     (long long)f->down.in, l);
+      return op_fail(err, OP_ARG, "%s: %lld is more than the %lld FFN neurons of layer %s", fk, (long long)width,
+                     (long long)f->down.in, lbl(a, (int)l));
   }
   return 0;
 }
@@ -853,14 +935,21 @@ static int validate(const op_analysis *a, const op_prune_config *c, op_error *er
     const op_ffn *f = op_layer_ffn(a, lc->layer);
     bool wants_attn = lc->heads_set || lc->num_heads >= 0 || lc->head_sparsity >= 0 || lc->attention == 0;
     bool wants_ffn = lc->neurons_set || lc->ffn_size >= 0 || lc->ffn_sparsity >= 0 || lc->ffn == 0;
-    if (wants_attn && !at) return op_fail(err, OP_ARG, "layer %d: has no attention block to prune", lc->layer);
-    if (wants_ffn && !f) return op_fail(err, OP_ARG, "layer %d: has no FFN block to prune", lc->layer);
-    if (at && check_indices(&lc->heads, at->heads, lc->layer, "head", err)) return -1;
-    if (f && check_indices(&lc->neurons, f->down.in, lc->layer, "neuron", err)) return -1;
+    if (wants_attn && !at && !op_layer_cross(a, lc->layer)) return op_fail(err, OP_ARG, "layer %s: has no attention block to prune", lbl(a, lc->layer));
+    if (wants_ffn && !f) return op_fail(err, OP_ARG, "layer %s: has no FFN block to prune", lbl(a, lc->layer));
+    if (at && check_indices(&lc->heads, at->heads, lbl(a, lc->layer), "head", err)) return -1;
+    if (f && check_indices(&lc->neurons, f->down.in, lbl(a, lc->layer), "neuron", err)) return -1;
+    const op_attn *cr = op_layer_cross(a, lc->layer); /* a decoder layer's cross-attention (issue 9) */
+    if ((lc->cross_heads_set || lc->cross_attention == 0) && !cr)
+      return op_fail(err, OP_ARG, "layer %s: has no cross-attention block to prune", lbl(a, lc->layer));
+    if (cr && check_indices(&lc->cross_heads, cr->heads, lbl(a, lc->layer), "cross-attention head", err)) return -1;
+    if (cr && lc->cross_heads_set && lists_all(&lc->cross_heads, cr->heads) && lc->cross_attention != 0)
+      return op_fail(err, OP_ARG, "layer %s: removing every cross-attention head needs \"cross_attention\": false",
+                     lbl(a, lc->layer));
     bool wants_kv = lc->kv_heads_set || lc->num_kv_heads >= 0 || lc->kv_head_sparsity >= 0;
     if (wants_kv && (!at || at->kv_heads == at->heads))
-      return op_fail(err, OP_ARG, "layer %d: kv heads: the layer has no grouped-query attention", lc->layer);
-    if (at && check_indices(&lc->kv_heads, at->kv_heads, lc->layer, "kv head", err)) return -1;
+      return op_fail(err, OP_ARG, "layer %s: kv heads: the layer has no grouped-query attention", lbl(a, lc->layer));
+    if (at && check_indices(&lc->kv_heads, at->kv_heads, lbl(a, lc->layer), "kv head", err)) return -1;
     if (at && lc->heads_set && (int64_t)lc->heads.n >= at->heads && lc->attention != 0) {
       bool all = true;
       for (int64_t h = 0; h < at->heads && all; h++) {
@@ -869,10 +958,10 @@ static int validate(const op_analysis *a, const op_prune_config *c, op_error *er
         all = listed;
       }
       if (all)
-        return op_fail(err, OP_ARG, "layer %d: removing every head needs \"attention\": false", lc->layer);
+        return op_fail(err, OP_ARG, "layer %s: removing every head needs \"attention\": false", lbl(a, lc->layer));
     }
     if (f && lc->neurons_set && (int64_t)lc->neurons.n >= f->down.in && lc->ffn != 0)
-      return op_fail(err, OP_ARG, "layer %d: removing every neuron needs \"ffn\": false", lc->layer);
+      return op_fail(err, OP_ARG, "layer %s: removing every neuron needs \"ffn\": false", lbl(a, lc->layer));
   }
   return 0;
 }
@@ -1053,14 +1142,101 @@ static int apply_target(const op_analysis *a, const op_prune_config *c, op_plan 
   return rc;
 }
 
-int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
+static int plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err);
+
+/* Plans the heads of one attention block: a layer's self-attention, or (cross) a decoder layer's
+ * cross-attention, which has its own head list and removal flag and otherwise the layer's rules.
+ * x_ss / x_rows: activation sums of its context, or NULL. */
+static int plan_attention(const op_analysis *a, const op_prune_config *c, const op_attn *at, op_layer_plan *lp,
+                          const op_layer_cfg *lc, int l, const double *x_ss, int64_t x_rows, bool cross, op_error *err) {
+  int64_t H = at->heads, KV = at->kv_heads;
+  lp->heads = H;
+  lp->kv_heads = KV;
+  lp->drop_attn = lc && (cross ? lc->cross_attention : lc->attention) == 0;
+  lp->keep_head = op_xmalloc((size_t)H * sizeof(bool));
+  lp->head_score = op_xcalloc((size_t)H, sizeof(double));
+  lp->keep_kv = op_xmalloc((size_t)KV * sizeof(bool));
+  lp->kv_score = op_xcalloc((size_t)KV, sizeof(double));
+  for (int64_t g = 0; g < KV; g++) lp->keep_kv[g] = true;
+  bool *dead = op_xcalloc((size_t)H, sizeof(bool)), *dead_kv = op_xcalloc((size_t)KV, sizeof(bool));
+  score_heads(a, at, c->importance, lp->head_score, dead, lp->kv_score, dead_kv);
+  if (x_ss) {
+    memset(lp->head_score, 0, (size_t)H * sizeof(double));
+    activation_scores(a, &at->out, x_ss, x_rows, op_attn_v_head_dim(at), lp->head_score);
+    if (KV != H) {
+      memset(lp->kv_score, 0, (size_t)KV * sizeof(double));
+      for (int64_t h = 0; h < H; h++) lp->kv_score[op_attn_kv_of(at, h)] += lp->head_score[h];
+    }
+  }
+  const op_int_vec *list = !lc ? NULL : cross ? (lc->cross_heads_set ? &lc->cross_heads : NULL)
+                                              : (lc->heads_set ? &lc->heads : NULL);
+  unit_rule rule = {list, lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1, c->head_sparsity, c->num_heads};
+  select_units(c, &rule, l, cross ? 3 : 0, H, dead, lp->head_score, lp->keep_head);
+  int rc = 0;
+  if (KV != H) {
+    unit_rule kv_rule = {lc && lc->kv_heads_set ? &lc->kv_heads : NULL, lc ? lc->kv_head_sparsity : -1,
+                         lc ? lc->num_kv_heads : -1, c->kv_head_sparsity, c->num_kv_heads};
+    bool head_target = rule.remove || rule.layer_sparsity >= 0 || rule.layer_keep >= 0 ||
+                       (!c->global && (c->head_sparsity >= 0 || c->num_heads >= 0 || c->width >= 0));
+    rc = select_grouped(c, at, lp, &kv_rule, rule.remove, head_target ? op_plan_kept(lp->keep_head, H) : -1, dead,
+                        dead_kv, l, err);
+  }
+  free(dead);
+  free(dead_kv);
+  return rc;
+}
+
+/* The config with its layer references (N, encoder.N, decoder.N) resolved to layer indices: a copy
+ * sharing the per-layer lists (free only r->layers.v and r->keep_layers.v). Two references to one
+ * layer are an error. */
+static int resolve_config(const op_analysis *a, const op_prune_config *c, op_prune_config *r, op_error *err) {
+  *r = *c;
+  memset(&r->layers, 0, sizeof r->layers);
+  memset(&r->keep_layers, 0, sizeof r->keep_layers);
+  int rc = 0;
+  for (size_t i = 0; i < c->keep_layers.n && !rc; i++) {
+    int l = op_layer_resolve(a, c->keep_layers.v[i], "keep_layers", err);
+    if (l < 0) rc = -1;
+    else OP_VEC_PUSH(r->keep_layers, l);
+  }
+  for (size_t i = 0; i < c->layers.n && !rc; i++) {
+    op_layer_cfg L = c->layers.v[i];
+    if ((L.layer = op_layer_resolve(a, c->layers.v[i].layer, "layers", err)) < 0) {
+      rc = -1;
+      break;
+    }
+    for (size_t k = 0; k < r->layers.n && !rc; k++)
+      if (r->layers.v[k].layer == L.layer) {
+        char t1[40], t2[40];
+        rc = op_fail(err, OP_ARG, "layers: %s and %s name the same layer", op_layer_ref_text(c->layers.v[k].layer, t1, sizeof t1),
+                     op_layer_ref_text(c->layers.v[i].layer, t2, sizeof t2));
+      }
+    OP_VEC_PUSH(r->layers, L);
+  }
+  if (rc) {
+    free(r->layers.v);
+    free(r->keep_layers.v);
+  }
+  return rc;
+}
+
+int op_plan_build(const op_analysis *a, const op_prune_config *orig, op_plan *plan, op_error *err) {
   memset(plan, 0, sizeof *plan);
+  op_prune_config resolved;
+  if (resolve_config(a, orig, &resolved, err)) return -1;
+  int rc = plan_build(a, &resolved, plan, err);
+  free(resolved.layers.v);
+  free(resolved.keep_layers.v);
+  return rc;
+}
+
+static int plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
   if (validate(a, c, err)) return -1;
   act_sums *acts = NULL;
   if (c->importance == OP_IMP_ACTIVATION) {
     acts = op_xcalloc(a->layers.n ? a->layers.n : 1, sizeof *acts);
     if (collect_activations(a, c, acts, err)) {
-      for (size_t l = 0; l < a->layers.n; l++) free(acts[l].attn), free(acts[l].ffn);
+      for (size_t l = 0; l < a->layers.n; l++) free(acts[l].attn), free(acts[l].ffn), free(acts[l].cross);
       free(acts);
       return -1;
     }
@@ -1076,48 +1252,19 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
       lp->drop_layer = true;
       for (size_t k = 0; k < c->keep_layers.n; k++) lp->drop_layer &= c->keep_layers.v[k] != (int)l;
     }
-    if (at) {
-      int64_t H = at->heads, KV = at->kv_heads;
-      lp->heads = H;
-      lp->kv_heads = KV;
-      lp->drop_attn = lc && lc->attention == 0;
-      lp->keep_head = op_xmalloc((size_t)H * sizeof(bool));
-      lp->head_score = op_xcalloc((size_t)H, sizeof(double));
-      lp->keep_kv = op_xmalloc((size_t)KV * sizeof(bool));
-      lp->kv_score = op_xcalloc((size_t)KV, sizeof(double));
-      for (int64_t g = 0; g < KV; g++) lp->keep_kv[g] = true;
-      bool *dead = op_xcalloc((size_t)H, sizeof(bool)), *dead_kv = op_xcalloc((size_t)KV, sizeof(bool));
-      score_heads(a, at, c->importance, lp->head_score, dead, lp->kv_score, dead_kv);
-      if (acts && acts[l].attn) {
-        memset(lp->head_score, 0, (size_t)H * sizeof(double));
-        activation_scores(a, &at->out, acts[l].attn, acts[l].attn_rows, op_attn_v_head_dim(at), lp->head_score);
-        if (KV != H) {
-          memset(lp->kv_score, 0, (size_t)KV * sizeof(double));
-          for (int64_t h = 0; h < H; h++) lp->kv_score[op_attn_kv_of(at, h)] += lp->head_score[h];
-        }
-      }
-      unit_rule rule = {lc && lc->heads_set ? &lc->heads : NULL, lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1,
-                        c->head_sparsity, c->num_heads};
-      select_units(c, &rule, (int)l, 0, H, dead, lp->head_score, lp->keep_head);
-      if (KV != H) {
-        unit_rule kv_rule = {lc && lc->kv_heads_set ? &lc->kv_heads : NULL, lc ? lc->kv_head_sparsity : -1,
-                             lc ? lc->num_kv_heads : -1, c->kv_head_sparsity, c->num_kv_heads};
-        bool head_target = rule.remove || rule.layer_sparsity >= 0 || rule.layer_keep >= 0 ||
-                           (!c->global && (c->head_sparsity >= 0 || c->num_heads >= 0 || c->width >= 0));
-        int rc = select_grouped(c, at, lp, &kv_rule, rule.remove, head_target ? op_plan_kept(lp->keep_head, H) : -1,
-                                dead, dead_kv, (int)l, err);
-        if (rc) {
-          free(dead), free(dead_kv);
-          for (size_t k = 0; acts && k < a->layers.n; k++) free(acts[k].attn), free(acts[k].ffn);
-          free(acts);
-          plan->n = l + 1;
-          op_plan_free(plan);
-          return -1;
-        }
-      }
-      free(dead);
-      free(dead_kv);
+    const op_attn *cr = op_layer_cross(a, (int)l);
+    if (cr) lp->cross = op_xcalloc(1, sizeof *lp->cross);
+    if ((at && plan_attention(a, c, at, lp, lc, (int)l, acts ? acts[l].attn : NULL, acts ? acts[l].attn_rows : 0,
+                              false, err)) ||
+        (cr && plan_attention(a, c, cr, lp->cross, lc, (int)l, acts ? acts[l].cross : NULL,
+                              acts ? acts[l].cross_rows : 0, true, err))) {
+      for (size_t k = 0; acts && k < a->layers.n; k++) free(acts[k].attn), free(acts[k].ffn), free(acts[k].cross);
+      free(acts);
+      plan->n = l + 1;
+      op_plan_free(plan);
+      return -1;
     }
+    if (cr) lp->drop_cross = lp->cross->drop_attn;
     if (f) {
       lp->width = f->down.in;
       lp->drop_ffn = lc && lc->ffn == 0;
@@ -1135,7 +1282,7 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
       free(dead);
     }
   }
-  for (size_t l = 0; acts && l < a->layers.n; l++) free(acts[l].attn), free(acts[l].ffn);
+  for (size_t l = 0; acts && l < a->layers.n; l++) free(acts[l].attn), free(acts[l].ffn), free(acts[l].cross);
   free(acts);
   if (c->global) {
     double hf = c->head_sparsity >= 0 ? c->head_sparsity : c->width >= 0 ? 1 - c->width : -1;
@@ -1168,6 +1315,10 @@ void op_plan_free(op_plan *plan) {
     free(plan->layers[l].neuron_score);
     free(plan->layers[l].keep_kv);
     free(plan->layers[l].kv_score);
+    if (plan->layers[l].cross) { /* its own plan, attention fields only */
+      op_plan sub = {plan->layers[l].cross, 1};
+      op_plan_free(&sub);
+    }
   }
   free(plan->layers);
   plan->layers = NULL;

@@ -81,6 +81,17 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
       for (int64_t g = 0; at->kv_heads != at->heads && !lr.attn_removed && g < lp->kv_heads; g++)
         if (!lp->keep_kv[g]) OP_VEC_PUSH(lr.removed_kv_heads, (int)g);
     }
+    op_layer_label(a, (int)l, lr.name, sizeof lr.name);
+    const op_attn *cr = op_layer_cross(a, (int)l); /* a decoder layer's cross-attention */
+    if (cr) {
+      lr.has_cross = true;
+      lr.cross_removed = lp->drop_cross || lp->drop_layer;
+      lr.cross_before = lp->cross->heads;
+      lr.cross_after = lr.cross_removed ? 0 : op_plan_kept(lp->cross->keep_head, lp->cross->heads);
+      for (int64_t h = 0; !lr.cross_removed && h < lp->cross->heads; h++)
+        if (!lp->cross->keep_head[h]) OP_VEC_PUSH(lr.removed_cross_heads, (int)h);
+      if (!at) lr.attn_kind = op_attn_kind(cr);
+    }
     if (f) {
       lr.ffn_before = lp->width;
       lr.ffn_after = lr.ffn_removed ? 0 : op_plan_kept(lp->keep_neuron, lp->width);
@@ -114,6 +125,7 @@ void op_prune_report_free(op_prune_report *r) {
     free(r->layers.v[i].removed_heads.v);
     free(r->layers.v[i].removed_neurons.v);
     free(r->layers.v[i].removed_kv_heads.v);
+    free(r->layers.v[i].removed_cross_heads.v);
   }
   for (size_t i = 0; i < r->state.n; i++) free(r->state.v[i].name);
   free(r->state.v);

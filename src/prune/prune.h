@@ -17,6 +17,11 @@ typedef struct op_layer_cfg {
   bool heads_set, neurons_set, kv_heads_set; /* explicit lists of heads / neurons / kv groups to remove */
   op_int_vec heads, neurons, kv_heads;
   int attention, ffn;                 /* 0: remove the block, 1: keep it, -1: unset */
+  /* a decoder layer's cross-attention (issue 9): its own head list and removal; the counts and
+   * sparsities above apply to it as to self-attention */
+  bool cross_heads_set;
+  op_int_vec cross_heads;
+  int cross_attention;                /* 0: remove the block, 1: keep it, -1: unset */
 } op_layer_cfg;
 
 struct op_prune_config {
@@ -55,6 +60,10 @@ typedef struct op_layer_plan {
   int64_t width;      /* FFN width before */
   bool *keep_neuron;  /* [width] */
   double *head_score, *neuron_score;
+  /* a decoder layer's cross-attention (issue 9): its heads planned like self-attention's, in a plan
+   * of their own (only the attention fields used), or NULL */
+  struct op_layer_plan *cross;
+  bool drop_cross;
 } op_layer_plan;
 
 typedef struct op_plan {
@@ -104,6 +113,11 @@ typedef struct op_layer_result {
   bool has_attn, has_ffn, dropped, attn_removed, ffn_removed;
   char activation[24];
   op_int_vec removed_heads, removed_neurons, removed_kv_heads;
+  /* encoder-decoder layers (issue 9) */
+  char name[40];           /* "3", "encoder.3", "decoder.1" */
+  bool has_cross, cross_removed;
+  int64_t cross_before, cross_after;
+  op_int_vec removed_cross_heads;
 } op_layer_result;
 
 /* A past/present graph interface of a fused attention op whose head axis followed the pruning. */

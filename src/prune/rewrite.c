@@ -151,6 +151,11 @@ static int prune_heads(op_analysis *a, const op_attn *at, const bool *keep, cons
       n += nh;
     }
     rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
+  } else if (!rc && at->kv_packed) { /* q; k|v in one projection, both halves lose the same heads */
+    int64_t n = head_channels(qh, H2, d, 1, 0, ch);
+    rc = slice_proj(a, &at->qkv[0], true, ch, n, layer, r, err);
+    n = head_channels(qh, H2, d, 2, H * d, ch);
+    if (!rc) rc = slice_proj(a, &at->qkv[1], true, ch, n, layer, r, err);
   } else if (!rc) {
     for (int k = 0; k < 3 && !rc; k++) {
       bool kv = k > 0 && KV != H;
@@ -204,7 +209,7 @@ static void record_removed(op_analysis *a, const op_proj *ps, int n, int layer, 
 static void record_block_removed(op_analysis *a, const op_block *b, int layer, op_prune_report *r) {
   if (b->kind == OP_BLOCK_ATTN) {
     const op_attn *at = &a->attn.v[b->index];
-    record_removed(a, at->qkv, at->packed ? 1 : 3, layer, r);
+    record_removed(a, at->qkv, at->packed ? 1 : at->kv_packed ? 2 : 3, layer, r);
     record_removed(a, &at->out, 1, layer, r);
   } else {
     const op_ffn *f = &a->ffn.v[b->index];
@@ -237,6 +242,8 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
     const op_ffn *f = op_layer_ffn(a, (int)l);
     if (lp->drop_layer) continue;
     if (at && !lp->drop_attn && prune_heads(a, at, lp->keep_head, lp->keep_kv, (int)l, r, err)) return -1;
+    const op_attn *cr = op_layer_cross(a, (int)l);
+    if (cr && !lp->drop_cross && prune_heads(a, cr, lp->cross->keep_head, lp->cross->keep_kv, (int)l, r, err)) return -1;
     if (f && !lp->drop_ffn && prune_neurons(a, f, lp->keep_neuron, (int)l, r, err)) return -1;
   }
   /* 2. bypasses: the residual stream skips removed blocks and layers */
@@ -245,14 +252,15 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
   for (size_t l = 0; l < plan->n && !rc; l++) {
     const op_layer_plan *lp = &plan->layers[l];
     const op_layer *L = &a->layers.v[l];
-    const op_block *first = &a->blocks.v[L->attn_block >= 0 ? L->attn_block : L->ffn_block];
-    const op_block *last = &a->blocks.v[L->ffn_block >= 0 ? L->ffn_block : L->attn_block];
+    const op_block *first = &a->blocks.v[op_layer_first_block(a, (int)l)];
+    const op_block *last = &a->blocks.v[op_layer_last_block(a, (int)l)];
     if (lp->drop_layer) {
       if (!last->stream_out_known) {
         rc = op_fail(err, OP_UNSUPPORTED, "layer %zu: cannot find where its post-norm ends, so it cannot be dropped", l);
         break;
       }
       if (L->attn_block >= 0) record_block_removed(a, &a->blocks.v[L->attn_block], (int)l, r);
+      if (L->cross_block >= 0) record_block_removed(a, &a->blocks.v[L->cross_block], (int)l, r);
       if (L->ffn_block >= 0) record_block_removed(a, &a->blocks.v[L->ffn_block], (int)l, r);
       if (first != last && strcmp(first->stream_out, last->stream_in) != 0) {
         /* the blocks are joined through re-layouts of the stream (a Cast, a Reshape): skip each */
@@ -267,9 +275,9 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
       }
       continue;
     }
-    for (int k = 0; k < 2; k++) {
-      int bi = k == 0 ? L->attn_block : L->ffn_block;
-      bool drop = k == 0 ? lp->drop_attn : lp->drop_ffn;
+    for (int k = 0; k < 3; k++) { /* self-attention, cross-attention, FFN: in stream order */
+      int bi = k == 0 ? L->attn_block : k == 1 ? L->cross_block : L->ffn_block;
+      bool drop = k == 0 ? lp->drop_attn : k == 1 ? lp->drop_cross : lp->drop_ffn;
       if (bi < 0 || !drop) continue;
       const op_block *b = &a->blocks.v[bi];
       record_block_removed(a, b, (int)l, r);
@@ -283,10 +291,12 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
   Onnx__GraphProto *g = a->gr->g;
   op_name_vec stale = {0};
   for (size_t l = 0; l < plan->n; l++) {
-    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_attn *at = op_layer_attn(a, (int)l), *cr = op_layer_cross(a, (int)l);
     const op_ffn *f = op_layer_ffn(a, (int)l);
     if (at)
       for (size_t i = 0; i < at->region.n; i++) OP_VEC_PUSH(stale, at->region.v[i]);
+    if (cr)
+      for (size_t i = 0; i < cr->region.n; i++) OP_VEC_PUSH(stale, cr->region.v[i]);
     if (f) {
       for (size_t i = 0; i < f->region.n; i++) OP_VEC_PUSH(stale, g->node[f->region.v[i]]->output[0]);
       for (int u = 0; u < f->n_up; u++) {

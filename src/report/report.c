@@ -55,9 +55,12 @@ static const char *proj_kind(const op_analysis *a, const op_proj *p) {
   return op_node_is(n, "Gemm") ? "Gemm" : op_node_is(n, "MatMul") ? "MatMul" : n->op_type; /* FusedMatMul, Attention */
 }
 
+/* Distinct q/k/v projections: 1 packed q|k|v, 2 with packed k|v, else 3. */
+static int qkv_count(const op_attn *at) { return at->packed ? 1 : at->kv_packed ? 2 : 3; }
+
 static int64_t attn_params(const op_analysis *a, const op_attn *at) {
   int64_t n = op_proj_params(a, &at->out);
-  for (int k = 0; k < (at->packed ? 1 : 3); k++) n += op_proj_params(a, &at->qkv[k]);
+  for (int k = 0; k < qkv_count(at); k++) n += op_proj_params(a, &at->qkv[k]);
   return n;
 }
 
@@ -67,10 +70,10 @@ static int64_t ffn_params(const op_analysis *a, const op_ffn *f) {
   return n;
 }
 
-static bool layer_pre_norm(const op_analysis *a, int l) {
-  const op_layer *L = &a->layers.v[l];
-  return a->blocks.v[L->attn_block >= 0 ? L->attn_block : L->ffn_block].pre_norm;
-}
+static bool layer_pre_norm(const op_analysis *a, int l) { return a->blocks.v[op_layer_first_block(a, l)].pre_norm; }
+
+/* The qkv column: how q, k and v are projected. */
+static const char *qkv_form(const op_attn *at) { return at->packed ? "packed" : at->kv_packed ? "packed-kv" : "separate"; }
 
 static void fused_state_text(const op_analysis *a, sbuf *b);
 
@@ -79,10 +82,14 @@ char *op_analysis_table(const op_analysis *a) {
   int64_t heads = 0, neurons = 0;
   sb_printf(&b, "%s: opset %lld, %zu layers, %s parameters\n", a->model->path, (long long)a->opset, a->layers.n,
             grouped(a->params_total));
-  sb_printf(&b, "%5s  %-14s %-8s %-12s %-13s %-7s %6s  %-16s %-5s %12s\n", "layer", "heads x dim", "kv", "attention",
+  int lw = op_analysis_has_stacks(a) ? 10 : 5; /* encoder.N / decoder.N */
+  sb_printf(&b, "%*s  %-14s %-8s %-12s %-13s %-7s %6s  %-16s %-5s %12s\n", lw, "layer", "heads x dim", "kv", "attention",
             "qkv", "proj", "ffn", "activation", "norm", "parameters");
   for (size_t l = 0; l < a->layers.n; l++) {
-    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_attn *at = op_layer_attn(a, (int)l), *cr = op_layer_cross(a, (int)l);
+    char label[40];
+    op_layer_label(a, (int)l, label, sizeof label);
+    if (!at && cr) at = cr, cr = NULL; /* a decoder layer without self-attention */
     const op_ffn *f = op_layer_ffn(a, (int)l);
     char hd[32] = "-", ffn[32] = "-", kv[32] = "-";
     int64_t params = 0;
@@ -97,9 +104,16 @@ char *op_analysis_table(const op_analysis *a) {
       neurons += f->down.in;
       params += ffn_params(a, f);
     }
-    sb_printf(&b, "%5zu  %-14s %-8s %-12s %-13s %-7s %6s  %-16s %-5s %12s\n", l, hd, kv, at ? op_attn_kind(at) : "-",
-              at ? (at->packed ? "packed" : "separate") : "-", at ? proj_kind(a, &at->qkv[0]) : (f ? proj_kind(a, &f->down) : "-"),
+    if (cr) heads += cr->heads, params += attn_params(a, cr);
+    sb_printf(&b, "%*s  %-14s %-8s %-12s %-13s %-7s %6s  %-16s %-5s %12s\n", lw, label, hd, kv, at ? op_attn_kind(at) : "-",
+              at ? qkv_form(at) : "-", at ? proj_kind(a, &at->qkv[0]) : (f ? proj_kind(a, &f->down) : "-"),
               ffn, f ? f->activation : "-", layer_pre_norm(a, (int)l) ? "pre" : "post", grouped(params));
+    if (cr) { /* the decoder layer's cross-attention, on a line of its own under it */
+      snprintf(hd, sizeof hd, "%lld x %lld", (long long)cr->heads, (long long)cr->head_dim);
+      snprintf(kv, sizeof kv, "%lld", (long long)cr->kv_heads);
+      sb_printf(&b, "%*s  %-14s %-8s %-12s %-13s %s\n", lw, "+", hd, kv, op_attn_kind(cr), qkv_form(cr),
+                proj_kind(a, &cr->qkv[0]));
+    }
   }
   sb_printf(&b, "total: %lld heads, %lld FFN neurons\n", (long long)heads, (long long)neurons);
   int64_t other = a->params_total - a->params_embed - a->params_attn - a->params_ffn;
@@ -177,16 +191,25 @@ char *op_analysis_json(const op_analysis *a) {
   cJSON_AddNumberToObject(p, "attention", (double)a->params_attn);
   cJSON_AddNumberToObject(p, "ffn", (double)a->params_ffn);
   cJSON_AddNumberToObject(p, "other", (double)(a->params_total - a->params_embed - a->params_attn - a->params_ffn));
+  cJSON_AddBoolToObject(root, "stacks", op_analysis_has_stacks(a));
   cJSON *layers = cJSON_AddArrayToObject(root, "layers");
   for (size_t l = 0; l < a->layers.n; l++) {
-    const op_attn *at = op_layer_attn(a, (int)l);
     const op_ffn *f = op_layer_ffn(a, (int)l);
     cJSON *L = cJSON_CreateObject();
     cJSON_AddNumberToObject(L, "layer", (double)l);
+    char label[40];
+    cJSON_AddStringToObject(L, "name", op_layer_label(a, (int)l, label, sizeof label));
+    const char *stack = op_stack_name(a->layers.v[l].stack);
+    if (stack) cJSON_AddStringToObject(L, "stack", stack);
+    else cJSON_AddNullToObject(L, "stack");
+    cJSON_AddNumberToObject(L, "stack_index", a->layers.v[l].stack_index);
     cJSON_AddStringToObject(L, "norm", layer_pre_norm(a, (int)l) ? "pre" : "post");
     int64_t params = 0;
+    for (int which = 0; which < 2; which++) { /* self-attention, then a decoder layer's cross-attention */
+    const op_attn *at = which ? op_layer_cross(a, (int)l) : op_layer_attn(a, (int)l);
+    const char *key = which ? "cross_attention" : "attention";
     if (at) {
-      cJSON *o = cJSON_AddObjectToObject(L, "attention");
+      cJSON *o = cJSON_AddObjectToObject(L, key);
       cJSON_AddNumberToObject(o, "heads", (double)at->heads);
       cJSON_AddNumberToObject(o, "head_dim", (double)at->head_dim);
       cJSON_AddNumberToObject(o, "kv_heads", (double)at->kv_heads);
@@ -195,15 +218,19 @@ char *op_analysis_json(const op_analysis *a) {
       cJSON_AddStringToObject(o, "kv_map", kv_maps[at->kv_map]);
       cJSON_AddBoolToObject(o, "rotary", at->rotary);
       cJSON_AddBoolToObject(o, "packed_qkv", at->packed);
+      cJSON_AddBoolToObject(o, "packed_kv", at->kv_packed);
+      cJSON_AddBoolToObject(o, "cross", at->cross);
+      if (at->cross) cJSON_AddStringToObject(o, "memory", at->qkv[1].x);
       cJSON_AddStringToObject(o, "softmax", op_node_name(a->gr->g->node[at->fused_op ? at->fused_node : at->softmax]));
       fused_state_json(a, at, o);
       cJSON *pr = cJSON_AddArrayToObject(o, "projections");
-      for (int k = 0; k < (at->packed ? 1 : 3); k++) cJSON_AddItemToArray(pr, proj_json(a, &at->qkv[k]));
+      for (int k = 0; k < qkv_count(at); k++) cJSON_AddItemToArray(pr, proj_json(a, &at->qkv[k]));
       cJSON_AddItemToObject(o, "output", proj_json(a, &at->out));
       cJSON_AddNumberToObject(o, "parameters", (double)attn_params(a, at));
       params += attn_params(a, at);
     } else {
-      cJSON_AddNullToObject(L, "attention");
+      cJSON_AddNullToObject(L, key);
+    }
     }
     if (f) {
       cJSON *o = cJSON_AddObjectToObject(L, "ffn");
@@ -237,7 +264,7 @@ static void dims_text(char *buf, size_t n, const int64_t *d, int rank) {
 static cJSON *int_list(const op_int_vec *v);
 
 static void layer_plan_text(sbuf *b, const op_layer_result *L) {
-  sb_printf(b, "  layer %d: ", L->layer);
+  sb_printf(b, "  layer %s: ", L->name[0] ? L->name : "?");
   if (L->dropped) {
     sb_printf(b, "dropped\n");
     return;
@@ -248,8 +275,13 @@ static void layer_plan_text(sbuf *b, const op_layer_result *L) {
     if (!L->attn_removed && L->kv_before != L->heads_before)
       sb_printf(b, " (kv heads %lld -> %lld)", (long long)L->kv_before, (long long)L->kv_after);
   }
-  if (L->has_ffn) {
+  if (L->has_cross) { /* a decoder layer's cross-attention */
     sb_printf(b, "%s", L->has_attn ? ", " : "");
+    if (L->cross_removed) sb_printf(b, "cross-attention removed");
+    else sb_printf(b, "cross heads %lld -> %lld", (long long)L->cross_before, (long long)L->cross_after);
+  }
+  if (L->has_ffn) {
+    sb_printf(b, "%s", L->has_attn || L->has_cross ? ", " : "");
     if (L->ffn_removed) sb_printf(b, "ffn removed");
     else sb_printf(b, "ffn %lld -> %lld", (long long)L->ffn_before, (long long)L->ffn_after);
   }
@@ -276,7 +308,14 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
   int layer = -2;
   for (size_t i = 0; i < r->changes.n; i++) {
     const op_tensor_change *c = &r->changes.v[i];
-    if (c->layer != layer) sb_printf(&b, "layer %d\n", layer = c->layer);
+    if (c->layer != layer) { /* by the name configs use: "3", "decoder.1" */
+      layer = c->layer;
+      const char *name = NULL;
+      for (size_t k = 0; k < r->layers.n && !name; k++)
+        if (r->layers.v[k].layer == layer && r->layers.v[k].name[0]) name = r->layers.v[k].name;
+      if (name) sb_printf(&b, "layer %s\n", name);
+      else sb_printf(&b, "layer %d\n", layer);
+    }
     char bd[48], ad[48];
     dims_text(bd, sizeof bd, c->before, c->rank);
     dims_text(ad, sizeof ad, c->after, c->rank);
@@ -402,7 +441,14 @@ char *op_prune_report_json(const op_prune_report *r) {
     const op_layer_result *L = &r->layers.v[i];
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "layer", L->layer);
+    cJSON_AddStringToObject(o, "name", L->name);
     cJSON_AddBoolToObject(o, "dropped", L->dropped);
+    if (L->has_cross) { /* a decoder layer's cross-attention */
+      cJSON_AddNumberToObject(o, "cross_heads_before", (double)L->cross_before);
+      cJSON_AddNumberToObject(o, "cross_heads_after", (double)L->cross_after);
+      cJSON_AddBoolToObject(o, "cross_attention_removed", L->cross_removed);
+      cJSON_AddItemToObject(o, "removed_cross_heads", int_list(&L->removed_cross_heads));
+    }
     if (L->has_attn) {
       cJSON_AddNumberToObject(o, "heads_before", (double)L->heads_before);
       cJSON_AddNumberToObject(o, "heads_after", (double)L->heads_after);

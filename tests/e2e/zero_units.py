@@ -3,7 +3,7 @@
 
 For every head / neuron that the pruning report says was removed, it zeroes that unit's rows of the
 output (down) projection in MODEL; for a removed block it zeroes the block's output projection and
-bias. With those zeros the original graph computes exactly what the pruned graph computes, so ONNX
+bias (a decoder layer's cross-attention likewise). With those zeros the original graph computes exactly what the pruned graph computes, so ONNX
 Runtime can compare the two. Layers dropped whole are only equivalent in pre-norm models (post-norm
 would still apply the layer's norm); they are zeroed all the same and the caller decides."""
 import json
@@ -48,6 +48,15 @@ def main(model, inspect, report, out):
                 chans = [h * d + j for h in r["removed_heads"] for j in range(d)]
                 if chans:
                     zero_rows(a["output"], chans)
+        c = L.get("cross_attention")  # a decoder layer's cross-attention
+        if c:
+            if r["dropped"] or r["cross_attention_removed"]:
+                zero_rows(c["output"], None, bias=True)
+            else:
+                d = c["head_dim"]
+                chans = [h * d + j for h in r["removed_cross_heads"] for j in range(d)]
+                if chans:
+                    zero_rows(c["output"], chans)
         if f:
             if r["dropped"] or r["ffn_removed"]:
                 zero_rows(f["down"], None, bias=True)
