@@ -63,9 +63,13 @@ static const cli_opt PRUNE_OPTS[] = {
             "comma-separated layer indices to keep; the others are removed whole")
     CLI_OPT("--config", NULL, "FILE.json", NULL, NULL, NONE, false,
             "per-layer control (see README); flags given too override its top level")
-    CLI_OPT("--importance", NULL, "M", "l2", "importance", NONE, false,
-            "how units are ranked: l2, l1, random, or activation (needs --data)")
-    CLI_DATA_OPTS("calibration data for --importance activation (" CLI_DATA_HELP ")", "8", "batch", "256", "samples")
+    CLI_OPT("--importance", NULL, "M", "l2; reconstruction with --data", "importance", NONE, false,
+            "how units are ranked: l2, l1, random, activation or reconstruction (both need --data; reconstruction: "
+            "the block output error when a unit is removed and the rest refit, block by block)")
+    CLI_DATA_OPTS("calibration data for --importance activation / reconstruction and for compensation (" CLI_DATA_HELP ")",
+                  "8", "batch", "256", "samples")
+    CLI_OPT("--no-compensate", NULL, NULL, NULL, "no_compensate", NONE, false,
+            "with --data, do not refit the kept output-projection rows and bias to the original block output")
     CLI_OPT("--seed", NULL, "N", "0", "seed", NONE, false, "seed for --importance random")
     CLI_OPT("--scope", NULL, "S", "layer", "scope", NONE, false,
             "layer: each layer loses the same fraction; global: rank the units of all layers together")
@@ -97,10 +101,10 @@ static int prune_usage_checks(const cli_args *a) {
   if (!cli_has(a, "--output") && !dry) return cli_error(a->cmd, "missing -o OUT (or --dry-run)");
   if (dry && cli_has(a, "--report"))
     return cli_error(a->cmd, "--report and --dry-run contradict each other (--dry-run writes nothing)");
-  const char *needs_data[] = {"--batch", "--samples", "--fill"};
-  for (size_t i = 0; i < 3; i++)
+  const char *needs_data[] = {"--batch", "--samples", "--fill", "--no-compensate"};
+  for (size_t i = 0; i < 4; i++)
     if (cli_has(a, needs_data[i]) && !cli_has(a, "--data"))
-      return cli_error(a->cmd, "%s applies only with --data (for --importance activation)", cli_typed(a, needs_data[i]));
+      return cli_error(a->cmd, "%s applies only with --data (calibration data)", cli_typed(a, needs_data[i]));
   return 0;
 }
 
@@ -120,17 +124,18 @@ int cmd_prune(const cli_args *a) {
     op_prune_config_free(c);
     return cli_fail(a, &err);
   }
-  if (cli_has(a, "--data") && !op_prune_config_uses_data(c)) {
-    op_prune_config_free(c);
-    return cli_error(a->cmd, "%s applies only to --importance activation (the data would not be used)",
-                     cli_typed(a, "--data"));
-  }
   op_dataset *ds = cli_has(a, "--data") ? cli_open_data(a, &err) : NULL;
   if (cli_has(a, "--data") && !ds) {
     op_prune_config_free(c);
     return cli_fail(a, &err);
   }
-  op_prune_config_set_data(c, ds);
+  op_prune_config_set_data(c, ds); /* data: reconstruction and compensation unless chosen otherwise */
+  if (ds && !op_prune_config_uses_data(c)) {
+    op_prune_config_free(c);
+    op_dataset_free(ds);
+    return cli_error(a->cmd, "%s applies only to --importance activation or reconstruction, or to compensation (the "
+                     "data would not be used with --no-compensate)", cli_typed(a, "--data"));
+  }
   op_model *m = op_model_load(model, &err);
   if (m) cli_note(a, "loaded %s", model);
   char *out_data = dry ? NULL : cli_external_data_path(a, out);

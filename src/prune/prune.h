@@ -5,7 +5,13 @@
 
 #include "match/match.h"
 
-typedef enum op_importance { OP_IMP_L2, OP_IMP_L1, OP_IMP_RANDOM, OP_IMP_ACTIVATION } op_importance;
+typedef enum op_importance {
+  OP_IMP_L2,
+  OP_IMP_L1,
+  OP_IMP_RANDOM,
+  OP_IMP_ACTIVATION,
+  OP_IMP_RECONSTRUCTION, /* structured OBS on the calibration data, block by block (recon.h) */
+} op_importance;
 
 typedef struct op_layer_cfg {
   int layer;
@@ -34,6 +40,9 @@ struct op_prune_config {
   OP_VEC(op_layer_cfg) layers;
   const op_dataset *data; /* for OP_IMP_ACTIVATION */
   int64_t samples, batch;
+  /* reconstruction (recon.h): with data, importance defaults to reconstruction and compensation to on */
+  bool importance_set; /* chosen by the caller, so data does not change it */
+  int compensate;      /* -1: unset (on once data is given), 0: off, 1: on */
 };
 
 typedef struct op_layer_plan {
@@ -46,6 +55,9 @@ typedef struct op_layer_plan {
   int64_t width;      /* FFN width before */
   bool *keep_neuron;  /* [width] */
   double *head_score, *neuron_score;
+  /* reconstruction (sequential.c): squared output error of the block over the calibration rows relative
+   * to its output energy, predicted by the refit and measured with the weights as written; -1: none */
+  double attn_predicted_error, attn_measured_error, ffn_predicted_error, ffn_measured_error;
 } op_layer_plan;
 
 typedef struct op_plan {
@@ -70,6 +82,9 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
 void op_plan_free(op_plan *plan);
 int64_t op_plan_kept(const bool *keep, int64_t n);
 const char *op_importance_name(op_importance imp);
+/* Reconstruction: chooses the heads (or the neurons) of one layer again, by the rules op_plan_build
+ * applied, from the scores now in the plan (lower goes first). Returns 0 or -1 with *err. */
+int op_plan_reselect(const op_analysis *a, const op_prune_config *c, op_plan *plan, int layer, bool heads, op_error *err);
 
 typedef struct op_tensor_change {
   int layer;
@@ -85,6 +100,9 @@ typedef struct op_layer_result {
   bool has_attn, has_ffn, dropped, attn_removed, ffn_removed;
   char activation[24];
   op_int_vec removed_heads, removed_neurons, removed_kv_heads;
+  /* reconstruction and importance values (report's predicted_error, measured_error, importance) */
+  double attn_predicted_error, attn_measured_error, ffn_predicted_error, ffn_measured_error; /* -1: none */
+  double *head_importance, *neuron_importance; /* [heads_before], [ffn_before], or NULL */
 } op_layer_result;
 
 struct op_prune_report {
