@@ -99,6 +99,53 @@ double op_recon_error(const op_recon_moments *s, const double *dW, int64_t out) 
   return e;
 }
 
+void op_recon_cross_add(double *C, int64_t n, int64_t out, const float *x, const float *y, int64_t rows) {
+  int64_t m = n + 1, chunk = 256;
+  double *X = op_xmalloc((size_t)(chunk * m) * sizeof *X), *Y = op_xmalloc((size_t)(chunk * out) * sizeof *Y);
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    int64_t k = rows - r0 < chunk ? rows - r0 : chunk;
+    for (int64_t r = 0; r < k; r++) {
+      for (int64_t c = 0; c < n; c++) X[r * m + c] = x[(r0 + r) * n + c];
+      X[r * m + n] = 1.0;
+      for (int64_t j = 0; j < out; j++) Y[r * out + j] = y[(r0 + r) * out + j];
+    }
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)m, (blasint)out, (blasint)k, 1.0, X, (blasint)m, Y,
+                (blasint)out, 1.0, C, (blasint)out);
+  }
+  free(X);
+  free(Y);
+}
+
+int op_recon_fit(const op_recon_moments *s, const double *C, const double *W, int64_t out, double damp,
+                 bool bias_free, double *Wstar, op_error *err) {
+  int64_t n = s->n, m = n + 1, k = bias_free ? m : n; /* k: the unknowns (with the bias or not) */
+  double *A = op_xmalloc((size_t)(m * m) * sizeof *A);
+  int rc = -1;
+  for (int tries = 0; tries < 8 && rc; tries++, damp = damp > 0 ? damp * 10 : 1e-8) {
+    for (int64_t i = 0; i < k; i++)
+      for (int64_t j = 0; j < k; j++) A[i * k + j] = s->H[i * m + j];
+    for (int64_t i = 0; i < n; i++) A[i * k + i] += damp;
+    if (op_chol(A, k)) continue;
+    for (int64_t i = 0; i < m; i++) /* a fixed bias moves to the right-hand side */
+      for (int64_t j = 0; j < out; j++)
+        Wstar[i * out + j] = i < k ? C[i * out + j] + (i < n ? damp * W[i * out + j] : 0) - (bias_free ? 0 : s->H[i * m + n] * W[n * out + j])
+                                   : W[i * out + j];
+    op_chol_solve(A, k, Wstar, out);
+    rc = 0;
+  }
+  free(A);
+  if (rc) op_fail(err, OP_INVALID, "the calibration moments are not positive definite even with a ridge");
+  return rc;
+}
+
+double op_recon_residual(const op_recon_moments *s, const double *C, double yy, const double *W, int64_t out) {
+  int64_t m = s->n + 1;
+  double cross = 0;
+  for (int64_t i = 0; i < m * out; i++) cross += W[i] * C[i];
+  double e = op_recon_error(s, W, out) - 2 * cross + yy;
+  return e > 0 ? e : 0;
+}
+
 /* ---- ranking ---- */
 
 /* Channels of each unit, concatenated: unit u has chans[first[u] .. first[u+1]). */

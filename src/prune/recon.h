@@ -50,6 +50,17 @@ int op_recon_refit(const op_recon_moments *s, const double *W, int64_t out, cons
 /* tr(dW^T H dW): the squared output error of a weight change over the calibration rows. */
 double op_recon_error(const op_recon_moments *s, const double *dW, int64_t out);
 
+/* Targets other than x W: the cross moments C = [x 1]^T y ([n+1, out], row-major) with the outputs y
+ * ([rows, out] float32) of the same rows, e.g. the dense model's block output while x comes from the
+ * model pruned so far. */
+void op_recon_cross_add(double *C, int64_t n, int64_t out, const float *x, const float *y, int64_t rows);
+/* The best weights for target C: Wstar = (H + damp)^-1 (C + damp W), ridge towards W (channels only, the
+ * bias is free when bias_free, else kept at W's). With C = H W it returns W. Returns 0, or -1 with *err. */
+int op_recon_fit(const op_recon_moments *s, const double *C, const double *W, int64_t out, double damp,
+                 bool bias_free, double *Wstar, op_error *err);
+/* ||[x 1] W - y||^2 over the rows, from H, C and yy = sum of y^2. */
+double op_recon_residual(const op_recon_moments *s, const double *C, double yy, const double *W, int64_t out);
+
 /* ---- the sequential pass (sequential.c) ---- */
 
 /* Whether op_prune runs the sequential pass: importance reconstruction, or compensation on. */
