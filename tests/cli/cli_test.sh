@@ -50,7 +50,7 @@ for cmd in inspect prune run verify quantize compress; do
   t "help-$cmd-short" 0 out "^usage: onnx-prune $cmd" -- $cmd -h
   t "help-$cmd-lists-quiet" 0 out "-q, --quiet" -- $cmd --help
 done
-t help-defaults-prune 0 out "--importance M .*\(default: l2\)" -- prune --help
+t help-defaults-prune 0 out "--importance M .*\(default: l2; reconstruction with --data\)" -- prune --help
 t help-defaults-quantize 0 out "--method .*\(default: kl\)" -- quantize --help
 t help-defaults-batch 0 out "--batch N .*\(default: 8\)" -- quantize --help
 
