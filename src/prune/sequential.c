@@ -138,6 +138,20 @@ static int store_proj(const op_analysis *a, const op_proj *p, const double *W, t
 
 /* ---- biases where there are none ---- */
 
+/* The type the product is computed in: the stored weight's, or what a Cast on its way turns it into
+ * (float16 weights behind a Cast to float). */
+static int32_t compute_dtype(const op_graph *gr, const Onnx__NodeProto *n, int32_t stored) {
+  const char *v = n->input[1];
+  for (int hops = 0; hops < 8; hops++) {
+    const Onnx__NodeProto *pn = op_graph_producer(gr, v);
+    if (!pn || pn->n_input < 1) break;
+    if (op_node_is(pn, "Cast")) return (int32_t)op_node_attr_int(pn, "to", stored);
+    if (!op_node_is(pn, "Identity") && !op_node_is(pn, "Transpose")) break;
+    v = pn->input[0];
+  }
+  return stored;
+}
+
 /* y = MatMul(x, W) becomes t = MatMul(x, W); y = Add(t, zeros): every consumer still reads y. Gemm gets C. */
 static int add_bias(op_graph *gr, const op_proj *p, const char *model, op_error *err) {
   Onnx__GraphProto *g = gr->g;
@@ -145,7 +159,11 @@ static int add_bias(op_graph *gr, const op_proj *p, const char *model, op_error 
   int64_t dims[1] = {p->out};
   char base[64];
   snprintf(base, sizeof base, "%.40s_bias", op_node_name(n));
-  const char *bname = op_graph_add_init(gr, op_tensor_new(base, p->dtype, dims, 1));
+  int32_t dt = compute_dtype(gr, n, p->dtype);
+  if (!op_weight_dtype_ok(dt))
+    return op_fail(err, OP_UNSUPPORTED, "%s: node '%s': computes in %s: no bias of that type to compensate into (use "
+                   "--no-compensate)", model, op_node_name(n), op_dtype_name(dt));
+  const char *bname = op_graph_add_init(gr, op_tensor_new(base, dt, dims, 1));
   if (op_node_is(n, "Gemm")) {
     if (op_node_attr_float(n, "beta", 1.f) != 1.f)
       return op_fail(err, OP_UNSUPPORTED, "%s: node '%s': Gemm without C but with beta != 1: cannot add a bias to "
