@@ -373,13 +373,13 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   op_recon_moments_init(&col->mo, p->in);
   op_session *s = op_session_new(&pm.m, err);
   int rc = s ? 0 : -1;
+  prefix_model pd; /* the sessions keep pointers into their views: both live until the end */
+  pd.g.node = NULL;
   if (!rc && dense) {
-    prefix_model pd;
     prefix_init(&pd, a, col->yname, (size_t)nt);
     swap_weights(tv, true);
     col->dense = op_session_new(&pd.m, err);
     swap_weights(tv, false);
-    free(pd.g.node);
     if (!col->dense) rc = -1;
     for (int k = 0; k < nt && !rc; k++) col->C[k] = op_xcalloc((size_t)((p->in + 1) * col->out[k]), sizeof(double));
   }
@@ -392,6 +392,7 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   op_session_free(col->dense);
   col->dense = NULL;
   free(pm.g.node);
+  free(pd.g.node);
   free(col->x);
   free(col->y);
   free(col->st);
