@@ -128,13 +128,16 @@ OP_API op_prune_config *op_prune_config_new(void);
 
 /* Sets one option by its config-file name, value given as text (the CLI flags map onto these):
  * head_sparsity, ffn_sparsity, width, ffn_size, num_heads, keep_layers ("0,2,4"), importance
- * (l1|l2|random|activation), seed, scope (layer|global), compact (0|1), samples and batch (for
- * activation importance), progress (a progress bar on a terminal while activations are collected).
+ * (l1|l2|random|activation|reconstruction), seed, scope (layer|global), compact (0|1), compensate
+ * (true|false; no_compensate sets the opposite), samples and batch (for the calibration data), progress
+ * (a progress bar on a terminal while activations are collected).
  * Returns 0, or -1 and sets *err (OP_ARG) for an unknown key or a value out of range. */
 OP_API int op_prune_config_set(op_prune_config *c, const char *key, const char *value, op_error *err);
 
-/* Calibration data for importance "activation" (samples and batch: config keys "samples", "batch").
- * The data set must outlive the config's use. */
+/* Calibration data for importance "activation" / "reconstruction" and for compensation (samples and
+ * batch: config keys "samples", "batch"). Data given (d not NULL) makes importance "reconstruction"
+ * unless importance was set, and turns compensation on unless it was set. The data set must outlive
+ * the config's use. */
 OP_API void op_prune_config_set_data(op_prune_config *c, const op_dataset *d);
 
 /* Reads a JSON config file (see README) into c, on top of what is already set.
@@ -145,7 +148,8 @@ OP_API int op_prune_config_load_json(op_prune_config *c, const char *path, op_er
  * op_prune checks this too. Returns 0, or -1 and sets *err (OP_ARG) naming the config keys. */
 OP_API int op_prune_config_check(const op_prune_config *c, op_error *err);
 
-/* Whether the config ranks units on data (importance activation), i.e. needs op_prune_config_set_data. */
+/* Whether the config uses calibration data (importance activation or reconstruction, or compensation
+ * on), i.e. needs op_prune_config_set_data. */
 OP_API bool op_prune_config_uses_data(const op_prune_config *c);
 
 /* Frees a config. Accepts NULL. */

@@ -75,10 +75,14 @@ static const cli_opt PRUNE_OPTS[] = {
     CLI_OPT("--multiple-of", NULL, "N", "1", "multiple_of", NONE, false,
             "round each kept FFN width (and heads x head size) to a multiple of N, so the products stay fast")
     CLI_FLOOR_OPTS
-    CLI_OPT("--importance", NULL, "M", "l2", "importance", NONE, false,
-            "how units are ranked: l2, l1, random, or activation (needs --data)")
-    CLI_DATA_OPTS("calibration data for --importance activation (" CLI_DATA_HELP ")", "8", "batch", "256", "samples")
+    CLI_OPT("--importance", NULL, "M", "l2; reconstruction with --data", "importance", NONE, false,
+            "how units are ranked: l2, l1, random, activation or reconstruction (both need --data; reconstruction: "
+            "the block output error when a unit is removed and the rest refit, block by block)")
+    CLI_DATA_OPTS("calibration data for --importance activation / reconstruction, for compensation and for an accuracy "
+                  "floor (" CLI_DATA_HELP ")", "8", "batch", "256", "samples")
     CLI_SAMPLE_OPTS
+    CLI_OPT("--no-compensate", NULL, NULL, NULL, "no_compensate", NONE, false,
+            "with --data, do not refit the kept output-projection rows and bias to the original block output")
     CLI_OPT("--seed", NULL, "N", "0", "seed", NONE, false,
             "seed for --importance random and for the --sample-order of --data")
     CLI_OPT("--scope", NULL, "S", "layer", "scope", NONE, false,
@@ -116,11 +120,10 @@ static int prune_usage_checks(const cli_args *a) {
     return cli_error(a->cmd, "%s and --dry-run contradict each other (--dry-run writes nothing)",
                      cli_has(a, "--report") ? "--report" : "--html");
   const char *needs_data[] = {"--batch", "--samples", "--fill", "--sample-order", "--max-drop", "--min-agreement",
-                              "--min-cosine", "--max-ppl-increase", "--eval-samples", "--search-steps"};
+                              "--min-cosine", "--max-ppl-increase", "--eval-samples", "--search-steps", "--no-compensate"};
   for (size_t i = 0; i < sizeof needs_data / sizeof *needs_data; i++)
     if (cli_has(a, needs_data[i]) && !cli_has(a, "--data"))
-      return cli_error(a->cmd, "%s applies only with --data (for --importance activation or an accuracy floor)",
-                       cli_typed(a, needs_data[i]));
+      return cli_error(a->cmd, "%s applies only with --data (calibration data)", cli_typed(a, needs_data[i]));
   return 0;
 }
 
@@ -151,11 +154,6 @@ int cmd_prune(const cli_args *a) {
     op_prune_config_free(c);
     return cli_fail(a, &err);
   }
-  if (cli_has(a, "--data") && !op_prune_config_uses_data(c)) {
-    op_prune_config_free(c);
-    return cli_error(a->cmd, "%s applies only to --importance activation or an accuracy floor (the data would not be used)",
-                     cli_typed(a, "--data"));
-  }
   op_dataset *ds = cli_has(a, "--data") ? cli_open_data(a, &err) : NULL;
   if (cli_has(a, "--data") && !ds) {
     op_prune_config_free(c);
@@ -166,7 +164,13 @@ int cmd_prune(const cli_args *a) {
     op_prune_config_free(c);
     return cli_fail(a, &err);
   }
-  op_prune_config_set_data(c, ds);
+  op_prune_config_set_data(c, ds); /* data: reconstruction and compensation unless chosen otherwise */
+  if (ds && !op_prune_config_uses_data(c)) {
+    op_prune_config_free(c);
+    op_dataset_free(ds);
+    return cli_error(a->cmd, "%s applies only to --importance activation or reconstruction, to compensation or to an "
+                     "accuracy floor (the data would not be used with --no-compensate)", cli_typed(a, "--data"));
+  }
   op_model *m = op_model_load(model, &err);
   if (m) cli_note(a, "loaded %s", model);
   char *out_data = dry ? NULL : cli_external_data_path(a, m, out);

@@ -32,10 +32,16 @@ op_prune_config *op_prune_config_new(void) {
   c->min_cosine = -2; /* a cosine floor may be -1 */
   c->eval_samples = 256;
   c->search_steps = 6;
+  c->compensate = -1;
   return c;
 }
 
-void op_prune_config_set_data(op_prune_config *c, const op_dataset *d) { c->data = d; }
+/* Data given: reconstruction ranks units unless the caller chose, and compensation is on unless off. */
+void op_prune_config_set_data(op_prune_config *c, const op_dataset *d) {
+  c->data = d;
+  if (d && !c->importance_set) c->importance = OP_IMP_RECONSTRUCTION;
+  if (d && c->compensate < 0) c->compensate = 1;
+}
 
 void op_prune_config_free(op_prune_config *c) {
   if (!c) return;
@@ -144,7 +150,9 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
     else if (strcmp(value, "l1") == 0) c->importance = OP_IMP_L1;
     else if (strcmp(value, "random") == 0) c->importance = OP_IMP_RANDOM;
     else if (strcmp(value, "activation") == 0) c->importance = OP_IMP_ACTIVATION;
-    else return op_fail(err, OP_ARG, "importance: '%s' is not one of l1, l2, random, activation", value);
+    else if (strcmp(value, "reconstruction") == 0) c->importance = OP_IMP_RECONSTRUCTION;
+    else return op_fail(err, OP_ARG, "importance: '%s' is not one of l1, l2, random, activation, reconstruction", value);
+    c->importance_set = true;
     return 0;
   }
   if (strcmp(key, "scope") == 0) {
@@ -155,6 +163,13 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
   }
   if (strcmp(key, "progress") == 0) {
     c->progress = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
+    return 0;
+  }
+  if (strcmp(key, "compensate") == 0 || strcmp(key, "no_compensate") == 0) { /* reconstruction (recon.h) */
+    bool on = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
+    if (!on && strcmp(value, "0") != 0 && strcmp(value, "false") != 0)
+      return op_fail(err, OP_ARG, "%s: '%s' is not true or false", key, value);
+    c->compensate = key[0] == 'n' ? !on : on;
     return 0;
   }
   if (strcmp(key, "compact") == 0) {
@@ -185,7 +200,12 @@ int op_prune_config_check(const op_prune_config *c, op_error *err) {
   /* the seed also orders the rows of calibration data (data/rows.c) */
   if (c->seed_set && c->importance != OP_IMP_RANDOM && !op_prune_config_uses_data(c))
     return op_fail(err, OP_ARG, "seed: applies only to importance random (importance is '%s')",
-                   c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation" : "l2");
+                   c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation"
+                   : c->importance == OP_IMP_RECONSTRUCTION ? "reconstruction" : "l2");
+  if (c->global && c->importance == OP_IMP_RECONSTRUCTION) /* blocks are pruned one after another */
+    return op_fail(err, OP_ARG, "scope: global ranking needs every layer's scores at once, but reconstruction "
+                   "chooses layer by layer on the already pruned model: use scope layer, or importance activation "
+                   "or l2 (compensation still applies)");
   return 0;
 }
 
@@ -195,7 +215,8 @@ bool op_prune_config_has_floor(const op_prune_config *c) {
 }
 
 bool op_prune_config_uses_data(const op_prune_config *c) {
-  return c->importance == OP_IMP_ACTIVATION || op_prune_config_has_floor(c);
+  return c->importance == OP_IMP_ACTIVATION || c->importance == OP_IMP_RECONSTRUCTION || c->compensate == 1 ||
+         op_prune_config_has_floor(c);
 }
 
 /* JSON scalar or list -> the text form op_prune_config_set takes. */
@@ -457,6 +478,9 @@ const char *op_importance_name(op_importance imp) {
       return "random (seeded)";
     case OP_IMP_ACTIVATION:
       return "activation (sum over a unit's channels of rms activation on the data x L2 norm of its output-projection row)";
+    case OP_IMP_RECONSTRUCTION:
+      return "reconstruction (increase of the block's output error on the data when the unit is removed and the rest "
+             "refit: structured OBS, greedy, block by block)";
     default:
       return "l2 (norm of each head's / neuron's weights and biases)";
   }
@@ -1323,4 +1347,43 @@ void op_plan_free(op_plan *plan) {
   free(plan->layers);
   plan->layers = NULL;
   plan->n = 0;
+}
+
+/* ---- reconstruction (sequential.c): one block chosen again from the scores it computed ---- */
+
+int op_plan_reselect(const op_analysis *a, const op_prune_config *c, op_plan *plan, int l, bool heads, op_error *err) {
+  op_layer_plan *lp = &plan->layers[l];
+  const op_layer_cfg *lc = layer_cfg(c, l);
+  int rc = 0;
+  if (heads) {
+    const op_attn *at = op_layer_attn(a, l);
+    int64_t H = at->heads, KV = at->kv_heads;
+    bool *dead = op_xcalloc((size_t)H, 1), *dead_kv = op_xcalloc((size_t)KV, 1);
+    double *s = op_xcalloc((size_t)H, sizeof *s), *s_kv = op_xcalloc((size_t)KV, sizeof *s_kv);
+    score_heads(a, at, OP_IMP_L2, s, dead, s_kv, dead_kv); /* only for which units are dead (--compact) */
+    for (int64_t g = 0; g < KV; g++) lp->keep_kv[g] = true;
+    unit_rule rule = {lc && lc->heads_set ? &lc->heads : NULL, lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1,
+                      c->head_sparsity, c->num_heads};
+    select_units(c, &rule, l, 0, H, dead, lp->head_score, lp->keep_head);
+    if (KV != H) {
+      unit_rule kv_rule = {lc && lc->kv_heads_set ? &lc->kv_heads : NULL, lc ? lc->kv_head_sparsity : -1,
+                           lc ? lc->num_kv_heads : -1, c->kv_head_sparsity, c->num_kv_heads};
+      bool head_target = rule.remove || rule.layer_sparsity >= 0 || rule.layer_keep >= 0 ||
+                         (!c->global && (c->head_sparsity >= 0 || c->num_heads >= 0 || c->width >= 0));
+      rc = select_grouped(c, at, lp, &kv_rule, rule.remove, head_target ? op_plan_kept(lp->keep_head, H) : -1, dead,
+                          dead_kv, l, err);
+    }
+    free(dead), free(dead_kv), free(s), free(s_kv);
+  } else {
+    const op_ffn *f = op_layer_ffn(a, l);
+    int64_t F = f->down.in;
+    bool *dead = op_xcalloc((size_t)F, 1);
+    double *s = op_xcalloc((size_t)F, sizeof *s);
+    score_neurons(a, f, OP_IMP_L2, s, dead);
+    unit_rule rule = {lc && lc->neurons_set ? &lc->neurons : NULL, lc ? lc->ffn_sparsity : -1, lc ? lc->ffn_size : -1,
+                      c->ffn_sparsity, c->ffn_size};
+    select_units(c, &rule, l, 1, F, dead, lp->neuron_score, lp->keep_neuron);
+    free(dead), free(s);
+  }
+  return rc;
 }

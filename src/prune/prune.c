@@ -1,6 +1,7 @@
 /* prune.c - the pruning entry point: analyse, plan, rewrite, clean up, and fill the report. */
 #include "prune/prune.h"
 #include "prune/target.h"
+#include "prune/recon.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,44 @@ static void record_costs(const op_analysis *a, const op_prune_config *c, const o
   }
 }
 
+/* Reconstruction / compensation (recon.h): biases where compensation needs them (then the model is
+ * analysed and planned again), and the sequential pass that ranks, refits and zeroes block by block.
+ * On failure everything is freed. */
+static int recon_prepare(op_model *m, const op_prune_config *c, op_analysis **a, op_plan *plan, op_error *err) {
+  int added = c->compensate == 1 ? op_recon_add_biases(m, *a, plan, err) : 0;
+  if (added > 0) {
+    op_plan_free(plan);
+    op_analysis_free(*a);
+    if (!(*a = op_analyze(m, err))) return -1;
+    if (op_plan_build(*a, c, plan, err)) {
+      op_analysis_free(*a);
+      return -1;
+    }
+  }
+  if (added < 0 || op_recon_run(*a, c, plan, err)) {
+    op_plan_free(plan);
+    op_analysis_free(*a);
+    return -1;
+  }
+  return 0;
+}
+
+/* The report's reconstruction errors and importance values of one layer. */
+static void layer_recon_result(op_layer_result *lr, const op_layer_plan *lp, bool recon) {
+  lr->attn_predicted_error = recon ? lp->attn_predicted_error : -1;
+  lr->attn_measured_error = recon ? lp->attn_measured_error : -1;
+  lr->ffn_predicted_error = recon ? lp->ffn_predicted_error : -1;
+  lr->ffn_measured_error = recon ? lp->ffn_measured_error : -1;
+  if (lp->head_score && lp->heads > 0) {
+    lr->head_importance = op_xmalloc((size_t)lp->heads * sizeof(double));
+    memcpy(lr->head_importance, lp->head_score, (size_t)lp->heads * sizeof(double));
+  }
+  if (lp->neuron_score && lp->width > 0) {
+    lr->neuron_importance = op_xmalloc((size_t)lp->width * sizeof(double));
+    memcpy(lr->neuron_importance, lp->neuron_score, (size_t)lp->width * sizeof(double));
+  }
+}
+
 op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) {
   op_analysis *a = op_analyze(m, err);
   if (!a) return NULL;
@@ -56,9 +95,12 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
     op_analysis_free(a);
     return NULL;
   }
+  bool recon = op_recon_wanted(c);
+  if (recon && recon_prepare(m, c, &a, &plan, err)) return NULL;
   op_prune_report *r = op_xcalloc(1, sizeof *r);
   r->model = op_xstrdup(m->path);
-  if (c->data && c->importance == OP_IMP_ACTIVATION) op_row_set_capture(&r->calib_rows, c->data, 0, c->samples);
+  if (c->data && (c->importance == OP_IMP_ACTIVATION || c->importance == OP_IMP_RECONSTRUCTION))
+    op_row_set_capture(&r->calib_rows, c->data, 0, c->samples);
   r->importance = c->importance;
   r->compact = c->compact;
   r->before = op_graph_param_count(m->proto->graph);
@@ -97,6 +139,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
       lr.ffn_after = lr.ffn_removed ? 0 : op_plan_kept(lp->keep_neuron, lp->width);
       snprintf(lr.activation, sizeof lr.activation, "%s", f->activation);
     }
+    layer_recon_result(&lr, lp, recon);
     OP_VEC_PUSH(r->layers, lr);
   }
   for (size_t i = 0; i < a->unmatched.n; i++) OP_VEC_PUSH(r->unmatched, op_xstrdup(a->unmatched.v[i]));
@@ -126,6 +169,8 @@ void op_prune_report_free(op_prune_report *r) {
     free(r->layers.v[i].removed_neurons.v);
     free(r->layers.v[i].removed_kv_heads.v);
     free(r->layers.v[i].removed_cross_heads.v);
+    free(r->layers.v[i].head_importance);
+    free(r->layers.v[i].neuron_importance);
   }
   for (size_t i = 0; i < r->state.n; i++) free(r->state.v[i].name);
   free(r->state.v);

@@ -6,7 +6,13 @@
 #include "data/data.h"
 #include "match/match.h"
 
-typedef enum op_importance { OP_IMP_L2, OP_IMP_L1, OP_IMP_RANDOM, OP_IMP_ACTIVATION } op_importance;
+typedef enum op_importance {
+  OP_IMP_L2,
+  OP_IMP_L1,
+  OP_IMP_RANDOM,
+  OP_IMP_ACTIVATION,
+  OP_IMP_RECONSTRUCTION, /* structured OBS on the calibration data, block by block (recon.h) */
+} op_importance;
 
 typedef struct op_layer_cfg {
   int layer;
@@ -48,6 +54,9 @@ struct op_prune_config {
    * < 0 (min_cosine < -1): unset. max_drop in points of accuracy, max_ppl_increase in percent */
   double max_drop, min_agreement, min_cosine, max_ppl_increase;
   int64_t eval_samples, search_steps;
+  /* reconstruction (recon.h): with data, importance defaults to reconstruction and compensation to on */
+  bool importance_set; /* chosen by the caller, so data does not change it */
+  int compensate;      /* -1: unset (on once data is given), 0: off, 1: on */
 };
 
 typedef struct op_layer_plan {
@@ -64,6 +73,9 @@ typedef struct op_layer_plan {
    * of their own (only the attention fields used), or NULL */
   struct op_layer_plan *cross;
   bool drop_cross;
+  /* reconstruction (sequential.c): squared output error of the block over the calibration rows relative
+   * to its output energy, predicted by the refit and measured with the weights as written; -1: none */
+  double attn_predicted_error, attn_measured_error, ffn_predicted_error, ffn_measured_error;
 } op_layer_plan;
 
 typedef struct op_plan {
@@ -88,6 +100,9 @@ int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan,
 void op_plan_free(op_plan *plan);
 int64_t op_plan_kept(const bool *keep, int64_t n);
 const char *op_importance_name(op_importance imp);
+/* Reconstruction: chooses the heads (or the neurons) of one layer again, by the rules op_plan_build
+ * applied, from the scores now in the plan (lower goes first). Returns 0 or -1 with *err. */
+int op_plan_reselect(const op_analysis *a, const op_prune_config *c, op_plan *plan, int layer, bool heads, op_error *err);
 
 typedef struct op_tensor_change {
   int layer;
@@ -118,6 +133,9 @@ typedef struct op_layer_result {
   bool has_cross, cross_removed;
   int64_t cross_before, cross_after;
   op_int_vec removed_cross_heads;
+  /* reconstruction and importance values (report's predicted_error, measured_error, importance) */
+  double attn_predicted_error, attn_measured_error, ffn_predicted_error, ffn_measured_error; /* -1: none */
+  double *head_importance, *neuron_importance; /* [heads_before], [ffn_before], or NULL */
 } op_layer_result;
 
 /* A past/present graph interface of a fused attention op whose head axis followed the pruning. */

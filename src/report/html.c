@@ -147,8 +147,11 @@ static void errors_table(hbuf *b, const cJSON *layers) {
     for (int k = 0; k < 2; k++) {
       if (!cJSON_GetObjectItemCaseSensitive(L, k ? "ffn_before" : "heads_before")) continue;
       hb(b, "<tr><td>%.0f</td><td class=\"l\">%s</td>", num(L, "layer", 0), blocks[k]);
-      error_cell(b, cJSON_GetObjectItemCaseSensitive(L, "predicted_error"), blocks[k]);
-      error_cell(b, cJSON_GetObjectItemCaseSensitive(L, "measured_error"), blocks[k]);
+      /* the prune report's attention_reconstruction / ffn_reconstruction, or the fields on the layer itself */
+      const cJSON *rec = cJSON_GetObjectItemCaseSensitive(L, k ? "ffn_reconstruction" : "attention_reconstruction");
+      const cJSON *at = rec ? rec : L;
+      error_cell(b, cJSON_GetObjectItemCaseSensitive(at, "predicted_error"), blocks[k]);
+      error_cell(b, cJSON_GetObjectItemCaseSensitive(at, "measured_error"), blocks[k]);
       hb(b, "</tr>");
     }
   }

@@ -412,10 +412,35 @@ char *op_prune_report_curve(const op_prune_report *r) {
   return b.s;
 }
 
+/* Reconstruction (recon.h): per block the predicted and measured relative output error (null when
+ * not computed), per unit the importance it was ranked by. */
+static cJSON *error_json(double e) { return e < 0 ? cJSON_CreateNull() : cJSON_CreateNumber(e); }
+
+static cJSON *doubles_json(const double *v, int64_t n) {
+  cJSON *a = cJSON_CreateArray();
+  for (int64_t i = 0; v && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+  return a;
+}
+
+static void recon_json(cJSON *o, const op_layer_result *L) {
+  if (L->has_attn) {
+    cJSON *b = cJSON_AddObjectToObject(o, "attention_reconstruction");
+    cJSON_AddItemToObject(b, "predicted_error", error_json(L->attn_predicted_error));
+    cJSON_AddItemToObject(b, "measured_error", error_json(L->attn_measured_error));
+    cJSON_AddItemToObject(o, "head_importance", doubles_json(L->head_importance, L->heads_before));
+  }
+  if (L->has_ffn) {
+    cJSON *b = cJSON_AddObjectToObject(o, "ffn_reconstruction");
+    cJSON_AddItemToObject(b, "predicted_error", error_json(L->ffn_predicted_error));
+    cJSON_AddItemToObject(b, "measured_error", error_json(L->ffn_measured_error));
+    cJSON_AddItemToObject(o, "neuron_importance", doubles_json(L->neuron_importance, L->ffn_before));
+  }
+}
+
 char *op_prune_report_json(const op_prune_report *r) {
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "model", r->model);
-  static const char *imp_names[] = {"l2", "l1", "random", "activation"};
+  static const char *imp_names[] = {"l2", "l1", "random", "activation", "reconstruction"};
   cJSON_AddStringToObject(root, "importance", imp_names[r->importance]);
   cJSON_AddStringToObject(root, "importance_metric", op_importance_name(r->importance));
   cJSON_AddBoolToObject(root, "compact", r->compact);
@@ -471,6 +496,7 @@ char *op_prune_report_json(const op_prune_report *r) {
       cJSON_AddItemToObject(o, "head_scores", cJSON_CreateDoubleArray(r->head_scores[i], (int)L->heads_before));
     if (L->has_ffn && r->neuron_scores && r->neuron_scores[i])
       cJSON_AddItemToObject(o, "neuron_scores", cJSON_CreateDoubleArray(r->neuron_scores[i], (int)L->ffn_before));
+    recon_json(o, L); /* reconstruction errors and importance values */
     cJSON_AddItemToArray(layers, o);
   }
   cJSON *ch = cJSON_AddArrayToObject(root, "tensors");

@@ -484,15 +484,42 @@ async function accuracyRowsMain(argv) {
   console.log(JSON.stringify({ accuracy: right / rows.length, rows: rows.length }));
 }
 
-if (require.main === module && process.argv[2] === 'accuracy-rows')
-  accuracyRowsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
-else if (require.main === module && process.argv[2] === 'lm')
-  lmMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
-else if (require.main === module && process.argv[2] === 'cosine')
-  cosineMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
-else if (require.main === module && ['write-outputs', 'optimize'].includes(process.argv[2]))
-  exportsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
-else if (require.main === module && process.argv[2] !== 'compare-list') main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+// prune quality (issue 12): held-out perplexity of a next-token language model, run by ORT in chunks of
+// rows (the logits of a whole split would not fit): exp(mean over labelled positions of -log p(label)),
+// labels < 0 ignored.   node ort.js perplexity MODEL.onnx --data D.npz [--rows N] [--chunk N]
+async function perplexityMain(argv) {
+  const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
+  const s = await ort.InferenceSession.create(argv[1], { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const npz = readNpz(opt('--data'));
+  if (!npz.labels) throw new Error('the data has no labels');
+  const total = Math.min(Number(opt('--rows', '1000000')), npz.labels.shape[0]), chunk = Number(opt('--chunk', '32'));
+  let nll = 0, count = 0;
+  for (let r0 = 0; r0 < total; r0 += chunk) {
+    const rows = Math.min(chunk, total - r0), feeds = {};
+    const slice = (arr) => {
+      const per = arr.shape.slice(1).reduce((a, b) => a * b, 1);
+      return new ort.Tensor(arr.dtype, arr.data.slice(r0 * per, (r0 + rows) * per), [rows, ...arr.shape.slice(1)]);
+    };
+    for (const n of s.inputNames) {
+      if (!npz[n]) throw new Error(`no array named '${n}'`);
+      feeds[n] = slice(npz[n]);
+    }
+    const labels = slice(npz.labels).data, out = (await s.run(feeds))[s.outputNames[0]];
+    const V = out.dims[out.dims.length - 1];
+    if (out.data.length / V !== labels.length) throw new Error(`logits ${out.dims} do not match labels`);
+    for (let p = 0; p < labels.length; p++) {
+      const y = Number(labels[p]);
+      if (y < 0) continue;
+      let mx = -Infinity, sum = 0;
+      for (let k = 0; k < V; k++) mx = Math.max(mx, out.data[p * V + k]);
+      for (let k = 0; k < V; k++) sum += Math.exp(out.data[p * V + k] - mx);
+      nll += Math.log(sum) + mx - out.data[p * V + y];
+      count++;
+    }
+  }
+  console.log(`perplexity ${Math.exp(nll / count).toFixed(4)} on ${count} tokens of ${total} rows`);
+}
+
 
 // Many comparisons in one process (tests/e2e/hf_exports.py; one ONNX Runtime start for a whole corpus) ---
 // node ort.js compare-list LIST.json: LIST is [{"id", "ref", "cand", "data", "tol"}, ...]; prints one line
@@ -518,5 +545,18 @@ async function compareList(listPath) {
   }
   process.exit(allOk ? 0 : 1);
 }
-if (require.main === module && process.argv[2] === 'compare-list')
+
+// Command dispatch: one chain, the generic modes last.
+if (require.main === module && process.argv[2] === 'accuracy-rows')
+  accuracyRowsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && process.argv[2] === 'lm')
+  lmMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && process.argv[2] === 'cosine')
+  cosineMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && process.argv[2] === 'perplexity')
+  perplexityMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && ['write-outputs', 'optimize'].includes(process.argv[2]))
+  exportsMain(process.argv.slice(2)).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module && process.argv[2] === 'compare-list')
   compareList(process.argv[3]).catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });
+else if (require.main === module) main().catch(e => { console.error(`ort.js: ${e.message}`); process.exit(2); });

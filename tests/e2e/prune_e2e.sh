@@ -34,7 +34,23 @@ prune_case width --width 0.5 --scope global
 prune_case random --num-heads 1 --ffn-size 7 --importance random --seed 3
 WINDOW=() # ONNX test data takes no --samples / --batch: each set is one run
 [ -f "$DATA" ] && WINDOW=(--samples 64 --batch 64)
-[ -z "$NOEXEC" ] && prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$DATA" "${WINDOW[@]}"
+[ -z "$NOEXEC" ] && prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$DATA" "${WINDOW[@]}" --no-compensate
+# reconstruction (issue 12): ranked and refit on the data, so no zeroed original to compare with; the
+# model must pass the checks, run in ONNX Runtime, and the report give both errors of every pruned block
+if [ -z "$NOEXEC" ]; then
+  if "$BIN" prune "$M" -o "$work/recon.onnx" --report "$work/recon.json" -q --head-sparsity 0.5 --ffn-sparsity 0.5 \
+      --data "$DATA" "${WINDOW[@]}" && $PY "$E2E/check_model.py" "$work/recon.onnx" "$M" "$work/recon.json" &&
+    ort compare "$work/recon.onnx" "$work/recon.onnx" --data "$DATA" >/dev/null &&
+    $PY -c "
+import json,sys
+r=json.load(open(sys.argv[1]))
+assert r['importance']=='reconstruction'
+for L in r['layers']:
+  for k,b in (('heads','attention_reconstruction'),('ffn','ffn_reconstruction')):
+    if b in L and L[k+'_after' if k=='heads' else 'ffn_after']<L[k+'_before' if k=='heads' else 'ffn_before']:
+      e=L[b]; assert e['predicted_error'] is not None and 0<=e['measured_error']<1, (L['layer'],b,e)" "$work/recon.json"; then ok
+  else bad "reconstruction: prune, checks or report"; fi
+fi
 # the heads a config removes from layer 0: two, or in grouped-query attention one from every kv group
 # (it must remove as many from each)
 cfg_heads=$($PY -c "

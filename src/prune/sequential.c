@@ -1,0 +1,538 @@
+/* sequential.c - pruning by reconstruction, block after block: each block's output-projection input is
+ * collected on the calibration data through the model as pruned so far (a session over the nodes that
+ * compute it, streamed batch by batch), its units ranked (recon.c) and its output projection refit in
+ * place, its removed rows zeroed so later blocks see what the pruned model computes. The rewrite then
+ * slices what the plan removes, as for any importance. */
+#include "prune/recon.h"
+#include "exec/exec.h"
+#include "verify/stream.h"
+
+#include <cblas.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RIDGE 1e-2 /* x the mean diagonal of H: enough for the rank-deficient H of padded or dead channels */
+
+bool op_recon_wanted(const op_prune_config *c) {
+  return c->importance == OP_IMP_RECONSTRUCTION || (c->data && c->compensate == 1);
+}
+
+/* ---- weights as float64 [in + 1, out]: the rows per input channel, then the bias ---- */
+
+static double elem_get(const uint8_t *p, int32_t dt) {
+  if (dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+  }
+  uint16_t h;
+  memcpy(&h, p, 2);
+  return dt == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 ? op_bf16_to_f32(h) : op_f16_to_f32(h);
+}
+
+static void elem_set(uint8_t *p, int32_t dt, double v) {
+  float f = (float)v;
+  if (dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+    memcpy(p, &f, 4);
+    return;
+  }
+  uint16_t h = dt == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 ? op_f32_to_bf16(f) : op_f32_to_f16(f);
+  memcpy(p, &h, 2);
+}
+
+/* The stored weight or bias of a projection in raw float32/float16/bfloat16 bytes; NULL with *err. */
+static Onnx__TensorProto *raw_tensor(const op_analysis *a, const char *name, int64_t numel, op_error *err) {
+  Onnx__TensorProto *t = op_proj_tensor(a, name);
+  if (!t || op_tensor_to_raw(t) || !op_weight_dtype_ok(t->data_type) || op_tensor_numel(t) != numel ||
+      t->raw_data.len != (size_t)numel * op_dtype_size(t->data_type))
+    return op_fail_null(err, OP_UNSUPPORTED, "%s: weight '%s': compensation reads and writes float32, float16 or "
+                        "bfloat16 raw data only", a->model->path, name);
+  return t;
+}
+
+static int load_proj(const op_analysis *a, const op_proj *p, double *W, op_error *err) {
+  int64_t in = p->in, out = p->out;
+  Onnx__TensorProto *w = raw_tensor(a, p->w, in * out, err), *b = NULL;
+  if (!w || (p->b && !(b = raw_tensor(a, p->b, out, err)))) return -1;
+  size_t es = op_dtype_size(w->data_type);
+  for (int64_t c = 0; c < in; c++)
+    for (int64_t j = 0; j < out; j++)
+      W[c * out + j] = elem_get(w->raw_data.data + (size_t)(p->w_out_major ? j * in + c : c * out + j) * es, w->data_type);
+  for (int64_t j = 0; j < out; j++)
+    W[in * out + j] = b ? elem_get(b->raw_data.data + (size_t)j * op_dtype_size(b->data_type), b->data_type) : 0;
+  return 0;
+}
+
+/* The output projections edited so far: their original bytes stay alive beside the new ones, so a
+ * session over the dense model can be made at any time (swap_weights), and the model gets the new bytes
+ * for good at the end (keep_weights) or its own back on failure. */
+typedef struct tracked {
+  Onnx__TensorProto *t;
+  uint8_t *orig, *cur;
+  size_t orig_len, cur_len;
+} tracked;
+typedef OP_VEC(tracked) tracked_vec;
+
+static void swap_weights(tracked_vec *tv, bool dense) {
+  for (size_t i = 0; i < tv->n; i++) {
+    tv->v[i].t->raw_data.data = dense ? tv->v[i].orig : tv->v[i].cur;
+    tv->v[i].t->raw_data.len = dense ? tv->v[i].orig_len : tv->v[i].cur_len;
+  }
+}
+
+static void keep_weights(tracked_vec *tv, bool keep) {
+  swap_weights(tv, true);
+  for (size_t i = 0; i < tv->n; i++) {
+    Onnx__TensorProto *t = tv->v[i].t;
+    int64_t dims[2] = {t->n_dims > 0 ? t->dims[0] : 0, t->n_dims > 1 ? t->dims[1] : 0};
+    if (keep) op_tensor_replace(t, dims, t->n_dims, tv->v[i].cur, tv->v[i].cur_len);
+    else free(tv->v[i].cur);
+  }
+  free(tv->v);
+  tv->v = NULL;
+  tv->n = tv->cap = 0;
+}
+
+/* Gives tensor t the bytes data (owned by tv from now on). */
+static void set_bytes(tracked_vec *tv, Onnx__TensorProto *t, uint8_t *data, size_t len) {
+  tracked *e = NULL;
+  for (size_t i = 0; i < tv->n && !e; i++)
+    if (tv->v[i].t == t) e = &tv->v[i];
+  if (!e) {
+    OP_VEC_PUSH(*tv, ((tracked){t, t->raw_data.data, NULL, t->raw_data.len, 0}));
+    e = &tv->v[tv->n - 1];
+  }
+  free(e->cur);
+  e->cur = data;
+  e->cur_len = len;
+  t->raw_data.data = data;
+  t->raw_data.len = len;
+}
+
+/* Writes W back in the tensors' own types and layouts, into new buffers. */
+static int store_proj(const op_analysis *a, const op_proj *p, const double *W, tracked_vec *tv, op_error *err) {
+  int64_t in = p->in, out = p->out;
+  Onnx__TensorProto *w = raw_tensor(a, p->w, in * out, err), *b = NULL;
+  if (!w || (p->b && !(b = raw_tensor(a, p->b, out, err)))) return -1;
+  for (int64_t j = 0; !b && j < out; j++)
+    if (W[in * out + j] != 0)
+      return op_fail(err, OP_UNSUPPORTED, "%s: output projection '%s' has no bias to compensate into", a->model->path,
+                     p->w);
+  size_t es = op_dtype_size(w->data_type);
+  uint8_t *nw = op_xmalloc((size_t)(in * out) * es + 1);
+  for (int64_t c = 0; c < in; c++)
+    for (int64_t j = 0; j < out; j++)
+      elem_set(nw + (size_t)(p->w_out_major ? j * in + c : c * out + j) * es, w->data_type, W[c * out + j]);
+  set_bytes(tv, w, nw, (size_t)(in * out) * es);
+  if (b) {
+    size_t bes = op_dtype_size(b->data_type);
+    uint8_t *nb = op_xmalloc((size_t)out * bes + 1);
+    for (int64_t j = 0; j < out; j++) elem_set(nb + (size_t)j * bes, b->data_type, W[in * out + j]);
+    set_bytes(tv, b, nb, (size_t)out * bes);
+  }
+  return 0;
+}
+
+/* ---- biases where there are none ---- */
+
+/* The type the product is computed in: the stored weight's, or what a Cast on its way turns it into
+ * (float16 weights behind a Cast to float). */
+static int32_t compute_dtype(const op_graph *gr, const Onnx__NodeProto *n, int32_t stored) {
+  const char *v = n->input[1];
+  for (int hops = 0; hops < 8; hops++) {
+    const Onnx__NodeProto *pn = op_graph_producer(gr, v);
+    if (!pn || pn->n_input < 1) break;
+    if (op_node_is(pn, "Cast")) return (int32_t)op_node_attr_int(pn, "to", stored);
+    if (!op_node_is(pn, "Identity") && !op_node_is(pn, "Transpose")) break;
+    v = pn->input[0];
+  }
+  return stored;
+}
+
+/* y = MatMul(x, W) becomes t = MatMul(x, W); y = Add(t, zeros): every consumer still reads y. Gemm gets C. */
+static int add_bias(op_graph *gr, const op_proj *p, const char *model, op_error *err) {
+  Onnx__GraphProto *g = gr->g;
+  Onnx__NodeProto *n = g->node[p->node];
+  int64_t dims[1] = {p->out};
+  char base[64];
+  snprintf(base, sizeof base, "%.40s_bias", op_node_name(n));
+  int32_t dt = compute_dtype(gr, n, p->dtype);
+  if (!op_weight_dtype_ok(dt))
+    return op_fail(err, OP_UNSUPPORTED, "%s: node '%s': computes in %s: no bias of that type to compensate into (use "
+                   "--no-compensate)", model, op_node_name(n), op_dtype_name(dt));
+  const char *bname = op_graph_add_init(gr, op_tensor_new(base, dt, dims, 1));
+  if (op_node_is(n, "Gemm")) {
+    if (op_node_attr_float(n, "beta", 1.f) != 1.f)
+      return op_fail(err, OP_UNSUPPORTED, "%s: node '%s': Gemm without C but with beta != 1: cannot add a bias to "
+                     "compensate into (use --no-compensate)", model, op_node_name(n));
+    n->input = op_xrealloc(n->input, (n->n_input + 1) * sizeof *n->input);
+    while (n->n_input < 2) n->input[n->n_input++] = op_xstrdup("");
+    n->input[n->n_input++] = op_xstrdup(bname);
+    return 0;
+  }
+  char *t = op_graph_fresh_name(gr, n->output[0]);
+  const char *ins[2] = {t, bname};
+  const char *outs[1] = {n->output[0]};
+  char name[80];
+  snprintf(name, sizeof name, "%.60s_bias_add", op_node_name(n));
+  Onnx__NodeProto *add = op_node_new("Add", name, ins, 2, outs, 1);
+  free(n->output[0]);
+  n->output[0] = t;
+  op_graph_append(g, add);
+  return 0;
+}
+
+int op_recon_add_biases(op_model *m, const op_analysis *a, const op_plan *plan, op_error *err) {
+  op_graph *gr = op_graph_build(m->proto->graph);
+  int added = 0, rc = 0;
+  for (size_t l = 0; l < plan->n && !rc; l++) {
+    const op_layer_plan *lp = &plan->layers[l];
+    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_ffn *f = op_layer_ffn(a, (int)l);
+    if (lp->drop_layer) continue;
+    if (at && !lp->drop_attn && !at->out.b && op_plan_kept(lp->keep_head, lp->heads) < lp->heads)
+      rc = add_bias(gr, &at->out, m->path, err), added++;
+    if (!rc && f && !lp->drop_ffn && !f->down.b && op_plan_kept(lp->keep_neuron, lp->width) < lp->width)
+      rc = add_bias(gr, &f->down, m->path, err), added++;
+  }
+  op_graph_free(gr);
+  if (rc) return -1;
+  if (added && op_graph_toposort(m->proto->graph))
+    return op_fail(err, OP_INVALID, "%s: the graph cannot be ordered after adding biases", m->path);
+  return added;
+}
+
+/* ---- collecting a projection's input ---- */
+
+/* A view of the model that computes a few values: the nodes they depend on, those values as the outputs.
+ * It shares everything else (initializers included) with the model, so edits show through. */
+#define PREFIX_MAX 4
+typedef struct prefix_model {
+  op_model m;
+  Onnx__ModelProto proto;
+  Onnx__GraphProto g;
+  Onnx__ValueInfoProto out[PREFIX_MAX];
+  Onnx__ValueInfoProto *outp[PREFIX_MAX];
+} prefix_model;
+
+static bool has_subgraphs(const Onnx__GraphProto *g) {
+  for (size_t i = 0; i < g->n_node; i++)
+    for (size_t k = 0; k < g->node[i]->n_attribute; k++)
+      if (g->node[i]->attribute[k]->g || g->node[i]->attribute[k]->n_graphs) return true;
+  return false;
+}
+
+static void prefix_init(prefix_model *pm, const op_analysis *a, const char *const *names, size_t n_names) {
+  const Onnx__GraphProto *g0 = a->model->proto->graph;
+  pm->m = *a->model;
+  pm->proto = *a->model->proto;
+  pm->g = *g0;
+  pm->proto.graph = &pm->g;
+  pm->m.proto = &pm->proto;
+  pm->g.n_output = n_names;
+  for (size_t i = 0; i < n_names; i++) {
+    onnx__value_info_proto__init(&pm->out[i]);
+    pm->out[i].name = (char *)names[i];
+    pm->outp[i] = &pm->out[i];
+  }
+  pm->g.output = pm->outp;
+  pm->g.node = op_xmalloc((g0->n_node ? g0->n_node : 1) * sizeof *pm->g.node);
+  pm->g.n_node = 0;
+  if (has_subgraphs(g0)) { /* their outer-scope reads are not edges: keep every node */
+    memcpy(pm->g.node, g0->node, g0->n_node * sizeof *pm->g.node);
+    pm->g.n_node = g0->n_node;
+    return;
+  }
+  bool *need = op_xcalloc(g0->n_node ? g0->n_node : 1, 1);
+  int *todo = op_xmalloc((g0->n_node + 1) * sizeof *todo);
+  size_t nt = 0;
+  for (size_t i = 0; i < n_names; i++) {
+    op_value *v = op_graph_find(a->gr, names[i]);
+    if (v && v->producer >= 0 && !need[v->producer]) need[v->producer] = true, todo[nt++] = v->producer;
+  }
+  while (nt) {
+    const Onnx__NodeProto *n = g0->node[todo[--nt]];
+    for (size_t j = 0; j < n->n_input; j++) {
+      op_value *iv = n->input[j][0] ? op_graph_find(a->gr, n->input[j]) : NULL;
+      if (iv && iv->producer >= 0 && !need[iv->producer]) need[iv->producer] = true, todo[nt++] = iv->producer;
+    }
+  }
+  for (size_t i = 0; i < g0->n_node; i++)
+    if (need[i]) pm->g.node[pm->g.n_node++] = g0->node[i];
+  free(need);
+  free(todo);
+}
+
+/* Float32 rows of a float tensor whose last axis has `width` channels; NULL with *err otherwise. */
+static float *float_rows(const op_tensor *t, int64_t width, int64_t *rows, float **buf, size_t *cap, const char *model,
+                         const char *name, op_error *err) {
+  size_t es = op_dtype_size(t->dtype);
+  if (!t->rank || t->dims[t->rank - 1] != width || !es || !op_weight_dtype_ok(t->dtype))
+    return op_fail_null(err, OP_UNSUPPORTED, "%s: '%s': expected a float tensor of %lld channels on its last axis",
+                        model, name, (long long)width);
+  int64_t numel = (int64_t)(t->nbytes / es);
+  if ((size_t)numel > *cap) *buf = op_xrealloc(*buf, (size_t)numel * sizeof **buf), *cap = (size_t)numel;
+  for (int64_t i = 0; i < numel; i++) (*buf)[i] = (float)elem_get((const uint8_t *)t->data + (size_t)i * es, t->dtype);
+  *rows = numel / (width ? width : 1);
+  return *buf;
+}
+
+/* Calibration statistics of a block's output projection: H of its input x through the model as pruned
+ * so far, and, when blocks before it changed, C and yy against a target taken from the dense model:
+ * what the block must add to the residual stream as it now arrives (s) for the stream to be the dense
+ * one after it (dense residual sum - s), so the block also takes back the error of the blocks before
+ * it; or, when the projection does not feed the residual Add directly, its dense output. The fields
+ * allow a few projections that share x (one pass); the pass uses one. */
+#define TARGETS_MAX 3
+typedef struct collect {
+  op_recon_moments mo;
+  int nt;
+  double *C[TARGETS_MAX], yy[TARGETS_MAX];
+  int64_t out[TARGETS_MAX];
+  const char *yname[TARGETS_MAX];
+  op_session *dense; /* NULL: the model before x is still the dense one */
+  const op_dataset *d;
+  int64_t next; /* sample index of the next batch */
+  float *x, *y, *st;
+  size_t xcap, ycap, scap;
+  const char *model, *xname, *sname; /* sname: the stream s, or NULL */
+} collect;
+
+static int rows_agree(const collect *c, const char *name, int64_t got, int64_t rows, op_error *err) {
+  if (got == rows) return 0;
+  return op_fail(err, OP_UNSUPPORTED, "%s: '%s' has %lld rows where '%s' has %lld", c->model, name, (long long)got,
+                 c->xname, (long long)rows);
+}
+
+static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op_error *err) {
+  collect *c = user;
+  int64_t rows, yrows;
+  if (!float_rows(&outputs[0], c->mo.n, &rows, &c->x, &c->xcap, c->model, c->xname, err)) return -1;
+  op_recon_moments_add(&c->mo, c->x, rows);
+  int64_t start = c->next;
+  c->next += count;
+  if (!c->dense) return 0;
+  size_t n_in = op_session_input_count(c->dense);
+  op_tensor *in = op_xcalloc(n_in ? n_in : 1, sizeof *in), y[TARGETS_MAX] = {{0}};
+  int rc = op_dataset_batch(c->d, c->dense, start, count, in, err);
+  if (!rc) rc = op_session_run(c->dense, in, y, NULL, NULL, err);
+  for (int k = 0; k < c->nt && !rc; k++) {
+    if (!float_rows(&y[k], c->out[k], &yrows, &c->y, &c->ycap, c->model, c->yname[k], err) ||
+        rows_agree(c, c->yname[k], yrows, rows, err)) {
+      rc = -1;
+      break;
+    }
+    if (c->sname) { /* y -= s: what the block must add */
+      int64_t srows;
+      if (!float_rows(&outputs[1], c->out[k], &srows, &c->st, &c->scap, c->model, c->sname, err) ||
+          rows_agree(c, c->sname, srows, rows, err)) {
+        rc = -1;
+        break;
+      }
+      for (int64_t i = 0; i < rows * c->out[k]; i++) c->y[i] -= c->st[i];
+    }
+    op_recon_cross_add(c->C[k], c->mo.n, c->out[k], c->x, c->y, rows);
+    for (int64_t i = 0; i < rows * c->out[k]; i++) c->yy[k] += (double)c->y[i] * c->y[i];
+  }
+  for (size_t i = 0; i < n_in; i++) op_tensor_clear(&in[i]);
+  for (int k = 0; k < c->nt; k++) op_tensor_clear(&y[k]);
+  free(in);
+  return rc;
+}
+
+static void collect_free(collect *col) {
+  op_recon_moments_free(&col->mo);
+  for (int k = 0; k < col->nt; k++) free(col->C[k]), col->C[k] = NULL;
+}
+
+/* Statistics of the nt projections ps (one input) over the calibration samples; dense targets when tv
+ * has edits. b: the block whose output projection ps[0] is (residual target), or NULL. */
+static int collect_stats(const op_analysis *a, const op_prune_config *c, const op_proj *const *ps, int nt,
+                         const op_block *b, tracked_vec *tv, bool dense_target, const char *label, collect *col,
+                         op_error *err) {
+  const op_proj *p = ps[0];
+  bool dense = dense_target && tv->n > 0;
+  /* the residual target needs the projection's output to be one operand of the residual Add */
+  const Onnx__NodeProto *ra = b ? a->gr->g->node[b->residual_add] : NULL;
+  bool resid = dense && ra && nt == 1 && ra->n_input == 2 && b->stream_in &&
+               ((strcmp(ra->input[0], p->y) == 0 && strcmp(ra->input[1], b->stream_in) == 0) ||
+                (strcmp(ra->input[1], p->y) == 0 && strcmp(ra->input[0], b->stream_in) == 0));
+  memset(col, 0, sizeof *col);
+  col->nt = nt;
+  col->d = c->data;
+  col->model = a->model->path;
+  col->xname = p->x;
+  col->sname = resid ? b->stream_in : NULL;
+  for (int k = 0; k < nt; k++) col->out[k] = ps[k]->out, col->yname[k] = resid ? ra->output[0] : ps[k]->y;
+  const char *cur_names[2] = {p->x, col->sname};
+  prefix_model pm;
+  prefix_init(&pm, a, cur_names, resid ? 2 : 1);
+  op_recon_moments_init(&col->mo, p->in);
+  op_session *s = op_session_new(&pm.m, err);
+  int rc = s ? 0 : -1;
+  prefix_model pd; /* the sessions keep pointers into their views: both live until the end */
+  pd.g.node = NULL;
+  if (!rc && dense) {
+    prefix_init(&pd, a, col->yname, (size_t)nt);
+    swap_weights(tv, true);
+    col->dense = op_session_new(&pd.m, err);
+    swap_weights(tv, false);
+    if (!col->dense) rc = -1;
+    for (int k = 0; k < nt && !rc; k++) col->C[k] = op_xcalloc((size_t)((p->in + 1) * col->out[k]), sizeof(double));
+  }
+  int64_t first = 0, total = rc ? -1 : op_sample_window(c->data, s, 0, c->samples, &first, err);
+  col->next = first;
+  rc = total < 0 ? -1
+                 : op_stream(s, c->data, first, total, c->batch, NULL, NULL, false, collect_batch, col, c->progress,
+                             label, err);
+  op_session_free(s);
+  op_session_free(col->dense);
+  col->dense = NULL;
+  free(pm.g.node);
+  free(pd.g.node);
+  free(col->x);
+  free(col->y);
+  free(col->st);
+  if (rc) collect_free(col);
+  return rc;
+}
+
+/* ---- one block ---- */
+
+/* A block, by its layer and kind, with its output projection's node (for the order). */
+typedef struct block_ref {
+  int layer, node;
+  bool attn;
+} block_ref;
+
+static int cmp_blocks(const void *x, const void *y) {
+  const block_ref *a = x, *b = y;
+  return (a->node > b->node) - (a->node < b->node);
+}
+
+/* Ranks the block's units by OBS on mo and chooses the block again from those scores. */
+static int rank_block(const op_analysis *a, const op_prune_config *c, op_plan *plan, const block_ref *br,
+                      const op_recon_moments *mo, const double *W, const op_proj *p, double damp, op_error *err) {
+  op_layer_plan *lp = &plan->layers[br->layer];
+  const op_attn *at = br->attn ? op_layer_attn(a, br->layer) : NULL;
+  int64_t n = p->in, *unit_of = op_xmalloc((size_t)n * sizeof *unit_of);
+  int rc = 0;
+  if (at) {
+    for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = ch / at->head_dim;
+    rc = op_recon_rank(mo, W, p->out, unit_of, at->heads, at->heads - op_plan_kept(lp->keep_head, at->heads), damp,
+                       lp->head_score, err);
+    if (!rc && at->kv_heads != at->heads) {
+      for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = op_attn_kv_of(at, ch / at->head_dim);
+      rc = op_recon_rank(mo, W, p->out, unit_of, at->kv_heads, at->kv_heads - op_plan_kept(lp->keep_kv, at->kv_heads),
+                         damp, lp->kv_score, err);
+    }
+  } else {
+    for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = ch;
+    rc = op_recon_rank(mo, W, p->out, unit_of, n, n - op_plan_kept(lp->keep_neuron, n), damp, lp->neuron_score, err);
+  }
+  free(unit_of);
+  if (rc) {
+    char why[sizeof err->message];
+    snprintf(why, sizeof why, "%s", err->message);
+    return op_fail(err, OP_INVALID, "%s: layer %d %s: %s", a->model->path, br->layer, at ? "attention" : "ffn", why);
+  }
+  return op_plan_reselect(a, c, plan, br->layer, br->attn, err);
+}
+
+/* Which input channels of the output projection stay (none when the block goes). */
+static void kept_channels(const op_analysis *a, const op_layer_plan *lp, const block_ref *br, int64_t n, bool *keep) {
+  const op_attn *at = br->attn ? op_layer_attn(a, br->layer) : NULL;
+  bool gone = lp->drop_layer || (br->attn ? lp->drop_attn : lp->drop_ffn);
+  for (int64_t ch = 0; ch < n; ch++) {
+    if (gone) keep[ch] = false;
+    else if (at) keep[ch] = lp->keep_head[ch / at->head_dim] && lp->keep_kv[op_attn_kv_of(at, ch / at->head_dim)];
+    else keep[ch] = lp->keep_neuron[ch];
+  }
+}
+
+static int do_block(op_analysis *a, const op_prune_config *c, op_plan *plan, const block_ref *br, tracked_vec *tv,
+                    op_error *err) {
+  op_layer_plan *lp = &plan->layers[br->layer];
+  const op_proj *p = br->attn ? &op_layer_attn(a, br->layer)->out : &op_layer_ffn(a, br->layer)->down;
+  bool gone = lp->drop_layer || (br->attn ? lp->drop_attn : lp->drop_ffn);
+  int64_t n = p->in, out = p->out, m = n + 1;
+  size_t wbytes = (size_t)(m * out) * sizeof(double);
+  double *W = op_xmalloc(wbytes), *Wn = op_xcalloc(1, wbytes), *Ws = NULL;
+  bool *keep = op_xmalloc((size_t)n);
+  int rc = load_proj(a, p, W, err);
+  if (!rc && gone) { /* a removed block adds nothing to the stream: later blocks calibrate without it */
+    rc = store_proj(a, p, Wn, tv, err);
+    goto done;
+  }
+  bool recon = c->importance == OP_IMP_RECONSTRUCTION, compensate = c->compensate == 1;
+  kept_channels(a, lp, br, n, keep);
+  int64_t kept = 0;
+  for (int64_t ch = 0; ch < n; ch++) kept += keep[ch];
+  if (rc || kept == n) goto done; /* nothing to remove in this block: nothing to rank or refit */
+  char label[48];
+  snprintf(label, sizeof label, "layer %d %s", br->layer, br->attn ? "attention" : "ffn");
+  collect col;
+  const op_layer *L = &a->layers.v[br->layer];
+  int bi = br->attn ? L->attn_block : L->ffn_block;
+  if ((rc = collect_stats(a, c, &p, 1, bi >= 0 ? &a->blocks.v[bi] : NULL, tv, compensate, label, &col, err)))
+    goto done;
+  const op_recon_moments *mo = &col.mo;
+  double damp = op_recon_damp(mo, RIDGE);
+  if (!col.C[0]) { /* the input is the dense model's: the target is x W */
+    col.C[0] = op_xmalloc(wbytes);
+    cblas_dsymm(CblasRowMajor, CblasLeft, CblasLower, (blasint)m, (blasint)out, 1.0, mo->H, (blasint)m, W, (blasint)out,
+                0.0, col.C[0], (blasint)out);
+    col.yy[0] = 0;
+    for (int64_t i = 0; i < m * out; i++) col.yy[0] += W[i] * col.C[0][i];
+  }
+  /* the best weights for the target with every channel, from which units are removed and the rest refit */
+  Ws = op_xmalloc(wbytes);
+  if (compensate) rc = op_recon_fit(mo, col.C[0], W, out, damp, true, Ws, err);
+  else memcpy(Ws, W, wbytes);
+  if (!rc && recon && !(rc = rank_block(a, c, plan, br, mo, Ws, p, damp, err))) kept_channels(a, lp, br, n, keep);
+  if (!rc) rc = op_recon_refit(mo, Ws, out, keep, compensate, damp, Wn, err);
+  if (!rc) rc = store_proj(a, p, Wn, tv, err);
+  if (!rc) { /* errors against the target, relative to its energy on the calibration rows */
+    double *dW = op_xmalloc(wbytes), dn = 0;
+    for (int64_t i = 0; i < m * out; i++) dW[i] = Wn[i] - Ws[i];
+    for (int64_t i = 0; i < n * out; i++) dn += dW[i] * dW[i];
+    double predicted = op_recon_residual(mo, col.C[0], col.yy[0], Ws, out) + op_recon_error(mo, dW, out) + damp * dn;
+    free(dW);
+    rc = load_proj(a, p, Wn, err); /* as written, in the weights' own type */
+    double measured = rc ? 0 : op_recon_residual(mo, col.C[0], col.yy[0], Wn, out), yy = col.yy[0];
+    *(br->attn ? &lp->attn_predicted_error : &lp->ffn_predicted_error) = yy > 0 ? predicted / yy : 0;
+    *(br->attn ? &lp->attn_measured_error : &lp->ffn_measured_error) = yy > 0 ? measured / yy : 0;
+  }
+  collect_free(&col);
+done:
+  free(W);
+  free(Wn);
+  free(Ws);
+  free(keep);
+  return rc;
+}
+
+int op_recon_run(op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
+  if (!c->data)
+    return op_fail(err, OP_ARG, "importance %s needs calibration data (--data PATH)",
+                   c->importance == OP_IMP_RECONSTRUCTION ? "reconstruction" : "compensation");
+  OP_VEC(block_ref) blocks = {0};
+  for (size_t l = 0; l < plan->n; l++) {
+    plan->layers[l].attn_predicted_error = plan->layers[l].attn_measured_error = -1;
+    plan->layers[l].ffn_predicted_error = plan->layers[l].ffn_measured_error = -1;
+    const op_attn *at = op_layer_attn(a, (int)l);
+    const op_ffn *f = op_layer_ffn(a, (int)l);
+    if (at) OP_VEC_PUSH(blocks, ((block_ref){(int)l, at->out.node, true}));
+    if (f) OP_VEC_PUSH(blocks, ((block_ref){(int)l, f->down.node, false}));
+  }
+  if (blocks.n) qsort(blocks.v, blocks.n, sizeof *blocks.v, cmp_blocks);
+  tracked_vec tv = {0};
+  int rc = 0;
+  for (size_t i = 0; i < blocks.n && !rc; i++) rc = do_block(a, c, plan, &blocks.v[i], &tv, err);
+  keep_weights(&tv, rc == 0);
+  free(blocks.v);
+  return rc;
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# recon_quality.sh ONNX_PRUNE MODEL_DIR (--accuracy MAX_DROP_POINTS | --perplexity MAX_INCREASE_PERCENT)
+#   [--samples N] [--stride K] [--rows N] [--issue-bar X]
+# Pruning by reconstruction and compensation (issue 12), judged by ONNX Runtime on rows never used for
+# calibration: dev.npz is cut into calibration rows spread over the file (every K-th row, so a file
+# grouped by label still calibrates on every label) and the held-out rest. 50% of heads and 50% of
+# FFN neurons are pruned with the defaults that --data brings (reconstruction, compensation); the
+# held-out top-1 accuracy may drop by at most MAX_DROP_POINTS, or the held-out perplexity (of
+# next-token `labels`) rise by at most MAX_INCREASE_PERCENT. --issue-bar prints whether the issue's
+# own bar holds too (informational: the gate is the first bar). A missing model or data is a failure.
+set -u
+BIN=$1 DIR=$2 MODE=$3 BAR=$4
+SAMPLES=128 STRIDE=7 ROWS=1000000 ISSUE=''
+shift 4
+while [ $# -gt 0 ]; do
+  case $1 in
+    --samples) SAMPLES=$2 ;; --stride) STRIDE=$2 ;; --rows) ROWS=$2 ;; --issue-bar) ISSUE=$2 ;;
+    *) echo "unknown option $1"; exit 2 ;;
+  esac
+  shift 2
+done
+. "$(dirname "$0")/lib.sh"
+M=$DIR/model.onnx
+for f in "$M" "$DIR/dev.npz"; do [ -f "$f" ] || { echo "FAIL missing $f"; exit 1; }; done
+
+# calibration rows: every STRIDE-th from STRIDE/2 on; the rest is held out (with its labels)
+$PY - "$DIR/dev.npz" "$STRIDE" "$work" <<'PY' || { echo "FAIL could not split $DIR/dev.npz"; exit 1; }
+import sys
+import numpy as np
+d = np.load(sys.argv[1])
+k = int(sys.argv[2])
+n = len(d['labels'])
+cal = np.arange(n) % k == k // 2
+np.savez(sys.argv[3] + '/cal.npz', **{a: d[a][cal] for a in d.files if a != 'labels'})
+np.savez(sys.argv[3] + '/eval.npz', **{a: d[a][~cal] for a in d.files})
+print(f'calibration: {cal.sum()} rows (every {k}th), held out: {(~cal).sum()} rows')
+PY
+
+start=$(date +%s)
+if ! "$BIN" prune "$M" -o "$work/p.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 --data "$work/cal.npz" \
+    --samples "$SAMPLES" --batch 16 --report "$work/p.json" -q; then
+  echo "FAIL prune"
+  exit 1
+fi
+echo "pruned in $(($(date +%s) - start)) s"
+$PY -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['importance']=='reconstruction', r['importance']" \
+  "$work/p.json" || bad "report: importance is not reconstruction"
+
+# figure MODEL: held-out accuracy (fraction) or perplexity, by ONNX Runtime
+figure() {
+  if [ "$MODE" = --accuracy ]; then
+    node "$E2E/ort.js" accuracy "$1" --data "$work/eval.npz" --rows "$ROWS" | awk '/^accuracy/ {print $2}'
+  else
+    node "$E2E/ort.js" perplexity "$1" --data "$work/eval.npz" --rows "$ROWS" | awk '/^perplexity/ {print $2}'
+  fi
+}
+dense=$(figure "$M") pruned=$(figure "$work/p.onnx")
+[ -n "$dense" ] && [ -n "$pruned" ] || { echo "FAIL ONNX Runtime gave no figure"; exit 1; }
+# verdict BAR: 0 when the drop (points) or the rise (percent) is within BAR
+verdict() {
+  if [ "$MODE" = --accuracy ]; then
+    awk -v d="$dense" -v p="$pruned" -v b="$1" 'BEGIN { exit !((d - p) * 100 <= b) }'
+  else
+    awk -v d="$dense" -v p="$pruned" -v b="$1" 'BEGIN { exit !((p / d - 1) * 100 <= b) }'
+  fi
+}
+what=$([ "$MODE" = --accuracy ] && echo "accuracy" || echo "perplexity")
+echo "held-out $what: dense $dense, pruned 50% heads + 50% FFN $pruned"
+if verdict "$BAR"; then ok; else bad "$what: beyond the bar of $BAR"; fi
+if [ -n "$ISSUE" ]; then
+  if verdict "$ISSUE"; then echo "issue 12's bar ($ISSUE) holds"; else echo "issue 12's bar ($ISSUE) does NOT hold yet"; fi
+fi
+finish
