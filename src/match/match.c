@@ -792,6 +792,14 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
     }
     op_value *v = op_graph_find(a->gr, t);
     if (ffn_relayout(a, f, v, &todo)) continue;
+    Onnx__NodeProto *part = v && v->producer >= 0 ? node_at(a, v->producer) : NULL;
+    Onnx__NodeProto *packed = part && op_in(part, PART_OPS) ? op_graph_producer(a->gr, part->input[0]) : NULL;
+    if (packed && (op_node_is(packed, "MatMul") || op_node_is(packed, "Gemm"))) {
+      *why = why_fmt(a, "gate and up projections packed in one %s '%s' and cut by %s '%s' (as Phi-3's gate_up_proj): "
+                        "not supported", packed->op_type, op_node_name(packed), part->op_type, op_node_name(part));
+      ok = false;
+      break;
+    }
     if (!v || v->producer < 0 || !op_in(node_at(a, v->producer), ELEMENTWISE_OPS)) {
       *why = v && v->producer >= 0 ? why_fmt(a, "%s '%s' between the projections is not element-wise",
                                              node_at(a, v->producer)->op_type, op_node_name(node_at(a, v->producer)))
@@ -918,6 +926,10 @@ static bool looks_like_ffn(const op_analysis *a, int di) {
     static const char *const linear[] = {"MatMul", "Gemm", "FusedMatMul", NULL};
     if (op_in(p, linear)) {
       up = nonlinear;
+      continue;
+    }
+    if (op_in(p, PART_OPS)) { /* one part of a packed gate|up projection */
+      OP_VEC_PUSH(todo, p->input[0]);
       continue;
     }
     if (!op_in(p, ELEMENTWISE_OPS)) continue;
