@@ -129,10 +129,10 @@ static const char *shared_source(const op_graph *gr, const char *name, Onnx__Ten
 static const char *bias_source(const op_analysis *a, int ni, int slot, op_proj *p, Onnx__TensorProto **tensor) {
   const char *name = node_at(a, ni)->input[slot];
   const char *src = op_weight_source(a->gr, name, tensor);
-  p->b_user = -1;
+  p->b_cow = false;
   if (src) return src;
   src = shared_source(a->gr, name, tensor);
-  if (src) p->b_user = ni, p->b_slot = slot;
+  if (src) p->b_cow = true, p->b_user = ni, p->b_slot = slot;
   return src;
 }
 
@@ -169,7 +169,6 @@ static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **
   memset(p, 0, sizeof *p);
   p->node = mi;
   p->bias_node = -1;
-  p->b_user = -1;
   bool trans = false;
   if (op_node_is(n, "Gemm")) {
     if (op_node_attr_int(n, "transA", 0) != 0 || op_node_attr_float(n, "alpha", 1.f) != 1.f) {
@@ -1080,7 +1079,7 @@ int64_t op_proj_params(const op_analysis *a, const op_proj *p) { return init_par
 /* A projection's own parameters: a bias shared with other users (copied on write) counts as "other",
  * once, not once per user. */
 static int64_t owned_params(const op_analysis *a, const op_proj *p) {
-  return init_params(a, p->w) + (p->b_user < 0 ? init_params(a, p->b) : 0);
+  return init_params(a, p->w) + (p->b_cow ? 0 : init_params(a, p->b));
 }
 
 static void count_params(op_analysis *a) {

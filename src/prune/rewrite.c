@@ -81,7 +81,7 @@ static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int
     gather_row(NB, B, keep, nk, bes);
     int64_t bd[2] = {nk, 0};
     record(r, layer, p->b, b, bd);
-    if (p->b_user >= 0) { /* shared with other users: this projection gets its own copy */
+    if (p->b_cow) { /* shared with other users: this projection gets its own copy */
       Onnx__TensorProto *mine = op_tensor_new(p->b, b->data_type, bd, 1);
       memcpy(mine->raw_data.data, NB, (size_t)nk * bes);
       free(NB);
