@@ -129,10 +129,10 @@ static const char *shared_source(const op_graph *gr, const char *name, Onnx__Ten
 static const char *bias_source(const op_analysis *a, int ni, int slot, op_proj *p, Onnx__TensorProto **tensor) {
   const char *name = node_at(a, ni)->input[slot];
   const char *src = op_weight_source(a->gr, name, tensor);
-  p->b_user = -1;
+  p->b_cow = false;
   if (src) return src;
   src = shared_source(a->gr, name, tensor);
-  if (src) p->b_user = ni, p->b_slot = slot;
+  if (src) p->b_cow = true, p->b_user = ni, p->b_slot = slot;
   return src;
 }
 
@@ -169,7 +169,6 @@ static bool match_linear(const op_analysis *a, int mi, op_proj *p, const char **
   memset(p, 0, sizeof *p);
   p->node = mi;
   p->bias_node = -1;
-  p->b_user = -1;
   bool trans = false;
   if (op_node_is(n, "Gemm")) {
     if (op_node_attr_int(n, "transA", 0) != 0 || op_node_attr_float(n, "alpha", 1.f) != 1.f) {
@@ -817,6 +816,14 @@ static bool match_ffn(op_analysis *a, int di, op_ffn *f, const char **why) {
     }
     op_value *v = op_graph_find(a->gr, t);
     if (ffn_relayout(a, f, v, &todo)) continue;
+    Onnx__NodeProto *part = v && v->producer >= 0 ? node_at(a, v->producer) : NULL;
+    Onnx__NodeProto *packed = part && op_in(part, PART_OPS) ? op_graph_producer(a->gr, part->input[0]) : NULL;
+    if (packed && (op_node_is(packed, "MatMul") || op_node_is(packed, "Gemm"))) {
+      *why = why_fmt(a, "gate and up projections packed in one %s '%s' and cut by %s '%s' (as Phi-3's gate_up_proj): "
+                        "not supported", packed->op_type, op_node_name(packed), part->op_type, op_node_name(part));
+      ok = false;
+      break;
+    }
     if (!v || v->producer < 0 || !op_in(node_at(a, v->producer), ELEMENTWISE_OPS)) {
       *why = v && v->producer >= 0 ? why_fmt(a, "%s '%s' between the projections is not element-wise",
                                              node_at(a, v->producer)->op_type, op_node_name(node_at(a, v->producer)))
@@ -930,6 +937,10 @@ static bool looks_like_ffn(const op_analysis *a, int di) {
     static const char *const linear[] = {"MatMul", "Gemm", "FusedMatMul", NULL};
     if (op_in(p, linear)) {
       up = nonlinear;
+      continue;
+    }
+    if (op_in(p, PART_OPS)) { /* one part of a packed gate|up projection */
+      OP_VEC_PUSH(todo, p->input[0]);
       continue;
     }
     if (!op_in(p, ELEMENTWISE_OPS)) continue;
@@ -1082,7 +1093,7 @@ int64_t op_proj_params(const op_analysis *a, const op_proj *p) { return init_par
 /* A projection's own parameters: a bias shared with other users (copied on write) counts as "other",
  * once, not once per user. */
 static int64_t owned_params(const op_analysis *a, const op_proj *p) {
-  return init_params(a, p->w) + (p->b_user < 0 ? init_params(a, p->b) : 0);
+  return init_params(a, p->w) + (p->b_cow ? 0 : init_params(a, p->b));
 }
 
 static void count_params(op_analysis *a) {

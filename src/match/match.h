@@ -18,7 +18,8 @@ typedef struct op_proj {
   const char *y;     /* output, after the bias */
   /* A bias shared with other users (torch deduplicates equal constants, e.g. the all-zero biases of an
    * untrained model, behind Identity): copy on write, the sliced bias becomes a new initializer read by
-   * input b_slot of node b_user, and the shared one stays for the others. b_user is -1 when private. */
+   * input b_slot of node b_user, and the shared one stays for the others. false (zero) when private. */
+  bool b_cow;
   int b_user, b_slot;
 } op_proj;
 

@@ -75,13 +75,13 @@ static int slice_proj(op_analysis *a, const op_proj *p, bool out_side, const int
   op_tensor_replace(w, nd, 2, j.dst, bytes);
   if (out_side && p->b) {
     /* a bias shared with other nodes: this node's own copy (made here, or below when read through Identity) */
-    Onnx__TensorProto *b = p->b_user >= 0 ? op_proj_tensor(a, p->b) : op_fused_own_bias(a, p->bias_node, p->b);
+    Onnx__TensorProto *b = p->b_cow ? op_proj_tensor(a, p->b) : op_fused_own_bias(a, p->bias_node, p->b);
     const uint8_t *B = op_tensor_to_raw(b) == 0 ? b->raw_data.data : NULL;
     size_t bes = op_dtype_size(b->data_type);
     uint8_t *NB = op_xmalloc((size_t)nk * bes + 1);
     gather_row(NB, B, keep, nk, bes);
     int64_t bd[2] = {nk, 0};
-    if (p->b_user >= 0) { /* read through Identity from a constant other users share: this projection's own copy */
+    if (p->b_cow) { /* read through Identity from a constant other users share: this projection's own copy */
       record(r, layer, p->b, b, bd);
       Onnx__TensorProto *mine = op_tensor_new(p->b, b->data_type, bd, 1);
       memcpy(mine->raw_data.data, NB, (size_t)nk * bes);
