@@ -17,26 +17,54 @@ static bool follows(const op_analysis *a, int prev, size_t i) {
   return i < a->blocks.n && op_match_continues_stream(a, a->blocks.v[prev].stream_out, a->blocks.v[i].stream_in);
 }
 
-void op_layers_assemble(op_analysis *a) {
-  bool any_cross = false;
-  for (size_t i = 0; i < a->blocks.n; i++) {
+/* The layers of the chain of blocks starting at block `first`, following next[]; any_cross: holds a
+ * cross-attention block. */
+static void push_chain(op_analysis *a, const int *next, int first, bool *any_cross) {
+  for (int i = first; i >= 0;) {
     op_layer L = {-1, -1, -1, OP_STACK_NONE, 0};
-    int last = (int)i;
-    const op_attn *at = block_attn(a, (int)i);
+    int last = i;
+    const op_attn *at = block_attn(a, i);
     if (at && !at->cross) {
-      L.attn_block = (int)i;
-      const op_attn *nx = block_attn(a, (int)i + 1);
-      if (nx && nx->cross && follows(a, last, i + 1)) L.cross_block = last = (int)++i;
+      L.attn_block = i;
+      const op_attn *nx = block_attn(a, next[i]);
+      if (nx && nx->cross) L.cross_block = last = next[i];
     } else if (at) {
-      L.cross_block = (int)i; /* a decoder layer without self-attention */
+      L.cross_block = i; /* a decoder layer without self-attention */
     } else {
-      L.ffn_block = (int)i;
+      L.ffn_block = i;
     }
-    if (L.ffn_block < 0 && i + 1 < a->blocks.n && a->blocks.v[i + 1].kind == OP_BLOCK_FFN && follows(a, last, i + 1))
-      L.ffn_block = (int)++i;
-    any_cross |= L.cross_block >= 0;
+    if (L.ffn_block < 0 && next[last] >= 0 && a->blocks.v[next[last]].kind == OP_BLOCK_FFN) L.ffn_block = last = next[last];
+    *any_cross |= L.cross_block >= 0;
     OP_VEC_PUSH(a->layers, L);
+    i = next[last];
   }
+}
+
+static bool chain_has_cross(const op_analysis *a, const int *next, int first) {
+  for (int i = first; i >= 0; i = next[i])
+    if (block_attn(a, i) && block_attn(a, i)->cross) return true;
+  return false;
+}
+
+/* Blocks are chained by the stream, not by node order: an optimizer may place a decoder's first
+ * self-attention (which needs no encoder output) before the whole encoder. Encoder chains (no
+ * cross-attention) come first, each stack in the order of its first block. */
+void op_layers_assemble(op_analysis *a) {
+  size_t n = a->blocks.n;
+  int *next = op_xmalloc((n ? n : 1) * sizeof *next);
+  bool *has_prev = op_xcalloc(n ? n : 1, sizeof *has_prev), any_cross = false;
+  for (size_t i = 0; i < n; i++) {
+    next[i] = -1;
+    for (size_t d = 1; d < n && next[i] < 0; d++) { /* the nearest later block first, then earlier ones */
+      size_t j = (i + d) % n;
+      if (!has_prev[j] && follows(a, (int)i, j)) next[i] = (int)j, has_prev[j] = true;
+    }
+  }
+  for (int pass = 0; pass < 2; pass++)
+    for (size_t i = 0; i < n; i++)
+      if (!has_prev[i] && chain_has_cross(a, next, (int)i) == (pass == 1)) push_chain(a, next, (int)i, &any_cross);
+  free(next);
+  free(has_prev);
   int counts[3] = {0, 0, 0};
   for (size_t l = 0; l < a->layers.n; l++) {
     op_layer *L = &a->layers.v[l];

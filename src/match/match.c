@@ -482,6 +482,19 @@ static void collect_mask_nodes(op_analysis *a, op_attn *at, int qk) {
 
 #define MAX_TERM_NODES 24 /* producers examined behind one term added to the scores */
 
+/* Does the shape tensor s (a constant, or a Concat of pieces) have an element equal to heads? */
+static bool shape_names_heads(const op_analysis *a, const char *s, int64_t heads) {
+  Onnx__NodeProto *cat = op_graph_producer(a->gr, s);
+  size_t n = cat && op_node_is(cat, "Concat") ? cat->n_input : 1;
+  for (size_t i = 0; i < n; i++) {
+    Onnx__TensorProto *c = op_graph_const(a->gr, n > 1 || (cat && op_node_is(cat, "Concat")) ? cat->input[i] : s);
+    int64_t v;
+    for (int64_t e = 0; c && e < op_tensor_numel(c) && e < 8; e++)
+      if (op_tensor_get_int(c, e, &v) && v == heads) return true;
+  }
+  return false;
+}
+
 /* A float constant of more than one element with an axis of size heads, at most MAX_TERM_NODES producers
  * behind t: a relative position bias table ([buckets, H], Swin's [1, H, N, N]) or ALiBi's slopes [H, 1]. */
 static const char *head_constant_behind(const op_analysis *a, const char *t, int64_t heads) {
@@ -496,6 +509,10 @@ static const char *head_constant_behind(const op_analysis *a, const char *t, int
       continue;
     }
     Onnx__NodeProto *n = op_graph_producer(a->gr, todo.v[k]);
+    if (n && op_node_is(n, "ConstantOfShape") && shape_names_heads(a, n->input[0], heads)) {
+      found = todo.v[k]; /* a tensor made with a head axis (T5's zero position bias of cross-attention) */
+      break;
+    }
     for (size_t i = 0; n && i < n->n_input; i++)
       if (n->input[i][0]) OP_VEC_PUSH(todo, n->input[i]);
   }
@@ -1109,11 +1126,18 @@ static void count_params(op_analysis *a) {
     a->params_ffn += owned_params(a, &f->down);
   }
   Onnx__GraphProto *g = a->gr->g;
+  OP_VEC(const Onnx__TensorProto *) seen = {0}; /* a table gathered twice (BART's shared embedding) counts once */
   for (size_t i = 0; i < g->n_node; i++)
     if (op_node_is(g->node[i], "Gather")) {
       Onnx__TensorProto *t = const_of(a, g->node[i]->input[0]);
-      if (t && t->n_dims == 2 && op_dtype_is_float(t->data_type)) a->params_embed += op_tensor_numel(t);
+      bool counted = false;
+      for (size_t k = 0; t && k < seen.n; k++) counted |= seen.v[k] == t;
+      if (t && !counted && t->n_dims == 2 && op_dtype_is_float(t->data_type)) {
+        a->params_embed += op_tensor_numel(t);
+        OP_VEC_PUSH(seen, t);
+      }
     }
+  free(seen.v);
   a->params_embed += op_fused_embed_params(a); /* tables inside EmbedLayerNormalization */
   op_fused_count_biases(a);
 }

@@ -69,7 +69,10 @@ def check_inspect(name, j, want, fails):
     got = j["layers"]
     if len(got) != layers:
         fails.append(f"{name}: inspect: {len(got)} layers, expected {layers}")
-    got_attn = [(f"{L['attention']['heads']}/{L['attention']['kv_heads']}" if L["attention"] else "-") + ":" +
+    def heads(a):
+        return f"{a['heads']}/{a['kv_heads']}" if a else "-"
+    # a decoder layer's cross-attention after '+': 4/4+4/4:64
+    got_attn = [heads(L["attention"]) + (f"+{heads(L['cross_attention'])}" if L.get("cross_attention") else "") + ":" +
                 (str(L["ffn"]["width"]) if L["ffn"] else "-") for L in got]
     if got_attn != attn:
         fails.append(f"{name}: inspect: heads/kv:ffn per layer {','.join(got_attn)}, expected {','.join(attn)}")
@@ -162,9 +165,17 @@ def main(bin_, hf):
             else:
                 pairs.append({"id": f"{name}/kv-per-layer", "ref": f"{w}/kvref.onnx", "cand": f"{w}/kv.onnx",
                               "data": inputs, "tol": tol})
-        # pre-norm layers dropped whole (all but the first): exactly the zeroed original
-        if len(j["layers"]) > 1 and not j["unmatched"] and all(L["norm"] == "pre" for L in j["layers"]):
-            keep = ",".join(str(L["layer"]) for L in j["layers"][1:])
+        # pre-norm layers dropped whole (all but the first): exactly the zeroed original; where the residual
+        # is ONNX Runtime's SkipLayerNormalization (it also computes the next norm), refused by name
+        skip_ln = any("SkipLayerNormalization" in ops or "SkipSimplifiedLayerNormalization" in ops
+                      for ops in j["graph"]["op_counts"].values())
+        if len(j["layers"]) > 1 and not j["unmatched"] and all(L["norm"] == "pre" for L in j["layers"]) and skip_ln:
+            keep = ",".join(L["name"] for L in j["layers"][1:])
+            rc, err = sh([bin_, "prune", model, "-o", f"{w}/k.onnx", "--keep-layers", keep, "-q"])
+            if rc != 2 or "cannot be bypassed" not in err or os.path.exists(f"{w}/k.onnx"):
+                fails.append(f"{name}: prune --keep-layers {keep} of a fused graph: exit {rc}, '{err}' (expected a refusal)")
+        elif len(j["layers"]) > 1 and not j["unmatched"] and all(L["norm"] == "pre" for L in j["layers"]):
+            keep = ",".join(L["name"] for L in j["layers"][1:])
             rc, err = sh([bin_, "prune", model, "-o", f"{w}/k.onnx", "--keep-layers", keep, "--report", f"{w}/k.json", "-q"])
             if rc or subprocess.run([PY, f"{E2E}/zero_units.py", model, f"{w}/inspect.json", f"{w}/k.json",
                                      f"{w}/kref.onnx"]).returncode:
