@@ -497,7 +497,7 @@ static bool shape_names_heads(const op_analysis *a, const char *s, int64_t heads
 
 /* A float constant of more than one element with an axis of size heads, at most MAX_TERM_NODES producers
  * behind t: a relative position bias table ([buckets, H], Swin's [1, H, N, N]) or ALiBi's slopes [H, 1]. */
-static const char *head_constant_behind(const op_analysis *a, const char *t, int64_t heads) {
+static const char *head_constant_behind(const op_analysis *a, const char *t, int64_t heads, bool shaped) {
   op_name_vec todo = {0};
   const char *found = NULL;
   OP_VEC_PUSH(todo, t);
@@ -509,7 +509,7 @@ static const char *head_constant_behind(const op_analysis *a, const char *t, int
       continue;
     }
     Onnx__NodeProto *n = op_graph_producer(a->gr, todo.v[k]);
-    if (n && op_node_is(n, "ConstantOfShape") && shape_names_heads(a, n->input[0], heads)) {
+    if (shaped && n && op_node_is(n, "ConstantOfShape") && shape_names_heads(a, n->input[0], heads)) {
       found = todo.v[k]; /* a tensor made with a head axis (T5's zero position bias of cross-attention) */
       break;
     }
@@ -530,7 +530,8 @@ static const char *head_score_term(const op_analysis *a, const op_attn *at, int 
     if (!c || ci == at->softmax) break;
     for (size_t i = 0; i < c->n_input; i++) {
       if (!c->input[i][0] || strcmp(c->input[i], t) == 0) continue;
-      const char *h = head_constant_behind(a, c->input[i], at->heads);
+      /* cross-attention: also a tensor made with the head count, whose shape no site rewrites (T5's) */
+      const char *h = head_constant_behind(a, c->input[i], at->heads, at->cross);
       if (h) return h;
     }
     t = c->output[0];

@@ -1351,6 +1351,10 @@ void op_plan_free(op_plan *plan) {
 
 /* ---- reconstruction (sequential.c): one block chosen again from the scores it computed ---- */
 
+static bool has_target(const op_prune_config *c) { return c->target_flops > 0 || c->target_params > 0; }
+
+/* Under a target the allocation fixed each block's kept count (by the scores the plan had); the
+ * sequential pass then re-chooses which units within that count by its reconstruction ranking. */
 int op_plan_reselect(const op_analysis *a, const op_prune_config *c, op_plan *plan, int l, bool heads, op_error *err) {
   op_layer_plan *lp = &plan->layers[l];
   const op_layer_cfg *lc = layer_cfg(c, l);
@@ -1361,9 +1365,11 @@ int op_plan_reselect(const op_analysis *a, const op_prune_config *c, op_plan *pl
     bool *dead = op_xcalloc((size_t)H, 1), *dead_kv = op_xcalloc((size_t)KV, 1);
     double *s = op_xcalloc((size_t)H, sizeof *s), *s_kv = op_xcalloc((size_t)KV, sizeof *s_kv);
     score_heads(a, at, OP_IMP_L2, s, dead, s_kv, dead_kv); /* only for which units are dead (--compact) */
+    int64_t kept = op_plan_kept(lp->keep_head, H); /* what a target allocated to this block */
     for (int64_t g = 0; g < KV; g++) lp->keep_kv[g] = true;
     unit_rule rule = {lc && lc->heads_set ? &lc->heads : NULL, lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1,
                       c->head_sparsity, c->num_heads};
+    if (has_target(c)) rule = (unit_rule){NULL, -1, kept, -1, -1}; /* the count stays, the choice is re-made */
     select_units(c, &rule, l, 0, H, dead, lp->head_score, lp->keep_head);
     if (KV != H) {
       unit_rule kv_rule = {lc && lc->kv_heads_set ? &lc->kv_heads : NULL, lc ? lc->kv_head_sparsity : -1,
@@ -1380,8 +1386,10 @@ int op_plan_reselect(const op_analysis *a, const op_prune_config *c, op_plan *pl
     bool *dead = op_xcalloc((size_t)F, 1);
     double *s = op_xcalloc((size_t)F, sizeof *s);
     score_neurons(a, f, OP_IMP_L2, s, dead);
+    int64_t kept = op_plan_kept(lp->keep_neuron, F);
     unit_rule rule = {lc && lc->neurons_set ? &lc->neurons : NULL, lc ? lc->ffn_sparsity : -1, lc ? lc->ffn_size : -1,
                       c->ffn_sparsity, c->ffn_size};
+    if (has_target(c)) rule = (unit_rule){NULL, -1, kept, -1, -1};
     select_units(c, &rule, l, 1, F, dead, lp->neuron_score, lp->keep_neuron);
     free(dead), free(s);
   }

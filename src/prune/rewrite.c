@@ -262,17 +262,23 @@ int op_rewrite(op_analysis *a, const op_plan *plan, op_prune_report *r, op_error
       if (L->attn_block >= 0) record_block_removed(a, &a->blocks.v[L->attn_block], (int)l, r);
       if (L->cross_block >= 0) record_block_removed(a, &a->blocks.v[L->cross_block], (int)l, r);
       if (L->ffn_block >= 0) record_block_removed(a, &a->blocks.v[L->ffn_block], (int)l, r);
-      if (first != last && strcmp(first->stream_out, last->stream_in) != 0) {
-        /* the blocks are joined through re-layouts of the stream (a Cast, a Reshape): skip each */
-        if (!first->stream_out_known) {
-          rc = op_fail(err, OP_UNSUPPORTED, "layer %zu: cannot find where its post-norm ends, so it cannot be dropped", l);
-          break;
-        }
-        bypass_to(a, &done, first->stream_out, first->stream_in);
-        bypass_to(a, &done, last->stream_out, last->stream_in);
-      } else {
+      /* the layer's blocks in stream order (self-attention, cross-attention, FFN) */
+      const op_block *bl[3];
+      int nb = 0;
+      int ids[3] = {L->attn_block, L->cross_block, L->ffn_block};
+      for (int k = 0; k < 3; k++)
+        if (ids[k] >= 0) bl[nb++] = &a->blocks.v[ids[k]];
+      bool joined = true;
+      for (int k = 1; k < nb; k++) joined &= strcmp(bl[k - 1]->stream_out, bl[k]->stream_in) == 0;
+      if (joined) {
         bypass_to(a, &done, last->stream_out, first->stream_in);
+        continue;
       }
+      /* the blocks are joined through re-layouts of the stream (a Cast, a Reshape): skip each */
+      for (int k = 0; k < nb && !rc; k++)
+        if (!bl[k]->stream_out_known)
+          rc = op_fail(err, OP_UNSUPPORTED, "layer %zu: cannot find where its post-norm ends, so it cannot be dropped", l);
+      for (int k = 0; k < nb && !rc; k++) bypass_to(a, &done, bl[k]->stream_out, bl[k]->stream_in);
       continue;
     }
     for (int k = 0; k < 3; k++) { /* self-attention, cross-attention, FFN: in stream order */

@@ -77,7 +77,7 @@ t num-heads-too-many 2 err "^onnx-prune prune: --num-heads: 9 is more than the 4
 t ffn-size-too-many 2 err "^onnx-prune prune: --ffn-size: 65 is more than the 64 FFN neurons" -- prune "$M" -o "$O" --ffn-size 65
 t seed-without-random 2 err "^onnx-prune prune: --seed: applies only to importance random" -- prune "$M" -o "$O" --num-heads 2 --seed 3
 t seed-with-l1 2 err "--seed: applies only to --importance random \(--importance is 'l1'\)" -- prune "$M" -o "$O" --seed 3 --num-heads 2 --importance l1
-t data-with-l2 2 err "^onnx-prune prune: --data applies only to --importance activation or reconstruction, or to compensation" -- prune "$M" -o "$O" --num-heads 2 --importance l2 --no-compensate --data "$D"
+t data-with-l2 2 err "^onnx-prune prune: --data applies only to --importance activation or reconstruction, to compensation or to an accuracy floor" -- prune "$M" -o "$O" --num-heads 2 --importance l2 --no-compensate --data "$D"
 t no-compensate-without-data 2 err "^onnx-prune prune: --no-compensate applies only with --data" -- prune "$M" -o "$O" --num-heads 2 --no-compensate
 t samples-without-data 2 err "^onnx-prune prune: --samples applies only with --data" -- prune "$M" -o "$O" --num-heads 2 --samples 4
 t percentile-with-kl 2 err "^onnx-prune quantize: --percentile: applies only to method hist \\(method is kl\\)" -- quantize "$M" -o "$O" --data "$D" --percentile 99.9

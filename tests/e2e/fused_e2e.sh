@@ -78,7 +78,7 @@ prune_case l1-global --head-sparsity 0.5 --ffn-sparsity 0.5 --importance l1 --sc
 [ -n "$KV" ] && prune_case kv-groups --num-kv-heads 1 --ffn-sparsity 0.5 && compact_case kv-groups
 WINDOW=()
 [ -f "$DATA" ] && WINDOW=(--samples 64 --batch 64)
-[ -n "$ACT" ] && prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$DATA" "${WINDOW[@]}"
+[ -n "$ACT" ] && prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --no-compensate --data "$DATA" "${WINDOW[@]}"
 
 # a layer whose residual is ONNX Runtime's SkipLayerNormalization cannot be bypassed: refused by name
 if $PY -c "

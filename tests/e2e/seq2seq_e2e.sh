@@ -66,7 +66,7 @@ total = sum(l["heads_before"] + l.get("cross_heads_before", 0) for l in L)
 removed = sum(len(l["removed_heads"]) + len(l.get("removed_cross_heads", [])) for l in L)
 assert removed == total // 2, (removed, total)
 PY
-prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$DIR"
+prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --no-compensate --data "$DIR"
 # activation importance on samples cut along each input's batch axis (axis 1 of a sequence-first
 # model, named by its dynamic axes): the test data's two rows as an .npz, run one sample at a time
 $PY - "$M" "$DIR/test_data_set_0" "$work/rows.npz" <<'PY' || bad "cannot stack the test data"
@@ -76,7 +76,7 @@ names = [i.name for i in m.graph.input]
 arrays = {names[k]: nh.to_array(onnx.load_tensor(f"{sys.argv[2]}/input_{k}.pb")) for k in range(len(names))}
 np.savez(sys.argv[3], **arrays)
 PY
-prune_case activation-rows --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --data "$work/rows.npz" --batch 1
+prune_case activation-rows --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --no-compensate --data "$work/rows.npz" --batch 1
 # the same tokens as the one run of both rows, so the same units go (a cut along the sequence axis would
 # see other tokens)
 if $PY - "$work/activation.json" "$work/activation-rows.json" <<'PY'; then ok; else bad "activation: rows cut on the wrong axis"; fi
