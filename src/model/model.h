@@ -43,6 +43,10 @@ int op_temp_close(FILE *f, const char *tmp, bool failed, const char *target, op_
  * so text can be read the same way. Returns NULL and sets *err on failure. */
 char *op_read_file(const char *path, size_t *size, op_error *err);
 
+/* An independent copy of a loaded model (packed and parsed again; keeps its path and real path), for
+ * candidates that are edited while the original stays as it is. */
+op_model *op_model_clone(const op_model *m, op_error *err);
+
 /* Allocation helpers that never return NULL silently: they abort on exhaustion, since every
  * caller would otherwise turn it into the same fatal error. */
 void *op_xmalloc(size_t n);

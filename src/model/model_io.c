@@ -537,6 +537,16 @@ op_model *op_model_load_buffer(const void *data, size_t size, const char *base_d
   return finish_load(proto, NULL, 0, origin, base_dir ? dir_real : NULL, err);
 }
 
+op_model *op_model_clone(const op_model *m, op_error *err) {
+  size_t n = protobuf_c_message_get_packed_size(&m->proto->base);
+  uint8_t *buf = op_xmalloc(n ? n : 1);
+  protobuf_c_message_pack(&m->proto->base, buf);
+  op_model *c = op_model_load_buffer(buf, n, NULL, m->path, err);
+  free(buf);
+  if (c && m->real_path) c->real_path = op_xstrdup(m->real_path);
+  return c;
+}
+
 op_model *op_model_load(const char *path, op_error *err) {
   uint64_t fsize;
   int fd = op_open_regular(path, NULL, &fsize, NULL, NULL, err);

@@ -11,16 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static op_model *copy_model(const op_model *m, op_error *err) {
-  size_t n = protobuf_c_message_get_packed_size(&m->proto->base);
-  uint8_t *buf = op_xmalloc(n ? n : 1);
-  protobuf_c_message_pack(&m->proto->base, buf);
-  op_model *c = op_model_load_buffer(buf, n, NULL, m->path, err);
-  free(buf);
-  if (c && m->real_path) c->real_path = op_xstrdup(m->real_path);
-  return c;
-}
-
 static void floor_text(const op_prune_config *c, char *buf, size_t n) {
   size_t off = 0;
 #define ADD(...) off += (size_t)snprintf(buf + off, off < n ? n - off : 0, __VA_ARGS__)
@@ -74,7 +64,7 @@ static int try_target(const op_model *m, const op_prune_config *c, const op_quan
   cc.target_flops = params ? -1 : t;
   cc.target_params = params ? t : -1;
   memset(k, 0, sizeof *k);
-  k->m = copy_model(m, err);
+  k->m = op_model_clone(m, err);
   k->r = k->m ? op_prune(k->m, &cc, err) : NULL;
   if (k->r && q) k->q = op_quantize(k->m, c->data, q, err);
   op_verify_report *v = k->r && (!q || k->q)

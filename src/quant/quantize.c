@@ -889,16 +889,6 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
 
 /* ---- search and entry point ---- */
 
-static op_model *clone_model(const op_model *m, op_error *err) {
-  size_t n = protobuf_c_message_get_packed_size(&m->proto->base);
-  uint8_t *buf = op_xmalloc(n ? n : 1);
-  protobuf_c_message_pack(&m->proto->base, buf);
-  op_model *c = op_model_load_buffer(buf, n, NULL, m->path, err);
-  free(buf);
-  if (c && m->real_path) c->real_path = op_xstrdup(m->real_path);
-  return c;
-}
-
 static void report_reset(op_quant_report *r) {
   for (size_t i = 0; i < r->entries.n; i++) free(r->entries.v[i].name);
   r->entries.n = 0;
@@ -979,7 +969,7 @@ op_quant_report *op_quantize(op_model *m, const op_dataset *d, const op_quant_co
       if (tell)
         fprintf(stderr, "candidate %d/%d: method %s, %s%lld batches\n", ++trial, n_trials, op_cal_method_name(c->methods[k]),
                 c->n_batches ? "" : "all calibration samples, ", (long long)(c->n_batches ? c->batches[b] : 0));
-      op_model *q = clone_model(m, err);
+      op_model *q = op_model_clone(m, err);
       op_quant_report scratch = {0};
       int rc = q ? apply(q, c, &cal, c->methods[k], &scratch, err) : -1;
       op_verify_report *v = rc ? NULL : op_verify(m, q, d, &(op_run_options){.batch = c->batch, .samples = eval_n, .first = eval_first, .progress = c->progress}, err);

@@ -6,45 +6,23 @@
  * measured_error) appear without this file knowing where they are computed. */
 #include "prune/prune.h"
 #include "report/html.h"
+#include "report/textbuf.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct hbuf {
-  char *s;
-  size_t n, cap;
-} hbuf;
-
-__attribute__((format(printf, 2, 3))) static void hb(hbuf *b, const char *fmt, ...) {
-  va_list ap;
-  for (;;) {
-    size_t room = b->cap - b->n;
-    va_start(ap, fmt);
-    int w = vsnprintf(b->s ? b->s + b->n : NULL, room, fmt, ap);
-    va_end(ap);
-    if (w < 0) return;
-    if ((size_t)w < room) {
-      b->n += (size_t)w;
-      return;
-    }
-    b->cap = (b->cap + (size_t)w + 1) * 2;
-    b->s = op_xrealloc(b->s, b->cap);
-  }
-}
-
 /* text into HTML (element content and attribute values alike) */
-static void esc(hbuf *b, const char *s) {
+static void esc(sbuf *b, const char *s) {
   for (; s && *s; s++) {
     switch (*s) {
-      case '&': hb(b, "&amp;"); break;
-      case '<': hb(b, "&lt;"); break;
-      case '>': hb(b, "&gt;"); break;
-      case '"': hb(b, "&quot;"); break;
-      default: hb(b, "%c", *s);
+      case '&': sb_printf(b, "&amp;"); break;
+      case '<': sb_printf(b, "&lt;"); break;
+      case '>': sb_printf(b, "&gt;"); break;
+      case '"': sb_printf(b, "&quot;"); break;
+      default: sb_printf(b, "%c", *s);
     }
   }
 }
@@ -75,34 +53,34 @@ static const char *CSS =
     ".legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}";
 
 /* The heads of one layer as a grid of squares, kept filled, removed hollow (nn_pruning's mask plots). */
-static void head_grid(hbuf *b, const cJSON *L, int layer) {
+static void head_grid(sbuf *b, const cJSON *L, int layer) {
   int64_t H = (int64_t)num(L, "heads_before", 0);
   bool gone = flag(L, "attention_removed") || flag(L, "dropped");
   const cJSON *removed = cJSON_GetObjectItemCaseSensitive(L, "removed_heads");
   int64_t cols = H <= 16 ? H : 16, rows = cols ? (H + cols - 1) / cols : 0, cell = 18;
-  hb(b, "<div><div>heads %lld &rarr; %lld</div>", (long long)H, (long long)num(L, "heads_after", 0));
-  hb(b, "<svg class=\"heads\" data-layer=\"%d\" width=\"%lld\" height=\"%lld\" role=\"img\">", layer,
+  sb_printf(b, "<div><div>heads %lld &rarr; %lld</div>", (long long)H, (long long)num(L, "heads_after", 0));
+  sb_printf(b, "<svg class=\"heads\" data-layer=\"%d\" width=\"%lld\" height=\"%lld\" role=\"img\">", layer,
      (long long)(cols * cell + 2), (long long)(rows * cell + 2));
   for (int64_t h = 0; h < H; h++) {
     bool kept = !gone && !in_list(removed, h);
-    hb(b, "<rect class=\"head %s\" data-head=\"%lld\" x=\"%lld\" y=\"%lld\" width=\"%lld\" height=\"%lld\"><title>head %lld: %s</title></rect>",
+    sb_printf(b, "<rect class=\"head %s\" data-head=\"%lld\" x=\"%lld\" y=\"%lld\" width=\"%lld\" height=\"%lld\"><title>head %lld: %s</title></rect>",
        kept ? "kept" : "removed", (long long)h, (long long)(1 + (h % cols) * cell), (long long)(1 + (h / cols) * cell),
        (long long)(cell - 3), (long long)(cell - 3), (long long)h, kept ? "kept" : "removed");
   }
-  hb(b, "</svg></div>");
+  sb_printf(b, "</svg></div>");
 }
 
-static void ffn_bar(hbuf *b, const cJSON *L, int layer) {
+static void ffn_bar(sbuf *b, const cJSON *L, int layer) {
   double before = num(L, "ffn_before", 0), after = flag(L, "dropped") || flag(L, "ffn_removed") ? 0 : num(L, "ffn_after", 0);
   double w = 200, kw = before > 0 ? w * after / before : 0;
-  hb(b, "<div><div>FFN %.0f &rarr; %.0f</div><svg class=\"ffn\" data-layer=\"%d\" data-before=\"%.0f\" data-after=\"%.0f\" "
+  sb_printf(b, "<div><div>FFN %.0f &rarr; %.0f</div><svg class=\"ffn\" data-layer=\"%d\" data-before=\"%.0f\" data-after=\"%.0f\" "
         "width=\"%.0f\" height=\"18\"><rect class=\"ffn-all\" x=\"0\" y=\"2\" width=\"%.0f\" height=\"14\"/>"
         "<rect class=\"ffn-kept\" x=\"0\" y=\"2\" width=\"%.1f\" height=\"14\"/></svg></div>",
      before, after, layer, before, after, w, w, kw);
 }
 
 /* A histogram of the scores units were ranked by, kept and removed stacked. */
-static void histogram(hbuf *b, const cJSON *scores, const cJSON *removed, bool all_removed, const char *what, int layer) {
+static void histogram(sbuf *b, const cJSON *scores, const cJSON *removed, bool all_removed, const char *what, int layer) {
   int n = cJSON_GetArraySize(scores);
   if (n <= 0) return;
   double lo = INFINITY, hi = -INFINITY;
@@ -120,42 +98,42 @@ static void histogram(hbuf *b, const cJSON *scores, const cJSON *removed, bool a
     i++;
   }
   double W = 220, Hh = 60, bw = W / BINS;
-  hb(b, "<div><div>%s scores</div><svg class=\"hist\" data-layer=\"%d\" data-kind=\"%s\" width=\"%.0f\" height=\"%.0f\">", what,
+  sb_printf(b, "<div><div>%s scores</div><svg class=\"hist\" data-layer=\"%d\" data-kind=\"%s\" width=\"%.0f\" height=\"%.0f\">", what,
      layer, what, W, Hh + 14);
   for (int k = 0; k < BINS; k++) {
     double hk = Hh * kept[k] / top, hg = Hh * gone[k] / top;
-    if (gone[k]) hb(b, "<rect class=\"bar-removed\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>", k * bw, Hh - hg, bw - 1, hg);
-    if (kept[k]) hb(b, "<rect class=\"bar-kept\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>", k * bw, Hh - hg - hk, bw - 1, hk);
+    if (gone[k]) sb_printf(b, "<rect class=\"bar-removed\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>", k * bw, Hh - hg, bw - 1, hg);
+    if (kept[k]) sb_printf(b, "<rect class=\"bar-kept\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>", k * bw, Hh - hg - hk, bw - 1, hk);
   }
-  hb(b, "<text x=\"0\" y=\"%.0f\">%.3g</text><text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%.3g</text></svg></div>", Hh + 12,
+  sb_printf(b, "<text x=\"0\" y=\"%.0f\">%.3g</text><text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%.3g</text></svg></div>", Hh + 12,
      lo, W, Hh + 12, hi);
 }
 
 /* predicted_error / measured_error of a layer: a number, or an object of numbers per block. */
-static void error_cell(hbuf *b, const cJSON *v, const char *block) {
+static void error_cell(sbuf *b, const cJSON *v, const char *block) {
   if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, block);
-  if (cJSON_IsNumber(v)) hb(b, "<td>%.4g</td>", v->valuedouble);
-  else hb(b, "<td class=\"note\">not measured</td>");
+  if (cJSON_IsNumber(v)) sb_printf(b, "<td>%.4g</td>", v->valuedouble);
+  else sb_printf(b, "<td class=\"note\">not measured</td>");
 }
 
-static void errors_table(hbuf *b, const cJSON *layers) {
-  hb(b, "<h2>Reconstruction error per block</h2><table class=\"errors\"><tr><th>layer</th><th class=\"l\">block</th>"
+static void errors_table(sbuf *b, const cJSON *layers) {
+  sb_printf(b, "<h2>Reconstruction error per block</h2><table class=\"errors\"><tr><th>layer</th><th class=\"l\">block</th>"
         "<th>predicted</th><th>measured</th></tr>");
   const cJSON *L;
   cJSON_ArrayForEach(L, layers) {
     const char *blocks[] = {"attention", "ffn"};
     for (int k = 0; k < 2; k++) {
       if (!cJSON_GetObjectItemCaseSensitive(L, k ? "ffn_before" : "heads_before")) continue;
-      hb(b, "<tr><td>%.0f</td><td class=\"l\">%s</td>", num(L, "layer", 0), blocks[k]);
+      sb_printf(b, "<tr><td>%.0f</td><td class=\"l\">%s</td>", num(L, "layer", 0), blocks[k]);
       /* the prune report's attention_reconstruction / ffn_reconstruction, or the fields on the layer itself */
       const cJSON *rec = cJSON_GetObjectItemCaseSensitive(L, k ? "ffn_reconstruction" : "attention_reconstruction");
       const cJSON *at = rec ? rec : L;
       error_cell(b, cJSON_GetObjectItemCaseSensitive(at, "predicted_error"), blocks[k]);
       error_cell(b, cJSON_GetObjectItemCaseSensitive(at, "measured_error"), blocks[k]);
-      hb(b, "</tr>");
+      sb_printf(b, "</tr>");
     }
   }
-  hb(b, "</table>");
+  sb_printf(b, "</table>");
 }
 
 /* The figure the floor judged (the search says which), else the best one the curve has. */
@@ -170,17 +148,17 @@ static const char *curve_metric(const cJSON *s, const cJSON *curve, const char *
   return *label = "top-1 agreement", "agreement";
 }
 
-static void search_section(hbuf *b, const cJSON *s, const cJSON *rows) {
+static void search_section(sbuf *b, const cJSON *s, const cJSON *rows) {
   const cJSON *curve = cJSON_GetObjectItemCaseSensitive(s, "curve");
   int n = cJSON_GetArraySize(curve);
-  hb(b, "<h2>Accuracy-floor search</h2><p>floor: ");
+  sb_printf(b, "<h2>Accuracy-floor search</h2><p>floor: ");
   esc(b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "floor")));
   const cJSON *ev = cJSON_GetObjectItemCaseSensitive(rows, "evaluation");
   if (ev) {
-    hb(b, "; judged on ");
+    sb_printf(b, "; judged on ");
     esc(b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "rule")));
   }
-  hb(b, "</p>");
+  sb_printf(b, "</p>");
   if (n <= 0) return;
   const char *label, *key = curve_metric(s, curve, &label);
   double lo = INFINITY, hi = -INFINITY, thr = num(s, "threshold", NAN);
@@ -192,101 +170,101 @@ static void search_section(hbuf *b, const cJSON *s, const cJSON *rows) {
   if (!isnan(thr)) lo = fmin(lo, thr), hi = fmax(hi, thr);
   if (!(hi > lo)) hi = lo + 1;
   double W = 420, H = 200, ml = 50, mb = 34;
-  hb(b, "<svg class=\"curve\" width=\"%.0f\" height=\"%.0f\"><line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#999\"/>"
+  sb_printf(b, "<svg class=\"curve\" width=\"%.0f\" height=\"%.0f\"><line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#999\"/>"
         "<line x1=\"%.0f\" y1=\"0\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#999\"/>",
      W, H + mb, ml, H, W, H, ml, ml, H);
-  hb(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">FLOPs kept</text><text x=\"2\" y=\"10\">%s</text>",
+  sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">FLOPs kept</text><text x=\"2\" y=\"10\">%s</text>",
      (W + ml) / 2, H + mb, label);
-  hb(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%.3g</text><text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%.3g</text>",
+  sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%.3g</text><text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%.3g</text>",
      ml - 4, H, lo, ml - 4, 22.0, hi);
   for (int t = 0; t <= 4; t++) /* FLOPs kept: 0, 0.25, ..., 1 */
-    hb(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.2f</text>", ml + (W - ml - 10) * t / 4.0, H + 12, t / 4.0);
+    sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.2f</text>", ml + (W - ml - 10) * t / 4.0, H + 12, t / 4.0);
   if (!isnan(thr)) {
     double y = H - (H - 20) * (thr - lo) / (hi - lo);
-    hb(b, "<line class=\"threshold\" x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#c62828\" stroke-dasharray=\"4 3\"/>"
+    sb_printf(b, "<line class=\"threshold\" x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#c62828\" stroke-dasharray=\"4 3\"/>"
           "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">floor %.4g</text>",
        ml, y, W, y, W, y - 3, thr);
   }
-  hb(b, "<polyline points=\"");
+  sb_printf(b, "<polyline points=\"");
   cJSON_ArrayForEach(p, curve) {
     double x = ml + (W - ml - 10) * num(p, "flops_kept", 0), y = H - (H - 20) * (num(p, key, lo) - lo) / (hi - lo);
-    hb(b, "%.1f,%.1f ", x, y);
+    sb_printf(b, "%.1f,%.1f ", x, y);
   }
-  hb(b, "\"/>");
+  sb_printf(b, "\"/>");
   double kept = num(s, "kept_target", -1);
   cJSON_ArrayForEach(p, curve) {
     double x = ml + (W - ml - 10) * num(p, "flops_kept", 0), y = H - (H - 20) * (num(p, key, lo) - lo) / (hi - lo);
-    hb(b, "<circle class=\"point %s\" cx=\"%.1f\" cy=\"%.1f\" r=\"4\"/>", flag(p, "pass") ? "pass" : "fail", x, y);
-    if (num(p, "target", -2) == kept) hb(b, "<circle class=\"kept-point\" cx=\"%.1f\" cy=\"%.1f\" r=\"8\"/>", x, y);
+    sb_printf(b, "<circle class=\"point %s\" cx=\"%.1f\" cy=\"%.1f\" r=\"4\"/>", flag(p, "pass") ? "pass" : "fail", x, y);
+    if (num(p, "target", -2) == kept) sb_printf(b, "<circle class=\"kept-point\" cx=\"%.1f\" cy=\"%.1f\" r=\"8\"/>", x, y);
   }
-  hb(b, "</svg><div class=\"legend\"><span style=\"background:#2e7d32\"></span>passes<span style=\"background:#c62828\"></span>"
+  sb_printf(b, "</svg><div class=\"legend\"><span style=\"background:#2e7d32\"></span>passes<span style=\"background:#c62828\"></span>"
         "fails<span style=\"border:2px solid #000;border-radius:8px\"></span>kept</div>");
-  hb(b, "<table class=\"curve-table\"><tr><th>target</th><th>FLOPs kept</th><th>parameters kept</th><th>accuracy (reference)</th>"
+  sb_printf(b, "<table class=\"curve-table\"><tr><th>target</th><th>FLOPs kept</th><th>parameters kept</th><th>accuracy (reference)</th>"
         "<th>agreement</th><th>cosine</th><th>perplexity (reference)</th><th>passes</th></tr>");
   cJSON_ArrayForEach(p, curve) {
-    hb(b, "<tr><td>%.4f</td><td>%.4f</td><td>%.4f</td>", num(p, "target", 0), num(p, "flops_kept", 0), num(p, "params_kept", 0));
-    if (num(p, "accuracy", -1) >= 0) hb(b, "<td>%.2f%% (%.2f%%)</td>", 100 * num(p, "accuracy", 0), 100 * num(p, "reference_accuracy", 0));
-    else hb(b, "<td>-</td>");
-    hb(b, "<td>%.2f%%</td><td>%.5f</td>", 100 * num(p, "agreement", 0), num(p, "cosine", 0));
-    if (num(p, "perplexity", -1) >= 0) hb(b, "<td>%.3f (%.3f)</td>", num(p, "perplexity", 0), num(p, "reference_perplexity", 0));
-    else hb(b, "<td>-</td>");
-    hb(b, "<td>%s%s</td></tr>", flag(p, "pass") ? "yes" : "no", num(p, "target", -2) == kept ? " (kept)" : "");
+    sb_printf(b, "<tr><td>%.4f</td><td>%.4f</td><td>%.4f</td>", num(p, "target", 0), num(p, "flops_kept", 0), num(p, "params_kept", 0));
+    if (num(p, "accuracy", -1) >= 0) sb_printf(b, "<td>%.2f%% (%.2f%%)</td>", 100 * num(p, "accuracy", 0), 100 * num(p, "reference_accuracy", 0));
+    else sb_printf(b, "<td>-</td>");
+    sb_printf(b, "<td>%.2f%%</td><td>%.5f</td>", 100 * num(p, "agreement", 0), num(p, "cosine", 0));
+    if (num(p, "perplexity", -1) >= 0) sb_printf(b, "<td>%.3f (%.3f)</td>", num(p, "perplexity", 0), num(p, "reference_perplexity", 0));
+    else sb_printf(b, "<td>-</td>");
+    sb_printf(b, "<td>%s%s</td></tr>", flag(p, "pass") ? "yes" : "no", num(p, "target", -2) == kept ? " (kept)" : "");
   }
-  hb(b, "</table>");
+  sb_printf(b, "</table>");
 }
 
 char *op_report_html(const char *prune_json, const char *title_note) {
   cJSON *root = cJSON_Parse(prune_json);
   if (!root) return NULL;
-  hbuf b = {0};
-  hb(&b, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>onnx-prune report: ");
+  sbuf b = {0};
+  sb_printf(&b, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>onnx-prune report: ");
   esc(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "model")));
-  hb(&b, "</title><style>%s</style></head><body><h1>Pruning report: ", CSS);
+  sb_printf(&b, "</title><style>%s</style></head><body><h1>Pruning report: ", CSS);
   esc(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "model")));
-  hb(&b, "</h1>");
+  sb_printf(&b, "</h1>");
   if (title_note) {
-    hb(&b, "<p>");
+    sb_printf(&b, "<p>");
     esc(&b, title_note);
-    hb(&b, "</p>");
+    sb_printf(&b, "</p>");
   }
   const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "parameters"), *bk = cJSON_GetObjectItemCaseSensitive(root, "blocks");
-  hb(&b, "<table class=\"summary\"><tr><th class=\"l\">importance</th><td class=\"l\">");
+  sb_printf(&b, "<table class=\"summary\"><tr><th class=\"l\">importance</th><td class=\"l\">");
   esc(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "importance_metric")));
-  hb(&b, "</td></tr><tr><th class=\"l\">parameters</th><td class=\"l\">%.0f &rarr; %.0f (%.2fx)</td></tr>", num(pp, "before", 0),
+  sb_printf(&b, "</td></tr><tr><th class=\"l\">parameters</th><td class=\"l\">%.0f &rarr; %.0f (%.2fx)</td></tr>", num(pp, "before", 0),
      num(pp, "after", 0), num(pp, "reduction_factor", 0));
   if (bk)
-    hb(&b, "<tr><th class=\"l\">attention + FFN FLOPs per token (sequence %.0f)</th><td class=\"l\">%.4g &rarr; %.4g (%.1f%% kept)</td></tr>",
+    sb_printf(&b, "<tr><th class=\"l\">attention + FFN FLOPs per token (sequence %.0f)</th><td class=\"l\">%.4g &rarr; %.4g (%.1f%% kept)</td></tr>",
        num(bk, "flops_sequence_length", 0), num(bk, "flops_per_token_before", 0), num(bk, "flops_per_token_after", 0),
        100 * num(bk, "flops_kept", 1));
   const cJSON *rows = cJSON_GetObjectItemCaseSensitive(root, "rows");
   const cJSON *cal = cJSON_GetObjectItemCaseSensitive(rows, "calibration");
   if (cal) {
-    hb(&b, "<tr><th class=\"l\">calibration rows</th><td class=\"l\">");
+    sb_printf(&b, "<tr><th class=\"l\">calibration rows</th><td class=\"l\">");
     esc(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cal, "rule")));
-    hb(&b, "</td></tr>");
+    sb_printf(&b, "</td></tr>");
   }
-  hb(&b, "</table><h2>Layers</h2><div class=\"legend\"><span style=\"background:#2e7d32\"></span>kept head"
+  sb_printf(&b, "</table><h2>Layers</h2><div class=\"legend\"><span style=\"background:#2e7d32\"></span>kept head"
          "<span style=\"background:#e0e0e0;border:1px solid #b71c1c\"></span>removed head"
          "<span style=\"background:#1565c0\"></span>FFN width kept</div>");
   const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers"), *L;
   cJSON_ArrayForEach(L, layers) {
     int l = (int)num(L, "layer", 0);
-    hb(&b, "<div class=\"layer\" data-layer=\"%d\"><div><h3>layer %d%s</h3>", l, l, flag(L, "dropped") ? " (dropped)" : "");
+    sb_printf(&b, "<div class=\"layer\" data-layer=\"%d\"><div><h3>layer %d%s</h3>", l, l, flag(L, "dropped") ? " (dropped)" : "");
     if (cJSON_GetObjectItemCaseSensitive(L, "heads_before")) head_grid(&b, L, l);
     if (cJSON_GetObjectItemCaseSensitive(L, "ffn_before")) ffn_bar(&b, L, l);
-    hb(&b, "</div>");
+    sb_printf(&b, "</div>");
     bool attn_gone = flag(L, "dropped") || flag(L, "attention_removed"), ffn_gone = flag(L, "dropped") || flag(L, "ffn_removed");
     histogram(&b, cJSON_GetObjectItemCaseSensitive(L, "head_scores"), cJSON_GetObjectItemCaseSensitive(L, "removed_heads"),
               attn_gone, "head", l);
     histogram(&b, cJSON_GetObjectItemCaseSensitive(L, "neuron_scores"), cJSON_GetObjectItemCaseSensitive(L, "removed_neurons"),
               ffn_gone, "neuron", l);
-    hb(&b, "</div>");
+    sb_printf(&b, "</div>");
   }
   errors_table(&b, layers);
   const cJSON *s = cJSON_GetObjectItemCaseSensitive(root, "search");
   if (s) search_section(&b, s, rows);
-  else hb(&b, "<h2>Accuracy-floor search</h2><p class=\"note\">no search (no floor was given)</p>");
-  hb(&b, "</body></html>\n");
+  else sb_printf(&b, "<h2>Accuracy-floor search</h2><p class=\"note\">no search (no floor was given)</p>");
+  sb_printf(&b, "</body></html>\n");
   cJSON_Delete(root);
   return b.s;
 }

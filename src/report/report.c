@@ -4,6 +4,7 @@
 #include "prune/prune.h"
 
 #include "report/json.h"
+#include "report/textbuf.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -11,12 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct sbuf {
-  char *s;
-  size_t n, cap;
-} sbuf;
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...) {
+void sb_printf(sbuf *b, const char *fmt, ...) {
   va_list ap;
   for (;;) {
     size_t room = b->cap - b->n;
