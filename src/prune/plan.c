@@ -237,6 +237,8 @@ bool op_json_to_text(const cJSON *v, char *buf, size_t n) {
       if (cJSON_IsString(x)) /* layer names: "decoder.1" */
         w = snprintf(buf + off, n - off, "%s%s", off ? "," : "", x->valuestring);
       else if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble)) return false;
+      else if (fabs(x->valuedouble) >= 1e15) /* past long long: the list's parser refuses it by its text */
+        w = snprintf(buf + off, n - off, "%s%.17g", off ? "," : "", x->valuedouble);
       else w = snprintf(buf + off, n - off, "%s%lld", off ? "," : "", (long long)x->valuedouble);
       if (w < 0 || (size_t)w >= n - off) return false;
       off += (size_t)w;
