@@ -102,9 +102,10 @@ OP_KERNEL(op_k_transpose) {
     seen[perm[i]] = true;
   }
   int64_t dims[OP_MAX_RANK], in_stride[OP_MAX_RANK], s = 1;
-  for (int i = r - 1; i >= 0; i--) in_stride[i] = s, s *= x->dims[i];
   for (int i = 0; i < r; i++) dims[i] = x->dims[perm[i]];
   if (op_xt_alloc(out, x->dtype, dims, r, err)) return -1;
+  if (x->numel == 0) return 0; /* the other dims may be huge: their product (the strides) would overflow */
+  for (int i = r - 1; i >= 0; i--) in_stride[i] = s, s *= x->dims[i];
   size_t es = es_of(x);
   /* the last output axis walks the input with stride in_stride[perm[r-1]]; when that is 1, copy runs */
   int64_t inner = r ? dims[r - 1] : 1, stride_last = r ? in_stride[perm[r - 1]] : 1;

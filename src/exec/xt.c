@@ -70,13 +70,10 @@ static void *pool_take(op_xt_pool *p, size_t need, size_t *cap) {
 
 int op_xt_alloc(op_xt *t, int32_t dtype, const int64_t *dims, int rank, op_error *err) {
   if (rank < 0 || rank > OP_MAX_RANK) return op_fail(err, OP_UNSUPPORTED, "tensor rank %d is over %d", rank, OP_MAX_RANK);
-  int64_t n = 1;
-  bool huge = false; /* more elements than int64 holds: refused by the budget below */
-  for (int i = 0; i < rank; i++) {
+  for (int i = 0; i < rank; i++)
     if (dims[i] < 0) return op_fail(err, OP_INVALID, "tensor dimension %lld is negative", (long long)dims[i]);
-    if (dims[i] && n > INT64_MAX / dims[i]) huge = true;
-    else n *= dims[i];
-  }
+  int64_t n = op_dims_numel(dims, (size_t)rank);
+  bool huge = n < 0; /* its nonzero dims multiply past int64 (even beside a 0): refused by the budget below */
   t->dtype = dtype; /* type and shape are set first, so a refusal can name the output it was for */
   t->rank = rank;
   if (rank) memmove(t->dims, dims, (size_t)rank * sizeof(int64_t));

@@ -56,6 +56,9 @@ char *op_xstrdup(const char *s);
 
 /* ---- tensors (tensor.c) ---- */
 int64_t op_tensor_numel(const Onnx__TensorProto *t);
+/* Elements of a shape, or -1 when a dim is negative or the product of its nonzero dims passes int64: a
+ * shape like [0, 2^40, 2^30] holds nothing, but the strides kernels compute from it would overflow. */
+int64_t op_dims_numel(const int64_t *dims, size_t rank);
 /* numel * element size without wrapping: false when it does not fit in size_t (or numel < 0). */
 bool op_bytes_of(int64_t numel, size_t elem_size, uint64_t *bytes);
 size_t op_dtype_size(int32_t data_type); /* 0 for types without a fixed element size */

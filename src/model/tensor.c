@@ -92,15 +92,19 @@ static void own_raw(Onnx__TensorProto *t) {
   t->raw_data.len = n;
 }
 
-int64_t op_tensor_numel(const Onnx__TensorProto *t) {
-  int64_t n = 1;
-  for (size_t i = 0; i < t->n_dims; i++) {
-    if (t->dims[i] < 0) return -1;
-    if (t->dims[i] != 0 && n > INT64_MAX / t->dims[i]) return -1;
-    n *= t->dims[i];
+int64_t op_dims_numel(const int64_t *dims, size_t rank) {
+  int64_t nonzero = 1;
+  bool empty = false;
+  for (size_t i = 0; i < rank; i++) {
+    if (dims[i] < 0) return -1;
+    if (dims[i] == 0) empty = true;
+    else if (nonzero > INT64_MAX / dims[i]) return -1;
+    else nonzero *= dims[i];
   }
-  return n;
+  return empty ? 0 : nonzero;
 }
+
+int64_t op_tensor_numel(const Onnx__TensorProto *t) { return op_dims_numel(t->dims, t->n_dims); }
 
 bool op_bytes_of(int64_t numel, size_t elem_size, uint64_t *bytes) {
   if (numel < 0 || (elem_size && (uint64_t)numel > (uint64_t)SIZE_MAX / elem_size)) return false;

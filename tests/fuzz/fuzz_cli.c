@@ -1,6 +1,6 @@
 /* fuzz_cli.c - libFuzzer target: the command line. The input is argv, one argument per line; main.c
  * is compiled in (its main renamed op_cli_main) and runs in the scratch folder, where m.onnx (the
- * BERT fixture) and `.` (its test data, input_0.pb and input_1.pb) can be named. Arguments with '/' are skipped so no path outside
+ * BERT fixture) and `.` (its test data, input_0.pb and input_1.pb) can be named. Arguments with '/' or '..' are skipped so no path outside
  * the scratch folder is ever read or written. */
 #include "fuzz_util.h"
 
@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     close(null);
     ready = true;
   }
-  if (size > 4096 || memchr(data, '/', size)) return 0;
+  if (size > 4096 || memchr(data, '/', size) || memmem(data, size, "..", 2)) return 0; /* `..` is outside too */
   char *buf = malloc(size + 1);
   memcpy(buf, data, size);
   buf[size] = 0;
