@@ -85,8 +85,9 @@ static int load_npy_file(op_dataset *d, const char *path, const char *name, op_e
   if (!buf) return -1;
   op_named a = {0};
   int rc = op_npy_parse(buf, n, path, &a.t, err);
-  free(buf);
+  op_read_file_free(buf);
   if (rc) return -1;
+  a.budgeted = a.t.nbytes;
   a.name = op_xstrdup(name);
   OP_VEC_PUSH(d->arrays, a);
   return 0;
@@ -97,7 +98,7 @@ static int load_pb_file(op_named_vec *out, const char *path, int index, op_error
   uint8_t *buf = (uint8_t *)op_read_file(path, &n, err);
   if (!buf) return -1;
   Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, n, buf);
-  free(buf);
+  op_read_file_free(buf);
   if (!t) return op_fail(err, OP_PARSE, "%s: not a valid ONNX TensorProto", path);
   op_xt x = {0};
   int rc = op_xt_from_proto(&x, t, path, err);
@@ -208,7 +209,7 @@ op_dataset *op_dataset_open(const char *path, op_error *err) {
     size_t n;
     uint8_t *buf = (uint8_t *)op_read_file(path, &n, err);
     rc = buf ? op_npz_parse(buf, n, path, &d->arrays, err) : -1;
-    free(buf);
+    op_read_file_free(buf);
     if (!rc && d->arrays.n == 0) rc = op_fail(err, OP_ARG, "%s: the archive holds no arrays", path);
   }
   if (rc) {

@@ -100,13 +100,14 @@ int op_npy_parse(const uint8_t *buf, size_t size, const char *origin, op_tensor 
     rc = op_fail(err, OP_PARSE, "%s: truncated .npy data (%zu of %zu bytes)", origin, have, need);
     goto done;
   }
-  if (op_budget_check(need, origin, err)) {
+  if (op_budget_take(need, origin, err)) { /* given back by whoever frees the array (op_named.budgeted) */
     rc = -1;
     goto done;
   }
   out->nbytes = need;
   out->data = malloc(need ? need : 1);
   if (!out->data) {
+    op_budget_give(need);
     rc = op_fail(err, OP_NOMEM, "%s: out of memory for %zu bytes of array data", origin, need);
     goto done;
   }
@@ -137,22 +138,23 @@ int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_v
     if ((size_t)local + 30 > size || u32(buf + local) != 0x04034b50) return op_fail(err, OP_PARSE, "%s: %s: corrupt zip entry", origin, name);
     size_t start = (size_t)local + 30 + u16(buf + local + 26) + u16(buf + local + 28);
     if (start + csize > size) return op_fail(err, OP_PARSE, "%s: %s: truncated zip entry", origin, name);
-    /* the member and its parsed copy live together for a moment; the arrays decompressed so far stay in
-     * the budget's running total (with the executor's values), so a zip bomb stops at the budget */
+    /* the member and its parsed copy live together for a moment (op_npy_parse takes the copy's bytes); the
+     * arrays decompressed so far stay in the budget's running total (with the executor's values), so a zip
+     * bomb stops at the budget */
     op_error why;
-    if (op_budget_take((uint64_t)usize * 2, NULL, &why)) {
+    if (op_budget_take(usize, NULL, &why)) {
       char a[32], b[32];
       return op_fail(err, OP_NOMEM, "%s: %s: decompressing it (%s) brings the arrays over the memory budget of %s (--max-memory)",
                      origin, name, op_bytes_text(usize, a, sizeof a), op_bytes_text(op_memory_budget(), b, sizeof b));
     }
     uint8_t *data = malloc(usize ? usize : 1);
     if (!data) {
-      op_budget_give((uint64_t)usize * 2);
+      op_budget_give(usize);
       return op_fail(err, OP_NOMEM, "%s: %s: out of memory for %u bytes", origin, name, usize);
     }
     if (method == 0) {
       if (csize != usize) {
-        free(data), op_budget_give((uint64_t)usize * 2);
+        free(data), op_budget_give(usize);
         return op_fail(err, OP_PARSE, "%s: %s: corrupt zip entry", origin, name);
       }
       memcpy(data, buf + start, usize);
@@ -167,24 +169,25 @@ int op_npz_parse(const uint8_t *buf, size_t size, const char *origin, op_named_v
       bool ok = zr == Z_STREAM_END && z.total_out == usize;
       inflateEnd(&z);
       if (!ok) {
-        free(data), op_budget_give((uint64_t)usize * 2);
+        free(data), op_budget_give(usize);
         return op_fail(err, OP_PARSE, "%s: %s: corrupt deflate data", origin, name);
       }
     } else {
-      free(data), op_budget_give((uint64_t)usize * 2);
+      free(data), op_budget_give(usize);
       return op_fail(err, OP_UNSUPPORTED, "%s: %s: zip compression method %u", origin, name, method);
     }
     if ((uint32_t)crc32(0L, data, usize) != crc) {
-      free(data), op_budget_give((uint64_t)usize * 2);
+      free(data), op_budget_give(usize);
       return op_fail(err, OP_PARSE, "%s: %s: CRC mismatch (corrupt archive)", origin, name);
     }
-    op_named t = {.budgeted = usize};
+    op_named t = {0};
     char where[600];
     snprintf(where, sizeof where, "%s: %s", origin, name);
     int rc = op_npy_parse(data, usize, where, &t.t, err);
     free(data);
-    op_budget_give(rc ? (uint64_t)usize * 2 : usize); /* the member is gone; its array stays counted */
+    op_budget_give(usize); /* the member is gone; its array stays counted */
     if (rc) return -1;
+    t.budgeted = t.t.nbytes;
     size_t len = strlen(name);
     if (len > 4 && strcmp(name + len - 4, ".npy") == 0) name[len - 4] = 0;
     t.name = op_xstrdup(name);

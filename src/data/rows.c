@@ -172,7 +172,7 @@ int op_dataset_hold_out_report(op_dataset *d, const char *path, op_error *err) {
   char *text = op_read_file(path, NULL, err);
   if (!text) return -1;
   cJSON *root = cJSON_Parse(text);
-  free(text);
+  op_read_file_free(text);
   if (!root) return op_fail(err, OP_ARG, "%s: not valid JSON", path);
   size_t n = hold_out_sets(d, root);
   cJSON_Delete(root);

@@ -40,8 +40,11 @@ FILE *op_temp_open(const char *target, char *tmp, op_error *err);
 int op_temp_close(FILE *f, const char *tmp, bool failed, const char *target, op_error *err);
 
 /* Reads a whole file; *size gets its length (when size is not NULL) and the buffer is NUL-terminated,
- * so text can be read the same way. Returns NULL and sets *err on failure. */
+ * so text can be read the same way. Returns NULL and sets *err on failure (OP_NOMEM when the file does
+ * not fit what the memory budget has left: the buffer is in its running total until freed).
+ * Release with op_read_file_free, never free(). */
 char *op_read_file(const char *path, size_t *size, op_error *err);
+void op_read_file_free(void *buf); /* accepts NULL */
 
 /* An independent copy of a loaded model (packed and parsed again; keeps its path and real path), for
  * candidates that are edited while the original stays as it is. */

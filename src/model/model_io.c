@@ -606,15 +606,26 @@ int64_t op_model_param_count(const op_model *m) {
   return n;
 }
 
+/* What a whole-file buffer took from the memory budget is kept just before it, for op_read_file_free. */
+#define READ_HEAD 16
+
 char *op_read_file(const char *path, size_t *size, op_error *err) {
   uint64_t len;
   int fd = op_open_regular(path, NULL, &len, NULL, NULL, err);
   if (fd < 0) return NULL;
-  if (op_budget_check(len, path, err)) {
+  if (op_budget_take(len + 1, path, err)) { /* lives beside the model's and the data's tensors */
     close(fd);
     return NULL;
   }
-  char *buf = op_xmalloc((size_t)len + 1);
+  char *base = malloc((size_t)len + 1 + READ_HEAD);
+  if (!base) {
+    close(fd);
+    op_budget_give(len + 1);
+    return op_fail_null(err, OP_NOMEM, "%s: out of memory for %llu bytes", path, (unsigned long long)len + 1);
+  }
+  uint64_t taken = len + 1;
+  memcpy(base, &taken, sizeof taken);
+  char *buf = base + READ_HEAD;
   size_t n = 0;
   bool failed = false;
   while (n < len) { /* never past the size seen at open: a growing file cannot run the buffer over */
@@ -628,12 +639,21 @@ char *op_read_file(const char *path, size_t *size, op_error *err) {
   }
   close(fd);
   if (failed) {
-    free(buf);
+    op_read_file_free(buf);
     return op_fail_null(err, OP_IO, "%s: read error", path);
   }
   buf[n] = 0;
   if (size) *size = n;
   return buf;
+}
+
+void op_read_file_free(void *buf) {
+  if (!buf) return;
+  char *base = (char *)buf - READ_HEAD;
+  uint64_t taken;
+  memcpy(&taken, base, sizeof taken);
+  free(base);
+  op_budget_give(taken);
 }
 
 /* ---- saving ---- */

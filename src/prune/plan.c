@@ -440,17 +440,17 @@ cJSON *op_json_load(const char *path, op_error *err) {
   char *text = op_read_file(path, NULL, err);
   if (!text) return NULL;
   if (json_depth(text, OP_JSON_MAX_DEPTH) > OP_JSON_MAX_DEPTH) {
-    free(text);
+    op_read_file_free(text);
     return op_fail_null(err, OP_ARG, "%s: JSON nested deeper than %d levels", path, OP_JSON_MAX_DEPTH);
   }
   cJSON *root = cJSON_Parse(text);
   if (!root) {
     const char *at = cJSON_GetErrorPtr();
     long off = at && at >= text ? (long)(at - text) : -1;
-    free(text);
+    op_read_file_free(text);
     return op_fail_null(err, OP_ARG, "%s: not valid JSON (at byte %ld)", path, off);
   }
-  free(text);
+  op_read_file_free(text);
   if (!cJSON_IsObject(root)) {
     cJSON_Delete(root);
     return op_fail_null(err, OP_ARG, "%s: not a JSON object", path);

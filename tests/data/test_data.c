@@ -5,6 +5,8 @@
 #include "check.h"
 #include "data/data.h"
 #include "exec/exec.h"
+#include "files/files.h"
+#include "model/model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,7 +187,45 @@ static void test_npz_write_keeps_types_and_widens_bfloat16(const char *tmp) {
   }
   for (size_t i = 0; i < got.n; i++) free(got.v[i].name), op_tensor_clear(&got.v[i].t);
   free(got.v);
-  free(buf);
+  op_read_file_free(buf);
+  remove(path);
+}
+
+/* Whole-file reads and arrays read from .npy and .npz take their bytes from the memory budget's running
+ * total and give them back when freed: what a dataset held is back after op_dataset_free. */
+static void test_budget_running_total_returns(const char *tmp) {
+  float v[6] = {1, 2, 3, 4, 5, 6};
+  size_t n;
+  uint8_t *b = npy("<f4", "(2, 3)", v, sizeof v, &n);
+  char path[512];
+  snprintf(path, sizeof path, "%s/x.npy", tmp);
+  FILE *f = fopen(path, "wb");
+  CHECK(f && fwrite(b, 1, n, f) == n);
+  if (f) fclose(f);
+  free(b);
+  uint64_t before = op_budget_held();
+  size_t size;
+  char *text = op_read_file(path, &size, &err);
+  CHECK(text && size == n);
+  CHECK(op_budget_held() == before + n + 1); /* the buffer and its NUL */
+  op_read_file_free(text);
+  CHECK(op_budget_held() == before);
+  op_dataset *d = op_dataset_open(path, &err);
+  CHECK(d != NULL);
+  CHECK(op_budget_held() >= before + sizeof v); /* the array stays counted while the dataset lives */
+  op_dataset_free(d);
+  CHECK(op_budget_held() == before);
+  const char *names[1] = {"x"};
+  op_tensor arr = {.dtype = 1, .rank = 2, .dims = {2, 3}, .data = v, .nbytes = sizeof v};
+  snprintf(path, sizeof path, "%s/x.npz", tmp);
+  CHECK_EQ_INT(op_npz_write(path, names, &arr, 1, &err), 0);
+  d = op_dataset_open(path, &err);
+  CHECK(d != NULL);
+  CHECK(op_budget_held() >= before + sizeof v);
+  op_dataset_free(d);
+  CHECK(op_budget_held() == before);
+  remove(path);
+  snprintf(path, sizeof path, "%s/x.npy", tmp);
   remove(path);
 }
 
@@ -199,5 +239,6 @@ int main(int argc, char **argv) {
   test_npy_refuses_other_dtypes_by_name();
   test_pb_typed_storage_of_every_type();
   test_npz_write_keeps_types_and_widens_bfloat16(argv[1]);
+  test_budget_running_total_returns(argv[1]);
   return check_done("data");
 }

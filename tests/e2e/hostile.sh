@@ -107,7 +107,9 @@ refuse live-set "live_set.onnx: node 'neg3' (Neg): 4 MiB for output 'y3' exceeds
 handled live-set-fits -- run "$H/live_set.onnx" --data "$H/x.npz" -o "$work/out/o.npz" --max-memory 24M -q
 refuse constant-of-shape-default "constant_of_shape.onnx: node 'cos' (ConstantOfShape): 4 TiB for output 'big' exceeds the memory budget of" -- run "$H/constant_of_shape.onnx" --data "$H/x.npz" -o "$work/out/o.npz"
 refuse expand "expand.onnx: node 'expand' (Expand): 4 TiB for output 'y' exceeds the memory budget of 512 MiB" -- run "$H/expand.onnx" --data "$H/x11.npz" -o "$work/out/o.npz" --max-memory 512M
-refuse npz-bomb "bomb.npz: x14.npy: decompressing it (64.0 MiB) brings the arrays over the memory budget of 1 GiB" -- run "$H/no_attention.onnx" --data "$H/bomb.npz" -o "$work/out/o.npz" --max-memory 1G
+refuse npz-bomb "bomb.npz: x14.npy: 64 MiB exceeds what the memory budget of 1 GiB has left" -- run "$H/no_attention.onnx" --data "$H/bomb.npz" -o "$work/out/o.npz" --max-memory 1G
+# a running total across readers: the .npy file read whole (10 MiB) and its array (10 MiB) do not fit 15 MiB together
+refuse npy-and-its-file "x_big.npy: 10 MiB exceeds what the memory budget of 15 MiB has left (--max-memory; 10.* MiB held by other values)" -- run "$H/no_attention.onnx" --data "$H/x_big.npy" -o "$work/out/o.npz" --max-memory 15M
 refuse npz-liar "liar.npz: x.npy: decompressing it (4.0 GiB) brings the arrays over the memory budget" -- run "$H/no_attention.onnx" --data "$H/liar.npz" -o "$work/out/o.npz" --max-memory 1G
 refuse max-memory-text "--max-memory: 'lots' is not a size" -- inspect "$GOOD" --max-memory lots
 

@@ -176,6 +176,8 @@ def main(good, out):
                [x], [fvi("y", ["N", 3]), helper.make_tensor_value_info("t", TensorProto.STRING, [1])], [s]), out, "string.onnx")
     np.savez(os.path.join(out, "x.npz"), x=np.ones([2, 3], np.float32))
     np.savez(os.path.join(out, "x11.npz"), x=np.ones([2, 1], np.float32))
+    # 10 MiB: the whole-file read and the array parsed from it live together (20 MiB)
+    np.save(os.path.join(out, "x_big.npy"), np.ones([2, 1310720], np.float32))
 
     # a model with no attention block (qsort(NULL, 0)), and output names longer than any fixed buffer
     save(small([helper.make_node("Relu", ["x"], ["y"], name="relu")], [x], [fvi("y", ["N", 3])]), out, "no_attention.onnx")

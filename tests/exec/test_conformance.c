@@ -92,7 +92,7 @@ static int read_pb(const char *path, op_xt *out, op_error *err) {
   char *buf = op_read_file(path, &n, err);
   if (!buf) return -1;
   Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, n, (const uint8_t *)buf);
-  free(buf);
+  op_read_file_free(buf);
   if (!t) return op_fail(err, OP_PARSE, "%s: not a TensorProto", path);
   int rc = op_xt_from_proto(out, t, path, err);
   onnx__tensor_proto__free_unpacked(t, NULL);

@@ -125,7 +125,7 @@ static bool run_fixture(const char *dir, const char *name, double tol) {
     size_t size;
     uint8_t *buf = (uint8_t *)op_read_file(path, &size, &err);
     Onnx__TensorProto *t = buf ? onnx__tensor_proto__unpack(NULL, size, buf) : NULL;
-    free(buf);
+    op_read_file_free(buf);
     op_xt want = {0};
     if (!t || op_xt_from_proto(&want, t, path, &err)) {
       fprintf(stderr, "%s: cannot read %s\n", name, path);

@@ -48,6 +48,6 @@ int main(int argc, char **argv) {
   for (size_t i = 1; i < n_ops; i++) /* bsearch needs the table sorted */
     CHECK(strcmp(ops[i - 1].name, ops[i].name) < 0);
   for (size_t i = 0; i < n_ops; i++) CHECK(op_exec_find_op(ops[i].name) == &ops[i]);
-  free(text);
+  op_read_file_free(text);
   return check_done("op_list");
 }
