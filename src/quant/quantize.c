@@ -375,6 +375,7 @@ typedef struct calib {
   op_stats *stats;
   int32_t *dtypes; /* per calibrated tensor: the type it was computed in (float16 is measured as float32) */
   bool hist; /* the methods need histograms, not only ranges */
+  bool chan; /* per-channel means too (bias correction reads them; a pass over every value otherwise wasted) */
 } calib;
 
 static void observe(void *user, const char *name, const op_tensor *t) {
@@ -383,7 +384,7 @@ static void observe(void *user, const char *name, const op_tensor *t) {
   op_stats *s = v ? c->by_slot[v - c->gr->values] : NULL;
   if (!s || !op_dtype_is_float(t->dtype)) return;
   c->dtypes[s - c->stats] = t->dtype;
-  int64_t n = (int64_t)(t->nbytes / op_dtype_size(t->dtype)), ch = t->rank ? t->dims[t->rank - 1] : 1;
+  int64_t n = (int64_t)(t->nbytes / op_dtype_size(t->dtype)), ch = !c->chan ? 0 : t->rank ? t->dims[t->rank - 1] : 1;
   const float *x = t->data;
   op_xt wide = {0};
   if (t->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) { /* float16, bfloat16, float64: measured as float32 */
@@ -414,6 +415,7 @@ static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *
   int rc = want < 0 ? -1 : 0;
   if (!rc && rows) op_row_set_capture(rows, d, first, want);
   cal->hist = needs_hist(c);
+  cal->chan = c->bias_correction;
   /* the products keep their fused epilogues unless a tensor to calibrate exists only unfused */
   bool fused = true;
   for (size_t j = 0; j < cal->names.n && fused; j++) fused = !op_session_value_fused_away(s, cal->names.v[j]);
