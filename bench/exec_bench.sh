@@ -2,7 +2,9 @@
 # exec_bench.sh [BUILD_DIR]: the executor on a BERT-base-sized model (sequence 128, 2 threads) against
 # ONNX Runtime measured in the same run, batch 1 and batch 8, on each kernel path (BENCH_PATHS,
 # default "native avx2 openblas": what ONNX_PRUNE_ISA unset picks from cpuid, oneDNN with AVX2
-# forced, and OpenBLAS with its own CPU guess; NAME-unfused: that path with ONNX_PRUNE_FUSE=0), REPEAT times (default 3), printing every ratio and the
+# forced, and OpenBLAS with its own CPU guess; NAME-unfused: that path with ONNX_PRUNE_FUSE=0; NAME-passive:
+# that path with OMP_WAIT_POLICY=PASSIVE, libgomp's threads sleeping between parallel regions instead of
+# spinning, which libgomp reads only at load), REPEAT times (default 3), printing every ratio and the
 # spread; then a session's peak RSS against the file, and `quantize` (16 calibration samples) against
 # a plain `run` over the same samples. Targets: ours <= 1.2x ORT, RSS <= 1.3x the file, quantize
 # <= 1.5x run. Every line gives the CPU time beside the wall time (ms or s; `cpu`), and the load average is
@@ -19,11 +21,11 @@ import numpy as np, sys
 ids = np.random.RandomState(0).randint(0, 30522, (16, 128)).astype(np.int64)
 np.savez(sys.argv[1], input_ids=ids, attention_mask=np.ones_like(ids))" "$work/seq128.npz"
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
-paths=${BENCH_PATHS:-native avx2 openblas}
+paths=${BENCH_PATHS:-native avx2 avx2-passive openblas}
 repeat=${REPEAT:-3}
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}"
-for p in $paths; do echo "ONNX_PRUNE_ISA=${p%-unfused}: $(ONNX_PRUNE_ISA=${p%-unfused} "$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^kernel //p')"; done
+for p in $paths; do isa=${p%-unfused}; isa=${isa%-passive}; echo "ONNX_PRUNE_ISA=$isa: $(ONNX_PRUNE_ISA=$isa "$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^kernel //p')"; done
 echo "fused epilogues: $("$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^fused epilogues \([0-9]*\).*/\1/p') products (ONNX_PRUNE_FUSE=0 turns them off; a path NAME-unfused in BENCH_PATHS runs so)"
 : >"$work/ratios"
 for batch in 1 8; do
@@ -34,7 +36,8 @@ for batch in 1 8; do
     line="batch $batch, repeat $r: ORT $theirs ms (cpu $theirs_cpu)"
     for p in $paths; do
       isa=${p%-unfused} fuse=$([ "$p" = "${p%-unfused}" ] && echo 1 || echo 0)
-      out=$(ONNX_PRUNE_FUSE=$fuse ONNX_PRUNE_ISA=$isa "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" "$batch")
+      wait=$([ "$isa" = "${isa%-passive}" ] || echo OMP_WAIT_POLICY=PASSIVE) isa=${isa%-passive}
+      out=$(env $wait ONNX_PRUNE_FUSE=$fuse ONNX_PRUNE_ISA=$isa "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" "$batch")
       ours=$(echo "$out" | awk '/^ours_ms/ {print $2}') ours_cpu=$(echo "$out" | awk '/^ours_cpu_ms/ {printf "%.0f", $2}')
       ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f", a / b }')
       line="$line | $p $ours ms (${ratio}x, cpu $ours_cpu)"
