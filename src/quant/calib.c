@@ -4,8 +4,10 @@
  * entropy calibration (2048 bins, reference distribution with outliers folded into the last bin,
  * 128-level quantised candidate, minimum KL divergence). */
 #include "quant/calib.h"
+#include "exec/fastmath.h"
 #include "parallel/parallel.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,14 +43,76 @@ void op_stats_free(op_stats *s) {
   s->fine = NULL;
 }
 
-void op_stats_range(op_stats *s, const float *x, int64_t n, int64_t channels) {
-  double lo = INFINITY, hi = -INFINITY;
-  for (int64_t i = 0; i < n; i++) {
-    double v = x[i];
-    if (!isfinite(v)) continue;
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
+/* ---- a batch's range and histogram: vectorised loops over chunks that run on several threads (the
+ * executor waits while the observer measures; on BERT-base this was 10% of a calibration run on one
+ * thread). min, max and integer bin counts do not depend on the split. ---- */
+
+#define OBS_LANES 16
+#define OBS_CHUNKS 16 /* at most; the chunks a batch is split into, each one thread's */
+
+/* min and max of the finite values of x[0, n) (lo > hi when there is none) */
+OP_VECTOR_CLONES static void finite_range(const float *x, int64_t n, float *lo, float *hi) {
+  float mn[OBS_LANES], mx[OBS_LANES];
+  for (int l = 0; l < OBS_LANES; l++) mn[l] = INFINITY, mx[l] = -INFINITY;
+  int64_t i = 0;
+  for (; i + OBS_LANES <= n; i += OBS_LANES)
+    for (int l = 0; l < OBS_LANES; l++) {
+      float v = x[i + l];
+      bool f = fabsf(v) <= FLT_MAX;
+      mn[l] = f && v < mn[l] ? v : mn[l];
+      mx[l] = f && v > mx[l] ? v : mx[l];
+    }
+  for (int l = 0; i < n; i++, l++) {
+    float v = x[i];
+    bool f = fabsf(v) <= FLT_MAX;
+    mn[l] = f && v < mn[l] ? v : mn[l];
+    mx[l] = f && v > mx[l] ? v : mx[l];
   }
+  float a = INFINITY, b = -INFINITY;
+  for (int l = 0; l < OBS_LANES; l++) a = mn[l] < a ? mn[l] : a, b = mx[l] > b ? mx[l] : b;
+  *lo = a, *hi = b;
+}
+
+/* counts of |x| in `bins` bins of width 1 / scale from 0 (the last one takes what lies beyond) */
+static void bin_counts(const float *x, int64_t n, double scale, int bins, uint64_t *h) {
+  for (int64_t i = 0; i < n; i++) {
+    double v = fabs((double)x[i]);
+    if (!(v <= DBL_MAX)) continue; /* NaN, infinity */
+    int64_t b = (int64_t)(v * scale);
+    h[b >= bins ? bins - 1 : b] += 1;
+  }
+}
+
+typedef struct obs_job {
+  const float *x;
+  int64_t n, chunks;
+  float lo[OBS_CHUNKS], hi[OBS_CHUNKS];
+  double scale; /* histogram pass: set, with bins and counts (chunks x bins) */
+  int bins;
+  uint64_t *counts;
+} obs_job;
+
+static void obs_chunks(void *ctx, int64_t lo, int64_t hi) {
+  obs_job *j = ctx;
+  for (int64_t k = lo; k < hi; k++) {
+    int64_t a = j->n * k / j->chunks, b = j->n * (k + 1) / j->chunks;
+    if (j->counts) bin_counts(j->x + a, b - a, j->scale, j->bins, j->counts + k * j->bins);
+    else finite_range(j->x + a, b - a, &j->lo[k], &j->hi[k]);
+  }
+}
+
+/* one chunk per OP_PARALLEL_GRAIN of input, at most one per thread */
+static int64_t obs_chunk_count(int64_t n) {
+  int64_t t = op_thread_count(), c = n * (int64_t)sizeof(float) / OP_PARALLEL_GRAIN;
+  if (t > OBS_CHUNKS) t = OBS_CHUNKS;
+  return c < 1 ? 1 : c < t ? c : t;
+}
+
+void op_stats_range(op_stats *s, const float *x, int64_t n, int64_t channels) {
+  obs_job j = {.x = x, .n = n, .chunks = obs_chunk_count(n)};
+  op_parallel_for(j.chunks, n / j.chunks * (int64_t)sizeof(float), obs_chunks, &j);
+  double lo = INFINITY, hi = -INFINITY;
+  for (int64_t k = 0; k < j.chunks; k++) lo = j.lo[k] < lo ? j.lo[k] : lo, hi = j.hi[k] > hi ? j.hi[k] : hi;
   s->thr_valid = false;
   if (lo > hi) return; /* nothing finite */
   s->min = lo < s->min ? lo : s->min;
@@ -102,13 +166,23 @@ void op_stats_observe(op_stats *s, const float *x, int64_t n, int64_t channels) 
     memset(s->fine + OP_FINE_BINS / 2, 0, OP_FINE_BINS / 2 * sizeof *s->fine);
     s->fine_max *= 2;
   }
-  double scale = OP_FINE_BINS / s->fine_max;
-  for (int64_t i = 0; i < n; i++) {
-    double v = fabs((double)x[i]);
-    if (!isfinite(v)) continue;
-    int64_t b = (int64_t)(v * scale);
-    s->fine[b >= OP_FINE_BINS ? OP_FINE_BINS - 1 : b] += 1;
+  obs_job j = {.x = x, .n = n, .chunks = obs_chunk_count(n), .scale = OP_FINE_BINS / s->fine_max, .bins = OP_FINE_BINS};
+  if (j.chunks == 1) { /* small: straight into the histogram, no counts to clear and merge */
+    double scale = j.scale;
+    for (int64_t i = 0; i < n; i++) {
+      double v = fabs((double)x[i]);
+      if (!(v <= DBL_MAX)) continue; /* NaN, infinity */
+      int64_t b = (int64_t)(v * scale);
+      s->fine[b >= OP_FINE_BINS ? OP_FINE_BINS - 1 : b] += 1;
+    }
+    return;
   }
+  j.counts = calloc((size_t)(j.chunks * OP_FINE_BINS), sizeof *j.counts);
+  if (!j.counts) abort();
+  op_parallel_for(j.chunks, n / j.chunks * (int64_t)sizeof(float), obs_chunks, &j);
+  for (int64_t k = 0; k < j.chunks; k++)
+    for (int b = 0; b < OP_FINE_BINS; b++) s->fine[b] += (double)j.counts[k * OP_FINE_BINS + b];
+  free(j.counts);
 }
 
 void op_stats_finish(op_stats *s) {

@@ -6,6 +6,8 @@
  * tensor feeding a quantised node, with a per-tensor range from calibration; graph inputs and outputs
  * stay fp32. Calibration streams the data through the executor's observer twice: ranges (and
  * per-channel means for bias correction), then histograms of |x|. */
+#include "exec/fastmath.h"
+#include "parallel/parallel.h"
 #include "prune/prune.h"
 #include "quant/quant.h"
 #include "report/json.h"
@@ -373,6 +375,7 @@ typedef struct calib {
   op_stats *stats;
   int32_t *dtypes; /* per calibrated tensor: the type it was computed in (float16 is measured as float32) */
   bool hist; /* the methods need histograms, not only ranges */
+  bool chan; /* per-channel means too (bias correction reads them; a pass over every value otherwise wasted) */
 } calib;
 
 static void observe(void *user, const char *name, const op_tensor *t) {
@@ -381,7 +384,7 @@ static void observe(void *user, const char *name, const op_tensor *t) {
   op_stats *s = v ? c->by_slot[v - c->gr->values] : NULL;
   if (!s || !op_dtype_is_float(t->dtype)) return;
   c->dtypes[s - c->stats] = t->dtype;
-  int64_t n = (int64_t)(t->nbytes / op_dtype_size(t->dtype)), ch = t->rank ? t->dims[t->rank - 1] : 1;
+  int64_t n = (int64_t)(t->nbytes / op_dtype_size(t->dtype)), ch = !c->chan ? 0 : t->rank ? t->dims[t->rank - 1] : 1;
   const float *x = t->data;
   op_xt wide = {0};
   if (t->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) { /* float16, bfloat16, float64: measured as float32 */
@@ -412,6 +415,7 @@ static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *
   int rc = want < 0 ? -1 : 0;
   if (!rc && rows) op_row_set_capture(rows, d, first, want);
   cal->hist = needs_hist(c);
+  cal->chan = c->bias_correction;
   /* the products keep their fused epilogues unless a tensor to calibrate exists only unfused */
   bool fused = true;
   for (size_t j = 0; j < cal->names.n && fused; j++) fused = !op_session_value_fused_away(s, cal->names.v[j]);
@@ -565,33 +569,6 @@ static op_quant_entry *record(op_quant_report *r, const char *name, const char *
   return &r->entries.v[r->entries.n - 1];
 }
 
-/* Quantises a float [rows, cols] weight symmetric int8 along `axis` (per channel) or as a whole, to
- * [-levels, levels]: 127, or 63 for reduce_range (7 bits, so that u8 x s8 products summed in pairs
- * cannot saturate int16 on CPUs without VNNI). */
-static void quantize_weight(const float *w, int64_t rows, int64_t cols, int axis, bool per_channel, int levels,
-                            bool half, int8_t *q, float *scales, float *dq) {
-  const float L = (float)levels;
-  int64_t nch = per_channel ? (axis == 0 ? rows : cols) : 1;
-  for (int64_t c = 0; c < nch; c++) scales[c] = 0;
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) {
-      int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
-      scales[ch] = fmaxf(scales[ch], fabsf(w[r * cols + c]));
-    }
-  for (int64_t c = 0; c < nch; c++) {
-    scales[c] = scales[c] > 0 ? scales[c] / L : 1.f; /* scales stay > 0 */
-    if (half) scales[c] = half_scale(scales[c]);       /* the float16 scale DequantizeLinear will read */
-  }
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) {
-      int64_t ch = per_channel ? (axis == 0 ? r : c) : 0;
-      float v = nearbyintf(w[r * cols + c] / scales[ch]);
-      v = v > L ? L : v < -L ? -L : v;
-      q[r * cols + c] = (int8_t)v;
-      if (dq) dq[r * cols + c] = v * scales[ch];
-    }
-}
-
 /* One QuantizeLinear -> DequantizeLinear pair on an activation; returns the dequantized name (owned). */
 static char *qdq_activation(op_graph *gr, const char *name, const op_stats *s, const op_quant_config *c,
                             op_cal_method m, qform f, op_quant_report *r) {
@@ -723,6 +700,218 @@ static const float *weight_values(Onnx__TensorProto *w, float **owned) {
   return *owned = tensor_as_f32(w); /* float16/bfloat16 widened, or unaligned bytes copied */
 }
 
+/* ---- weights: read, checked and quantised in parallel ----
+ * Every target's weight is read once, checked for NaN/infinity, measured and quantised by a few
+ * threads (one weight per task, largest first, so the embedding table does not leave one thread
+ * alone at the end) before the serial rewrite, which only adds the results to the graph. On BERT-base
+ * this was most of what `quantize` spent beyond its calibration run, on one thread and through libm's
+ * fmaxf; the loops below keep independent lanes so that the compiler vectorises them. Symmetric int8
+ * (zero point 0) along the output-channel axis (per channel) or as a whole, to [-levels, levels]: 127,
+ * or 63 for reduce_range (7 bits, so that u8 x s8 products summed in pairs cannot saturate int16 on
+ * CPUs without VNNI). The results do not depend on the thread count. */
+
+#define WQ_LANES 16
+
+typedef struct wquant {
+  Onnx__TensorProto *w;    /* the float weight, read only */
+  int64_t rows, cols, nch; /* a Conv kernel [M, C/group, k...] is the matrix [M, C/group * k...] */
+  int axis;                /* channel axis (0: rows, 1: columns), when per_channel */
+  bool per_channel, half;  /* half: scales rounded to the float16 DequantizeLinear reads */
+  bool unread, finite;     /* unread: not raw bytes (a defect); finite: no NaN or infinity */
+  float lo, hi;            /* the weight's range, for the report */
+  float *scales;           /* [nch] */
+  Onnx__TensorProto *q;    /* the int8 weight (unnamed until the rewrite adds it), or NULL when not finite */
+} wquant;
+
+/* min and max of x[0, n); false when x holds NaN or infinity (x * 0 is NaN then, and the lane sums keep it) */
+static bool span_range(const float *x, int64_t n, float *lo, float *hi) {
+  float mn[WQ_LANES], mx[WQ_LANES], z[WQ_LANES];
+  for (int l = 0; l < WQ_LANES; l++) mn[l] = INFINITY, mx[l] = -INFINITY, z[l] = 0.f;
+  int64_t i = 0;
+  for (; i + WQ_LANES <= n; i += WQ_LANES)
+    for (int l = 0; l < WQ_LANES; l++) {
+      float v = x[i + l];
+      mn[l] = v < mn[l] ? v : mn[l];
+      mx[l] = v > mx[l] ? v : mx[l];
+      z[l] += v * 0.f;
+    }
+  for (int l = 0; i < n; i++, l++) {
+    float v = x[i];
+    mn[l] = v < mn[l] ? v : mn[l];
+    mx[l] = v > mx[l] ? v : mx[l];
+    z[l] += v * 0.f;
+  }
+  float a = INFINITY, b = -INFINITY, s = 0.f;
+  for (int l = 0; l < WQ_LANES; l++) a = mn[l] < a ? mn[l] : a, b = mx[l] > b ? mx[l] : b, s += z[l];
+  *lo = a, *hi = b;
+  return s == 0.f;
+}
+
+/* Per-column min and max over the rows of x[rows, cols] (MatMul's [K, N], channel axis 1). */
+static bool column_range(const float *x, int64_t rows, int64_t cols, float *mn, float *mx) {
+  float *z = op_xcalloc((size_t)(cols ? cols : 1), sizeof *z);
+  for (int64_t c = 0; c < cols; c++) mn[c] = INFINITY, mx[c] = -INFINITY;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *row = x + r * cols;
+    for (int64_t c = 0; c < cols; c++) {
+      float v = row[c];
+      mn[c] = v < mn[c] ? v : mn[c];
+      mx[c] = v > mx[c] ? v : mx[c];
+      z[c] += v * 0.f;
+    }
+  }
+  float s = 0.f;
+  for (int64_t c = 0; c < cols; c++) s += z[c];
+  free(z);
+  return s == 0.f;
+}
+
+/* q = clamp(round(x / s), -L, L), s per element of a row (scale_step 1) or one for all (0) */
+OP_VECTOR_CLONES static void quantize_span(const float *x, int64_t n, const float *s, int scale_step, float L, int8_t *q) {
+  if (scale_step) {
+    for (int64_t i = 0; i < n; i++) {
+      float v = nearbyintf(x[i] / s[i]);
+      q[i] = (int8_t)(v > L ? L : v < -L ? -L : v);
+    }
+  } else {
+    float d = s[0];
+    for (int64_t i = 0; i < n; i++) {
+      float v = nearbyintf(x[i] / d);
+      q[i] = (int8_t)(v > L ? L : v < -L ? -L : v);
+    }
+  }
+}
+
+static float abs_of_range(float lo, float hi) {
+  float a = -lo > hi ? -lo : hi;
+  return a > 0.f ? a : 0.f; /* an empty range (lo = inf, hi = -inf) gives 0 */
+}
+
+static void wq_one(wquant *j, int levels) {
+  float *owned = NULL;
+  const float *x = weight_values(j->w, &owned);
+  if (!x) {
+    j->unread = true;
+    return;
+  }
+  int64_t rows = j->rows, cols = j->cols;
+  j->scales = op_xmalloc((size_t)(j->nch ? j->nch : 1) * sizeof *j->scales);
+  float lo = INFINITY, hi = -INFINITY;
+  bool finite = true;
+  if (j->per_channel && j->axis == 1) {
+    float *mn = op_xmalloc((size_t)(cols ? cols : 1) * sizeof *mn), *mx = op_xmalloc((size_t)(cols ? cols : 1) * sizeof *mx);
+    finite = column_range(x, rows, cols, mn, mx);
+    for (int64_t c = 0; c < cols; c++) {
+      lo = mn[c] < lo ? mn[c] : lo, hi = mx[c] > hi ? mx[c] : hi;
+      j->scales[c] = abs_of_range(mn[c], mx[c]);
+    }
+    free(mn), free(mx);
+  } else if (j->per_channel) {
+    for (int64_t r = 0; r < rows; r++) {
+      float a, b;
+      finite &= span_range(x + r * cols, cols, &a, &b);
+      lo = a < lo ? a : lo, hi = b > hi ? b : hi;
+      j->scales[r] = abs_of_range(a, b);
+    }
+  } else {
+    finite = span_range(x, rows * cols, &lo, &hi);
+    j->scales[0] = abs_of_range(lo, hi);
+  }
+  j->lo = lo, j->hi = hi, j->finite = finite;
+  if (finite) {
+    const float L = (float)levels;
+    for (int64_t c = 0; c < j->nch; c++) {
+      j->scales[c] = j->scales[c] > 0 ? j->scales[c] / L : 1.f; /* scales stay > 0 */
+      if (j->half) j->scales[c] = half_scale(j->scales[c]);      /* the float16 scale DequantizeLinear will read */
+    }
+    j->q = op_tensor_new("", ONNX__TENSOR_PROTO__DATA_TYPE__INT8, j->w->dims, j->w->n_dims);
+    int8_t *q = (int8_t *)j->q->raw_data.data;
+    for (int64_t r = 0; r < rows; r++) {
+      bool by_row = j->per_channel && j->axis == 0;
+      const float *s = !j->per_channel ? j->scales : by_row ? j->scales + r : j->scales;
+      quantize_span(x + r * cols, cols, s, j->per_channel && j->axis == 1, L, q + r * cols);
+    }
+  }
+  free(owned);
+  /* read once: its pages of the file mapping can go (read again from the file should anything touch
+   * them), so peak memory is not the whole file plus its int8 copy */
+  if (op_tensor_is_borrowed(j->w)) op_release_pages(j->w->raw_data.data, j->w->raw_data.len);
+}
+
+/* The weight as DequantizeLinear will read it back, float [rows, cols] (for bias correction). */
+static float *dequantized(const wquant *j) {
+  float *d = op_xmalloc((size_t)(j->rows * j->cols > 0 ? j->rows * j->cols : 1) * sizeof *d);
+  const int8_t *q = (const int8_t *)j->q->raw_data.data;
+  for (int64_t r = 0; r < j->rows; r++)
+    for (int64_t c = 0; c < j->cols; c++) {
+      int64_t ch = !j->per_channel ? 0 : j->axis == 0 ? r : c;
+      d[r * j->cols + c] = (float)q[r * j->cols + c] * j->scales[ch];
+    }
+  return d;
+}
+
+typedef struct wq_pool {
+  wquant *v;
+  size_t *order; /* largest first */
+  size_t n, next;
+  int levels;
+} wq_pool;
+
+static void wq_worker(void *ctx, int64_t lo, int64_t hi) {
+  wq_pool *p = ctx;
+  for (int64_t k = lo; k < hi; k++)
+    for (size_t i; (i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED)) < p->n;) wq_one(&p->v[p->order[i]], p->levels);
+}
+
+typedef struct wq_size {
+  int64_t nel;
+  size_t i;
+} wq_size;
+
+static int wq_larger(const void *a, const void *b) {
+  const wq_size *x = a, *y = b;
+  return x->nel > y->nel ? -1 : x->nel < y->nel ? 1 : (x->i > y->i) - (x->i < y->i);
+}
+
+/* Reads, checks and quantises the weight of every target that has one, in parallel; out[i] is ts[i]'s
+ * (w NULL when it has none). */
+static wquant *weights_quantise(op_graph *gr, const target *ts, size_t nt, const op_quant_config *c, int64_t opset) {
+  wquant *v = op_xcalloc(nt ? nt : 1, sizeof *v);
+  wq_size *by = op_xmalloc((nt ? nt : 1) * sizeof *by);
+  size_t n = 0;
+  bool pc = c->per_channel && opset >= 13; /* no per-axis DequantizeLinear before opset 13 */
+  for (size_t i = 0; i < nt; i++) {
+    Onnx__TensorProto *w = ts[i].w ? op_graph_const(gr, ts[i].w) : NULL;
+    if (!w) continue;
+    wquant *j = &v[i];
+    j->w = w;
+    j->rows = w->n_dims ? w->dims[0] : 1;
+    int64_t nel = op_tensor_numel(w);
+    j->cols = j->rows ? nel / j->rows : 0;
+    j->axis = ts[i].w_axis;
+    j->per_channel = pc;
+    j->nch = pc ? (j->axis == 0 ? j->rows : j->cols) : 1;
+    j->half = form_of(ts[i].dtype, opset) == Q_F16_NATIVE;
+    by[n++] = (wq_size){nel, i};
+  }
+  qsort(by, n, sizeof *by, wq_larger);
+  wq_pool p = {v, op_xmalloc((n ? n : 1) * sizeof *p.order), n, 0, c->reduce_range ? 63 : 127};
+  for (size_t k = 0; k < n; k++) p.order[k] = by[k].i;
+  free(by);
+  int threads = op_thread_count();
+  op_parallel_for(threads < (int)n ? threads : (int)(n ? n : 1), OP_PARALLEL_GRAIN, wq_worker, &p);
+  free(p.order);
+  return v;
+}
+
+static void weights_free(wquant *v, size_t nt) {
+  for (size_t i = 0; v && i < nt; i++) {
+    free(v[i].scales);
+    op_tensor_free(v[i].q);
+  }
+  free(v);
+}
+
 static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal_method method, op_quant_report *r,
                  op_error *err) {
   Onnx__GraphProto *g = m->proto->graph;
@@ -754,6 +943,8 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
     op_graph_free(gr);
     return -1;
   }
+  int64_t opset = op_model_opset(m->proto);
+  wquant *wq = weights_quantise(gr, ts.v, ts.n, c, opset); /* every weight read and quantised, in parallel */
   /* a range or weight that is not finite has no int8 scale: refuse before any rewrite, never write NaN scales */
   for (size_t i = 0; i < ts.n; i++) {
     Onnx__NodeProto *n = g->node[ts.v[i].node];
@@ -768,15 +959,8 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
           fmax(fabs(lo), fabs(hi)) / 127.0 > FLT_MAX)
         bad = n->input[slot], what = "activation";
     }
-    Onnx__TensorProto *w = !bad && ts.v[i].w ? op_graph_const(gr, ts.v[i].w) : NULL;
-    float *wf_owned = NULL;
-    const float *wf = w ? weight_values(w, &wf_owned) : NULL;
-    int64_t nel = wf ? op_tensor_numel(w) : 0;
-    bool unread = w && !wf;
-    for (int64_t k = 0; k < nel && !bad; k++)
-      if (!isfinite(wf[k])) bad = ts.v[i].w, what = "weight";
-    free(wf_owned);
-    if (unread) { /* op_weight_source made it raw; its size was checked at load: a defect if reached */
+    if (!bad && wq[i].w && !wq[i].unread && !wq[i].finite) bad = ts.v[i].w, what = "weight";
+    if (!bad && ts.v[i].w && (!wq[i].w || wq[i].unread)) { /* op_weight_source made it raw; its size was checked at load: a defect if reached */
       op_fail(err, OP_INVALID, "%s: node '%s' (%s): weight '%s' is not stored as raw bytes", m->path, op_node_name(n),
               n->op_type, ts.v[i].w);
       bad = ts.v[i].w;
@@ -784,15 +968,14 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
       op_fail(err, OP_INVALID, "%s: node '%s' (%s): %s '%s' holds NaN, infinity or values beyond float range: it has no int8 scale",
               m->path, op_node_name(n), n->op_type, what, bad);
     }
-    if (w && op_tensor_is_borrowed(w)) op_release_pages(w->raw_data.data, w->raw_data.len); /* read again below, one at a time */
     if (bad) {
+      weights_free(wq, ts.n);
       for (size_t j = 0; j < ts.n; j++) free(ts.v[j].act);
       free(ts.v);
       op_graph_free(gr);
       return -1;
     }
   }
-  int64_t opset = op_model_opset(m->proto);
   bool per_axis_ok = opset >= 13;
   r->per_tensor_fallback = c->per_channel && !per_axis_ok;
   /* activations: one QDQ pair per tensor, shared by every quantised consumer */
@@ -817,34 +1000,34 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
       if (dq) op_node_set_input(n, (size_t)slot, dq);
     }
   }
-  /* weights */
+  /* weights: quantised above; here they only join the graph */
   for (size_t i = 0; i < ts.n; i++) {
     const target *t = &ts.v[i];
     if (!t->w) continue;
     Onnx__NodeProto *n = g->node[t->node];
-    Onnx__TensorProto *w = op_graph_const(gr, t->w);
-    float *wf_owned;
-    const float *wf = weight_values(w, &wf_owned); /* checked above */
+    wquant *j = &wq[i];
+    Onnx__TensorProto *w = j->w;
     qform f = form_of(t->dtype, opset);
-    /* a Conv kernel [M, C/group, k...] is quantised as the matrix [M, C/group * k...] */
-    int64_t rows = w->dims[0], nel = op_tensor_numel(w), cols = rows ? nel / rows : 0;
-    bool pc = c->per_channel && per_axis_ok;
-    int64_t nch = pc ? (t->w_axis == 0 ? rows : cols) : 1;
-    int8_t *q = op_xmalloc((size_t)nel);
-    float *scales = op_xmalloc((size_t)nch * sizeof(float)), *dqw = op_xmalloc((size_t)nel * sizeof(float));
-    quantize_weight(wf, rows, cols, t->w_axis, pc, c->reduce_range ? 63 : 127, f == Q_F16_NATIVE, q, scales, dqw);
-    if (c->bias_correction && t->kind == T_LINEAR && t->act)
+    int64_t rows = j->rows, cols = j->cols, nch = j->nch;
+    bool pc = j->per_channel;
+    if (c->bias_correction && t->kind == T_LINEAR && t->act) {
+      float *wf_owned, *dqw = dequantized(j);
+      const float *wf = weight_values(w, &wf_owned); /* read above */
       r->biases_corrected += correct_bias(gr, n, t, wf, dqw, rows, cols, stats_of(cal, t->act));
+      free(wf_owned), free(dqw);
+      if (op_tensor_is_borrowed(w)) op_release_pages(w->raw_data.data, w->raw_data.len);
+    }
     char *qn = fmt_name(gr, t->w, "_quantized"), *sn = fmt_name(gr, t->w, "_scale"),
          *zn = fmt_name(gr, t->w, "_zero_point"), *dn = fmt_name(gr, t->w, "_dequantized");
     int8_t *zeros = op_xcalloc((size_t)nch, 1);
-    const char *q_name = add_tensor(gr, qn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, w->dims, w->n_dims, q);
-    const char *s_name = add_scales(gr, sn, f, &nch, pc ? 1 : 0, scales);
+    free(j->q->name);
+    j->q->name = op_xstrdup(qn);
+    const char *q_name = op_graph_add_init(gr, j->q); /* the graph owns it now */
+    j->q = NULL;
+    const char *s_name = add_scales(gr, sn, f, &nch, pc ? 1 : 0, j->scales);
     const char *z_name = add_tensor(gr, zn, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, &nch, pc ? 1 : 0, zeros);
-    float lo = INFINITY, hi = -INFINITY;
-    for (int64_t k = 0; k < nel; k++) lo = fminf(lo, wf[k]), hi = fmaxf(hi, wf[k]);
-    record(r, t->w, t->kind == T_GATHER ? "embedding" : "weight", pc ? "abs_max per channel" : "abs_max per tensor", lo, hi,
-           scales, nch, pc ? t->w_axis : -1, 0, ONNX__TENSOR_PROTO__DATA_TYPE__INT8);
+    record(r, t->w, t->kind == T_GATHER ? "embedding" : "weight", pc ? "abs_max per channel" : "abs_max per tensor", j->lo,
+           j->hi, j->scales, nch, pc ? t->w_axis : -1, 0, ONNX__TENSOR_PROTO__DATA_TYPE__INT8);
     /* Q_F16_CAST: DequantizeLinear writes float32, a Cast the float16 the node reads */
     if (t->kind == T_GATHER) { /* Gather(int8 table) -> DequantizeLinear over the hidden axis */
       char *gathered = fmt_name(gr, n->output[0], "_int8");
@@ -870,12 +1053,10 @@ static int apply(op_model *m, const op_quant_config *c, const calib *cal, op_cal
       free(d);
     }
     if (f != Q_F32) r->half_form = f == Q_F16_NATIVE ? HALF_NATIVE : HALF_CAST;
-    free(wf_owned), free(q), free(scales), free(dqw), free(zeros);
+    free(zeros);
     free(qn), free(sn), free(zn), free(dn);
-    /* its int8 copy is made: the float weight's pages of the file mapping can go (read again from the
-     * file should anything touch them), so peak memory is not the whole file plus its int8 copy */
-    if (op_tensor_is_borrowed(w)) op_release_pages(w->raw_data.data, w->raw_data.len);
   }
+  weights_free(wq, ts.n);
   for (size_t i = 0; i < ts.n; i++) free(ts.v[i].act);
   for (size_t i = 0; i < dq_names.n; i++) free(dq_names.v[i]), free(src_names.v[i]);
   free(dq_names.v);

@@ -139,6 +139,40 @@ int main(void) {
   op_stats_free(&one);
   op_stats_free(&two);
 
+  /* a large batch is measured in chunks on several threads: the same range and histogram as one
+   * thread gives, and as the plain loop over every value, NaN and infinities skipped */
+  enum { BIG = 3 << 20 };
+  float *y = malloc(BIG * sizeof(float));
+  for (int i = 0; i < BIG; i++) y[i] = (float)(laplace() * 3);
+  y[17] = NAN, y[BIG / 3] = INFINITY, y[BIG - 1] = -INFINITY, y[BIG / 2 + 5] = 400.f, y[BIG - 7] = -450.f;
+  op_stats by[2];
+  const char *threads[2] = {"1", "3"};
+  for (int k = 0; k < 2; k++) {
+    setenv("ONNX_PRUNE_THREADS", threads[k], 1);
+    op_stats_init(&by[k]);
+    op_stats_observe(&by[k], y, BIG, 0);
+    op_stats_observe(&by[k], y + 1000, BIG - 1000, 0); /* a second batch: odd length */
+  }
+  unsetenv("ONNX_PRUNE_THREADS");
+  CHECK(by[0].min == -450.f && by[0].max == 400.f && by[1].min == by[0].min && by[1].max == by[0].max);
+  CHECK(by[0].fine_max == by[1].fine_max && by[0].count == by[1].count);
+  double *ref = calloc(OP_FINE_BINS, sizeof *ref);
+  double scale = OP_FINE_BINS / by[0].fine_max;
+  for (int pass = 0; pass < 2; pass++)
+    for (int64_t i = pass ? 1000 : 0; i < BIG; i++) {
+      double v = fabs((double)y[i]);
+      if (!isfinite(v)) continue;
+      int64_t b = (int64_t)(v * scale);
+      ref[b >= OP_FINE_BINS ? OP_FINE_BINS - 1 : b] += 1;
+    }
+  bool same = true;
+  for (int b = 0; b < OP_FINE_BINS; b++) same &= by[0].fine[b] == ref[b] && by[1].fine[b] == ref[b];
+  CHECK(same);
+  free(ref);
+  op_stats_free(&by[0]);
+  op_stats_free(&by[1]);
+  free(y);
+
   /* avg: mean of per-batch abs max; min_max: the observed range, zero included */
   op_stats_free(&s);
   op_stats_init(&s);
