@@ -160,6 +160,30 @@ static void test_chol(void) {
   CHECK(op_chol(S, 2) > 0);
 }
 
+/* ---- counts from error curves (recon_alloc.c) ---- */
+
+/* The next removal goes where it adds the least error per cost saved; no block loses its last kept
+ * unit; a unit that saves twice the cost may add twice the error. */
+static void test_curve_allocate(void) {
+  static const double ea[] = {0, 1, 2, 10}, eb[] = {0, 3, 4, 5};
+  op_curve_block b[2] = {{.n = 3, .err = ea, .unit_cost = 1, .min_keep = 1},
+                         {.n = 3, .err = eb, .unit_cost = 1, .min_keep = 1}};
+  CHECK(op_curve_allocate(b, 2, 3) == 3);
+  CHECK_EQ_INT(b[0].removed, 2); /* 1 + 1 before 3 */
+  CHECK_EQ_INT(b[1].removed, 1);
+  CHECK(op_curve_allocate(b, 2, 100) == 4); /* floors: each keeps one */
+  CHECK_EQ_INT(b[0].removed, 2);
+  CHECK_EQ_INT(b[1].removed, 2);
+  static const double lin[] = {0, 1, 2, 3};
+  op_curve_block c[2] = {{.n = 3, .err = lin, .unit_cost = 2, .min_keep = 1},
+                         {.n = 3, .err = lin, .unit_cost = 1, .min_keep = 1}};
+  CHECK(op_curve_allocate(c, 2, 2) == 2);
+  CHECK_EQ_INT(c[0].removed, 1); /* 0.5 error per unit of cost against 1 */
+  CHECK_EQ_INT(c[1].removed, 0);
+  CHECK(op_curve_allocate(c, 2, 0) == 0);
+  CHECK_EQ_INT(c[0].removed + c[1].removed, 0);
+}
+
 int main(void) {
   float x[ROWS * N];
   make_x(x);
@@ -175,5 +199,6 @@ int main(void) {
   test_refit_exact();
   test_obs_picks_redundant_head();
   test_chol();
+  test_curve_allocate();
   return check_done("recon");
 }
