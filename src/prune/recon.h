@@ -104,8 +104,9 @@ typedef struct op_curve_block {
   int layer, kind;   /* for the caller: kind 0 heads, 1 neurons */
   int64_t removed;   /* out */
 } op_curve_block;
-/* Removes units one at a time from the block whose next removal adds the least error per cost saved,
- * until to_remove is reached or every block is at min_keep. Returns the cost removed. */
+/* Removes units one at a time from the block whose next removal adds the least error per cost saved
+ * among those that do not remove more than to_remove in all (any block when none fits), until
+ * to_remove is reached or every block is at min_keep. Returns the cost removed. */
 double op_curve_allocate(op_curve_block *b, size_t nb, double to_remove);
 /* Whether the counts come from curves: importance reconstruction with --scope global or a target, on
  * a model without grouped-query or cross-attention (those keep the allocation of plan.c). */
@@ -115,5 +116,25 @@ bool op_recon_alloc_applies(const op_analysis *a, const op_prune_config *c);
  * of heads and of neurons, or the target's FLOPs / parameters, allocated by op_curve_allocate (every
  * block keeps one unit), then rounded to --multiple-of. */
 void op_recon_alloc_apply(const op_analysis *a, const op_prune_config *c, op_plan *plan);
+
+/* ---- pooled rows (pooled.c) ---- */
+
+/* Where a model pools its final stream: a Gather of constant positions on a token axis. */
+typedef struct op_pooling {
+  bool found;
+  int axis;      /* of the stream tensor */
+  int64_t *idx;  /* positions (negative: from the end) */
+  size_t n_idx;
+} op_pooling;
+/* Whether everything that reads `stream` (a block's residual sum) is position-wise (adds, products by
+ * constants, LayerNorm decomposed or not) up to Gathers of the same constant token positions, and
+ * nothing else: then only those positions of it reach the outputs. Fills *pl (op_pooling_free). */
+bool op_pooling_find(const op_analysis *a, const char *stream, op_pooling *pl);
+void op_pooling_free(op_pooling *pl);
+/* Whether row r of a stream tensor (dims, rank; rows: every axis but the last) is at a pooled position. */
+bool op_pooling_row(const op_pooling *pl, const int64_t *dims, int rank, int64_t r);
+/* found[r]: whether row r of `rows` has the bytes of a row s of `set` with in_set[s]. Returns the hits. */
+int64_t op_rows_in(const uint8_t *rows, int64_t n_rows, const uint8_t *set, const bool *in_set, int64_t n_set,
+                   size_t row_bytes, bool *found);
 
 #endif

@@ -13,13 +13,18 @@ double op_curve_allocate(op_curve_block *b, size_t nb, double to_remove) {
   double done = 0;
   for (size_t i = 0; i < nb; i++) b[i].removed = 0;
   while (done < to_remove) {
+    /* the best unit that does not overshoot what is left to remove (a neuron where a head would), or,
+     * when none fits, the best of all: the target is a ceiling on what is kept */
     size_t best = nb;
     double best_pri = 0;
+    bool best_fits = false;
     for (size_t i = 0; i < nb; i++) {
       const op_curve_block *x = &b[i];
       if (x->n - x->removed <= x->min_keep || x->unit_cost <= 0) continue;
       double pri = (x->err[x->removed + 1] - x->err[x->removed]) / x->unit_cost; /* error per cost saved */
-      if (best == nb || pri < best_pri) best = i, best_pri = pri;
+      bool fits = done + x->unit_cost <= to_remove;
+      if (best == nb || (fits && !best_fits) || (fits == best_fits && pri < best_pri))
+        best = i, best_pri = pri, best_fits = fits;
     }
     if (best == nb) break; /* every block is at its floor */
     b[best].removed++;

@@ -306,6 +306,13 @@ typedef struct collect {
   const char *model, *xname, *sname; /* sname: the stream s, or NULL */
   const char *ename; /* a value whose energy (sum of squares) is summed into ee, or NULL (curve pass) */
   double ee;
+  /* pooled rows (pooled.c): only x's rows at the pooled positions count; outputs[iy] is the projection's
+   * output in x's row order, outputs[iz] the same values as the residual Add reads them (stream order) */
+  const op_pooling *pool;
+  int iy, iz;
+  int64_t pout, pooled_rows;
+  bool *mask, *in_set;
+  size_t mcap;
 } collect;
 
 static int rows_agree(const collect *c, const char *name, int64_t got, int64_t rows, op_error *err) {
@@ -314,17 +321,56 @@ static int rows_agree(const collect *c, const char *name, int64_t got, int64_t r
                  c->xname, (long long)rows);
 }
 
+/* Keeps the rows of buf ([rows, width]) where mask is set, in order; returns how many. */
+static int64_t keep_rows(float *buf, int64_t width, const bool *mask, int64_t rows) {
+  int64_t k = 0;
+  for (int64_t r = 0; r < rows; r++)
+    if (mask[r]) memmove(buf + k * width, buf + r * width, (size_t)width * sizeof *buf), k++;
+  return k;
+}
+
+/* c->mask over x's rows: those at pooled positions, found by their projection outputs' bytes. */
+static int pooled_mask(collect *c, const op_tensor *outputs, int64_t rows, op_error *err) {
+  const op_tensor *ty = &outputs[c->iy], *tz = &outputs[c->iz];
+  size_t es = op_dtype_size(ty->dtype), rb = es * (size_t)c->pout;
+  if (!es || ty->dtype != tz->dtype || ty->nbytes != tz->nbytes || tz->rank < 2 || tz->dims[tz->rank - 1] != c->pout ||
+      ty->nbytes != rb * (size_t)rows)
+    return op_fail(err, OP_UNSUPPORTED, "%s: '%s': its rows cannot be matched to the stream's pooled positions",
+                   c->model, c->xname);
+  if ((size_t)rows > c->mcap) {
+    c->mask = op_xrealloc(c->mask, (size_t)rows), c->in_set = op_xrealloc(c->in_set, (size_t)rows);
+    c->mcap = (size_t)rows;
+  }
+  for (int64_t r = 0; r < rows; r++) c->in_set[r] = op_pooling_row(c->pool, tz->dims, tz->rank, r);
+  int64_t hits = 0;
+  if (c->iy == c->iz) /* the projection feeds the residual Add as it is: same rows */
+    for (int64_t r = 0; r < rows; r++) hits += c->mask[r] = c->in_set[r];
+  else hits = op_rows_in(ty->data, rows, tz->data, c->in_set, rows, rb, c->mask);
+  if (hits == 0)
+    return op_fail(err, OP_UNSUPPORTED, "%s: '%s': no row found at the pooled positions", c->model, c->xname);
+  c->pooled_rows += hits;
+  return 0;
+}
+
 static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op_error *err) {
   collect *c = user;
-  int64_t rows, yrows;
+  int64_t rows, yrows, all_rows;
   if (!float_rows(&outputs[0], c->mo.n, &rows, &c->x, &c->xcap, c->model, c->xname, err)) return -1;
+  all_rows = rows;
+  if (c->pool) {
+    if (pooled_mask(c, outputs, rows, err)) return -1;
+    rows = keep_rows(c->x, c->mo.n, c->mask, rows);
+  }
   op_recon_moments_add(&c->mo, c->x, rows);
   if (c->ename) {
-    size_t es = op_dtype_size(outputs[1].dtype);
-    if (!es || !op_weight_dtype_ok(outputs[1].dtype))
+    const op_tensor *e = &outputs[1];
+    size_t es = op_dtype_size(e->dtype);
+    if (!es || !op_weight_dtype_ok(e->dtype) || e->rank < 1)
       return op_fail(err, OP_UNSUPPORTED, "%s: '%s': expected a float tensor", c->model, c->ename);
-    for (size_t i = 0; i < outputs[1].nbytes / es; i++) {
-      double v = elem_get((const uint8_t *)outputs[1].data + i * es, outputs[1].dtype);
+    int64_t width = e->dims[e->rank - 1] > 0 ? e->dims[e->rank - 1] : 1;
+    for (size_t i = 0; i < e->nbytes / es; i++) {
+      if (c->pool && !op_pooling_row(c->pool, e->dims, e->rank, (int64_t)i / width)) continue;
+      double v = elem_get((const uint8_t *)e->data + i * es, e->dtype);
       c->ee += v * v;
     }
   }
@@ -337,17 +383,19 @@ static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op
   if (!rc) rc = op_session_run(c->dense, in, y, NULL, NULL, err);
   for (int k = 0; k < c->nt && !rc; k++) {
     if (!float_rows(&y[k], c->out[k], &yrows, &c->y, &c->ycap, c->model, c->yname[k], err) ||
-        rows_agree(c, c->yname[k], yrows, rows, err)) {
+        rows_agree(c, c->yname[k], yrows, all_rows, err)) {
       rc = -1;
       break;
     }
+    if (c->pool) keep_rows(c->y, c->out[k], c->mask, yrows);
     if (c->sname) { /* y -= s: what the block must add */
       int64_t srows;
       if (!float_rows(&outputs[1], c->out[k], &srows, &c->st, &c->scap, c->model, c->sname, err) ||
-          rows_agree(c, c->sname, srows, rows, err)) {
+          rows_agree(c, c->sname, srows, all_rows, err)) {
         rc = -1;
         break;
       }
+      if (c->pool) keep_rows(c->st, c->out[k], c->mask, srows);
       for (int64_t i = 0; i < rows * c->out[k]; i++) c->y[i] -= c->st[i];
     }
     op_recon_cross_add(c->C[k], c->mo.n, c->out[k], c->x, c->y, rows);
@@ -367,8 +415,8 @@ static void collect_free(collect *col) {
 /* Statistics of the nt projections ps (one input) over the calibration samples; dense targets when tv
  * has edits. b: the block whose output projection ps[0] is (residual target), or NULL. */
 static int collect_stats(const op_analysis *a, const op_prune_config *c, const op_proj *const *ps, int nt,
-                         const op_block *b, tracked_vec *tv, bool dense_target, bool energy, const char *label,
-                         collect *col, op_error *err) {
+                         const op_block *b, tracked_vec *tv, bool dense_target, bool energy,
+                         const op_pooling *pool, const char *label, collect *col, op_error *err) {
   const op_proj *p = ps[0];
   bool dense = dense_target && tv->n > 0;
   /* the residual target needs the projection's output to be one operand of the residual Add */
@@ -385,9 +433,22 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   for (int k = 0; k < nt; k++) col->out[k] = ps[k]->out, col->yname[k] = resid ? ra->output[0] : ps[k]->y;
   /* energy: of the stream after the block (its residual sum), the scale its output error is judged on */
   col->ename = energy && !dense && ra ? ra->output[0] : NULL;
-  const char *cur_names[2] = {p->x, resid ? col->sname : col->ename};
+  const char *cur_names[PREFIX_MAX] = {p->x, resid ? col->sname : col->ename};
+  size_t n_names = resid || col->ename ? 2 : 1;
+  /* pooled rows: the projection's output as x has its rows and as the residual Add reads them */
+  const char *z = !pool || !ra || nt != 1 || ra->n_input != 2 || !b->stream_in ? NULL
+                  : strcmp(ra->input[0], b->stream_in) == 0 ? ra->input[1]
+                  : strcmp(ra->input[1], b->stream_in) == 0 ? ra->input[0] : NULL;
+  if (z) {
+    col->pool = pool;
+    col->pout = p->out;
+    col->iy = (int)n_names;
+    cur_names[n_names++] = p->y;
+    col->iz = col->iy;
+    if (strcmp(z, p->y) != 0) col->iz = (int)n_names, cur_names[n_names++] = z;
+  }
   prefix_model pm;
-  prefix_init(&pm, a, cur_names, resid || col->ename ? 2 : 1);
+  prefix_init(&pm, a, cur_names, n_names);
   op_recon_moments_init(&col->mo, p->in);
   op_session *s = op_session_new(&pm.m, err);
   int rc = s ? 0 : -1;
@@ -414,6 +475,8 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   free(col->x);
   free(col->y);
   free(col->st);
+  free(col->mask);
+  free(col->in_set);
   if (rc) collect_free(col);
   return rc;
 }
@@ -472,7 +535,7 @@ static void kept_channels(const op_analysis *a, const op_layer_plan *lp, const b
 }
 
 static int do_block(op_analysis *a, const op_prune_config *c, op_plan *plan, const block_ref *br, tracked_vec *tv,
-                    op_error *err) {
+                    const op_pooling *pool, op_error *err) {
   op_layer_plan *lp = &plan->layers[br->layer];
   const op_proj *p = br->attn ? &op_layer_attn(a, br->layer)->out : &op_layer_ffn(a, br->layer)->down;
   bool gone = lp->drop_layer || (br->attn ? lp->drop_attn : lp->drop_ffn);
@@ -495,7 +558,7 @@ static int do_block(op_analysis *a, const op_prune_config *c, op_plan *plan, con
   collect col;
   const op_layer *L = &a->layers.v[br->layer];
   int bi = br->attn ? L->attn_block : L->ffn_block;
-  if ((rc = collect_stats(a, c, &p, 1, bi >= 0 ? &a->blocks.v[bi] : NULL, tv, compensate, false, label, &col, err)))
+  if ((rc = collect_stats(a, c, &p, 1, bi >= 0 ? &a->blocks.v[bi] : NULL, tv, compensate, false, pool, label, &col, err)))
     goto done;
   const op_recon_moments *mo = &col.mo;
   double damp = op_recon_damp(mo, RIDGE);
@@ -547,7 +610,7 @@ static int refit_output_head(op_analysis *a, const op_prune_config *c, op_output
   double *W = op_xmalloc(wbytes), *Ws = op_xmalloc(wbytes);
   collect col;
   int rc = load_proj(a, p, W, err);
-  if (!rc) rc = collect_stats(a, c, &p, 1, NULL, tv, true, false, "output head", &col, err);
+  if (!rc) rc = collect_stats(a, c, &p, 1, NULL, tv, true, false, NULL, "output head", &col, err);
   if (rc) goto done;
   double damp = op_recon_damp(&col.mo, HEAD_RIDGE), yy = col.yy[0];
   rc = op_recon_fit(&col.mo, col.C[0], W, out, damp, p->b != NULL, Ws, err);
@@ -588,7 +651,7 @@ static int refit_output_heads(op_analysis *a, const op_prune_config *c, op_plan 
 /* Every block's units ranked by OBS on the dense model, all the way: its scores become the predicted
  * error of the block once each unit and those below it are gone, the curve op_recon_alloc_apply reads. */
 static int curve_block(op_analysis *a, const op_prune_config *c, op_plan *plan, const block_ref *br, tracked_vec *tv,
-                       op_error *err) {
+                       const op_pooling *pool, op_error *err) {
   op_layer_plan *lp = &plan->layers[br->layer];
   const op_attn *at = br->attn ? op_layer_attn(a, br->layer) : NULL;
   const op_proj *p = at ? &at->out : &op_layer_ffn(a, br->layer)->down;
@@ -604,7 +667,7 @@ static int curve_block(op_analysis *a, const op_prune_config *c, op_plan *plan, 
   int bi = br->attn ? L->attn_block : L->ffn_block;
   double *score = at ? lp->head_score : lp->neuron_score;
   int rc = load_proj(a, p, W, err);
-  if (!rc && !(rc = collect_stats(a, c, &p, 1, bi >= 0 ? &a->blocks.v[bi] : NULL, tv, false, true, label, &col, err))) {
+  if (!rc && !(rc = collect_stats(a, c, &p, 1, bi >= 0 ? &a->blocks.v[bi] : NULL, tv, false, true, pool, label, &col, err))) {
     rc = op_recon_rank(&col.mo, W, p->out, unit_of, units, units - 1, op_recon_damp(&col.mo, RIDGE), score, err);
     /* relative to the stream it lands in: blocks compare across layers whatever the stream's scale there */
     for (int64_t u = 0; !rc && col.ee > 0 && u < units; u++) score[u] /= col.ee;
@@ -616,9 +679,9 @@ static int curve_block(op_analysis *a, const op_prune_config *c, op_plan *plan, 
 }
 
 static int curve_scores(op_analysis *a, const op_prune_config *c, op_plan *plan, const block_ref *blocks, size_t nb,
-                        tracked_vec *tv, op_error *err) {
+                        tracked_vec *tv, const op_pooling *pool, size_t first_pooled, op_error *err) {
   for (size_t i = 0; i < nb; i++)
-    if (curve_block(a, c, plan, &blocks[i], tv, err)) {
+    if (curve_block(a, c, plan, &blocks[i], tv, i >= first_pooled ? pool : NULL, err)) {
       char why[sizeof err->message];
       snprintf(why, sizeof why, "%s", err->message);
       return op_fail(err, OP_INVALID, "%s: layer %d %s: %s", a->model->path, blocks[i].layer,
@@ -626,6 +689,20 @@ static int curve_scores(op_analysis *a, const op_prune_config *c, op_plan *plan,
     }
   op_recon_alloc_apply(a, c, plan);
   return 0;
+}
+
+/* Blocks from the last attention on (in stream order) add to a stream the outputs read at pooled
+ * positions only, when the model pools (pooled.c): their index, or nb when none is pooled. */
+static size_t pooled_from(const op_analysis *a, const block_ref *blocks, size_t nb, op_pooling *pl) {
+  if (!nb) return nb;
+  const op_layer *L = &a->layers.v[blocks[nb - 1].layer];
+  int bi = blocks[nb - 1].attn ? L->attn_block : L->ffn_block;
+  if (bi < 0 || !a->blocks.v[bi].add_out || !op_pooling_find(a, a->blocks.v[bi].add_out, pl)) return nb;
+  size_t first = nb;
+  for (size_t i = nb; i-- > 0 && first == nb;)
+    if (blocks[i].attn) first = i;
+  if (first == nb) op_pooling_free(pl);
+  return first;
 }
 
 int op_recon_run(op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
@@ -646,8 +723,11 @@ int op_recon_run(op_analysis *a, const op_prune_config *c, op_plan *plan, op_err
   }
   if (blocks.n) qsort(blocks.v, blocks.n, sizeof *blocks.v, cmp_blocks);
   tracked_vec tv = {0};
-  int rc = op_recon_alloc_applies(a, c) ? curve_scores(a, c, plan, blocks.v, blocks.n, &tv, err) : 0;
-  for (size_t i = 0; i < blocks.n && !rc; i++) rc = do_block(a, c, plan, &blocks.v[i], &tv, err);
+  op_pooling pl = {0};
+  size_t first_pooled = pooled_from(a, blocks.v, blocks.n, &pl);
+  int rc = op_recon_alloc_applies(a, c) ? curve_scores(a, c, plan, blocks.v, blocks.n, &tv, &pl, first_pooled, err) : 0;
+  for (size_t i = 0; i < blocks.n && !rc; i++) rc = do_block(a, c, plan, &blocks.v[i], &tv, i >= first_pooled ? &pl : NULL, err);
+  op_pooling_free(&pl);
   if (!rc) rc = refit_output_heads(a, c, plan, &tv, err);
   keep_weights(&tv, rc == 0);
   free(blocks.v);
