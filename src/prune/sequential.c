@@ -341,7 +341,8 @@ static int pooled_mask(collect *c, const op_tensor *outputs, int64_t rows, op_er
     c->mask = op_xrealloc(c->mask, (size_t)rows), c->in_set = op_xrealloc(c->in_set, (size_t)rows);
     c->mcap = (size_t)rows;
   }
-  for (int64_t r = 0; r < rows; r++) c->in_set[r] = op_pooling_row(c->pool, tz->dims, tz->rank, r);
+  bool token_axis = c->pool->axis < tz->rank - 1; /* a Gather of channels is no pooling: every row counts */
+  for (int64_t r = 0; r < rows; r++) c->in_set[r] = !token_axis || op_pooling_row(c->pool, tz->dims, tz->rank, r);
   int64_t hits = 0;
   if (c->iy == c->iz) /* the projection feeds the residual Add as it is: same rows */
     for (int64_t r = 0; r < rows; r++) hits += c->mask[r] = c->in_set[r];
@@ -369,7 +370,8 @@ static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op
       return op_fail(err, OP_UNSUPPORTED, "%s: '%s': expected a float tensor", c->model, c->ename);
     int64_t width = e->dims[e->rank - 1] > 0 ? e->dims[e->rank - 1] : 1;
     for (size_t i = 0; i < e->nbytes / es; i++) {
-      if (c->pool && !op_pooling_row(c->pool, e->dims, e->rank, (int64_t)i / width)) continue;
+      if (c->pool && c->pool->axis < e->rank - 1 && !op_pooling_row(c->pool, e->dims, e->rank, (int64_t)i / width))
+        continue;
       double v = elem_get((const uint8_t *)e->data + i * es, e->dtype);
       c->ee += v * v;
     }
