@@ -24,6 +24,15 @@ static bool is_block_proj(const op_analysis *a, int node) {
   return false;
 }
 
+/* An Add with an operand straight from a linear product (a bias add the matcher did not take). */
+static bool adds_to_product(const op_analysis *a, const Onnx__NodeProto *add) {
+  for (size_t i = 0; i < add->n_input; i++) {
+    const Onnx__NodeProto *p = op_graph_producer(a->gr, add->input[i]);
+    if (p && op_fused_is_linear(p)) return true;
+  }
+  return false;
+}
+
 static bool has_head(const op_output_head *v, size_t n, int node) {
   for (size_t i = 0; i < n; i++)
     if (v[i].p.node == node) return true;
@@ -46,7 +55,8 @@ size_t op_output_heads_find(const op_analysis *a, op_output_head **heads) {
     const char *why = NULL;
     if (!pn) continue; /* a graph input or a constant: nothing computes it */
     if (!op_match_proj_out(a, t, &h.p, &why)) {
-      if (!op_fused_is_linear(pn) && !op_node_is(pn, "Add")) continue; /* not a product: nothing to refit */
+      if (!op_fused_is_linear(pn) && !(op_node_is(pn, "Add") && adds_to_product(a, pn)))
+        continue; /* not a product (a norm, a residual sum): nothing to refit */
       h.p.node = op_graph_node_index(a->gr, pn);
       h.skip = why ? why : "not a linear product with constant weights";
     } else {
