@@ -202,10 +202,11 @@ int op_prune_config_check(const op_prune_config *c, op_error *err) {
     return op_fail(err, OP_ARG, "seed: applies only to importance random (importance is '%s')",
                    c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation"
                    : c->importance == OP_IMP_RECONSTRUCTION ? "reconstruction" : "l2");
-  if (c->global && c->importance == OP_IMP_RECONSTRUCTION) /* blocks are pruned one after another */
-    return op_fail(err, OP_ARG, "scope: global ranking needs every layer's scores at once, but reconstruction "
-                   "chooses layer by layer on the already pruned model: use scope layer, or importance activation "
-                   "or l2 (compensation still applies)");
+  /* reconstruction allocates global counts from every block's error curve (recon_alloc.c); per-layer
+   * settings would be overridden by it */
+  if (c->global && c->importance == OP_IMP_RECONSTRUCTION && c->layers.n)
+    return op_fail(err, OP_ARG, "scope: global with importance reconstruction allocates every layer's count from "
+                   "the measured errors; per-layer settings contradict it: use scope layer");
   return 0;
 }
 
@@ -1342,13 +1343,16 @@ void op_plan_free(op_plan *plan) {
     free(plan->layers[l].keep_kv);
     free(plan->layers[l].kv_score);
     if (plan->layers[l].cross) { /* its own plan, attention fields only */
-      op_plan sub = {plan->layers[l].cross, 1};
+      op_plan sub = {.layers = plan->layers[l].cross, .n = 1};
       op_plan_free(&sub);
     }
   }
   free(plan->layers);
   plan->layers = NULL;
   plan->n = 0;
+  free(plan->out_heads); /* output-head compensation's record */
+  plan->out_heads = NULL;
+  plan->n_out_heads = 0;
 }
 
 /* ---- reconstruction (sequential.c): one block chosen again from the scores it computed ---- */
@@ -1371,7 +1375,8 @@ int op_plan_reselect(const op_analysis *a, const op_prune_config *c, op_plan *pl
     for (int64_t g = 0; g < KV; g++) lp->keep_kv[g] = true;
     unit_rule rule = {lc && lc->heads_set ? &lc->heads : NULL, lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1,
                       c->head_sparsity, c->num_heads};
-    if (has_target(c)) rule = (unit_rule){NULL, -1, kept, -1, -1}; /* the count stays, the choice is re-made */
+    /* a target or global scope allocated the count (recon_alloc.c): it stays, the choice is re-made */
+    if (has_target(c) || c->global) rule = (unit_rule){NULL, -1, kept, -1, -1};
     select_units(c, &rule, l, 0, H, dead, lp->head_score, lp->keep_head);
     if (KV != H) {
       unit_rule kv_rule = {lc && lc->kv_heads_set ? &lc->kv_heads : NULL, lc ? lc->kv_head_sparsity : -1,
@@ -1391,7 +1396,7 @@ int op_plan_reselect(const op_analysis *a, const op_prune_config *c, op_plan *pl
     int64_t kept = op_plan_kept(lp->keep_neuron, F);
     unit_rule rule = {lc && lc->neurons_set ? &lc->neurons : NULL, lc ? lc->ffn_sparsity : -1, lc ? lc->ffn_size : -1,
                       c->ffn_sparsity, c->ffn_size};
-    if (has_target(c)) rule = (unit_rule){NULL, -1, kept, -1, -1};
+    if (has_target(c) || c->global) rule = (unit_rule){NULL, -1, kept, -1, -1};
     select_units(c, &rule, l, 1, F, dead, lp->neuron_score, lp->keep_neuron);
     free(dead), free(s);
   }

@@ -41,7 +41,7 @@ static void record_costs(const op_analysis *a, const op_prune_config *c, const o
  * analysed and planned again), and the sequential pass that ranks, refits and zeroes block by block.
  * On failure everything is freed. */
 static int recon_prepare(op_model *m, const op_prune_config *c, op_analysis **a, op_plan *plan, op_error *err) {
-  int added = c->compensate == 1 ? op_recon_add_biases(m, *a, plan, err) : 0;
+  int added = c->compensate == 1 ? op_recon_add_biases(m, *a, c, plan, err) : 0;
   if (added > 0) {
     op_plan_free(plan);
     op_analysis_free(*a);
@@ -72,6 +72,17 @@ static void layer_recon_result(op_layer_result *lr, const op_layer_plan *lp, boo
   if (lp->neuron_score && lp->width > 0) {
     lr->neuron_importance = op_xmalloc((size_t)lp->width * sizeof(double));
     memcpy(lr->neuron_importance, lp->neuron_score, (size_t)lp->width * sizeof(double));
+  }
+}
+
+/* Output-head compensation's record, copied out of the plan (its names live in the graph). */
+static void record_out_heads(const op_analysis *a, const op_plan *plan, op_prune_report *r) {
+  for (size_t i = 0; i < plan->n_out_heads; i++) {
+    const op_output_head *h = &plan->out_heads[i];
+    op_output_head_result o = {op_xstrdup(h->p.node >= 0 ? op_node_name(a->gr->g->node[h->p.node]) : ""),
+                               op_xstrdup(h->output), h->skip ? op_xstrdup(h->skip) : NULL, h->error_before,
+                               h->error_after};
+    OP_VEC_PUSH(r->out_heads, o);
   }
 }
 
@@ -144,6 +155,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
   }
   for (size_t i = 0; i < a->unmatched.n; i++) OP_VEC_PUSH(r->unmatched, op_xstrdup(a->unmatched.v[i]));
   record_costs(a, c, &plan, r);
+  record_out_heads(a, &plan, r);
   int rc = op_rewrite(a, &plan, r, err);
   op_plan_free(&plan);
   op_analysis_free(a);
@@ -186,6 +198,9 @@ void op_prune_report_free(op_prune_report *r) {
   free(r->head_scores);
   free(r->neuron_scores);
   free(r->curve.v);
+  for (size_t i = 0; i < r->out_heads.n; i++)
+    free(r->out_heads.v[i].node), free(r->out_heads.v[i].output), free(r->out_heads.v[i].skip);
+  free(r->out_heads.v);
   op_row_set_free(&r->eval_rows);
   free(r);
 }

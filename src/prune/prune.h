@@ -81,6 +81,9 @@ typedef struct op_layer_plan {
 typedef struct op_plan {
   op_layer_plan *layers;
   size_t n;
+  /* output-head compensation (sequential.c): the products that produce the outputs, refit or why not */
+  struct op_output_head *out_heads;
+  size_t n_out_heads;
 } op_plan;
 
 /* JSON helpers shared by the config readers. */
@@ -147,6 +150,11 @@ typedef struct op_state_change {
   int64_t before, after;
 } op_state_change;
 
+typedef struct op_output_head_result {
+  char *node, *output, *skip;
+  double error_before, error_after;
+} op_output_head_result;
+
 struct op_prune_report {
   char *model;
   op_importance importance;
@@ -172,6 +180,9 @@ struct op_prune_report {
   const char *floor_metric; /* "accuracy", "agreement", "cosine" or "perplexity": the first floor given */
   double floor_threshold;   /* the value of that metric a candidate must reach (at most, for perplexity) */
   op_row_set eval_rows;
+  /* issue 12, output-head compensation (sequential.c): each product that produces an output, refit or
+   * why not (skip NULL: refit), its error against the dense output before and after (relative) */
+  OP_VEC(op_output_head_result) out_heads;
 };
 
 /* ---- ONNX Runtime's fused graphs (rewrite_fused.c) ---- */

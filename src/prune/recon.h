@@ -65,14 +65,76 @@ double op_recon_residual(const op_recon_moments *s, const double *C, double yy, 
 
 /* Whether op_prune runs the sequential pass: importance reconstruction, or compensation on. */
 bool op_recon_wanted(const op_prune_config *c);
-/* Every output projection of a block the plan prunes that has no bias gets a zero one (MatMul ->
+/* Every output projection of a block the plan prunes (any block when op_recon_alloc_applies) that has no bias gets a zero one (MatMul ->
  * MatMul + Add; Gemm's C), so compensation has a bias to move the mean into. Returns how many were
  * added (the model must then be analysed again), or -1 with *err. */
-int op_recon_add_biases(op_model *m, const op_analysis *a, const op_plan *plan, op_error *err);
+int op_recon_add_biases(op_model *m, const op_analysis *a, const op_prune_config *c, const op_plan *plan,
+                        op_error *err);
 /* Blocks in graph order: each one's output-projection input is collected on the calibration data with
  * the blocks before it already pruned (and compensated); with importance reconstruction its units are
  * ranked by OBS and the plan for it chosen again; its output projection is then refit (or its removed
  * rows zeroed) in place, so the model computes what the pruned one will. The errors go to the plan. */
 int op_recon_run(op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err);
+
+/* ---- output-head compensation (output_head.c; the refit in sequential.c) ---- */
+
+/* A linear product whose output reaches a graph output through relayouts only (the classifier on the
+ * pooled features). It is linear in its input, so refitting it by least squares to the dense model's
+ * output on the calibration rows compensates what was pruned before it, as far as a linear map can. */
+#define OP_OUTPUT_HEAD_MAX_WIDTH 4096 /* wider heads are vocabularies: refit cost for little gain */
+typedef struct op_output_head {
+  op_proj p;          /* p.node: the product (-1 when none was found) */
+  const char *output; /* the graph output it produces */
+  const char *skip;   /* why it is not refit, or NULL */
+  double error_before, error_after; /* squared error against the dense output / its energy; -1: not refit */
+} op_output_head;
+/* The products that produce graph outputs, each with skip set when it must not be refit (a weight
+ * shared with other nodes, as tied embeddings are; wider than OP_OUTPUT_HEAD_MAX_WIDTH; not a plain
+ * linear product). Outputs that no product computes are left out. Returns the count; free(*heads). */
+size_t op_output_heads_find(const op_analysis *a, op_output_head **heads);
+
+/* ---- counts from error curves (recon_alloc.c; the curves from sequential.c) ---- */
+
+/* One block for op_curve_allocate: err[k] is its predicted output error once k units are gone. */
+typedef struct op_curve_block {
+  int64_t n;         /* units */
+  const double *err; /* [n + 1], err[0] = 0 */
+  double unit_cost;  /* what removing one unit saves (FLOPs, parameters, or 1 to count units) */
+  int64_t min_keep;  /* never fewer units kept */
+  int layer, kind;   /* for the caller: kind 0 heads, 1 neurons */
+  int64_t removed;   /* out */
+} op_curve_block;
+/* Removes units one at a time from the block whose next removal adds the least error per cost saved
+ * among those that do not remove more than to_remove in all (any block when none fits), until
+ * to_remove is reached or every block is at min_keep. Returns the cost removed. */
+double op_curve_allocate(op_curve_block *b, size_t nb, double to_remove);
+/* Whether the counts come from curves: importance reconstruction with --scope global or a target, on
+ * a model without grouped-query or cross-attention (those keep the allocation of plan.c). */
+bool op_recon_alloc_applies(const op_analysis *a, const op_prune_config *c);
+/* With every block's curve scores in the plan (head_score / neuron_score: the predicted error once
+ * that unit and the lower-scored ones are gone), sets every block's keep flags: the global fractions
+ * of heads and of neurons, or the target's FLOPs / parameters, allocated by op_curve_allocate (every
+ * block keeps one unit), then rounded to --multiple-of. */
+void op_recon_alloc_apply(const op_analysis *a, const op_prune_config *c, op_plan *plan);
+
+/* ---- pooled rows (pooled.c) ---- */
+
+/* Where a model pools its final stream: a Gather of constant positions on a token axis. */
+typedef struct op_pooling {
+  bool found;
+  int axis;      /* of the stream tensor */
+  int64_t *idx;  /* positions (negative: from the end) */
+  size_t n_idx;
+} op_pooling;
+/* Whether everything that reads `stream` (a block's residual sum) is position-wise (adds, products by
+ * constants, LayerNorm decomposed or not) up to Gathers of the same constant token positions, and
+ * nothing else: then only those positions of it reach the outputs. Fills *pl (op_pooling_free). */
+bool op_pooling_find(const op_analysis *a, const char *stream, op_pooling *pl);
+void op_pooling_free(op_pooling *pl);
+/* Whether row r of a stream tensor (dims, rank; rows: every axis but the last) is at a pooled position. */
+bool op_pooling_row(const op_pooling *pl, const int64_t *dims, int rank, int64_t r);
+/* found[r]: whether row r of `rows` has the bytes of a row s of `set` with in_set[s]. Returns the hits. */
+int64_t op_rows_in(const uint8_t *rows, int64_t n_rows, const uint8_t *set, const bool *in_set, int64_t n_set,
+                   size_t row_bytes, bool *found);
 
 #endif

@@ -15,6 +15,9 @@
 #include <string.h>
 
 #define RIDGE 1e-2 /* x the mean diagonal of H: enough for the rank-deficient H of padded or dead channels */
+/* an output head sees one row per sample (a pooled token), not one per token: few rows for its inputs, so
+ * it is held closer to its own weights (measured: 1 did better than 1e-2 and 1e-1 on austen_bert) */
+#define HEAD_RIDGE 1.0
 
 bool op_recon_wanted(const op_prune_config *c) {
   return c->importance == OP_IMP_RECONSTRUCTION || (c->data && c->compensate == 1);
@@ -185,17 +188,19 @@ static int add_bias(op_graph *gr, const op_proj *p, const char *model, op_error 
   return 0;
 }
 
-int op_recon_add_biases(op_model *m, const op_analysis *a, const op_plan *plan, op_error *err) {
+int op_recon_add_biases(op_model *m, const op_analysis *a, const op_prune_config *c, const op_plan *plan,
+                        op_error *err) {
   op_graph *gr = op_graph_build(m->proto->graph);
   int added = 0, rc = 0;
+  bool any = op_recon_alloc_applies(a, c); /* the counts are allocated again later: any block may lose units */
   for (size_t l = 0; l < plan->n && !rc; l++) {
     const op_layer_plan *lp = &plan->layers[l];
     const op_attn *at = op_layer_attn(a, (int)l);
     const op_ffn *f = op_layer_ffn(a, (int)l);
     if (lp->drop_layer) continue;
-    if (at && !lp->drop_attn && !at->out.b && op_plan_kept(lp->keep_head, lp->heads) < lp->heads)
+    if (at && !lp->drop_attn && !at->out.b && (any || op_plan_kept(lp->keep_head, lp->heads) < lp->heads))
       rc = add_bias(gr, &at->out, m->path, err), added++;
-    if (!rc && f && !lp->drop_ffn && !f->down.b && op_plan_kept(lp->keep_neuron, lp->width) < lp->width)
+    if (!rc && f && !lp->drop_ffn && !f->down.b && (any || op_plan_kept(lp->keep_neuron, lp->width) < lp->width))
       rc = add_bias(gr, &f->down, m->path, err), added++;
   }
   op_graph_free(gr);
@@ -299,6 +304,15 @@ typedef struct collect {
   float *x, *y, *st;
   size_t xcap, ycap, scap;
   const char *model, *xname, *sname; /* sname: the stream s, or NULL */
+  const char *ename; /* a value whose energy (sum of squares) is summed into ee, or NULL (curve pass) */
+  double ee;
+  /* pooled rows (pooled.c): only x's rows at the pooled positions count; outputs[iy] is the projection's
+   * output in x's row order, outputs[iz] the same values as the residual Add reads them (stream order) */
+  const op_pooling *pool;
+  int iy, iz;
+  int64_t pout, pooled_rows;
+  bool *mask, *in_set;
+  size_t mcap;
 } collect;
 
 static int rows_agree(const collect *c, const char *name, int64_t got, int64_t rows, op_error *err) {
@@ -307,11 +321,61 @@ static int rows_agree(const collect *c, const char *name, int64_t got, int64_t r
                  c->xname, (long long)rows);
 }
 
+/* Keeps the rows of buf ([rows, width]) where mask is set, in order; returns how many. */
+static int64_t keep_rows(float *buf, int64_t width, const bool *mask, int64_t rows) {
+  int64_t k = 0;
+  for (int64_t r = 0; r < rows; r++)
+    if (mask[r]) memmove(buf + k * width, buf + r * width, (size_t)width * sizeof *buf), k++;
+  return k;
+}
+
+/* c->mask over x's rows: those at pooled positions, found by their projection outputs' bytes. */
+static int pooled_mask(collect *c, const op_tensor *outputs, int64_t rows, op_error *err) {
+  const op_tensor *ty = &outputs[c->iy], *tz = &outputs[c->iz];
+  size_t es = op_dtype_size(ty->dtype), rb = es * (size_t)c->pout;
+  if (!es || ty->dtype != tz->dtype || ty->nbytes != tz->nbytes || tz->rank < 2 || tz->dims[tz->rank - 1] != c->pout ||
+      ty->nbytes != rb * (size_t)rows)
+    return op_fail(err, OP_UNSUPPORTED, "%s: '%s': its rows cannot be matched to the stream's pooled positions",
+                   c->model, c->xname);
+  if ((size_t)rows > c->mcap) {
+    c->mask = op_xrealloc(c->mask, (size_t)rows), c->in_set = op_xrealloc(c->in_set, (size_t)rows);
+    c->mcap = (size_t)rows;
+  }
+  bool token_axis = c->pool->axis < tz->rank - 1; /* a Gather of channels is no pooling: every row counts */
+  for (int64_t r = 0; r < rows; r++) c->in_set[r] = !token_axis || op_pooling_row(c->pool, tz->dims, tz->rank, r);
+  int64_t hits = 0;
+  if (c->iy == c->iz) /* the projection feeds the residual Add as it is: same rows */
+    for (int64_t r = 0; r < rows; r++) hits += c->mask[r] = c->in_set[r];
+  else hits = op_rows_in(ty->data, rows, tz->data, c->in_set, rows, rb, c->mask);
+  if (hits == 0)
+    return op_fail(err, OP_UNSUPPORTED, "%s: '%s': no row found at the pooled positions", c->model, c->xname);
+  c->pooled_rows += hits;
+  return 0;
+}
+
 static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op_error *err) {
   collect *c = user;
-  int64_t rows, yrows;
+  int64_t rows, yrows, all_rows;
   if (!float_rows(&outputs[0], c->mo.n, &rows, &c->x, &c->xcap, c->model, c->xname, err)) return -1;
+  all_rows = rows;
+  if (c->pool) {
+    if (pooled_mask(c, outputs, rows, err)) return -1;
+    rows = keep_rows(c->x, c->mo.n, c->mask, rows);
+  }
   op_recon_moments_add(&c->mo, c->x, rows);
+  if (c->ename) {
+    const op_tensor *e = &outputs[1];
+    size_t es = op_dtype_size(e->dtype);
+    if (!es || !op_weight_dtype_ok(e->dtype) || e->rank < 1)
+      return op_fail(err, OP_UNSUPPORTED, "%s: '%s': expected a float tensor", c->model, c->ename);
+    int64_t width = e->dims[e->rank - 1] > 0 ? e->dims[e->rank - 1] : 1;
+    for (size_t i = 0; i < e->nbytes / es; i++) {
+      if (c->pool && c->pool->axis < e->rank - 1 && !op_pooling_row(c->pool, e->dims, e->rank, (int64_t)i / width))
+        continue;
+      double v = elem_get((const uint8_t *)e->data + i * es, e->dtype);
+      c->ee += v * v;
+    }
+  }
   int64_t start = c->next;
   c->next += count;
   if (!c->dense) return 0;
@@ -321,17 +385,19 @@ static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op
   if (!rc) rc = op_session_run(c->dense, in, y, NULL, NULL, err);
   for (int k = 0; k < c->nt && !rc; k++) {
     if (!float_rows(&y[k], c->out[k], &yrows, &c->y, &c->ycap, c->model, c->yname[k], err) ||
-        rows_agree(c, c->yname[k], yrows, rows, err)) {
+        rows_agree(c, c->yname[k], yrows, all_rows, err)) {
       rc = -1;
       break;
     }
+    if (c->pool) keep_rows(c->y, c->out[k], c->mask, yrows);
     if (c->sname) { /* y -= s: what the block must add */
       int64_t srows;
       if (!float_rows(&outputs[1], c->out[k], &srows, &c->st, &c->scap, c->model, c->sname, err) ||
-          rows_agree(c, c->sname, srows, rows, err)) {
+          rows_agree(c, c->sname, srows, all_rows, err)) {
         rc = -1;
         break;
       }
+      if (c->pool) keep_rows(c->st, c->out[k], c->mask, srows);
       for (int64_t i = 0; i < rows * c->out[k]; i++) c->y[i] -= c->st[i];
     }
     op_recon_cross_add(c->C[k], c->mo.n, c->out[k], c->x, c->y, rows);
@@ -351,8 +417,8 @@ static void collect_free(collect *col) {
 /* Statistics of the nt projections ps (one input) over the calibration samples; dense targets when tv
  * has edits. b: the block whose output projection ps[0] is (residual target), or NULL. */
 static int collect_stats(const op_analysis *a, const op_prune_config *c, const op_proj *const *ps, int nt,
-                         const op_block *b, tracked_vec *tv, bool dense_target, const char *label, collect *col,
-                         op_error *err) {
+                         const op_block *b, tracked_vec *tv, bool dense_target, bool energy,
+                         const op_pooling *pool, const char *label, collect *col, op_error *err) {
   const op_proj *p = ps[0];
   bool dense = dense_target && tv->n > 0;
   /* the residual target needs the projection's output to be one operand of the residual Add */
@@ -367,9 +433,24 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   col->xname = p->x;
   col->sname = resid ? b->stream_in : NULL;
   for (int k = 0; k < nt; k++) col->out[k] = ps[k]->out, col->yname[k] = resid ? ra->output[0] : ps[k]->y;
-  const char *cur_names[2] = {p->x, col->sname};
+  /* energy: of the stream after the block (its residual sum), the scale its output error is judged on */
+  col->ename = energy && !dense && ra ? ra->output[0] : NULL;
+  const char *cur_names[PREFIX_MAX] = {p->x, resid ? col->sname : col->ename};
+  size_t n_names = resid || col->ename ? 2 : 1;
+  /* pooled rows: the projection's output as x has its rows and as the residual Add reads them */
+  const char *z = !pool || !ra || nt != 1 || ra->n_input != 2 || !b->stream_in ? NULL
+                  : strcmp(ra->input[0], b->stream_in) == 0 ? ra->input[1]
+                  : strcmp(ra->input[1], b->stream_in) == 0 ? ra->input[0] : NULL;
+  if (z) {
+    col->pool = pool;
+    col->pout = p->out;
+    col->iy = (int)n_names;
+    cur_names[n_names++] = p->y;
+    col->iz = col->iy;
+    if (strcmp(z, p->y) != 0) col->iz = (int)n_names, cur_names[n_names++] = z;
+  }
   prefix_model pm;
-  prefix_init(&pm, a, cur_names, resid ? 2 : 1);
+  prefix_init(&pm, a, cur_names, n_names);
   op_recon_moments_init(&col->mo, p->in);
   op_session *s = op_session_new(&pm.m, err);
   int rc = s ? 0 : -1;
@@ -396,6 +477,8 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   free(col->x);
   free(col->y);
   free(col->st);
+  free(col->mask);
+  free(col->in_set);
   if (rc) collect_free(col);
   return rc;
 }
@@ -454,7 +537,7 @@ static void kept_channels(const op_analysis *a, const op_layer_plan *lp, const b
 }
 
 static int do_block(op_analysis *a, const op_prune_config *c, op_plan *plan, const block_ref *br, tracked_vec *tv,
-                    op_error *err) {
+                    const op_pooling *pool, op_error *err) {
   op_layer_plan *lp = &plan->layers[br->layer];
   const op_proj *p = br->attn ? &op_layer_attn(a, br->layer)->out : &op_layer_ffn(a, br->layer)->down;
   bool gone = lp->drop_layer || (br->attn ? lp->drop_attn : lp->drop_ffn);
@@ -477,7 +560,7 @@ static int do_block(op_analysis *a, const op_prune_config *c, op_plan *plan, con
   collect col;
   const op_layer *L = &a->layers.v[br->layer];
   int bi = br->attn ? L->attn_block : L->ffn_block;
-  if ((rc = collect_stats(a, c, &p, 1, bi >= 0 ? &a->blocks.v[bi] : NULL, tv, compensate, label, &col, err)))
+  if ((rc = collect_stats(a, c, &p, 1, bi >= 0 ? &a->blocks.v[bi] : NULL, tv, compensate, false, pool, label, &col, err)))
     goto done;
   const op_recon_moments *mo = &col.mo;
   double damp = op_recon_damp(mo, RIDGE);
@@ -515,10 +598,122 @@ done:
   return rc;
 }
 
+/* ---- output-head compensation ---- */
+
+/* After the last block: each product that produces a graph output (a classifier) is refit by least
+ * squares, ridge towards its own weights, to the dense model's output on the calibration rows, its input
+ * coming from the pruned model; it is kept only when it lowers that error. What was found and why a head
+ * was left alone goes to plan->out_heads for the report. */
+static int refit_output_head(op_analysis *a, const op_prune_config *c, op_output_head *h, tracked_vec *tv,
+                             op_error *err) {
+  const op_proj *p = &h->p;
+  int64_t m = p->in + 1, out = p->out;
+  size_t wbytes = (size_t)(m * out) * sizeof(double);
+  double *W = op_xmalloc(wbytes), *Ws = op_xmalloc(wbytes);
+  collect col;
+  int rc = load_proj(a, p, W, err);
+  if (!rc) rc = collect_stats(a, c, &p, 1, NULL, tv, true, false, NULL, "output head", &col, err);
+  if (rc) goto done;
+  double damp = op_recon_damp(&col.mo, HEAD_RIDGE), yy = col.yy[0];
+  rc = op_recon_fit(&col.mo, col.C[0], W, out, damp, p->b != NULL, Ws, err);
+  if (!rc) {
+    double before = op_recon_residual(&col.mo, col.C[0], yy, W, out);
+    double after = op_recon_residual(&col.mo, col.C[0], yy, Ws, out);
+    h->error_before = yy > 0 ? before / yy : 0;
+    h->error_after = h->error_before;
+    if (after < before && !(rc = store_proj(a, p, Ws, tv, err)) && !(rc = load_proj(a, p, Ws, err)))
+      h->error_after = yy > 0 ? op_recon_residual(&col.mo, col.C[0], yy, Ws, out) / yy : 0; /* as written */
+    else if (!rc) h->skip = "the refit did not lower its error on the calibration rows";
+  }
+  collect_free(&col);
+done:
+  free(W);
+  free(Ws);
+  return rc;
+}
+
+static int refit_output_heads(op_analysis *a, const op_prune_config *c, op_plan *plan, tracked_vec *tv,
+                              op_error *err) {
+  if (c->compensate != 1 || tv->n == 0) return 0; /* nothing changed before the heads: they are exact */
+  plan->n_out_heads = op_output_heads_find(a, &plan->out_heads);
+  int rc = 0;
+  for (size_t i = 0; i < plan->n_out_heads && !rc; i++)
+    if (!plan->out_heads[i].skip) rc = refit_output_head(a, c, &plan->out_heads[i], tv, err);
+  if (rc) {
+    char why[sizeof err->message];
+    snprintf(why, sizeof why, "%s", err->message);
+    return op_fail(err, err->code, "%s: output head '%s': %s", a->model->path,
+                   op_node_name(a->gr->g->node[plan->out_heads[0].p.node]), why);
+  }
+  return 0;
+}
+
+/* ---- error curves for the allocation (recon_alloc.c) ---- */
+
+/* Every block's units ranked by OBS on the dense model, all the way: its scores become the predicted
+ * error of the block once each unit and those below it are gone, the curve op_recon_alloc_apply reads. */
+static int curve_block(op_analysis *a, const op_prune_config *c, op_plan *plan, const block_ref *br, tracked_vec *tv,
+                       const op_pooling *pool, op_error *err) {
+  op_layer_plan *lp = &plan->layers[br->layer];
+  const op_attn *at = br->attn ? op_layer_attn(a, br->layer) : NULL;
+  const op_proj *p = at ? &at->out : &op_layer_ffn(a, br->layer)->down;
+  if (lp->drop_layer || (at ? lp->drop_attn : lp->drop_ffn)) return 0;
+  int64_t n = p->in, units = at ? at->heads : n, m = n + 1;
+  double *W = op_xmalloc((size_t)(m * p->out) * sizeof *W);
+  int64_t *unit_of = op_xmalloc((size_t)n * sizeof *unit_of);
+  for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = at ? ch / at->head_dim : ch;
+  char label[48];
+  snprintf(label, sizeof label, "layer %d %s curve", br->layer, at ? "attention" : "ffn");
+  collect col;
+  const op_layer *L = &a->layers.v[br->layer];
+  int bi = br->attn ? L->attn_block : L->ffn_block;
+  double *score = at ? lp->head_score : lp->neuron_score;
+  int rc = load_proj(a, p, W, err);
+  if (!rc && !(rc = collect_stats(a, c, &p, 1, bi >= 0 ? &a->blocks.v[bi] : NULL, tv, false, true, pool, label, &col, err))) {
+    rc = op_recon_rank(&col.mo, W, p->out, unit_of, units, units - 1, op_recon_damp(&col.mo, RIDGE), score, err);
+    /* relative to the stream it lands in: blocks compare across layers whatever the stream's scale there */
+    for (int64_t u = 0; !rc && col.ee > 0 && u < units; u++) score[u] /= col.ee;
+    collect_free(&col);
+  }
+  free(W);
+  free(unit_of);
+  return rc;
+}
+
+static int curve_scores(op_analysis *a, const op_prune_config *c, op_plan *plan, const block_ref *blocks, size_t nb,
+                        tracked_vec *tv, const op_pooling *pool, size_t first_pooled, op_error *err) {
+  for (size_t i = 0; i < nb; i++)
+    if (curve_block(a, c, plan, &blocks[i], tv, i >= first_pooled ? pool : NULL, err)) {
+      char why[sizeof err->message];
+      snprintf(why, sizeof why, "%s", err->message);
+      return op_fail(err, OP_INVALID, "%s: layer %d %s: %s", a->model->path, blocks[i].layer,
+                     blocks[i].attn ? "attention" : "ffn", why);
+    }
+  op_recon_alloc_apply(a, c, plan);
+  return 0;
+}
+
+/* Blocks from the last attention on (in stream order) add to a stream the outputs read at pooled
+ * positions only, when the model pools (pooled.c): their index, or nb when none is pooled. */
+static size_t pooled_from(const op_analysis *a, const block_ref *blocks, size_t nb, op_pooling *pl) {
+  if (!nb) return nb;
+  const op_layer *L = &a->layers.v[blocks[nb - 1].layer];
+  int bi = blocks[nb - 1].attn ? L->attn_block : L->ffn_block;
+  if (bi < 0 || !a->blocks.v[bi].add_out || !op_pooling_find(a, a->blocks.v[bi].add_out, pl)) return nb;
+  size_t first = nb;
+  for (size_t i = nb; i-- > 0 && first == nb;)
+    if (blocks[i].attn) first = i;
+  if (first == nb) op_pooling_free(pl);
+  return first;
+}
+
 int op_recon_run(op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
   if (!c->data)
     return op_fail(err, OP_ARG, "importance %s needs calibration data (--data PATH)",
                    c->importance == OP_IMP_RECONSTRUCTION ? "reconstruction" : "compensation");
+  if (c->global && c->importance == OP_IMP_RECONSTRUCTION && !op_recon_alloc_applies(a, c))
+    return op_fail(err, OP_ARG, "%s: scope global with importance reconstruction allocates counts from error curves, "
+                   "which grouped-query and cross-attention layers do not have yet: use scope layer", a->model->path);
   OP_VEC(block_ref) blocks = {0};
   for (size_t l = 0; l < plan->n; l++) {
     plan->layers[l].attn_predicted_error = plan->layers[l].attn_measured_error = -1;
@@ -530,8 +725,12 @@ int op_recon_run(op_analysis *a, const op_prune_config *c, op_plan *plan, op_err
   }
   if (blocks.n) qsort(blocks.v, blocks.n, sizeof *blocks.v, cmp_blocks);
   tracked_vec tv = {0};
-  int rc = 0;
-  for (size_t i = 0; i < blocks.n && !rc; i++) rc = do_block(a, c, plan, &blocks.v[i], &tv, err);
+  op_pooling pl = {0};
+  size_t first_pooled = pooled_from(a, blocks.v, blocks.n, &pl);
+  int rc = op_recon_alloc_applies(a, c) ? curve_scores(a, c, plan, blocks.v, blocks.n, &tv, &pl, first_pooled, err) : 0;
+  for (size_t i = 0; i < blocks.n && !rc; i++) rc = do_block(a, c, plan, &blocks.v[i], &tv, i >= first_pooled ? &pl : NULL, err);
+  op_pooling_free(&pl);
+  if (!rc) rc = refit_output_heads(a, c, plan, &tv, err);
   keep_weights(&tv, rc == 0);
   free(blocks.v);
   return rc;

@@ -324,6 +324,12 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
               s->input ? ": feed it past state of that width (the present output of the pruned model)" : "");
   }
   for (size_t i = 0; i < r->unmatched.n; i++) sb_printf(&b, "%s\n", r->unmatched.v[i]);
+  for (size_t i = 0; i < r->out_heads.n; i++) { /* issue 12: output-head compensation */
+    const op_output_head_result *h = &r->out_heads.v[i];
+    if (h->skip) sb_printf(&b, "output head '%s' (output '%s'): not refit: %s\n", h->node, h->output, h->skip);
+    else sb_printf(&b, "output head '%s' (output '%s'): refit to the dense outputs, relative error %.4g -> %.4g\n",
+                   h->node, h->output, h->error_before, h->error_after);
+  }
   if (r->calib_rows.n) { /* issue 12: which file rows calibrated */
     char *rule = op_row_set_rule(&r->calib_rows);
     sb_printf(&b, "calibration rows: %s\n", rule);
@@ -456,6 +462,20 @@ char *op_prune_report_json(const op_prune_report *r) {
     cJSON_AddNumberToObject(bk, "multiple_of", (double)r->multiple_of);
     if (r->target_flops > 0) cJSON_AddNumberToObject(bk, "target_flops", r->target_flops);
     if (r->target_params > 0) cJSON_AddNumberToObject(bk, "target_params", r->target_params);
+  }
+  if (r->out_heads.n) { /* issue 12: output-head compensation */
+    cJSON *oh = cJSON_AddArrayToObject(root, "output_heads");
+    for (size_t i = 0; i < r->out_heads.n; i++) {
+      const op_output_head_result *h = &r->out_heads.v[i];
+      cJSON *o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "node", h->node);
+      cJSON_AddStringToObject(o, "output", h->output);
+      cJSON_AddBoolToObject(o, "refit", h->skip == NULL);
+      if (h->skip) cJSON_AddStringToObject(o, "reason", h->skip);
+      if (h->error_before >= 0) cJSON_AddNumberToObject(o, "error_before", h->error_before);
+      if (h->error_after >= 0) cJSON_AddNumberToObject(o, "error_after", h->error_after);
+      cJSON_AddItemToArray(oh, o);
+    }
   }
   cJSON *layers = cJSON_AddArrayToObject(root, "layers");
   for (size_t i = 0; i < r->layers.n; i++) {

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # recon_quality.sh ONNX_PRUNE MODEL_DIR (--accuracy MAX_DROP_POINTS | --perplexity MAX_INCREASE_PERCENT)
-#   [--samples N] [--stride K] [--rows N] [--issue-bar X]
+#   [--samples N] [--stride K] [--rows N] [--issue-bar X] [--target-flops R] [--scope S]
 # Pruning by reconstruction and compensation (issue 12), judged by ONNX Runtime on rows never used for
 # calibration: dev.npz is cut into calibration rows spread over the file (every K-th row, so a file
 # grouped by label still calibrates on every label) and the held-out rest. 50% of heads and 50% of
 # FFN neurons are pruned with the defaults that --data brings (reconstruction, compensation); the
 # held-out top-1 accuracy may drop by at most MAX_DROP_POINTS, or the held-out perplexity (of
 # next-token `labels`) rise by at most MAX_INCREASE_PERCENT. --issue-bar prints whether the issue's
-# own bar holds too (informational: the gate is the first bar). A missing model or data is a failure.
+# own bar holds too (informational: the gate is the first bar). --target-flops R prunes to that fraction
+# of the blocks' FLOPs instead (allocated from the reconstruction errors) and checks the report kept at
+# most R; --scope global allocates the 50% of heads and of neurons across layers. A missing model or
+# data is a failure.
 set -u
 BIN=$1 DIR=$2 MODE=$3 BAR=$4
-SAMPLES=128 STRIDE=7 ROWS=1000000 ISSUE=''
+SAMPLES=128 STRIDE=7 ROWS=1000000 ISSUE='' TARGET='' SCOPE=layer
 shift 4
 while [ $# -gt 0 ]; do
   case $1 in
     --samples) SAMPLES=$2 ;; --stride) STRIDE=$2 ;; --rows) ROWS=$2 ;; --issue-bar) ISSUE=$2 ;;
+    --target-flops) TARGET=$2 ;; --scope) SCOPE=$2 ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
   shift 2
@@ -36,8 +40,11 @@ np.savez(sys.argv[3] + '/eval.npz', **{a: d[a][~cal] for a in d.files})
 print(f'calibration: {cal.sum()} rows (every {k}th), held out: {(~cal).sum()} rows')
 PY
 
+what_pruned="50% heads + 50% FFN ($SCOPE scope)"
+cut=(--head-sparsity 0.5 --ffn-sparsity 0.5 --scope "$SCOPE")
+[ -z "$TARGET" ] || { cut=(--target-flops "$TARGET"); what_pruned="--target-flops $TARGET"; }
 start=$(date +%s)
-if ! "$BIN" prune "$M" -o "$work/p.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 --data "$work/cal.npz" \
+if ! "$BIN" prune "$M" -o "$work/p.onnx" "${cut[@]}" --data "$work/cal.npz" \
     --samples "$SAMPLES" --batch 16 --report "$work/p.json" -q; then
   echo "FAIL prune"
   exit 1
@@ -45,6 +52,20 @@ fi
 echo "pruned in $(($(date +%s) - start)) s"
 $PY -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['importance']=='reconstruction', r['importance']" \
   "$work/p.json" || bad "report: importance is not reconstruction"
+# output-head compensation: a classifier is refit; a language model's vocabulary-wide head is not, and says why
+$PY - "$work/p.json" "$MODE" <<'PY' || bad "report: output heads"
+import json, sys
+hs = json.load(open(sys.argv[1])).get('output_heads', [])
+for h in hs:
+    print('output head', h['node'], 'refit' if h['refit'] else 'not refit: ' + h['reason'])
+assert hs, 'no output_heads in the report'
+assert all(h['refit'] for h in hs) if sys.argv[2] == '--accuracy' else not any(h['refit'] for h in hs)
+PY
+kept=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['blocks']['flops_kept'])" "$work/p.json")
+echo "blocks' FLOPs kept: $kept"
+if [ -n "$TARGET" ]; then
+  if awk -v k="$kept" -v t="$TARGET" 'BEGIN { exit !(k <= t + 1e-9) }'; then ok; else bad "kept $kept of the FLOPs, more than $TARGET"; fi
+fi
 
 # figure MODEL: held-out accuracy (fraction) or perplexity, by ONNX Runtime
 figure() {
@@ -65,7 +86,7 @@ verdict() {
   fi
 }
 what=$([ "$MODE" = --accuracy ] && echo "accuracy" || echo "perplexity")
-echo "held-out $what: dense $dense, pruned 50% heads + 50% FFN $pruned"
+echo "held-out $what: dense $dense, pruned $what_pruned $pruned"
 if verdict "$BAR"; then ok; else bad "$what: beyond the bar of $BAR"; fi
 if [ -n "$ISSUE" ]; then
   if verdict "$ISSUE"; then echo "issue 12's bar ($ISSUE) holds"; else echo "issue 12's bar ($ISSUE) does NOT hold yet"; fi

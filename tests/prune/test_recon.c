@@ -160,6 +160,56 @@ static void test_chol(void) {
   CHECK(op_chol(S, 2) > 0);
 }
 
+/* ---- counts from error curves (recon_alloc.c) ---- */
+
+/* The next removal goes where it adds the least error per cost saved; no block loses its last kept
+ * unit; a unit that saves twice the cost may add twice the error. */
+static void test_curve_allocate(void) {
+  static const double ea[] = {0, 1, 2, 10}, eb[] = {0, 3, 4, 5};
+  op_curve_block b[2] = {{.n = 3, .err = ea, .unit_cost = 1, .min_keep = 1},
+                         {.n = 3, .err = eb, .unit_cost = 1, .min_keep = 1}};
+  CHECK(op_curve_allocate(b, 2, 3) == 3);
+  CHECK_EQ_INT(b[0].removed, 2); /* 1 + 1 before 3 */
+  CHECK_EQ_INT(b[1].removed, 1);
+  CHECK(op_curve_allocate(b, 2, 100) == 4); /* floors: each keeps one */
+  CHECK_EQ_INT(b[0].removed, 2);
+  CHECK_EQ_INT(b[1].removed, 2);
+  static const double lin[] = {0, 1, 2, 3};
+  op_curve_block c[2] = {{.n = 3, .err = lin, .unit_cost = 2, .min_keep = 1},
+                         {.n = 3, .err = lin, .unit_cost = 1, .min_keep = 1}};
+  CHECK(op_curve_allocate(c, 2, 2) == 2);
+  CHECK_EQ_INT(c[0].removed, 1); /* 0.5 error per unit of cost against 1 */
+  CHECK_EQ_INT(c[1].removed, 0);
+  c[0].err = ea; /* cheaper per cost, but it would remove 2 where 1 is left: the unit that fits goes */
+  CHECK(op_curve_allocate(c, 2, 1) == 1);
+  CHECK_EQ_INT(c[0].removed, 0);
+  CHECK_EQ_INT(c[1].removed, 1);
+  CHECK(op_curve_allocate(c, 2, 0) == 0);
+  CHECK_EQ_INT(c[0].removed + c[1].removed, 0);
+}
+
+/* ---- pooled rows (pooled.c) ---- */
+
+/* A [2, 3, C] stream pooled at token 0 (axis 1): rows 0 and 3; at -1: rows 2 and 5. A projection whose
+ * rows come seq-first ([3, 2, C], as torch's attention computes them) finds its pooled rows by bytes. */
+static void test_pooled_rows(void) {
+  int64_t first = 0, last = -1, dims[3] = {2, 3, 2};
+  op_pooling pl = {.found = true, .axis = 1, .idx = &first, .n_idx = 1};
+  bool want[6] = {true, false, false, true, false, false};
+  for (int64_t r = 0; r < 6; r++) CHECK(op_pooling_row(&pl, dims, 3, r) == want[r]);
+  pl.idx = &last;
+  CHECK(op_pooling_row(&pl, dims, 3, 2) && op_pooling_row(&pl, dims, 3, 5) && !op_pooling_row(&pl, dims, 3, 0));
+  float stream[6][2], seqfirst[6][2];
+  for (int b = 0; b < 2; b++)
+    for (int t = 0; t < 3; t++) {
+      stream[b * 3 + t][0] = seqfirst[t * 2 + b][0] = (float)(b + 1);
+      stream[b * 3 + t][1] = seqfirst[t * 2 + b][1] = (float)(10 * t);
+    }
+  bool found[6];
+  CHECK_EQ_INT(op_rows_in((const uint8_t *)seqfirst, 6, (const uint8_t *)stream, want, 6, sizeof stream[0], found), 2);
+  for (int r = 0; r < 6; r++) CHECK(found[r] == (r < 2)); /* token 0 of both samples come first */
+}
+
 int main(void) {
   float x[ROWS * N];
   make_x(x);
@@ -175,5 +225,7 @@ int main(void) {
   test_refit_exact();
   test_obs_picks_redundant_head();
   test_chol();
+  test_curve_allocate();
+  test_pooled_rows();
   return check_done("recon");
 }
