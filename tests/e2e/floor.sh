@@ -83,9 +83,10 @@ $PY -c "
 import json, sys
 a0, a1 = (json.load(open(p)) for p in sys.argv[1:3])
 print('ORT accuracy on the evaluation rows (quantised)', a0['accuracy'], '->', a1['accuracy'])
-# three rows of slack: the search judges the int8 candidate with our executor's QDQ (dequantise, compute in
-# float), ONNX Runtime fuses QDQ into integer kernels that round differently (seen: 6 of 148 rows apart)
-sys.exit(not (100 * (a0['accuracy'] - a1['accuracy']) <= 3 + 300.0 / a0['rows']))" "$work/v0.json" "$work/v1.json" \
+# eight rows of slack: the search judges the int8 candidate with our executor's QDQ (dequantise, compute in
+# float), ONNX Runtime fuses QDQ into integer kernels that round differently (seen on an AVX2 host: 3 to 7
+# of 148 rows apart, depending on the candidate; README, known limits)
+sys.exit(not (100 * (a0['accuracy'] - a1['accuracy']) <= 3 + 800.0 / a0['rows']))" "$work/v0.json" "$work/v1.json" \
   && ok || bad "vit: the kept model does not pass in ONNX Runtime"
 grep -q QuantizeLinear "$work/vit.onnx" && ok || bad "vit: not quantised"
 
