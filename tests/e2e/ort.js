@@ -360,25 +360,8 @@ async function compareState(argv, so, tol) {
 // Exports' fixtures (tests/fixtures/gen_exports.py) ---------------------------------------------------
 // node ort.js write-outputs MODEL.onnx DIR: runs every DIR/test_data_set_*/input_N.pb and writes ONNX
 // Runtime's outputs there as output_N.pb. node ort.js optimize MODEL.onnx OUT.onnx [LEVEL]: the graph
-// ONNX Runtime's optimizer saves (optimizedModelFilePath) at LEVEL (default extended).
-function pbVarint(v) {
-  const out = [];
-  let x = BigInt(v);
-  if (x < 0n) x += 1n << 64n;
-  do { let b = Number(x & 0x7fn); x >>= 7n; if (x) b |= 0x80; out.push(b); } while (x);
-  return Buffer.from(out);
-}
-
-function writeTensorPb(file, name, t) {
-  const types = { float32: 1, int32: 6, int64: 7, bool: 9, float16: 10 };
-  const raw = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), parts = [];
-  for (const d of t.dims) parts.push(Buffer.from([0x08]), pbVarint(d));
-  parts.push(Buffer.from([0x10]), pbVarint(types[t.type]));
-  const nm = Buffer.from(name);
-  parts.push(Buffer.from([0x42]), pbVarint(nm.length), nm, Buffer.from([0x4a]), pbVarint(raw.length), raw);
-  fs.writeFileSync(file, Buffer.concat(parts));
-}
-
+// ONNX Runtime's optimizer saves (optimizedModelFilePath) at LEVEL (default extended). Both reuse
+// writeTensorPb and optimize above.
 async function writeOutputs(model, dir) {
   const s = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   for (const set of fs.readdirSync(dir).filter(n => n.startsWith('test_data_set_'))) {
@@ -387,11 +370,6 @@ async function writeOutputs(model, dir) {
     const out = await s.run(feeds);
     s.outputNames.forEach((n, i) => writeTensorPb(path.join(dir, set, `output_${i}.pb`), n, out[n]));
   }
-}
-
-async function optimize(model, out, level) {
-  await ort.InferenceSession.create(model, { graphOptimizationLevel: level || 'extended', optimizedModelFilePath: out,
-    intraOpNumThreads: 1, interOpNumThreads: 1 });
 }
 
 async function exportsMain(argv) {
