@@ -87,6 +87,12 @@ static int load_npy_file(op_dataset *d, const char *path, const char *name, op_e
   int rc = op_npy_parse(buf, n, path, &a.t, err);
   free(buf);
   if (rc) return -1;
+  /* the array lives as long as the dataset, beside the model and the other arrays: a running total */
+  if (op_budget_take(a.t.nbytes, path, err)) {
+    op_tensor_clear(&a.t);
+    return -1;
+  }
+  a.budgeted = a.t.nbytes;
   a.name = op_xstrdup(name);
   OP_VEC_PUSH(d->arrays, a);
   return 0;
@@ -580,6 +586,9 @@ static bool generic_name(const char *n) { return !n || strstr(n, "_dynamic_axes_
 /* A constant tensor for a --fill input: fixed axes from the model, the batch axis `count` long, other
  * dynamic axes as long as the data input that shares their name (or, without a telling name, the same
  * axis of a data input of the same rank). */
+/* A batch tensor (a --fill constant or rows cut from the data) must fit what the budget has left beside
+ * the values held now (the model's session, the dataset's arrays); it is checked, not held, as callers
+ * free batches with op_tensor_clear. */
 static int fill_input(const op_dataset *d, const op_session *s, size_t i, int64_t set, const int *axes, int64_t count,
                       op_tensor *t, op_error *err) {
   const char *name = op_session_input_name(s, i);
@@ -618,7 +627,7 @@ static int fill_input(const op_dataset *d, const op_session *s, size_t i, int64_
   if (huge || !op_bytes_of(numel, es, &bytes)) bytes = UINT64_MAX;
   char what[300];
   snprintf(what, sizeof what, "%s: --fill %.200s", d->path, name);
-  if (op_budget_check(bytes, what, err)) return -1;
+  if (op_budget_fits(bytes, what, err)) return -1;
   t->nbytes = (size_t)numel * es;
   t->data = malloc(t->nbytes ? t->nbytes : 1);
   if (!t->data) return op_fail(err, OP_NOMEM, "%s: --fill %s: out of memory for a batch of %zu bytes", d->path, name, t->nbytes);
@@ -632,6 +641,8 @@ static int cut(const op_tensor *src, int axis, int64_t start, int64_t count, op_
                op_error *err) {
   *t = *src;
   if (axis < 0) {
+    t->data = NULL;
+    if (op_budget_fits(src->nbytes, what, err)) return -1;
     t->data = malloc(src->nbytes ? src->nbytes : 1);
     if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, src->nbytes);
     memcpy(t->data, src->data, src->nbytes);
@@ -642,6 +653,8 @@ static int cut(const op_tensor *src, int axis, int64_t start, int64_t count, op_
   size_t inner = outer && n ? src->nbytes / (size_t)(outer * n) : 0; /* bytes of one step along the axis */
   t->dims[axis] = count;
   t->nbytes = (size_t)(outer * count) * inner;
+  t->data = NULL;
+  if (op_budget_fits(t->nbytes, what, err)) return -1;
   t->data = malloc(t->nbytes ? t->nbytes : 1);
   if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, t->nbytes);
   for (int64_t o = 0; o < outer; o++)
@@ -659,6 +672,8 @@ static int cut_rows(const op_tensor *src, int axis, const int64_t *rows, int64_t
   size_t inner = outer && n ? src->nbytes / (size_t)(outer * n) : 0;
   t->dims[axis] = count;
   t->nbytes = (size_t)(outer * count) * inner;
+  t->data = NULL;
+  if (op_budget_fits(t->nbytes, what, err)) return -1;
   t->data = malloc(t->nbytes ? t->nbytes : 1);
   if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, t->nbytes);
   for (int64_t o = 0; o < outer; o++)

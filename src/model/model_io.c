@@ -610,7 +610,7 @@ char *op_read_file(const char *path, size_t *size, op_error *err) {
   uint64_t len;
   int fd = op_open_regular(path, NULL, &len, NULL, NULL, err);
   if (fd < 0) return NULL;
-  if (op_budget_check(len, path, err)) {
+  if (op_budget_fits(len, path, err)) { /* beside the values held now (the model's, the data's) */
     close(fd);
     return NULL;
   }
