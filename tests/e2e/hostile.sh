@@ -110,6 +110,8 @@ refuse expand "expand.onnx: node 'expand' (Expand): 4 TiB for output 'y' exceeds
 refuse npz-bomb "bomb.npz: x14.npy: decompressing it (64.0 MiB) brings the arrays over the memory budget of 1 GiB" -- run "$H/no_attention.onnx" --data "$H/bomb.npz" -o "$work/out/o.npz" --max-memory 1G
 refuse npz-liar "liar.npz: x.npy: decompressing it (4.0 GiB) brings the arrays over the memory budget" -- run "$H/no_attention.onnx" --data "$H/liar.npz" -o "$work/out/o.npz" --max-memory 1G
 refuse npy-pair "npy_pair/[ab].npy: 4[.0]* MiB exceeds what the memory budget of 6 MiB has left (--max-memory; .* held by other values)" -- run "$H/no_attention.onnx" --data "$H/npy_pair" -o "$work/out/o.npz" --max-memory 6M
+refuse quantize-hist-stats "model.onnx: calibration statistics of 9 tensors: 1.3 MiB exceeds the memory budget of 1 MiB (--max-memory)" -- quantize "$GOOD" --data "$D" --method hist -o "$O" --max-memory 1M
+refuse quantize-hist-together "model.onnx: node .* exceeds what the memory budget of 1.3 MiB has left (--max-memory; 1.3 MiB held by other values)" -- quantize "$GOOD" --data "$D" --method hist -o "$O" --max-memory 1300K
 refuse max-memory-text "--max-memory: 'lots' is not a size" -- inspect "$GOOD" --max-memory lots
 
 # --- graphs that are not DAGs of single definitions ---
