@@ -7,7 +7,7 @@
 typedef struct op_named {
   char *name;
   op_tensor t;
-  uint64_t budgeted; /* bytes taken from the memory budget's running total (an .npz member), given back when freed */
+  uint64_t budgeted; /* bytes taken from the memory budget's running total (a .npy array, an .npz member, a .pb tensor), given back when freed */
 } op_named;
 typedef OP_VEC(op_named) op_named_vec;
 

@@ -581,6 +581,9 @@ static bool generic_name(const char *n) { return !n || strstr(n, "_dynamic_axes_
 /* A constant tensor for a --fill input: fixed axes from the model, the batch axis `count` long, other
  * dynamic axes as long as the data input that shares their name (or, without a telling name, the same
  * axis of a data input of the same rank). */
+/* A batch tensor (a --fill constant or rows cut from the data) must fit what the budget has left beside
+ * the values held now (the model's session, the dataset's arrays); it is checked, not held, as callers
+ * free batches with op_tensor_clear. */
 static int fill_input(const op_dataset *d, const op_session *s, size_t i, int64_t set, const int *axes, int64_t count,
                       op_tensor *t, op_error *err) {
   const char *name = op_session_input_name(s, i);
@@ -619,7 +622,7 @@ static int fill_input(const op_dataset *d, const op_session *s, size_t i, int64_
   if (huge || !op_bytes_of(numel, es, &bytes)) bytes = UINT64_MAX;
   char what[300];
   snprintf(what, sizeof what, "%s: --fill %.200s", d->path, name);
-  if (op_budget_check(bytes, what, err)) return -1;
+  if (op_budget_fits(bytes, what, err)) return -1;
   t->nbytes = (size_t)numel * es;
   t->data = malloc(t->nbytes ? t->nbytes : 1);
   if (!t->data) return op_fail(err, OP_NOMEM, "%s: --fill %s: out of memory for a batch of %zu bytes", d->path, name, t->nbytes);
@@ -633,6 +636,8 @@ static int cut(const op_tensor *src, int axis, int64_t start, int64_t count, op_
                op_error *err) {
   *t = *src;
   if (axis < 0) {
+    t->data = NULL;
+    if (op_budget_fits(src->nbytes, what, err)) return -1;
     t->data = malloc(src->nbytes ? src->nbytes : 1);
     if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, src->nbytes);
     memcpy(t->data, src->data, src->nbytes);
@@ -643,6 +648,8 @@ static int cut(const op_tensor *src, int axis, int64_t start, int64_t count, op_
   size_t inner = outer && n ? src->nbytes / (size_t)(outer * n) : 0; /* bytes of one step along the axis */
   t->dims[axis] = count;
   t->nbytes = (size_t)(outer * count) * inner;
+  t->data = NULL;
+  if (op_budget_fits(t->nbytes, what, err)) return -1;
   t->data = malloc(t->nbytes ? t->nbytes : 1);
   if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, t->nbytes);
   for (int64_t o = 0; o < outer; o++)
@@ -660,6 +667,8 @@ static int cut_rows(const op_tensor *src, int axis, const int64_t *rows, int64_t
   size_t inner = outer && n ? src->nbytes / (size_t)(outer * n) : 0;
   t->dims[axis] = count;
   t->nbytes = (size_t)(outer * count) * inner;
+  t->data = NULL;
+  if (op_budget_fits(t->nbytes, what, err)) return -1;
   t->data = malloc(t->nbytes ? t->nbytes : 1);
   if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, t->nbytes);
   for (int64_t o = 0; o < outer; o++)

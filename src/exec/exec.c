@@ -386,7 +386,14 @@ static int run_fused(op_session *s, const xnode *x, op_xt *vals, op_error *err) 
   dims[rank - 1] = N;
   if (bias && bias->rank > rank) return 0; /* the Add would widen the output's rank */
   op_xt *o = &vals[x->ep->out];
-  if (op_xt_alloc(o, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, dims, rank, err)) return -1;
+  if (op_xt_alloc(o, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, dims, rank, err)) {
+    if (err) { /* a budget refusal names the node, as the unfused path does (nomem_context) */
+      char why[sizeof err->message];
+      snprintf(why, sizeof why, "%s", err->message);
+      op_fail(err, err->code, "%s: node '%s' (%s): %s", s->m->path, op_node_name(x->node), x->node->op_type, why);
+    }
+    return -1;
+  }
   if (op_wpack_gemm_act(x->wpack, K ? a->numel / K : 0, a->data, o->data, bias ? bias->data : NULL, x->ep->act))
     return op_fail(err, OP_NOMEM, "%s: node '%s' (%s): out of memory", s->m->path, op_node_name(x->node), x->node->op_type);
   return 1;

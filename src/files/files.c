@@ -152,6 +152,12 @@ void op_budget_give(uint64_t bytes) { atomic_fetch_sub(&held, bytes); }
 
 uint64_t op_budget_held(void) { return atomic_load(&held); }
 
+int op_budget_fits(uint64_t bytes, const char *what, op_error *err) {
+  if (op_budget_take(bytes, what, err)) return -1;
+  op_budget_give(bytes);
+  return 0;
+}
+
 /* ---- inputs and outputs of one command ---- */
 
 typedef struct path_entry {

@@ -2,6 +2,7 @@
  * wrapper over LAPACK (OpenBLAS's dpotrf/dpotri), the greedy structured OBS ranking and the ridge-damped
  * least-squares refit. Pure matrices in and out: sequential.c feeds it from the model. */
 #include "prune/recon.h"
+#include "files/files.h"
 
 #include <cblas.h>
 #include <f77blas.h>
@@ -57,11 +58,22 @@ static int inverse_damped(double *A, int64_t n, int64_t damped, double *damp) {
 void op_recon_moments_init(op_recon_moments *s, int64_t n) {
   s->n = n;
   s->H = op_xcalloc((size_t)((n + 1) * (n + 1)), sizeof *s->H);
+  s->budgeted = 0;
 }
 
 void op_recon_moments_free(op_recon_moments *s) {
   free(s->H);
   s->H = NULL;
+  op_budget_give(s->budgeted);
+  s->budgeted = 0;
+}
+
+/* ---- memory budget (issue 10) ---- */
+int op_recon_moments_budget(op_recon_moments *s, const char *what, op_error *err) {
+  uint64_t bytes = (uint64_t)((s->n + 1) * (s->n + 1)) * sizeof *s->H;
+  if (s->budgeted || op_budget_take(bytes, what, err)) return s->budgeted ? 0 : -1;
+  s->budgeted = bytes;
+  return 0;
 }
 
 void op_recon_moments_add(op_recon_moments *s, const float *x, int64_t rows) {

@@ -13,10 +13,14 @@
 typedef struct op_recon_moments {
   int64_t n; /* channels */
   double *H;
+  uint64_t budgeted; /* memory budget: bytes of H taken from the running total (op_recon_moments_budget) */
 } op_recon_moments;
 
 void op_recon_moments_init(op_recon_moments *s, int64_t n);
 void op_recon_moments_free(op_recon_moments *s);
+/* Memory budget (issue 10): takes H's bytes from the running total until op_recon_moments_free; 0, or -1 and
+ * *err (OP_NOMEM) naming `what`. */
+int op_recon_moments_budget(op_recon_moments *s, const char *what, op_error *err);
 /* Adds `rows` rows of x ([rows, n], row-major float32); H stays symmetric. */
 void op_recon_moments_add(op_recon_moments *s, const float *x, int64_t rows);
 

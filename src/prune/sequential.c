@@ -452,8 +452,11 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   prefix_model pm;
   prefix_init(&pm, a, cur_names, n_names);
   op_recon_moments_init(&col->mo, p->in);
-  op_session *s = op_session_new(&pm.m, err);
-  int rc = s ? 0 : -1;
+  char what[600]; /* memory budget: H lives beside the prefix session's values */
+  snprintf(what, sizeof what, "%.300s: reconstruction moments of '%.200s'", col->model, p->x);
+  int rc = op_recon_moments_budget(&col->mo, what, err);
+  op_session *s = rc ? NULL : op_session_new(&pm.m, err);
+  if (!s) rc = -1;
   prefix_model pd; /* the sessions keep pointers into their views: both live until the end */
   pd.g.node = NULL;
   if (!rc && dense) {

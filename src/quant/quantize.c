@@ -8,6 +8,7 @@
  * per-channel means for bias correction), then histograms of |x|. */
 #include "exec/fastmath.h"
 #include "parallel/parallel.h"
+#include "files/files.h"
 #include "prune/prune.h"
 #include "quant/quant.h"
 #include "report/json.h"
@@ -376,7 +377,22 @@ typedef struct calib {
   int32_t *dtypes; /* per calibrated tensor: the type it was computed in (float16 is measured as float32) */
   bool hist; /* the methods need histograms, not only ranges */
   bool chan; /* per-channel means too (bias correction reads them; a pass over every value otherwise wasted) */
+  /* memory budget (issue 10): the statistics live through calibration beside the session's values */
+  const char *model_path;
+  uint64_t budgeted; /* taken from the budget's running total, given back by calib_free */
 } calib;
+
+/* Takes the statistics' bytes (fine histograms when the methods need them) from the running total. */
+static int calib_take_budget(calib *cal, op_error *err) {
+  if (cal->budgeted) return 0;
+  uint64_t each = sizeof(op_stats) + (cal->hist ? OP_FINE_BINS * sizeof *cal->stats->fine : 0);
+  uint64_t bytes = each * cal->names.n;
+  char what[600];
+  snprintf(what, sizeof what, "%.500s: calibration statistics of %zu tensors", cal->model_path, cal->names.n);
+  if (op_budget_take(bytes, what, err)) return -1;
+  cal->budgeted = bytes;
+  return 0;
+}
 
 static void observe(void *user, const char *name, const op_tensor *t) {
   calib *c = user;
@@ -416,6 +432,7 @@ static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *
   if (!rc && rows) op_row_set_capture(rows, d, first, want);
   cal->hist = needs_hist(c);
   cal->chan = c->bias_correction;
+  if (!rc && calib_take_budget(cal, err)) rc = -1;
   /* the products keep their fused epilogues unless a tensor to calibrate exists only unfused */
   bool fused = true;
   for (size_t j = 0; j < cal->names.n && fused; j++) fused = !op_session_value_fused_away(s, cal->names.v[j]);
@@ -429,6 +446,7 @@ static int calibrate(op_session *s, const op_dataset *d, const op_quant_config *
 static void calib_init(calib *cal, const op_model *m, const op_graph *tgr, const target *ts, size_t nt) {
   memset(cal, 0, sizeof *cal);
   cal->gr = op_graph_build(m->proto->graph);
+  cal->model_path = op_model_path(m);
   cal->by_slot = op_xcalloc(cal->gr->cap, sizeof *cal->by_slot);
   for (size_t i = 0; i < nt; i++)
     for (int k = 0; k < 2; k++) {
@@ -457,6 +475,7 @@ static void calib_free(calib *cal) {
   free(cal->names.v);
   free(cal->by_slot);
   op_graph_free(cal->gr);
+  op_budget_give(cal->budgeted);
 }
 
 static const op_stats *stats_of(const calib *cal, const char *name) {

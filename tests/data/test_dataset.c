@@ -3,10 +3,13 @@
  * sequence-first src on axis 1), --batch-axis specs, and test data sets as complete runs. */
 #include "check.h"
 #include "data/data.h"
+#include "files/files.h"
 #include "onnxprune.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct fixture {
   op_model *m;
@@ -105,10 +108,77 @@ static void test_data_sets(const char *dir) {
   close_fixture(&f);
 }
 
+static void set_budget(uint64_t bytes) {
+  char text[32];
+  op_error err;
+  snprintf(text, sizeof text, "%llu", (unsigned long long)bytes);
+  CHECK(op_set_max_memory(text, &err) == 0);
+}
+
+/* A plain .npy array stays in the budget's running total beside the session's values for the dataset's
+ * life; batches are checked against what is left; everything is given back when freed. */
+static void budget_running_total(const char *dir) {
+  char tmp[] = "/tmp/test_dataset_budget_XXXXXX", npy[64];
+  CHECK(mkdtemp(tmp) != NULL);
+  snprintf(npy, sizeof npy, "%s/src.npy", tmp);
+  FILE *fp = fopen(npy, "wb"); /* src [5, 8, 32] float32: 5120 bytes of data */
+  CHECK(fp != NULL);
+  if (!fp) return;
+  char header[128];
+  int hl = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (5, 8, 32), }");
+  while ((10 + hl + 1) % 64) header[hl++] = ' ';
+  header[hl++] = '\n';
+  fwrite("\x93NUMPY\x01\x00", 1, 8, fp);
+  fputc(hl & 0xff, fp), fputc(hl >> 8, fp);
+  fwrite(header, 1, (size_t)hl, fp);
+  float zero[5 * 8 * 32] = {0};
+  fwrite(zero, sizeof zero, 1, fp);
+  fclose(fp);
+
+  uint64_t held0 = op_budget_held(), budget0 = op_max_memory();
+  char path[4096];
+  op_error err;
+  snprintf(path, sizeof path, "%s/export_seqfirst_encoder/model.onnx", dir);
+  op_model *m = op_model_load(path, &err);
+  op_session *s = m ? op_session_new(m, &err) : NULL;
+  CHECK(s != NULL);
+  if (s) {
+    uint64_t with_session = op_budget_held();
+    /* the file read whole (5,249 bytes with its NUL) and the array parsed from it (5,120) live together
+     * for a moment, then the array alone: both fit beside the session, with 1000 bytes to spare */
+    set_budget(with_session + 5249 + 5120 + 1000);
+    op_dataset *d = op_dataset_open(npy, &err);
+    CHECK(d != NULL);
+    CHECK_EQ_INT(op_budget_held(), with_session + 5120);
+    op_dataset *again = op_dataset_open(npy, &err); /* fits alone, not beside the first (its array is refused) */
+    CHECK(again == NULL);
+    CHECK_CONTAINS(err.message, "src.npy: 5 KiB exceeds what the memory budget of");
+    CHECK_CONTAINS(err.message, "has left (--max-memory;");
+    CHECK_EQ_INT(op_budget_held(), with_session + 5120); /* the refused read gave its bytes back */
+    op_dataset_free(again);
+    set_budget(with_session + 5120 + 1000); /* 1000 bytes left beside the array */
+    op_tensor in[1];
+    if (d) {
+      CHECK(op_dataset_batch(d, s, 0, 1, in, &err) == 0); /* 640 bytes fit */
+      op_tensor_clear(&in[0]);
+      CHECK(op_dataset_batch(d, s, 0, 3, in, &err) == -1); /* 1920 bytes do not */
+      CHECK_CONTAINS(err.message, "input 'src': 1.9 KiB exceeds what the memory budget of");
+    }
+    op_dataset_free(d);
+    set_budget(budget0);
+  }
+  op_session_free(s);
+  op_model_free(m);
+  CHECK_EQ_INT(op_budget_held(), held0); /* every byte taken was given back */
+  unlink(npy);
+  rmdir(tmp);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return fprintf(stderr, "usage: test_dataset FIXTURES\n"), 2;
   past_state(argv[1]);
   seq_first_and_options(argv[1]);
   test_data_sets(argv[1]);
+  budget_running_total(argv[1]);
   return check_done("dataset");
 }

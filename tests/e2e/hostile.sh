@@ -111,6 +111,11 @@ refuse npz-bomb "bomb.npz: x14.npy: 64 MiB exceeds what the memory budget of 1 G
 # a running total across readers: the .npy file read whole (10 MiB) and its array (10 MiB) do not fit 15 MiB together
 refuse npy-and-its-file "x_big.npy: 10 MiB exceeds what the memory budget of 15 MiB has left (--max-memory; 10.* MiB held by other values)" -- run "$H/no_attention.onnx" --data "$H/x_big.npy" -o "$work/out/o.npz" --max-memory 15M
 refuse npz-liar "liar.npz: x.npy: decompressing it (4.0 GiB) brings the arrays over the memory budget" -- run "$H/no_attention.onnx" --data "$H/liar.npz" -o "$work/out/o.npz" --max-memory 1G
+refuse npy-pair "npy_pair/[ab].npy: 4[.0]* MiB exceeds what the memory budget of 6 MiB has left (--max-memory; .* held by other values)" -- run "$H/no_attention.onnx" --data "$H/npy_pair" -o "$work/out/o.npz" --max-memory 6M
+refuse quantize-hist-stats "model.onnx: calibration statistics of 9 tensors: 1.3 MiB exceeds the memory budget of 1 MiB (--max-memory)" -- quantize "$GOOD" --data "$D" --method hist -o "$O" --max-memory 1M
+refuse quantize-hist-together "model.onnx: node .* exceeds what the memory budget of 1.3 MiB has left (--max-memory; 1.3 MiB held by other values)" -- quantize "$GOOD" --data "$D" --method hist -o "$O" --max-memory 1300K
+refuse prune-recon-moments "model.onnx: reconstruction moments of '.*': 8.5 KiB exceeds the memory budget of 8 KiB (--max-memory)" -- prune "$GOOD" --data "$D" --head-sparsity 0.5 --ffn-sparsity 0.5 -o "$O" --max-memory 8K
+refuse prune-recon-together "model.onnx: node '.*' (.*): .* exceeds what the memory budget of 64 KiB has left (--max-memory; .* held by other values)" -- prune "$GOOD" --data "$D" --head-sparsity 0.5 --ffn-sparsity 0.5 -o "$O" --max-memory 64K
 refuse max-memory-text "--max-memory: 'lots' is not a size" -- inspect "$GOOD" --max-memory lots
 
 # --- graphs that are not DAGs of single definitions ---

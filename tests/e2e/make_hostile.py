@@ -200,6 +200,12 @@ def main(good, out):
     write_npz(os.path.join(out, "bomb.npz"), [(f"x{i}.npy".encode(), deflated, crc, len(zeros), 8) for i in range(48)])
     # one member that declares 4 GiB - 1 but holds 16 bytes
     write_npz(os.path.join(out, "liar.npz"), [(b"x.npy", zlib.compress(b"\0" * 16)[2:-4], 0, 0xFFFFFFFF, 8)])
+    # budget, running total (issue 10): two plain .npy arrays of 4 MiB each, which fit a 6 MiB budget
+    # alone but not together
+    os.mkdir(os.path.join(out, "npy_pair"))
+    for name in ("a", "b"):
+        with open(os.path.join(out, "npy_pair", name + ".npy"), "wb") as f:
+            f.write(npy_bytes(np.zeros(2**20, np.float32)))
 
     # a model whose external data file is the one `-o o.onnx --external-data` would write
     os.mkdir(os.path.join(out, "extdir"))

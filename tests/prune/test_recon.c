@@ -5,8 +5,10 @@
 #include "prune/recon.h"
 
 #include "check.h"
+#include "files/files.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define ROWS 12
@@ -210,6 +212,29 @@ static void test_pooled_rows(void) {
   for (int r = 0; r < 6; r++) CHECK(found[r] == (r < 2)); /* token 0 of both samples come first */
 }
 
+/* Memory budget: a block's H is held in the running total until freed, refused by name when what is
+ * left does not hold it, and every byte is given back. */
+static void test_moments_budget(void) {
+  uint64_t held0 = op_budget_held(), budget0 = op_max_memory();
+  op_error err;
+  op_recon_moments a, b;
+  op_recon_moments_init(&a, 31); /* 32 x 32 doubles: 8 KiB */
+  op_recon_moments_init(&b, 31);
+  char text[32];
+  snprintf(text, sizeof text, "%llu", (unsigned long long)(held0 + 12 * 1024));
+  CHECK(op_set_max_memory(text, &err) == 0);
+  CHECK(op_recon_moments_budget(&a, "m.onnx: a", &err) == 0);
+  CHECK_EQ_INT(op_budget_held(), held0 + 8192);
+  CHECK(op_recon_moments_budget(&b, "m.onnx: b", &err) == -1); /* fits alone, not beside a */
+  CHECK_CONTAINS(err.message, "m.onnx: b: 8 KiB exceeds what the memory budget of 12 KiB has left");
+  op_recon_moments_free(&a);
+  CHECK(op_recon_moments_budget(&b, "m.onnx: b", &err) == 0);
+  op_recon_moments_free(&b);
+  CHECK_EQ_INT(op_budget_held(), held0);
+  snprintf(text, sizeof text, "%llu", (unsigned long long)budget0);
+  CHECK(op_set_max_memory(text, &err) == 0);
+}
+
 int main(void) {
   float x[ROWS * N];
   make_x(x);
@@ -227,5 +252,6 @@ int main(void) {
   test_chol();
   test_curve_allocate();
   test_pooled_rows();
+  test_moments_budget();
   return check_done("recon");
 }
