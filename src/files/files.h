@@ -37,7 +37,7 @@ int op_budget_take(uint64_t bytes, const char *what, op_error *err);
 void op_budget_give(uint64_t bytes);
 uint64_t op_budget_held(void); /* bytes taken and not given back */
 /* 0 when `bytes` fit what the running total has left now, else op_budget_take's error; nothing is held.
- * For short-lived buffers freed by callers that do not give back (whole-file reads, data batches). */
+ * For buffers freed by callers that do not give back (--fill constants, data batches: op_tensor_clear). */
 int op_budget_fits(uint64_t bytes, const char *what, op_error *err);
 
 #endif
