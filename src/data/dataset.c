@@ -630,6 +630,23 @@ static int fill_input(const op_dataset *d, const op_session *s, size_t i, int64_
   return 0;
 }
 
+/* t = src with `count` steps along `axis`, its storage allocated (checked against the memory budget);
+ * *outer: the steps before the axis, *inner: the bytes of one step along it. */
+static int alloc_rows(const op_tensor *src, int axis, int64_t count, op_tensor *t, const char *what, int64_t *outer,
+                      size_t *inner, op_error *err) {
+  int64_t n = src->dims[axis];
+  *outer = 1;
+  for (int a = 0; a < axis; a++) *outer *= src->dims[a];
+  *inner = *outer && n ? src->nbytes / (size_t)(*outer * n) : 0;
+  t->dims[axis] = count;
+  t->nbytes = (size_t)(*outer * count) * *inner;
+  t->data = NULL;
+  if (op_budget_fits(t->nbytes, what, err)) return -1;
+  t->data = malloc(t->nbytes ? t->nbytes : 1);
+  if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, t->nbytes);
+  return 0;
+}
+
 /* Copies [start, start + count) of src along `axis` (the whole array when axis < 0) into t; -1 and
  * *err (OP_NOMEM, naming the input) when there is no memory for it. */
 static int cut(const op_tensor *src, int axis, int64_t start, int64_t count, op_tensor *t, const char *what,
@@ -643,15 +660,9 @@ static int cut(const op_tensor *src, int axis, int64_t start, int64_t count, op_
     memcpy(t->data, src->data, src->nbytes);
     return 0;
   }
-  int64_t outer = 1, n = src->dims[axis];
-  for (int a = 0; a < axis; a++) outer *= src->dims[a];
-  size_t inner = outer && n ? src->nbytes / (size_t)(outer * n) : 0; /* bytes of one step along the axis */
-  t->dims[axis] = count;
-  t->nbytes = (size_t)(outer * count) * inner;
-  t->data = NULL;
-  if (op_budget_fits(t->nbytes, what, err)) return -1;
-  t->data = malloc(t->nbytes ? t->nbytes : 1);
-  if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, t->nbytes);
+  int64_t outer, n = src->dims[axis];
+  size_t inner;
+  if (alloc_rows(src, axis, count, t, what, &outer, &inner, err)) return -1;
   for (int64_t o = 0; o < outer; o++)
     memcpy((char *)t->data + (size_t)(o * count) * inner, (const char *)src->data + (size_t)(o * n + start) * inner,
            (size_t)count * inner);
@@ -662,15 +673,9 @@ static int cut(const op_tensor *src, int axis, int64_t start, int64_t count, op_
 static int cut_rows(const op_tensor *src, int axis, const int64_t *rows, int64_t count, op_tensor *t, const char *what,
                     op_error *err) {
   *t = *src;
-  int64_t outer = 1, n = src->dims[axis];
-  for (int a = 0; a < axis; a++) outer *= src->dims[a];
-  size_t inner = outer && n ? src->nbytes / (size_t)(outer * n) : 0;
-  t->dims[axis] = count;
-  t->nbytes = (size_t)(outer * count) * inner;
-  t->data = NULL;
-  if (op_budget_fits(t->nbytes, what, err)) return -1;
-  t->data = malloc(t->nbytes ? t->nbytes : 1);
-  if (!t->data) return op_fail(err, OP_NOMEM, "%s: out of memory for a batch of %zu bytes", what, t->nbytes);
+  int64_t outer, n = src->dims[axis];
+  size_t inner;
+  if (alloc_rows(src, axis, count, t, what, &outer, &inner, err)) return -1;
   for (int64_t o = 0; o < outer; o++)
     for (int64_t k = 0; k < count; k++)
       memcpy((char *)t->data + (size_t)(o * count + k) * inner, (const char *)src->data + (size_t)(o * n + rows[k]) * inner,

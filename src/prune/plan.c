@@ -1100,6 +1100,18 @@ static int select_grouped(const op_prune_config *c, const op_attn *at, op_layer_
   return keep_per_group(at, lp, per, remove, c->compact ? dead : NULL, layer, err);
 }
 
+/* Grouped attention: the kv groups by the layer's and the command's kv rules, and the heads' count when a
+ * rule asked for one (rule: the heads' rule the layer's heads were chosen by). */
+static int select_kv(const op_prune_config *c, const op_layer_cfg *lc, const unit_rule *rule, const op_attn *at,
+                     op_layer_plan *lp, const bool *dead, const bool *dead_kv, int l, op_error *err) {
+  unit_rule kv_rule = {lc && lc->kv_heads_set ? &lc->kv_heads : NULL, lc ? lc->kv_head_sparsity : -1,
+                       lc ? lc->num_kv_heads : -1, c->kv_head_sparsity, c->num_kv_heads};
+  bool head_target = rule->remove || rule->layer_sparsity >= 0 || rule->layer_keep >= 0 ||
+                     (!c->global && (c->head_sparsity >= 0 || c->num_heads >= 0 || c->width >= 0));
+  return select_grouped(c, at, lp, &kv_rule, rule->remove, head_target ? op_plan_kept(lp->keep_head, at->heads) : -1,
+                        dead, dead_kv, l, err);
+}
+
 /* ---- issue 12: a target instead of ratios, and kept widths rounded to a multiple (target.h) ---- */
 
 /* Heads are rounded so that the kept heads' width (heads x head size) is a multiple of N, when that
@@ -1200,14 +1212,7 @@ static int plan_attention(const op_analysis *a, const op_prune_config *c, const 
   unit_rule rule = {list, lc ? lc->head_sparsity : -1, lc ? lc->num_heads : -1, c->head_sparsity, c->num_heads};
   select_units(c, &rule, l, cross ? 3 : 0, H, dead, lp->head_score, lp->keep_head);
   int rc = 0;
-  if (KV != H) {
-    unit_rule kv_rule = {lc && lc->kv_heads_set ? &lc->kv_heads : NULL, lc ? lc->kv_head_sparsity : -1,
-                         lc ? lc->num_kv_heads : -1, c->kv_head_sparsity, c->num_kv_heads};
-    bool head_target = rule.remove || rule.layer_sparsity >= 0 || rule.layer_keep >= 0 ||
-                       (!c->global && (c->head_sparsity >= 0 || c->num_heads >= 0 || c->width >= 0));
-    rc = select_grouped(c, at, lp, &kv_rule, rule.remove, head_target ? op_plan_kept(lp->keep_head, H) : -1, dead,
-                        dead_kv, l, err);
-  }
+  if (KV != H) rc = select_kv(c, lc, &rule, at, lp, dead, dead_kv, l, err);
   free(dead);
   free(dead_kv);
   return rc;
@@ -1378,14 +1383,7 @@ int op_plan_reselect(const op_analysis *a, const op_prune_config *c, op_plan *pl
     /* a target or global scope allocated the count (recon_alloc.c): it stays, the choice is re-made */
     if (has_target(c) || c->global) rule = (unit_rule){NULL, -1, kept, -1, -1};
     select_units(c, &rule, l, 0, H, dead, lp->head_score, lp->keep_head);
-    if (KV != H) {
-      unit_rule kv_rule = {lc && lc->kv_heads_set ? &lc->kv_heads : NULL, lc ? lc->kv_head_sparsity : -1,
-                           lc ? lc->num_kv_heads : -1, c->kv_head_sparsity, c->num_kv_heads};
-      bool head_target = rule.remove || rule.layer_sparsity >= 0 || rule.layer_keep >= 0 ||
-                         (!c->global && (c->head_sparsity >= 0 || c->num_heads >= 0 || c->width >= 0));
-      rc = select_grouped(c, at, lp, &kv_rule, rule.remove, head_target ? op_plan_kept(lp->keep_head, H) : -1, dead,
-                          dead_kv, l, err);
-    }
+    if (KV != H) rc = select_kv(c, lc, &rule, at, lp, dead, dead_kv, l, err);
     free(dead), free(dead_kv), free(s), free(s_kv);
   } else {
     const op_ffn *f = op_layer_ffn(a, l);
