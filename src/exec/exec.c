@@ -1,6 +1,7 @@
 /* exec.c - sessions: checks every operator before any work, orders the nodes topologically, runs
  * them and frees each value after its last use; an observer sees every node output as it appears. */
 #include "exec/exec.h"
+#include "files/files.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,7 @@ typedef struct xnode {
   const op_op *op;
   op_wpack *wpack; /* MatMul/Gemm with a constant 2-D B: B packed for the kernel, NULL otherwise */
   bool wpack_owner, wpack_trans; /* freed with this node (not shared from an earlier one); B is [N, K] */
+  uint64_t wpack_budget; /* the pack's own copy, held in the memory budget's running total */
   op_if_aux *sub;  /* If: its branch sessions */
   int *in, *out; /* value ids, -1 for an omitted optional */
   size_t n_in, n_out;
@@ -208,6 +210,7 @@ void op_session_free(op_session *s) {
     free(s->nodes[i].in);
     free(s->nodes[i].out);
     if (s->nodes[i].wpack_owner) op_wpack_free(s->nodes[i].wpack);
+    op_budget_give(s->nodes[i].wpack_budget);
     op_if_free(s->nodes[i].sub);
     if (s->nodes[i].ep) op_epilogue_free(s->nodes[i].ep);
     free(s->nodes[i].ep);
@@ -514,8 +517,20 @@ static op_session *session_build(const op_model *m, Onnx__GraphProto *g, bool su
       if (s->nodes[j].wpack && s->nodes[j].in[1] == id && s->nodes[j].wpack_trans == trans) x->wpack = s->nodes[j].wpack;
     x->wpack_trans = trans;
     if (x->wpack) continue;
+    /* a pack is a copy of the weight in float32 at most (none when read in place): sized by the model */
+    uint64_t wbytes = (uint64_t)s->consts[id].numel * sizeof(float);
+    char what[600];
+    snprintf(what, sizeof what, "%.300s: node '%.200s' (%s): its weight packed", m->path, op_node_name(x->node),
+             x->node->op_type);
+    if (op_budget_take(wbytes, what, err)) {
+      free(plain_uses);
+      op_session_free(s);
+      return NULL;
+    }
     x->wpack = op_wpack_new(&s->consts[id], trans);
     x->wpack_owner = true;
+    x->wpack_budget = wbytes;
+    if (!op_wpack_owns_copy(x->wpack)) op_budget_give(wbytes), x->wpack_budget = 0; /* read in place */
     /* a weight only packs read, now in a copy of the pack's own: its pages of the file mapping can go
      * (read again from the file should anything touch them), so the session holds one copy */
     if (!plain_uses[id] && op_wpack_owns_copy(x->wpack)) release_borrowed(g, s->consts[id].data);

@@ -110,6 +110,10 @@ refuse expand "expand.onnx: node 'expand' (Expand): 4 TiB for output 'y' exceeds
 refuse npz-bomb "bomb.npz: x14.npy: 64 MiB exceeds what the memory budget of 1 GiB has left" -- run "$H/no_attention.onnx" --data "$H/bomb.npz" -o "$work/out/o.npz" --max-memory 1G
 # a running total across readers: the .npy file read whole (10 MiB) and its array (10 MiB) do not fit 15 MiB together
 refuse npy-and-its-file "x_big.npy: 10 MiB exceeds what the memory budget of 15 MiB has left (--max-memory; 10.* MiB held by other values)" -- run "$H/no_attention.onnx" --data "$H/x_big.npy" -o "$work/out/o.npz" --max-memory 15M
+# weights packed for the kernels (float16 ones are widened into the pack on every kernel path) are in the
+# running total: the third pack does not fit beside the first two and the data
+HALF=$(dirname "$FIX")/llama_half_opset14
+refuse weight-packs "llama_half_opset14/model.onnx: node '/layers.0/u/MatMul' (MatMul): its weight packed: 8 KiB exceeds what the memory budget of 32 KiB has left (--max-memory;" -- run "$HALF/model.onnx" --data "$HALF" -o "$work/out/o.npz" --max-memory 32K
 refuse npz-liar "liar.npz: x.npy: decompressing it (4.0 GiB) brings the arrays over the memory budget" -- run "$H/no_attention.onnx" --data "$H/liar.npz" -o "$work/out/o.npz" --max-memory 1G
 refuse npy-pair "npy_pair/[ab].npy: 4[.0]* MiB exceeds what the memory budget of 6 MiB has left (--max-memory; .* held by other values)" -- run "$H/no_attention.onnx" --data "$H/npy_pair" -o "$work/out/o.npz" --max-memory 6M
 refuse quantize-hist-stats "model.onnx: calibration statistics of 9 tensors: 1.3 MiB exceeds the memory budget of 1 MiB (--max-memory)" -- quantize "$GOOD" --data "$D" --method hist -o "$O" --max-memory 1M
