@@ -50,10 +50,12 @@ void op_stats_free(op_stats *s) {
 #define OBS_LANES 16
 #define OBS_CHUNKS 16 /* at most; the chunks a batch is split into, each one thread's */
 
-/* min and max of the finite values of x[0, n) (lo > hi when there is none) */
-OP_VECTOR_CLONES static void finite_range(const float *x, int64_t n, float *lo, float *hi) {
+/* min and max of the finite values of x[0, n) (lo > hi when there is none); true when every value is
+ * finite. Activations skip what is not finite; a weight holding any is refused. */
+OP_VECTOR_CLONES static bool finite_range(const float *x, int64_t n, float *lo, float *hi) {
   float mn[OBS_LANES], mx[OBS_LANES];
-  for (int l = 0; l < OBS_LANES; l++) mn[l] = INFINITY, mx[l] = -INFINITY;
+  int bad[OBS_LANES];
+  for (int l = 0; l < OBS_LANES; l++) mn[l] = INFINITY, mx[l] = -INFINITY, bad[l] = 0;
   int64_t i = 0;
   for (; i + OBS_LANES <= n; i += OBS_LANES)
     for (int l = 0; l < OBS_LANES; l++) {
@@ -61,17 +63,23 @@ OP_VECTOR_CLONES static void finite_range(const float *x, int64_t n, float *lo, 
       bool f = fabsf(v) <= FLT_MAX;
       mn[l] = f && v < mn[l] ? v : mn[l];
       mx[l] = f && v > mx[l] ? v : mx[l];
+      bad[l] |= !f;
     }
   for (int l = 0; i < n; i++, l++) {
     float v = x[i];
     bool f = fabsf(v) <= FLT_MAX;
     mn[l] = f && v < mn[l] ? v : mn[l];
     mx[l] = f && v > mx[l] ? v : mx[l];
+    bad[l] |= !f;
   }
   float a = INFINITY, b = -INFINITY;
-  for (int l = 0; l < OBS_LANES; l++) a = mn[l] < a ? mn[l] : a, b = mx[l] > b ? mx[l] : b;
+  int any = 0;
+  for (int l = 0; l < OBS_LANES; l++) a = mn[l] < a ? mn[l] : a, b = mx[l] > b ? mx[l] : b, any |= bad[l];
   *lo = a, *hi = b;
+  return !any;
 }
+
+bool op_finite_range(const float *x, int64_t n, float *lo, float *hi) { return finite_range(x, n, lo, hi); }
 
 /* counts of |x| in `bins` bins of width 1 / scale from 0 (the last one takes what lies beyond) */
 static void bin_counts(const float *x, int64_t n, double scale, int bins, uint64_t *h) {

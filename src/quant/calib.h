@@ -80,4 +80,7 @@ void op_cal_prepare(op_stats *const *s, size_t n, op_cal_method m, double percen
  * seen when the target is asymmetric), min_max gives [min, max]; zero always lies inside. */
 void op_cal_range(const op_stats *s, op_cal_method m, double percentile, bool symmetric, double *lo, double *hi);
 
+/* min and max of the finite values of x[0, n) (lo > hi when there is none); true when all are finite */
+bool op_finite_range(const float *x, int64_t n, float *lo, float *hi);
+
 #endif

@@ -742,30 +742,6 @@ typedef struct wquant {
   Onnx__TensorProto *q;    /* the int8 weight (unnamed until the rewrite adds it), or NULL when not finite */
 } wquant;
 
-/* min and max of x[0, n); false when x holds NaN or infinity (x * 0 is NaN then, and the lane sums keep it) */
-static bool span_range(const float *x, int64_t n, float *lo, float *hi) {
-  float mn[WQ_LANES], mx[WQ_LANES], z[WQ_LANES];
-  for (int l = 0; l < WQ_LANES; l++) mn[l] = INFINITY, mx[l] = -INFINITY, z[l] = 0.f;
-  int64_t i = 0;
-  for (; i + WQ_LANES <= n; i += WQ_LANES)
-    for (int l = 0; l < WQ_LANES; l++) {
-      float v = x[i + l];
-      mn[l] = v < mn[l] ? v : mn[l];
-      mx[l] = v > mx[l] ? v : mx[l];
-      z[l] += v * 0.f;
-    }
-  for (int l = 0; i < n; i++, l++) {
-    float v = x[i];
-    mn[l] = v < mn[l] ? v : mn[l];
-    mx[l] = v > mx[l] ? v : mx[l];
-    z[l] += v * 0.f;
-  }
-  float a = INFINITY, b = -INFINITY, s = 0.f;
-  for (int l = 0; l < WQ_LANES; l++) a = mn[l] < a ? mn[l] : a, b = mx[l] > b ? mx[l] : b, s += z[l];
-  *lo = a, *hi = b;
-  return s == 0.f;
-}
-
 /* Per-column min and max over the rows of x[rows, cols] (MatMul's [K, N], channel axis 1). */
 static bool column_range(const float *x, int64_t rows, int64_t cols, float *mn, float *mx) {
   float *z = op_xcalloc((size_t)(cols ? cols : 1), sizeof *z);
@@ -828,12 +804,12 @@ static void wq_one(wquant *j, int levels) {
   } else if (j->per_channel) {
     for (int64_t r = 0; r < rows; r++) {
       float a, b;
-      finite &= span_range(x + r * cols, cols, &a, &b);
+      finite &= op_finite_range(x + r * cols, cols, &a, &b);
       lo = a < lo ? a : lo, hi = b > hi ? b : hi;
       j->scales[r] = abs_of_range(a, b);
     }
   } else {
-    finite = span_range(x, rows * cols, &lo, &hi);
+    finite = op_finite_range(x, rows * cols, &lo, &hi);
     j->scales[0] = abs_of_range(lo, hi);
   }
   j->lo = lo, j->hi = hi, j->finite = finite;
