@@ -730,7 +730,9 @@ int op_session_run(op_session *s, const op_tensor *inputs, op_tensor *outputs, o
         if (x->in[j] >= 0 && --left[x->in[j]] == 0) op_xt_release(&vals[x->in[j]]);
       continue;
     }
-    op_kctx k = {x->node, s->opset, s->m->path, x->wpack, x->sub};
+    op_kctx k = {x->node, s->opset, s->m->path, x->wpack, x->sub, NULL};
+    /* this node is the last reader of its first input: a Reshape-like node may take its storage */
+    if (x->n_in && x->in[0] >= 0 && left[x->in[0]] == 1 && vals[x->in[0]].owned) k.spent = &vals[x->in[0]];
     for (size_t j = 0; j < x->n_in; j++) ins[j] = x->in[j] >= 0 ? &vals[x->in[j]] : NULL;
     memset(outs, 0, x->n_out * sizeof *outs);
     rc = op_exec_typed(x->op, &k, ins, x->n_in, outs, x->n_out, err); /* any element type */

@@ -26,6 +26,7 @@ typedef struct op_kctx {
   const char *model;       /* for messages */
   struct op_wpack *wpack;  /* MatMul/Gemm with a constant 2-D B: B packed once per session (gemm.c) */
   const void *sub;         /* If: its branches, made once per session (ops_control.c) */
+  op_xt *spent;            /* an input nobody reads after this node: a relayout may take its storage */
 } op_kctx;
 
 typedef int (*op_kernel)(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, size_t n_out, op_error *err);

@@ -74,4 +74,59 @@ static inline float op_erff(float x) {
   return x != x ? x : y;
 }
 
+/* Sum and max of a row in 16 independent lanes: a single running total is a chain of dependent adds
+ * the compiler may not reorder (no -ffast-math), one element per add latency; lanes vectorise. The
+ * lanes' float sums are combined in double. NaN in op_max_lanes is skipped, as `x > m ? x : m` does. */
+#define OP_LANES 16
+static inline double op_sum_lanes(const float *x, int64_t n) {
+  float l[OP_LANES] = {0};
+  int64_t j = 0;
+  for (; j + OP_LANES <= n; j += OP_LANES)
+    for (int q = 0; q < OP_LANES; q++) l[q] += x[j + q];
+  double s = 0;
+  for (; j < n; j++) s += x[j];
+  for (int q = 0; q < OP_LANES; q++) s += l[q];
+  return s;
+}
+static inline float op_max_lanes(const float *x, int64_t n) {
+  float l[OP_LANES];
+  for (int q = 0; q < OP_LANES; q++) l[q] = -__builtin_inff();
+  int64_t j = 0;
+  for (; j + OP_LANES <= n; j += OP_LANES)
+    for (int q = 0; q < OP_LANES; q++) l[q] = x[j + q] > l[q] ? x[j + q] : l[q];
+  float m = -__builtin_inff();
+  for (; j < n; j++) m = x[j] > m ? x[j] : m;
+  for (int q = 0; q < OP_LANES; q++) m = l[q] > m ? l[q] : m;
+  return m;
+}
+
+/* A row's moments for a norm: its mean is shift + corr, shift the float mean and corr the mean of what
+ * is left (x - shift), so a row far from 0 keeps its small deviations exact; var is the variance
+ * (the mean of squares when not centred: RMS norms). Normalise as ((x - shift) - corr) * inv. */
+typedef struct op_row_moments {
+  float shift, corr;
+  double var;
+} op_row_moments;
+static inline op_row_moments op_row_moments_of(const float *x, int64_t n, int centred) {
+  op_row_moments m = {0.f, 0.f, 0.0};
+  if (!n) return m;
+  if (centred) m.shift = (float)(op_sum_lanes(x, n) / (double)n);
+  float l1[OP_LANES] = {0}, l2[OP_LANES] = {0};
+  double s1 = 0, s2 = 0;
+  int64_t j = 0;
+  for (; j + OP_LANES <= n; j += OP_LANES)
+    for (int q = 0; q < OP_LANES; q++) {
+      float d = x[j + q] - m.shift;
+      l1[q] += d;
+      l2[q] += d * d;
+    }
+  for (; j < n; j++) s1 += x[j] - m.shift, s2 += (double)(x[j] - m.shift) * (x[j] - m.shift);
+  for (int q = 0; q < OP_LANES; q++) s1 += l1[q], s2 += l2[q];
+  double c = centred ? s1 / (double)n : 0.0;
+  m.corr = (float)c;
+  m.var = s2 / (double)n - c * c;
+  if (m.var < 0) m.var = 0;
+  return m;
+}
+
 #endif

@@ -34,13 +34,9 @@ typedef struct attn {
 } attn;
 
 OP_VECTOR_CLONES static void softmax_span(float *row, int64_t lo, int64_t hi, int64_t T) {
-  float m = -INFINITY;
-  for (int64_t j = lo; j < hi; j++) m = row[j] > m ? row[j] : m;
-  double sum = 0;
-  for (int64_t j = lo; j < hi; j++) {
-    row[j] = op_expf(row[j] - m);
-    sum += row[j];
-  }
+  float m = hi > lo ? op_max_lanes(row + lo, hi - lo) : -INFINITY;
+  for (int64_t j = lo; j < hi; j++) row[j] = op_expf(row[j] - m);
+  double sum = hi > lo ? op_sum_lanes(row + lo, hi - lo) : 0;
   float inv = sum > 0 ? (float)(1.0 / sum) : 0.f;
   for (int64_t j = 0; j < T; j++) row[j] = j >= lo && j < hi ? row[j] * inv : 0.f;
 }

@@ -298,17 +298,12 @@ OP_KERNEL(op_k_ms_bias_add) {
 
 /* ---- layer norms ------------------------------------------------------------------------------------
  * One row normaliser for all of them: LayerNorm (mean and variance) or RMS norm (mean of squares). */
-static void norm_row(const float *x, int64_t n, const float *gamma, const float *beta, float eps, bool rms, float *o,
-                     float *mean_out, float *inv_out) {
-  double mean = 0, var = 0;
-  if (!rms) {
-    for (int64_t j = 0; j < n; j++) mean += x[j];
-    mean /= (double)n;
-  }
-  for (int64_t j = 0; j < n; j++) var += (x[j] - mean) * (x[j] - mean);
-  float inv = (float)(1.0 / sqrt(var / (double)n + eps));
-  for (int64_t j = 0; j < n; j++) o[j] = (float)(x[j] - mean) * inv * gamma[j] + (beta ? beta[j] : 0.f);
-  if (mean_out) *mean_out = (float)mean;
+OP_VECTOR_CLONES static void norm_row(const float *x, int64_t n, const float *gamma, const float *beta, float eps,
+                                      bool rms, float *o, float *mean_out, float *inv_out) {
+  op_row_moments m = op_row_moments_of(x, n, !rms);
+  float inv = (float)(1.0 / sqrt(m.var + eps));
+  for (int64_t j = 0; j < n; j++) o[j] = ((x[j] - m.shift) - m.corr) * inv * gamma[j] + (beta ? beta[j] : 0.f);
+  if (mean_out) *mean_out = (float)((double)m.shift + m.corr);
   if (inv_out) *inv_out = inv;
 }
 

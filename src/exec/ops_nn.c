@@ -3,6 +3,7 @@
  * QuantizeLinear and DequantizeLinear. */
 #include "exec/exec.h"
 #include "exec/fastmath.h"
+#include "parallel/parallel.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,19 +20,19 @@ static int64_t prod(const int64_t *d, int from, int to) {
   return p;
 }
 
-/* Softmax over `lines` lines of n values spaced inner apart (line l starts at (l / inner) * n * inner +
- * l % inner). exp is fastmath's, so the contiguous case vectorises. */
-OP_VECTOR_CLONES static void softmax_lines(const float *a, float *o, int64_t lines, int64_t n, int64_t inner) {
-  for (int64_t l = 0; l < lines; l++) {
+/* Softmax over lines [lo, hi) of n values spaced inner apart (line l starts at (l / inner) * n * inner +
+ * l % inner). exp is fastmath's and the contiguous case's max and sum are in lanes, so it vectorises. */
+OP_VECTOR_CLONES static void softmax_lines(const float *a, float *o, int64_t lo, int64_t hi, int64_t n, int64_t inner) {
+  for (int64_t l = lo; l < hi; l++) {
     int64_t base = (l / inner) * n * inner + l % inner;
     const float *row = a + base;
     float *orow = o + base;
     float m = -INFINITY;
     double sum = 0;
-    if (inner == 1) { /* the usual last-axis case, in loops the compiler vectorises */
-      for (int64_t j = 0; j < n; j++) m = row[j] > m ? row[j] : m;
+    if (inner == 1) { /* the usual last-axis case */
+      m = op_max_lanes(row, n);
       for (int64_t j = 0; j < n; j++) orow[j] = op_expf(row[j] - m);
-      for (int64_t j = 0; j < n; j++) sum += orow[j];
+      sum = op_sum_lanes(orow, n);
     } else {
       for (int64_t j = 0; j < n; j++) m = row[j * inner] > m ? row[j * inner] : m;
       for (int64_t j = 0; j < n; j++) orow[j * inner] = op_expf(row[j * inner] - m);
@@ -40,6 +41,17 @@ OP_VECTOR_CLONES static void softmax_lines(const float *a, float *o, int64_t lin
     float inv = (float)(1.0 / sum);
     for (int64_t j = 0; j < n; j++) orow[j * inner] *= inv;
   }
+}
+
+typedef struct softmax_job {
+  const float *a;
+  float *o;
+  int64_t n, inner;
+} softmax_job;
+
+static void softmax_range(void *ctx, int64_t lo, int64_t hi) {
+  const softmax_job *j = ctx;
+  softmax_lines(j->a, j->o, lo, hi, j->n, j->inner);
 }
 
 OP_KERNEL(op_k_softmax) {
@@ -57,8 +69,22 @@ OP_KERNEL(op_k_softmax) {
     n = x->dims[axis];
     inner = prod(x->dims, axis + 1, x->rank);
   }
-  softmax_lines(x->data, out->data, outer * inner, n, inner);
+  softmax_job j = {x->data, out->data, n, inner};
+  op_parallel_for(outer * inner, n * (int64_t)(2 * sizeof(float)), softmax_range, &j); /* lines split across threads */
   return 0;
+}
+
+/* Normalises rows of n values: moments in lanes (vectorised), deviations from the float mean corrected. */
+OP_VECTOR_CLONES static void layer_norm_rows(const float *a, const float *g, const float *b, float *o, int64_t rows,
+                                             int64_t n, float eps, float *means, float *invs) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *row = a + r * n;
+    op_row_moments m = op_row_moments_of(row, n, 1);
+    float inv = (float)(1.0 / sqrt(m.var + eps));
+    for (int64_t j = 0; j < n; j++) o[r * n + j] = ((row[j] - m.shift) - m.corr) * inv * g[j] + (b ? b[j] : 0.f);
+    if (means) means[r] = (float)((double)m.shift + m.corr);
+    if (invs) invs[r] = inv;
+  }
 }
 
 OP_KERNEL(op_k_layer_norm) {
@@ -79,18 +105,13 @@ OP_KERNEL(op_k_layer_norm) {
     if (op_xt_alloc(&out[j], T_FLOAT, sdims, x->rank, err)) return -1;
   const float *a = x->data, *g = scale->data, *b = bias ? bias->data : NULL;
   float *o = out->data;
-  for (int64_t r = 0; r < rows; r++) {
-    const float *row = a + r * n;
-    double mean = 0, var = 0;
-    for (int64_t j = 0; j < n; j++) mean += row[j];
-    mean /= (double)n;
-    for (int64_t j = 0; j < n; j++) var += (row[j] - mean) * (row[j] - mean);
-    float inv = (float)(1.0 / sqrt(var / (double)n + eps));
-    for (int64_t j = 0; j < n; j++) o[r * n + j] = (float)(row[j] - mean) * inv * g[j] + (b ? b[j] : 0.f);
-    if (n_out > 1) ((float *)out[1].data)[r] = (float)mean;
-    if (n_out > 2) ((float *)out[2].data)[r] = inv;
-  }
+  layer_norm_rows(a, g, b, o, rows, n, eps, n_out > 1 ? out[1].data : NULL, n_out > 2 ? out[2].data : NULL);
   return 0;
+}
+
+/* o[q] = scale * the sum of row q of a[rows, n] (the trailing-axes reduction: norms' means). */
+OP_VECTOR_CLONES static void row_sums(const float *a, float *o, int64_t rows, int64_t n, double scale) {
+  for (int64_t q = 0; q < rows; q++) o[q] = (float)(op_sum_lanes(a + q * n, n) * scale);
 }
 
 static int reduce(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, bool mean, int64_t axes_input_since,
@@ -140,11 +161,7 @@ static int reduce(const op_kctx *k, op_xt **in, size_t n_in, op_xt *out, bool me
   for (int d = 0; d < first; d++) trailing &= !red[d];
   if (trailing) {
     int64_t n = prod(x->dims, first, x->rank), rows = n ? x->numel / n : 0;
-    for (int64_t q = 0; q < rows; q++) {
-      double s = 0;
-      for (int64_t j = 0; j < n; j++) s += a[q * n + j];
-      o[q] = (float)(mean ? s / (double)(count ? count : 1) : s);
-    }
+    row_sums(a, o, rows, n, mean ? 1.0 / (double)(count ? count : 1) : 1.0);
     return 0;
   }
   double *acc = op_xcalloc((size_t)(out->numel ? out->numel : 1), sizeof(double));

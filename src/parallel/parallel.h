@@ -7,7 +7,7 @@
 
 typedef void (*op_range_fn)(void *ctx, int64_t lo, int64_t hi);
 
-/* Runs fn over [0, n) split into contiguous ranges, one per thread (the caller takes the first), and
+/* Runs fn over [0, n) split into contiguous ranges, which the caller and a pool of threads claim, and
  * returns when all are done. item_bytes is the memory one item touches: each thread gets at least
  * OP_PARALLEL_GRAIN bytes of work, so small loops run on the caller alone. fn must give the same
  * result whatever the split, so the output never depends on the machine. */

@@ -286,3 +286,41 @@ def loop_case(name, trips, limit, with_trips):
     save(name, nodes, ins, [('acc_final', acc), ('scans', np.stack(scans).astype(np.float32))], 13)
 loop_case('loop_trip_count', 4, 1e9, True)
 loop_case('loop_condition_only', 0, 5.0, False)
+
+# ---- relayouts that take their input's storage when nobody reads it afterwards (exec.c's `spent`):
+# the same value read by a Reshape and later by another node must still be there; a graph output
+# read by a relayout is not taken ----
+x = rand(4, 6)
+a = x + np.float32(1)
+save('relayout_storage_moves', [
+    helper.make_node('Add', ['x', 'one'], ['a']),
+    helper.make_node('Unsqueeze', ['a', 'ax'], ['a2']),        # a graph output
+    helper.make_node('Reshape', ['a', 'shape'], ['r']),        # a is read again below: copied
+    helper.make_node('Sub', ['a', 'x'], ['d']),                # a's last reader
+    helper.make_node('Flatten', ['d'], ['f'], axis=1),         # d's last reader: its storage moves
+    helper.make_node('Unsqueeze', ['f', 'ax'], ['u']),         # and f's
+    helper.make_node('Mul', ['r', 'two'], ['y']),
+    helper.make_node('Squeeze', ['a2', 'ax'], ['s'])],         # a2 is a graph output: copied
+    [('x', x)], [('y', (a.reshape(2, 12) * 2).astype(np.float32)), ('u', (a - x)[None]), ('s', a), ('a2', a[None])], 13,
+    inits=[('one', np.array(1, np.float32)), ('two', np.array(2, np.float32)), ('shape', np.array([2, 12], np.int64)),
+           ('ax', np.array([0], np.int64))])
+
+# ---- loops large enough to be split across threads (op_parallel_for's grain is 512 KB): broadcast
+# rows that start mid-tensor, transposes whose rows start mid-axis, softmax lines ----
+x, b = rand(3, 211, 700), rand(211, 1)
+save('large_broadcast_add', [helper.make_node('Add', ['x', 'b'], ['y'])], [('x', x), ('b', b)], [('y', x + b)], 13)
+x, b = rand(2, 12, 130, 130), rand(2, 1, 1, 130)
+save('large_broadcast_div', [helper.make_node('Div', ['x', 'b'], ['y'])], [('x', x), ('b', b)], [('y', x / b)], 13)
+x = rand(2, 130, 12, 64)
+save('large_transpose', [helper.make_node('Transpose', ['x'], ['y'], perm=[0, 2, 3, 1])], [('x', x)],
+     [('y', np.ascontiguousarray(x.transpose(0, 2, 3, 1)))], 13)
+x = rand(2, 12, 130, 131) * 4
+e = np.exp(x.astype(np.float64) - x.max(-1, keepdims=True))
+save('large_softmax', [helper.make_node('Softmax', ['x'], ['y'], axis=-1)], [('x', x)],
+     [('y', (e / e.sum(-1, keepdims=True)).astype(np.float32))], 13)
+x = rand(3, 260, 768) * 3 + 50  # far from 0: the deviations must stay exact
+s = rand(768)
+xd = x.astype(np.float64)
+y = (xd - xd.mean(-1, keepdims=True)) / np.sqrt(xd.var(-1, keepdims=True) + 1e-5) * s  # no bias: nothing cancels
+save('large_layer_norm_offset', [helper.make_node('LayerNormalization', ['x', 's'], ['y'], axis=-1)],
+     [('x', x), ('s', s)], [('y', y.astype(np.float32))], 17)

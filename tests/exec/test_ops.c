@@ -66,7 +66,7 @@ static int run(int64_t opset, op_xt *ins, size_t n_in, op_xt *out, size_t n_out)
   op_xt *p[8];
   for (size_t i = 0; i < n_in; i++) p[i] = ins ? &ins[i] : NULL;
   memset(out, 0, n_out * sizeof *out);
-  op_kctx k = {&node, opset, "test", NULL, NULL};
+  op_kctx k = {&node, opset, "test", NULL, NULL, NULL};
   const op_op *op = op_exec_find_op(node.op_type);
   if (!op) return -2;
   int rc = op->run(&k, p, n_in, out, n_out, &err);
