@@ -4,7 +4,8 @@
 # default "native avx2 openblas": what ONNX_PRUNE_ISA unset picks from cpuid, oneDNN with AVX2
 # forced, and OpenBLAS with its own CPU guess; NAME-unfused: that path with ONNX_PRUNE_FUSE=0; NAME-passive:
 # that path with OMP_WAIT_POLICY=PASSIVE, libgomp's threads sleeping between parallel regions instead of
-# spinning, which libgomp reads only at load), REPEAT times (default 3), printing every ratio and the
+# spinning, which libgomp reads only at load; NAME-serial: that path with the executor's own loops between
+# products (softmax, norms, elementwise, transposes) on the calling thread, ONNX_PRUNE_THREADS=1), REPEAT times (default 3), printing every ratio and the
 # spread; then a session's peak RSS against the file, and `quantize` (16 calibration samples) against
 # a plain `run` over the same samples. Targets: ours <= 1.2x ORT, RSS <= 1.3x the file, quantize
 # <= 1.5x run. Every line gives the CPU time beside the wall time (ms or s; `cpu`), and the load average is
@@ -25,7 +26,7 @@ paths=${BENCH_PATHS:-native avx2 avx2-passive openblas}
 repeat=${REPEAT:-3}
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}"
-for p in $paths; do isa=${p%-unfused}; isa=${isa%-passive}; echo "ONNX_PRUNE_ISA=$isa: $(ONNX_PRUNE_ISA=$isa "$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^kernel //p')"; done
+for p in $paths; do isa=${p%-unfused}; isa=${isa%-passive}; isa=${isa%-serial}; echo "ONNX_PRUNE_ISA=$isa: $(ONNX_PRUNE_ISA=$isa "$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^kernel //p')"; done
 echo "fused epilogues: $("$BUILD/exec_bench" "$model" "$work/seq128.npz" 1 | sed -n 's/^fused epilogues \([0-9]*\).*/\1/p') products (ONNX_PRUNE_FUSE=0 turns them off; a path NAME-unfused in BENCH_PATHS runs so)"
 : >"$work/ratios"
 for batch in 1 8; do
@@ -37,7 +38,8 @@ for batch in 1 8; do
     for p in $paths; do
       isa=${p%-unfused} fuse=$([ "$p" = "${p%-unfused}" ] && echo 1 || echo 0)
       wait=$([ "$isa" = "${isa%-passive}" ] || echo OMP_WAIT_POLICY=PASSIVE) isa=${isa%-passive}
-      out=$(env $wait ONNX_PRUNE_FUSE=$fuse ONNX_PRUNE_ISA=$isa "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" "$batch")
+      loops=$([ "$isa" = "${isa%-serial}" ] || echo ONNX_PRUNE_THREADS=1) isa=${isa%-serial}
+      out=$(env $wait $loops ONNX_PRUNE_FUSE=$fuse ONNX_PRUNE_ISA=$isa "$BUILD/exec_bench" "$model" "$work/seq128.npz" "$runs" "$batch")
       ours=$(echo "$out" | awk '/^ours_ms/ {print $2}') ours_cpu=$(echo "$out" | awk '/^ours_cpu_ms/ {printf "%.0f", $2}')
       ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f", a / b }')
       line="$line | $p $ours ms (${ratio}x, cpu $ours_cpu)"

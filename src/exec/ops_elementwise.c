@@ -4,11 +4,9 @@
  * Broadcasting walks the output in rows of its last axis. Integer arithmetic wraps (computed unsigned). */
 #include "exec/exec.h"
 #include "exec/fastmath.h"
-#include "parallel/parallel.h"
 #include "exec/ops_util.h" /* ou_bcast: numpy broadcasting, shared with the other kernel families */
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,21 +18,16 @@
 #define T_UINT64 ONNX__TENSOR_PROTO__DATA_TYPE__UINT64
 #define T_UINT32 ONNX__TENSOR_PROTO__DATA_TYPE__UINT32
 
-/* Calls row(offsets, n) for rows [lo, hi) of the output's last axis; offsets are per input. */
-#define BCAST_ROW_RANGE(b, nin, lo, hi, ...)                                                      \
+/* Calls row(offsets, n) for every row of the output's last axis; offsets are per input. */
+#define BCAST_ROWS(b, nin, ...)                                                                   \
   do {                                                                                            \
     int64_t idx_[OP_MAX_RANK] = {0}, off_[3] = {0, 0, 0};                                         \
     int last_ = (b)->rank - 1;                                                                    \
-    int64_t n_ = (b)->rank ? (b)->dims[last_] : 1, o_ = (lo) * n_;                                \
+    int64_t n_ = (b)->rank ? (b)->dims[last_] : 1, rows_ = n_ ? (b)->numel / n_ : 0, o_ = 0;      \
     int64_t s0_ = (b)->rank ? (b)->stride[0][last_] : 0, s1_ = (b)->rank ? (b)->stride[1][last_] : 0, \
             s2_ = (b)->rank ? (b)->stride[2][last_] : 0;                                          \
     (void)s0_, (void)s1_, (void)s2_;                                                              \
-    for (int64_t d_ = last_ - 1, q_ = (lo); d_ >= 0; d_--) { /* row lo's position */              \
-      idx_[d_] = q_ % (b)->dims[d_];                                                              \
-      q_ /= (b)->dims[d_];                                                                        \
-      for (int i_ = 0; i_ < (nin); i_++) off_[i_] += idx_[d_] * (b)->stride[i_][d_];              \
-    }                                                                                             \
-    for (int64_t r_ = (lo); r_ < (hi); r_++, o_ += n_) {                                          \
+    for (int64_t r_ = 0; r_ < rows_; r_++, o_ += n_) {                                            \
       __VA_ARGS__;                                                                                \
       for (int d_ = last_ - 1; d_ >= 0; d_--) {                                                   \
         for (int i_ = 0; i_ < (nin); i_++) off_[i_] += (b)->stride[i_][d_];                       \
@@ -44,9 +37,6 @@
       }                                                                                           \
     }                                                                                             \
   } while (0)
-/* ... and for every row */
-#define BCAST_ROWS(b, nin, ...) \
-  BCAST_ROW_RANGE(b, nin, 0, (b)->rank && (b)->dims[(b)->rank - 1] ? (b)->numel / (b)->dims[(b)->rank - 1] : (b)->rank ? 0 : 1, __VA_ARGS__)
 
 enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_MIN, B_MAX, B_EQ, B_LT, B_GT, B_LE, B_GE, B_AND, B_OR };
 
@@ -111,27 +101,24 @@ enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_MIN, B_MAX, B_EQ, B_LT, B_GT, 
     }                                                                                       \
   } while (0)
 
-typedef struct binary_job {
+static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_error *err) {
+  op_xt *a = in[0], *b = in[1];
+  if (a->dtype != b->dtype)
+    return op_kfail(k, err, "input types differ (%s and %s)", op_dtype_name(a->dtype), op_dtype_name(b->dtype));
+  int32_t dt = a->dtype;
+  bool logic = op == B_AND || op == B_OR, cmp = op >= B_EQ;
+  if (logic && dt != T_BOOL) return op_kfail(k, err, "expects bool inputs");
+  if (!logic && dt != T_FLOAT && dt != T_INT64 && dt != T_INT32 && dt != T_DOUBLE && dt != T_UINT64 &&
+      !(cmp && dt == T_BOOL))
+    return op_kfail(k, err, "unsupported input type %s", op_dtype_name(dt));
   ou_bcast bc;
-  const char *A, *B;
-  char *O;
-  size_t es, eo;
-  int32_t dt;
-  enum binop op;
-  bool cmp;
-  atomic_bool divzero;
-} binary_job;
-
-/* Output rows [lo, hi) of a binary operator (the rows split across threads by binary()). */
-static void binary_rows(void *ctx, int64_t lo, int64_t hi) {
-  binary_job *jb = ctx;
-  const char *A = jb->A, *B = jb->B;
-  char *O = jb->O;
-  size_t es = jb->es, eo = jb->eo;
-  int32_t dt = jb->dt;
-  enum binop op = jb->op;
-  bool cmp = jb->cmp, divzero = false;
-  BCAST_ROW_RANGE(&jb->bc, 2, lo, hi, {
+  if (ou_bcast_init(k, in, 2, &bc, err) || op_xt_alloc(out, cmp ? T_BOOL : dt, bc.dims, bc.rank, err)) return -1;
+  size_t es = op_xt_elem_size(dt);
+  const char *A = a->data, *B = b->data;
+  char *O = out->data;
+  size_t eo = op_xt_elem_size(out->dtype);
+  bool divzero = false; /* integer division by zero has no value: refused, as ONNX Runtime faults on it */
+  BCAST_ROWS(&bc, 2, {
     const void *pa = A + off_[0] * (int64_t)es, *pb = B + off_[1] * (int64_t)es;
     void *po = O + o_ * (int64_t)eo;
     if (cmp) {
@@ -210,27 +197,7 @@ static void binary_rows(void *ctx, int64_t lo, int64_t hi) {
       ARITH_ROW(double, pa, pb, po, s0_, s1_, n_, op);
     }
   });
-  if (divzero) atomic_store(&jb->divzero, true);
-}
-
-static int binary(const op_kctx *k, op_xt **in, op_xt *out, enum binop op, op_error *err) {
-  op_xt *a = in[0], *b = in[1];
-  if (a->dtype != b->dtype)
-    return op_kfail(k, err, "input types differ (%s and %s)", op_dtype_name(a->dtype), op_dtype_name(b->dtype));
-  int32_t dt = a->dtype;
-  bool logic = op == B_AND || op == B_OR, cmp = op >= B_EQ;
-  if (logic && dt != T_BOOL) return op_kfail(k, err, "expects bool inputs");
-  if (!logic && dt != T_FLOAT && dt != T_INT64 && dt != T_INT32 && dt != T_DOUBLE && dt != T_UINT64 &&
-      !(cmp && dt == T_BOOL))
-    return op_kfail(k, err, "unsupported input type %s", op_dtype_name(dt));
-  ou_bcast bc;
-  if (ou_bcast_init(k, in, 2, &bc, err) || op_xt_alloc(out, cmp ? T_BOOL : dt, bc.dims, bc.rank, err)) return -1;
-  binary_job jb = {.bc = bc, .A = a->data, .B = b->data, .O = out->data, .es = op_xt_elem_size(dt),
-                   .eo = op_xt_elem_size(out->dtype), .dt = dt, .op = op, .cmp = cmp};
-  atomic_init(&jb.divzero, false); /* integer division by zero has no value: refused, as ONNX Runtime faults on it */
-  int64_t n = bc.rank ? bc.dims[bc.rank - 1] : 1, rows = bc.rank ? (n ? bc.numel / n : 0) : 1;
-  op_parallel_for(rows, n * (int64_t)(jb.es * 3), binary_rows, &jb);
-  return atomic_load(&jb.divzero) ? op_kfail(k, err, "integer division by zero") : 0;
+  return divzero ? op_kfail(k, err, "integer division by zero") : 0;
 }
 
 /* Pow's exponent may have another type than its base (opset 12+): bring it to the base's type. */

@@ -2,7 +2,6 @@
  * Concat, Split, Slice, Gather, Shape, Expand, Flatten, and the constant makers. Axes come from
  * attributes or inputs depending on the opset, as the ONNX spec moved them. */
 #include "exec/exec.h"
-#include "parallel/parallel.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -97,46 +96,6 @@ OP_KERNEL(op_k_flatten) {
   return copy_into(k, out, x, dims, 2, err);
 }
 
-typedef struct transpose_job {
-  const char *src;
-  char *dst;
-  size_t es;
-  int r;
-  int64_t dims[OP_MAX_RANK], in_stride[OP_MAX_RANK]; /* output dims; input strides by input axis */
-  int perm[OP_MAX_RANK];
-} transpose_job;
-
-/* Output rows [lo, hi) of its last axis, which walks the input with stride in_stride[perm[r-1]]
- * (contiguous runs are copied whole). */
-static void transpose_rows(void *ctx, int64_t lo, int64_t hi) {
-  const transpose_job *j = ctx;
-  int r = j->r;
-  int64_t inner = r ? j->dims[r - 1] : 1, stride_last = r ? j->in_stride[j->perm[r - 1]] : 1, es = (int64_t)j->es;
-  int64_t idx[OP_MAX_RANK] = {0}, off = 0;
-  for (int64_t d = r - 2, q = lo; d >= 0; d--) { /* row lo's position and input offset */
-    idx[d] = q % j->dims[d];
-    q /= j->dims[d];
-    off += idx[d] * j->in_stride[j->perm[d]];
-  }
-  char *o = j->dst + lo * inner * es;
-  for (int64_t row = lo; row < hi; row++, o += inner * es) {
-    if (stride_last == 1) {
-      memcpy(o, j->src + off * es, (size_t)(inner * es));
-    } else if (es == 4) {
-      const float *a = (const float *)j->src + off;
-      for (int64_t q = 0; q < inner; q++) ((float *)o)[q] = a[q * stride_last];
-    } else {
-      for (int64_t q = 0; q < inner; q++) memcpy(o + q * es, j->src + (off + q * stride_last) * es, (size_t)es);
-    }
-    for (int d = r - 2; d >= 0; d--) {
-      off += j->in_stride[j->perm[d]];
-      if (++idx[d] < j->dims[d]) break;
-      off -= j->in_stride[j->perm[d]] * j->dims[d];
-      idx[d] = 0;
-    }
-  }
-}
-
 OP_KERNEL(op_k_transpose) {
   (void)n_in, (void)n_out;
   op_xt *x = in[0];
@@ -155,10 +114,27 @@ OP_KERNEL(op_k_transpose) {
   if (x->numel == 0) return 0; /* the other dims may be huge: their product (the strides) would overflow */
   for (int i = r - 1; i >= 0; i--) in_stride[i] = s, s *= x->dims[i];
   size_t es = es_of(x);
-  transpose_job j = {x->data, out->data, es, r, {0}, {0}, {0}};
-  for (int i = 0; i < r; i++) j.dims[i] = dims[i], j.in_stride[i] = in_stride[i], j.perm[i] = perm[i];
-  int64_t inner = r ? dims[r - 1] : 1;
-  op_parallel_for(inner ? x->numel / inner : 0, inner * (int64_t)es * 2, transpose_rows, &j);
+  /* the last output axis walks the input with stride in_stride[perm[r-1]]; when that is 1, copy runs */
+  int64_t inner = r ? dims[r - 1] : 1, stride_last = r ? in_stride[perm[r - 1]] : 1;
+  int64_t idx[OP_MAX_RANK] = {0}, off = 0, rows = inner ? x->numel / inner : 0;
+  char *o = out->data;
+  const char *src = x->data;
+  for (int64_t row = 0; row < rows; row++, o += inner * (int64_t)es) {
+    if (stride_last == 1) {
+      memcpy(o, src + off * (int64_t)es, (size_t)inner * es);
+    } else if (es == 4) {
+      const float *a = (const float *)src + off;
+      for (int64_t j = 0; j < inner; j++) ((float *)o)[j] = a[j * stride_last];
+    } else {
+      for (int64_t j = 0; j < inner; j++) memcpy(o + j * (int64_t)es, src + (off + j * stride_last) * (int64_t)es, es);
+    }
+    for (int d = r - 2; d >= 0; d--) {
+      off += in_stride[perm[d]];
+      if (++idx[d] < dims[d]) break;
+      off -= in_stride[perm[d]] * dims[d];
+      idx[d] = 0;
+    }
+  }
   return 0;
 }
 
