@@ -33,6 +33,7 @@ op_prune_config *op_prune_config_new(void) {
   c->eval_samples = 256;
   c->search_steps = 6;
   c->compensate = -1;
+  c->alloc_steps = -1; /* issue 12: the allocation search, auto */
   return c;
 }
 
@@ -140,6 +141,10 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
   if (strcmp(key, "eval_samples") == 0) return parse_count(key, value, 1, &c->eval_samples, err);
   if (strcmp(key, "search_steps") == 0) return parse_count(key, value, 1, &c->search_steps, err);
   if (strcmp(key, "samples") == 0) return parse_count(key, value, 1, &c->samples, err);
+  if (strcmp(key, "alloc_steps") == 0) { /* issue 12: the allocation judged end to end (alloc_search.h) */
+    if (strcmp(value, "auto") == 0) return c->alloc_steps = -1, 0;
+    return parse_count(key, value, 0, &c->alloc_steps, err);
+  }
   if (strcmp(key, "batch") == 0) return parse_count(key, value, 1, &c->batch, err);
   if (strcmp(key, "keep_layers") == 0) {
     c->keep_layers_set = true;
@@ -1347,6 +1352,8 @@ void op_plan_free(op_plan *plan) {
     free(plan->layers[l].neuron_score);
     free(plan->layers[l].keep_kv);
     free(plan->layers[l].kv_score);
+    free(plan->layers[l].head_curve); /* issue 12: the allocation's error curves */
+    free(plan->layers[l].neuron_curve);
     if (plan->layers[l].cross) { /* its own plan, attention fields only */
       op_plan sub = {.layers = plan->layers[l].cross, .n = 1};
       op_plan_free(&sub);
