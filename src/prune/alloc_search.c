@@ -196,8 +196,12 @@ static int judge_outputs(const op_model *m, const op_model *cand, const op_prune
 
 #define AUTO_MOVES 8        /* moves a search tries unless --alloc-steps says */
 #define AUTO_SECONDS 120.0  /* ... and fewer when the first candidate says they would take longer */
-#define JUDGE_SHARE 4       /* every 4th calibration sample (the last quarter of the spread order) judges */
-#define JUDGE_MIN 8         /* fewer judge samples: no search */
+/* the judge samples: the last quarter of the calibration samples in their order (spread over the file by
+ * default), but at least JUDGE_WANT while half remain to fit (a judged error on a dozen samples is noise:
+ * on digits_vit's 45 and 60 calibration samples, a quarter judging kept 2 + 2 heads where half chose 3 + 1) */
+#define JUDGE_SHARE 4
+#define JUDGE_WANT 32
+#define JUDGE_MIN 8 /* fewer: no search */
 #define NEURON_MOVES 16     /* a neuron move shifts 1/16 of the block's width (a multiple of --multiple-of) */
 
 typedef struct search_ctx {
@@ -309,6 +313,7 @@ op_alloc_search *op_alloc_search_run(const op_model *m, const op_analysis *a, co
   }
   int64_t n = c->samples > 0 && c->samples < total ? c->samples : total;
   s->judge_samples = n / JUDGE_SHARE;
+  if (s->judge_samples < JUDGE_WANT) s->judge_samples = n / 2 < JUDGE_WANT ? n / 2 : JUDGE_WANT;
   s->fit_samples = n - s->judge_samples;
   if (s->judge_samples < JUDGE_MIN) {
     snprintf(s->note, sizeof s->note, "skipped: %lld calibration samples leave fewer than %d to judge candidates on",

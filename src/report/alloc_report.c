@@ -39,8 +39,8 @@ void op_alloc_search_json(const op_alloc_search *s, cJSON *root) {
   cJSON_AddStringToObject(o, "metric", s->metric);
   cJSON_AddNumberToObject(o, "fit_samples", (double)s->fit_samples);
   cJSON_AddNumberToObject(o, "judge_samples", (double)s->judge_samples);
-  cJSON_AddStringToObject(o, "split", "calibration samples in their order (spread by default): the first 3/4 fit "
-                                      "each candidate, the last 1/4 judge it");
+  cJSON_AddStringToObject(o, "split", "calibration samples in their order (spread over the file by default): the "
+                                      "last quarter (at least 32 while half remain) judge each candidate, the rest fit it");
   cJSON_AddNumberToObject(o, "budget", (double)s->budget);
   cJSON_AddNumberToObject(o, "seconds", s->seconds);
   if (!s->ran) return;

@@ -75,7 +75,7 @@ s = json.load(open(sys.argv[1])).get('allocation_search')
 assert s, 'no allocation_search in the report'
 print('allocation search:', s['note'])
 assert s['ran'], 'the allocation search did not run'
-assert s['judge_samples'] > 0 and s['fit_samples'] > s['judge_samples'], s
+assert s['judge_samples'] > 0 and s['fit_samples'] >= s['judge_samples'], s
 for k in ('before', 'after'):
     print(f"  {k}: heads removed {s[k]['heads_removed']}, neurons removed {s[k]['neurons_removed']}, "
           f"judged error {s['error_' + k]:.4g}")
