@@ -291,7 +291,7 @@ static size_t blocks_of(const op_analysis *a, const op_prune_config *c, const op
       int64_t g = c->multiple_of > 1 ? c->multiple_of : 1;
       int64_t step = (int64_t)llround((double)L->ffn_before / NEURON_MOVES / (double)g) * g;
       if (step < g) step = g;
-      b[nb++] = (op_move_block){L->layer, 1, L->ffn_before, L->ffn_before - L->ffn_after, step, step,
+      b[nb++] = (op_move_block){L->layer, 1, L->ffn_before, L->ffn_before - L->ffn_after, step, g,
                                 target ? (params ? cf.unit_params : cf.unit_flops) : 1, L->neuron_curve};
     }
   }
