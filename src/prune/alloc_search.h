@@ -70,6 +70,8 @@ struct cJSON;
 struct sbuf;
 void op_alloc_search_json(const op_alloc_search *s, struct cJSON *root);
 void op_alloc_search_text(const op_alloc_search *s, struct sbuf *b);
+/* The HTML report's section, from the JSON report's allocation_search (NULL: nothing). */
+void op_alloc_search_html(const struct cJSON *as, struct sbuf *b);
 
 /* The judged error of a candidate: over the graph outputs both models give in the same shape, the mean
  * over outputs of sum (y - y_dense)^2 / sum y_dense^2 on the judge samples. */

@@ -84,3 +84,49 @@ void op_alloc_search_text(const op_alloc_search *s, sbuf *b) {
     sb_printf(b, ")\n");
   }
 }
+
+/* text into HTML */
+static void html_text(sbuf *b, const char *s) {
+  for (; s && *s; s++) {
+    if (*s == '<') sb_printf(b, "&lt;");
+    else if (*s == '>') sb_printf(b, "&gt;");
+    else if (*s == '&') sb_printf(b, "&amp;");
+    else if (*s == '"') sb_printf(b, "&quot;");
+    else sb_printf(b, "%c", *s);
+  }
+}
+
+static void html_counts(sbuf *b, const cJSON *list) {
+  const cJSON *v;
+  bool first = true;
+  cJSON_ArrayForEach(v, list) {
+    if (v->valuedouble >= 0) sb_printf(b, "%s%.0f", first ? "" : " + ", v->valuedouble);
+    else sb_printf(b, "%s-", first ? "" : " + ");
+    first = false;
+  }
+}
+
+void op_alloc_search_html(const cJSON *as, sbuf *b) {
+  if (!as) return;
+  const cJSON *note = cJSON_GetObjectItemCaseSensitive(as, "note");
+  sb_printf(b, "<h2>Allocation search</h2><p class=\"note\" id=\"alloc-note\">");
+  html_text(b, cJSON_IsString(note) ? note->valuestring : "");
+  sb_printf(b, "</p>");
+  const cJSON *cs = cJSON_GetObjectItemCaseSensitive(as, "candidates");
+  if (!cJSON_IsArray(cs)) return;
+  sb_printf(b, "<table class=\"alloc\"><tr><th class=\"l\">candidate</th><th>heads removed</th><th>neurons removed</th>"
+               "<th>judged error</th><th>accepted</th></tr>");
+  const cJSON *c;
+  cJSON_ArrayForEach(c, cs) {
+    const cJSON *mv = cJSON_GetObjectItemCaseSensitive(c, "move"), *err = cJSON_GetObjectItemCaseSensitive(c, "error");
+    sb_printf(b, "<tr><td class=\"l\">");
+    html_text(b, cJSON_IsString(mv) ? mv->valuestring : "");
+    sb_printf(b, "</td><td>");
+    html_counts(b, cJSON_GetObjectItemCaseSensitive(c, "heads_removed"));
+    sb_printf(b, "</td><td>");
+    html_counts(b, cJSON_GetObjectItemCaseSensitive(c, "neurons_removed"));
+    sb_printf(b, "</td><td>%.4g</td><td>%s</td></tr>", cJSON_IsNumber(err) ? err->valuedouble : 0,
+              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "accepted")) ? "yes" : "");
+  }
+  sb_printf(b, "</table>");
+}

@@ -2,7 +2,7 @@
 # alloc_search.sh ONNX_PRUNE SHARED_MODELS: the allocation judged end to end (issue 12, alloc_search.c) on
 # digits_vit. With --scope global it runs within --alloc-steps, keeps the global fractions in every
 # candidate, keeps a head in every layer, writes what it tried in the report and the summary, and what
-# it writes runs in ONNX Runtime; with a target and --multiple-of the FLOPs stay within the target and
+# it writes runs in ONNX Runtime, the HTML report's table matches the JSON; with a target and --multiple-of the FLOPs stay within the target and
 # the widths multiples; --alloc-steps 0 turns it off; the config key works; bad values are refused.
 set -u
 BIN=$1 SHARED=$2
@@ -12,7 +12,7 @@ for f in "$M" "$D"; do [ -f "$f" ] || { echo "FAIL missing fixture $f"; exit 1; 
 
 # global: 50% of all heads (4 of 8) and of all neurons (256 of 512) in every candidate
 if "$BIN" prune "$M" -o "$work/g.onnx" --head-sparsity 0.5 --ffn-sparsity 0.5 --scope global --data "$D" --samples 48 \
-    --batch 16 --alloc-steps 3 --report "$work/g.json" >"$work/g.txt"; then
+    --batch 16 --alloc-steps 3 --report "$work/g.json" --html "$work/g.html" >"$work/g.txt"; then
   $PY - "$work/g.json" <<'PY' && ok || bad "global: report"
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -35,6 +35,18 @@ PY
   grep -q "^allocation search: [0-9]* of 3 moves tried" "$work/g.txt" && grep -q "the error curves' allocation" "$work/g.txt" &&
     ok || bad "global: the summary does not say what the search did: $(cat "$work/g.txt")"
   ort accuracy "$work/g.onnx" --data "$D" --rows 16 && ok || bad "global: ONNX Runtime cannot run the model"
+  $PY - "$work/g.json" "$work/g.html" <<'PY' && ok || bad "global: the HTML report's allocation search"
+import json, re, sys
+s = json.load(open(sys.argv[1]))['allocation_search']
+h = open(sys.argv[2]).read()
+sec = h[h.index('<h2>Allocation search</h2>'):]
+rows = re.findall(r'<tr><td class="l">([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>', sec)
+assert len(rows) == len(s['candidates']), (len(rows), len(s['candidates']))
+for (mv, heads, neurons, err, acc), c in zip(rows, s['candidates']):
+    assert mv.replace('&#39;', "'") == c['move'] or mv == c['move'], (mv, c['move'])
+    assert heads == ' + '.join(str(x) for x in c['heads_removed']), (heads, c)
+    assert abs(float(err) - c['error']) <= 1e-3 * c['error'] + 1e-12 and (acc == 'yes') == c['accepted']
+PY
 else
   bad "global: prune failed"
 fi
