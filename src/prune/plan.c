@@ -202,6 +202,15 @@ static int check_target(const op_prune_config *c, op_error *err) {
 
 int op_prune_config_check(const op_prune_config *c, op_error *err) {
   if (check_target(c, err)) return -1;
+  /* issue 12 (alloc_search.c): the allocation search moves counts between layers; asked for where the
+   * counts cannot differ or are not judged by reconstruction, it would silently do nothing */
+  if (c->alloc_steps > 0 && !c->global && c->target_flops <= 0 && c->target_params <= 0 && !op_prune_config_has_floor(c))
+    return op_fail(err, OP_ARG, "alloc_steps: moves heads and neurons between layers, which only scope global, a "
+                   "target or an accuracy floor lets differ");
+  if (c->alloc_steps > 0 && c->importance_set && c->importance != OP_IMP_RECONSTRUCTION)
+    return op_fail(err, OP_ARG, "alloc_steps: applies with importance reconstruction (the counts come from its error "
+                   "curves), not '%s'", c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation"
+                   : c->importance == OP_IMP_RANDOM ? "random" : "l2");
   /* the seed also orders the rows of calibration data (data/rows.c) */
   if (c->seed_set && c->importance != OP_IMP_RANDOM && !op_prune_config_uses_data(c))
     return op_fail(err, OP_ARG, "seed: applies only to importance random (importance is '%s')",

@@ -91,4 +91,8 @@ expect steps-word "alloc-steps: .many. is not a whole number" -- prune "$M" -o "
   --alloc-steps many
 expect steps-without-data "--alloc-steps applies only with --data" -- prune "$M" -o "$work/out/x.onnx" --scope global \
   --head-sparsity 0.5 --alloc-steps 2
+expect steps-layer-scope "alloc-steps: moves heads and neurons between layers, which only" -- prune "$M" \
+  -o "$work/out/x.onnx" --head-sparsity 0.5 --data "$D" --alloc-steps 2
+expect steps-activation "alloc-steps: applies with --importance reconstruction (the counts come from its error curves), not .activation." -- prune "$M" -o "$work/out/x.onnx" \
+  --scope global --head-sparsity 0.5 --data "$D" --importance activation --alloc-steps 2
 finish
