@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- the climb ---- */
 
@@ -213,6 +214,7 @@ typedef struct search_ctx {
   bool have_base;
   int64_t *base;
   double base_score;
+  int judged; /* candidates judged so far (progress lines) */
 } search_ctx;
 
 static double now_s(void) {
@@ -232,6 +234,8 @@ static int candidate(search_ctx *x, const int64_t *fixed, double *score, op_prun
   op_model *k = op_model_clone(x->m, err);
   op_prune_report *r = k ? op_prune(k, &cc, err) : NULL;
   int rc = r ? judge_outputs(x->m, k, x->c, x->n_fit, x->n_judge, score, err) : -1;
+  if (!rc && x->c->progress && isatty(STDERR_FILENO)) /* candidates run without their own progress bars */
+    fprintf(stderr, "allocation search: candidate %d judged, relative output error %.4g\n", ++x->judged, *score);
   if (rep && !rc) *rep = r;
   else op_prune_report_free(r);
   op_model_free(k);
