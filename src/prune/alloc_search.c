@@ -25,10 +25,12 @@ void op_alloc_trials_free(op_alloc_trials *t) {
 typedef struct move {
   int from, to;
   double promise; /* predicted error added minus error given back: lower first */
+  int64_t rank;   /* its place among the moves of its kind */
 } move;
 
 static int cmp_move(const void *x, const void *y) {
   const move *a = x, *b = y;
+  if (a->rank != b->rank) return a->rank < b->rank ? -1 : 1;
   if (a->promise != b->promise) return a->promise < b->promise ? -1 : 1;
   if (a->from != b->from) return a->from - b->from;
   return a->to - b->to;
@@ -40,7 +42,7 @@ static bool seen(const op_alloc_trials *t, const int64_t *r, size_t nb) {
   return false;
 }
 
-/* The moves from allocation r, most promising first; returns how many (moves: nb * nb). */
+/* The moves from allocation r, most promising first, the kinds in turn; returns how many (mv: nb * nb). */
 static size_t moves_from(const op_move_block *b, size_t nb, const int64_t *r, move *mv) {
   size_t k = 0;
   for (size_t i = 0; i < nb; i++)
@@ -50,8 +52,13 @@ static size_t moves_from(const op_move_block *b, size_t nb, const int64_t *r, mo
       if ((double)x->step * x->unit_cost < (double)y->step * y->unit_cost * (1 - 1e-12)) continue; /* the total stays */
       double add = x->curve ? x->curve[r[i] + x->step] - x->curve[r[i]] : 0;
       double back = y->curve ? y->curve[r[j]] - y->curve[r[j] - y->step] : 0;
-      mv[k++] = (move){(int)i, (int)j, add - back};
+      mv[k++] = (move){(int)i, (int)j, add - back, 0};
     }
+  /* the kinds take turns (the best head move, the best neuron move, the next head move, ...): the curves'
+   * units do not compare across kinds, and a small budget should try both kinds of count */
+  qsort(mv, k, sizeof *mv, cmp_move);
+  int64_t seen_kind[2] = {0, 0};
+  for (size_t m = 0; m < k; m++) mv[m].rank = seen_kind[b[mv[m].from].kind != 0]++;
   qsort(mv, k, sizeof *mv, cmp_move);
   return k;
 }

@@ -32,8 +32,9 @@ typedef OP_VEC(op_alloc_trial) op_alloc_trials;
 
 /* First-improvement hill climb: scores the start, then moves of `step` units from a block i to a block
  * j of the same kind (i gives up units, j gets them back) that keep at least min_keep in i and remove at
- * least as much cost as before, most promising by the curves first, skipping allocations already scored;
- * the first that scores lower is accepted and the moves are made again from it. Stops after `budget`
+ * least as much cost as before, most promising by the curves first (heads and neurons in turn), skipping
+ * allocations already scored; the first that scores lower is accepted and the moves are made again from
+ * it. Stops after `budget`
  * moves scored or when no move lowers the score. trials gets every allocation scored (free with
  * op_alloc_trials_free); best: the index of the accepted one. Returns 0 or -1 with *err. */
 int op_alloc_climb(const op_move_block *b, size_t nb, int64_t budget, op_alloc_eval_fn fn, void *user,

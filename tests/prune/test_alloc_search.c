@@ -1,6 +1,6 @@
 /* test_alloc_search.c - the allocation search's climb (src/prune/alloc_search.c) on scores with a known
  * best: it reaches the best allocation by moves within a kind, keeps the totals, never goes below a
- * block's floor, tries the curves' most promising move first, never scores an allocation twice, stops at
+ * block's floor, tries the curves' most promising move first (the kinds in turn), never scores an allocation twice, stops at
  * its budget; and the judged error's average over outputs. */
 #include "prune/alloc_search.h"
 
@@ -107,6 +107,26 @@ static void test_curve_order(void) {
   op_alloc_trials_free(&t);
 }
 
+/* The kinds take turns: neuron moves the curves rate harmless do not crowd out the heads under a small
+ * budget. The start is best, so no move is accepted and the first two moves are scored. */
+static void test_kinds_alternate(void) {
+  const double h[5] = {0, 1, 5, 50, 500}, f[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+  op_move_block b[4] = {{0, 0, 4, 2, 1, 1, 1, h}, {1, 0, 4, 2, 1, 1, 1, h},
+                        {0, 1, 8, 4, 2, 2, 1, f}, {1, 1, 8, 4, 2, 2, 1, f}};
+  int64_t best[4] = {2, 2, 4, 4};
+  quad q = {best, 4, 0, {{0}}};
+  op_alloc_trials t;
+  size_t bi;
+  op_error err = {0};
+  CHECK(op_alloc_climb(b, 4, 3, quad_score, &q, &t, &bi, &err) == 0);
+  CHECK_EQ_INT(t.n, 4);
+  CHECK_EQ_INT(bi, 0);
+  CHECK_EQ_INT(b[t.v[1].from].kind, 1); /* promise 0 against 45 for a head */
+  CHECK_EQ_INT(b[t.v[2].from].kind, 0);
+  CHECK_EQ_INT(b[t.v[3].from].kind, 1);
+  op_alloc_trials_free(&t);
+}
+
 /* A move that gives back more cost than it removes (a target would be missed) is never made. */
 static void test_cost_kept(void) {
   op_move_block b[2] = {{0, 1, 8, 4, 2, 2, 1.0, NULL}, {1, 1, 8, 4, 2, 2, 3.0, NULL}};
@@ -147,6 +167,7 @@ int main(void) {
   test_budget();
   test_curve_order();
   test_cost_kept();
+  test_kinds_alternate();
   test_output_error();
   test_failure();
   return check_done("alloc_search");
