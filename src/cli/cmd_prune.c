@@ -87,6 +87,9 @@ static const cli_opt PRUNE_OPTS[] = {
             "seed for --importance random and for the --sample-order of --data")
     CLI_OPT("--scope", NULL, "S", "layer", "scope", NONE, false,
             "layer: each layer loses the same fraction; global: rank the units of all layers together")
+    CLI_OPT("--alloc-steps", NULL, "N", "auto: 8, fewer when a candidate is slow", "alloc_steps", NONE, false,
+            "with reconstruction and --scope global or a target: moves of heads / neurons between layers the "
+            "allocation search judges end to end on the calibration data (0: off)")
     CLI_OPT("--compact", NULL, NULL, NULL, "compact", NONE, false,
             "remove heads and neurons whose weights are already all zero (exact)")
     CLI_OPT("--report", NULL, "FILE.json", NULL, NULL, NONE, false, "write the report as JSON")
@@ -120,7 +123,8 @@ static int prune_usage_checks(const cli_args *a) {
     return cli_error(a->cmd, "%s and --dry-run contradict each other (--dry-run writes nothing)",
                      cli_has(a, "--report") ? "--report" : "--html");
   const char *needs_data[] = {"--batch", "--samples", "--fill", "--sample-order", "--max-drop", "--min-agreement",
-                              "--min-cosine", "--max-ppl-increase", "--eval-samples", "--search-steps", "--no-compensate"};
+                              "--min-cosine", "--max-ppl-increase", "--eval-samples", "--search-steps", "--no-compensate",
+                              "--alloc-steps"};
   for (size_t i = 0; i < sizeof needs_data / sizeof *needs_data; i++)
     if (cli_has(a, needs_data[i]) && !cli_has(a, "--data"))
       return cli_error(a->cmd, "%s applies only with --data (calibration data)", cli_typed(a, needs_data[i]));

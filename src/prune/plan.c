@@ -33,6 +33,7 @@ op_prune_config *op_prune_config_new(void) {
   c->eval_samples = 256;
   c->search_steps = 6;
   c->compensate = -1;
+  c->alloc_steps = -1; /* issue 12: the allocation search, auto */
   return c;
 }
 
@@ -140,6 +141,10 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
   if (strcmp(key, "eval_samples") == 0) return parse_count(key, value, 1, &c->eval_samples, err);
   if (strcmp(key, "search_steps") == 0) return parse_count(key, value, 1, &c->search_steps, err);
   if (strcmp(key, "samples") == 0) return parse_count(key, value, 1, &c->samples, err);
+  if (strcmp(key, "alloc_steps") == 0) { /* issue 12: the allocation judged end to end (alloc_search.h) */
+    if (strcmp(value, "auto") == 0) return c->alloc_steps = -1, 0;
+    return parse_count(key, value, 0, &c->alloc_steps, err);
+  }
   if (strcmp(key, "batch") == 0) return parse_count(key, value, 1, &c->batch, err);
   if (strcmp(key, "keep_layers") == 0) {
     c->keep_layers_set = true;
@@ -197,6 +202,15 @@ static int check_target(const op_prune_config *c, op_error *err) {
 
 int op_prune_config_check(const op_prune_config *c, op_error *err) {
   if (check_target(c, err)) return -1;
+  /* issue 12 (alloc_search.c): the allocation search moves counts between layers; asked for where the
+   * counts cannot differ or are not judged by reconstruction, it would silently do nothing */
+  if (c->alloc_steps > 0 && !c->global && c->target_flops <= 0 && c->target_params <= 0 && !op_prune_config_has_floor(c))
+    return op_fail(err, OP_ARG, "alloc_steps: moves heads and neurons between layers, which only scope global, a "
+                   "target or an accuracy floor lets differ");
+  if (c->alloc_steps > 0 && c->importance_set && c->importance != OP_IMP_RECONSTRUCTION)
+    return op_fail(err, OP_ARG, "alloc_steps: applies with importance reconstruction (the counts come from its error "
+                   "curves), not '%s'", c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation"
+                   : c->importance == OP_IMP_RANDOM ? "random" : "l2");
   /* the seed also orders the rows of calibration data (data/rows.c) */
   if (c->seed_set && c->importance != OP_IMP_RANDOM && !op_prune_config_uses_data(c))
     return op_fail(err, OP_ARG, "seed: applies only to importance random (importance is '%s')",
@@ -1347,6 +1361,8 @@ void op_plan_free(op_plan *plan) {
     free(plan->layers[l].neuron_score);
     free(plan->layers[l].keep_kv);
     free(plan->layers[l].kv_score);
+    free(plan->layers[l].head_curve); /* issue 12: the allocation's error curves */
+    free(plan->layers[l].neuron_curve);
     if (plan->layers[l].cross) { /* its own plan, attention fields only */
       op_plan sub = {.layers = plan->layers[l].cross, .n = 1};
       op_plan_free(&sub);

@@ -2,6 +2,7 @@
 #include "prune/prune.h"
 #include "prune/target.h"
 #include "prune/recon.h"
+#include "prune/alloc_search.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,14 @@ static void layer_recon_result(op_layer_result *lr, const op_layer_plan *lp, boo
     lr->neuron_importance = op_xmalloc((size_t)lp->width * sizeof(double));
     memcpy(lr->neuron_importance, lp->neuron_score, (size_t)lp->width * sizeof(double));
   }
+  if (lp->head_curve) { /* issue 12: the allocation's error curves, for the allocation search */
+    lr->head_curve = op_xmalloc((size_t)(lp->heads + 1) * sizeof(double));
+    memcpy(lr->head_curve, lp->head_curve, (size_t)(lp->heads + 1) * sizeof(double));
+  }
+  if (lp->neuron_curve) {
+    lr->neuron_curve = op_xmalloc((size_t)(lp->width + 1) * sizeof(double));
+    memcpy(lr->neuron_curve, lp->neuron_curve, (size_t)(lp->width + 1) * sizeof(double));
+  }
 }
 
 /* Output-head compensation's record, copied out of the plan (its names live in the graph). */
@@ -101,14 +110,29 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
     op_analysis_free(a);
     return NULL;
   }
+  /* issue 12: the counts judged end to end first (alloc_search.c), on copies of the model */
+  op_alloc_search *as = NULL;
+  op_prune_config fixed;
+  if (op_alloc_search_applies(a, c)) {
+    if (!(as = op_alloc_search_run(m, a, c, err))) {
+      op_analysis_free(a);
+      return NULL;
+    }
+    if (as->fixed) fixed = *c, fixed.fixed_removed = as->fixed, c = &fixed;
+  }
   op_plan plan;
   if (op_plan_build(a, c, &plan, err)) {
+    op_alloc_search_free(as);
     op_analysis_free(a);
     return NULL;
   }
   bool recon = op_recon_wanted(c);
-  if (recon && recon_prepare(m, c, &a, &plan, err)) return NULL;
+  if (recon && recon_prepare(m, c, &a, &plan, err)) {
+    op_alloc_search_free(as);
+    return NULL;
+  }
   op_prune_report *r = op_xcalloc(1, sizeof *r);
+  r->alloc_search = as;
   r->model = op_xstrdup(m->path);
   if (c->data && (c->importance == OP_IMP_ACTIVATION || c->importance == OP_IMP_RECONSTRUCTION))
     op_row_set_capture(&r->calib_rows, c->data, 0, c->samples);
@@ -183,7 +207,10 @@ void op_prune_report_free(op_prune_report *r) {
     free(r->layers.v[i].removed_cross_heads.v);
     free(r->layers.v[i].head_importance);
     free(r->layers.v[i].neuron_importance);
+    free(r->layers.v[i].head_curve);
+    free(r->layers.v[i].neuron_curve);
   }
+  op_alloc_search_free(r->alloc_search);
   for (size_t i = 0; i < r->state.n; i++) free(r->state.v[i].name);
   free(r->state.v);
   free(r->changes.v);

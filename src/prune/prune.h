@@ -57,6 +57,11 @@ struct op_prune_config {
   /* reconstruction (recon.h): with data, importance defaults to reconstruction and compensation to on */
   bool importance_set; /* chosen by the caller, so data does not change it */
   int compensate;      /* -1: unset (on once data is given), 0: off, 1: on */
+  /* issue 12, the allocation judged end to end (alloc_search.h): moves the search may score (-1: auto, a
+   * few, fewer on slow models; 0: off), and the counts it fixed for a candidate ([2 * layers]: heads,
+   * neurons removed per layer; NULL: from the error curves) */
+  int64_t alloc_steps;
+  const int64_t *fixed_removed;
 };
 
 typedef struct op_layer_plan {
@@ -76,6 +81,8 @@ typedef struct op_layer_plan {
   /* reconstruction (sequential.c): squared output error of the block over the calibration rows relative
    * to its output energy, predicted by the refit and measured with the weights as written; -1: none */
   double attn_predicted_error, attn_measured_error, ffn_predicted_error, ffn_measured_error;
+  /* the allocation's error curves (recon_alloc.c): [heads + 1] / [width + 1], or NULL */
+  double *head_curve, *neuron_curve;
 } op_layer_plan;
 
 typedef struct op_plan {
@@ -139,6 +146,8 @@ typedef struct op_layer_result {
   /* reconstruction and importance values (report's predicted_error, measured_error, importance) */
   double attn_predicted_error, attn_measured_error, ffn_predicted_error, ffn_measured_error; /* -1: none */
   double *head_importance, *neuron_importance; /* [heads_before], [ffn_before], or NULL */
+  /* the allocation's error curves (alloc_search.c orders its moves by them), or NULL */
+  double *head_curve, *neuron_curve;
 } op_layer_result;
 
 /* A past/present graph interface of a fused attention op whose head axis followed the pruning. */
@@ -183,6 +192,8 @@ struct op_prune_report {
   /* issue 12, output-head compensation (sequential.c): each product that produces an output, refit or
    * why not (skip NULL: refit), its error against the dense output before and after (relative) */
   OP_VEC(op_output_head_result) out_heads;
+  /* issue 12, the allocation judged end to end (alloc_search.h), or NULL */
+  struct op_alloc_search *alloc_search;
 };
 
 /* ---- ONNX Runtime's fused graphs (rewrite_fused.c) ---- */

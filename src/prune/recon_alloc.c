@@ -104,7 +104,12 @@ void op_recon_alloc_apply(const op_analysis *a, const op_prune_config *c, op_pla
       nb++;
     }
   }
-  if (target) {
+  if (c->fixed_removed) { /* the allocation search fixed the counts (alloc_search.c): they stay as they are */
+    for (size_t i = 0; i < nb; i++) {
+      int64_t r = c->fixed_removed[2 * b[i].layer + b[i].kind];
+      b[i].removed = r < 0 ? 0 : r > b[i].n - 1 ? b[i].n - 1 : r;
+    }
+  } else if (target) {
     op_curve_allocate(b, nb, (1 - (params ? c->target_params : c->target_flops)) * total[0]);
   } else { /* global: heads and neurons each lose their fraction of all, allocated among their blocks */
     double frac[2] = {c->head_sparsity >= 0 ? c->head_sparsity : c->width >= 0 ? 1 - c->width : 0,
@@ -125,13 +130,16 @@ void op_recon_alloc_apply(const op_analysis *a, const op_prune_config *c, op_pla
     const double *score = b[i].kind == 0 ? lp->head_score : lp->neuron_score;
     bool *keep = b[i].kind == 0 ? lp->keep_head : lp->keep_neuron;
     keep_best(keep, score, b[i].n, b[i].removed);
-    int64_t mult = c->multiple_of;
+    int64_t mult = c->fixed_removed ? 1 : c->multiple_of; /* fixed counts were rounded when first allocated */
     if (mult > 1 && b[i].kind == 0) { /* heads x head size a multiple: heads a multiple of this step */
       int64_t hd = op_layer_attn(a, b[i].layer)->head_dim, step = mult / gcd64(mult, hd);
       mult = step <= b[i].n ? step : 1;
     }
     if (mult > 1) op_round_kept(keep, score, b[i].n, mult);
-    free(keepers[i]);
+    double **curve = b[i].kind == 0 ? &lp->head_curve : &lp->neuron_curve; /* kept for the allocation search */
+    free(*curve);
+    *curve = c->fixed_removed ? NULL : keepers[i];
+    if (c->fixed_removed) free(keepers[i]);
   }
   free(keepers);
   free(b);

@@ -63,6 +63,9 @@ static int try_target(const op_model *m, const op_prune_config *c, const op_quan
   op_prune_config cc = *c; /* a shallow copy: only the target differs */
   cc.target_flops = params ? -1 : t;
   cc.target_params = params ? t : -1;
+  /* the floor judges every candidate end to end already: the allocation search (alloc_search.c) would
+   * multiply each candidate's cost, so it runs inside them only when asked for (alloc_steps N) */
+  if (cc.alloc_steps < 0) cc.alloc_steps = 0;
   memset(k, 0, sizeof *k);
   k->m = op_model_clone(m, err);
   k->r = k->m ? op_prune(k->m, &cc, err) : NULL;

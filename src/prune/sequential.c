@@ -689,7 +689,8 @@ static int curve_block(op_analysis *a, const op_prune_config *c, op_plan *plan, 
 
 static int curve_scores(op_analysis *a, const op_prune_config *c, op_plan *plan, const block_ref *blocks, size_t nb,
                         tracked_vec *tv, const op_pooling *pool, size_t first_pooled, op_error *err) {
-  for (size_t i = 0; i < nb; i++)
+  /* counts fixed by the allocation search (alloc_search.c) need no curves: which units go is ranked later */
+  for (size_t i = 0; i < nb && !c->fixed_removed; i++)
     if (curve_block(a, c, plan, &blocks[i], tv, i >= first_pooled ? pool : NULL, err)) {
       char why[sizeof err->message];
       snprintf(why, sizeof why, "%s", err->message);

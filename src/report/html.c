@@ -5,6 +5,7 @@
  * Reading the JSON rather than the report struct lets fields other steps add (predicted_error,
  * measured_error) appear without this file knowing where they are computed. */
 #include "prune/prune.h"
+#include "prune/alloc_search.h"
 #include "report/html.h"
 #include "report/textbuf.h"
 
@@ -264,6 +265,7 @@ char *op_report_html(const char *prune_json, const char *title_note) {
   const cJSON *s = cJSON_GetObjectItemCaseSensitive(root, "search");
   if (s) search_section(&b, s, rows);
   else sb_printf(&b, "<h2>Accuracy-floor search</h2><p class=\"note\">no search (no floor was given)</p>");
+  op_alloc_search_html(cJSON_GetObjectItemCaseSensitive(root, "allocation_search"), &b); /* issue 12 (alloc12) */
   sb_printf(&b, "</body></html>\n");
   cJSON_Delete(root);
   return b.s;

@@ -2,6 +2,7 @@
  * The text summary follows nn_pruning's style: totals before -> after with the reduction factor,
  * then `[3072, 768] => [552, 768] name` per changed tensor. */
 #include "prune/prune.h"
+#include "prune/alloc_search.h"
 
 #include "report/json.h"
 #include "report/textbuf.h"
@@ -330,6 +331,7 @@ char *op_prune_report_text(const op_prune_report *r, int with_plan) {
     else sb_printf(&b, "output head '%s' (output '%s'): refit to the dense outputs, relative error %.4g -> %.4g\n",
                    h->node, h->output, h->error_before, h->error_after);
   }
+  op_alloc_search_text(r->alloc_search, &b); /* issue 12: the allocation judged end to end */
   if (r->calib_rows.n) { /* issue 12: which file rows calibrated */
     char *rule = op_row_set_rule(&r->calib_rows);
     sb_printf(&b, "calibration rows: %s\n", rule);
@@ -463,6 +465,7 @@ char *op_prune_report_json(const op_prune_report *r) {
     if (r->target_flops > 0) cJSON_AddNumberToObject(bk, "target_flops", r->target_flops);
     if (r->target_params > 0) cJSON_AddNumberToObject(bk, "target_params", r->target_params);
   }
+  op_alloc_search_json(r->alloc_search, root); /* issue 12: the allocation judged end to end */
   if (r->out_heads.n) { /* issue 12: output-head compensation */
     cJSON *oh = cJSON_AddArrayToObject(root, "output_heads");
     for (size_t i = 0; i < r->out_heads.n; i++) {
