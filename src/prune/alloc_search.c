@@ -211,6 +211,11 @@ static int judge_outputs(const op_model *m, const op_model *cand, const op_prune
 #define JUDGE_WANT 32
 #define JUDGE_MIN 8 /* fewer: no search */
 #define NEURON_MOVES 16     /* a neuron move shifts 1/16 of the block's width (a multiple of --multiple-of) */
+/* auto runs no search where one candidate (a whole sequential prune on the fit samples) is bound to take
+ * longer than AUTO_SECONDS: blocks' parameters x fit samples past this (austen_bert's 192 fit samples are
+ * 6e8; BERT-base's 85M parameters x 192 samples, 1.6e10, take tens of minutes per candidate on 2 cores).
+ * A size rule, decided before any work and the same on every machine; the clock only cuts the moves */
+#define AUTO_MAX_WORK 4e9
 
 typedef struct search_ctx {
   const op_model *m;
@@ -329,6 +334,18 @@ op_alloc_search *op_alloc_search_run(const op_model *m, const op_analysis *a, co
   if (s->judge_samples < JUDGE_MIN) {
     snprintf(s->note, sizeof s->note, "skipped: %lld calibration samples leave fewer than %d to judge candidates on",
              (long long)n, JUDGE_MIN);
+    return s;
+  }
+  double params = 0;
+  for (size_t l = 0; l < a->layers.n; l++) {
+    op_unit_cost ca, cf;
+    op_block_costs(a, (int)l, c->flops_seq, &ca, &cf);
+    params += op_cost_of(&ca, ca.units, true) + op_cost_of(&cf, cf.units, true);
+  }
+  if (c->alloc_steps < 0 && params * (double)s->fit_samples > AUTO_MAX_WORK) {
+    snprintf(s->note, sizeof s->note, "skipped: %.3g block parameters x %lld fit samples is past what the automatic "
+             "search runs (%.0e; each candidate is a whole prune): --alloc-steps N runs it", params,
+             (long long)s->fit_samples, AUTO_MAX_WORK);
     return s;
   }
   search_ctx x = {.m = m, .c = c, .n_layers = a->layers.n, .n_fit = s->fit_samples, .n_judge = s->judge_samples};
