@@ -267,15 +267,6 @@ static int eval_counts(void *user, const int64_t *removed, double *score, op_err
   return rc;
 }
 
-static int64_t gcd64(int64_t a, int64_t b) {
-  while (b) {
-    int64_t t = a % b;
-    a = b;
-    b = t;
-  }
-  return a;
-}
-
 bool op_alloc_search_applies(const op_analysis *a, const op_prune_config *c) {
   return c->alloc_steps != 0 && !c->fixed_removed && c->data && op_recon_alloc_applies(a, c);
 }
@@ -299,7 +290,7 @@ static size_t blocks_of(const op_analysis *a, const op_prune_config *c, const op
     op_block_costs(a, L->layer, c->flops_seq, &ca, &cf);
     if (L->has_attn && !L->attn_removed && L->heads_before > 0) {
       int64_t mult = c->multiple_of, hd = op_layer_attn(a, L->layer)->head_dim, step = 1;
-      if (mult > 1 && mult / gcd64(mult, hd) <= L->heads_before) step = mult / gcd64(mult, hd);
+      if (mult > 1 && mult / op_gcd64(mult, hd) <= L->heads_before) step = mult / op_gcd64(mult, hd);
       b[nb++] = (op_move_block){L->layer, 0, L->heads_before, L->heads_before - L->heads_after, step, step,
                                 target ? (params ? ca.unit_params : ca.unit_flops) : 1, L->head_curve};
     }

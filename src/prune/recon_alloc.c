@@ -60,15 +60,6 @@ static void keep_best(bool *keep, const double *score, int64_t n, int64_t remove
   }
 }
 
-static int64_t gcd64(int64_t a, int64_t b) {
-  while (b) {
-    int64_t t = a % b;
-    a = b;
-    b = t;
-  }
-  return a;
-}
-
 bool op_recon_alloc_applies(const op_analysis *a, const op_prune_config *c) {
   if (c->importance != OP_IMP_RECONSTRUCTION || !(c->global || c->target_flops > 0 || c->target_params > 0))
     return false;
@@ -132,7 +123,7 @@ void op_recon_alloc_apply(const op_analysis *a, const op_prune_config *c, op_pla
     keep_best(keep, score, b[i].n, b[i].removed);
     int64_t mult = c->fixed_removed ? 1 : c->multiple_of; /* fixed counts were rounded when first allocated */
     if (mult > 1 && b[i].kind == 0) { /* heads x head size a multiple: heads a multiple of this step */
-      int64_t hd = op_layer_attn(a, b[i].layer)->head_dim, step = mult / gcd64(mult, hd);
+      int64_t hd = op_layer_attn(a, b[i].layer)->head_dim, step = mult / op_gcd64(mult, hd);
       mult = step <= b[i].n ? step : 1;
     }
     if (mult > 1) op_round_kept(keep, score, b[i].n, mult);

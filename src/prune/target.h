@@ -46,4 +46,14 @@ double op_allocate_removals(op_alloc_block *b, size_t nb, double to_remove);
  * kept units stay, the best removed ones come back. Nothing changes when n < multiple or none is kept. */
 void op_round_kept(bool *keep, const double *score, int64_t n, int64_t multiple);
 
+/* The greatest common divisor (a head step for --multiple-of: heads x head size a multiple of it). */
+static inline int64_t op_gcd64(int64_t a, int64_t b) {
+  while (b) {
+    int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
 #endif
