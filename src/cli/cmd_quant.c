@@ -100,6 +100,8 @@ static int quantize_or_compress(const cli_args *a, bool compress) {
   if (!rc && compress) rc = op_compress_config_load(cli_get(a, "--config"), pc, qc, &err);
   if (!rc) rc = cli_apply(a, quant_setter, qc, &err);
   if (!rc && compress) rc = compress_floor_flags(a, pc, &err);
+  /* one calibration sample count for both steps: the floor's evaluation rows start after the larger */
+  if (!rc && compress && cli_has(a, "--samples")) rc = op_prune_config_set(pc, "samples", cli_get(a, "--samples"), &err);
   if (!rc && a->verbosity >= 0) {
     op_quant_config_set(qc, "progress", "true", NULL);
     op_prune_config_set(pc, "progress", "true", NULL);

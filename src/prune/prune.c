@@ -134,7 +134,7 @@ op_prune_report *op_prune(op_model *m, const op_prune_config *c, op_error *err) 
   op_prune_report *r = op_xcalloc(1, sizeof *r);
   r->alloc_search = as;
   r->model = op_xstrdup(m->path);
-  if (c->data && (c->importance == OP_IMP_ACTIVATION || c->importance == OP_IMP_RECONSTRUCTION))
+  if (c->data && (c->importance == OP_IMP_ACTIVATION || recon)) /* rows ranked, refit or compensated on */
     op_row_set_capture(&r->calib_rows, c->data, 0, c->samples);
   r->importance = c->importance;
   r->compact = c->compact;

@@ -96,7 +96,10 @@ static int try_target(const op_model *m, const op_prune_config *c, const op_quan
 /* The first sample the evaluation rows may take: after every calibration row of the prune and the quantise
  * steps (and the rows quantize's own search scores on). */
 static int64_t calibration_span(const op_prune_config *c, const op_quant_config *q) {
-  int64_t span = c->importance == OP_IMP_ACTIVATION ? c->samples : 0;
+  /* every use of calibration rows takes the first c->samples in the data's order: activation or
+   * reconstruction importance, and compensation (on whenever data is given) */
+  bool calibrates = c->importance == OP_IMP_ACTIVATION || c->importance == OP_IMP_RECONSTRUCTION || c->compensate == 1;
+  int64_t span = calibrates ? c->samples : 0;
   if (q) {
     int64_t calib = q->calib_samples;
     for (int b = 0; b < q->n_batches; b++) calib = q->batches[b] * q->batch > calib ? q->batches[b] * q->batch : calib;

@@ -61,6 +61,12 @@ rc=$?
 "$BIN" prune "$GPT/model.onnx" -o "$work/gpt.onnx" --max-ppl-increase 25 --data "$GPT/dev.npz" --eval-samples 8 \
   --search-steps 3 --batch 8 --flops-seq 63 --report "$work/gpt.json" -q || bad "gpt: search failed"
 curve gpt "$work/gpt.json"
+# reconstruction (the default with --data) calibrates on the first 256 rows of the order: none judges
+$PY -c "
+import json, sys
+r = json.load(open(sys.argv[1]))['rows']
+c, e = r['calibration']['rows'], r['evaluation']['rows']
+sys.exit(not (len(c) == 256 and len(e) == 8 and not set(c) & set(e)))" "$work/gpt.json" && ok || bad "gpt: rows overlap"
 rows=$(evalrows "$work/gpt.json")
 node "$E2E/ort.js" lm "$GPT/model.onnx" --data "$GPT/dev.npz" --rows-list "$rows" >"$work/p0.json" &&
   node "$E2E/ort.js" lm "$work/gpt.onnx" --data "$GPT/dev.npz" --rows-list "$rows" >"$work/p1.json" || bad "gpt: ORT"
@@ -76,6 +82,12 @@ echo '{"prune": {"importance": "l2"}, "quantize": {"method": "min_max"}}' >"$wor
   --max-drop 3 --batch 16 --report "$work/vit.json" --html "$work/vit.html" -q || bad "vit: compress search failed"
 grep -q "then quantised to int8" "$work/vit.html" && grep -q 'class="curve"' "$work/vit.html" && ok || bad "vit: --html"
 curve vit "$work/vit.json"
+# compensation (on with --data) calibrates the prune step on --samples rows, as the quantize step: none judges
+$PY -c "
+import json, sys
+r = json.load(open(sys.argv[1]))['prune']['rows']
+c, e = r['calibration']['rows'], r['evaluation']['rows']
+sys.exit(not (len(c) == 32 and len(e) == 148 and not set(c) & set(e)))" "$work/vit.json" && ok || bad "vit: rows overlap"
 rows=$(evalrows "$work/vit.json")
 node "$E2E/ort.js" accuracy-rows "$VIT/model.onnx" --data "$VIT/dev.npz" --rows-list "$rows" >"$work/v0.json" &&
   node "$E2E/ort.js" accuracy-rows "$work/vit.onnx" --data "$VIT/dev.npz" --rows-list "$rows" >"$work/v1.json" || bad "vit: ORT"
