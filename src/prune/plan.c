@@ -151,12 +151,11 @@ int op_prune_config_set(op_prune_config *c, const char *key, const char *value, 
     return parse_layer_list(key, value, &c->keep_layers, err);
   }
   if (strcmp(key, "importance") == 0) {
-    if (strcmp(value, "l2") == 0) c->importance = OP_IMP_L2;
-    else if (strcmp(value, "l1") == 0) c->importance = OP_IMP_L1;
-    else if (strcmp(value, "random") == 0) c->importance = OP_IMP_RANDOM;
-    else if (strcmp(value, "activation") == 0) c->importance = OP_IMP_ACTIVATION;
-    else if (strcmp(value, "reconstruction") == 0) c->importance = OP_IMP_RECONSTRUCTION;
-    else return op_fail(err, OP_ARG, "importance: '%s' is not one of l1, l2, random, activation, reconstruction", value);
+    int i = OP_IMP_L2;
+    while (i <= OP_IMP_RECONSTRUCTION && strcmp(value, op_importance_key((op_importance)i))) i++;
+    if (i > OP_IMP_RECONSTRUCTION)
+      return op_fail(err, OP_ARG, "importance: '%s' is not one of l1, l2, random, activation, reconstruction", value);
+    c->importance = (op_importance)i;
     c->importance_set = true;
     return 0;
   }
@@ -209,13 +208,11 @@ int op_prune_config_check(const op_prune_config *c, op_error *err) {
                    "target or an accuracy floor lets differ");
   if (c->alloc_steps > 0 && c->importance_set && c->importance != OP_IMP_RECONSTRUCTION)
     return op_fail(err, OP_ARG, "alloc_steps: applies with importance reconstruction (the counts come from its error "
-                   "curves), not '%s'", c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation"
-                   : c->importance == OP_IMP_RANDOM ? "random" : "l2");
+                   "curves), not '%s'", op_importance_key(c->importance));
   /* the seed also orders the rows of calibration data (data/rows.c) */
   if (c->seed_set && c->importance != OP_IMP_RANDOM && !op_prune_config_uses_data(c))
     return op_fail(err, OP_ARG, "seed: applies only to importance random (importance is '%s')",
-                   c->importance == OP_IMP_L1 ? "l1" : c->importance == OP_IMP_ACTIVATION ? "activation"
-                   : c->importance == OP_IMP_RECONSTRUCTION ? "reconstruction" : "l2");
+                   op_importance_key(c->importance));
   /* reconstruction allocates global counts from every block's error curve (recon_alloc.c); per-layer
    * settings would be overridden by it */
   if (c->global && c->importance == OP_IMP_RECONSTRUCTION && c->layers.n)
@@ -486,6 +483,11 @@ int op_prune_config_load_json(op_prune_config *c, const char *path, op_error *er
 }
 
 /* ---- importance ---- */
+
+const char *op_importance_key(op_importance imp) {
+  static const char *const keys[] = {"l2", "l1", "random", "activation", "reconstruction"}; /* op_importance's order */
+  return (unsigned)imp < sizeof keys / sizeof *keys ? keys[imp] : "?";
+}
 
 const char *op_importance_name(op_importance imp) {
   switch (imp) {

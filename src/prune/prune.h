@@ -109,6 +109,8 @@ int op_prune_config_from_json(op_prune_config *c, const struct cJSON *obj, const
 int op_plan_build(const op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err);
 void op_plan_free(op_plan *plan);
 int64_t op_plan_kept(const bool *keep, int64_t n);
+/* The importance as its config value ("l2", ..., "reconstruction"). */
+const char *op_importance_key(op_importance imp);
 const char *op_importance_name(op_importance imp);
 /* Reconstruction: chooses the heads (or the neurons) of one layer again, by the rules op_plan_build
  * applied, from the scores now in the plan (lower goes first). Returns 0 or -1 with *err. */

@@ -729,8 +729,6 @@ static const float *weight_values(Onnx__TensorProto *w, float **owned) {
  * or 63 for reduce_range (7 bits, so that u8 x s8 products summed in pairs cannot saturate int16 on
  * CPUs without VNNI). The results do not depend on the thread count. */
 
-#define WQ_LANES 16
-
 typedef struct wquant {
   Onnx__TensorProto *w;    /* the float weight, read only */
   int64_t rows, cols, nch; /* a Conv kernel [M, C/group, k...] is the matrix [M, C/group * k...] */

@@ -3,6 +3,7 @@
  * error, and what was done or why not. */
 #include "prune/alloc_search.h"
 
+#include "report/html.h"
 #include "report/textbuf.h"
 
 #include <cjson/cJSON.h>
@@ -85,17 +86,6 @@ void op_alloc_search_text(const op_alloc_search *s, sbuf *b) {
   }
 }
 
-/* text into HTML */
-static void html_text(sbuf *b, const char *s) {
-  for (; s && *s; s++) {
-    if (*s == '<') sb_printf(b, "&lt;");
-    else if (*s == '>') sb_printf(b, "&gt;");
-    else if (*s == '&') sb_printf(b, "&amp;");
-    else if (*s == '"') sb_printf(b, "&quot;");
-    else sb_printf(b, "%c", *s);
-  }
-}
-
 static void html_counts(sbuf *b, const cJSON *list) {
   const cJSON *v;
   bool first = true;
@@ -110,7 +100,7 @@ void op_alloc_search_html(const cJSON *as, sbuf *b) {
   if (!as) return;
   const cJSON *note = cJSON_GetObjectItemCaseSensitive(as, "note");
   sb_printf(b, "<h2>Allocation search</h2><p class=\"note\" id=\"alloc-note\">");
-  html_text(b, cJSON_IsString(note) ? note->valuestring : "");
+  op_html_text(b, cJSON_IsString(note) ? note->valuestring : "");
   sb_printf(b, "</p>");
   const cJSON *cs = cJSON_GetObjectItemCaseSensitive(as, "candidates");
   if (!cJSON_IsArray(cs)) return;
@@ -120,7 +110,7 @@ void op_alloc_search_html(const cJSON *as, sbuf *b) {
   cJSON_ArrayForEach(c, cs) {
     const cJSON *mv = cJSON_GetObjectItemCaseSensitive(c, "move"), *err = cJSON_GetObjectItemCaseSensitive(c, "error");
     sb_printf(b, "<tr><td class=\"l\">");
-    html_text(b, cJSON_IsString(mv) ? mv->valuestring : "");
+    op_html_text(b, cJSON_IsString(mv) ? mv->valuestring : "");
     sb_printf(b, "</td><td>");
     html_counts(b, cJSON_GetObjectItemCaseSensitive(c, "heads_removed"));
     sb_printf(b, "</td><td>");

@@ -16,7 +16,7 @@
 #include <string.h>
 
 /* text into HTML (element content and attribute values alike) */
-static void esc(sbuf *b, const char *s) {
+void op_html_text(sbuf *b, const char *s) {
   for (; s && *s; s++) {
     switch (*s) {
       case '&': sb_printf(b, "&amp;"); break;
@@ -153,11 +153,11 @@ static void search_section(sbuf *b, const cJSON *s, const cJSON *rows) {
   const cJSON *curve = cJSON_GetObjectItemCaseSensitive(s, "curve");
   int n = cJSON_GetArraySize(curve);
   sb_printf(b, "<h2>Accuracy-floor search</h2><p>floor: ");
-  esc(b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "floor")));
+  op_html_text(b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "floor")));
   const cJSON *ev = cJSON_GetObjectItemCaseSensitive(rows, "evaluation");
   if (ev) {
     sb_printf(b, "; judged on ");
-    esc(b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "rule")));
+    op_html_text(b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "rule")));
   }
   sb_printf(b, "</p>");
   if (n <= 0) return;
@@ -219,18 +219,18 @@ char *op_report_html(const char *prune_json, const char *title_note) {
   if (!root) return NULL;
   sbuf b = {0};
   sb_printf(&b, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>onnx-prune report: ");
-  esc(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "model")));
+  op_html_text(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "model")));
   sb_printf(&b, "</title><style>%s</style></head><body><h1>Pruning report: ", CSS);
-  esc(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "model")));
+  op_html_text(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "model")));
   sb_printf(&b, "</h1>");
   if (title_note) {
     sb_printf(&b, "<p>");
-    esc(&b, title_note);
+    op_html_text(&b, title_note);
     sb_printf(&b, "</p>");
   }
   const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "parameters"), *bk = cJSON_GetObjectItemCaseSensitive(root, "blocks");
   sb_printf(&b, "<table class=\"summary\"><tr><th class=\"l\">importance</th><td class=\"l\">");
-  esc(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "importance_metric")));
+  op_html_text(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "importance_metric")));
   sb_printf(&b, "</td></tr><tr><th class=\"l\">parameters</th><td class=\"l\">%.0f &rarr; %.0f (%.2fx)</td></tr>", num(pp, "before", 0),
      num(pp, "after", 0), num(pp, "reduction_factor", 0));
   if (bk)
@@ -241,7 +241,7 @@ char *op_report_html(const char *prune_json, const char *title_note) {
   const cJSON *cal = cJSON_GetObjectItemCaseSensitive(rows, "calibration");
   if (cal) {
     sb_printf(&b, "<tr><th class=\"l\">calibration rows</th><td class=\"l\">");
-    esc(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cal, "rule")));
+    op_html_text(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cal, "rule")));
     sb_printf(&b, "</td></tr>");
   }
   sb_printf(&b, "</table><h2>Layers</h2><div class=\"legend\"><span style=\"background:#2e7d32\"></span>kept head"

@@ -6,4 +6,8 @@
  * not NULL, is a line under the title. Returns NULL when the JSON does not parse. Release with op_free. */
 char *op_report_html(const char *prune_json, const char *note);
 
+/* Appends text escaped for HTML (element content and attribute values alike). */
+struct sbuf;
+void op_html_text(struct sbuf *b, const char *s);
+
 #endif

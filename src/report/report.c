@@ -444,8 +444,7 @@ static void recon_json(cJSON *o, const op_layer_result *L) {
 char *op_prune_report_json(const op_prune_report *r) {
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "model", r->model);
-  static const char *imp_names[] = {"l2", "l1", "random", "activation", "reconstruction"};
-  cJSON_AddStringToObject(root, "importance", imp_names[r->importance]);
+  cJSON_AddStringToObject(root, "importance", op_importance_key(r->importance));
   cJSON_AddStringToObject(root, "importance_metric", op_importance_name(r->importance));
   cJSON_AddBoolToObject(root, "compact", r->compact);
   cJSON *p = cJSON_AddObjectToObject(root, "parameters");

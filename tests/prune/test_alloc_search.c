@@ -28,6 +28,14 @@ static int quad_score(void *user, const int64_t *r, double *score, op_error *err
   return 0;
 }
 
+/* The climb from b's counts on quad_score towards `best`; its return code. */
+static int climb(const op_move_block *b, size_t nb, int64_t budget, const int64_t *best, quad *q, op_alloc_trials *t,
+                 size_t *bi) {
+  *q = (quad){best, nb, 0, {{0}}};
+  op_error err = {0};
+  return op_alloc_climb(b, nb, budget, quad_score, q, t, bi, &err);
+}
+
 static bool scored_twice(const quad *q) {
   for (int a = 0; a < q->calls && a < 64; a++)
     for (int b = a + 1; b < q->calls && b < 64; b++)
@@ -41,11 +49,10 @@ static void test_reaches_best(void) {
   op_move_block b[4] = {{0, 0, 4, 2, 1, 1, 1, NULL}, {1, 0, 4, 2, 1, 1, 1, NULL},
                         {0, 1, 8, 4, 2, 2, 1, NULL}, {1, 1, 8, 4, 2, 2, 1, NULL}};
   int64_t best[4] = {1, 3, 6, 2};
-  quad q = {best, 4, 0, {{0}}};
+  quad q;
   op_alloc_trials t;
   size_t bi;
-  op_error err = {0};
-  CHECK(op_alloc_climb(b, 4, 20, quad_score, &q, &t, &bi, &err) == 0);
+  CHECK(climb(b, 4, 20, best, &q, &t, &bi) == 0);
   for (int i = 0; i < 4; i++) CHECK_EQ_INT(t.v[bi].removed[i], best[i]);
   CHECK(t.v[bi].score == 0 && t.v[bi].accepted && t.v[0].accepted);
   CHECK(!scored_twice(&q));
@@ -62,11 +69,10 @@ static void test_reaches_best(void) {
 static void test_floor(void) {
   op_move_block b[2] = {{0, 0, 4, 2, 1, 1, 1, NULL}, {1, 0, 4, 2, 1, 1, 1, NULL}};
   int64_t best[2] = {4, 0}; /* would empty block 0 */
-  quad q = {best, 2, 0, {{0}}};
+  quad q;
   op_alloc_trials t;
   size_t bi;
-  op_error err = {0};
-  CHECK(op_alloc_climb(b, 2, 20, quad_score, &q, &t, &bi, &err) == 0);
+  CHECK(climb(b, 2, 20, best, &q, &t, &bi) == 0);
   CHECK_EQ_INT(t.v[bi].removed[0], 3);
   CHECK_EQ_INT(t.v[bi].removed[1], 1);
   op_alloc_trials_free(&t);
@@ -77,11 +83,10 @@ static void test_budget(void) {
   op_move_block b[3] = {{0, 0, 8, 4, 1, 1, 1, NULL}, {1, 0, 8, 4, 1, 1, 1, NULL}, {2, 0, 8, 4, 1, 1, 1, NULL}};
   int64_t best[3] = {7, 1, 4};
   for (int64_t budget = 0; budget < 4; budget++) {
-    quad q = {best, 3, 0, {{0}}};
+    quad q;
     op_alloc_trials t;
     size_t bi;
-    op_error err = {0};
-    CHECK(op_alloc_climb(b, 3, budget, quad_score, &q, &t, &bi, &err) == 0);
+    CHECK(climb(b, 3, budget, best, &q, &t, &bi) == 0);
     CHECK_EQ_INT(q.calls, budget + 1);
     CHECK_EQ_INT(t.n, budget + 1);
     op_alloc_trials_free(&t);
@@ -94,11 +99,10 @@ static void test_curve_order(void) {
   const double c0[5] = {0, 1, 10, 11, 12}, c1[5] = {0, 1, 2, 2.1, 50};
   op_move_block b[2] = {{0, 0, 4, 2, 1, 1, 1, c0}, {1, 0, 4, 2, 1, 1, 1, c1}};
   int64_t best[2] = {0, 4}; /* unreachable past the floor: the climb goes 2+2 -> 1+3 */
-  quad q = {best, 2, 0, {{0}}};
+  quad q;
   op_alloc_trials t;
   size_t bi;
-  op_error err = {0};
-  CHECK(op_alloc_climb(b, 2, 1, quad_score, &q, &t, &bi, &err) == 0);
+  CHECK(climb(b, 2, 1, best, &q, &t, &bi) == 0);
   CHECK_EQ_INT(t.n, 2);
   CHECK_EQ_INT(t.v[1].from, 1);
   CHECK_EQ_INT(t.v[1].to, 0);
@@ -114,11 +118,10 @@ static void test_kinds_alternate(void) {
   op_move_block b[4] = {{0, 0, 4, 2, 1, 1, 1, h}, {1, 0, 4, 2, 1, 1, 1, h},
                         {0, 1, 8, 4, 2, 2, 1, f}, {1, 1, 8, 4, 2, 2, 1, f}};
   int64_t best[4] = {2, 2, 4, 4};
-  quad q = {best, 4, 0, {{0}}};
+  quad q;
   op_alloc_trials t;
   size_t bi;
-  op_error err = {0};
-  CHECK(op_alloc_climb(b, 4, 3, quad_score, &q, &t, &bi, &err) == 0);
+  CHECK(climb(b, 4, 3, best, &q, &t, &bi) == 0);
   CHECK_EQ_INT(t.n, 4);
   CHECK_EQ_INT(bi, 0);
   CHECK_EQ_INT(b[t.v[1].from].kind, 1); /* promise 0 against 45 for a head */
@@ -131,11 +134,10 @@ static void test_kinds_alternate(void) {
 static void test_cost_kept(void) {
   op_move_block b[2] = {{0, 1, 8, 4, 2, 2, 1.0, NULL}, {1, 1, 8, 4, 2, 2, 3.0, NULL}};
   int64_t best[2] = {6, 2}; /* block 1's units cost 3: moving them to block 0 would keep more cost */
-  quad q = {best, 2, 0, {{0}}};
+  quad q;
   op_alloc_trials t;
   size_t bi;
-  op_error err = {0};
-  CHECK(op_alloc_climb(b, 2, 10, quad_score, &q, &t, &bi, &err) == 0);
+  CHECK(climb(b, 2, 10, best, &q, &t, &bi) == 0);
   for (size_t k = 0; k < t.n; k++) CHECK(1.0 * (double)t.v[k].removed[0] + 3.0 * (double)t.v[k].removed[1] >= 16);
   op_alloc_trials_free(&t);
 }
