@@ -153,22 +153,17 @@ int cmd_prune(const cli_args *a) {
   if (cli_has(a, "--config") && op_prune_config_load_json(c, cli_get(a, "--config"), &err)) rc = -1;
   if (!rc && cli_apply(a, prune_setter, c, &err)) rc = -1;
   if (!rc && a->verbosity >= 0) op_prune_config_set(c, "progress", "true", NULL);
+  op_dataset *ds = !rc && cli_has(a, "--data") ? cli_open_data(a, &err) : NULL;
+  if (!rc && cli_has(a, "--data") && (!ds || cli_sample_order(a, ds, &err))) rc = -1;
+  /* data: reconstruction and compensation unless chosen otherwise, before the check (a --seed orders
+   * the data's rows then) */
+  if (!rc) op_prune_config_set_data(c, ds);
   if (!rc && op_prune_config_check(c, &err)) rc = -1;
   if (rc) {
-    op_prune_config_free(c);
-    return cli_fail(a, &err);
-  }
-  op_dataset *ds = cli_has(a, "--data") ? cli_open_data(a, &err) : NULL;
-  if (cli_has(a, "--data") && !ds) {
-    op_prune_config_free(c);
-    return cli_fail(a, &err);
-  }
-  if (ds && cli_sample_order(a, ds, &err)) {
     op_dataset_free(ds);
     op_prune_config_free(c);
     return cli_fail(a, &err);
   }
-  op_prune_config_set_data(c, ds); /* data: reconstruction and compensation unless chosen otherwise */
   if (ds && !op_prune_config_uses_data(c)) {
     op_prune_config_free(c);
     op_dataset_free(ds);

@@ -5,7 +5,7 @@
  * slices what the plan removes, as for any importance. */
 #include "prune/recon.h"
 #include "exec/exec.h"
-#include "verify/stream.h"
+#include "prune/chain.h"
 
 #include <cblas.h>
 
@@ -76,8 +76,15 @@ typedef struct tracked {
   Onnx__TensorProto *t;
   uint8_t *orig, *cur;
   size_t orig_len, cur_len;
+  bool fresh; /* edited since the last pass through the pruned model */
 } tracked;
-typedef OP_VEC(tracked) tracked_vec;
+/* The edits, and the two chains of calibration passes (chain.h): through the model as pruned so far
+ * (cur) and through the dense one. */
+typedef struct tracked_vec {
+  tracked *v;
+  size_t n, cap;
+  op_chain *cur, *dense;
+} tracked_vec;
 
 static void swap_weights(tracked_vec *tv, bool dense) {
   for (size_t i = 0; i < tv->n; i++) {
@@ -99,15 +106,24 @@ static void keep_weights(tracked_vec *tv, bool keep) {
   tv->n = tv->cap = 0;
 }
 
+/* The names of the tensors edited since the last call (a pass through the pruned model). */
+static size_t fresh_edits(tracked_vec *tv, const char **names) {
+  size_t k = 0;
+  for (size_t i = 0; i < tv->n; i++)
+    if (tv->v[i].fresh) names[k++] = tv->v[i].t->name, tv->v[i].fresh = false;
+  return k;
+}
+
 /* Gives tensor t the bytes data (owned by tv from now on). */
 static void set_bytes(tracked_vec *tv, Onnx__TensorProto *t, uint8_t *data, size_t len) {
   tracked *e = NULL;
   for (size_t i = 0; i < tv->n && !e; i++)
     if (tv->v[i].t == t) e = &tv->v[i];
   if (!e) {
-    OP_VEC_PUSH(*tv, ((tracked){t, t->raw_data.data, NULL, t->raw_data.len, 0}));
+    OP_VEC_PUSH(*tv, ((tracked){t, t->raw_data.data, NULL, t->raw_data.len, 0, false}));
     e = &tv->v[tv->n - 1];
   }
+  e->fresh = true;
   free(e->cur);
   e->cur = data;
   e->cur_len = len;
@@ -212,65 +228,6 @@ int op_recon_add_biases(op_model *m, const op_analysis *a, const op_prune_config
 
 /* ---- collecting a projection's input ---- */
 
-/* A view of the model that computes a few values: the nodes they depend on, those values as the outputs.
- * It shares everything else (initializers included) with the model, so edits show through. */
-#define PREFIX_MAX 4
-typedef struct prefix_model {
-  op_model m;
-  Onnx__ModelProto proto;
-  Onnx__GraphProto g;
-  Onnx__ValueInfoProto out[PREFIX_MAX];
-  Onnx__ValueInfoProto *outp[PREFIX_MAX];
-} prefix_model;
-
-static bool has_subgraphs(const Onnx__GraphProto *g) {
-  for (size_t i = 0; i < g->n_node; i++)
-    for (size_t k = 0; k < g->node[i]->n_attribute; k++)
-      if (g->node[i]->attribute[k]->g || g->node[i]->attribute[k]->n_graphs) return true;
-  return false;
-}
-
-static void prefix_init(prefix_model *pm, const op_analysis *a, const char *const *names, size_t n_names) {
-  const Onnx__GraphProto *g0 = a->model->proto->graph;
-  pm->m = *a->model;
-  pm->proto = *a->model->proto;
-  pm->g = *g0;
-  pm->proto.graph = &pm->g;
-  pm->m.proto = &pm->proto;
-  pm->g.n_output = n_names;
-  for (size_t i = 0; i < n_names; i++) {
-    onnx__value_info_proto__init(&pm->out[i]);
-    pm->out[i].name = (char *)names[i];
-    pm->outp[i] = &pm->out[i];
-  }
-  pm->g.output = pm->outp;
-  pm->g.node = op_xmalloc((g0->n_node ? g0->n_node : 1) * sizeof *pm->g.node);
-  pm->g.n_node = 0;
-  if (has_subgraphs(g0)) { /* their outer-scope reads are not edges: keep every node */
-    memcpy(pm->g.node, g0->node, g0->n_node * sizeof *pm->g.node);
-    pm->g.n_node = g0->n_node;
-    return;
-  }
-  bool *need = op_xcalloc(g0->n_node ? g0->n_node : 1, 1);
-  int *todo = op_xmalloc((g0->n_node + 1) * sizeof *todo);
-  size_t nt = 0;
-  for (size_t i = 0; i < n_names; i++) {
-    op_value *v = op_graph_find(a->gr, names[i]);
-    if (v && v->producer >= 0 && !need[v->producer]) need[v->producer] = true, todo[nt++] = v->producer;
-  }
-  while (nt) {
-    const Onnx__NodeProto *n = g0->node[todo[--nt]];
-    for (size_t j = 0; j < n->n_input; j++) {
-      op_value *iv = n->input[j][0] ? op_graph_find(a->gr, n->input[j]) : NULL;
-      if (iv && iv->producer >= 0 && !need[iv->producer]) need[iv->producer] = true, todo[nt++] = iv->producer;
-    }
-  }
-  for (size_t i = 0; i < g0->n_node; i++)
-    if (need[i]) pm->g.node[pm->g.n_node++] = g0->node[i];
-  free(need);
-  free(todo);
-}
-
 /* Float32 rows of a float tensor whose last axis has `width` channels; NULL with *err otherwise. */
 static float *float_rows(const op_tensor *t, int64_t width, int64_t *rows, float **buf, size_t *cap, const char *model,
                          const char *name, op_error *err) {
@@ -298,9 +255,7 @@ typedef struct collect {
   double *C[TARGETS_MAX], yy[TARGETS_MAX];
   int64_t out[TARGETS_MAX];
   const char *yname[TARGETS_MAX];
-  op_session *dense; /* NULL: the model before x is still the dense one */
-  const op_dataset *d;
-  int64_t next; /* sample index of the next batch */
+  op_chain *dense; /* the pass through the dense model, in step; NULL: the model before x is still dense */
   float *x, *y, *st;
   size_t xcap, ycap, scap;
   const char *model, *xname, *sname; /* sname: the stream s, or NULL */
@@ -376,13 +331,13 @@ static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op
       c->ee += v * v;
     }
   }
-  int64_t start = c->next;
-  c->next += count;
   if (!c->dense) return 0;
-  size_t n_in = op_session_input_count(c->dense);
-  op_tensor *in = op_xcalloc(n_in ? n_in : 1, sizeof *in), y[TARGETS_MAX] = {{0}};
-  int rc = op_dataset_batch(c->d, c->dense, start, count, in, err);
-  if (!rc) rc = op_session_run(c->dense, in, y, NULL, NULL, err);
+  op_tensor y[TARGETS_MAX] = {{0}};
+  int64_t dcount = 0;
+  int rc = op_chain_next(c->dense, y, &dcount, err);
+  if (rc >= 0 && (rc == 0 || dcount != count))
+    rc = op_fail(err, OP_INVALID, "%s: the dense model's pass fell out of step with the pruned one's", c->model);
+  else if (rc > 0) rc = 0;
   for (int k = 0; k < c->nt && !rc; k++) {
     if (!float_rows(&y[k], c->out[k], &yrows, &c->y, &c->ycap, c->model, c->yname[k], err) ||
         rows_agree(c, c->yname[k], yrows, all_rows, err)) {
@@ -403,9 +358,7 @@ static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op
     op_recon_cross_add(c->C[k], c->mo.n, c->out[k], c->x, c->y, rows);
     for (int64_t i = 0; i < rows * c->out[k]; i++) c->yy[k] += (double)c->y[i] * c->y[i];
   }
-  for (size_t i = 0; i < n_in; i++) op_tensor_clear(&in[i]);
   for (int k = 0; k < c->nt; k++) op_tensor_clear(&y[k]);
-  free(in);
   return rc;
 }
 
@@ -428,14 +381,13 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
                 (strcmp(ra->input[1], p->y) == 0 && strcmp(ra->input[0], b->stream_in) == 0));
   memset(col, 0, sizeof *col);
   col->nt = nt;
-  col->d = c->data;
   col->model = a->model->path;
   col->xname = p->x;
   col->sname = resid ? b->stream_in : NULL;
   for (int k = 0; k < nt; k++) col->out[k] = ps[k]->out, col->yname[k] = resid ? ra->output[0] : ps[k]->y;
   /* energy: of the stream after the block (its residual sum), the scale its output error is judged on */
   col->ename = energy && !dense && ra ? ra->output[0] : NULL;
-  const char *cur_names[PREFIX_MAX] = {p->x, resid ? col->sname : col->ename};
+  const char *cur_names[4] = {p->x, resid ? col->sname : col->ename};
   size_t n_names = resid || col->ename ? 2 : 1;
   /* pooled rows: the projection's output as x has its rows and as the residual Add reads them */
   const char *z = !pool || !ra || nt != 1 || ra->n_input != 2 || !b->stream_in ? NULL
@@ -449,38 +401,37 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
     col->iz = col->iy;
     if (strcmp(z, p->y) != 0) col->iz = (int)n_names, cur_names[n_names++] = z;
   }
-  prefix_model pm;
-  prefix_init(&pm, a, cur_names, n_names);
   op_recon_moments_init(&col->mo, p->in);
-  char what[600]; /* memory budget: H lives beside the prefix session's values */
+  char what[600]; /* memory budget: H lives beside the passes' values */
   snprintf(what, sizeof what, "%.300s: reconstruction moments of '%.200s'", col->model, p->x);
   int rc = op_recon_moments_budget(&col->mo, what, err);
-  op_session *s = rc ? NULL : op_session_new(&pm.m, err);
-  if (!s) rc = -1;
-  prefix_model pd; /* the sessions keep pointers into their views: both live until the end */
-  pd.g.node = NULL;
-  if (!rc && dense) {
-    prefix_init(&pd, a, col->yname, (size_t)nt);
+  const char *edited[64], **ed = tv->n <= 64 ? edited : op_xmalloc(tv->n * sizeof *ed);
+  size_t n_ed = fresh_edits(tv, ed);
+  if (!rc) rc = op_chain_open(tv->cur, cur_names, n_names, ed, n_ed, c->progress, label, err);
+  if (ed != edited) free(ed);
+  if (!rc && dense) { /* the dense model's weights while its session is made */
     swap_weights(tv, true);
-    col->dense = op_session_new(&pd.m, err);
+    rc = op_chain_open(tv->dense, col->yname, (size_t)nt, NULL, 0, false, NULL, err);
     swap_weights(tv, false);
-    if (!col->dense) rc = -1;
+    col->dense = rc ? NULL : tv->dense;
     for (int k = 0; k < nt && !rc; k++) col->C[k] = op_xcalloc((size_t)((p->in + 1) * col->out[k]), sizeof(double));
   }
-  int64_t first = 0, total = rc ? -1 : op_sample_window(c->data, s, 0, c->samples, &first, err);
-  col->next = first;
+  int64_t total = op_chain_samples(tv->cur);
   /* pooled rows only when there are at least as many as the refit's unknowns per output (p->in): fewer
    * leave the least squares to the ridge alone, and the refit fits those few rows and little else (a
    * ViT calibrated on 32 samples lost 22 points in ONNX Runtime's int8 that way) */
-  if (col->pool && total >= 0 && total * (int64_t)col->pool->n_idx < p->in) col->pool = NULL;
-  rc = total < 0 ? -1
-                 : op_stream(s, c->data, first, total, c->batch, NULL, NULL, false, collect_batch, col, c->progress,
-                             label, err);
-  op_session_free(s);
-  op_session_free(col->dense);
+  if (col->pool && total * (int64_t)col->pool->n_idx < p->in) col->pool = NULL;
+  op_tensor outs[4] = {{0}};
+  int64_t count = 0;
+  for (int r = 1; !rc && r > 0;) {
+    r = op_chain_next(tv->cur, outs, &count, err);
+    if (r > 0) rc = collect_batch(col, outs, count, err);
+    else if (r < 0) rc = -1;
+    for (size_t i = 0; i < n_names; i++) op_tensor_clear(&outs[i]);
+  }
+  op_chain_close(tv->cur, rc == 0);
+  if (col->dense) op_chain_close(tv->dense, rc == 0);
   col->dense = NULL;
-  free(pm.g.node);
-  free(pd.g.node);
   free(col->x);
   free(col->y);
   free(col->st);
@@ -715,6 +666,30 @@ static size_t pooled_from(const op_analysis *a, const block_ref *blocks, size_t 
   return first;
 }
 
+/* The two chains of passes, with every value a pass may ask for: each block's projection input and
+ * output, the stream it adds to and the sum, and the output heads' input and output. */
+static int open_chains(const op_analysis *a, const op_prune_config *c, const block_ref *blocks, size_t nb,
+                       tracked_vec *tv, op_error *err) {
+  op_output_head *heads = NULL;
+  size_t nh = op_output_heads_find(a, &heads), n = 0;
+  const char **t = op_xmalloc((4 * nb + 2 * nh + 1) * sizeof *t);
+  for (size_t i = 0; i < nb; i++) {
+    const op_layer *L = &a->layers.v[blocks[i].layer];
+    int bi = blocks[i].attn ? L->attn_block : L->ffn_block;
+    const op_proj *p = blocks[i].attn ? &op_layer_attn(a, blocks[i].layer)->out : &op_layer_ffn(a, blocks[i].layer)->down;
+    t[n++] = p->x, t[n++] = p->y;
+    if (bi >= 0 && a->blocks.v[bi].stream_in) t[n++] = a->blocks.v[bi].stream_in;
+    if (bi >= 0) t[n++] = a->gr->g->node[a->blocks.v[bi].residual_add]->output[0];
+  }
+  for (size_t h = 0; h < nh; h++)
+    if (heads[h].p.node >= 0) t[n++] = heads[h].p.x, t[n++] = heads[h].p.y;
+  tv->cur = op_chain_new(a->model, a->gr, c->data, c->samples, c->batch, t, n, err);
+  tv->dense = tv->cur ? op_chain_new(a->model, a->gr, c->data, c->samples, c->batch, t, n, err) : NULL;
+  free(t);
+  free(heads);
+  return tv->dense ? 0 : -1;
+}
+
 int op_recon_run(op_analysis *a, const op_prune_config *c, op_plan *plan, op_error *err) {
   if (!c->data)
     return op_fail(err, OP_ARG, "importance %s needs calibration data (--data PATH)",
@@ -733,12 +708,15 @@ int op_recon_run(op_analysis *a, const op_prune_config *c, op_plan *plan, op_err
   }
   if (blocks.n) qsort(blocks.v, blocks.n, sizeof *blocks.v, cmp_blocks);
   tracked_vec tv = {0};
+  int rc = open_chains(a, c, blocks.v, blocks.n, &tv, err);
   op_pooling pl = {0};
   size_t first_pooled = pooled_from(a, blocks.v, blocks.n, &pl);
-  int rc = op_recon_alloc_applies(a, c) ? curve_scores(a, c, plan, blocks.v, blocks.n, &tv, &pl, first_pooled, err) : 0;
+  if (!rc && op_recon_alloc_applies(a, c)) rc = curve_scores(a, c, plan, blocks.v, blocks.n, &tv, &pl, first_pooled, err);
   for (size_t i = 0; i < blocks.n && !rc; i++) rc = do_block(a, c, plan, &blocks.v[i], &tv, i >= first_pooled ? &pl : NULL, err);
   op_pooling_free(&pl);
   if (!rc) rc = refit_output_heads(a, c, plan, &tv, err);
+  op_chain_free(tv.cur);
+  op_chain_free(tv.dense);
   keep_weights(&tv, rc == 0);
   free(blocks.v);
   return rc;

@@ -112,6 +112,8 @@ t eq-form 0 out "parameters:" -- prune "$M" --output="$work/keep/eq.onnx" --head
 t quiet-prune 0 none "" -- prune "$M" -o "$work/keep/q.onnx" --head-sparsity 0.5 -q
 t verbose-notes 0 err "^onnx-prune prune: loaded .*\([0-9.]+ s\)" -- prune "$M" -o "$work/keep/v.onnx" --head-sparsity 0.5 -v
 t seed-with-random 0 out "random" -- prune "$M" -o "$work/keep/r.onnx" --num-heads 2 --seed 3 --importance random
+# with --data the seed orders the calibration rows, whatever importance --data defaults to
+t seed-with-data 0 out "reconstruction" -- prune "$M" -o "$work/keep/sd.onnx" --num-heads 2 --data "$D" --sample-order random --seed 3
 t dry-run 0 out "parameters:" -- prune "$M" --head-sparsity 0.5 --dry-run
 excl=()
 for i in $(seq 60); do excl+=(--exclude "nothing_$i"); done
