@@ -190,8 +190,9 @@ typedef struct tensor_head {
 } tensor_head;
 
 static int io_fail(const op_chain *ch, const char *what, op_error *err) {
-  return op_fail(err, OP_IO, "calibration passes: %s the values between passes in a temporary file in %s failed: %s "
-                 "(TMPDIR names the folder)", what, ch->tmpdir, errno ? strerror(errno) : "short transfer");
+  return op_fail(err, OP_IO, "%s: calibration passes: %s a temporary file in %s (the values kept between passes) "
+                 "failed: %s; TMPDIR names the folder", ch->m->path, what, ch->tmpdir,
+                 errno ? strerror(errno) : "short transfer");
 }
 
 static FILE *temp_file(const op_chain *ch, op_error *err) {

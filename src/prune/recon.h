@@ -13,12 +13,13 @@
 typedef struct op_recon_moments {
   int64_t n; /* channels */
   double *H;
-  uint64_t budgeted; /* memory budget: bytes of H taken from the running total (op_recon_moments_budget) */
+  float *part; /* n x n: a chunk's products in float32 before they are added into H (allocated on first use) */
+  uint64_t budgeted; /* memory budget: bytes of H and part taken from the running total (op_recon_moments_budget) */
 } op_recon_moments;
 
 void op_recon_moments_init(op_recon_moments *s, int64_t n);
 void op_recon_moments_free(op_recon_moments *s);
-/* Memory budget (issue 10): takes H's bytes from the running total until op_recon_moments_free; 0, or -1 and
+/* Memory budget (issue 10): takes H's and part's bytes from the running total until op_recon_moments_free; 0, or -1 and
  * *err (OP_NOMEM) naming `what`. */
 int op_recon_moments_budget(op_recon_moments *s, const char *what, op_error *err);
 /* Adds `rows` rows of x ([rows, n], row-major float32); H stays symmetric. */
@@ -57,7 +58,7 @@ double op_recon_error(const op_recon_moments *s, const double *dW, int64_t out);
 /* Targets other than x W: the cross moments C = [x 1]^T y ([n+1, out], row-major) with the outputs y
  * ([rows, out] float32) of the same rows, e.g. the dense model's block output while x comes from the
  * model pruned so far. */
-void op_recon_cross_add(double *C, int64_t n, int64_t out, const float *x, const float *y, int64_t rows);
+void op_recon_cross_add(op_recon_moments *s, double *C, int64_t out, const float *x, const float *y, int64_t rows);
 /* The best weights for target C: Wstar = (H + damp)^-1 (C + damp W), ridge towards W (channels only, the
  * bias is free when bias_free, else kept at W's). With C = H W it returns W. Returns 0, or -1 with *err. */
 int op_recon_fit(const op_recon_moments *s, const double *C, const double *W, int64_t out, double damp,

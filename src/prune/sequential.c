@@ -1,8 +1,8 @@
 /* sequential.c - pruning by reconstruction, block after block: each block's output-projection input is
- * collected on the calibration data through the model as pruned so far (a session over the nodes that
- * compute it, streamed batch by batch), its units ranked (recon.c) and its output projection refit in
- * place, its removed rows zeroed so later blocks see what the pruned model computes. The rewrite then
- * slices what the plan removes, as for any importance. */
+ * collected on the calibration data through the model as pruned so far (a pass of chain.c, streamed
+ * batch by batch, that starts where the previous block's stopped), its units ranked (recon.c) and its
+ * output projection refit in place, its removed rows zeroed so later blocks see what the pruned model
+ * computes. The rewrite then slices what the plan removes, as for any importance. */
 #include "prune/recon.h"
 #include "exec/exec.h"
 #include "prune/chain.h"
@@ -355,7 +355,7 @@ static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op
       if (c->pool) keep_rows(c->st, c->out[k], c->mask, srows);
       for (int64_t i = 0; i < rows * c->out[k]; i++) c->y[i] -= c->st[i];
     }
-    op_recon_cross_add(c->C[k], c->mo.n, c->out[k], c->x, c->y, rows);
+    op_recon_cross_add(&c->mo, c->C[k], c->out[k], c->x, c->y, rows);
     for (int64_t i = 0; i < rows * c->out[k]; i++) c->yy[k] += (double)c->y[i] * c->y[i];
   }
   for (int k = 0; k < c->nt; k++) op_tensor_clear(&y[k]);

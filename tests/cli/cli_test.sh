@@ -106,6 +106,14 @@ ldd "$BIN" | grep -q libasan && asan=1
 rc=$?
 if [ $rc -eq 2 ] && grep -q "node '/layers.0/MatMul' (MatMul): out of memory for a tensor of 2304000000 bytes" "$work/stderr" &&
   [ -z "$(ls -A "$work/out")" ]; then ok; else bad "out-of-memory: rc=$rc $(head -c 300 "$work/stderr")"; fi
+# the values kept between calibration passes go to a temporary file in TMPDIR: one that cannot be made is
+# one line naming the folder and why, and nothing is written
+rm -rf "$work/out" && mkdir "$work/out"
+TMPDIR=$work/no_such_dir "$BIN" prune "$M" -o "$work/out/o.onnx" --head-sparsity 0.5 --data "$D" -q 2>"$work/stderr"
+rc=$?
+if [ $rc -eq 2 ] && [ "$(wc -l <"$work/stderr")" -eq 1 ] && [ -z "$(ls -A "$work/out")" ] &&
+  grep -q "model.onnx: calibration passes: creating a temporary file in $work/no_such_dir .* failed: No such file or directory; TMPDIR names the folder" "$work/stderr"
+then ok; else bad "tmpdir: rc=$rc $(head -c 300 "$work/stderr")"; fi
 
 # ---- what works
 t eq-form 0 out "parameters:" -- prune "$M" --output="$work/keep/eq.onnx" --head-sparsity=0.5

@@ -118,8 +118,8 @@ refuse npz-liar "liar.npz: x.npy: decompressing it (4.0 GiB) brings the arrays o
 refuse npy-pair "npy_pair/[ab].npy: 4[.0]* MiB exceeds what the memory budget of 6 MiB has left (--max-memory; .* held by other values)" -- run "$H/no_attention.onnx" --data "$H/npy_pair" -o "$work/out/o.npz" --max-memory 6M
 refuse quantize-hist-stats "model.onnx: calibration statistics of 9 tensors: 1.3 MiB exceeds the memory budget of 1 MiB (--max-memory)" -- quantize "$GOOD" --data "$D" --method hist -o "$O" --max-memory 1M
 refuse quantize-hist-together "model.onnx: node .* exceeds what the memory budget of 1.3 MiB has left (--max-memory; 1.3 MiB held by other values)" -- quantize "$GOOD" --data "$D" --method hist -o "$O" --max-memory 1300K
-refuse prune-recon-moments "model.onnx: reconstruction moments of '.*': 8.5 KiB exceeds the memory budget of 8 KiB (--max-memory)" -- prune "$GOOD" --data "$D" --head-sparsity 0.5 --ffn-sparsity 0.5 -o "$O" --max-memory 8K
-refuse prune-recon-together "model.onnx: node '.*' (.*): .* exceeds what the memory budget of 48 KiB has left (--max-memory; .* held by other values)" -- prune "$GOOD" --data "$D" --head-sparsity 0.5 --ffn-sparsity 0.5 -o "$O" --max-memory 48K
+refuse prune-recon-moments "model.onnx: reconstruction moments of '.*': 12.5 KiB exceeds the memory budget of 8 KiB (--max-memory)" -- prune "$GOOD" --data "$D" --head-sparsity 0.5 --ffn-sparsity 0.5 -o "$O" --max-memory 8K
+refuse prune-recon-together "model.onnx: node '.*' (.*): .* exceeds what the memory budget of 64 KiB has left (--max-memory; .* held by other values)" -- prune "$GOOD" --data "$D" --head-sparsity 0.5 --ffn-sparsity 0.5 -o "$O" --max-memory 64K
 refuse max-memory-text "--max-memory: 'lots' is not a size" -- inspect "$GOOD" --max-memory lots
 
 # --- graphs that are not DAGs of single definitions ---
