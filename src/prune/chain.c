@@ -257,10 +257,12 @@ static bool crosses(const op_chain *ch, int id, const bool *nd) {
   return false;
 }
 
-/* The nodes an edit reaches: readers of the edited initializers, then everything downstream. */
+/* The nodes an edit reaches: a Constant node that holds the edited tensor, the readers of the value, then
+ * everything downstream. */
 static void taint(const op_chain *ch, const char *const *edited, size_t n_edited, bool *bad) {
   for (size_t e = 0; e < n_edited; e++) {
     int id = value_id(ch, edited[e]);
+    if (producer(ch, id) >= 0) bad[producer(ch, id)] = true;
     for (size_t k = 0; id >= 0 && k < ch->gr->values[id].n_consumers; k++) bad[ch->gr->values[id].consumers[k]] = true;
   }
   for (size_t k = 0; k < ch->g->n_node; k++) {
@@ -348,7 +350,9 @@ static void plan_pass(op_chain *ch, const char *const *names, size_t n, const ch
     int id = ch->cvals[k];
     const op_value *v = &ch->gr->values[id];
     bool read = false;
-    for (size_t c = 0; avail[id] && c < v->n_consumers && !read; c++) read = run[v->consumers[c]];
+    /* a value whose producer runs again comes from the session, not the cache (one definition each) */
+    for (size_t c = 0; avail[id] && !run[producer(ch, id)] && c < v->n_consumers && !read; c++)
+      read = run[v->consumers[c]];
     if (!read) continue;
     p->cin[p->n_cin++] = (int)k;
     p->in[p->v.g.n_input++] = slot(p, n_vis++, v->name);
@@ -464,6 +468,7 @@ void op_chain_close(op_chain *ch, bool complete) {
   pass *p = &ch->p;
   op_progress_end(&p->bar);
   errno = 0;
+  complete = complete && p->start >= ch->total; /* a boundary of some batches only is no boundary */
   if (complete && p->next && (fflush(p->next) || ferror(p->next))) complete = false;
   if (!complete || ch->flat) {
     pass_free(ch);

@@ -74,6 +74,7 @@ static int load_proj(const op_analysis *a, const op_proj *p, double *W, op_error
  * for good at the end (keep_weights) or its own back on failure. */
 typedef struct tracked {
   Onnx__TensorProto *t;
+  const char *value; /* the value nodes read it as: an initializer, or a Constant node's output */
   uint8_t *orig, *cur;
   size_t orig_len, cur_len;
   bool fresh; /* edited since the last pass through the pruned model */
@@ -110,17 +111,17 @@ static void keep_weights(tracked_vec *tv, bool keep) {
 static size_t fresh_edits(tracked_vec *tv, const char **names) {
   size_t k = 0;
   for (size_t i = 0; i < tv->n; i++)
-    if (tv->v[i].fresh) names[k++] = tv->v[i].t->name, tv->v[i].fresh = false;
+    if (tv->v[i].fresh) names[k++] = tv->v[i].value, tv->v[i].fresh = false;
   return k;
 }
 
-/* Gives tensor t the bytes data (owned by tv from now on). */
-static void set_bytes(tracked_vec *tv, Onnx__TensorProto *t, uint8_t *data, size_t len) {
+/* Gives tensor t (read as value) the bytes data (owned by tv from now on). */
+static void set_bytes(tracked_vec *tv, Onnx__TensorProto *t, const char *value, uint8_t *data, size_t len) {
   tracked *e = NULL;
   for (size_t i = 0; i < tv->n && !e; i++)
     if (tv->v[i].t == t) e = &tv->v[i];
   if (!e) {
-    OP_VEC_PUSH(*tv, ((tracked){t, t->raw_data.data, NULL, t->raw_data.len, 0, false}));
+    OP_VEC_PUSH(*tv, ((tracked){t, value, t->raw_data.data, NULL, t->raw_data.len, 0, false}));
     e = &tv->v[tv->n - 1];
   }
   e->fresh = true;
@@ -145,12 +146,12 @@ static int store_proj(const op_analysis *a, const op_proj *p, const double *W, t
   for (int64_t c = 0; c < in; c++)
     for (int64_t j = 0; j < out; j++)
       elem_set(nw + (size_t)(p->w_out_major ? j * in + c : c * out + j) * es, w->data_type, W[c * out + j]);
-  set_bytes(tv, w, nw, (size_t)(in * out) * es);
+  set_bytes(tv, w, p->w, nw, (size_t)(in * out) * es);
   if (b) {
     size_t bes = op_dtype_size(b->data_type);
     uint8_t *nb = op_xmalloc((size_t)out * bes + 1);
     for (int64_t j = 0; j < out; j++) elem_set(nb + (size_t)j * bes, b->data_type, W[in * out + j]);
-    set_bytes(tv, b, nb, (size_t)out * bes);
+    set_bytes(tv, b, p->b, nb, (size_t)out * bes);
   }
   return 0;
 }
@@ -256,6 +257,7 @@ typedef struct collect {
   int64_t out[TARGETS_MAX];
   const char *yname[TARGETS_MAX];
   op_chain *dense; /* the pass through the dense model, in step; NULL: the model before x is still dense */
+  tracked_vec *tv;
   float *x, *y, *st;
   size_t xcap, ycap, scap;
   const char *model, *xname, *sname; /* sname: the stream s, or NULL */
@@ -334,7 +336,9 @@ static int collect_batch(void *user, const op_tensor *outputs, int64_t count, op
   if (!c->dense) return 0;
   op_tensor y[TARGETS_MAX] = {{0}};
   int64_t dcount = 0;
+  swap_weights(c->tv, true); /* a Constant node's weight is read when it runs, not when its session is made */
   int rc = op_chain_next(c->dense, y, &dcount, err);
+  swap_weights(c->tv, false);
   if (rc >= 0 && (rc == 0 || dcount != count))
     rc = op_fail(err, OP_INVALID, "%s: the dense model's pass fell out of step with the pruned one's", c->model);
   else if (rc > 0) rc = 0;
@@ -405,15 +409,18 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   char what[600]; /* memory budget: H lives beside the passes' values */
   snprintf(what, sizeof what, "%.300s: reconstruction moments of '%.200s'", col->model, p->x);
   int rc = op_recon_moments_budget(&col->mo, what, err);
-  const char *edited[64], **ed = tv->n <= 64 ? edited : op_xmalloc(tv->n * sizeof *ed);
-  size_t n_ed = fresh_edits(tv, ed);
-  if (!rc) rc = op_chain_open(tv->cur, cur_names, n_names, ed, n_ed, c->progress, label, err);
-  if (ed != edited) free(ed);
+  if (!rc) {
+    const char *edited[64], **ed = tv->n <= 64 ? edited : op_xmalloc(tv->n * sizeof *ed);
+    size_t n_ed = fresh_edits(tv, ed);
+    rc = op_chain_open(tv->cur, cur_names, n_names, ed, n_ed, c->progress, label, err);
+    if (ed != edited) free(ed);
+  }
   if (!rc && dense) { /* the dense model's weights while its session is made */
     swap_weights(tv, true);
     rc = op_chain_open(tv->dense, col->yname, (size_t)nt, NULL, 0, false, NULL, err);
     swap_weights(tv, false);
     col->dense = rc ? NULL : tv->dense;
+    col->tv = tv;
     for (int k = 0; k < nt && !rc; k++) col->C[k] = op_xcalloc((size_t)((p->in + 1) * col->out[k]), sizeof(double));
   }
   int64_t total = op_chain_samples(tv->cur);
