@@ -469,11 +469,12 @@ static int rank_block(const op_analysis *a, const op_prune_config *c, op_plan *p
   int64_t n = p->in, *unit_of = op_xmalloc((size_t)n * sizeof *unit_of);
   int rc = 0;
   if (at) {
-    for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = ch / at->head_dim;
+    int64_t vd = op_attn_v_head_dim(at); /* the output projection reads V's heads, which may be wider */
+    for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = ch / vd;
     rc = op_recon_rank(mo, W, p->out, unit_of, at->heads, at->heads - op_plan_kept(lp->keep_head, at->heads), damp,
                        lp->head_score, err);
     if (!rc && at->kv_heads != at->heads) {
-      for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = op_attn_kv_of(at, ch / at->head_dim);
+      for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = op_attn_kv_of(at, ch / vd);
       rc = op_recon_rank(mo, W, p->out, unit_of, at->kv_heads, at->kv_heads - op_plan_kept(lp->keep_kv, at->kv_heads),
                          damp, lp->kv_score, err);
     }
@@ -496,7 +497,8 @@ static void kept_channels(const op_analysis *a, const op_layer_plan *lp, const b
   bool gone = lp->drop_layer || (br->attn ? lp->drop_attn : lp->drop_ffn);
   for (int64_t ch = 0; ch < n; ch++) {
     if (gone) keep[ch] = false;
-    else if (at) keep[ch] = lp->keep_head[ch / at->head_dim] && lp->keep_kv[op_attn_kv_of(at, ch / at->head_dim)];
+    else if (at)
+      keep[ch] = lp->keep_head[ch / op_attn_v_head_dim(at)] && lp->keep_kv[op_attn_kv_of(at, ch / op_attn_v_head_dim(at))];
     else keep[ch] = lp->keep_neuron[ch];
   }
 }
@@ -626,7 +628,7 @@ static int curve_block(op_analysis *a, const op_prune_config *c, op_plan *plan, 
   int64_t n = p->in, units = at ? at->heads : n, m = n + 1;
   double *W = op_xmalloc((size_t)(m * p->out) * sizeof *W);
   int64_t *unit_of = op_xmalloc((size_t)n * sizeof *unit_of);
-  for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = at ? ch / at->head_dim : ch;
+  for (int64_t ch = 0; ch < n; ch++) unit_of[ch] = at ? ch / op_attn_v_head_dim(at) : ch;
   char label[48];
   snprintf(label, sizeof label, "layer %d %s curve", br->layer, at ? "attention" : "ffn");
   collect col;

@@ -5,7 +5,8 @@
 # the written model keeps its fused ops, passes the checker, keeps its interfaces (past/present state
 # may lose heads on their head axis only) and equals the original with the removed units zeroed; --compact
 # of that zeroed original is exact; removing a layer whose residual is SkipLayerNormalization is
-# refused. --activation: also --importance activation on DATA; --kv: whole kv groups too (grouped).
+# refused. --activation: also --importance activation on DATA, and reconstruction with compensation (its
+# refit model run by ONNX Runtime against our executor); --kv: whole kv groups too (grouped).
 set -u
 BIN=$1 DIR=$2 DATA=$3 KIND=$4
 ACT='' KV=''
@@ -79,6 +80,24 @@ prune_case l1-global --head-sparsity 0.5 --ffn-sparsity 0.5 --importance l1 --sc
 WINDOW=()
 [ -f "$DATA" ] && WINDOW=(--samples 64 --batch 64)
 [ -n "$ACT" ] && prune_case activation --head-sparsity 0.5 --ffn-sparsity 0.5 --importance activation --no-compensate --data "$DATA" "${WINDOW[@]}"
+
+# pruning by reconstruction with compensation (what --data defaults to): the kept weights are refit, so
+# there is no zeroed original to equal; the model checks pass and ONNX Runtime computes what our
+# executor does on it (past state cut to the kept heads)
+if [ -n "$ACT" ]; then
+  name=recon out=$work/recon.onnx
+  if "$BIN" prune "$M" -o "$out" --report "$work/$name.json" -q --head-sparsity 0.5 --ffn-sparsity 0.5 \
+      --data "$DATA" "${WINDOW[@]}" 2>"$work/err" &&
+    $PY "$E2E/check_model.py" "$out" "$M" "$work/$name.json" --state "$work/inspect.json"; then
+    cdata=$DATA
+    if [ -f "$DATA" ]; then
+      $PY "$E2E/fused_state.py" "$work/inspect.json" "$work/$name.json" "$DATA" "$work/rcand.npz" "$work/rslices.json" &&
+        cdata=$work/rcand.npz
+    fi
+    if "$BIN" run "$out" --data "$cdata" -o "$work/recon.ours.npz" -q && ort ours "$out" "$work/recon.ours.npz" --data "$cdata" --tol 1e-4
+    then ok; else bad "recon: ONNX Runtime and our executor disagree on the refit model"; fi
+  else bad "recon: $(cat "$work/err")"; fi
+fi
 
 # a layer whose residual is ONNX Runtime's SkipLayerNormalization cannot be bypassed: refused by name
 if $PY -c "
