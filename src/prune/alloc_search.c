@@ -289,8 +289,7 @@ static size_t blocks_of(const op_analysis *a, const op_prune_config *c, const op
     op_unit_cost ca, cf;
     op_block_costs(a, L->layer, c->flops_seq, &ca, &cf);
     if (L->has_attn && !L->attn_removed && L->heads_before > 0) {
-      int64_t mult = c->multiple_of, hd = op_layer_attn(a, L->layer)->head_dim, step = 1;
-      if (mult > 1 && mult / op_gcd64(mult, hd) <= L->heads_before) step = mult / op_gcd64(mult, hd);
+      int64_t step = op_head_step(op_layer_attn(a, L->layer), c->multiple_of);
       b[nb++] = (op_move_block){L->layer, 0, L->heads_before, L->heads_before - L->heads_after, step, step,
                                 target ? (params ? ca.unit_params : ca.unit_flops) : 1, L->head_curve};
     }

@@ -145,7 +145,10 @@ op_chain *op_chain_new(const op_model *m, const op_graph *gr, const op_dataset *
   for (size_t k = n; !ch->flat && k-- > 0;) { /* backwards: a node is useful when a wanted value needs it */
     int i = ch->ord[k];
     const Onnx__NodeProto *nd = ch->g->node[i];
-    for (size_t j = 0; j < nd->n_output && !ch->useful[i]; j++) ch->useful[i] = ch->outs[i][j] >= 0 && want[ch->outs[i][j]];
+    for (size_t j = 0; j < nd->n_output && !ch->useful[i]; j++) {
+      int id = ch->outs[i][j];
+      ch->useful[i] = id >= 0 && want[id];
+    }
     for (size_t j = 0; ch->useful[i] && j < nd->n_input; j++) {
       int id = value_id(ch, nd->input[j]);
       if (id >= 0) want[id] = true;
@@ -306,7 +309,10 @@ static void plan_pass(op_chain *ch, const char *const *names, size_t n, const ch
     for (size_t k = nn; k-- > 0;) { /* backwards: a node runs when a needed output of it is not in the cache */
       int i = ch->ord[k];
       const Onnx__NodeProto *nd = ch->g->node[i];
-      for (size_t j = 0; j < nd->n_output && !run[i]; j++) run[i] = ch->outs[i][j] >= 0 && need[ch->outs[i][j]] && !avail[ch->outs[i][j]];
+      for (size_t j = 0; j < nd->n_output && !run[i]; j++) {
+        int id = ch->outs[i][j];
+        run[i] = id >= 0 && need[id] && !avail[id];
+      }
       for (size_t j = 0; run[i] && j < nd->n_input; j++) {
         int id = value_id(ch, nd->input[j]);
         if (id >= 0) need[id] = true;

@@ -1130,25 +1130,12 @@ static int select_kv(const op_prune_config *c, const op_layer_cfg *lc, const uni
 
 /* ---- issue 12: a target instead of ratios, and kept widths rounded to a multiple (target.h) ---- */
 
-/* Heads are rounded so that the kept heads' width (heads x head size) is a multiple of N, when that
- * step fits in the layer; otherwise not at all. */
-static int64_t head_multiple(const op_attn *at, int64_t multiple) {
-  int64_t a = multiple, b = at->head_dim;
-  while (b) {
-    int64_t t = a % b;
-    a = b;
-    b = t;
-  }
-  int64_t step = multiple / a;
-  return step <= at->heads && at->kv_heads == at->heads ? step : 1;
-}
-
 static void round_plan(const op_analysis *a, const op_prune_config *c, op_plan *plan) {
   for (size_t l = 0; l < plan->n; l++) {
     op_layer_plan *lp = &plan->layers[l];
     const op_attn *at = op_layer_attn(a, (int)l);
     if (lp->keep_neuron) op_round_kept(lp->keep_neuron, lp->neuron_score, lp->width, c->multiple_of);
-    if (at && lp->keep_head) op_round_kept(lp->keep_head, lp->head_score, lp->heads, head_multiple(at, c->multiple_of));
+    if (at && lp->keep_head) op_round_kept(lp->keep_head, lp->head_score, lp->heads, op_head_step(at, c->multiple_of));
   }
 }
 
@@ -1167,7 +1154,7 @@ static int apply_target(const op_analysis *a, const op_prune_config *c, op_plan 
     const op_attn *at = op_layer_attn(a, (int)l);
     if (at && !lp->drop_attn) {
       b[nb++] = (op_alloc_block){(int)l, 0, lp->heads, lp->head_score, params ? ca.unit_params : ca.unit_flops,
-                                 params ? ca.fixed_params : ca.fixed_flops, head_multiple(at, c->multiple_of),
+                                 params ? ca.fixed_params : ca.fixed_flops, op_head_step(at, c->multiple_of),
                                  lp->keep_head};
       total += op_cost_of(&ca, lp->heads, params);
     }

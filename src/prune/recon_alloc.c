@@ -122,10 +122,7 @@ void op_recon_alloc_apply(const op_analysis *a, const op_prune_config *c, op_pla
     bool *keep = b[i].kind == 0 ? lp->keep_head : lp->keep_neuron;
     keep_best(keep, score, b[i].n, b[i].removed);
     int64_t mult = c->fixed_removed ? 1 : c->multiple_of; /* fixed counts were rounded when first allocated */
-    if (mult > 1 && b[i].kind == 0) { /* heads x head size a multiple: heads a multiple of this step */
-      int64_t hd = op_layer_attn(a, b[i].layer)->head_dim, step = mult / op_gcd64(mult, hd);
-      mult = step <= b[i].n ? step : 1;
-    }
+    if (b[i].kind == 0) mult = op_head_step(op_layer_attn(a, b[i].layer), mult); /* heads x head size a multiple */
     if (mult > 1) op_round_kept(keep, score, b[i].n, mult);
     double **curve = b[i].kind == 0 ? &lp->head_curve : &lp->neuron_curve; /* kept for the allocation search */
     free(*curve);

@@ -46,7 +46,7 @@ double op_allocate_removals(op_alloc_block *b, size_t nb, double to_remove);
  * kept units stay, the best removed ones come back. Nothing changes when n < multiple or none is kept. */
 void op_round_kept(bool *keep, const double *score, int64_t n, int64_t multiple);
 
-/* The greatest common divisor (a head step for --multiple-of: heads x head size a multiple of it). */
+/* The greatest common divisor. */
 static inline int64_t op_gcd64(int64_t a, int64_t b) {
   while (b) {
     int64_t t = a % b;
@@ -54,6 +54,17 @@ static inline int64_t op_gcd64(int64_t a, int64_t b) {
     b = t;
   }
   return a;
+}
+
+/* The head step for --multiple-of N: kept heads a multiple of it make both the query/key width (heads x
+ * head size) and the value/output width (heads x V's head size, wider under qkv_hidden_sizes) multiples
+ * of N; 1 when that step does not fit in the layer, or for grouped attention (its groups are rounded as
+ * they are). */
+static inline int64_t op_head_step(const op_attn *at, int64_t multiple) {
+  if (multiple <= 1) return 1;
+  int64_t sq = multiple / op_gcd64(multiple, at->head_dim), sv = multiple / op_gcd64(multiple, op_attn_v_head_dim(at));
+  int64_t step = sq / op_gcd64(sq, sv) * sv;
+  return step <= at->heads && at->kv_heads == at->heads ? step : 1;
 }
 
 #endif

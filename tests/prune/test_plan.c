@@ -2,8 +2,10 @@
  * explicit lists, all-zero units found by --compact, and refusals of configs that do not fit. */
 #include "check.h"
 #include "prune/prune.h"
+#include "prune/target.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static op_model *load(const char *dir, const char *name) {
   char path[4096];
@@ -134,10 +136,30 @@ static void test_grouped(const char *fixtures, const char *tmp) {
   op_model_free(m);
 }
 
+/* --multiple-of's head step: both the Q/K width and the V/output width (wider V heads, as ONNX Runtime's
+ * qkv_hidden_sizes allows) become multiples; none when it does not fit or the attention is grouped. */
+static void test_head_step(void) {
+  op_attn at;
+  memset(&at, 0, sizeof at);
+  at.heads = at.kv_heads = 4;
+  at.head_dim = 8;
+  at.out.in = 32;
+  CHECK_EQ_INT(op_head_step(&at, 1), 1);
+  CHECK_EQ_INT(op_head_step(&at, 16), 2); /* 2 heads x 8 */
+  at.out.in = 48;                         /* V heads of 12 */
+  CHECK_EQ_INT(op_head_step(&at, 16), 4); /* 4 x 8 and 4 x 12 = 48 */
+  CHECK_EQ_INT(op_head_step(&at, 8), 2);  /* 2 x 12 = 24 */
+  CHECK_EQ_INT(op_head_step(&at, 64), 1); /* 8 heads: more than the layer has */
+  at.out.in = 32;
+  at.kv_heads = 2;
+  CHECK_EQ_INT(op_head_step(&at, 16), 1);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
   const char *fixtures = argv[1], *tmp = argv[2];
   op_error err;
+  test_head_step();
 
   /* option values */
   op_prune_config *c = op_prune_config_new();
