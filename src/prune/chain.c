@@ -12,6 +12,7 @@
 #include "verify/stream.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,8 @@ struct op_chain {
   int *ord;       /* nodes in topological order */
   int **outs;     /* per node: its output value ids (-1: unnamed) */
   bool flat;      /* subgraphs, or no order: every pass runs every node from the data */
+  bool uncached;  /* the temporary file failed (a full disk): every later pass runs from the data */
+  bool tell;      /* say so on stderr (progress wanted) */
   bool *useful;   /* nodes some target depends on */
   bool *done;
   FILE *cache;
@@ -110,8 +113,9 @@ static bool topo_order(op_chain *ch) {
 }
 
 op_chain *op_chain_new(const op_model *m, const op_graph *gr, const op_dataset *d, int64_t samples, int64_t batch,
-                       const char *const *targets, size_t n_targets, op_error *err) {
+                       const char *const *targets, size_t n_targets, bool tell, op_error *err) {
   op_chain *ch = op_xcalloc(1, sizeof *ch);
+  ch->tell = tell;
   ch->m = m;
   ch->gr = gr;
   ch->g = m->proto->graph;
@@ -198,22 +202,34 @@ static int io_fail(const op_chain *ch, const char *what, op_error *err) {
                  errno ? strerror(errno) : "short transfer");
 }
 
-static FILE *temp_file(const op_chain *ch, op_error *err) {
+/* Writing the boundary failed (a full or missing TMPDIR): the passes still compute the right values
+ * from the data, only slower, so the chain goes on without its file, and says so once. */
+static atomic_bool told; /* once per process, not once per chain */
+
+static void give_up_file(op_chain *ch, const char *what) {
+  if (ch->tell && !ch->uncached && !atomic_exchange(&told, true))
+    fprintf(stderr, "\n%s: calibration passes: %s a temporary file in %s failed (%s): every later pass runs from "
+            "the model's inputs, slower (TMPDIR names the folder)\n", ch->m->path, what, ch->tmpdir,
+            errno ? strerror(errno) : "short transfer");
+  ch->uncached = true;
+}
+
+static FILE *temp_file(op_chain *ch) {
   char path[4096];
   snprintf(path, sizeof path, "%s/onnx-prune-passXXXXXX", ch->tmpdir);
   errno = 0;
   int fd = mkstemp(path);
-  if (fd < 0) return io_fail(ch, "creating", err), NULL;
+  if (fd < 0) return give_up_file(ch, "creating"), NULL;
   unlink(path); /* gone with the descriptor, whatever happens to the process */
   FILE *f = fdopen(fd, "w+b");
   if (!f) {
+    give_up_file(ch, "opening");
     close(fd);
-    io_fail(ch, "opening", err);
   }
   return f;
 }
 
-static int write_tensor(const op_chain *ch, FILE *f, const op_tensor *t, op_error *err) {
+static int write_tensor(FILE *f, const op_tensor *t) {
   tensor_head h;
   memset(&h, 0, sizeof h);
   h.dtype = t->dtype;
@@ -221,9 +237,7 @@ static int write_tensor(const op_chain *ch, FILE *f, const op_tensor *t, op_erro
   memcpy(h.dims, t->dims, (size_t)t->rank * sizeof *h.dims);
   h.nbytes = t->nbytes;
   errno = 0;
-  if (fwrite(&h, sizeof h, 1, f) != 1 || (t->nbytes && fwrite(t->data, t->nbytes, 1, f) != 1))
-    return io_fail(ch, "writing", err);
-  return 0;
+  return fwrite(&h, sizeof h, 1, f) != 1 || (t->nbytes && fwrite(t->data, t->nbytes, 1, f) != 1) ? -1 : 0;
 }
 
 static int read_tensor(const op_chain *ch, FILE *f, op_tensor *t, op_error *err) {
@@ -326,8 +340,9 @@ static void plan_pass(op_chain *ch, const char *const *names, size_t n, const ch
     if (run[i]) p->v.g.node[p->v.g.n_node++] = ch->g->node[i];
   /* the boundary after this pass: done or run, less what cannot be stored (backwards, so a node given up
    * hands its inputs to the boundary in turn) */
-  for (size_t i = 0; i < nn && !ch->flat; i++) p->nd[i] = ch->done[i] || run[i];
-  for (size_t k = nn; !ch->flat && k-- > 0;) {
+  bool keep = !ch->flat && !ch->uncached; /* a boundary to write */
+  for (size_t i = 0; i < nn && keep; i++) p->nd[i] = ch->done[i] || run[i];
+  for (size_t k = nn; keep && k-- > 0;) {
     int i = ch->ord[k];
     for (size_t j = 0; p->nd[i] && j < ch->g->node[i]->n_output; j++) {
       int id = ch->outs[i][j];
@@ -337,7 +352,7 @@ static void plan_pass(op_chain *ch, const char *const *names, size_t n, const ch
   size_t n_vis = 0, vcap = n + ch->n_cvals + 1;
   p->nvals = op_xmalloc(vcap * sizeof *p->nvals);
   p->n_nvals = 0;
-  for (size_t k = 0; k < nn && !ch->flat; k++) {
+  for (size_t k = 0; k < nn && keep; k++) {
     int i = ch->ord[k];
     for (size_t j = 0; p->nd[i] && j < ch->g->node[i]->n_output; j++) {
       int id = ch->outs[i][j];
@@ -428,11 +443,12 @@ int op_chain_open(op_chain *ch, const char *const *names, size_t n, const char *
   view_init(&p->v, ch->m);
   plan_pass(ch, names, n, edited, n_edited);
   p->s = op_session_new(&p->v.m, err);
-  if (!p->s || (p->n_nvals && !(p->next = temp_file(ch, err)))) {
+  if (!p->s) {
     pass_free(ch);
     drop_cache(ch);
     return -1;
   }
+  if (p->n_nvals && !(p->next = temp_file(ch))) p->n_nvals = 0; /* the values are still computed */
   if (ch->cache) rewind(ch->cache);
   p->n_names = n;
   op_progress_begin(&p->bar, progress, ch->total, label);
@@ -453,7 +469,12 @@ int op_chain_next(op_chain *ch, op_tensor *outputs, int64_t *count_out, op_error
   for (size_t k = 0; k < p->n_cin && !rc; k++) in[ch->n_in + k] = old[p->cin[k]]; /* borrowed */
   if (!rc) rc = op_session_run(p->s, in, sout, NULL, NULL, err);
   for (size_t k = 0; k < p->n_nvals && !rc; k++)
-    rc = write_tensor(ch, p->next, p->nsrc[k] >= 0 ? &sout[p->nsrc[k]] : &old[-1 - p->nsrc[k]], err);
+    if (write_tensor(p->next, p->nsrc[k] >= 0 ? &sout[p->nsrc[k]] : &old[-1 - p->nsrc[k]])) {
+      give_up_file(ch, "writing");
+      fclose(p->next);
+      p->next = NULL;
+      p->n_nvals = 0;
+    }
   for (size_t j = 0; j < p->n_names && !rc; j++)
     tensor_copy(&outputs[j], p->name_src[j] >= 0 ? &sout[p->name_src[j]] : &old[-1 - p->name_src[j]]);
   for (size_t i = 0; i < ch->n_in; i++) op_tensor_clear(&in[i]);
@@ -475,8 +496,8 @@ void op_chain_close(op_chain *ch, bool complete) {
   op_progress_end(&p->bar);
   errno = 0;
   complete = complete && p->start >= ch->total; /* a boundary of some batches only is no boundary */
-  if (complete && p->next && (fflush(p->next) || ferror(p->next))) complete = false;
-  if (!complete || ch->flat) {
+  if (complete && p->next && (fflush(p->next) || ferror(p->next))) give_up_file(ch, "writing");
+  if (!complete || ch->flat || ch->uncached) {
     pass_free(ch);
     drop_cache(ch);
     return;

@@ -16,9 +16,11 @@ typedef struct op_chain op_chain;
 
 /* A chain over model m (gr: its index, kept up to date by the caller) fed by the first `samples`
  * samples of d (0: all) in batches of `batch`. targets: every value the chain's passes may ask for; the
- * boundary keeps only what computing them needs. NULL with *err when the data does not fit the model. */
+ * boundary keeps only what computing them needs. Where the temporary file cannot be made or written (a
+ * full disk), the chain goes on without it, every later pass from the data, and says so on stderr once
+ * when `tell`. NULL with *err when the data does not fit the model. */
 op_chain *op_chain_new(const op_model *m, const op_graph *gr, const op_dataset *d, int64_t samples, int64_t batch,
-                       const char *const *targets, size_t n_targets, op_error *err);
+                       const char *const *targets, size_t n_targets, bool tell, op_error *err);
 void op_chain_free(op_chain *ch);
 /* The samples a pass runs over. */
 int64_t op_chain_samples(const op_chain *ch);

@@ -692,8 +692,8 @@ static int open_chains(const op_analysis *a, const op_prune_config *c, const blo
   }
   for (size_t h = 0; h < nh; h++)
     if (heads[h].p.node >= 0) t[n++] = heads[h].p.x, t[n++] = heads[h].p.y;
-  tv->cur = op_chain_new(a->model, a->gr, c->data, c->samples, c->batch, t, n, err);
-  tv->dense = tv->cur ? op_chain_new(a->model, a->gr, c->data, c->samples, c->batch, t, n, err) : NULL;
+  tv->cur = op_chain_new(a->model, a->gr, c->data, c->samples, c->batch, t, n, c->progress, err);
+  tv->dense = tv->cur ? op_chain_new(a->model, a->gr, c->data, c->samples, c->batch, t, n, c->progress, err) : NULL;
   free(t);
   free(heads);
   return tv->dense ? 0 : -1;

@@ -106,14 +106,29 @@ ldd "$BIN" | grep -q libasan && asan=1
 rc=$?
 if [ $rc -eq 2 ] && grep -q "node '/layers.0/MatMul' (MatMul): out of memory for a tensor of 2304000000 bytes" "$work/stderr" &&
   [ -z "$(ls -A "$work/out")" ]; then ok; else bad "out-of-memory: rc=$rc $(head -c 300 "$work/stderr")"; fi
-# the values kept between calibration passes go to a temporary file in TMPDIR: one that cannot be made is
-# one line naming the folder and why, and nothing is written
-rm -rf "$work/out" && mkdir "$work/out"
-TMPDIR=$work/no_such_dir "$BIN" prune "$M" -o "$work/out/o.onnx" --head-sparsity 0.5 --data "$D" -q 2>"$work/stderr"
+# the values kept between calibration passes go to a temporary file in TMPDIR; where it cannot be made
+# (a missing folder) or written (a full disk; here a file size limit), the prune still completes, every
+# later pass running from the model's inputs, says so once on stderr, and writes what the normal run does
+$PY - "$work/d2k.npz" <<'PY' || bad "cannot make 2048 samples"
+import sys, numpy as np
+r = np.random.default_rng(1)
+np.savez(sys.argv[1], input_ids=r.integers(0, 48, (2048, 6)).astype(np.int64), attention_mask=np.ones((2048, 6), np.int64))
+PY
+passes() { "$BIN" prune "$M" -o "$1" --head-sparsity 0.5 --ffn-sparsity 0.5 --data "$work/d2k.npz" --samples 2048 --report "$1.json"; }
+passes "$work/keep/p_ok.onnx" >/dev/null 2>&1 || bad "passes: the normal run failed"
+TMPDIR=$work/no_such_dir passes "$work/keep/p_dir.onnx" >/dev/null 2>"$work/stderr"
 rc=$?
-if [ $rc -eq 2 ] && [ "$(wc -l <"$work/stderr")" -eq 1 ] && [ -z "$(ls -A "$work/out")" ] &&
-  grep -q "model.onnx: calibration passes: creating a temporary file in $work/no_such_dir .* failed: No such file or directory; TMPDIR names the folder" "$work/stderr"
-then ok; else bad "tmpdir: rc=$rc $(head -c 300 "$work/stderr")"; fi
+if [ $rc -eq 0 ] && [ "$(grep -c "calibration passes" "$work/stderr")" -eq 1 ] &&
+  grep -q "model.onnx: calibration passes: creating a temporary file in $work/no_such_dir failed (No such file or directory): every later pass runs from the model's inputs" "$work/stderr" &&
+  cmp -s "$work/keep/p_ok.onnx.json" "$work/keep/p_dir.onnx.json"
+then ok; else bad "tmpdir missing: rc=$rc $(grep "calibration passes" "$work/stderr" | head -c 300)"; fi
+# 256 KiB per file: the model (99 KB) is written, the values between passes (1.5 MB) are not
+(trap '' XFSZ; ulimit -f 256; passes "$work/keep/p_full.onnx") >/dev/null 2>"$work/stderr"
+rc=$?
+if [ $rc -eq 0 ] && [ "$(grep -c "calibration passes" "$work/stderr")" -eq 1 ] &&
+  grep -q "calibration passes: writing a temporary file in .* failed (File too large): every later pass" "$work/stderr" &&
+  cmp -s "$work/keep/p_ok.onnx.json" "$work/keep/p_full.onnx.json"
+then ok; else bad "tmpdir full: rc=$rc $(grep "calibration passes" "$work/stderr" | head -c 300)"; fi
 
 # ---- what works
 t eq-form 0 out "parameters:" -- prune "$M" --output="$work/keep/eq.onnx" --head-sparsity=0.5

@@ -63,7 +63,7 @@ static float *run_pass(op_chain *ch, const char *name, const char *const *edited
 
 static op_chain *chain(const fixture *f) {
   op_error err;
-  op_chain *ch = op_chain_new(f->m, f->gr, f->d, SAMPLES, BATCH, f->mm, f->n_mm, &err);
+  op_chain *ch = op_chain_new(f->m, f->gr, f->d, SAMPLES, BATCH, f->mm, f->n_mm, false, &err);
   if (!ch) fprintf(stderr, "chain: %s\n", err.message);
   return ch;
 }
