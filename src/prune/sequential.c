@@ -371,6 +371,10 @@ static void collect_free(collect *col) {
   for (int k = 0; k < col->nt; k++) free(col->C[k]), col->C[k] = NULL;
 }
 
+/* What a pass through the pruned model asks for: x, the stream s or the energy value, and for pooled
+ * rows the projection's output as x has its rows and as the residual Add reads them. */
+#define PASS_NAMES 4
+
 /* Statistics of the nt projections ps (one input) over the calibration samples; dense targets when tv
  * has edits. b: the block whose output projection ps[0] is (residual target), or NULL. */
 static int collect_stats(const op_analysis *a, const op_prune_config *c, const op_proj *const *ps, int nt,
@@ -391,7 +395,7 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   for (int k = 0; k < nt; k++) col->out[k] = ps[k]->out, col->yname[k] = resid ? ra->output[0] : ps[k]->y;
   /* energy: of the stream after the block (its residual sum), the scale its output error is judged on */
   col->ename = energy && !dense && ra ? ra->output[0] : NULL;
-  const char *cur_names[4] = {p->x, resid ? col->sname : col->ename};
+  const char *cur_names[PASS_NAMES] = {p->x, resid ? col->sname : col->ename};
   size_t n_names = resid || col->ename ? 2 : 1;
   /* pooled rows: the projection's output as x has its rows and as the residual Add reads them */
   const char *z = !pool || !ra || nt != 1 || ra->n_input != 2 || !b->stream_in ? NULL
@@ -410,10 +414,10 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
   snprintf(what, sizeof what, "%.300s: reconstruction moments of '%.200s'", col->model, p->x);
   int rc = op_recon_moments_budget(&col->mo, what, err);
   if (!rc) {
-    const char *edited[64], **ed = tv->n <= 64 ? edited : op_xmalloc(tv->n * sizeof *ed);
+    const char **ed = op_xmalloc((tv->n + 1) * sizeof *ed);
     size_t n_ed = fresh_edits(tv, ed);
     rc = op_chain_open(tv->cur, cur_names, n_names, ed, n_ed, c->progress, label, err);
-    if (ed != edited) free(ed);
+    free(ed);
   }
   if (!rc && dense) { /* the dense model's weights while its session is made */
     swap_weights(tv, true);
@@ -428,7 +432,7 @@ static int collect_stats(const op_analysis *a, const op_prune_config *c, const o
    * leave the least squares to the ridge alone, and the refit fits those few rows and little else (a
    * ViT calibrated on 32 samples lost 22 points in ONNX Runtime's int8 that way) */
   if (col->pool && total * (int64_t)col->pool->n_idx < p->in) col->pool = NULL;
-  op_tensor outs[4] = {{0}};
+  op_tensor outs[PASS_NAMES] = {{0}};
   int64_t count = 0;
   for (int r = 1; !rc && r > 0;) {
     r = op_chain_next(tv->cur, outs, &count, err);
